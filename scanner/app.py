@@ -1,0 +1,213 @@
+"""``scanner run``: the daemon's lifecycle.
+
+    schema check ─▶ observe server ─▶ one task per chain (TaskGroup) ─▶ READY=1
+    SIGTERM/SIGINT ─▶ STOPPING=1, no new ranges, the batch in flight commits, pools close, exit 0
+    a second signal ─▶ exit at once (what was committed stays committed)
+
+A chain that fails transiently is retried with backoff; a chain that must halt (chain id
+mismatch, deep reorg, token conflict) stays halted, visible in /readyz and a metric, while the
+other chains go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Mapping
+from contextlib import AsyncExitStack, suppress
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from scanner.chain.reader import ChainReader
+from scanner.chain.rpc import RpcClient
+from scanner.config import ChainSettings, Settings
+from scanner.db.engine import make_engine, make_session_factory
+from scanner.db.migrate import ensure_schema, head_revision
+from scanner.errors import ChainHalted, ScannerError
+from scanner.observe.health import Health, ObserveServer
+from scanner.observe.metrics import Metrics
+from scanner.observe.sdnotify import SystemdNotifier
+from scanner.scan.live import ChainScanner
+from scanner.scan.writer import ChainWriterLock
+
+log = structlog.get_logger(__name__)
+MAX_BACKOFF = 60.0
+
+
+def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
+    client = RpcClient(
+        chain.name,
+        [u.get_secret_value() for u in chain.rpc_urls],
+        timeout=chain.rpc_timeout,
+        max_attempts=chain.rpc_max_attempts,
+        observer=metrics,
+    )
+    return ChainReader(client)
+
+
+class App:
+    """Everything ``scanner run`` holds, built from settings and torn down in reverse."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.environ = os.environ if environ is None else environ
+        self.metrics = Metrics(secrets=settings.secrets())
+        self.health = Health()
+        self.notifier = SystemdNotifier(self.environ)
+        self.stop = asyncio.Event()
+        self._signals = 0
+        self._started: dict[str, asyncio.Event] = {}
+        self.engine: AsyncEngine | None = None
+
+    async def run(self) -> int:
+        await ensure_schema(self.settings)
+        async with AsyncExitStack() as stack:
+            self.engine = make_engine(self.settings)
+            stack.push_async_callback(self.engine.dispose)
+            sessions = make_session_factory(self.engine)
+            server = await self._observe_server(sessions, stack)
+            self._install_signals()
+            scanners = []
+            for chain in self.settings.chains:
+                reader = make_reader(chain, self.metrics)
+                stack.push_async_callback(reader.client.aclose)
+                scanners.append(ChainScanner(chain, reader, sessions, metrics=self.metrics))
+                self.health.register(chain.name, chain.poll_interval, chain.max_lag_blocks)
+                self.metrics.add_chain(chain.name)
+                self._started[chain.name] = asyncio.Event()
+            log.info(
+                "scanner_started",
+                chains=[c.name for c in self.settings.chains],
+                metrics_port=server.port if server else None,
+            )
+            await self._supervise(scanners, sessions)
+        log.info("scanner_stopped")
+        return 0
+
+    async def _observe_server(
+        self, sessions: async_sessionmaker[AsyncSession], stack: AsyncExitStack
+    ) -> ObserveServer | None:
+        if not self.settings.metrics.enabled:
+            return None
+        head = head_revision()
+
+        async def db_check() -> str | None:
+            try:
+                async with sessions() as session:
+                    rev = (
+                        await session.execute(text("SELECT version_num FROM alembic_version"))
+                    ).scalar_one_or_none()
+            except (SQLAlchemyError, OSError) as exc:
+                return f"database unreachable: {type(exc).__name__}"
+            return None if rev == head else f"schema at {rev}, code expects {head}"
+
+        server = ObserveServer(
+            self.settings.metrics, metrics=self.metrics, health=self.health, db_check=db_check
+        )
+        await server.start()
+        stack.push_async_callback(server.stop)
+        return server
+
+    async def _supervise(
+        self, scanners: list[ChainScanner], sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        async with asyncio.TaskGroup() as group:
+            loops = [group.create_task(self._chain_loop(s, sessions)) for s in scanners]
+            helper = group.create_task(self._notify_ready())
+            watchdog = group.create_task(
+                self.notifier.run_watchdog(lambda: self.health.healthy()[0])
+            )
+            await self.stop.wait()
+            self.notifier.stopping()
+            log.info("shutdown_requested", timeout=self.settings.shutdown_timeout)
+            helper.cancel()
+            watchdog.cancel()
+            _, still = await asyncio.wait(loops, timeout=self.settings.shutdown_timeout)
+            for task in still:
+                log.warning("shutdown_timeout_cancelling", task=task.get_name())
+                task.cancel()
+        self.notifier.close()
+
+    async def _notify_ready(self) -> None:
+        await asyncio.gather(*(e.wait() for e in self._started.values()))
+        self.notifier.ready()
+        log.info("scanner_ready")
+        while True:
+            self.notifier.status(self._status_line())
+            await asyncio.sleep(5)
+
+    def _status_line(self) -> str:
+        _, body = self.health.healthy()
+        chains = body.get("chains", {})
+        parts = [f"{name}: lag {info.get('lag')}" for name, info in chains.items()]
+        return "; ".join(parts) or "no chains"
+
+    async def _chain_loop(
+        self, scanner: ChainScanner, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        structlog.contextvars.bind_contextvars(chain=scanner.name)
+        writer = ChainWriterLock(self.engine, self.settings, scanner.name)
+        backoff = 1.0
+        try:
+            while not self.stop.is_set():
+                try:
+                    if not await writer.acquire():
+                        await self._sleep(scanner.settings.poll_interval)
+                        continue
+                    outcome = await self._tick(scanner)
+                    backoff = 1.0
+                    if outcome:
+                        await self._sleep(scanner.settings.poll_interval)
+                except ChainHalted as exc:
+                    self._halt(scanner, exc)
+                    await self.stop.wait()
+                except (ScannerError, SQLAlchemyError, OSError) as exc:
+                    self._started[scanner.name].set()
+                    log.error(
+                        "chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff
+                    )
+                    await self._sleep(backoff)
+                    backoff = min(MAX_BACKOFF, backoff * 2)
+        finally:
+            await writer.release()
+
+    async def _tick(self, scanner: ChainScanner) -> bool:
+        """One tick; True when caught up (so the loop waits a poll interval)."""
+        if scanner._ctx is None:
+            await scanner.prepare()
+        scanner.stopping = self.stop.is_set
+        outcome = await scanner.tick()
+        self.health.ticked(scanner.name, outcome.head, outcome.cursor)
+        self._started[scanner.name].set()
+        return outcome.caught_up
+
+    def _halt(self, scanner: ChainScanner, exc: ChainHalted) -> None:
+        self._started[scanner.name].set()
+        self.health.halted(scanner.name, str(exc))
+        self.metrics.set_halted(scanner.name, True)
+        log.error("chain_halted", reason=str(exc), error=type(exc).__name__)
+
+    async def _sleep(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second_signal_exiting_now", signal=sig.name)
+            os._exit(130)
+        log.info("signal_received", signal=sig.name)
+        self.stop.set()
+
+
+async def run(settings: Settings, environ: Mapping[str, str] | None = None) -> int:
+    return await App(settings, environ).run()

@@ -1,0 +1,12 @@
+"""The node adapter: the only package that talks HTTP to a node.
+
+- :mod:`scanner.chain.rpc`: :class:`RpcClient` (JSON-RPC calls and batches, retries, failover);
+- :mod:`scanner.chain.jsonrpc`: envelopes and the mapping of answers onto :mod:`scanner.errors`;
+- :mod:`scanner.chain.limits`: what providers say when a getLogs range is too large;
+- :mod:`scanner.chain.reader`: :class:`ChainReader`, typed reads returning raw dicts and ints.
+"""
+
+from scanner.chain.reader import ChainReader
+from scanner.chain.rpc import Backoff, NullObserver, RpcClient, RpcObserver
+
+__all__ = ["Backoff", "ChainReader", "NullObserver", "RpcClient", "RpcObserver"]

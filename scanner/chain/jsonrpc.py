@@ -1,0 +1,232 @@
+"""JSON-RPC 2.0 envelopes and the one mapping of node answers onto the scanner's error tree.
+
+Pure functions over decoded JSON: no I/O here, so every answer a provider can give is testable
+without a server. :mod:`scanner.chain.rpc` calls them for each HTTP answer.
+
+Mapping of a JSON-RPC error object (first rule that applies):
+
+1. "rate limit" / "too many requests" text, or code 429       → RpcRateLimited (``retry_after``
+   from ``data.backoff_seconds`` when the provider sends it)
+2. an ``eth_getLogs`` error matching PROVIDER-LIMITS.md        → RangeTooLarge
+3. "unknown block" / "header not found" / "block not found"     → BlockNotAvailable
+4. "no backend is currently healthy" (a one-block request), or an error object sent with HTTP
+   5xx                                                          → RpcTransportError
+5. anything else                                                → RpcResponseError
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+
+from scanner.chain.limits import classify_range_error, error_text, requested_size
+from scanner.errors import (
+    BlockNotAvailable,
+    MalformedResponse,
+    RangeTooLarge,
+    RpcError,
+    RpcRateLimited,
+    RpcResponseError,
+    RpcTransportError,
+)
+
+_RATE_LIMITED = re.compile(
+    r"rate.?limit|rate exceeded|too many requests|request limit reached|exceeded.*\bcapacity\b",
+    re.IGNORECASE,
+)
+_NOT_AVAILABLE = re.compile(
+    r"unknown block|header not found|block not found|cannot query unfinalized data",
+    re.IGNORECASE,
+)
+_TRANSIENT = re.compile(r"no backend is currently healthy|temporarily unavailable", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Who asked what, for error messages: chain, method, the node's redacted URL."""
+
+    chain: str
+    method: str
+    url: str  # already redacted
+    redact: Callable[[str], str]
+
+    def say(self, detail: str) -> str:
+        """One error message: ``chain method via url: detail`` (detail scrubbed of secrets)."""
+        return f"{self.chain}: {self.method} via {self.url}: {self.redact(detail)}"
+
+    def of(self, method: str) -> Where:
+        """The same place, another method (one item of a batch)."""
+        return Where(self.chain, method, self.url, self.redact)
+
+
+def request(id_: int, method: str, params: Sequence[Any]) -> dict[str, Any]:
+    """One JSON-RPC 2.0 request object."""
+    return {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
+
+
+def decode(content: bytes, where: Where) -> Any:
+    """The body as JSON, or MalformedResponse (not JSON: an HTML error page, a truncated body)."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        head = content[:60].decode("utf-8", "replace")
+        raise MalformedResponse(
+            where.say(f"not JSON ({exc.msg}): {head!r}"), chain=where.chain, method=where.method
+        ) from None
+
+
+def result_of(envelope: Any, where: Where, params: Any, http_status: int = 200) -> Any:
+    """The ``result`` of one response object, or the mapped error it carries."""
+    if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
+        raise malformed(where, f"not a JSON-RPC 2.0 response object: {_peek(envelope)}")
+    error = envelope.get("error")
+    if error is not None:
+        raise map_error(error, where, params, http_status)
+    if "result" not in envelope:
+        raise malformed(where, "response has neither result nor error")
+    return envelope["result"]
+
+
+def map_error(error: Any, where: Where, params: Any, http_status: int = 200) -> RpcError:
+    """Translate one JSON-RPC error object (see the module docstring for the rules)."""
+    if not isinstance(error, dict) or not isinstance(error.get("message", ""), str):
+        return malformed(where, f"error object of the wrong shape: {_peek(error)}")
+    code = error.get("code")
+    code = code if isinstance(code, int) else None
+    message = where.redact(str(error.get("message", "")))
+    data = _redact_data(error.get("data"), where.redact)
+    text = error_text(message, data)
+    kw: dict[str, Any] = {"chain": where.chain, "method": where.method}
+    if code == 429 or _RATE_LIMITED.search(text):
+        return RpcRateLimited(where.say(f"rate limited: {text}"), retry_after=_backoff(data), **kw)
+    if where.method == "eth_getLogs":
+        size = requested_size(params)
+        too_large = classify_range_error(code, message, data, size)
+        if too_large is not None:
+            return RangeTooLarge(
+                where.say(str(too_large)),
+                code=code,
+                data=data,
+                suggested_size=too_large.suggested_size,
+                **kw,
+            )
+    if _NOT_AVAILABLE.search(text):
+        return BlockNotAvailable(where.say(text), block=_block_of(params), **kw)
+    if _TRANSIENT.search(text) or http_status >= 500:
+        return RpcTransportError(where.say(f"HTTP {http_status}, error {code}: {text}"), **kw)
+    return RpcResponseError(where.say(f"error {code}: {text}"), code=code, data=data, **kw)
+
+
+def http_error(status: int, headers: Mapping[str, str], content: bytes, where: Where) -> RpcError:
+    """The error for a non-2xx HTTP answer.
+
+    429 is a rate limit (with ``Retry-After``). A JSON-RPC error object in the body is mapped as
+    such (providers send range errors with 400 or 413). Otherwise 5xx and 408 are transport
+    errors (transient); any other status (401, 403, 404: a wrong URL or key) is MalformedResponse,
+    which is not retried: repeating it only burns quota and hides a configuration mistake.
+    """
+    kw: dict[str, Any] = {"chain": where.chain, "method": where.method}
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return RpcRateLimited(where.say("HTTP 429"), retry_after=retry_after, **kw)
+    body = _json_or_none(content)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return map_error(body["error"], where, None, status)
+    if status >= 500 or status == 408:
+        return RpcTransportError(where.say(f"HTTP {status}"), **kw)
+    return MalformedResponse(where.say(f"HTTP {status}: {_peek(content)}"), **kw)
+
+
+def order_batch(answers: Any, ids: Sequence[int], where: Where) -> list[Any]:
+    """Batch answers in request order (servers may answer in any order)."""
+    if isinstance(answers, dict):
+        result_of(answers, where, None)  # one error for the whole batch: raises it
+        raise malformed(where, "a batch answered with a single object")
+    if not isinstance(answers, list):
+        raise malformed(where, f"a batch answered with {type(answers).__name__}")
+    by_id: dict[Any, Any] = {}
+    for answer in answers:
+        if isinstance(answer, dict):
+            by_id[_norm_id(answer.get("id"))] = answer
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise malformed(where, f"{len(missing)} of {len(ids)} batch items got no answer")
+    return [by_id[i] for i in ids]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def malformed(where: Where, detail: str) -> MalformedResponse:
+    """A MalformedResponse naming the place."""
+    return MalformedResponse(where.say(detail), chain=where.chain, method=where.method)
+
+
+def _norm_id(value: Any) -> Any:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
+
+
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _peek(value: Any) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else repr(value)
+    return text[:80]
+
+
+def _redact_data(data: Any, redact: Callable[[str], str]) -> Any:
+    """Error data with secrets scrubbed from every string in it (providers echo URLs, keys)."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {k: _redact_data(v, redact) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact_data(v, redact) for v in data]
+    return data
+
+
+def _backoff(data: Any) -> float | None:
+    """Infura's ``data.backoff_seconds`` (and look-alikes) on a rate-limit error."""
+    if not isinstance(data, dict):
+        return None
+    for key in ("backoff_seconds", "retry_after", "retryAfter"):
+        value = data.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return max(0.0, float(value))
+    return None
+
+
+def _block_of(params: Any) -> int | str | None:
+    """The block a request named (number or hash), for BlockNotAvailable.block."""
+    if not params:
+        return None
+    first = params[0]
+    if isinstance(first, Mapping):
+        first = first.get("blockHash", first.get("fromBlock"))
+    if isinstance(first, str) and first.startswith("0x") and len(first) < 20:
+        return int(first, 16)
+    return first if isinstance(first, (str, int)) else None

@@ -1,0 +1,390 @@
+"""The JSON-RPC client: the only code that talks HTTP to a node.
+
+One ``httpx.AsyncClient`` (HTTP/1.1 keep-alive, bounded pool) per chain, orjson both ways. Every
+failure leaves here as a :class:`~scanner.errors.RpcError` (see :mod:`scanner.chain.jsonrpc` for
+the mapping); transient ones are retried with tenacity (exponential backoff with jitter, bounded
+attempts, ``Retry-After`` honoured) and each retry is reported to an :class:`RpcObserver`.
+
+Failover: the client keeps one active URL; a transport failure (connection refused, timeout,
+HTTP 5xx) moves it to the next configured URL, so the retry goes elsewhere. Rate limits and
+JSON-RPC errors do not fail over: they are about the request or the plan, not the endpoint.
+
+Secrets: URLs carry API keys. They appear in errors, logs and ``repr`` only as
+:func:`scanner.secrets.redact_url` shows them; text from the node and from httpx is scrubbed too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar, overload
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_base
+
+from scanner.chain import jsonrpc
+from scanner.chain.jsonrpc import Where
+from scanner.errors import (
+    BlockNotAvailable,
+    ConfigError,
+    MalformedResponse,
+    RangeTooLarge,
+    RpcError,
+    RpcRateLimited,
+    RpcResponseError,
+    RpcTransportError,
+)
+from scanner.secrets import redact_url, scrub
+
+T = TypeVar("T")
+
+_HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json",
+    "User-Agent": "ctrip-scanner",
+}
+
+
+class RpcObserver(Protocol):
+    """Where the client reports what it did: the metrics and logging layer plugs in here."""
+
+    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None:
+        """One HTTP round trip finished (``outcome``: ``ok`` or an error label)."""
+
+    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None:
+        """Attempt number ``attempt`` failed with a transient ``error``; another one follows."""
+
+
+class NullObserver:
+    """The default observer: records nothing."""
+
+    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None:
+        """Ignore."""
+
+    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None:
+        """Ignore."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Waits between attempts: ``initial``·2ⁿ plus up to ``initial`` of jitter, at most
+    ``maximum``; a rate limit's ``Retry-After`` is waited in full, up to ``max_retry_after``."""
+
+    initial: float = 0.25
+    maximum: float = 10.0
+    max_retry_after: float = 60.0
+
+
+_OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
+    (RangeTooLarge, "range_too_large"),
+    (RpcRateLimited, "rate_limited"),
+    (RpcTransportError, "transport_error"),
+    (BlockNotAvailable, "not_available"),
+    (MalformedResponse, "malformed"),
+    (RpcResponseError, "response_error"),
+)
+
+
+def outcome_of(error: RpcError) -> str:
+    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ..."""
+    for cls, label in _OUTCOMES:
+        if isinstance(error, cls):
+            return label
+    return "error"
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, RpcError) and error.transient
+
+
+class _Wait(wait_base):
+    """``initial``·2ⁿ⁻¹ plus up to ``initial`` of jitter, capped at ``maximum``; on a rate
+    limit, at least the server's Retry-After (itself capped at ``max_retry_after``)."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self._backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        b = self._backoff
+        exponent = min(retry_state.attempt_number - 1, 32)
+        wait = min(b.initial * 2.0**exponent + random.uniform(0, b.initial), b.maximum)
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, RpcRateLimited) and error.retry_after is not None:
+            wait = max(wait, min(error.retry_after, b.max_retry_after))
+        return wait
+
+
+class _RedactUrls(logging.Filter):
+    """Scrubs URLs from httpx's own request log lines (``HTTP Request: POST <url>``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                scrub(str(a)) if isinstance(a, (str, httpx.URL)) else a for a in record.args
+            )
+        return True
+
+
+def _guard_httpx_logger() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactUrls) for f in logger.filters):
+        logger.addFilter(_RedactUrls())
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The parts of a URL that may be a key: the URL, path segments, query values, password."""
+    parts = urlsplit(url)
+    pieces = [url, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
+    pieces += [parts.username or "", parts.password or ""]
+    return sorted({p for p in pieces if len(p) >= 8}, key=len, reverse=True)
+
+
+def _check_url(chain: str, url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"chain {chain!r}: RPC URL must be http(s): {redact_url(url)}")
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL:
+        raise ConfigError(f"chain {chain!r}: invalid RPC URL {redact_url(url)}") from None
+    return url
+
+
+class RpcClient:
+    """JSON-RPC over HTTP for one chain: calls, batches, retries, failover, error mapping.
+
+    ``timeout`` bounds each phase of one HTTP attempt (connect, write, read, pool);
+    ``max_attempts`` bounds the attempts of one call or one batch chunk; ``backoff`` shapes the
+    waits; ``batch_size`` caps the items of one JSON-RPC batch; ``max_connections`` bounds the
+    keep-alive pool; ``trust_env`` lets httpx read proxy settings from the environment (off:
+    settings are explicit); ``transport`` replaces the network (hand-written fakes in tests).
+    """
+
+    def __init__(
+        self,
+        chain: str,
+        urls: Sequence[str],
+        *,
+        timeout: float = 15.0,
+        max_attempts: int = 6,
+        observer: RpcObserver | None = None,
+        backoff: Backoff | None = None,
+        batch_size: int = 100,
+        max_connections: int = 16,
+        trust_env: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ConfigError(f"chain {chain!r}: no RPC URL")
+        if max_attempts < 1 or batch_size < 1:
+            raise ConfigError(f"chain {chain!r}: max_attempts and batch_size must be ≥ 1")
+        self.chain = chain
+        self._urls = [_check_url(chain, u) for u in urls]
+        self._shown = [redact_url(u) for u in self._urls]
+        self._secrets = [s for u in self._urls for s in _secrets_of(u)]
+        self._active = 0
+        self._ids = itertools.count(1)
+        self._max_attempts = max_attempts
+        self._wait = _Wait(backoff or Backoff())
+        self._batch_size = batch_size
+        self._observer: RpcObserver = observer or NullObserver()
+        self._http = httpx.AsyncClient(
+            headers=_HEADERS,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            http1=True,
+            http2=False,
+            trust_env=trust_env,
+            transport=transport,
+        )
+        _guard_httpx_logger()
+
+    def __repr__(self) -> str:
+        return f"RpcClient(chain={self.chain!r}, urls={self._shown!r})"
+
+    @property
+    def urls(self) -> list[str]:
+        """The configured URLs, redacted (for display)."""
+        return list(self._shown)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # -- single calls ----------------------------------------------------------------------
+
+    @overload
+    async def call(self, method: str, params: Sequence[Any] = ...) -> Any: ...
+
+    @overload
+    async def call(
+        self, method: str, params: Sequence[Any] = ..., *, parse: Callable[[Any], T]
+    ) -> T: ...
+
+    async def call(
+        self,
+        method: str,
+        params: Sequence[Any] = (),
+        *,
+        parse: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """One JSON-RPC call; its ``result``, passed through ``parse`` when given.
+
+        ``parse`` runs inside the retry loop: raising a transient error there (e.g.
+        BlockNotAvailable for a ``null`` block) retries the call like a transport failure.
+        """
+        params = list(params)
+
+        async def send(where: Where, url: str) -> Any:
+            body = orjson.dumps(jsonrpc.request(next(self._ids), method, params))
+            envelope = jsonrpc.decode(await self._post(url, body, where), where)
+            result = jsonrpc.result_of(envelope, where, params)
+            return parse(result) if parse is not None else result
+
+        return await self._retrying(method, send)
+
+    # -- batches ---------------------------------------------------------------------------
+
+    @overload
+    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]: ...
+
+    @overload
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, parse: Callable[[int, Any], T]
+    ) -> list[T]: ...
+
+    async def batch(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        parse: Callable[[int, Any], Any] | None = None,
+    ) -> list[Any]:
+        """Many calls in JSON-RPC batches of at most ``batch_size``; results in call order.
+
+        An error in any item raises (the most transient one, so that a rate-limited item retries
+        the chunk). ``parse(index, result)`` runs inside the retry loop, as for :meth:`call`;
+        ``index`` is the item's position in ``calls``. Chunks run one after another.
+        """
+        results: list[Any] = []
+        for offset in range(0, len(calls), self._batch_size):
+            chunk = calls[offset : offset + self._batch_size]
+            results.extend(await self._batch_chunk(chunk, offset, parse))
+        return results
+
+    async def _batch_chunk(
+        self,
+        chunk: Sequence[tuple[str, Sequence[Any]]],
+        offset: int,
+        parse: Callable[[int, Any], Any] | None,
+    ) -> list[Any]:
+        methods = {m for m, _ in chunk}
+        label = f"batch:{methods.pop() if len(methods) == 1 else 'mixed'}"
+        items = [(m, list(p)) for m, p in chunk]
+
+        async def send(where: Where, url: str) -> list[Any]:
+            ids = [next(self._ids) for _ in items]
+            body = orjson.dumps(
+                [jsonrpc.request(i, m, p) for i, (m, p) in zip(ids, items, strict=True)]
+            )
+            answers = jsonrpc.decode(await self._post(url, body, where), where)
+            ordered = jsonrpc.order_batch(answers, ids, where)
+            values = _batch_results(ordered, items, where)
+            if parse is None:
+                return values
+            return [parse(offset + n, v) for n, v in enumerate(values)]
+
+        return await self._retrying(label, send)
+
+    # -- the attempt loop ------------------------------------------------------------------
+
+    async def _retrying(self, label: str, send: Callable[[Where, str], Awaitable[T]]) -> T:
+        """Run ``send`` against the active URL until it succeeds or a non-transient error."""
+
+        def report(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(error, Exception):
+                self._observer.retried(self.chain, label, state.attempt_number, error)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_is_transient),
+            before_sleep=report,
+            reraise=True,
+        )
+        return await retrying(self._attempt, label, send)
+
+    async def _attempt(self, label: str, send: Callable[[Where, str], Awaitable[T]]) -> T:
+        """One round trip, timed and reported; a transport failure fails over."""
+        index = self._active
+        where = Where(self.chain, label, self._shown[index], self._redact)
+        started = time.perf_counter()
+        try:
+            result = await send(where, self._urls[index])
+        except RpcError as error:
+            self._observer.request_done(
+                self.chain, label, outcome_of(error), time.perf_counter() - started
+            )
+            if isinstance(error, RpcTransportError):
+                self._fail_over(index)
+            raise
+        self._observer.request_done(self.chain, label, "ok", time.perf_counter() - started)
+        return result
+
+    def _fail_over(self, failed: int) -> None:
+        """Move to the next URL, unless a concurrent call already did."""
+        if self._active == failed and len(self._urls) > 1:
+            self._active = (failed + 1) % len(self._urls)
+
+    async def _post(self, url: str, body: bytes, where: Where) -> bytes:
+        """POST ``body``; the raw answer of a 2xx, else the mapped HTTP error."""
+        try:
+            response = await self._http.post(url, content=body)
+        except httpx.HTTPError as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            error = RpcTransportError(where.say(detail), chain=self.chain, method=where.method)
+            # keep httpx's error as the cause only if its text holds no secret
+            raise error from (exc if self._redact(str(exc)) == str(exc) else None)
+        if 200 <= response.status_code < 300:
+            return response.content
+        raise jsonrpc.http_error(response.status_code, response.headers, response.content, where)
+
+    def _redact(self, text: str) -> str:
+        return scrub(text, self._secrets)
+
+
+def _batch_results(
+    answers: list[Any], items: Sequence[tuple[str, list[Any]]], where: Where
+) -> list[Any]:
+    """Each item's result; if any item failed, raise the most transient of the errors."""
+    values: list[Any] = []
+    errors: list[RpcError] = []
+    for answer, (method, params) in zip(answers, items, strict=True):
+        try:
+            values.append(jsonrpc.result_of(answer, where.of(method), params))
+        except RpcError as error:
+            errors.append(error)
+    if errors:
+        raise next((e for e in errors if e.transient), errors[0])
+    return values

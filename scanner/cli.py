@@ -1,0 +1,165 @@
+"""The ``scanner`` command: parse arguments, build settings once, call in.
+
+Exit codes: 0 done; 1 a runtime failure; 2 bad configuration or usage; 3 the database schema is
+not at this code's revision (behind with migrate_on_start off, or unknown / newer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from scanner import __version__
+from scanner.config import Settings, load_settings
+from scanner.errors import ConfigError, ScannerError
+from scanner.observe.logging import configure_logging
+from scanner.secrets import scrub
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SCHEMA = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 with the message, as configuration errors do."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"scanner: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file (default: $SCANNER_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="scanner", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"scanner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="scan every configured chain until stopped")
+    _config_arg(run)
+
+    backfill = sub.add_parser("backfill", help="scan a fixed block range once")
+    _config_arg(backfill)
+    backfill.add_argument("--chain", required=True)
+    backfill.add_argument("--from-block", type=int, required=True)
+    backfill.add_argument("--to-block", type=int, required=True)
+    backfill.add_argument("--dry-run", action="store_true", help="report, write nothing")
+
+    status = sub.add_parser("status", help="each chain's head, cursor, lag, open payments")
+    _config_arg(status)
+    status.add_argument("--json", action="store_true")
+
+    check = sub.add_parser("check", help="validate config, database and RPC endpoints")
+    _config_arg(check)
+
+    demo = sub.add_parser("demo", help="local anvil chain + demo token + simulated gateway")
+    demo.add_argument("--payments", type=int, default=3)
+    demo.add_argument("--seconds", type=float, default=60.0, help="how long to run (0: forever)")
+
+    migrate = sub.add_parser("migrate", help="database migrations (Alembic)")
+    _config_arg(migrate)
+    msub = migrate.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    up = msub.add_parser("upgrade")
+    up.add_argument("revision", nargs="?", default="head")
+    down = msub.add_parser("downgrade")
+    down.add_argument("revision", nargs="?", default="-1")
+    msub.add_parser("current")
+    msub.add_parser("history")
+    stamp = msub.add_parser("stamp")
+    stamp.add_argument("revision")
+    rev = msub.add_parser("revision")
+    rev.add_argument("-m", "--message", required=True)
+    rev.add_argument("--autogenerate", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(getattr(args, "config", None))
+    configure_logging(settings.logging, secrets=settings.secrets())
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from scanner.app import run
+
+    settings = _settings(args)
+    if not settings.chains:
+        raise ConfigError(
+            "no [[chains]] configured: nothing to scan", key="chains", file=settings.config_file
+        )
+    return asyncio.run(run(settings))
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from scanner.commands import backfill
+
+    return asyncio.run(backfill(_settings(args), args))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from scanner.commands import status
+
+    return asyncio.run(status(_settings(args), as_json=args.json))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from scanner.commands import check
+
+    return asyncio.run(check(_settings(args)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scanner.devchain.demo import run_demo
+
+    return run_demo(payments=args.payments, seconds=args.seconds)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from scanner.db import migrate
+
+    settings = _settings(args)
+    if args.action == "upgrade":
+        migrate.upgrade(settings, args.revision)
+    elif args.action == "downgrade":
+        migrate.downgrade(settings, args.revision)
+    elif args.action == "stamp":
+        migrate.stamp(settings, args.revision)
+    elif args.action == "current":
+        current = migrate.current(settings)
+        head = migrate.head_revision()
+        label = "(head)" if current == head else f"(head is {head})"
+        print(f"{current or '<none>'} {label}")
+    elif args.action == "history":
+        for line in migrate.history(settings):
+            print(line)
+    elif args.action == "revision":
+        print(migrate.revision(settings, args.message, args.autogenerate))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "backfill": cmd_backfill,
+    "status": cmd_status,
+    "check": cmd_check,
+    "demo": cmd_demo,
+    "migrate": cmd_migrate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ScannerError as exc:
+        _fail(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(exc: ScannerError) -> None:
+    print(f"scanner: {scrub(str(exc))}", file=sys.stderr)

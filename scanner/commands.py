@@ -1,0 +1,240 @@
+"""The one-off commands an operator reaches for: backfill, status, check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select, text
+
+from scanner.config import Settings
+from scanner.db.engine import make_engine, make_session_factory
+from scanner.db.migrate import ensure_schema, head_revision
+from scanner.db.models import ChainState, Payment
+from scanner.errors import ScannerError
+from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.secrets import redact_url
+
+log = structlog.get_logger(__name__)
+
+
+async def backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from scanner.app import make_reader
+
+    chain = settings.chain(args.chain)
+    await ensure_schema(settings)
+    engine = make_engine(settings)
+    reader = make_reader(chain, None)
+    try:
+        job = Backfill(chain, reader, make_session_factory(engine), dry_run=args.dry_run)
+        with _Progress(chain.name, args.from_block, args.to_block) as progress:
+            summary = await job.run(args.from_block, args.to_block, progress.update)
+    finally:
+        await reader.client.aclose()
+        await engine.dispose()
+    _print_summary(summary)
+    return 0
+
+
+class _Progress:
+    """A progress bar on a terminal; a structured event every few seconds elsewhere."""
+
+    def __init__(self, chain: str, start: int, end: int) -> None:
+        self.chain, self.start, self.end = chain, start, end
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.began = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} blocks"),
+                TextColumn("{task.fields[rate]} blocks/s"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(
+                f"backfill {self.chain}", total=self.end - self.start + 1, rate="-"
+            )
+        return self
+
+    def update(self, summary: BackfillSummary, block: int) -> None:
+        done = block - self.start + 1
+        elapsed = max(time.monotonic() - self.began, 1e-9)
+        rate = (block - summary.resumed_from + 1) / elapsed
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, rate=f"{rate:,.0f}")
+            return
+        now = time.monotonic()
+        if now - self.last >= 5.0 or block == self.end:
+            self.last = now
+            remaining = self.end - block
+            log.info(
+                "backfill_progress",
+                chain=self.chain,
+                block=block,
+                done=done,
+                total=self.end - self.start + 1,
+                blocks_per_second=round(rate, 1),
+                eta_seconds=round(remaining / rate, 1) if rate > 0 else None,
+                matched=summary.matched,
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_summary(summary: BackfillSummary) -> None:
+    fields = {
+        "chain": summary.chain,
+        "from_block": summary.from_block,
+        "to_block": summary.to_block,
+        "resumed_from": summary.resumed_from,
+        "blocks": summary.blocks,
+        "logs": summary.logs,
+        "matches": summary.matched,
+        "payments_changed": summary.payments_changed,
+        "events": summary.events,
+        "status_changes": summary.status_changes,
+        "seconds": round(summary.seconds, 3),
+        "dry_run": summary.dry_run,
+    }
+    log.info("backfill_finished", **fields)
+    print(json.dumps(fields))
+
+
+async def status(settings: Settings, *, as_json: bool) -> int:
+    """Each chain's head, cursor, lag, open payments and last reorg."""
+    from scanner.app import make_reader
+
+    engine = make_engine(settings)
+    rows: list[dict[str, Any]] = []
+    try:
+        sessions = make_session_factory(engine)
+        async with sessions() as session:
+            for chain in settings.chains:
+                state = (
+                    await session.execute(select(ChainState).where(ChainState.chain == chain.name))
+                ).scalar_one_or_none()
+                open_count = (
+                    await session.execute(
+                        select(func.count())
+                        .select_from(Payment)
+                        .where(
+                            Payment.chain == chain.name,
+                            Payment.status.in_(("pending", "confirming")),
+                        )
+                    )
+                ).scalar_one()
+                last_reorg = (
+                    await session.execute(
+                        text(
+                            "SELECT max(e.created_at) FROM payment_events e JOIN payments p "
+                            "ON p.id = e.payment_id WHERE p.chain = :c "
+                            "AND e.type = 'transfer_orphaned'"
+                        ),
+                        {"c": chain.name},
+                    )
+                ).scalar_one_or_none()
+                head: int | None = None
+                reader = make_reader(chain, None)
+                try:
+                    head = await reader.head()
+                except ScannerError:
+                    head = None
+                finally:
+                    await reader.client.aclose()
+                cursor = state.last_scanned_block if state else None
+                rows.append(
+                    {
+                        "chain": chain.name,
+                        "head": head,
+                        "last_scanned_block": cursor,
+                        "lag": head - cursor if head is not None and cursor is not None else None,
+                        "open_payments": int(open_count),
+                        "last_reorg": str(last_reorg) if last_reorg else None,
+                    }
+                )
+    finally:
+        await engine.dispose()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    headers = ["chain", "head", "last_scanned_block", "lag", "open_payments", "last_reorg"]
+    table = [headers] + [["-" if r[h] is None else str(r[h]) for h in headers] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+
+
+async def check(settings: Settings) -> int:
+    """Validate everything that can be checked without scanning; exit 1 if anything is wrong."""
+    from scanner.app import make_reader
+
+    problems: list[str] = []
+    print(f"config: ok ({settings.config_file or 'no file'}; {len(settings.chains)} chain(s))")
+    problems += await _check_database(settings)
+    for chain in settings.chains:
+        for url in chain.rpc_urls:
+            shown = redact_url(url.get_secret_value())
+            probe = chain.model_copy(update={"rpc_urls": [url], "rpc_max_attempts": 1})
+            reader = make_reader(probe, None)
+            try:
+                actual = await reader.chain_id()
+                head = await reader.head()
+            except ScannerError as exc:
+                problems.append(f"{chain.name}: {shown}: {exc}")
+                continue
+            finally:
+                await reader.client.aclose()
+            if actual != chain.chain_id:
+                problems.append(
+                    f"{chain.name}: {shown} serves chain id {actual}, config says {chain.chain_id}"
+                )
+            else:
+                print(f"{chain.name}: {shown}: ok (chain id {actual}, head {head})")
+    for problem in problems:
+        print(f"problem: {problem}")
+    print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+async def _check_database(settings: Settings) -> list[str]:
+    shown = redact_url(settings.database_url.get_secret_value())
+    engine = make_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            rev = (
+                await conn.execute(text("SELECT version_num FROM alembic_version"))
+            ).scalar_one_or_none()
+    except Exception as exc:
+        return [f"database {shown}: {type(exc).__name__}: {redact_url(str(exc))[:200]}"]
+    finally:
+        await engine.dispose()
+    head = head_revision()
+    if rev != head:
+        return [f"database {shown}: schema at {rev}, code expects {head} (scanner migrate upgrade)"]
+    print(f"database {shown}: ok (schema {rev})")
+    return []

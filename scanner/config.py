@@ -1,0 +1,306 @@
+"""Typed settings: a TOML file for chains and tokens, the environment for secrets and deployment.
+
+Built once, in the CLI, by :func:`load_settings`, and passed down. Nothing here reads the
+environment at import time.
+
+Database URL resolution keeps the gateway's variables:
+- ``ENV`` is ``development`` (default), ``production`` or ``testing``;
+- in production ``DATABASE_URL`` (PostgreSQL) is required;
+- otherwise ``DATABASE_URL_DEV``, defaulting to the SQLite file ``./scanner.db``;
+- ``[database] url`` in the file is used when the variable is not set: variables win.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from scanner.errors import ConfigError
+from scanner.secrets import redact_url
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_CHAIN_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+DEFAULT_SQLITE_URL = "sqlite:///./scanner.db"
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError(f"not a 20-byte hex address: {value!r}")
+    return value.lower()
+
+
+Address = Annotated[str, AfterValidator(_address)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RpcUrl(SecretStr):
+    """An RPC URL: shown redacted (``https://host/***``), the real value by ``get_secret_value``."""
+
+    def _display(self) -> str:
+        return redact_url(self.get_secret_value())
+
+
+class TokenSettings(_Strict):
+    symbol: str = Field(min_length=1, max_length=32)
+    address: Address
+    decimals: int = Field(ge=0, le=77)
+
+
+class ChainSettings(_Strict):
+    name: str
+    chain_id: int = Field(gt=0)
+    rpc_urls: list[RpcUrl] = Field(min_length=1)
+    confirmations: int | None = Field(default=None, ge=1)
+    finality: Literal["finalized", "safe"] | None = None
+    poll_interval: float = Field(default=3.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    start_block: int | None = Field(default=None, ge=0)
+    max_reorg_depth: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    grace_seconds: int = Field(default=300, ge=0)
+    max_lag_blocks: int = Field(default=50, ge=0)
+    rpc_timeout: float = Field(default=15.0, gt=0)
+    rpc_max_attempts: int = Field(default=6, ge=1)
+    native_symbol: str = "ETH"
+    native_decimals: int = Field(default=18, ge=0, le=77)
+    tokens: list[TokenSettings] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _CHAIN_NAME.match(value):
+            raise ValueError("use lower-case letters, digits, '-' and '_' (at most 32)")
+        return value
+
+    @field_validator("rpc_urls")
+    @classmethod
+    def _urls(cls, value: list[RpcUrl]) -> list[RpcUrl]:
+        for url in value:
+            if not url.get_secret_value().startswith(("http://", "https://")):
+                raise ValueError(f"RPC URL must be http(s): {url}")
+        return value
+
+    @model_validator(mode="after")
+    def _finality(self) -> ChainSettings:
+        if (self.confirmations is None) == (self.finality is None):
+            raise ValueError("set exactly one of 'confirmations' or 'finality'")
+        if (
+            self.max_reorg_depth is not None
+            and self.confirmations is not None
+            and self.max_reorg_depth < self.confirmations
+        ):
+            raise ValueError("max_reorg_depth must be at least 'confirmations'")
+        seen: set[str] = set()
+        for token in self.tokens:
+            if token.address in seen:
+                raise ValueError(f"token {token.address} is listed twice")
+            seen.add(token.address)
+        return self
+
+    @property
+    def reorg_depth(self) -> int:
+        """How far back reorgs are followed (and how many block hashes are kept)."""
+        if self.max_reorg_depth is not None:
+            return self.max_reorg_depth
+        return max(64, self.confirmations or 0) if self.confirmations else 128
+
+
+class DatabaseSettings(_Strict):
+    url: SecretStr | None = None
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    pool_timeout: float = Field(default=30.0, gt=0)
+    pool_pre_ping: bool = True
+    echo: bool = False
+
+
+class MetricsSettings(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class LoggingSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class FileSettings(_Strict):
+    """What the TOML file may hold; any other key is an error."""
+
+    migrate_on_start: bool | None = None
+    shutdown_timeout: float = Field(default=30.0, gt=0)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    chains: list[ChainSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_chains(self) -> FileSettings:
+        names = [c.name for c in self.chains]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate chain name(s): {', '.join(dupes)}")
+        return self
+
+
+class Settings(_Strict):
+    """Everything the scanner runs with, resolved from file and environment."""
+
+    env: Literal["development", "production", "testing"]
+    database_url: SecretStr
+    migrate_on_start: bool
+    shutdown_timeout: float
+    database: DatabaseSettings
+    metrics: MetricsSettings
+    logging: LoggingSettings
+    chains: list[ChainSettings]
+    config_file: str | None = None
+
+    def chain(self, name: str) -> ChainSettings:
+        for chain in self.chains:
+            if chain.name == name:
+                return chain
+        known = ", ".join(c.name for c in self.chains) or "none"
+        raise ConfigError(f"unknown chain {name!r} (configured: {known})", key="chains")
+
+    def secrets(self) -> list[str]:
+        """Every secret string, for scrubbing free text."""
+        out = [self.database_url.get_secret_value()]
+        for chain in self.chains:
+            out.extend(u.get_secret_value() for u in chain.rpc_urls)
+        return out
+
+
+def _loc(error: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    for item in error.get("loc", ()):
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+def _config_error(exc: ValidationError, file: str | None) -> ConfigError:
+    first = exc.errors()[0]
+    key = _loc(first)
+    where = f" in {file}" if file else ""
+    problems = "; ".join(
+        f"{_loc(e)}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
+        for e in exc.errors()
+    )
+    return ConfigError(f"invalid configuration{where}: {problems}", key=key, file=file)
+
+
+def read_config_file(path: str | None) -> tuple[FileSettings, str | None]:
+    if path is None:
+        return FileSettings(), None
+    file = str(Path(path))
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {file}", file=file) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file} is not valid TOML: {exc}", file=file) from exc
+    try:
+        return FileSettings.model_validate(data), file
+    except ValidationError as exc:
+        raise _config_error(exc, file) from exc
+
+
+def _env_bool(environ: Mapping[str, str], name: str) -> bool | None:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return None
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}", key=name)
+
+
+def _resolve_database_url(
+    env: str, file_url: SecretStr | None, environ: Mapping[str, str]
+) -> SecretStr:
+    if env == "production":
+        url = environ.get("DATABASE_URL") or (file_url.get_secret_value() if file_url else None)
+        if not url:
+            raise ConfigError(
+                "ENV=production requires DATABASE_URL (a postgresql:// URL)", key="DATABASE_URL"
+            )
+        if not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ConfigError(
+                f"DATABASE_URL must be PostgreSQL in production, got {redact_url(url)}",
+                key="DATABASE_URL",
+            )
+        return SecretStr(url)
+    url = environ.get("DATABASE_URL_DEV") or (file_url.get_secret_value() if file_url else None)
+    return SecretStr(url or DEFAULT_SQLITE_URL)
+
+
+def load_settings(
+    config_path: str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (``config_path`` or ``SCANNER_CONFIG``) and the environment."""
+    environ = os.environ if environ is None else environ
+    path = config_path or environ.get("SCANNER_CONFIG") or None
+    file_settings, file = read_config_file(path)
+    env = environ.get("ENV", "development").strip().lower() or "development"
+    if env not in {"development", "production", "testing"}:
+        raise ConfigError(f"ENV must be development, production or testing, not {env!r}", key="ENV")
+    migrate = _env_bool(environ, "SCANNER_MIGRATE_ON_START")
+    if migrate is None:
+        migrate = file_settings.migrate_on_start
+    if migrate is None:
+        migrate = env != "production"
+    logging = file_settings.logging
+    level = environ.get("SCANNER_LOG_LEVEL") or environ.get("LOG_LEVEL")
+    log_format = environ.get("SCANNER_LOG_FORMAT")
+    try:
+        if level or log_format:
+            logging = LoggingSettings(
+                level=(level or logging.level).lower(),
+                format=(log_format or logging.format).lower(),
+            )
+        metrics = file_settings.metrics
+        metrics_addr = environ.get("SCANNER_METRICS_ADDR")
+        if metrics_addr:
+            host, _, port = metrics_addr.rpartition(":")
+            metrics = MetricsSettings(
+                enabled=metrics.enabled, host=host or "127.0.0.1", port=int(port)
+            )
+        return Settings(
+            env=env,
+            database_url=_resolve_database_url(env, file_settings.database.url, environ),
+            migrate_on_start=migrate,
+            shutdown_timeout=file_settings.shutdown_timeout,
+            database=file_settings.database,
+            metrics=metrics,
+            logging=logging,
+            chains=file_settings.chains,
+            config_file=file,
+        )
+    except ValidationError as exc:
+        raise _config_error(exc, "environment") from exc
+    except ValueError as exc:
+        raise ConfigError(f"invalid environment setting: {exc}", key="environment") from exc

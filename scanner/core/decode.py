@@ -1,0 +1,334 @@
+"""Raw JSON-RPC answers → transfers; token amounts and addresses.
+
+The input is what the node sends (camelCase keys, ``0x``-hex strings), before any library touches
+it. Decoding slices hex strings: this is the hot path (a backfill decodes ~100k logs a second),
+so there is no web3, no eth_abi, no regular expression per log.
+
+Two kinds of bad input, told apart on purpose:
+
+- a log that is a log but not an ERC-20 Transfer we can credit (four topics, odd data, zero
+  value, a contract we do not watch, a ``removed`` log) is *skipped* and counted by reason in
+  :attr:`DecodeResult.skipped`; it never stops the scan;
+- an answer that is not a log at all (a missing field, a non-hex quantity, a hash of the wrong
+  length, a block timestamp we were not given) is the node's fault: it raises
+  :class:`~scanner.errors.MalformedResponse` and is never skipped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Context, Decimal
+from typing import Any, Final
+
+from scanner.core.model import NATIVE_LOG_INDEX, Header, Transfer
+from scanner.errors import MalformedResponse
+
+#: keccak256("Transfer(address,address,uint256)")
+TRANSFER_TOPIC: Final = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+
+#: Skip reasons, the keys of :attr:`DecodeResult.skipped`.
+SKIP_REASONS: Final = ("removed", "unknown_token", "topics", "data", "zero_value")
+
+_ZERO_PAD: Final = "0" * 24  # the upper 12 bytes of an address topic, as hex
+_AMOUNT_CONTEXT: Final = Context(prec=80)  # wide enough for any uint256 (78 digits)
+_MAX_UINT256_DIGITS: Final = 78
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeResult:
+    """Transfers sorted by ``(block_number, log_index)``, and skipped logs counted by reason."""
+
+    transfers: list[Transfer]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+# --- hex primitives (strict: no whitespace, signs, underscores or non-ASCII digits) ------------
+
+
+# ``int(text, 16)`` accepts a "0x" prefix but also whitespace, signs, underscores and non-ASCII
+# digits: ``isalnum() and isascii()`` on the whole string (prefix included) shuts those out.
+
+
+def _hex_int(value: object) -> int | None:
+    """The value of a strict ``0x``-hex string (at least one digit), else None."""
+    if isinstance(value, str) and value[:2] == "0x" and value.isalnum() and value.isascii():
+        try:
+            return int(value, 16)
+        except ValueError:  # "0x" alone, or letters beyond f
+            return None
+    return None
+
+
+def hex_quantity(value: object, what: str) -> int:
+    """A JSON-RPC quantity (``0x``-hex) as an int; MalformedResponse when it is not one."""
+    number = _hex_int(value)
+    if number is None:
+        raise MalformedResponse(f"{what} is not a hex quantity: {value!r:.80}")
+    return number
+
+
+def _fixed_hex(value: object, what: str, length: int) -> str:
+    if not isinstance(value, str) or len(value) != length or _hex_int(value) is None:
+        raise MalformedResponse(f"{what} is not {(length - 2) // 2} bytes of hex: {value!r:.80}")
+    return value.lower()
+
+
+def hex_hash(value: object, what: str) -> str:
+    """A 32-byte hash, lower-cased; MalformedResponse when it is not one."""
+    return _fixed_hex(value, what, 66)
+
+
+def hex_address(value: object, what: str) -> str:
+    """A 20-byte address, lower-cased; MalformedResponse when it is not one."""
+    return _fixed_hex(value, what, 42)
+
+
+def _field(raw: Mapping[str, Any], key: str, what: str) -> Any:
+    try:
+        return raw[key]
+    except KeyError:
+        raise MalformedResponse(f"{what} without {key!r}") from None
+    except TypeError:
+        raise MalformedResponse(f"{what} is not an object: {raw!r:.80}") from None
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def decode_transfer_logs(
+    logs: Sequence[Mapping[str, Any]],
+    tokens: Container[str],
+    timestamps: Mapping[int, int],
+) -> DecodeResult:
+    """Decode raw ``eth_getLogs`` entries into transfers of the watched ``tokens``.
+
+    ``tokens`` holds lower-case contract addresses; ``timestamps`` maps block number → block
+    timestamp for every block the logs name (a missing one raises MalformedResponse).
+    """
+    transfers: list[Transfer] = []
+    skipped: dict[str, int] = {}
+    for log in logs:
+        outcome = _decode_log(log, tokens, timestamps)
+        if isinstance(outcome, str):
+            skipped[outcome] = skipped.get(outcome, 0) + 1
+        else:
+            transfers.append(outcome)
+    transfers.sort(key=lambda t: (t.block_number, t.log_index))
+    return DecodeResult(transfers, skipped)
+
+
+def _decode_log(
+    log: Mapping[str, Any], tokens: Container[str], timestamps: Mapping[int, int]
+) -> Transfer | str:
+    """One log → a Transfer, or the reason it is skipped; raises on a malformed log."""
+    try:
+        raw_number, raw_index = log["blockNumber"], log["logIndex"]
+        raw_tx, raw_block, raw_token = log["transactionHash"], log["blockHash"], log["address"]
+        topics, data = log["topics"], log["data"]
+    except KeyError as exc:
+        raise MalformedResponse(f"log without {exc.args[0]!r}") from None
+    except TypeError:
+        raise MalformedResponse(f"log is not an object: {log!r:.80}") from None
+    block_number = hex_quantity(raw_number, "log blockNumber")
+    log_index = hex_quantity(raw_index, "log logIndex")
+    tx_hash = hex_hash(raw_tx, "log transactionHash")
+    block_hash = hex_hash(raw_block, "log blockHash")
+    token = hex_address(raw_token, "log address")
+    if not isinstance(topics, list):
+        raise MalformedResponse(f"log topics is not a list: {topics!r:.80}")
+    if log.get("removed") is True:
+        return "removed"
+    if token not in tokens:
+        return "unknown_token"
+    payload = _transfer_payload(topics, data)
+    if isinstance(payload, str):
+        return payload
+    sender, recipient, value = payload
+    try:
+        timestamp = timestamps[block_number]
+    except KeyError:
+        raise MalformedResponse(f"no timestamp for block {block_number}") from None
+    return Transfer(
+        token=token,
+        tx_hash=tx_hash,
+        log_index=log_index,
+        block_number=block_number,
+        block_hash=block_hash,
+        block_timestamp=timestamp,
+        from_address=sender,
+        to_address=recipient,
+        value=value,
+    )
+
+
+def _transfer_payload(topics: list[Any], data: object) -> tuple[str, str, int] | str:
+    """(from, to, value) of an ERC-20 Transfer's topics and data, or the reason to skip it."""
+    if len(topics) != 3:
+        return "topics"
+    signature, sender, recipient = topics
+    if signature != TRANSFER_TOPIC and hex_hash(signature, "log topic") != TRANSFER_TOPIC:
+        return "topics"
+    sender = hex_hash(sender, "log topic")
+    recipient = hex_hash(recipient, "log topic")
+    if sender[2:26] != _ZERO_PAD or recipient[2:26] != _ZERO_PAD:
+        return "topics"  # not an address: the upper 12 bytes of an address topic are zero
+    value = _hex_int(data)
+    if value is None or not isinstance(data, str):
+        if data != "0x":  # "0x" is empty data: a log, just not a Transfer
+            raise MalformedResponse(f"log data is not hex: {data!r:.80}")
+        return "data"
+    if len(data) != 66:
+        return "data"
+    if value == 0:
+        return "zero_value"
+    return "0x" + sender[26:], "0x" + recipient[26:], value
+
+
+# --- blocks ----------------------------------------------------------------------------------
+
+
+def parse_header(block: Mapping[str, Any]) -> Header:
+    """A :class:`Header` from a raw ``eth_getBlockByNumber`` result (hashes lower-cased)."""
+    return Header(
+        number=hex_quantity(_field(block, "number", "block"), "block number"),
+        hash=hex_hash(_field(block, "hash", "block"), "block hash"),
+        parent_hash=hex_hash(_field(block, "parentHash", "block"), "block parentHash"),
+        timestamp=hex_quantity(_field(block, "timestamp", "block"), "block timestamp"),
+    )
+
+
+def native_transfers(
+    blocks: Sequence[Mapping[str, Any]],
+    watched: Container[str],
+    exclude: Container[str] = (),
+) -> list[Transfer]:
+    """Native-coin transfers to ``watched`` addresses from raw ``eth_getBlockByNumber(n, true)``.
+
+    Top-level transactions whose ``to`` (lower-cased) is watched and whose value is > 0; contract
+    creations (``to`` null) pay nobody. ``exclude`` holds the lower-case hashes of transactions
+    whose receipt failed (the caller checks receipts: a failed transaction pays nothing).
+    Sorted by block number, then by position in the block.
+    """
+    found: list[tuple[int, int, Transfer]] = []
+    for block in blocks:
+        number = hex_quantity(_field(block, "number", "block"), "block number")
+        block_hash = hex_hash(_field(block, "hash", "block"), "block hash")
+        timestamp = hex_quantity(_field(block, "timestamp", "block"), "block timestamp")
+        txs = _field(block, "transactions", "block")
+        if not isinstance(txs, list):
+            raise MalformedResponse(f"block {number} transactions is not a list")
+        for position, tx in enumerate(txs):
+            if not isinstance(tx, Mapping):
+                raise MalformedResponse(f"block {number} was fetched without full transactions")
+            transfer = _native_transfer(tx, number, block_hash, timestamp, watched, exclude)
+            if transfer is not None:
+                found.append((number, position, transfer))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [transfer for _, _, transfer in found]
+
+
+def _native_transfer(
+    tx: Mapping[str, Any],
+    number: int,
+    block_hash: str,
+    timestamp: int,
+    watched: Container[str],
+    exclude: Container[str],
+) -> Transfer | None:
+    to = _field(tx, "to", "transaction")
+    if to is None:
+        return None
+    to_address = hex_address(to, "transaction to")
+    if to_address not in watched:
+        return None
+    value = hex_quantity(_field(tx, "value", "transaction"), "transaction value")
+    tx_hash = hex_hash(_field(tx, "hash", "transaction"), "transaction hash")
+    if value == 0 or tx_hash in exclude:
+        return None
+    return Transfer(
+        token=None,
+        tx_hash=tx_hash,
+        log_index=NATIVE_LOG_INDEX,
+        block_number=number,
+        block_hash=block_hash,
+        block_timestamp=timestamp,
+        from_address=hex_address(_field(tx, "from", "transaction"), "transaction from"),
+        to_address=to_address,
+        value=value,
+    )
+
+
+# --- amounts and addresses -------------------------------------------------------------------
+
+
+def to_amount(value: int, decimals: int) -> Decimal:
+    """Base units → whole token units, exactly (``Decimal(value).scaleb(-decimals)``, prec 80)."""
+    return Decimal(value).scaleb(-decimals, _AMOUNT_CONTEXT)
+
+
+def to_base_units(amount: Decimal, decimals: int) -> int:
+    """Whole token units → base units, exactly.
+
+    Raises ValueError when ``amount`` is not finite, negative, has more decimal places than
+    ``decimals`` (``1.0000001`` of a 6-decimal token), or does not fit a uint256.
+    """
+    if not amount.is_finite():
+        raise ValueError(f"amount {amount} is not a finite number")
+    sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    coefficient = int("".join(map(str, digits)) or "0")
+    if coefficient == 0:
+        return 0
+    if sign:
+        raise ValueError(f"amount {amount} is negative")
+    shift = exponent + decimals
+    units: int
+    if shift >= 0:
+        if len(digits) + shift > _MAX_UINT256_DIGITS:
+            raise ValueError(f"amount {amount} does not fit a uint256")
+        scale: int = 10**shift
+        units = coefficient * scale
+    else:
+        if -shift > len(digits):  # a non-zero coefficient below the scale: cannot divide evenly
+            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
+        scale = 10**-shift
+        units, remainder = divmod(coefficient, scale)
+        if remainder:
+            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
+    if units >= 2**256:
+        raise ValueError(f"amount {amount} does not fit a uint256")
+    return units
+
+
+def normalize_address(text: str) -> str | None:
+    """``0x`` + 40 hex digits, lower-cased; ``None`` when ``text`` is not a 20-byte address.
+
+    Checksummed and upper-case forms are accepted (the checksum is not verified: the gateway's
+    addresses are compared case-insensitively).
+    """
+    if not isinstance(text, str) or len(text) != 42 or text[:2] not in ("0x", "0X"):
+        return None
+    body = text[2:]
+    if not (body.isascii() and body.isalnum()):
+        return None
+    try:
+        int(body, 16)
+    except ValueError:
+        return None
+    return "0x" + body.lower()
+
+
+def parse_payment_fields(address: str, amount: Decimal, decimals: int) -> tuple[str, int]:
+    """A gateway row's address and amount → (lower-case address, base units > 0).
+
+    Raises ValueError with the reason for an ``invalid_payment`` event: an address that is not
+    20 bytes of hex, an amount that is not positive, or one with more decimal places than the token.
+    """
+    normalized = normalize_address(address)
+    if normalized is None:
+        raise ValueError(f"address {address!r:.60} is not 20 bytes of hex")
+    units = to_base_units(amount, decimals)
+    if units <= 0:
+        raise ValueError(f"amount {amount} is not positive")
+    return normalized, units

@@ -1,0 +1,60 @@
+"""The rows of ``payment_events``: one constructor per event type.
+
+Events are never merged: one per transfer credited (``transfer_detected``), one per transfer
+orphaned (``transfer_orphaned``), one per status change (``status_changed``), one per late
+transfer (``paid_late``). ``data`` holds JSON-safe values only; base-unit values are ints.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from uuid import UUID
+
+from scanner.core.model import Credit, Event, Status
+
+TRANSFER_DETECTED: Final = "transfer_detected"
+TRANSFER_ORPHANED: Final = "transfer_orphaned"
+STATUS_CHANGED: Final = "status_changed"
+PAID_LATE: Final = "paid_late"
+CONFIRMED_REVERTED: Final = "confirmed_reverted"
+INVALID_PAYMENT: Final = "invalid_payment"
+
+
+def _credit_data(credit: Credit) -> dict[str, object]:
+    return {
+        "tx_hash": credit.tx_hash,
+        "log_index": credit.log_index,
+        "block_number": credit.block_number,
+        "value": credit.value,
+        "late": credit.late,
+    }
+
+
+def transfer_detected(payment_id: UUID, credit: Credit) -> Event:
+    return Event(payment_id, TRANSFER_DETECTED, None, None, _credit_data(credit))
+
+
+def transfer_orphaned(payment_id: UUID, credit: Credit) -> Event:
+    return Event(payment_id, TRANSFER_ORPHANED, None, None, _credit_data(credit))
+
+
+def paid_late(payment_id: UUID, credit: Credit) -> Event:
+    return Event(payment_id, PAID_LATE, None, None, _credit_data(credit))
+
+
+def status_changed(payment_id: UUID, old: Status, new: Status, amount_received: int) -> Event:
+    return Event(payment_id, STATUS_CHANGED, old, new, {"amount_received": amount_received})
+
+
+def confirmed_reverted(payment_id: UUID, credit: Credit, amount_received: int) -> Event:
+    """Funds left a ``confirmed`` payment; its status stays, the event makes it loud."""
+    data: dict[str, object] = {
+        "amount_received": amount_received,
+        "tx_hash": credit.tx_hash,
+        "log_index": credit.log_index,
+    }
+    return Event(payment_id, CONFIRMED_REVERTED, None, None, data)
+
+
+def invalid_payment(payment_id: UUID, reason: str) -> Event:
+    return Event(payment_id, INVALID_PAYMENT, None, None, {"reason": reason})

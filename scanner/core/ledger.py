@@ -1,0 +1,349 @@
+"""The payment state machine (DESIGN.md, "Payment states"): the money-critical part of the core.
+
+    pending ──(received ≥ amount)──▶ confirming ──(every counted credit final)──▶ confirmed
+       │                                  │
+       │                                  └──(a reorg removed funds)──▶ pending
+       └──(the final block's timestamp > expires_at, received < amount)──▶ expired
+
+- A credit is *counted* when it is neither orphaned nor late (mined after ``expires_at``);
+  ``amount_received`` is the sum of the counted credits.
+- ``confirmed`` and ``expired`` are final: the ledger never leaves them. A late transfer to an
+  expired payment is recorded late with ``paid_late``; one in time to a confirmed payment is a
+  counted overpayment. Orphaning a counted credit of a confirmed payment keeps it confirmed and
+  emits ``confirmed_reverted`` with the recomputed amount (a finality violation when the credit
+  was final; the event is emitted for every counted credit, so that it is never missed).
+- Status changes walk the graph one edge at a time and each edge is one ``status_changed`` event:
+  a payment fully paid and final at once gets pending→confirming *and* confirming→confirmed; a
+  confirming payment that loses funds after its expiry is final gets confirming→pending *and*
+  pending→expired. So every path through the same blocks writes the same events per payment.
+
+Batch independence: events depend on the finality known when a transfer is applied (a late
+transfer to a pending payment whose expiry becomes final in the same block writes ``paid_late``
+before or after ``status_changed`` depending on it). A pipeline that calls
+``advance(finality as of block b - 1)`` before applying block ``b``'s transfers, and ``advance``
+at the end of every batch, writes the same per-payment event sequence whatever its batch
+boundaries; the property tests hold the ledger to that.
+
+:func:`recompute` is the from-scratch answer that the ledger always agrees with (final states
+aside, which are sticky).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+from uuid import UUID
+
+from scanner.core import events
+from scanner.core.finality import credit_confirmations, is_final
+from scanner.core.matching import PaymentView, choose
+from scanner.core.model import (
+    FINAL_STATES,
+    Credit,
+    Event,
+    Finality,
+    Payment,
+    PaymentOutcome,
+    Status,
+    Transfer,
+)
+
+__all__ = [
+    "Ledger",
+    "PaymentOutcome",
+    "credit_confirmations",
+    "is_final",
+    "recompute",
+    "target_status",
+]
+
+Key = tuple[str, int]
+
+#: The edges walked from one status to another, one status_changed event per edge.
+_PATHS: Final[Mapping[tuple[Status, Status], tuple[Status, ...]]] = {
+    ("pending", "confirming"): ("confirming",),
+    ("pending", "confirmed"): ("confirming", "confirmed"),
+    ("pending", "expired"): ("expired",),
+    ("confirming", "pending"): ("pending",),
+    ("confirming", "confirmed"): ("confirmed",),
+    ("confirming", "expired"): ("pending", "expired"),
+}
+
+
+# --- the pure rules --------------------------------------------------------------------------
+
+
+def amount_received(credits: Iterable[Credit]) -> int:
+    """The sum of the counted (neither orphaned nor late) credits."""
+    return sum(credit.value for credit in credits if credit.counted)
+
+
+def target_status(
+    amount: int, expires_at: float, credits: Iterable[Credit], finality: Finality | None
+) -> Status:
+    """The status a non-final payment should have, from scratch (``None``: finality unknown)."""
+    counted = [credit for credit in credits if credit.counted]
+    if sum(credit.value for credit in counted) >= amount:
+        if finality is not None and all(is_final(c.block_number, finality) for c in counted):
+            return "confirmed"
+        return "confirming"
+    if (
+        finality is not None
+        and finality.final_timestamp is not None
+        and finality.final_timestamp > expires_at
+    ):
+        return "expired"
+    return "pending"
+
+
+def summarize(
+    status: Status, credits: Iterable[Credit], finality: Finality | None
+) -> PaymentOutcome:
+    """The payment row's columns for ``status`` and ``credits`` (0 confirmations sans finality)."""
+    counted = [credit for credit in credits if credit.counted]
+    confirmations = 0
+    if counted and finality is not None:
+        confirmations = min(credit_confirmations(c.block_number, finality) for c in counted)
+    return PaymentOutcome(
+        status=status,
+        amount_received=sum(credit.value for credit in counted),
+        confirmations=confirmations,
+        detected_in_block=min((c.block_number for c in counted), default=None),
+    )
+
+
+def recompute(payment: Payment, credits: Iterable[Credit], finality: Finality) -> PaymentOutcome:
+    """The payment's outcome from scratch; a final status (confirmed, expired) is kept as is."""
+    credits = list(credits)
+    status = payment.status
+    if status not in FINAL_STATES:
+        status = target_status(payment.amount, payment.expires_at, credits, finality)
+    return summarize(status, credits, finality)
+
+
+# --- the working set of one batch ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    payment: Payment
+    status: Status
+    credits: dict[Key, Credit]
+
+
+class Ledger:
+    """The payments and credits of one batch, and the changes the batch makes to them.
+
+    Load the payments (and every credit attached to them) that the batch can touch, then feed it
+    transfers in ``(block_number, log_index)`` order, orphanings and finality; read back the
+    events, the payment rows and the credit rows to write in the batch's one transaction.
+    A credit whose key the ledger does not know is, to the ledger, a new transfer: load every
+    payment that owns a ``transactions`` row of the batch's keys (its candidates do).
+    """
+
+    def __init__(
+        self,
+        payments: Iterable[Payment],
+        credits: Mapping[UUID, Iterable[Credit]],
+        grace: int,
+    ) -> None:
+        self._grace = grace
+        self._entries: dict[UUID, _Entry] = {}
+        self._owner: dict[Key, UUID] = {}
+        self._finality: Finality | None = None
+        self._events: list[Event] = []
+        self._dirty_credits: dict[Key, None] = {}
+        self._touched: dict[UUID, None] = {}
+        for payment in payments:
+            if payment.amount <= 0:
+                raise ValueError(f"payment {payment.id} has amount {payment.amount}; must be > 0")
+            self._entries[payment.id] = _Entry(payment, payment.status, {})
+        for payment_id, loaded in credits.items():
+            entry = self._entry(payment_id)
+            for credit in loaded:
+                if credit.key in self._owner:
+                    raise ValueError(f"credit {credit.key} is attached to two payments")
+                entry.credits[credit.key] = credit
+                self._owner[credit.key] = payment_id
+
+    # -- operations --
+
+    def apply(self, transfer: Transfer, candidates: Sequence[UUID]) -> Credit | None:
+        """Credit ``transfer`` to one of ``candidates`` (loaded payments on its token and address).
+
+        Returns the new credit, or ``None`` when nothing changed: no candidate at all, or the
+        same key already credited (not orphaned) in the same block (a rescan). A key credited in
+        another block, or orphaned, is matched again and its credit replaced (one row per key);
+        a live credit in another block is orphaned first (with its events).
+        """
+        if transfer.value <= 0:
+            raise ValueError(f"transfer {transfer.key} has value {transfer.value}; must be > 0")
+        views = [self._view(payment_id, transfer) for payment_id in dict.fromkeys(candidates)]
+        key = transfer.key
+        previous = self._owner.get(key)
+        if previous is not None:
+            old = self._entries[previous].credits[key]
+            if not old.orphaned and old.block_hash == transfer.block_hash:
+                return None
+            if not old.orphaned:
+                self._orphan_key(key)
+                views = [self._view(view.id, transfer) for view in views]
+        choice = choose(transfer, views, self._grace)
+        if choice is None:
+            return None
+        if previous is not None:
+            del self._entries[previous].credits[key]
+            self._touched[previous] = None
+        return self._credit(choice.payment_id, transfer, choice.late)
+
+    def orphan(self, keys: Iterable[Key]) -> list[Key]:
+        """Mark the credits of ``keys`` orphaned (their blocks were dropped by a reorg).
+
+        One ``transfer_orphaned`` event each, in ``(block_number, log_index)`` order, then the
+        payment's status is recomputed; already orphaned keys are left alone. Returns the keys
+        the ledger does not know (their payments were not loaded): nothing was done for them, and
+        their rows stay as they are, so the caller should log them.
+        """
+        live: list[tuple[int, int, Key]] = []
+        unknown: list[Key] = []
+        for key in dict.fromkeys(keys):
+            owner = self._owner.get(key)
+            if owner is None:
+                unknown.append(key)
+                continue
+            credit = self._entries[owner].credits[key]
+            if not credit.orphaned:
+                live.append((credit.block_number, credit.log_index, key))
+        for _, _, key in sorted(live):
+            self._orphan_key(key)
+        return unknown
+
+    def advance(self, finality: Finality, payment_ids: Iterable[UUID] | None = None) -> None:
+        """Re-evaluate payments (all when ``payment_ids`` is None) against ``finality``.
+
+        confirming → confirmed when every counted credit is final; pending → expired when the
+        final block's timestamp is after ``expires_at`` and ``received < amount``. The finality is
+        kept for the confirmations of :meth:`changed` and for later operations.
+        """
+        self._finality = finality
+        ids = list(self._entries) if payment_ids is None else list(payment_ids)
+        for payment_id in ids:
+            entry = self._entry(payment_id)
+            if any(credit.counted for credit in entry.credits.values()):
+                self._touched[payment_id] = None  # its confirmations moved
+            self._settle(payment_id)
+
+    # -- results --
+
+    def events(self) -> list[Event]:
+        """Every event, in emission order."""
+        return list(self._events)
+
+    def changed(self) -> dict[UUID, PaymentOutcome]:
+        """The rows to update: payments whose status, credits or confirmations may have changed.
+
+        Confirmations are counted against the last :meth:`advance` (0 without one): advance
+        before reading this, as every batch does at its end.
+        """
+        return {payment_id: self.outcome(payment_id) for payment_id in self._touched}
+
+    def credits(self) -> dict[Key, tuple[UUID, Credit]]:
+        """Every credit added or changed (to upsert into ``transactions``), with its payment."""
+        return {
+            key: (self._owner[key], self._entries[self._owner[key]].credits[key])
+            for key in self._dirty_credits
+        }
+
+    def outcome(self, payment_id: UUID) -> PaymentOutcome:
+        """A loaded payment's current row values."""
+        entry = self._entry(payment_id)
+        return summarize(entry.status, entry.credits.values(), self._finality)
+
+    def payment_credits(self, payment_id: UUID) -> list[Credit]:
+        """A loaded payment's credits (orphaned and late included), in block order."""
+        credits = self._entry(payment_id).credits.values()
+        return sorted(credits, key=lambda c: (c.block_number, c.log_index))
+
+    @property
+    def finality(self) -> Finality | None:
+        """The finality of the last :meth:`advance`, if any."""
+        return self._finality
+
+    # -- internals --
+
+    def _entry(self, payment_id: UUID) -> _Entry:
+        try:
+            return self._entries[payment_id]
+        except KeyError:
+            raise ValueError(f"payment {payment_id} is not loaded into the ledger") from None
+
+    def _view(self, payment_id: UUID, transfer: Transfer) -> PaymentView:
+        entry = self._entry(payment_id)
+        payment = entry.payment
+        if payment.token != transfer.token or payment.address != transfer.to_address:
+            raise ValueError(
+                f"payment {payment_id} ({payment.token}, {payment.address}) is not a candidate "
+                f"for a transfer of {transfer.token} to {transfer.to_address}"
+            )
+        return PaymentView(
+            id=payment.id,
+            created_at=payment.created_at,
+            expires_at=payment.expires_at,
+            status=entry.status,
+            amount=payment.amount,
+            received=amount_received(entry.credits.values()),
+        )
+
+    def _credit(self, payment_id: UUID, transfer: Transfer, late: bool) -> Credit:
+        credit = Credit(
+            tx_hash=transfer.tx_hash,
+            log_index=transfer.log_index,
+            block_number=transfer.block_number,
+            block_hash=transfer.block_hash,
+            block_timestamp=transfer.block_timestamp,
+            value=transfer.value,
+            late=late,
+            orphaned=False,
+        )
+        self._entries[payment_id].credits[credit.key] = credit
+        self._owner[credit.key] = payment_id
+        self._dirty_credits[credit.key] = None
+        self._touched[payment_id] = None
+        self._events.append(events.transfer_detected(payment_id, credit))
+        if late:
+            self._events.append(events.paid_late(payment_id, credit))
+        self._settle(payment_id)
+        return credit
+
+    def _orphan_key(self, key: Key) -> None:
+        payment_id = self._owner[key]
+        entry = self._entries[payment_id]
+        old = entry.credits[key]
+        entry.credits[key] = replace(old, orphaned=True)
+        self._dirty_credits[key] = None
+        self._touched[payment_id] = None
+        self._events.append(events.transfer_orphaned(payment_id, old))
+        if entry.status == "confirmed" and old.counted:
+            received = amount_received(entry.credits.values())
+            self._events.append(events.confirmed_reverted(payment_id, old, received))
+        self._settle(payment_id)
+
+    def _settle(self, payment_id: UUID) -> None:
+        """Move a non-final payment to the status its credits and the finality call for."""
+        entry = self._entries[payment_id]
+        if entry.status in FINAL_STATES:
+            return
+        payment = entry.payment
+        target = target_status(
+            payment.amount, payment.expires_at, entry.credits.values(), self._finality
+        )
+        if target == entry.status:
+            return
+        received = amount_received(entry.credits.values())
+        current = entry.status
+        for step in _PATHS[(current, target)]:
+            self._events.append(events.status_changed(payment_id, current, step, received))
+            current = step
+        entry.status = target
+        self._touched[payment_id] = None

@@ -1,0 +1,132 @@
+"""The core's value types: frozen, slotted dataclasses with no behaviour beyond a key.
+
+Conventions, the same everywhere in the core:
+
+- addresses and hashes are lower-case ``0x``-hex strings;
+- token values are integers in base units (never floats, never Decimals);
+- ``token`` is the token contract's address, or ``None`` for the chain's native coin;
+- times are unix seconds, UTC; block times are the chain's, never the wall clock's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+from uuid import UUID
+
+Status = Literal["pending", "confirming", "confirmed", "expired"]
+
+#: States the gateway treats as final: the ledger never moves a payment out of them.
+FINAL_STATES: Final[frozenset[Status]] = frozenset({"confirmed", "expired"})
+
+#: ``log_index`` of a native-coin transfer (a transaction makes at most one).
+NATIVE_LOG_INDEX: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A block header, as far as reorg checks and expiry need it."""
+
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One decoded ERC-20 Transfer log, or one native-coin transaction (``log_index`` -1)."""
+
+    token: str | None
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+    block_timestamp: int
+    from_address: str
+    to_address: str
+    value: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """The transfer's identity across reorgs and rescans: ``(tx_hash, log_index)``."""
+        return (self.tx_hash, self.log_index)
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """A payment the gateway is waiting for; ``amount`` in base units (> 0)."""
+
+    id: UUID
+    token: str | None
+    address: str
+    amount: int
+    status: Status
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """One row of ``transactions`` attached to a payment.
+
+    ``late``: mined after the payment's ``expires_at`` (by block timestamp); never counted.
+    ``orphaned``: its block was dropped by a reorg; never counted.
+    """
+
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+    block_timestamp: int
+    value: int
+    late: bool
+    orphaned: bool
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.tx_hash, self.log_index)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the credit counts towards ``amount_received``."""
+        return not (self.late or self.orphaned)
+
+
+@dataclass(frozen=True, slots=True)
+class Finality:
+    """What is final as of the newest hash-checked block.
+
+    ``checked``: the newest hash-checked block (the cursor; a backfill's max(cursor, verified)).
+    ``final_block``: the highest final block number (block mode ``checked - required + 1``; tag
+    mode ``min(tag, checked)``); may be negative early in a chain's life.
+    ``final_timestamp``: timestamp of ``final_block`` when known; ``None`` means no expiry decision.
+    ``required``: the required confirmations, ``None`` in tag mode.
+    """
+
+    checked: int
+    final_block: int
+    final_timestamp: int | None
+    required: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One row for ``payment_events``; ``data`` is JSON-safe (str, int, bool values)."""
+
+    payment_id: UUID
+    type: str
+    status_from: Status | None
+    status_to: Status | None
+    data: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentOutcome:
+    """The columns of a ``payments`` row that the scanner owns."""
+
+    status: Status
+    amount_received: int
+    confirmations: int
+    detected_in_block: int | None

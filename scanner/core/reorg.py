@@ -1,0 +1,111 @@
+"""Reorg detection and the walk back to the common ancestor (DESIGN.md, "Confirmations,
+finality, reorgs").
+
+Each batch checks that its headers link to each other and to the stored block just below the
+range (:func:`check_link`), and that the logs' ``blockHash`` values agree with those headers
+(:func:`logs_agree`). On a mismatch the pipeline reads the node's hashes for the window of
+``max_reorg_depth`` blocks below the cursor, finds the highest block both sides agree on
+(:func:`find_common_ancestor`), and plans the rewind (:func:`walk_back_plan`): the blocks above
+the ancestor are dropped (their credits orphaned) and the cursor goes back to the ancestor, unless
+the reorg is deeper than ``max_reorg_depth``, which halts the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+from scanner.core.decode import hex_hash, hex_quantity
+from scanner.core.model import Header
+from scanner.errors import DeepReorg, MalformedResponse
+
+
+def check_link(headers: Sequence[Header], stored_parent: tuple[int, str] | None) -> int | None:
+    """The number of the first header that does not link to the one below it, or ``None``.
+
+    ``headers`` are the range's headers, ascending and contiguous (else MalformedResponse);
+    ``stored_parent`` is the stored ``(number, hash)`` of the block just below the range (``None``
+    when nothing is stored there, e.g. the very first range). A returned number ``n`` means a
+    reorg happened at or below ``n - 1``: the pipeline walks back from there.
+    """
+    if not headers:
+        return None
+    first = headers[0].number
+    for offset, header in enumerate(headers):
+        if header.number != first + offset:
+            raise MalformedResponse(
+                f"headers are not contiguous: block {header.number} where {first + offset} belongs"
+            )
+    if stored_parent is not None:
+        number, stored_hash = stored_parent
+        if number != first - 1:
+            raise ValueError(f"stored parent {number} is not the block below {first}")
+        if headers[0].parent_hash != stored_hash:
+            return first
+    for below, header in pairwise(headers):
+        if header.parent_hash != below.hash:
+            return header.number
+    return None
+
+
+def logs_agree(logs: Sequence[Mapping[str, Any]], headers: Sequence[Header]) -> bool:
+    """Whether every raw log's ``blockHash`` is the hash of the header at its ``blockNumber``.
+
+    A log in a block the headers do not cover disagrees too (the node answered for another
+    view of the chain). A log without a readable block number or hash raises MalformedResponse.
+    """
+    hashes = {header.number: header.hash for header in headers}
+    for log in logs:
+        try:
+            number, block_hash = log["blockNumber"], log["blockHash"]
+        except (KeyError, TypeError):
+            raise MalformedResponse(f"log without a block number and hash: {log!r:.80}") from None
+        block_number = hex_quantity(number, "log blockNumber")
+        if hashes.get(block_number) != hex_hash(block_hash, "log blockHash"):
+            return False
+    return True
+
+
+def find_common_ancestor(stored: Mapping[int, str], node: Mapping[int, str]) -> int | None:
+    """The highest block number at which the stored hash and the node's hash are the same."""
+    common = [number for number, hash_ in stored.items() if node.get(number) == hash_]
+    return max(common, default=None)
+
+
+def ancestor_window(cursor: int, max_depth: int) -> tuple[int, int]:
+    """The blocks to compare for the common ancestor: ``cursor - max_depth .. cursor``."""
+    return (max(0, cursor - max_depth), cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class ReorgPlan:
+    """The rewind after a reorg: drop the blocks above ``new_cursor`` and scan again from there.
+
+    ``depth`` is the number of dropped blocks (``cursor - ancestor``); with no common ancestor in
+    the window it is ``max_depth + 1`` ("at least") and ``new_cursor`` stays at the cursor.
+    ``too_deep`` (``depth > max_depth``) means: do not rewind, halt the chain.
+    """
+
+    new_cursor: int
+    depth: int
+    max_depth: int
+
+    @property
+    def too_deep(self) -> bool:
+        return self.depth > self.max_depth
+
+    def raise_if_too_deep(self, chain: str) -> None:
+        """Raise :class:`~scanner.errors.DeepReorg` for ``chain`` when the reorg is too deep."""
+        if self.too_deep:
+            raise DeepReorg(chain=chain, depth=self.depth, max_depth=self.max_depth)
+
+
+def walk_back_plan(cursor: int, ancestor: int | None, max_depth: int) -> ReorgPlan:
+    """Plan the rewind from ``cursor`` to the common ``ancestor`` (``None``: none in the window)."""
+    if ancestor is None:
+        return ReorgPlan(new_cursor=cursor, depth=max_depth + 1, max_depth=max_depth)
+    if ancestor > cursor:
+        raise ValueError(f"common ancestor {ancestor} is above the cursor {cursor}")
+    return ReorgPlan(new_cursor=ancestor, depth=cursor - ancestor, max_depth=max_depth)

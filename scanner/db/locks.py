@@ -1,0 +1,108 @@
+"""PostgreSQL advisory locks; no-ops on SQLite (one scanning process at a time there).
+
+Keys are derived from names: the first 8 bytes of ``sha256(name)`` as a signed 64-bit integer,
+so every process computes the same key without a registry. Advisory locks are per database.
+
+- :func:`try_chain_lock` (session-level) is held for as long as a process scans a chain live. It
+  lives on the connection that took it: keep that connection checked out for the whole scan, and
+  release it with :func:`release_chain_lock` (or close the connection).
+- :func:`chain_xact_lock` and :func:`events_xact_lock` (transaction-level) are released by the
+  commit or rollback of the transaction that took them.
+- :func:`advisory_lock` (session-level, blocking) guards the start-up schema check and upgrade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+CHAIN_LOCK_PREFIX = "ctrip-scanner:chain:"
+EVENTS_LOCK_NAME = "ctrip-scanner:payment-events"
+MIGRATION_LOCK_NAME = "ctrip-scanner:schema-migration"
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def chain_lock_key(chain: str) -> int:
+    return lock_key(CHAIN_LOCK_PREFIX + chain)
+
+
+EVENTS_LOCK_KEY = lock_key(EVENTS_LOCK_NAME)
+MIGRATION_LOCK_KEY = lock_key(MIGRATION_LOCK_NAME)
+
+
+def _is_postgresql(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+async def _scalar_outside_transaction(conn: AsyncConnection, sql: str, key: int) -> object:
+    """Run a session-level lock function without leaving a transaction open behind it."""
+    was_in_transaction = conn.in_transaction()
+    value = (await conn.execute(text(sql), {"key": key})).scalar()
+    if not was_in_transaction:
+        await conn.commit()
+    return value
+
+
+async def try_chain_lock(conn: AsyncConnection, chain: str) -> bool:
+    """Take the chain's live-scan lock if free; ``False`` when another process holds it."""
+    if not _is_postgresql(conn):
+        return True
+    got = await _scalar_outside_transaction(
+        conn, "SELECT pg_try_advisory_lock(:key)", chain_lock_key(chain)
+    )
+    return bool(got)
+
+
+async def release_chain_lock(conn: AsyncConnection, chain: str) -> None:
+    if _is_postgresql(conn):
+        await _scalar_outside_transaction(
+            conn, "SELECT pg_advisory_unlock(:key)", chain_lock_key(chain)
+        )
+
+
+async def _xact_lock(session: AsyncSession, key: int) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def chain_xact_lock(session: AsyncSession, chain: str) -> None:
+    """Serialize this transaction with others on the same chain, until it ends."""
+    await _xact_lock(session, chain_lock_key(chain))
+
+
+async def events_xact_lock(session: AsyncSession) -> None:
+    """Serialize event inserts so event ids become visible in commit order; take it last."""
+    await _xact_lock(session, EVENTS_LOCK_KEY)
+
+
+@asynccontextmanager
+async def advisory_lock(conn: AsyncConnection, key: int) -> AsyncIterator[None]:
+    """Hold a session-level lock on ``conn`` for the block, waiting for it as long as it takes."""
+    if not _is_postgresql(conn):
+        yield
+        return
+    await _scalar_outside_transaction(conn, "SELECT pg_advisory_lock(:key)", key)
+    try:
+        yield
+    finally:
+        await _unlock_or_discard(conn, key)
+
+
+async def _unlock_or_discard(conn: AsyncConnection, key: int) -> None:
+    """Release the lock; if the connection cannot, drop it (the server then frees the lock)."""
+    try:
+        if conn.in_transaction():
+            await conn.rollback()
+        await _scalar_outside_transaction(conn, "SELECT pg_advisory_unlock(:key)", key)
+    except SQLAlchemyError:
+        await conn.invalidate()

@@ -1,0 +1,23 @@
+"""``chain_states``: each chain's cursor, the last block the live scan committed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scanner.db.models.base import Base
+from scanner.db.types import UTCDateTime, utcnow
+
+
+class ChainState(Base):
+    __tablename__ = "chain_states"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chain: Mapped[str] = mapped_column(String(64), unique=True)
+    last_scanned_block: Mapped[int] = mapped_column(BigInteger)
+    last_scanned_hash: Mapped[str | None] = mapped_column(String(66))
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=utcnow(), onupdate=utcnow()
+    )

@@ -1,0 +1,58 @@
+"""``transactions``: transfers credited to payments, one row per (chain, tx_hash, log_index).
+
+``log_index`` is -1 for a transaction's native-coin transfer. ``value`` is in base units,
+``amount`` in whole token units.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from scanner.db.models.base import Base
+from scanner.db.types import BaseUnits, ExactDecimal, UTCDateTime, UUIDType, utcnow
+
+
+class Transaction(Base):
+    __tablename__ = "transactions"
+    __table_args__ = (
+        UniqueConstraint("chain", "tx_hash", "log_index"),
+        Index("ix_transactions_chain_status", "chain", "status"),
+        Index("ix_transactions_chain_block_number", "chain", "block_number"),
+        Index("ix_transactions_payment_id", "payment_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUIDType(), primary_key=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(UUIDType(), ForeignKey("payments.id"))
+    chain: Mapped[str] = mapped_column(String(64))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    block_timestamp: Mapped[datetime] = mapped_column(UTCDateTime())
+    from_address: Mapped[str] = mapped_column(String(64))
+    to_address: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[uuid.UUID | None] = mapped_column(UUIDType(), ForeignKey("tokens.id"))
+    value: Mapped[int] = mapped_column(BaseUnits())
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    confirmations: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    late: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=utcnow(), onupdate=utcnow()
+    )

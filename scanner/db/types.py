@@ -1,0 +1,215 @@
+"""Column types that mean the same on PostgreSQL and SQLite.
+
+=================  ==========================  =====================================  ==========
+type               PostgreSQL                  SQLite                                 Python
+=================  ==========================  =====================================  ==========
+``UUIDType``       ``uuid``                    ``VARCHAR(36)``, lower-case, hyphens   ``UUID``
+``ExactDecimal``   ``numeric``                 ``TEXT``, canonical decimal            ``Decimal``
+``BaseUnits``      ``numeric(78,0)``           ``TEXT``, canonical integer            ``int``
+``UTCDateTime``    ``timestamptz``             ``TEXT``, ``YYYY-MM-DD HH:MM:SS.ffffff``  aware UTC
+=================  ==========================  =====================================  ==========
+
+Why text on SQLite: a column declared ``NUMERIC`` has numeric affinity there, and SQLite stores
+``1.000000000000000001`` as the 8-byte float ``1.0``. ``TEXT`` affinity keeps the digits. A
+gateway writing with plain SQL must quote the amount (``'25.5'``, not ``25.5``): an unquoted
+literal is parsed as a float by SQLite before the column sees it.
+
+Timestamps are stored on SQLite in one 26-character form so that they compare correctly as text;
+:func:`utcnow` renders the same form as a server default. Values are *read* in any ISO-8601 form
+a gateway may have written (``2026-01-01 10:00:00``, ``2026-01-01T10:00:00Z``, ``...+02:00``) and
+always come back as timezone-aware UTC datetimes. Only the canonical form compares correctly in
+SQL on SQLite, so writers should use it (or the column defaults).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import DateTime, Numeric, String, Text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+
+
+def _is_postgresql(dialect: Dialect) -> bool:
+    return dialect.name == "postgresql"
+
+
+class UUIDType(TypeDecorator[uuid.UUID]):
+    """``uuid`` on PostgreSQL; the standard lower-case 36-character text elsewhere."""
+
+    impl = String(36)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_postgresql(dialect):
+            return dialect.type_descriptor(postgresql.UUID(as_uuid=True))
+        return dialect.type_descriptor(String(36))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        parsed = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        return parsed if _is_postgresql(dialect) else str(parsed)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> uuid.UUID | None:
+        if value is None or isinstance(value, uuid.UUID):
+            return value
+        return uuid.UUID(str(value))
+
+
+def to_decimal(value: Any) -> Decimal:
+    """A finite Decimal from a Decimal, int or decimal string; floats are refused (inexact)."""
+    if isinstance(value, bool | float):
+        raise TypeError(f"refusing inexact {type(value).__name__} {value!r}: use Decimal or str")
+    try:
+        result = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not a decimal number: {value!r}") from exc
+    if not result.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return result
+
+
+def canonical_decimal(value: Decimal) -> str:
+    """Plain positional notation, no exponent, no trailing fractional zeros: ``25.5``, ``100``."""
+    if value.is_zero():
+        return "0"
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """An exact amount: ``numeric`` on PostgreSQL, canonical decimal text on SQLite."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int | None = None, scale: int | None = None) -> None:
+        super().__init__()
+        self.precision = precision
+        self.scale = scale
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_postgresql(dialect):
+            return dialect.type_descriptor(postgresql.NUMERIC(self.precision, self.scale))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        number = to_decimal(value)
+        return number if _is_postgresql(dialect) else canonical_decimal(number)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return to_decimal(value)
+
+
+class BaseUnits(TypeDecorator[int]):
+    """An unsigned integer up to 2**256 - 1 (token base units): ``numeric(78,0)`` / text."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_postgresql(dialect):
+            return dialect.type_descriptor(postgresql.NUMERIC(78, 0))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        number = to_decimal(value)
+        if number != number.to_integral_value():
+            raise ValueError(f"base units must be an integer, not {value!r}")
+        integer = int(number)
+        return Decimal(integer) if _is_postgresql(dialect) else str(integer)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int(to_decimal(value))
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An aware UTC datetime from a datetime, ISO-8601 text, or a number of Unix seconds.
+
+    Text without an offset is UTC; ``Z`` and ``±HH:MM`` offsets are honoured.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    else:
+        text = str(value).strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A UTC instant: ``timestamptz`` on PostgreSQL, canonical 26-character text on SQLite.
+
+    Binding a naive datetime is an error: a time without a zone is a bug waiting to happen.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if _is_postgresql(dialect):
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(Text())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        instant = parse_timestamp(value)
+        return instant if _is_postgresql(dialect) else instant.strftime(SQLITE_TIMESTAMP_FORMAT)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return parse_timestamp(value)
+
+
+class utcnow(FunctionElement[datetime]):
+    """The current UTC time as SQL: ``now()`` on PostgreSQL, the canonical text on SQLite.
+
+    Usable as a ``server_default``, an ``onupdate`` and in statements.
+    """
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "utcnow"
+
+
+@compiles(utcnow)
+def _utcnow_default(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    return "now()"
+
+
+@compiles(utcnow, "sqlite")
+def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
+    return SQLITE_NOW

@@ -1,0 +1,221 @@
+"""The scanner's one exception tree.
+
+Other libraries' errors (httpx, web3, SQLAlchemy, pydantic, Alembic) are translated once, at the
+adapter that calls them (``raise ... from exc``); everything above the adapters sees only these.
+
+    ScannerError
+    ├── ConfigError                 bad settings: exit code 2
+    ├── SchemaError                 database revision not what the code expects: exit code 3
+    │   ├── SchemaBehind            older than the code, migrate_on_start off
+    │   └── SchemaUnknown           a revision this code does not know (newer schema)
+    ├── DatabaseError               the database is unreachable or refused a statement
+    ├── RpcError                    the node answered badly or not at all
+    │   ├── RpcTransportError       connection refused, timeout, HTTP 5xx   (transient: retried)
+    │   ├── RpcRateLimited          HTTP 429 / "rate limit" codes            (transient: retried)
+    │   ├── RpcResponseError        a JSON-RPC error object                  (not retried)
+    │   │   └── RangeTooLarge       getLogs range or result too large: shrink the range
+    │   ├── MalformedResponse       not JSON-RPC, or a result of the wrong shape
+    │   └── BlockNotAvailable       null block / unknown block (lagging)    (transient: retried)
+    │       └── ReceiptNotAvailable a null transaction receipt               (transient: retried)
+    └── ChainHalted                 a chain must stop until an operator resumes it
+        ├── ChainIdMismatch         the node serves another chain
+        ├── DeepReorg               a reorg deeper than max_reorg_depth
+        └── TokenConfigConflict     configured decimals disagree with the tokens table
+
+Errors carry data (``chain``, ``method``, revisions, ...) as attributes, not only in the message.
+No message may contain a secret: URLs are passed through :func:`scanner.secrets.redact_url`
+before they reach an error.
+"""
+
+from __future__ import annotations
+
+
+class ScannerError(Exception):
+    """Base of every error the scanner raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(ScannerError):
+    """Invalid configuration: names the key and the file."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None, file: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.file = file
+
+
+class SchemaError(ScannerError):
+    """The database schema is not at the code's revision."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, current: str | None, head: str) -> None:
+        super().__init__(message)
+        self.current = current
+        self.head = head
+
+
+class SchemaBehind(SchemaError):
+    """The database is older than the code and is not to be upgraded automatically."""
+
+
+class SchemaUnknown(SchemaError):
+    """The database carries a revision this code does not know (written by a newer version)."""
+
+
+class DatabaseError(ScannerError):
+    """The database could not be reached or refused a statement."""
+
+
+class RpcError(ScannerError):
+    """A JSON-RPC call failed."""
+
+    transient: bool = False
+
+    def __init__(
+        self, message: str, *, chain: str | None = None, method: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.chain = chain
+        self.method = method
+
+
+class RpcTransportError(RpcError):
+    """The node could not be reached, timed out, or answered with an HTTP error."""
+
+    transient = True
+
+
+class RpcRateLimited(RpcError):
+    """The provider asked us to slow down."""
+
+    transient = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, chain=chain, method=method)
+        self.retry_after = retry_after
+
+
+class RpcResponseError(RpcError):
+    """The node answered with a JSON-RPC error object."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        code: int | None = None,
+        data: object = None,
+    ) -> None:
+        super().__init__(message, chain=chain, method=method)
+        self.code = code
+        self.data = data
+
+
+class RangeTooLarge(RpcResponseError):
+    """An eth_getLogs range or its result was too large; ``suggested_size`` when the node said."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        code: int | None = None,
+        data: object = None,
+        suggested_size: int | None = None,
+    ) -> None:
+        super().__init__(message, chain=chain, method=method, code=code, data=data)
+        self.suggested_size = suggested_size
+
+
+class MalformedResponse(RpcError):
+    """The node's answer is not what JSON-RPC promises (bad JSON, missing fields, wrong types)."""
+
+
+class BlockNotAvailable(RpcError):
+    """The node has no such block (yet): a lagging replica, or a hash it never saw.
+
+    Transient: another replica, or the same one a moment later, may have it. A block the node
+    cannot show is never skipped: the caller waits. ``block`` is the number or hash asked for.
+    """
+
+    transient = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        block: int | str | None = None,
+    ) -> None:
+        super().__init__(message, chain=chain, method=method)
+        self.block = block
+
+
+class ReceiptNotAvailable(BlockNotAvailable):
+    """The node answered ``null`` for a receipt (lagging, or the tx was reorged out)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        tx_hash: str,
+    ) -> None:
+        super().__init__(message, chain=chain, method=method)
+        self.tx_hash = tx_hash
+
+
+class ChainHalted(ScannerError):
+    """A chain cannot go on without an operator; the other chains continue."""
+
+    def __init__(self, message: str, *, chain: str) -> None:
+        super().__init__(message)
+        self.chain = chain
+
+
+class ChainIdMismatch(ChainHalted):
+    def __init__(self, *, chain: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"chain {chain!r}: the node reports chain id {actual}, "
+            f"the configuration says {expected}",
+            chain=chain,
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class DeepReorg(ChainHalted):
+    def __init__(self, *, chain: str, depth: int, max_depth: int) -> None:
+        super().__init__(
+            f"chain {chain!r}: reorg deeper than max_reorg_depth={max_depth} (at least {depth})",
+            chain=chain,
+        )
+        self.depth = depth
+        self.max_depth = max_depth
+
+
+class TokenConfigConflict(ChainHalted):
+    def __init__(self, *, chain: str, address: str, configured: int, stored: int) -> None:
+        super().__init__(
+            f"chain {chain!r}: token {address} is configured with {configured} decimals "
+            f"but the tokens table says {stored}",
+            chain=chain,
+        )
+        self.address = address
+        self.configured = configured
+        self.stored = stored

@@ -1,0 +1,15 @@
+"""Observability: structured logging, Prometheus metrics, health endpoints, sd_notify."""
+
+from scanner.observe.health import Health, ObserveServer
+from scanner.observe.logging import configure_logging
+from scanner.observe.metrics import Metrics, RpcObserver
+from scanner.observe.sdnotify import SystemdNotifier
+
+__all__ = [
+    "Health",
+    "Metrics",
+    "ObserveServer",
+    "RpcObserver",
+    "SystemdNotifier",
+    "configure_logging",
+]

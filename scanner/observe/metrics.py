@@ -1,0 +1,214 @@
+"""Prometheus metrics, held by one :class:`Metrics` instance with its own registry.
+
+Nothing is registered at import time: each instance builds a fresh ``CollectorRegistry`` (with
+the process, platform and GC collectors), so tests and several instances never collide.
+
+Reorg depth is a histogram only (``scanner_reorg_depth``): its ``_count`` equals the number of
+reorgs, its buckets answer "how many reorgs deeper than N", and the depth of the latest reorg is
+in the ``reorg_detected`` log event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from scanner.observe.redact import Scrubber
+
+RPC_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
+BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+REORG_DEPTH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+CHAIN = ("chain",)
+
+
+class RpcObserver(Protocol):
+    """What the JSON-RPC client reports; mirrors ``scanner.chain.rpc.RpcObserver``.
+
+    ``method`` is the JSON-RPC method, or ``batch:<method>`` / ``batch:mixed`` for a batch;
+    ``outcome`` is ``ok`` or a bounded error label (``transport_error``, ``rate_limited``, ...).
+    """
+
+    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None: ...
+
+    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None: ...
+
+
+class Metrics:
+    """Every scanner metric; implements :class:`RpcObserver`."""
+
+    def __init__(self, *, secrets: Sequence[str] = ()) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._scrubber = Scrubber(secrets)
+        self._log = structlog.get_logger(__name__)
+        self._progress_metrics()
+        self._rpc_metrics()
+        self._scan_metrics()
+        self._state_metrics()
+
+    def _counter(self, name: str, doc: str, labels: Sequence[str]) -> Counter:
+        return Counter(name, doc, labels, registry=self.registry)
+
+    def _gauge(self, name: str, doc: str, labels: Sequence[str]) -> Gauge:
+        return Gauge(name, doc, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> Histogram:
+        return Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+
+    def _progress_metrics(self) -> None:
+        self.chain_head_block = self._gauge(
+            "scanner_chain_head_block", "Latest block number the node reported.", CHAIN
+        )
+        self.last_scanned_block = self._gauge(
+            "scanner_last_scanned_block", "Last block the scanner has fully processed.", CHAIN
+        )
+        self.lag_blocks = self._gauge(
+            "scanner_lag_blocks", "Head minus last scanned block (never negative).", CHAIN
+        )
+        self.backfill_blocks = self._counter(
+            "scanner_backfill_blocks", "Blocks scanned by backfills.", CHAIN
+        )
+
+    def _rpc_metrics(self) -> None:
+        self.rpc_requests = self._counter(
+            "scanner_rpc_requests",
+            "JSON-RPC round trips (each attempt), by outcome: ok or an error label.",
+            ("chain", "method", "outcome"),
+        )
+        self.rpc_request_duration = self._histogram(
+            "scanner_rpc_request_duration_seconds",
+            "Time of one JSON-RPC round trip (one attempt).",
+            ("chain", "method"),
+            RPC_SECONDS_BUCKETS,
+        )
+        self.rpc_retries = self._counter(
+            "scanner_rpc_retries",
+            "JSON-RPC attempts that failed transiently and were retried.",
+            ("chain", "method"),
+        )
+
+    def _scan_metrics(self) -> None:
+        self.logs_processed = self._counter(
+            "scanner_logs_processed", "Logs read and decoded.", CHAIN
+        )
+        self.transfers_matched = self._counter(
+            "scanner_transfers_matched", "Transfers matched to a payment.", CHAIN
+        )
+        self.skipped_logs = self._counter(
+            "scanner_skipped_logs",
+            "Logs skipped, by reason (malformed, zero value, ...).",
+            ("chain", "reason"),
+        )
+        self.batch_duration = self._histogram(
+            "scanner_batch_duration_seconds",
+            "Time to scan one block range end to end.",
+            CHAIN,
+            BATCH_SECONDS_BUCKETS,
+        )
+        self.reorgs = self._counter("scanner_reorgs", "Reorgs detected.", CHAIN)
+        self.reorg_depth = self._histogram(
+            "scanner_reorg_depth", "Depth of each reorg, in blocks.", CHAIN, REORG_DEPTH_BUCKETS
+        )
+
+    def _state_metrics(self) -> None:
+        self.payment_status_changes = self._counter(
+            "scanner_payment_status_changes",
+            "Payment status transitions, by new status.",
+            ("chain", "status"),
+        )
+        self.open_payments = self._gauge(
+            "scanner_open_payments", "Payments still waiting for funds or confirmations.", CHAIN
+        )
+        self.chain_halted = self._gauge(
+            "scanner_chain_halted", "1 while the chain is halted for an operator, else 0.", CHAIN
+        )
+        self.finality_violations = self._counter(
+            "scanner_finality_violations", "Confirmed transfers later orphaned by a reorg.", CHAIN
+        )
+
+    # -- per-chain facts -------------------------------------------------------------------
+
+    def add_chain(self, chain: str) -> None:
+        """Create the chain's series at zero, so rates and alerts work before the first event."""
+        for counter in (
+            self.logs_processed,
+            self.transfers_matched,
+            self.reorgs,
+            self.finality_violations,
+            self.backfill_blocks,
+        ):
+            counter.labels(chain)
+        self.chain_halted.labels(chain).set(0)
+
+    def progressed(self, chain: str, *, head: int, cursor: int) -> None:
+        """The node's head and the scanner's cursor, as of now."""
+        self.chain_head_block.labels(chain).set(head)
+        self.last_scanned_block.labels(chain).set(cursor)
+        self.lag_blocks.labels(chain).set(max(0, head - cursor))
+
+    def batch_scanned(self, chain: str, *, seconds: float, logs: int, matched: int) -> None:
+        self.batch_duration.labels(chain).observe(seconds)
+        self.logs_processed.labels(chain).inc(logs)
+        self.transfers_matched.labels(chain).inc(matched)
+
+    def logs_skipped(self, chain: str, reason: str, count: int = 1) -> None:
+        self.skipped_logs.labels(chain, reason).inc(count)
+
+    def payment_status_changed(self, chain: str, status: str) -> None:
+        self.payment_status_changes.labels(chain, status).inc()
+
+    def reorg_detected(self, chain: str, depth: int) -> None:
+        self.reorgs.labels(chain).inc()
+        self.reorg_depth.labels(chain).observe(depth)
+
+    def finality_violated(self, chain: str) -> None:
+        self.finality_violations.labels(chain).inc()
+
+    def backfilled(self, chain: str, blocks: int) -> None:
+        self.backfill_blocks.labels(chain).inc(blocks)
+
+    def set_open_payments(self, chain: str, count: int) -> None:
+        self.open_payments.labels(chain).set(count)
+
+    def set_halted(self, chain: str, halted: bool) -> None:
+        self.chain_halted.labels(chain).set(1 if halted else 0)
+
+    # -- RpcObserver -----------------------------------------------------------------------
+
+    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None:
+        self.rpc_requests.labels(chain, method, outcome).inc()
+        self.rpc_request_duration.labels(chain, method).observe(seconds)
+
+    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None:
+        self.rpc_retries.labels(chain, method).inc()
+        self._log.warning(
+            "rpc_retry",
+            chain=chain,
+            method=method,
+            attempt=attempt,
+            error=type(error).__name__,
+            message=self._scrubber.text(str(error)),
+        )
+
+    # -- exposition ------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of the registry, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,208 @@
+"""``scanner backfill``: the live pipeline over a fixed range, resumable, beside the live scan.
+
+Ranges are read concurrently (bounded) and committed strictly in order, each with the job's
+progress (``backfill_jobs.next_block``) in the same transaction, so an interrupted backfill rerun
+with the same arguments continues where it stopped. It never moves the live cursor and never
+stores block hashes (those belong to the live scan's reorg window); it links each range to the one
+before it by parent hash. Confirmations count from the higher of the live cursor and the newest
+block the backfill verified itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scanner.chain.reader import ChainReader
+from scanner.config import ChainSettings
+from scanner.core.model import Header
+from scanner.core.ranges import RangeSizer, split_range
+from scanner.db import jobs
+from scanner.db import queries as q
+from scanner.db.locks import chain_xact_lock
+from scanner.errors import ConfigError
+from scanner.observe.metrics import Metrics
+from scanner.scan.batch import BatchMode, BatchResult, apply_range, verify_links
+from scanner.scan.context import ChainContext
+from scanner.scan.fetch import RangeData, fetch_range
+from scanner.scan.pipeline import prefetch
+from scanner.scan.report import report_batch
+from scanner.scan.startup import check_chain_id, sync_tokens
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class BackfillSummary:
+    chain: str
+    from_block: int
+    to_block: int
+    resumed_from: int
+    blocks: int = 0
+    logs: int = 0
+    matched: int = 0
+    payments_changed: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    status_changes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, result: BatchResult) -> None:
+        self.blocks += result.end - result.start + 1
+        self.logs += result.logs
+        self.matched += result.matched
+        self.events += len(result.events)
+        self.payments_changed += len({e.payment_id for e in result.events})
+        for _, to in result.status_changes:
+            self.status_changes[to] = self.status_changes.get(to, 0) + 1
+
+
+Progress = Callable[[BackfillSummary, int], None]
+
+
+def validate_range(from_block: int, to_block: int, head: int) -> None:
+    if from_block < 0 or to_block < 0:
+        raise ConfigError("block numbers must not be negative", key="--from-block")
+    if from_block > to_block:
+        raise ConfigError(
+            f"--from-block {from_block} is after --to-block {to_block}", key="--from-block"
+        )
+    if to_block > head:
+        raise ConfigError(f"--to-block {to_block} is past the node's head {head}", key="--to-block")
+
+
+class Backfill:
+    def __init__(
+        self,
+        chain: ChainSettings,
+        reader: ChainReader,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        metrics: Metrics | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.settings = chain
+        self.reader = reader
+        self.sessions = sessions
+        self.metrics = metrics
+        self.dry_run = dry_run
+        self.log = log.bind(chain=chain.name)
+        self.sizer = RangeSizer(chain.batch_size)
+
+    async def run(
+        self, from_block: int, to_block: int, progress: Progress | None = None
+    ) -> BackfillSummary:
+        await check_chain_id(self.reader, self.settings)
+        validate_range(from_block, to_block, await self.reader.head())
+        ctx = await self._context()
+        next_block = await self._start(from_block, to_block)
+        summary = BackfillSummary(
+            self.settings.name, from_block, to_block, next_block, dry_run=self.dry_run
+        )
+        started = time.perf_counter()
+        if next_block <= to_block:
+            await self._scan(ctx, next_block, to_block, summary, progress)
+        summary.seconds = time.perf_counter() - started
+        if not self.dry_run:
+            async with self.sessions() as session, session.begin():
+                await jobs.finish(session, self.settings.name, from_block, to_block)
+        return summary
+
+    async def _context(self) -> ChainContext:
+        async with self.sessions() as session:
+            if self.dry_run:
+                tokens = await sync_tokens(session, self.settings)
+                await session.rollback()  # a dry run writes nothing, not even token rows
+            else:
+                async with session.begin():
+                    tokens = await sync_tokens(session, self.settings)
+        return ChainContext.from_settings(self.settings, tokens)
+
+    async def _start(self, from_block: int, to_block: int) -> int:
+        async with self.sessions() as session, session.begin():
+            if self.dry_run:
+                return await jobs.peek(session, self.settings.name, from_block, to_block)
+            return await jobs.start(session, self.settings.name, from_block, to_block)
+
+    async def _scan(
+        self,
+        ctx: ChainContext,
+        start: int,
+        end: int,
+        summary: BackfillSummary,
+        progress: Progress | None,
+    ) -> None:
+        ranges = split_range(start, end, self.sizer.size)
+        previous = await self._previous(start)
+        window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
+
+        async def fetch(a: int, b: int) -> RangeData:
+            return await fetch_range(self.reader, ctx.token_addresses, a, b, sizer=self.sizer)
+
+        async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
+            async for data in stream:
+                parent = (previous.number, previous.hash) if previous else None
+                verify_links(data, parent)
+                result = await self._commit(ctx, data, window, summary)
+                previous = data.last
+                window = _tail(window | data.timestamps, ctx.reorg_depth + (ctx.required or 0))
+                summary.add(result)
+                if progress is not None:
+                    progress(summary, data.end)
+
+    async def _commit(
+        self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
+    ) -> BatchResult:
+        started = time.perf_counter()
+        async with self.sessions() as session:
+            try:
+                result = await self._apply(session, ctx, data, window, summary)
+            except BaseException:
+                await session.rollback()
+                raise
+            if self.dry_run:
+                await session.rollback()
+            else:
+                await session.commit()
+        if self.metrics is not None:
+            self.metrics.backfilled(ctx.name, data.end - data.start + 1)
+        report_batch(self.log, self.metrics, ctx.name, result, time.perf_counter() - started)
+        return result
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        ctx: ChainContext,
+        data: RangeData,
+        window: dict[int, int],
+        summary: BackfillSummary,
+    ) -> BatchResult:
+        if not self.dry_run:
+            await chain_xact_lock(session, ctx.name)
+        cursor = await q.get_cursor(session, ctx.name)
+        floor = cursor[0] if cursor is not None else -1
+        tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
+        mode = BatchMode(live=False, checked_floor=floor, dry_run=self.dry_run)
+        result = await apply_range(session, ctx, data, mode=mode, tag_block=tag_block, below=window)
+        if not self.dry_run:
+            await jobs.advance(
+                session, ctx.name, summary.from_block, summary.to_block, data.end + 1
+            )
+        return result
+
+    async def _previous(self, start: int) -> Header | None:
+        if start == 0:
+            return None
+        return (await self.reader.headers(start - 1, start - 1))[0]
+
+
+def _tail(timestamps: dict[int, int], keep: int) -> dict[int, int]:
+    if len(timestamps) <= keep:
+        return timestamps
+    cut = sorted(timestamps)[-keep:]
+    return {n: timestamps[n] for n in cut}

@@ -1,0 +1,165 @@
+"""Payments written behind the cursor: look back for them, once.
+
+The gateway's clock, a slow commit or a scanner catching up can put a payment's ``created_at``
+before blocks the scanner has already passed. Each payment is looked at once (``seen_at_block``
+records the cursor at that moment): if the cursor had passed ``created_at − grace``, its address's
+Transfer logs are read again with a recipient filter from that time to the cursor, and applied
+through the same batch rules. A payment the scanner cannot use (bad address, more decimals than
+its token) gets one ``invalid_payment`` event and is left alone.
+
+Native-coin payments are not looked back for (that would mean re-reading every full block); the
+README says so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scanner.chain.reader import ChainReader
+from scanner.core.decode import parse_payment_fields
+from scanner.core.model import Event, Header
+from scanner.core.ranges import RangeSizer
+from scanner.db import queries as q
+from scanner.db.locks import chain_xact_lock
+from scanner.observe.metrics import Metrics
+from scanner.scan.batch import BatchMode, apply_range
+from scanner.scan.context import ChainContext
+from scanner.scan.fetch import RangeData, fetch_logs
+from scanner.scan.report import report_batch
+
+log = structlog.get_logger(__name__)
+ADDRESS_TOPICS_PER_CALL = 50
+
+
+def invalid_reason(row: q.PaymentRow, ctx: ChainContext) -> str | None:
+    """Why the scanner cannot follow this payment, or None."""
+    if row.token_id is not None and row.token_id not in ctx.token_by_id():
+        return None  # a token this chain does not scan (disabled): not invalid, just not followed
+    try:
+        parse_payment_fields(row.address, row.amount, ctx.decimals_of(row.token_id))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+async def catch_up(
+    sessions: async_sessionmaker[AsyncSession],
+    reader: ChainReader,
+    ctx: ChainContext,
+    *,
+    metrics: Metrics | None = None,
+) -> int:
+    """Look at every payment not yet seen; return how many were looked back for."""
+    async with sessions() as session:
+        rows = await q.unseen_payments(session, ctx.name)
+        if not rows:
+            return 0
+        cursor = await q.get_cursor(session, ctx.name)
+        if cursor is None:
+            return 0
+        cursor_ts = await q.stored_timestamps(session, ctx.name, cursor[0], cursor[0])
+    now_block = cursor[0]
+    reference = cursor_ts.get(now_block)
+    invalid = {r.id: reason for r in rows if (reason := invalid_reason(r, ctx)) is not None}
+    behind = [
+        r
+        for r in rows
+        if r.id not in invalid
+        and r.token_id is not None
+        and r.token_id in ctx.token_by_id()
+        and reference is not None
+        and r.created_at.astimezone(UTC).timestamp() - ctx.grace <= reference
+    ]
+    data = await _look_back(reader, ctx, behind, now_block) if behind else None
+    async with sessions() as session, session.begin():
+        await chain_xact_lock(session, ctx.name)
+        again = await q.get_cursor(session, ctx.name)
+        if data is not None and (again is None or again[0] < now_block):
+            return 0  # a reorg rewound the cursor meanwhile: look again next tick
+        if invalid:
+            await _report_invalid(session, ctx, invalid, rows)
+        if data is not None:
+            mode = BatchMode(live=False, checked_floor=now_block, check_stale=False)
+            result = await apply_range(
+                session, ctx, data, mode=mode, tag_block=None, below=cursor_ts
+            )
+            report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0)
+        await q.mark_seen(session, [r.id for r in rows], now_block)
+    if behind:
+        log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
+    return len(behind)
+
+
+async def _report_invalid(
+    session: AsyncSession, ctx: ChainContext, invalid: dict[UUID, str], rows: Sequence[q.PaymentRow]
+) -> None:
+    events = [
+        Event(
+            payment_id=pid,
+            type="invalid_payment",
+            status_from=None,
+            status_to=None,
+            data={"reason": reason},
+        )
+        for pid, reason in invalid.items()
+    ]
+    await q.insert_events(session, ctx, events, {r.id: r.token_id for r in rows})
+    for pid, reason in invalid.items():
+        log.warning("payment_invalid", chain=ctx.name, payment_id=str(pid), reason=reason)
+
+
+async def _look_back(
+    reader: ChainReader, ctx: ChainContext, rows: Sequence[q.PaymentRow], cursor: int
+) -> RangeData | None:
+    by_token: dict[str, dict[str, float]] = defaultdict(dict)
+    tokens = ctx.token_by_id()
+    for row in rows:
+        assert row.token_id is not None
+        token = tokens[row.token_id].address
+        since = row.created_at.astimezone(UTC).timestamp() - ctx.grace
+        address = row.address.lower()
+        by_token[token][address] = min(since, by_token[token].get(address, since))
+    logs: list[dict[str, Any]] = []
+    sizer = RangeSizer(max(1, cursor))
+    earliest = cursor
+    for token, addresses in by_token.items():
+        start = await block_at_time(reader, min(addresses.values()), cursor)
+        earliest = min(earliest, start)
+        ordered = sorted(addresses)
+        for i in range(0, len(ordered), ADDRESS_TOPICS_PER_CALL):
+            topics = ["0x" + "0" * 24 + a[2:] for a in ordered[i : i + ADDRESS_TOPICS_PER_CALL]]
+            logs.extend(
+                await fetch_logs(reader, [token], start, cursor, sizer, to_topics=topics)
+            )
+    if not logs:
+        return None
+    numbers = sorted({int(entry["blockNumber"], 16) for entry in logs})
+    headers = await _headers_for(reader, numbers)
+    return RangeData(earliest, cursor, tuple(headers), tuple(logs))
+
+
+async def _headers_for(reader: ChainReader, numbers: Sequence[int]) -> list[Header]:
+    out: list[Header] = []
+    for number in numbers:
+        out.extend(await reader.headers(number, number))
+    return out
+
+
+async def block_at_time(reader: ChainReader, moment: float, high: int) -> int:
+    """The first block at or below ``high`` whose timestamp is ≥ ``moment`` (binary search)."""
+    low = 0
+    while low < high:
+        mid = (low + high) // 2
+        header = (await reader.headers(mid, mid))[0]
+        if header.timestamp >= moment:
+            high = mid
+        else:
+            low = mid + 1
+    return low

@@ -1,0 +1,75 @@
+"""What a chain's scan needs to know about the chain, resolved once at start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from scanner.config import ChainSettings
+from scanner.core.model import Finality
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: UUID
+    address: str
+    symbol: str
+    decimals: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainContext:
+    """A chain's rules and its enabled tokens (by contract address and by id)."""
+
+    name: str
+    required: int | None  # confirmations; None in tag mode
+    tag: str | None  # "finalized" / "safe"; None in block mode
+    grace: int
+    reorg_depth: int
+    native_decimals: int
+    tokens: Mapping[str, TokenInfo]
+
+    @classmethod
+    def from_settings(cls, chain: ChainSettings, tokens: Mapping[str, TokenInfo]) -> ChainContext:
+        return cls(
+            name=chain.name,
+            required=chain.confirmations,
+            tag=chain.finality,
+            grace=chain.grace_seconds,
+            reorg_depth=chain.reorg_depth,
+            native_decimals=chain.native_decimals,
+            tokens=dict(tokens),
+        )
+
+    @property
+    def token_addresses(self) -> list[str]:
+        return sorted(self.tokens)
+
+    def token_by_id(self) -> dict[UUID, TokenInfo]:
+        return {t.id: t for t in self.tokens.values()}
+
+    def decimals_of(self, token_id: UUID | None) -> int:
+        if token_id is None:
+            return self.native_decimals
+        for token in self.tokens.values():
+            if token.id == token_id:
+                return token.decimals
+        raise KeyError(token_id)
+
+    def final_block(self, checked: int, tag_block: int | None) -> int:
+        """The highest final block when ``checked`` is the newest hash-checked block."""
+        if self.required is not None:
+            return checked - self.required + 1
+        return min(tag_block if tag_block is not None else -1, checked)
+
+    def finality(
+        self, checked: int, tag_block: int | None, timestamps: Mapping[int, int]
+    ) -> Finality:
+        final = self.final_block(checked, tag_block)
+        return Finality(
+            checked=checked,
+            final_block=final,
+            final_timestamp=timestamps.get(final),
+            required=self.required,
+        )

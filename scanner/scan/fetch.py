@@ -1,0 +1,135 @@
+"""Reading one block range from the node: headers, Transfer logs, native transfers.
+
+Everything here is RPC and happens before the range's database transaction opens, so no
+database transaction is held while the network is slow. The range shrinks when a provider says it
+is too large (``RangeSizer``) and the reads it needs are retried by the RPC client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scanner.chain.reader import ChainReader
+from scanner.core.decode import TRANSFER_TOPIC, native_transfers
+from scanner.core.model import Header, Transfer
+from scanner.core.ranges import RangeSizer
+from scanner.errors import MalformedResponse, RangeTooLarge
+
+
+@dataclass(frozen=True, slots=True)
+class RangeData:
+    """What the node said about blocks ``start..end``, read in one go."""
+
+    start: int
+    end: int
+    headers: tuple[Header, ...]
+    logs: tuple[dict[str, Any], ...]
+    native: tuple[Transfer, ...] = field(default=())
+
+    @property
+    def timestamps(self) -> dict[int, int]:
+        return {h.number: h.timestamp for h in self.headers}
+
+    @property
+    def last(self) -> Header:
+        return self.headers[-1]
+
+
+async def fetch_logs(
+    reader: ChainReader,
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    sizer: RangeSizer | None = None,
+    *,
+    to_topics: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """All Transfer logs of ``tokens`` in ``start..end`` (to ``to_topics`` recipients when
+    given), splitting the range when the provider refuses it as too large."""
+    if not tokens:
+        return []
+    out: list[dict[str, Any]] = []
+    cursor = start
+    while cursor <= end:
+        size = sizer.size if sizer is not None else end - start + 1
+        stop = min(end, cursor + size - 1)
+        try:
+            out.extend(
+                await reader.logs(tokens, TRANSFER_TOPIC, cursor, stop, to_topics=to_topics)
+            )
+        except RangeTooLarge as exc:
+            if stop == cursor:
+                raise
+            if sizer is None:
+                sizer = RangeSizer(end - start + 1)
+            sizer.shrink(exc.suggested_size if exc.suggested_size else (stop - cursor + 1) // 2)
+            continue
+        if sizer is not None:
+            sizer.succeeded()
+        cursor = stop + 1
+    return out
+
+
+async def fetch_native(
+    reader: ChainReader, start: int, end: int, watched: Collection[str]
+) -> list[Transfer]:
+    """Top-level value transfers to ``watched`` in ``start..end`` whose receipt succeeded."""
+    if not watched:
+        return []
+    blocks = await reader.blocks_with_transactions(start, end)
+    candidates = native_transfers(blocks, watched)
+    if not candidates:
+        return []
+    statuses = await reader.receipt_statuses([t.tx_hash for t in candidates])
+    failed = {h for h, status in statuses.items() if status != 1}
+    return [t for t in candidates if t.tx_hash not in failed]
+
+
+async def fetch_range(
+    reader: ChainReader,
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    *,
+    native_watched: Collection[str] = (),
+    sizer: RangeSizer | None = None,
+    by_hash: bool = False,
+) -> RangeData:
+    """Headers and logs of one range; logs must agree with the headers.
+
+    Far from the head, headers and logs are read concurrently by number. Near the head
+    (``by_hash``), logs are read by block hash (EIP-234) after the headers: a node behind a load
+    balancer that has not imported a block yet answers an empty list by number, but fails loudly
+    for a hash it does not know, so a block is never passed over as empty.
+    """
+    if by_hash:
+        headers = await reader.headers(start, end)
+        _check_headers(headers, start, end)
+        logs = await _logs_by_hash(reader, tokens, headers)
+    else:
+        headers_task = reader.headers(start, end)
+        logs_task = fetch_logs(reader, tokens, start, end, sizer)
+        headers, logs = await asyncio.gather(headers_task, logs_task)
+        _check_headers(headers, start, end)
+    native = await fetch_native(reader, start, end, native_watched)
+    return RangeData(start, end, tuple(headers), tuple(logs), tuple(native))
+
+
+async def _logs_by_hash(
+    reader: ChainReader, tokens: Sequence[str], headers: Sequence[Header]
+) -> list[dict[str, Any]]:
+    if not tokens:
+        return []
+    parts = await asyncio.gather(
+        *(reader.logs_by_block_hash(tokens, TRANSFER_TOPIC, h.hash) for h in headers)
+    )
+    return [log for part in parts for log in part]
+
+
+def _check_headers(headers: Sequence[Header], start: int, end: int) -> None:
+    numbers = [h.number for h in headers]
+    if numbers != list(range(start, end + 1)):
+        raise MalformedResponse(f"headers for {start}..{end} came back as {numbers[:3]}…")

@@ -1,0 +1,257 @@
+"""The live scan of one chain: tick after tick from the cursor to the head.
+
+A tick reads the head, catches up payments written behind the cursor, reads the ranges up to the
+head (several at once, bounded) and commits them one by one, in order, each with the cursor in
+the same transaction. A reorg found on the way rewinds the cursor and the next tick rescans.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scanner.chain.reader import ChainReader
+from scanner.config import ChainSettings
+from scanner.core.model import Header
+from scanner.core.ranges import RangeSizer, split_range
+from scanner.db import queries as q
+from scanner.db.locks import chain_xact_lock
+from scanner.observe.metrics import Metrics
+from scanner.scan.batch import (
+    BatchMode,
+    BatchResult,
+    CursorMoved,
+    ReorgDetected,
+    advance_only,
+    apply_range,
+    verify_links,
+)
+from scanner.scan.catchup import catch_up
+from scanner.scan.context import ChainContext
+from scanner.scan.fetch import RangeData, fetch_range
+from scanner.scan.pipeline import prefetch
+from scanner.scan.reorg import find_ancestor, rewind
+from scanner.scan.report import report_batch
+from scanner.scan.startup import prepare_chain
+
+LIVE = BatchMode(live=True)
+NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
+
+
+@dataclass(frozen=True, slots=True)
+class TickOutcome:
+    head: int
+    cursor: int
+    ranges: int = 0
+    reorg: bool = False
+    waiting: bool = False
+
+    @property
+    def caught_up(self) -> bool:
+        return self.waiting or (self.cursor >= self.head and not self.reorg)
+
+
+class ChainScanner:
+    """Scans one chain; ``tick`` is one step, ``scan_until_head`` drives it in tests."""
+
+    def __init__(
+        self,
+        chain: ChainSettings,
+        reader: ChainReader,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = chain
+        self.reader = reader
+        self.sessions = sessions
+        self.metrics = metrics
+        self.sizer = RangeSizer(chain.batch_size)
+        self.log = structlog.get_logger(__name__).bind(chain=chain.name)
+        self._ctx: ChainContext | None = None
+        self.head = -1
+        self.cursor = -1
+        self.stopping: Callable[[], bool] = lambda: False  # checked between ranges
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def ctx(self) -> ChainContext:
+        if self._ctx is None:
+            raise RuntimeError("prepare() first")
+        return self._ctx
+
+    async def prepare(self) -> None:
+        """Chain id, tokens, cursor; raises ChainHalted when the chain must not scan."""
+        self._ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
+        self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self._ctx.tokens))
+
+    async def tick(self) -> TickOutcome:
+        head = await self.reader.head()
+        cursor = await self._read_cursor()
+        self.head, self.cursor = head, cursor
+        self._progress()
+        if head < cursor:
+            self.log.warning("node_behind_cursor", head=head, cursor=cursor)
+            return TickOutcome(head, cursor, waiting=True)
+        tag = await self._tag_header()
+        await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
+        end = min(head, cursor + self.sizer.size * self.settings.concurrency)
+        if end <= cursor:
+            await self._advance_only(cursor, tag)
+            return TickOutcome(head, cursor)
+        return await self._scan(cursor, end, head, tag)
+
+    async def scan_until_head(self, max_ticks: int = 100_000) -> TickOutcome:
+        """Tick until the cursor stands at the head (tests and the demo call this)."""
+        outcome = await self.tick()
+        for _ in range(max_ticks):
+            if outcome.caught_up:
+                return outcome
+            outcome = await self.tick()
+        return outcome
+
+    async def _scan(self, cursor: int, end: int, head: int, tag: Header | None) -> TickOutcome:
+        ranges = split_range(cursor + 1, end, self.sizer.size)
+        native = await self._native_watched()
+        done = 0
+
+        async def fetch(start: int, stop: int) -> RangeData:
+            return await fetch_range(
+                self.reader,
+                self.ctx.token_addresses,
+                start,
+                stop,
+                native_watched=native,
+                sizer=self.sizer,
+                by_hash=head - stop < NEAR_HEAD,
+            )
+
+        try:
+            async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
+                async for data in stream:
+                    await self._commit(data, tag)
+                    done += 1
+                    if self.stopping():
+                        break
+        except ReorgDetected as exc:
+            await self.handle_reorg(exc.block, tag)
+            return TickOutcome(head, self.cursor, done, reorg=True)
+        except CursorMoved:
+            self.log.info("cursor_moved_elsewhere")
+        return TickOutcome(head, self.cursor, done)
+
+    async def _commit(self, data: RangeData, tag: Header | None) -> BatchResult:
+        started = time.perf_counter()
+        async with self.sessions() as session, session.begin():
+            await chain_xact_lock(session, self.name)
+            stored = await q.get_cursor(session, self.name)
+            if stored is None or stored[0] != data.start - 1:
+                raise CursorMoved()
+            below = await q.stored_headers(
+                session, self.name, data.start - self.ctx.reorg_depth - 1, data.start - 1
+            )
+            parent = (stored[0], stored[1]) if stored[1] is not None else None
+            verify_links(data, parent)
+            timestamps = {h.number: h.timestamp for h in below}
+            if tag is not None:
+                timestamps[tag.number] = tag.timestamp
+            result = await apply_range(
+                session,
+                self.ctx,
+                data,
+                mode=LIVE,
+                tag_block=tag.number if tag else None,
+                below=timestamps,
+            )
+        self.cursor = data.end
+        self._progress()
+        report_batch(self.log, self.metrics, self.name, result, time.perf_counter() - started)
+        return result
+
+    async def _advance_only(self, cursor: int, tag: Header | None) -> None:
+        async with self.sessions() as session, session.begin():
+            await chain_xact_lock(session, self.name)
+            timestamps = await q.stored_timestamps(
+                session, self.name, cursor - self.ctx.reorg_depth, cursor
+            )
+            if tag is not None:
+                timestamps[tag.number] = tag.timestamp
+            result = await advance_only(
+                session,
+                self.ctx,
+                checked=cursor,
+                tag_block=tag.number if tag else None,
+                timestamps=timestamps,
+            )
+            open_count = await q.count_open_payments(session, self.name)
+        if self.metrics is not None:
+            self.metrics.set_open_payments(self.name, open_count)
+        if result.events:
+            report_batch(self.log, self.metrics, self.name, result, 0.0)
+
+    async def handle_reorg(self, block: int, tag: Header | None) -> None:
+        """Walk back to the common ancestor and rewind, in one transaction."""
+        async with self.sessions() as session:
+            stored = await q.get_cursor(session, self.name)
+            cursor = stored[0] if stored else self.cursor
+            headers = await q.stored_headers(
+                session, self.name, cursor - self.ctx.reorg_depth, cursor
+            )
+        ancestor = await find_ancestor(self.reader, self.ctx, headers, cursor)
+        async with self.sessions() as session, session.begin():
+            await chain_xact_lock(session, self.name)
+            again = await q.get_cursor(session, self.name)
+            if again is None or again[0] != cursor:
+                return
+            outcome = await rewind(
+                session,
+                self.ctx,
+                cursor=cursor,
+                ancestor=ancestor,
+                tag_block=tag.number if tag else None,
+            )
+        self.cursor = ancestor
+        if self.metrics is not None:
+            self.metrics.reorg_detected(self.name, outcome.depth)
+        self.log.warning(
+            "reorg_detected",
+            at_block=block,
+            depth=outcome.depth,
+            old_cursor=cursor,
+            ancestor=ancestor,
+            orphaned=outcome.orphaned,
+        )
+        report_batch(
+            self.log,
+            self.metrics,
+            self.name,
+            BatchResult(ancestor + 1, cursor, events=list(outcome.events)),
+            0.0,
+        )
+
+    async def _read_cursor(self) -> int:
+        async with self.sessions() as session:
+            stored = await q.get_cursor(session, self.name)
+        return stored[0] if stored is not None else self.cursor
+
+    async def _tag_header(self) -> Header | None:
+        if self.ctx.tag is None:
+            return None
+        number = await self.reader.tag_block(self.ctx.tag)
+        return (await self.reader.headers(number, number))[0]
+
+    async def _native_watched(self) -> set[str]:
+        async with self.sessions() as session:
+            return await q.native_addresses(session, self.name)
+
+    def _progress(self) -> None:
+        if self.metrics is not None and self.head >= 0:
+            self.metrics.progressed(self.name, head=self.head, cursor=self.cursor)

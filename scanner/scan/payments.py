@@ -1,0 +1,121 @@
+"""Loading the payments a range touches into a :class:`Ledger`, in a constant number of queries.
+
+Three kinds of payment matter to a range: those at the addresses its transfers pay (candidates),
+those holding transactions in blocks the node no longer shows (to orphan), and the open ones whose
+confirmations or expiry move with the checked block. Each kind is one query, whatever the number of
+payments; their transactions are one more.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scanner.core.decode import parse_payment_fields
+from scanner.core.ledger import Ledger
+from scanner.core.model import Finality, Payment, Transfer
+from scanner.db import queries as q
+from scanner.scan.context import ChainContext
+
+
+@dataclass(slots=True)
+class LoadedPayments:
+    ledger: Ledger
+    by_address: dict[str, list[q.PaymentRow]]
+    token_of: dict[UUID, UUID | None]
+    token_address_of: dict[UUID | None, str | None]
+
+    def candidates(self, transfer: Transfer) -> list[UUID]:
+        """Payments on the transfer's address and token (the ledger applies the rule order)."""
+        rows = self.by_address.get(transfer.to_address, ())
+        return [
+            row.id for row in rows if self.token_address_of.get(row.token_id, "?") == transfer.token
+        ]
+
+
+def to_core(row: q.PaymentRow, token: str | None, decimals: int) -> Payment | None:
+    """The core's view of a row; None when the row is invalid (reported elsewhere)."""
+    try:
+        address, amount = parse_payment_fields(row.address, row.amount, decimals)
+    except ValueError:
+        return None
+    return Payment(
+        id=row.id,
+        token=token,
+        address=address,
+        amount=amount,
+        status=row.status,  # type: ignore[arg-type]
+        created_at=_ts(row.created_at),
+        expires_at=_ts(row.expires_at),
+    )
+
+
+def _ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+async def load_into_ledger(
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    recipients: set[str],
+    extra_ids: set[UUID],
+    finality: Finality,
+    lock: bool,
+) -> LoadedPayments:
+    token_ids = {t.id for t in ctx.tokens.values()}
+    rows: dict[UUID, q.PaymentRow] = {}
+    if recipients:
+        for row in await q.payments_by_address(session, ctx.name, recipients, lock=lock):
+            rows[row.id] = row
+    missing = extra_ids - rows.keys()
+    if missing:
+        for row in await q.payments_by_id(session, missing, lock=lock):
+            rows[row.id] = row
+    expiry = _expiry_cutoff(finality)
+    for row in await q.payments_to_advance(session, ctx.name, expiry, lock=lock):
+        rows.setdefault(row.id, row)
+    rows = {
+        pid: row for pid, row in rows.items() if row.token_id is None or row.token_id in token_ids
+    }
+    payments, by_address = _core_payments(ctx, rows.values())
+    credits = await q.credits_of(session, [p.id for p in payments])
+    ledger = Ledger(payments, credits, ctx.grace)
+    token_address_of: dict[UUID | None, str | None] = {t.id: t.address for t in ctx.tokens.values()}
+    token_address_of[None] = None
+    return LoadedPayments(
+        ledger=ledger,
+        by_address=by_address,
+        token_of={pid: row.token_id for pid, row in rows.items()},
+        token_address_of=token_address_of,
+    )
+
+
+def _expiry_cutoff(finality: Finality) -> datetime | None:
+    if finality.final_timestamp is None:
+        return None
+    return datetime.fromtimestamp(finality.final_timestamp, tz=UTC)
+
+
+def _core_payments(
+    ctx: ChainContext, rows: Iterable[q.PaymentRow]
+) -> tuple[list[Payment], dict[str, list[q.PaymentRow]]]:
+    payments: list[Payment] = []
+    by_address: dict[str, list[q.PaymentRow]] = defaultdict(list)
+    by_id = ctx.token_by_id()
+    for row in rows:
+        token = by_id.get(row.token_id) if row.token_id is not None else None
+        decimals = token.decimals if token is not None else ctx.native_decimals
+        payment = to_core(row, token.address if token is not None else None, decimals)
+        if payment is None:
+            continue
+        payments.append(payment)
+        by_address[payment.address].append(row)
+    return payments, dict(by_address)

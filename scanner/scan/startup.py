@@ -1,0 +1,91 @@
+"""Before a chain scans: the node is the right chain, the tokens agree, the cursor exists."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scanner.chain.reader import ChainReader
+from scanner.config import ChainSettings
+from scanner.db import queries as q
+from scanner.db.models import Token
+from scanner.errors import ChainIdMismatch, TokenConfigConflict
+from scanner.scan.context import ChainContext, TokenInfo
+
+log = structlog.get_logger(__name__)
+
+
+async def check_chain_id(reader: ChainReader, chain: ChainSettings) -> None:
+    actual = await reader.chain_id()
+    if actual != chain.chain_id:
+        raise ChainIdMismatch(chain=chain.name, expected=chain.chain_id, actual=actual)
+
+
+async def sync_tokens(session: AsyncSession, chain: ChainSettings) -> dict[str, TokenInfo]:
+    """Insert configured tokens the table lacks; never overwrite a row; return the enabled ones.
+
+    The table is the source of truth: a row with ``enabled = false`` stops that token, and an
+    enabled row the configuration does not list is scanned too.
+    """
+    rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
+    stored = {row.address.lower(): row for row in rows}
+    for token in chain.tokens:
+        row = stored.get(token.address)
+        if row is None:
+            await session.execute(
+                insert(Token).values(
+                    id=uuid.uuid4(),
+                    chain=chain.name,
+                    address=token.address,
+                    symbol=token.symbol,
+                    decimals=token.decimals,
+                    enabled=True,
+                )
+            )
+            log.info("token_added", chain=chain.name, symbol=token.symbol, address=token.address)
+        elif row.decimals != token.decimals:
+            raise TokenConfigConflict(
+                chain=chain.name,
+                address=token.address,
+                configured=token.decimals,
+                stored=row.decimals,
+            )
+    rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
+    return {
+        row.address.lower(): TokenInfo(row.id, row.address.lower(), row.symbol, row.decimals)
+        for row in rows
+        if row.enabled
+    }
+
+
+async def init_cursor(
+    session: AsyncSession, reader: ChainReader, chain: ChainSettings
+) -> tuple[int, str | None]:
+    """The stored cursor, or a fresh one at ``start_block - 1`` (default: the current head)."""
+    cursor = await q.get_cursor(session, chain.name)
+    if cursor is not None:
+        return cursor
+    start = chain.start_block if chain.start_block is not None else await reader.head() + 1
+    block = start - 1
+    block_hash: str | None = None
+    if block >= 0:
+        header = (await reader.headers(block, block))[0]
+        block_hash = header.hash
+        await q.store_blocks(session, chain.name, [header])
+    await q.init_cursor(session, chain.name, block, block_hash)
+    log.info("cursor_initialized", chain=chain.name, block=block)
+    return block, block_hash
+
+
+async def prepare_chain(
+    sessions: async_sessionmaker[AsyncSession], reader: ChainReader, chain: ChainSettings
+) -> tuple[ChainContext, int]:
+    """Chain id, tokens and cursor, in that order; raises ChainHalted subclasses on conflict."""
+    await check_chain_id(reader, chain)
+    async with sessions() as session, session.begin():
+        tokens = await sync_tokens(session, chain)
+        cursor, _ = await init_cursor(session, reader, chain)
+    return ChainContext.from_settings(chain, tokens), cursor

@@ -1,0 +1,122 @@
+"""What the reader refuses from a node, served by a hand-written fake node (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from scanner.chain.reader import ChainReader
+from scanner.chain.rpc import RpcClient
+from scanner.errors import BlockNotAvailable, MalformedResponse
+from tests.chain_rpc.conftest import FAST
+
+H1 = "0x" + "AB" * 32
+H0 = "0x" + "cd" * 32
+Answer = Callable[[str, list[Any]], Any]
+
+
+def block(number: int | str, **fields: Any) -> dict[str, Any]:
+    return {
+        "number": hex(number) if isinstance(number, int) else number,
+        "hash": H1,
+        "parentHash": H0,
+        "timestamp": "0x64",
+        "transactions": [],
+        **fields,
+    }
+
+
+class FakeNode:
+    """Answers each JSON-RPC item with ``answer(method, params)``."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = orjson.loads(request.content)
+        items = body if isinstance(body, list) else [body]
+        out = [
+            {"jsonrpc": "2.0", "id": i["id"], "result": self.answer(i["method"], i["params"])}
+            for i in items
+        ]
+        return httpx.Response(200, content=orjson.dumps(out if isinstance(body, list) else out[0]))
+
+
+@asynccontextmanager
+async def fake_reader(answer: Answer) -> AsyncIterator[ChainReader]:
+    """A ChainReader whose node is ``answer``."""
+    transport = httpx.MockTransport(FakeNode(answer))
+    async with RpcClient(
+        "fake", ["http://node/v3/KEYKEYKEY"], max_attempts=2, backoff=FAST, transport=transport
+    ) as client:
+        yield ChainReader(client)
+
+
+async def test_header_is_parsed_and_lower_cased() -> None:
+    async with fake_reader(lambda m, p: block(int(p[0], 16))) as reader:
+        (header,) = await reader.headers(7, 7)
+        assert (header.number, header.hash, header.parent_hash, header.timestamp) == (
+            7,
+            H1.lower(),
+            H0,
+            100,
+        )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        block(8),  # not the block asked for
+        block(7, hash="0x1234"),
+        block(7, parentHash=None),
+        block(7, timestamp=100),
+        block("seven"),
+        "a string",
+    ],
+)
+async def test_bad_headers_are_malformed(bad: Any) -> None:
+    async with fake_reader(lambda m, p: bad) as reader:
+        with pytest.raises(MalformedResponse):
+            await reader.headers(7, 7)
+
+
+async def test_null_block_is_not_available() -> None:
+    async with fake_reader(lambda m, p: None) as reader:
+        with pytest.raises(BlockNotAvailable) as caught:
+            await reader.headers(7, 9)
+        assert caught.value.block == 7
+        with pytest.raises(BlockNotAvailable):
+            await reader.tag_block("finalized")
+
+
+@pytest.mark.parametrize(
+    ("method", "result"),
+    [
+        ("head", "12"),
+        ("head", 12),
+        ("logs", {"not": "a list"}),
+        ("blocks", block(1, transactions=None)),
+        ("receipts", {"blockNumber": "0x1"}),
+    ],
+)
+async def test_wrong_result_types_are_malformed(method: str, result: Any) -> None:
+    async with fake_reader(lambda m, p: result) as reader:
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "head": lambda: reader.head(),
+            "logs": lambda: reader.logs(["0x" + "11" * 20], "0x" + "22" * 32, 1, 2),
+            "blocks": lambda: reader.blocks_with_transactions(1, 1),
+            "receipts": lambda: reader.receipt_statuses(["0x" + "33" * 32]),
+        }
+        with pytest.raises(MalformedResponse):
+            await calls[method]()
+
+
+async def test_headers_of_a_long_range_come_back_in_order() -> None:
+    async with fake_reader(lambda m, p: block(int(p[0], 16))) as reader:
+        headers = await reader.headers(1, 250)  # three batches of at most 100
+        assert [h.number for h in headers] == list(range(1, 251))

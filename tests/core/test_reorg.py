@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import pytest
+
+from scanner.core.model import Header
+from scanner.core.reorg import (
+    ancestor_window,
+    check_link,
+    find_common_ancestor,
+    logs_agree,
+    walk_back_plan,
+)
+from scanner.errors import DeepReorg, MalformedResponse
+from tests.core.builders import block_hash, ts
+
+
+def chain(first: int, last: int, variant: int = 0, fork_at: int | None = None) -> list[Header]:
+    """Headers first..last; blocks at or above ``fork_at`` use ``variant`` hashes."""
+    headers = []
+    for n in range(first, last + 1):
+        mine = variant if fork_at is not None and n >= fork_at else 0
+        parent = variant if fork_at is not None and n - 1 >= fork_at else 0
+        headers.append(Header(n, block_hash(n, mine), block_hash(n - 1, parent), ts(n)))
+    return headers
+
+
+class TestCheckLink:
+    def test_linked_range(self) -> None:
+        assert check_link(chain(11, 20), (10, block_hash(10))) is None
+
+    def test_first_range_without_stored_parent(self) -> None:
+        assert check_link(chain(0, 5), None) is None
+
+    def test_empty(self) -> None:
+        assert check_link([], (10, block_hash(10))) is None
+
+    def test_stored_parent_was_replaced(self) -> None:
+        assert check_link(chain(11, 20), (10, block_hash(10, variant=7))) == 11
+
+    def test_break_inside_the_range(self) -> None:
+        headers = chain(11, 20)
+        headers[4] = Header(15, block_hash(15, 3), block_hash(14, 3), ts(15))
+        assert check_link(headers, (10, block_hash(10))) == 15
+
+    def test_a_consistent_fork_inside_the_range_breaks_at_the_fork(self) -> None:
+        headers = chain(11, 20, variant=2, fork_at=16)
+        headers[5] = chain(16, 16)[0]  # the node changed its mind between reading 16 and 17
+        assert check_link(headers, (10, block_hash(10))) == 17
+        assert check_link(chain(11, 20, variant=2, fork_at=16), (10, block_hash(10))) is None
+
+    def test_not_contiguous(self) -> None:
+        headers = chain(11, 13) + chain(15, 16)
+        with pytest.raises(MalformedResponse):
+            check_link(headers, (10, block_hash(10)))
+
+    def test_not_ascending(self) -> None:
+        with pytest.raises(MalformedResponse):
+            check_link(list(reversed(chain(11, 13))), None)
+
+    def test_stored_parent_must_be_the_block_below(self) -> None:
+        with pytest.raises(ValueError):
+            check_link(chain(11, 13), (9, block_hash(9)))
+
+
+def raw_log(number: int, hash_: str) -> dict[str, object]:
+    return {"blockNumber": hex(number), "blockHash": hash_}
+
+
+class TestLogsAgree:
+    def test_agree(self) -> None:
+        logs = [raw_log(11, block_hash(11)), raw_log(13, block_hash(13).upper().replace("X", "x"))]
+        assert logs_agree(logs, chain(11, 13))
+
+    def test_no_logs(self) -> None:
+        assert logs_agree([], chain(11, 13))
+
+    def test_other_hash(self) -> None:
+        assert not logs_agree([raw_log(12, block_hash(12, 1))], chain(11, 13))
+
+    def test_block_outside_the_headers(self) -> None:
+        assert not logs_agree([raw_log(14, block_hash(14))], chain(11, 13))
+
+    def test_malformed(self) -> None:
+        with pytest.raises(MalformedResponse):
+            logs_agree([{"blockNumber": "0xb"}], chain(11, 13))
+        with pytest.raises(MalformedResponse):
+            logs_agree([raw_log(11, "0x1234")], chain(11, 13))
+
+
+class TestCommonAncestor:
+    def test_highest_agreeing_block(self) -> None:
+        stored = {n: block_hash(n) for n in range(90, 101)}
+        node = {n: block_hash(n, 1 if n > 96 else 0) for n in range(90, 101)}
+        assert find_common_ancestor(stored, node) == 96
+
+    def test_none_in_the_window(self) -> None:
+        stored = {n: block_hash(n) for n in range(90, 101)}
+        node = {n: block_hash(n, 1) for n in range(90, 101)}
+        assert find_common_ancestor(stored, node) is None
+
+    def test_missing_blocks_on_one_side(self) -> None:
+        stored = {n: block_hash(n) for n in range(90, 101)}
+        node = {n: block_hash(n) for n in range(85, 95)}  # a lagging node
+        assert find_common_ancestor(stored, node) == 94
+
+    def test_window(self) -> None:
+        assert ancestor_window(100, 10) == (90, 100)
+        assert ancestor_window(5, 10) == (0, 5)
+
+
+class TestWalkBack:
+    def test_rewinds_to_the_ancestor(self) -> None:
+        plan = walk_back_plan(100, 96, max_depth=10)
+        assert (plan.new_cursor, plan.depth, plan.too_deep) == (96, 4, False)
+        plan.raise_if_too_deep("ethereum")
+
+    def test_depth_equal_to_max_is_allowed(self) -> None:
+        assert not walk_back_plan(100, 90, max_depth=10).too_deep
+
+    def test_too_deep(self) -> None:
+        plan = walk_back_plan(100, 89, max_depth=10)
+        assert plan.too_deep
+        with pytest.raises(DeepReorg) as caught:
+            plan.raise_if_too_deep("polygon")
+        error = caught.value
+        assert (error.chain, error.depth, error.max_depth) == ("polygon", 11, 10)
+
+    def test_no_ancestor_is_too_deep_and_does_not_rewind(self) -> None:
+        plan = walk_back_plan(100, None, max_depth=10)
+        assert plan.too_deep
+        assert plan.new_cursor == 100
+        assert plan.depth == 11
+
+    def test_ancestor_above_cursor(self) -> None:
+        with pytest.raises(ValueError):
+            walk_back_plan(100, 101, max_depth=10)

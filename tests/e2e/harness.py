@@ -1,0 +1,192 @@
+"""A real chain, a real token, a real database and the real scanner, driven in-process.
+
+The gateway side writes payments with plain SQL (as a gateway would); the scanner scans until
+the head with no sleeps; assertions read rows. Times come from the node's block timestamps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from scanner.app import make_reader
+from scanner.config import ChainSettings, Settings
+from scanner.devchain import DevChain
+from scanner.observe.metrics import Metrics
+from scanner.scan.live import ChainScanner
+
+CHAIN = "anvil"
+
+
+def chain_settings(url: str, tokens: list[tuple[str, str, int]], **overrides: Any) -> ChainSettings:
+    data: dict[str, Any] = {
+        "name": CHAIN,
+        "chain_id": 31337,
+        "rpc_urls": [url],
+        "confirmations": 3,
+        "poll_interval": 0.2,
+        "batch_size": 50,
+        "start_block": 0,
+        "rpc_max_attempts": 3,
+        "tokens": [{"symbol": s, "address": a, "decimals": d} for s, a, d in tokens],
+    }
+    data.update(overrides)
+    return ChainSettings.model_validate(data)
+
+
+def as_text_time(unix: float) -> str:
+    return datetime.fromtimestamp(unix, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+@dataclass
+class Harness:
+    chain: DevChain
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    token: str  # 6 decimals
+    token18: str  # 18 decimals
+    chain_settings: ChainSettings
+    metrics: Metrics = field(default_factory=Metrics)
+    customer: str = ""
+    scanner: ChainScanner | None = None
+
+    # -- the scanner --------------------------------------------------------------------------
+
+    def make_scanner(self, **overrides: Any) -> ChainScanner:
+        chain = self.chain_settings.model_copy(update=overrides) if overrides else self.chain_settings
+        return ChainScanner(chain, make_reader(chain, self.metrics), self.sessions, metrics=self.metrics)
+
+    async def scan(self) -> None:
+        if self.scanner is None:
+            self.scanner = self.make_scanner()
+            await self.scanner.prepare()
+        await self.scanner.scan_until_head()
+
+    async def close(self) -> None:
+        if self.scanner is not None:
+            await self.scanner.reader.client.aclose()
+
+    # -- chain time -----------------------------------------------------------------------------
+
+    def now(self) -> int:
+        """The latest block's timestamp: the chain's time, not the test's clock."""
+        return int(self.chain.block("latest")["timestamp"], 16)
+
+    def mine(self, n: int = 1) -> None:
+        self.chain.mine(n)
+
+    # -- the gateway ----------------------------------------------------------------------------
+
+    async def token_id(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        async with self.engine.connect() as conn:
+            value = (
+                await conn.execute(
+                    text("SELECT id FROM tokens WHERE chain = :c AND address = :a"),
+                    {"c": CHAIN, "a": token.lower()},
+                )
+            ).scalar_one()
+        return str(value)
+
+    async def create_payment(
+        self,
+        address: str,
+        amount: str | Decimal,
+        *,
+        token: str | None | bool = True,
+        expires_in: float = 3600,
+        created_at: float | None = None,
+    ) -> str:
+        """INSERT a payment as a gateway does: plain SQL, amount as a decimal string."""
+        token_address = self.token if token is True else (None if token is False else token)
+        if self.scanner is None:
+            await self.scan()  # tokens rows exist once the scanner has started
+        token_id = await self.token_id(token_address)  # type: ignore[arg-type]
+        created = self.now() if created_at is None else created_at
+        payment_id = str(uuid.uuid4())
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
+                    " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires,"
+                    " :created)"
+                ),
+                {
+                    "id": payment_id,
+                    "token": token_id,
+                    "chain": CHAIN,
+                    "address": address,
+                    "amount": str(amount),
+                    "expires": _moment(self.engine, created + expires_in),
+                    "created": _moment(self.engine, created),
+                },
+            )
+        return payment_id
+
+    # -- reading what the gateway sees ----------------------------------------------------------
+
+    async def payment(self, payment_id: str) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT status, amount, amount_received, confirmations, detected_in_block"
+                        " FROM payments WHERE id = :id"
+                    ),
+                    {"id": _id(self.engine, payment_id)},
+                )
+            ).mappings().one()
+        out = dict(row)
+        out["amount_received"] = Decimal(str(out["amount_received"]))
+        out["amount"] = Decimal(str(out["amount"]))
+        return out
+
+    async def status(self, payment_id: str) -> str:
+        return str((await self.payment(payment_id))["status"])
+
+    async def transactions(self, payment_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = "", {}
+        if payment_id is not None:
+            where, params = "WHERE payment_id = :id", {"id": _id(self.engine, payment_id)}
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT payment_id, tx_hash, log_index, block_number, block_hash, value,"
+                        f" amount, status, late, confirmations FROM transactions {where}"
+                        " ORDER BY block_number, log_index"
+                    ),
+                    params,
+                )
+            ).mappings().all()
+        return [dict(r) | {"value": int(r["value"]), "payment_id": str(r["payment_id"])} for r in rows]
+
+    async def events(self, payment_id: str) -> list[tuple[str, str | None, str | None]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT type, status_from, status_to FROM payment_events"
+                    " WHERE payment_id = :id ORDER BY id"
+                ),
+                {"id": _id(self.engine, payment_id)},
+            )
+            return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _id(engine: AsyncEngine, payment_id: str) -> Any:
+    return uuid.UUID(payment_id) if engine.dialect.name == "postgresql" else payment_id
+
+
+def _moment(engine: AsyncEngine, unix: float) -> Any:
+    moment = datetime.fromtimestamp(unix, tz=UTC)
+    if engine.dialect.name == "postgresql":
+        return moment
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")

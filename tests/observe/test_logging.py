@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import structlog
+
+from scanner.config import LoggingSettings
+from scanner.errors import DatabaseError, RpcTransportError
+from scanner.observe.logging import _ScannerHandler, configure_logging
+from scanner.observe.redact import Scrubber, secret_fragments
+
+DB_PASSWORD = "hunter2-Sup3rSecret"
+API_KEY = "AbCdEf0123456789kEyKeYkEy42"
+DB_URL = f"postgresql://app:{DB_PASSWORD}@db.internal:5432/payments"
+RPC_URL = f"https://eth-mainnet.g.alchemy.com/v2/{API_KEY}"
+SECRETS = [DB_URL, RPC_URL]
+# Nothing of these may reach the output, whole or in part.
+FORBIDDEN = [DB_PASSWORD, API_KEY, "hunter2", "Sup3rSecret", "kEyKeYkEy"]
+
+
+class TtyStream(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def configure(level: str = "info", fmt: str = "json", stream: io.StringIO | None = None) -> Any:
+    out = io.StringIO() if stream is None else stream
+    settings = LoggingSettings(level=level, format=fmt)
+    configure_logging(settings, secrets=SECRETS, stream=out)
+    return out
+
+
+def lines(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def log_everywhere() -> None:
+    """A secret in a message, fields, exceptions and stdlib records, inside a chain's context."""
+    structlog.contextvars.bind_contextvars(chain="eth")
+    log = structlog.get_logger("scanner.test")
+    log.info(f"connecting to {DB_URL} and {RPC_URL}", rpc=RPC_URL, extra={"dsn": DB_URL})
+    log.info("credentials_seen", password=DB_PASSWORD, key=API_KEY, urls=[RPC_URL], n=3)
+    try:
+        raise RpcTransportError(f"connection refused: {RPC_URL}", chain="eth")
+    except RpcTransportError:
+        log.exception("rpc_failed")
+    logging.getLogger("web3.providers.rpc").warning("request to %s failed", RPC_URL)
+    try:
+        try:
+            raise OSError(f"could not connect to {DB_URL}")
+        except OSError as exc:
+            raise DatabaseError(f"database {DB_URL} unreachable") from exc
+    except DatabaseError:
+        logging.getLogger("sqlalchemy.pool").error("pool error for %s", DB_URL, exc_info=True)
+
+
+def test_no_secret_reaches_json_output() -> None:
+    out = configure()
+    log_everywhere()
+    text = out.getvalue()
+    for forbidden in FORBIDDEN:
+        assert forbidden not in text
+    events = lines(out)
+    assert len(events) == 5
+    assert all(e["chain"] == "eth" for e in events)
+    assert all(e["timestamp"].endswith("Z") for e in events)
+    assert "https://eth-mainnet.g.alchemy.com/***" in events[0]["event"]
+    assert "postgresql://app:***@db.internal:5432/payments" in events[0]["event"]
+    assert events[1]["password"] == "***" and events[1]["key"] == "***"
+
+
+def test_exceptions_are_rendered_as_dicts() -> None:
+    out = configure()
+    log_everywhere()
+    by_event = {e["event"].split(" ")[0]: e for e in lines(out)}
+    failed = by_event["rpc_failed"]
+    assert failed["level"] == "error"
+    assert failed["exception"][0]["exc_type"] == "RpcTransportError"
+    assert failed["exception"][0]["frames"]
+    assert "locals" not in failed["exception"][0]["frames"][0]
+    pool = by_event["pool"]
+    assert pool["logger"] == "sqlalchemy.pool"
+    assert [e["exc_type"] for e in pool["exception"]] == ["DatabaseError", "OSError"]
+
+
+def test_foreign_records_share_the_pipeline() -> None:
+    out = configure()
+    structlog.contextvars.bind_contextvars(chain="base")
+    logging.getLogger("aiohttp.client").warning("slow %s", "response")
+    (event,) = lines(out)
+    assert event == {
+        "event": "slow response",
+        "chain": "base",
+        "level": "warning",
+        "logger": "aiohttp.client",
+        "timestamp": event["timestamp"],
+    }
+
+
+def test_levels_and_noisy_libraries() -> None:
+    out = configure(level="info")
+    log = structlog.get_logger("scanner.test")
+    log.debug("hidden_debug")
+    log.info("shown_info")
+    logging.getLogger("sqlalchemy.engine").info("SELECT 1")
+    logging.getLogger("httpx").warning("httpx_warning")
+    logging.getLogger("scanner.other").info("stdlib_info")
+    assert [e["event"] for e in lines(out)] == ["shown_info", "httpx_warning", "stdlib_info"]
+
+    out = configure(level="debug")
+    log.debug("shown_debug")
+    logging.getLogger("sqlalchemy.engine").info("SELECT 1")
+    assert [e["event"] for e in lines(out)] == ["shown_debug", "SELECT 1"]
+
+    out = configure(level="error")
+    logging.getLogger("web3").warning("web3_warning")
+    log.warning("scanner_warning")
+    log.error("scanner_error")
+    assert [e["event"] for e in lines(out)] == ["scanner_error"]
+
+
+def test_reconfiguring_replaces_the_handler() -> None:
+    first = configure()
+    second = configure()
+    structlog.get_logger("scanner.test").info("once")
+    assert first.getvalue() == ""
+    assert [e["event"] for e in lines(second)] == ["once"]
+    root_handlers = logging.getLogger().handlers
+    assert sum(isinstance(h, _ScannerHandler) for h in root_handlers) == 1
+
+
+def test_console_on_a_tty_is_coloured_and_scrubbed() -> None:
+    out = configure(fmt="auto", stream=TtyStream())
+    log_everywhere()
+    text = out.getvalue()
+    assert "\x1b[" in text
+    assert "rpc_failed" in text and "Traceback" in text and "RpcTransportError" in text
+    assert "chain" in text
+    for forbidden in FORBIDDEN:
+        assert forbidden not in text
+    assert not text.lstrip().startswith("{")
+
+
+def test_console_format_on_a_pipe_has_no_colours() -> None:
+    out = configure(fmt="console")
+    structlog.get_logger("scanner.test").info("plain", rpc=RPC_URL)
+    text = out.getvalue()
+    assert "plain" in text and "\x1b[" not in text and API_KEY not in text
+
+
+def test_auto_format_on_a_pipe_is_json() -> None:
+    out = configure(fmt="auto")
+    structlog.get_logger("scanner.test").info("piped")
+    assert lines(out)[0]["event"] == "piped"
+
+
+def test_scrubber_survives_urls_urllib_rejects() -> None:
+    scrubber = Scrubber(SECRETS)
+    assert scrubber.text(f"bad http://host:notaport/x then {API_KEY}") == (
+        "bad <redacted url> then ***"
+    )
+
+
+def test_scrubber_walks_structures_and_stringifies_objects() -> None:
+    scrubber = Scrubber(SECRETS)
+    value = {"a": [RPC_URL, (1, None, True)], 2: ValueError(DB_PASSWORD)}
+    assert scrubber.value(value) == {
+        "a": ["https://eth-mainnet.g.alchemy.com/***", [1, None, True]],
+        "2": "ValueError('***')",
+    }
+
+
+def test_scrubber_survives_objects_that_cannot_print() -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert Scrubber().value({"x": Broken()}) == {"x": "<unprintable Broken>"}
+
+
+def test_secret_fragments() -> None:
+    assert set(secret_fragments(DB_URL)) == {DB_PASSWORD}
+    assert secret_fragments(RPC_URL) == [API_KEY]
+    assert secret_fragments("https://rpc.example/?apikey=s3cr3t&chain=1") == ["s3cr3t"]
+    assert secret_fragments("https://rpc.example/v2/short") == []
+    assert secret_fragments("not a url") == []

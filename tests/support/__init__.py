@@ -1,0 +1,1 @@
+"""Test helpers shared across test packages (the fault-injecting JSON-RPC proxy)."""

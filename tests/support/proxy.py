@@ -1,0 +1,518 @@
+"""A fault-injecting JSON-RPC proxy for tests: forwards to a real node, misbehaves on request.
+
+    async with FaultProxy(anvil_url) as proxy:
+        proxy.fail_http("eth_blockNumber", 500, times=2)      # two HTTP 500s, then forward
+        proxy.rate_limit("eth_chainId", retry_after="1", times=1)
+        gate = proxy.hold("eth_getLogs")                      # block until gate.release()
+        client = RpcClient("test", [proxy.url + "/v3/KEY"])  # the path is ignored
+        ...
+        assert proxy.count("eth_blockNumber") == 3
+
+Faults are rules on a JSON-RPC method (``"*"`` for any), applied ``times`` times (``None``:
+until :meth:`FaultProxy.reset`). Whole-request faults (hold, delay, drop, HTTP status, malformed
+body) apply to an HTTP request if any of its items matches; per-item faults (a JSON-RPC error, a
+getLogs range cap, a lagging replica) shape each item of a batch separately. Everything else is
+forwarded to the upstream node (a batch as one batch).
+
+For subprocess tests, :class:`ThreadedProxy` runs the same proxy on its own loop in a thread;
+rules can be set from the test's thread, and a :class:`Gate` can be waited for from either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+Json = dict[str, Any]
+ALCHEMY_STYLE = (
+    "Log response size exceeded. You can make eth_getLogs requests with up to a {max} block "
+    "range. Based on your parameters, this block range should work: [{ok_start_hex}, "
+    "{ok_end_hex}]"
+)
+
+
+class Signal:
+    """A one-shot event that any thread and any event loop can wait for and set."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread_event = threading.Event()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def is_set(self) -> bool:
+        return self._thread_event.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._thread_event.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    async def wait(self) -> None:
+        """Wait on the running loop (wrap in ``asyncio.timeout`` to bound it)."""
+        event = asyncio.Event()
+        with self._lock:
+            if self._thread_event.is_set():
+                return
+            self._waiters.append((asyncio.get_running_loop(), event))
+        await event.wait()
+
+    def wait_sync(self, timeout: float | None = None) -> bool:
+        """Block the calling thread; False on timeout."""
+        return self._thread_event.wait(timeout)
+
+
+class Gate:
+    """Holds requests of a method until :meth:`release`; usable from any thread or loop."""
+
+    def __init__(self) -> None:
+        self._reached = Signal()
+        self._released = Signal()
+        self.hits = 0
+
+    @property
+    def reached(self) -> bool:
+        """True once a request has arrived at the gate."""
+        return self._reached.is_set()
+
+    def release(self) -> None:
+        """Let every held (and every later) request through."""
+        self._released.set()
+
+    async def wait_reached(self) -> None:
+        """Wait until a request is held here (bound it with ``asyncio.timeout``)."""
+        await self._reached.wait()
+
+    def wait_reached_sync(self, timeout: float = 10.0) -> bool:
+        """Block the calling thread until a request is held here; False on timeout."""
+        return self._reached.wait_sync(timeout)
+
+    async def _pass(self) -> None:
+        self.hits += 1
+        self._reached.set()
+        await self._released.wait()
+
+
+@dataclass
+class Rule:
+    """One programmed fault. ``times`` counts down; at 0 the rule is spent."""
+
+    kind: str
+    method: str
+    times: int | None = None
+    status: int = 500
+    seconds: float = 0.0
+    retry_after: str | None = None
+    body: bytes = b""
+    error: Json = field(default_factory=dict)
+    gate: Gate | None = None
+    max_blocks: int = 0
+    message: str = ""
+    in_data: bool = False
+
+    def matches(self, method: str) -> bool:
+        return self.times != 0 and self.method in ("*", method)
+
+    def use(self) -> None:
+        if self.times is not None:
+            self.times -= 1
+
+
+_WHOLE_REQUEST = ("hold", "delay", "drop", "http", "malformed")
+
+
+class FaultProxy:
+    """A JSON-RPC HTTP proxy on 127.0.0.1 (a free port) in front of ``upstream``."""
+
+    def __init__(self, upstream: str, *, host: str = "127.0.0.1") -> None:
+        self.upstream = upstream
+        self.host = host
+        self.port = 0
+        self.rules: list[Rule] = []
+        self.counts: Counter[str] = Counter()
+        self.http_requests = 0
+        self.lag_blocks = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._gates: list[Gate] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("POST", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.1
+        )
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+
+    async def stop(self) -> None:
+        for gate in self._gates:
+            gate.release()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- programming -------------------------------------------------------------------------
+
+    def _add(self, rule: Rule) -> Rule:
+        self.rules.append(rule)
+        return rule
+
+    def fail_http(
+        self, method: str, status: int = 500, *, times: int | None = None, body: bytes = b"oops"
+    ) -> Rule:
+        """Answer the whole request with an HTTP ``status`` (and ``body``)."""
+        return self._add(Rule("http", method, times, status=status, body=body))
+
+    def rate_limit(
+        self, method: str, *, retry_after: str | None = None, times: int | None = None
+    ) -> Rule:
+        """Answer HTTP 429, with a ``Retry-After`` header when given."""
+        return self._add(Rule("http", method, times, status=429, retry_after=retry_after))
+
+    def delay(self, method: str, seconds: float, *, times: int | None = None) -> Rule:
+        """Wait ``seconds`` before handling (to trigger client timeouts)."""
+        return self._add(Rule("delay", method, times, seconds=seconds))
+
+    def drop(self, method: str, *, times: int | None = None) -> Rule:
+        """Close the connection without an answer."""
+        return self._add(Rule("drop", method, times))
+
+    def malformed(
+        self, method: str, *, times: int | None = None, body: bytes = b"<html>bad gateway"
+    ) -> Rule:
+        """Answer HTTP 200 with a body that is not JSON (or whatever ``body`` says)."""
+        return self._add(Rule("malformed", method, times, body=body))
+
+    def rpc_error(
+        self,
+        method: str,
+        message: str,
+        *,
+        code: int = -32000,
+        data: Any = None,
+        times: int | None = None,
+    ) -> Rule:
+        """Answer the matching items with a JSON-RPC error object."""
+        error: Json = {"code": code, "message": message}
+        if data is not None:
+            error["data"] = data
+        return self._add(Rule("rpc_error", method, times, error=error))
+
+    def cap_logs_range(
+        self,
+        max_blocks: int,
+        *,
+        message: str = ALCHEMY_STYLE,
+        code: int = -32602,
+        in_data: bool = False,
+        times: int | None = None,
+    ) -> Rule:
+        """Refuse ``eth_getLogs`` over more than ``max_blocks`` blocks, like a provider.
+
+        ``message`` is formatted with ``max``, ``start``, ``end``, ``ok_start_hex``,
+        ``ok_end_hex`` (a range that would work); ``in_data`` puts it under ``error.data``.
+        """
+        rule = Rule("cap", "eth_getLogs", times, max_blocks=max_blocks, message=message)
+        rule.error = {"code": code}
+        rule.in_data = in_data
+        return self._add(rule)
+
+    def hold(self, method: str, *, times: int | None = 1) -> Gate:
+        """Hold requests of ``method`` until the returned gate is released."""
+        gate = Gate()
+        self._gates.append(gate)
+        self._add(Rule("hold", method, times, gate=gate))
+        return gate
+
+    def lag(self, blocks: int) -> None:
+        """Act as a replica ``blocks`` behind upstream (0 stops): head−N for eth_blockNumber,
+        null for blocks and receipts above it, getLogs clamped to it, unknown block hashes
+        above it."""
+        self.lag_blocks = blocks
+
+    def reset(self) -> None:
+        """Forget every rule, count and lag (held requests are released)."""
+        for gate in self._gates:
+            gate.release()
+        self.rules.clear()
+        self.counts.clear()
+        self.http_requests = 0
+        self.lag_blocks = 0
+
+    def count(self, method: str) -> int:
+        """How many JSON-RPC items of ``method`` arrived (batch items count one each)."""
+        return self.counts[method]
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _take(self, kinds: tuple[str, ...], methods: list[str]) -> Rule | None:
+        for rule in self.rules:
+            if rule.kind in kinds and any(rule.matches(m) for m in methods):
+                rule.use()
+                return rule
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.http_requests += 1
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return web.Response(status=400, text="proxy: request is not JSON")
+        items: list[Json] = body if isinstance(body, list) else [body]
+        methods = [str(item.get("method")) for item in items]
+        self.counts.update(methods)
+        early = await self._whole_request_faults(request, methods)
+        if early is not None:
+            return early
+        answers = await self._answer_items(items)
+        payload = answers if isinstance(body, list) else answers[0]
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+    async def _whole_request_faults(
+        self, request: web.Request, methods: list[str]
+    ) -> web.StreamResponse | None:
+        if (rule := self._take(("hold",), methods)) is not None:
+            assert rule.gate is not None
+            await rule.gate._pass()
+        if (rule := self._take(("delay",), methods)) is not None:
+            await asyncio.sleep(rule.seconds)
+        rule = self._take(("drop", "http", "malformed"), methods)
+        if rule is None:
+            return None
+        if rule.kind == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        if rule.kind == "malformed":
+            return web.Response(status=200, body=rule.body, content_type="application/json")
+        headers = {"Retry-After": rule.retry_after} if rule.retry_after is not None else {}
+        return web.Response(status=rule.status, body=rule.body, headers=headers)
+
+    async def _answer_items(self, items: list[Json]) -> list[Json]:
+        """Answer each item: from a rule, from the lag model, or from upstream (one batch)."""
+        head = await self._lagged_head() if self.lag_blocks else None
+        answers: list[Json | None] = []
+        forward: list[tuple[int, Json, Callable[[Json], Json]]] = []
+        for n, item in enumerate(items):
+            ready, item2, post = await self._prepare(item, head)
+            answers.append(ready)
+            if ready is None:
+                forward.append((n, item2, post))
+        if forward:
+            upstream = await self._upstream([f[1] for f in forward])
+            by_id = {a.get("id"): a for a in upstream}
+            for n, item2, post in forward:
+                answers[n] = post(by_id.get(item2.get("id"), _err(item2, -32603, "no answer")))
+        return [a for a in answers if a is not None]
+
+    async def _prepare(
+        self, item: Json, head: int | None
+    ) -> tuple[Json | None, Json, Callable[[Json], Json]]:
+        """(a ready answer, or None and the item to forward with a post-processing step)."""
+        method = str(item.get("method"))
+        rule = self._take(("rpc_error",), [method])
+        if rule is not None:
+            return {"jsonrpc": "2.0", "id": item.get("id"), "error": rule.error}, item, _same
+        if method == "eth_getLogs":
+            refused = self._cap(item)
+            if refused is not None:
+                return refused, item, _same
+        if head is not None:
+            return await self._lagging(item, method, head)
+        return None, item, _same
+
+    def _cap(self, item: Json) -> Json | None:
+        flt = (item.get("params") or [{}])[0]
+        try:
+            start, end = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
+        except (KeyError, TypeError, ValueError):
+            return None
+        for rule in self.rules:
+            if (
+                rule.kind == "cap"
+                and rule.matches("eth_getLogs")
+                and end - start + 1 > rule.max_blocks
+            ):
+                rule.use()
+                text = rule.message.format(
+                    max=rule.max_blocks,
+                    start=start,
+                    end=end,
+                    ok_start_hex=hex(start),
+                    ok_end_hex=hex(start + rule.max_blocks - 1),
+                )
+                error = dict(rule.error)
+                error.update(
+                    {"message": "rpc error", "data": text} if rule.in_data else {"message": text}
+                )
+                return {"jsonrpc": "2.0", "id": item.get("id"), "error": error}
+        return None
+
+    # -- the lagging replica -----------------------------------------------------------------
+
+    async def _lagged_head(self) -> int:
+        answer = await self._upstream([{"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}])
+        return max(0, int(answer[0]["result"], 16) - self.lag_blocks)
+
+    async def _lagging(
+        self, item: Json, method: str, head: int
+    ) -> tuple[Json | None, Json, Callable[[Json], Json]]:
+        params = list(item.get("params") or [])
+        ok = {"jsonrpc": "2.0", "id": item.get("id")}
+        if method == "eth_blockNumber":
+            return {**ok, "result": hex(head)}, item, _same
+        if method == "eth_getBlockByNumber" and params:
+            tag = params[0]
+            if tag in ("latest", "pending"):
+                return None, {**item, "params": [hex(head), *params[1:]]}, _same
+            if isinstance(tag, str) and tag.startswith("0x") and int(tag, 16) > head:
+                return {**ok, "result": None}, item, _same
+        if method == "eth_getLogs" and params:
+            return await self._lagging_logs(item, params[0], head)
+        if method in ("eth_getBlockByHash", "eth_getTransactionReceipt"):
+            return None, item, lambda a: _hide_above(a, head)
+        return None, item, _same
+
+    async def _lagging_logs(
+        self, item: Json, flt: Json, head: int
+    ) -> tuple[Json | None, Json, Callable[[Json], Json]]:
+        ok = {"jsonrpc": "2.0", "id": item.get("id")}
+        if "blockHash" in flt:
+            block = await self._upstream(
+                [
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 0,
+                        "method": "eth_getBlockByHash",
+                        "params": [flt["blockHash"], False],
+                    }
+                ]
+            )
+            result = block[0].get("result")
+            if result is None or int(result["number"], 16) > head:
+                return _err(item, -32000, "unknown block"), item, _same
+            return None, item, _same
+        start = _block_number(flt.get("fromBlock"), head)
+        end = _block_number(flt.get("toBlock"), head)
+        if start > head:
+            return {**ok, "result": []}, item, _same
+        flt2 = {**flt, "fromBlock": hex(start), "toBlock": hex(min(end, head))}
+        return None, {**item, "params": [flt2]}, _same
+
+    async def _upstream(self, items: list[Json]) -> list[Json]:
+        assert self._session is not None
+        async with self._session.post(
+            self.upstream, data=orjson.dumps(items), headers={"Content-Type": "application/json"}
+        ) as response:
+            answer = orjson.loads(await response.read())
+        return answer if isinstance(answer, list) else [answer]
+
+
+def _same(answer: Json) -> Json:
+    return answer
+
+
+def _err(item: Json, code: int, message: str) -> Json:
+    return {"jsonrpc": "2.0", "id": item.get("id"), "error": {"code": code, "message": message}}
+
+
+def _block_number(tag: Any, head: int) -> int:
+    if isinstance(tag, str) and tag.startswith("0x"):
+        return int(tag, 16)
+    return 0 if tag == "earliest" else head
+
+
+def _hide_above(answer: Json, head: int) -> Json:
+    """A block or receipt above the replica's head becomes ``null``."""
+    result = answer.get("result")
+    if isinstance(result, dict):
+        number = result.get("number", result.get("blockNumber"))
+        if isinstance(number, str) and int(number, 16) > head:
+            return {**answer, "result": None}
+    return answer
+
+
+class ThreadedProxy:
+    """A :class:`FaultProxy` on its own event loop in a daemon thread (for subprocess tests).
+
+    ``with ThreadedProxy(upstream) as tp: tp.proxy.fail_http(...); run(tp.url)``.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.proxy = FaultProxy(upstream)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.proxy.start())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self.proxy.stop())
+        self._loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise RuntimeError("fault proxy did not start") from self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
