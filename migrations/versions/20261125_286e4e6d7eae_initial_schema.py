@@ -69,7 +69,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_payments_chain_status", "payments", ["chain", "status"])
     op.create_index(
-        "ix_payments_lookup", "payments", ["chain", "token_id", sa.text("lower(address)")]
+        "ix_payments_lookup", "payments", ["chain", sa.text("lower(address)")]
     )
     unseen = sa.text("seen_at_block IS NULL")
     op.create_index(

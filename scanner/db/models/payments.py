@@ -38,9 +38,9 @@ class Payment(Base):
     )
 
 
-# The matcher's lookup: `chain = :c AND token_id = :t AND lower(address) IN (...)`. Gateway-written
-# addresses may be checksummed or upper-case, so the index is on the expression.
-Index("ix_payments_lookup", Payment.chain, Payment.token_id, func.lower(Payment.address))
+# The matcher's lookup: `chain = :c AND lower(address) IN (...)`, tokens and native alike.
+# Gateway-written addresses may be checksummed or upper-case, so the index is on the expression.
+Index("ix_payments_lookup", Payment.chain, func.lower(Payment.address))
 Index("ix_payments_chain_status", Payment.chain, Payment.status)
 # New rows the scanner has not looked at yet: a partial index stays as small as that set.
 _UNSEEN = Payment.seen_at_block.is_(None)
