@@ -15,7 +15,6 @@ from scanner import __version__
 from scanner.config import Settings, load_settings
 from scanner.errors import ConfigError, ScannerError
 from scanner.observe.logging import configure_logging
-from scanner.secrets import scrub
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SCHEMA = 0, 1, 2, 3
 
@@ -76,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_secrets: list[str] = []  # the settings' secrets, for scrubbing the last error message
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
+    _secrets[:] = settings.secrets()
     configure_logging(settings.logging, secrets=settings.secrets())
     return settings
 
@@ -162,4 +165,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(exc: ScannerError) -> None:
-    print(f"scanner: {scrub(str(exc))}", file=sys.stderr)
+    from scanner.observe.redact import Scrubber
+
+    print(f"scanner: {Scrubber(_secrets).text(str(exc))}", file=sys.stderr)

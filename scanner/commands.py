@@ -16,6 +16,7 @@ from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.db.models import ChainState, Payment
 from scanner.errors import ScannerError
+from scanner.observe.redact import Scrubber
 from scanner.scan.backfill import Backfill, BackfillSummary
 from scanner.secrets import redact_url
 
@@ -194,6 +195,7 @@ async def check(settings: Settings) -> int:
     from scanner.app import make_reader
 
     problems: list[str] = []
+    scrubber = Scrubber(settings.secrets())
     print(f"config: ok ({settings.config_file or 'no file'}; {len(settings.chains)} chain(s))")
     problems += await _check_database(settings)
     for chain in settings.chains:
@@ -205,7 +207,7 @@ async def check(settings: Settings) -> int:
                 actual = await reader.chain_id()
                 head = await reader.head()
             except ScannerError as exc:
-                problems.append(f"{chain.name}: {shown}: {exc}")
+                problems.append(f"{chain.name}: {shown}: {scrubber.text(str(exc))}")
                 continue
             finally:
                 await reader.client.aclose()
@@ -230,11 +232,15 @@ async def _check_database(settings: Settings) -> list[str]:
                 await conn.execute(text("SELECT version_num FROM alembic_version"))
             ).scalar_one_or_none()
     except Exception as exc:
-        return [f"database {shown}: {type(exc).__name__}: {redact_url(str(exc))[:200]}"]
+        detail = Scrubber(settings.secrets()).text(str(exc).splitlines()[0] if str(exc) else "")
+        return [f"database {shown}: {type(exc).__name__}: {detail[:200]}"]
     finally:
         await engine.dispose()
     head = head_revision()
     if rev != head:
-        return [f"database {shown}: schema at {rev}, code expects {head} (scanner migrate upgrade)"]
+        return [
+            f"database {shown}: schema at {rev or '<none>'}, code expects {head} "
+            "(run `scanner migrate upgrade`)"
+        ]
     print(f"database {shown}: ok (schema {rev})")
     return []

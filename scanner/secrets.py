@@ -28,7 +28,7 @@ def redact_url(url: str) -> str:
         if parts.port is not None:
             host = f"{host}:{parts.port}"
     except ValueError:
-        return "<unparseable url>"
+        return "<redacted url>"
     hidden = bool(parts.path.strip("/") or parts.query or parts.username or parts.password)
     return f"{parts.scheme}://{host}{'/***' if hidden else ''}"
 

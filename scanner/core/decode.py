@@ -108,8 +108,9 @@ def decode_transfer_logs(
     """
     transfers: list[Transfer] = []
     skipped: dict[str, int] = {}
+    checked = _Checked()
     for log in logs:
-        outcome = _decode_log(log, tokens, timestamps)
+        outcome = _decode_log(log, tokens, timestamps, checked)
         if isinstance(outcome, str):
             skipped[outcome] = skipped.get(outcome, 0) + 1
         else:
@@ -118,10 +119,55 @@ def decode_transfer_logs(
     return DecodeResult(transfers, skipped)
 
 
+class _Checked:
+    """The hex strings one decoding call has already validated, with their values.
+
+    The logs of a range repeat the same block numbers, block hashes, log indexes, transaction
+    hashes, token addresses and often holders: each distinct string is checked (and converted)
+    once per call instead of once per log. Only successes are remembered, and only exact ``str``
+    values, so a malformed value raises exactly as it would without this.
+    """
+
+    __slots__ = ("_addresses", "_hashes", "_quantities")
+
+    def __init__(self) -> None:
+        self._quantities: dict[str, int] = {}
+        self._hashes: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}
+
+    def quantity(self, value: object, what: str) -> int:
+        if type(value) is not str:
+            return hex_quantity(value, what)
+        found = self._quantities.get(value)
+        if found is None:
+            found = self._quantities[value] = hex_quantity(value, what)
+        return found
+
+    def hash(self, value: object, what: str) -> str:
+        if type(value) is not str:
+            return hex_hash(value, what)
+        found = self._hashes.get(value)
+        if found is None:
+            found = self._hashes[value] = hex_hash(value, what)
+        return found
+
+    def address(self, value: object, what: str) -> str:
+        if type(value) is not str:
+            return hex_address(value, what)
+        found = self._addresses.get(value)
+        if found is None:
+            found = self._addresses[value] = hex_address(value, what)
+        return found
+
+
 def _decode_log(
-    log: Mapping[str, Any], tokens: Container[str], timestamps: Mapping[int, int]
+    log: Mapping[str, Any],
+    tokens: Container[str],
+    timestamps: Mapping[int, int],
+    checked: _Checked | None = None,
 ) -> Transfer | str:
     """One log → a Transfer, or the reason it is skipped; raises on a malformed log."""
+    checked = _Checked() if checked is None else checked
     try:
         raw_number, raw_index = log["blockNumber"], log["logIndex"]
         raw_tx, raw_block, raw_token = log["transactionHash"], log["blockHash"], log["address"]
@@ -130,18 +176,18 @@ def _decode_log(
         raise MalformedResponse(f"log without {exc.args[0]!r}") from None
     except TypeError:
         raise MalformedResponse(f"log is not an object: {log!r:.80}") from None
-    block_number = hex_quantity(raw_number, "log blockNumber")
-    log_index = hex_quantity(raw_index, "log logIndex")
-    tx_hash = hex_hash(raw_tx, "log transactionHash")
-    block_hash = hex_hash(raw_block, "log blockHash")
-    token = hex_address(raw_token, "log address")
+    block_number = checked.quantity(raw_number, "log blockNumber")
+    log_index = checked.quantity(raw_index, "log logIndex")
+    tx_hash = checked.hash(raw_tx, "log transactionHash")
+    block_hash = checked.hash(raw_block, "log blockHash")
+    token = checked.address(raw_token, "log address")
     if not isinstance(topics, list):
         raise MalformedResponse(f"log topics is not a list: {topics!r:.80}")
     if log.get("removed") is True:
         return "removed"
     if token not in tokens:
         return "unknown_token"
-    payload = _transfer_payload(topics, data)
+    payload = _transfer_payload(topics, data, checked)
     if isinstance(payload, str):
         return payload
     sender, recipient, value = payload
@@ -162,15 +208,18 @@ def _decode_log(
     )
 
 
-def _transfer_payload(topics: list[Any], data: object) -> tuple[str, str, int] | str:
+def _transfer_payload(
+    topics: list[Any], data: object, checked: _Checked | None = None
+) -> tuple[str, str, int] | str:
     """(from, to, value) of an ERC-20 Transfer's topics and data, or the reason to skip it."""
+    checked = _Checked() if checked is None else checked
     if len(topics) != 3:
         return "topics"
     signature, sender, recipient = topics
-    if signature != TRANSFER_TOPIC and hex_hash(signature, "log topic") != TRANSFER_TOPIC:
+    if signature != TRANSFER_TOPIC and checked.hash(signature, "log topic") != TRANSFER_TOPIC:
         return "topics"
-    sender = hex_hash(sender, "log topic")
-    recipient = hex_hash(recipient, "log topic")
+    sender = checked.hash(sender, "log topic")
+    recipient = checked.hash(recipient, "log topic")
     if sender[2:26] != _ZERO_PAD or recipient[2:26] != _ZERO_PAD:
         return "topics"  # not an address: the upper 12 bytes of an address topic are zero
     value = _hex_int(data)

@@ -30,8 +30,14 @@ def tag_finality(checked: int, tag_block: int, timestamps: Mapping[int, int]) ->
 
 
 def credit_confirmations(block_number: int, finality: Finality) -> int:
-    """``checked - block_number + 1``, never below 0."""
-    return max(0, finality.checked - block_number + 1)
+    """``checked - block_number + 1``, never below 0; in block mode at most ``required``.
+
+    Final transfers stop being counted (their rows are not rewritten at every batch), so the
+    count stops at the number that made them final: a live scan and a backfill of the same
+    blocks then store the same value, whatever their batch boundaries.
+    """
+    count = max(0, finality.checked - block_number + 1)
+    return count if finality.required is None else min(count, finality.required)
 
 
 def is_final(block_number: int, finality: Finality) -> bool:

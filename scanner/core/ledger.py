@@ -12,6 +12,10 @@
   counted overpayment. Orphaning a counted credit of a confirmed payment keeps it confirmed and
   emits ``confirmed_reverted`` with the recomputed amount (a finality violation when the credit
   was final; the event is emitted for every counted credit, so that it is never missed).
+- A late credit is a fallback, not a choice: when the catch-up reads its transfer again with a
+  payment the first match could not see (written behind the cursor on a reused address) and
+  that open payment is in time, the transfer moves there (``transfer_orphaned`` on the old owner,
+  then ``transfer_detected``), as a re-mined transfer can. Counted credits never move.
 - Status changes walk the graph one edge at a time and each edge is one ``status_changed`` event:
   a payment fully paid and final at once gets pending→confirming *and* confirming→confirmed; a
   confirming payment that loses funds after its expiry is final gets confirming→pending *and*
@@ -79,13 +83,24 @@ def amount_received(credits: Iterable[Credit]) -> int:
     return sum(credit.value for credit in credits if credit.counted)
 
 
+def _final(credit: Credit, finality: Finality) -> bool:
+    return credit.final or is_final(credit.block_number, finality)
+
+
+def _confirmations(credit: Credit, finality: Finality) -> int:
+    """A credit stored as final keeps the count that made it final (block mode)."""
+    if credit.final and finality.required is not None:
+        return finality.required
+    return credit_confirmations(credit.block_number, finality)
+
+
 def target_status(
     amount: int, expires_at: float, credits: Iterable[Credit], finality: Finality | None
 ) -> Status:
     """The status a non-final payment should have, from scratch (``None``: finality unknown)."""
     counted = [credit for credit in credits if credit.counted]
     if sum(credit.value for credit in counted) >= amount:
-        if finality is not None and all(is_final(c.block_number, finality) for c in counted):
+        if finality is not None and all(_final(c, finality) for c in counted):
             return "confirmed"
         return "confirming"
     if (
@@ -104,7 +119,7 @@ def summarize(
     counted = [credit for credit in credits if credit.counted]
     confirmations = 0
     if counted and finality is not None:
-        confirmations = min(credit_confirmations(c.block_number, finality) for c in counted)
+        confirmations = min(_confirmations(c, finality) for c in counted)
     return PaymentOutcome(
         status=status,
         amount_received=sum(credit.value for credit in counted),
@@ -175,7 +190,8 @@ class Ledger:
         Returns the new credit, or ``None`` when nothing changed: no candidate at all, or the
         same key already credited (not orphaned) in the same block (a rescan). A key credited in
         another block, or orphaned, is matched again and its credit replaced (one row per key);
-        a live credit in another block is orphaned first (with its events).
+        a live credit in another block is orphaned first (with its events). So is a rescanned
+        late credit that an open payment now takes (see :meth:`_reclaims`).
         """
         if transfer.value <= 0:
             raise ValueError(f"transfer {transfer.key} has value {transfer.value}; must be > 0")
@@ -184,7 +200,11 @@ class Ledger:
         previous = self._owner.get(key)
         if previous is not None:
             old = self._entries[previous].credits[key]
-            if not old.orphaned and old.block_hash == transfer.block_hash:
+            if (
+                not old.orphaned
+                and old.block_hash == transfer.block_hash
+                and not self._reclaims(transfer, old, views)
+            ):
                 return None
             if not old.orphaned:
                 self._orphan_key(key)
@@ -293,6 +313,24 @@ class Ledger:
             status=entry.status,
             amount=payment.amount,
             received=amount_received(entry.credits.values()),
+        )
+
+    def _reclaims(self, transfer: Transfer, old: Credit, views: Sequence[PaymentView]) -> bool:
+        """Whether a rescanned transfer leaves its late credit for an open payment in time.
+
+        A late credit is rule 4's fallback: no open payment was in time for the transfer when it
+        was matched. One is now only if that match could not see it (the gateway wrote it behind
+        the cursor, after the transfer; the catch-up reads the transfer again): the transfer
+        moves there as a re-mined one does (``transfer_orphaned`` on the old owner, whose
+        amount it never counted in). Counted credits never move.
+        """
+        if not old.late:
+            return False
+        choice = choose(transfer, views, self._grace)
+        return (
+            choice is not None
+            and not choice.late
+            and self._entries[choice.payment_id].status not in FINAL_STATES
         )
 
     def _credit(self, payment_id: UUID, transfer: Transfer, late: bool) -> Credit:

@@ -73,6 +73,8 @@ class Credit:
 
     ``late``: mined after the payment's ``expires_at`` (by block timestamp); never counted.
     ``orphaned``: its block was dropped by a reorg; never counted.
+    ``final``: stored as final (``transactions.status = 'confirmed'``) by an earlier batch; a
+    rescan with an older checked block (a backfill, a rewind) does not count it down again.
     """
 
     tx_hash: str
@@ -83,6 +85,7 @@ class Credit:
     value: int
     late: bool
     orphaned: bool
+    final: bool = False
 
     @property
     def key(self) -> tuple[str, int]:

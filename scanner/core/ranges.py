@@ -59,15 +59,22 @@ class RangeSizer:
     def ceiling(self) -> int:
         return self._ceiling
 
-    def shrink(self, suggested: int | None = None) -> int:
+    def shrink(self, suggested: int | None = None, *, refused: int | None = None) -> int:
         """Halve the size, or take the provider's ``suggested`` size when that is smaller.
 
-        A suggestion is only ever used to shrink (a suggestion at or above the current size is
-        ignored and the size halved). Returns the new size.
+        ``refused`` is the size of the range the provider refused (default: the current size);
+        the new size is half of it, or the suggestion when that is smaller than it. A suggestion
+        is only ever used to shrink. A refusal that asks for no less than the current size (a
+        range read at a larger size, by a concurrent read, before an earlier refusal shrank it)
+        changes nothing: concurrent refusals of one cap shrink the size once, not once each.
+        Returns the new size.
         """
-        new = self._size // 2
-        if suggested is not None and suggested < self._size:
+        base = self._size if refused is None else refused
+        new = base // 2
+        if suggested is not None and suggested < base:
             new = suggested
+        if refused is not None and new >= self._size:
+            return self._size
         self._size = max(1, new)
         self._successes = 0
         return self._size

@@ -2,7 +2,8 @@
 
 ``postgresql://`` / ``postgres://`` become ``postgresql+asyncpg://`` with a sized, pre-pinged
 pool; ``sqlite:///`` becomes ``sqlite+aiosqlite:///``, and every SQLite connection is opened with
-``journal_mode=WAL``, a ``busy_timeout`` (the pool timeout) and ``foreign_keys=ON``.
+``journal_mode=WAL`` (``synchronous=NORMAL``), a ``busy_timeout`` (the pool timeout) and
+``foreign_keys=ON``.
 
 SQLite transactions start with ``BEGIN IMMEDIATE``: a transaction takes the write lock when it
 begins, so writers queue on ``busy_timeout`` instead of failing with ``SQLITE_BUSY`` when a read
@@ -133,6 +134,9 @@ def install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_k
         try:
             cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
             cursor.execute("PRAGMA journal_mode = WAL")
+            # With WAL, NORMAL syncs at checkpoints instead of every commit: still atomic and
+            # consistent after a crash; a power cut may lose the last commits (they rescan).
+            cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         finally:
             cursor.close()

@@ -7,7 +7,9 @@ so every process computes the same key without a registry. Advisory locks are pe
   lives on the connection that took it: keep that connection checked out for the whole scan, and
   release it with :func:`release_chain_lock` (or close the connection).
 - :func:`chain_xact_lock` and :func:`events_xact_lock` (transaction-level) are released by the
-  commit or rollback of the transaction that took them.
+  commit or rollback of the transaction that took them. The chain's transaction lock has a key of
+  its own: under the live-scan key it would wait forever for the session lock that the scanning
+  process itself holds on another connection (and a backfill beside the live scan would too).
 - :func:`advisory_lock` (session-level, blocking) guards the start-up schema check and upgrade.
 """
 
@@ -22,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 CHAIN_LOCK_PREFIX = "ctrip-scanner:chain:"
+CHAIN_XACT_LOCK_PREFIX = "ctrip-scanner:chain-xact:"
 EVENTS_LOCK_NAME = "ctrip-scanner:payment-events"
 MIGRATION_LOCK_NAME = "ctrip-scanner:schema-migration"
 
@@ -33,6 +36,10 @@ def lock_key(name: str) -> int:
 
 def chain_lock_key(chain: str) -> int:
     return lock_key(CHAIN_LOCK_PREFIX + chain)
+
+
+def chain_xact_key(chain: str) -> int:
+    return lock_key(CHAIN_XACT_LOCK_PREFIX + chain)
 
 
 EVENTS_LOCK_KEY = lock_key(EVENTS_LOCK_NAME)
@@ -77,7 +84,7 @@ async def _xact_lock(session: AsyncSession, key: int) -> None:
 
 async def chain_xact_lock(session: AsyncSession, chain: str) -> None:
     """Serialize this transaction with others on the same chain, until it ends."""
-    await _xact_lock(session, chain_lock_key(chain))
+    await _xact_lock(session, chain_xact_key(chain))
 
 
 async def events_xact_lock(session: AsyncSession) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.decode import to_amount
+from scanner.core.finality import credit_confirmations
 from scanner.core.model import Credit, Event, Finality, Header, Transfer
 from scanner.db.models import Base
 
@@ -257,7 +258,7 @@ def _before(session: AsyncSession, column: Any, moment: datetime) -> Any:
     if is_postgres(session):
         return column < moment
     # SQLite: compare as julian days so any ISO form a gateway wrote compares correctly.
-    iso = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%f")
+    iso = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return func.julianday(column) < func.julianday(iso)
 
 
@@ -367,6 +368,7 @@ async def credits_of(
                     value=int(value),
                     late=bool(late),
                     orphaned=status == "orphaned",
+                    final=status == "confirmed",
                 )
             )
     return out
@@ -455,7 +457,7 @@ def _credit_row(
     if credit.orphaned:
         status, confirmations = "orphaned", 0
     else:
-        confirmations = max(0, finality.checked - credit.block_number + 1)
+        confirmations = credit_confirmations(credit.block_number, finality)
         status = "confirmed" if credit.block_number <= finality.final_block else "pending"
     return {
         "payment_id": pid,
@@ -496,10 +498,11 @@ async def update_tx_confirmations(session: AsyncSession, chain: str, finality: F
         .where(pending, t.c.block_number <= finality.checked)
         .values(confirmations=finality.checked - t.c.block_number + 1)
     )
+    final: dict[str, Any] = {"status": "confirmed", "updated_at": _now()}
+    if finality.required is not None:  # counted up to the number that made it final
+        final["confirmations"] = finality.required
     await session.execute(
-        update(t)
-        .where(pending, t.c.block_number <= finality.final_block)
-        .values(status="confirmed", updated_at=_now())
+        update(t).where(pending, t.c.block_number <= finality.final_block).values(**final)
     )
 
 

@@ -1,14 +1,15 @@
 """``scanner demo``: the quickstart. A local anvil chain, a demo token, a simulated gateway.
 
 It runs the real daemon (``scanner run``'s App) on the embedded default database (SQLite, a fresh
-``./scanner-demo.db`` each run: the chain is fresh too) against a fresh anvil node mining a block a second,
-while a small simulated gateway writes payments into the database with plain SQL and pays them
-on chain. Watch the log: each payment goes ``pending → confirming → confirmed``.
+``./scanner-demo.db`` each run: the chain is fresh too) against a fresh anvil node mining a block
+a second, while a small simulated gateway writes payments into the database with plain SQL and
+pays them on chain. Watch the log: each payment goes ``pending → confirming → confirmed``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -114,10 +115,13 @@ async def _demo(payments: int, seconds: float) -> int:
     from scanner.observe.logging import configure_logging
 
     for suffix in ("", "-wal", "-shm"):  # a fresh chain needs a fresh database
-        if os.path.exists(DEMO_DB + suffix):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(DEMO_DB + suffix)
-    with DevChain.start(block_time=1.0) as chain:
+    with DevChain.start() as chain:
+        # Deploy while automining (deploying waits for the receipt), then mine a block a second,
+        # like a real chain, so confirmations arrive on their own.
         token = chain.deploy_token("Demo Tether", "USDT", 6)
+        chain.rpc("evm_setIntervalMining", [1])
         settings = demo_settings(chain.url, token)
         configure_logging(settings.logging, secrets=settings.secrets())
         log.info("demo_chain_started", rpc=chain.url, token=token, database="embedded SQLite")

@@ -155,6 +155,8 @@ class Metrics:
             self.backfill_blocks,
         ):
             counter.labels(chain)
+        self.reorg_depth.labels(chain)  # _count 0: "no reorg yet", not "no data"
+        self.batch_duration.labels(chain)
         self.chain_halted.labels(chain).set(0)
 
     def progressed(self, chain: str, *, head: int, cursor: int) -> None:

@@ -11,9 +11,10 @@ block the backfill verified itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
+from uuid import UUID
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,13 +52,15 @@ class BackfillSummary:
     seconds: float = 0.0
     dry_run: bool = False
     status_changes: dict[str, int] = field(default_factory=dict)
+    changed_ids: set[UUID] = field(default_factory=set, repr=False)
 
     def add(self, result: BatchResult) -> None:
         self.blocks += result.end - result.start + 1
         self.logs += result.logs
         self.matched += result.matched
         self.events += len(result.events)
-        self.payments_changed += len({e.payment_id for e in result.events})
+        self.changed_ids.update(e.payment_id for e in result.events)
+        self.payments_changed = len(self.changed_ids)  # distinct payments, over every range
         for _, to in result.status_changes:
             self.status_changes[to] = self.status_changes.get(to, 0) + 1
 
@@ -93,38 +96,61 @@ class Backfill:
         self.dry_run = dry_run
         self.log = log.bind(chain=chain.name)
         self.sizer = RangeSizer(chain.batch_size)
+        self._dry_session: AsyncSession | None = None
 
     async def run(
         self, from_block: int, to_block: int, progress: Progress | None = None
     ) -> BackfillSummary:
         await check_chain_id(self.reader, self.settings)
         validate_range(from_block, to_block, await self.reader.head())
-        ctx = await self._context()
-        next_block = await self._start(from_block, to_block)
-        summary = BackfillSummary(
-            self.settings.name, from_block, to_block, next_block, dry_run=self.dry_run
-        )
-        started = time.perf_counter()
-        if next_block <= to_block:
-            await self._scan(ctx, next_block, to_block, summary, progress)
-        summary.seconds = time.perf_counter() - started
+        async with self._dry_run():
+            ctx = await self._context()
+            next_block = await self._start(from_block, to_block)
+            summary = BackfillSummary(
+                self.settings.name, from_block, to_block, next_block, dry_run=self.dry_run
+            )
+            started = time.perf_counter()
+            if next_block <= to_block:
+                await self._scan(ctx, next_block, to_block, summary, progress)
+            summary.seconds = time.perf_counter() - started
         if not self.dry_run:
-            async with self.sessions() as session, session.begin():
+            async with self._transaction() as session:
                 await jobs.finish(session, self.settings.name, from_block, to_block)
         return summary
 
-    async def _context(self) -> ChainContext:
+    @asynccontextmanager
+    async def _dry_run(self) -> AsyncIterator[None]:
+        """A dry run applies every range in ONE transaction that it rolls back at the end, so
+        each range sees what the ranges before it would have written (its report is what a
+        real run would do) and nothing is ever committed. It takes no chain lock and no row
+        locks, but on SQLite it holds the write lock while it runs."""
+        if not self.dry_run:
+            yield
+            return
         async with self.sessions() as session:
-            if self.dry_run:
-                tokens = await sync_tokens(session, self.settings)
-                await session.rollback()  # a dry run writes nothing, not even token rows
-            else:
-                async with session.begin():
-                    tokens = await sync_tokens(session, self.settings)
+            self._dry_session = session
+            try:
+                yield
+            finally:
+                self._dry_session = None
+                await session.rollback()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """A committed transaction; in a dry run, the run's one transaction (never committed)."""
+        if self._dry_session is not None:
+            yield self._dry_session
+            return
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def _context(self) -> ChainContext:
+        async with self._transaction() as session:
+            tokens = await sync_tokens(session, self.settings)
         return ChainContext.from_settings(self.settings, tokens)
 
     async def _start(self, from_block: int, to_block: int) -> int:
-        async with self.sessions() as session, session.begin():
+        async with self._transaction() as session:
             if self.dry_run:
                 return await jobs.peek(session, self.settings.name, from_block, to_block)
             return await jobs.start(session, self.settings.name, from_block, to_block)
@@ -140,9 +166,13 @@ class Backfill:
         ranges = split_range(start, end, self.sizer.size)
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
+        async with self._transaction() as session:
+            native = await q.native_addresses(session, ctx.name)
 
         async def fetch(a: int, b: int) -> RangeData:
-            return await fetch_range(self.reader, ctx.token_addresses, a, b, sizer=self.sizer)
+            return await fetch_range(
+                self.reader, ctx.token_addresses, a, b, native_watched=native, sizer=self.sizer
+            )
 
         async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
             async for data in stream:
@@ -159,16 +189,8 @@ class Backfill:
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
     ) -> BatchResult:
         started = time.perf_counter()
-        async with self.sessions() as session:
-            try:
-                result = await self._apply(session, ctx, data, window, summary)
-            except BaseException:
-                await session.rollback()
-                raise
-            if self.dry_run:
-                await session.rollback()
-            else:
-                await session.commit()
+        async with self._transaction() as session:
+            result = await self._apply(session, ctx, data, window, summary)
         if self.metrics is not None:
             self.metrics.backfilled(ctx.name, data.end - data.start + 1)
         report_batch(self.log, self.metrics, ctx.name, result, time.perf_counter() - started)
@@ -187,7 +209,9 @@ class Backfill:
         cursor = await q.get_cursor(session, ctx.name)
         floor = cursor[0] if cursor is not None else -1
         tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
-        mode = BatchMode(live=False, checked_floor=floor, dry_run=self.dry_run)
+        # A dry run writes into its one transaction (rolled back at the end), without row locks
+        # only because nothing it writes is ever committed.
+        mode = BatchMode(live=False, checked_floor=floor, row_locks=not self.dry_run)
         result = await apply_range(session, ctx, data, mode=mode, tag_block=tag_block, below=window)
         if not self.dry_run:
             await jobs.advance(

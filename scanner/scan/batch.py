@@ -64,6 +64,7 @@ class BatchMode:
     checked_floor: int = -1  # backfill: the live cursor (confirmations count from the higher)
     dry_run: bool = False
     check_stale: bool = True  # orphan stored transactions whose block hash the range replaced
+    row_locks: bool = True  # off for a backfill dry run: it writes, but always rolls back
 
 
 def verify_links(data: RangeData, parent: tuple[int, str] | None) -> None:
@@ -114,7 +115,7 @@ async def apply_range(
         recipients={t.to_address for t in transfers},
         extra_ids={s.payment_id for s in stale_keys},
         finality=end_finality,
-        lock=not mode.dry_run,
+        lock=mode.row_locks and not mode.dry_run,
     )
     ledger = loaded.ledger
     if stale_keys:

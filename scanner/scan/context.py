@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from scanner.config import ChainSettings
@@ -29,6 +29,11 @@ class ChainContext:
     reorg_depth: int
     native_decimals: int
     tokens: Mapping[str, TokenInfo]
+    # by id, built once: callers look tokens up per row
+    _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {t.id: t for t in self.tokens.values()})
 
     @classmethod
     def from_settings(cls, chain: ChainSettings, tokens: Mapping[str, TokenInfo]) -> ChainContext:
@@ -47,15 +52,16 @@ class ChainContext:
         return sorted(self.tokens)
 
     def token_by_id(self) -> dict[UUID, TokenInfo]:
-        return {t.id: t for t in self.tokens.values()}
+        """The enabled tokens by id (one shared dict, built at construction: do not mutate)."""
+        return self._by_id
 
     def decimals_of(self, token_id: UUID | None) -> int:
         if token_id is None:
             return self.native_decimals
-        for token in self.tokens.values():
-            if token.id == token_id:
-                return token.decimals
-        raise KeyError(token_id)
+        token = self._by_id.get(token_id)
+        if token is None:
+            raise KeyError(token_id)
+        return token.decimals
 
     def final_block(self, checked: int, tag_block: int | None) -> int:
         """The highest final block when ``checked`` is the newest hash-checked block."""

@@ -65,7 +65,7 @@ async def fetch_logs(
                 raise
             if sizer is None:
                 sizer = RangeSizer(end - start + 1)
-            sizer.shrink(exc.suggested_size if exc.suggested_size else (stop - cursor + 1) // 2)
+            sizer.shrink(exc.suggested_size, refused=stop - cursor + 1)
             continue
         if sizer is not None:
             sizer.succeeded()

@@ -2,7 +2,9 @@
 
 A tick reads the head, catches up payments written behind the cursor, reads the ranges up to the
 head (several at once, bounded) and commits them one by one, in order, each with the cursor in
-the same transaction. A reorg found on the way rewinds the cursor and the next tick rescans.
+the same transaction. A reorg found on the way rewinds the cursor and the next tick rescans. A
+tick with no new block checks that the cursor's block is still the node's (a reorg that keeps the
+height leaves no new block whose parent hash would tell).
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ class TickOutcome:
         return self.waiting or (self.cursor >= self.head and not self.reorg)
 
 
+def _cut_near_head(span: tuple[int, int], head: int) -> list[tuple[int, int]]:
+    """A range ending near the head reads its logs block by block (by hash, one call a block).
+    When it also holds at least NEAR_HEAD blocks farther back (a catch-up), those are cut off
+    into a range of their own, read by number, so that only the last blocks go one by one."""
+    start, stop = span
+    far = head - NEAR_HEAD  # ranges ending here or below are read by number
+    if stop <= far or far - start + 1 < NEAR_HEAD:
+        return [span]
+    return [(start, far), (far + 1, stop)]
+
+
 class ChainScanner:
     """Scans one chain; ``tick`` is one step, ``scan_until_head`` drives it in tests."""
 
@@ -105,6 +118,9 @@ class ChainScanner:
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
         if end <= cursor:
+            if await self._tip_replaced(cursor):
+                await self.handle_reorg(cursor, tag)
+                return TickOutcome(head, self.cursor, reorg=True)
             await self._advance_only(cursor, tag)
             return TickOutcome(head, cursor)
         return await self._scan(cursor, end, head, tag)
@@ -119,7 +135,11 @@ class ChainScanner:
         return outcome
 
     async def _scan(self, cursor: int, end: int, head: int, tag: Header | None) -> TickOutcome:
-        ranges = split_range(cursor + 1, end, self.sizer.size)
+        ranges = [
+            piece
+            for span in split_range(cursor + 1, end, self.sizer.size)
+            for piece in _cut_near_head(span, head)
+        ]
         native = await self._native_watched()
         done = 0
 
@@ -236,6 +256,16 @@ class ChainScanner:
             BatchResult(ancestor + 1, cursor, events=list(outcome.events)),
             0.0,
         )
+
+    async def _tip_replaced(self, cursor: int) -> bool:
+        """With no new block to link to, whether the node replaced the cursor's block (a reorg
+        at the same height): confirmations count against that block, so it is checked again."""
+        async with self.sessions() as session:
+            stored = await q.get_cursor(session, self.name)
+        if stored is None or stored[0] != cursor or stored[1] is None:
+            return False
+        (header,) = await self.reader.headers(cursor, cursor)
+        return header.hash != stored[1]
 
     async def _read_cursor(self) -> int:
         async with self.sessions() as session:

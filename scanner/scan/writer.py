@@ -2,7 +2,8 @@
 
 PostgreSQL: a session-level advisory lock on a dedicated connection, held while the process
 scans the chain (released on exit, or by the server when the connection dies). SQLite: an
-exclusive ``flock`` on a file beside the database, so one scanning process at a time.
+exclusive ``flock`` on a file beside the database, so one scanning process at a time; the chains
+of that process share it (an ``flock`` taken through a second open file would refuse them).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from scanner.config import Settings
 from scanner.db.locks import release_chain_lock, try_chain_lock
 
 log = structlog.get_logger(__name__)
+
+# SQLite lock files this process holds, by path: the open handle and how many chains use it.
+_HELD_FILES: dict[str, tuple[IO[bytes], int]] = {}
 
 
 def sqlite_lock_path(url: str) -> str | None:
@@ -56,12 +60,18 @@ class ChainWriterLock:
 
     def _flock(self) -> bool:
         assert self.path is not None
+        held = _HELD_FILES.get(self.path)
+        if held is not None:  # another chain of this process holds the file: share it
+            _HELD_FILES[self.path] = (held[0], held[1] + 1)
+            self._file = held[0]
+            return True
         handle = open(self.path, "ab")  # noqa: SIM115 - held open for the process's life
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             return False
+        _HELD_FILES[self.path] = (handle, 1)
         self._file = handle
         return True
 
@@ -77,9 +87,13 @@ class ChainWriterLock:
         return False
 
     async def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
+        if self._file is not None and self.path is not None:
+            handle, users = _HELD_FILES.pop(self.path, (self._file, 1))
+            if users > 1:
+                _HELD_FILES[self.path] = (handle, users - 1)
+            else:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                handle.close()
             self._file = None
         if self._conn is not None:
             try:

@@ -34,6 +34,12 @@ def test_confirmations_never_go_below_zero() -> None:
     assert credit_confirmations(150, f) == 0
 
 
+def test_block_mode_counts_up_to_required_only() -> None:
+    """A final transfer shows the required count, whatever batch made it final."""
+    assert credit_confirmations(50, block_finality(100, 3, TIMESTAMPS)) == 3
+    assert credit_confirmations(50, tag_finality(100, 95, TIMESTAMPS)) == 51
+
+
 def test_required_must_be_positive() -> None:
     with pytest.raises(ValueError):
         block_finality(100, 0, TIMESTAMPS)

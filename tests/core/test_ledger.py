@@ -199,7 +199,7 @@ class TestStates:
     def test_confirmations_are_the_fewest_among_counted_credits(self) -> None:
         book = Book(payment(1, 10))
         book.feed(transfer(1, 10, 4), transfer(2, 15, 4))
-        book.advance(fin(20))
+        book.advance(fin(20, required=12))
         assert (book.out(P1).confirmations, book.out(P1).detected_in_block) == (6, 10)
 
     def test_tag_mode(self) -> None:
@@ -469,7 +469,7 @@ class TestRecompute:
     def test_expired(self) -> None:
         credits = [credit(1, 5, 4), credit(2, 30, 6, late=True)]
         p = payment(1, 10, expires=ts(20))
-        assert recompute(p, credits, fin(40)) == PaymentOutcome("expired", 4, 36, 5)
+        assert recompute(p, credits, fin(40)) == PaymentOutcome("expired", 4, 3, 5)
 
     def test_final_states_are_sticky(self) -> None:
         p = payment(1, 10, status="confirmed")

@@ -110,6 +110,22 @@ class TestRangeSizer:
         assert sizer.size == 250
         assert sizer.succeeded() == 500
 
+    def test_a_refusal_shrinks_relative_to_the_refused_size(self) -> None:
+        sizer = RangeSizer(1000)
+        assert sizer.shrink(refused=300) == 150  # a short tail range was refused
+        assert sizer.shrink(suggested=100, refused=150) == 100
+
+    def test_concurrent_refusals_of_one_cap_shrink_once(self) -> None:
+        sizer = RangeSizer(1000)
+        for _ in range(4):  # four reads of 1000 blocks in flight, all refused
+            sizer.shrink(refused=1000)
+        assert sizer.size == 500
+        for _ in range(GROW_AFTER - 1):
+            sizer.succeeded()
+        sizer.shrink(suggested=800, refused=1000)  # a stale refusal: nothing new to learn
+        assert sizer.size == 500
+        assert sizer.succeeded() == 1000  # and the success count was not reset
+
     def test_ceiling_must_be_positive(self) -> None:
         with pytest.raises(ValueError):
             RangeSizer(0)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.db.locks import (
     EVENTS_LOCK_KEY,
     chain_lock_key,
+    chain_xact_key,
     chain_xact_lock,
     events_xact_lock,
     lock_key,
@@ -53,11 +54,23 @@ async def test_transaction_locks_last_until_commit(
     async with session_factory() as session:
         await chain_xact_lock(session, "ethereum")
         await events_xact_lock(session)
-        assert await _xact_lock_is_free(engine, chain_lock_key("ethereum")) is not held
+        assert await _xact_lock_is_free(engine, chain_xact_key("ethereum")) is not held
         assert await _xact_lock_is_free(engine, EVENTS_LOCK_KEY) is not held
         await session.commit()
-    assert await _xact_lock_is_free(engine, chain_lock_key("ethereum"))
+    assert await _xact_lock_is_free(engine, chain_xact_key("ethereum"))
     assert await _xact_lock_is_free(engine, EVENTS_LOCK_KEY)
+
+
+async def test_the_process_holding_a_chain_can_lock_its_transactions(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """The live-scan lock (session-level, on its own connection) must not block the chain's
+    transaction lock that the same process takes for every batch."""
+    async with engine.connect() as holder:
+        assert await try_chain_lock(holder, "ethereum")
+        async with asyncio.timeout(5), session_factory() as session, session.begin():
+            await chain_xact_lock(session, "ethereum")
+        await release_chain_lock(holder, "ethereum")
 
 
 async def _write(session: AsyncSession, number: int) -> None:

@@ -3,7 +3,7 @@ and PostgreSQL), and the scanner over both."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -42,3 +42,10 @@ async def h(
         yield harness
     finally:
         await harness.close()
+
+
+@pytest.fixture
+def anvil2() -> Iterator[DevChain]:
+    """A second, independent node (for a second chain beside the one of ``h``)."""
+    with DevChain.start() as chain:
+        yield chain

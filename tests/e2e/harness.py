@@ -60,8 +60,12 @@ class Harness:
     # -- the scanner --------------------------------------------------------------------------
 
     def make_scanner(self, **overrides: Any) -> ChainScanner:
-        chain = self.chain_settings.model_copy(update=overrides) if overrides else self.chain_settings
-        return ChainScanner(chain, make_reader(chain, self.metrics), self.sessions, metrics=self.metrics)
+        chain = (
+            self.chain_settings.model_copy(update=overrides) if overrides else self.chain_settings
+        )
+        return ChainScanner(
+            chain, make_reader(chain, self.metrics), self.sessions, metrics=self.metrics
+        )
 
     async def scan(self) -> None:
         if self.scanner is None:
@@ -101,7 +105,7 @@ class Harness:
         address: str,
         amount: str | Decimal,
         *,
-        token: str | None | bool = True,
+        token: str | bool | None = True,
         expires_in: float = 3600,
         created_at: float | None = None,
     ) -> str:
@@ -136,14 +140,18 @@ class Harness:
     async def payment(self, payment_id: str) -> dict[str, Any]:
         async with self.engine.connect() as conn:
             row = (
-                await conn.execute(
-                    text(
-                        "SELECT status, amount, amount_received, confirmations, detected_in_block"
-                        " FROM payments WHERE id = :id"
-                    ),
-                    {"id": _id(self.engine, payment_id)},
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT status, amount, amount_received, confirmations,"
+                            " detected_in_block FROM payments WHERE id = :id"
+                        ),
+                        {"id": _id(self.engine, payment_id)},
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
         out = dict(row)
         out["amount_received"] = Decimal(str(out["amount_received"]))
         out["amount"] = Decimal(str(out["amount"]))
@@ -158,16 +166,22 @@ class Harness:
             where, params = "WHERE payment_id = :id", {"id": _id(self.engine, payment_id)}
         async with self.engine.connect() as conn:
             rows = (
-                await conn.execute(
-                    text(
-                        "SELECT payment_id, tx_hash, log_index, block_number, block_hash, value,"
-                        f" amount, status, late, confirmations FROM transactions {where}"
-                        " ORDER BY block_number, log_index"
-                    ),
-                    params,
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT payment_id, tx_hash, log_index, block_number, block_hash,"
+                            f" value, amount, status, late, confirmations FROM transactions {where}"
+                            " ORDER BY block_number, log_index"
+                        ),
+                        params,
+                    )
                 )
-            ).mappings().all()
-        return [dict(r) | {"value": int(r["value"]), "payment_id": str(r["payment_id"])} for r in rows]
+                .mappings()
+                .all()
+            )
+        return [
+            dict(r) | {"value": int(r["value"]), "payment_id": str(r["payment_id"])} for r in rows
+        ]
 
     async def events(self, payment_id: str) -> list[tuple[str, str | None, str | None]]:
         async with self.engine.connect() as conn:

@@ -1,0 +1,1 @@
+"""Benchmarks of the scanner against a real anvil chain (see bench/README.md)."""

@@ -1,0 +1,283 @@
+"""Reorgs on a real node: anvil_reorg, evm_snapshot/evm_revert, finality violations, deep reorgs.
+
+anvil never sends ``removed: true`` logs: every reorg here is found by the scanner itself, by
+comparing block hashes and parent hashes with what it stored. Each test has a fresh node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from structlog.testing import capture_logs
+
+from scanner.app import App
+from scanner.config import Settings
+from scanner.devchain import DevChain
+from tests.e2e.actions import pay
+from tests.e2e.harness import CHAIN, Harness, chain_settings
+
+ALICE = "0x" + "a1" * 20
+BOB = "0x" + "b2" * 20
+
+
+async def stored_cursor(h: Harness) -> int:
+    async with h.engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
+            )
+        ).scalar_one()
+    return int(value)
+
+
+async def stored_hash(h: Harness, number: int) -> str | None:
+    async with h.engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT hash FROM blocks WHERE chain = :c AND number = :n"),
+                {"c": CHAIN, "n": number},
+            )
+        ).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def metric(app_or_h: object, name: str, chain: str = CHAIN) -> float:
+    metrics = app_or_h.metrics  # type: ignore[attr-defined]
+    value = metrics.registry.get_sample_value(name, {"chain": chain})
+    return 0.0 if value is None else float(value)
+
+
+async def test_anvil_reorg_removing_a_credited_transfer_sends_the_payment_back_to_pending(
+    h: Harness,
+) -> None:
+    pid = await h.create_payment(ALICE, "25.5")
+    tx = pay(h, ALICE, 25_500_000)
+    block = int(h.chain.wait_receipt(tx)["blockNumber"], 16)
+    h.mine(1)
+    await h.scan()
+    assert await h.status(pid) == "confirming"
+    old_hash = await stored_hash(h, block)
+
+    h.chain.reorg(2)  # blocks `block` and `block + 1` replaced; the transfer is dropped
+    h.mine(1)
+    assert h.chain.receipt(tx) is None
+    assert h.scanner is not None
+    outcome = await h.scanner.tick()
+    assert outcome.reorg
+    assert await stored_cursor(h) == block - 1  # rewound to the common ancestor
+    await h.scan()  # ... and rescanned
+    assert await stored_cursor(h) == h.chain.head()
+    new_hash = await stored_hash(h, block)
+    assert new_hash is not None and new_hash != old_hash
+    assert new_hash == h.chain.block(block)["hash"]
+
+    row = await h.payment(pid)
+    assert row["status"] == "pending"
+    assert row["amount_received"] == 0
+    assert row["confirmations"] == 0 and row["detected_in_block"] is None
+    (only,) = await h.transactions(pid)
+    assert only["tx_hash"] == tx and only["status"] == "orphaned"
+    assert await h.events(pid) == [
+        ("transfer_detected", None, None),
+        ("status_changed", "pending", "confirming"),
+        ("transfer_orphaned", None, None),
+        ("status_changed", "confirming", "pending"),
+    ]
+    assert metric(h, "scanner_reorgs_total") == 1
+
+
+async def test_the_same_transaction_re_mined_in_another_block_is_credited_once(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "25.5")
+    tx = pay(h, ALICE, 25_500_000)
+    block = int(h.chain.wait_receipt(tx)["blockNumber"], 16)
+    h.mine(1)
+    await h.scan()
+    (before,) = await h.transactions(pid)
+    assert before["block_number"] == block
+
+    h.chain.reorg(2, [(h.chain.raw_tx(tx), 1)])  # the same signed tx, one block later
+    receipt = h.chain.receipt(tx)
+    assert receipt is not None and int(receipt["blockNumber"], 16) == block + 1
+    h.mine(1)
+    await h.scan()
+
+    (after,) = await h.transactions(pid)  # one row for (chain, tx_hash, log_index)
+    assert after["tx_hash"] == tx and after["log_index"] == before["log_index"]
+    assert after["block_number"] == block + 1
+    assert after["block_hash"] == receipt["blockHash"] != before["block_hash"]
+    assert after["status"] == "pending" and after["confirmations"] == 2
+    row = await h.payment(pid)
+    assert row["amount_received"] == Decimal("25.5")
+    assert row["status"] == "confirming"
+    assert row["detected_in_block"] == block + 1
+    assert [e for e in await h.events(pid) if e[0] == "transfer_detected"] == [
+        ("transfer_detected", None, None)
+    ] * 2
+    h.mine(1)
+    await h.scan()
+    assert await h.status(pid) == "confirmed"
+    assert (await h.payment(pid))["amount_received"] == Decimal("25.5")
+    async with h.engine.connect() as conn:
+        count = (
+            await conn.execute(
+                text("SELECT count(*) FROM transactions WHERE chain = :c AND tx_hash = :t"),
+                {"c": CHAIN, "t": tx},
+            )
+        ).scalar_one()
+    assert count == 1
+
+
+async def test_a_reorg_at_the_same_height_is_found_without_a_new_block(h: Harness) -> None:
+    """anvil_reorg keeps the height: a tick with no new block must still notice that the block
+    under the cursor is not the node's any more (confirmations count against it)."""
+    pid = await h.create_payment(ALICE, "25.5")
+    tx = pay(h, ALICE, 25_500_000)
+    h.mine(1)
+    await h.scan()
+    head = h.chain.head()
+    assert await h.status(pid) == "confirming"
+
+    h.chain.reorg(2)
+    assert h.chain.head() == head and h.chain.receipt(tx) is None
+    await h.scan()
+    assert await stored_cursor(h) == head
+    assert await stored_hash(h, head) == h.chain.block(head)["hash"]
+    assert await h.status(pid) == "pending"
+    (only,) = await h.transactions(pid)
+    assert only["status"] == "orphaned"
+    h.mine(3)
+    await h.scan()
+    assert await h.status(pid) == "pending"
+
+
+async def test_snapshot_and_revert_is_found_by_hash(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "10")
+    other = await h.create_payment(BOB, "1")
+    snap = h.chain.snapshot()
+    tx = pay(h, ALICE, 10_000_000)
+    h.mine(1)
+    await h.scan()
+    assert await h.status(pid) == "confirming"
+    cursor = await stored_cursor(h)
+
+    assert h.chain.revert(snap)
+    pay(h, BOB, 1_000_000)  # a different history at the same heights
+    h.mine(2)
+    assert h.chain.receipt(tx) is None
+    await h.scan()
+
+    assert await stored_cursor(h) == h.chain.head() > cursor
+    assert await h.status(pid) == "pending"
+    (orphaned,) = await h.transactions(pid)
+    assert orphaned["status"] == "orphaned"
+    assert ("transfer_orphaned", None, None) in await h.events(pid)
+    row = await h.payment(other)  # the new history's transfer, three blocks deep: final
+    assert row["status"] == "confirmed" and row["confirmations"] == 3
+    assert row["amount_received"] == Decimal("1")
+    assert metric(h, "scanner_reorgs_total") == 1
+
+
+async def test_a_reorg_deeper_than_the_confirmations_is_a_loud_finality_violation(
+    h: Harness,
+) -> None:
+    with capture_logs() as logs:
+        pid = await h.create_payment(ALICE, "25.5")
+        tx = pay(h, ALICE, 25_500_000)
+        h.mine(3)
+        await h.scan()
+        assert await h.status(pid) == "confirmed"
+
+        h.chain.reorg(5)  # deeper than confirmations (3), within max_reorg_depth (64)
+        h.mine(1)
+        await h.scan()
+
+    row = await h.payment(pid)
+    assert row["status"] == "confirmed"
+    assert row["amount_received"] == 0
+    (orphaned,) = await h.transactions(pid)
+    assert orphaned["tx_hash"] == tx and orphaned["status"] == "orphaned"
+    events = await h.events(pid)
+    assert events[-2:] == [("transfer_orphaned", None, None), ("confirmed_reverted", None, None)]
+    violations = [e for e in logs if e["event"] == "finality_violation"]
+    assert len(violations) == 1 and violations[0]["log_level"] == "error"
+    assert violations[0]["payment_id"] == pid
+    assert metric(h, "scanner_finality_violations_total") == 1
+    assert await stored_cursor(h) == h.chain.head()
+
+
+# ---------------------------------------------------------------------------------- deep reorg
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (at most 15 s) for a condition that the App's loops bring about: Health has no
+    event to wait on, so poll it; never a fixed sleep."""
+    for _ in range(750):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in 15 s")
+
+
+def app_settings(settings: Settings, *chains: object) -> Settings:
+    return settings.model_copy(
+        update={
+            "chains": list(chains),
+            "metrics": settings.metrics.model_copy(update={"enabled": False}),
+            "shutdown_timeout": 5.0,
+        }
+    )
+
+
+async def test_a_reorg_deeper_than_max_reorg_depth_halts_only_that_chain(
+    h: Harness, anvil2: DevChain
+) -> None:
+    deep = chain_settings(
+        h.chain.url,
+        [("USDT", h.token, 6)],
+        confirmations=2,
+        max_reorg_depth=3,
+        poll_interval=0.02,
+    )
+    token2 = anvil2.deploy_token("Tether USD", "USDT", 6)
+    other = chain_settings(anvil2.url, [("USDT", token2, 6)], name="other", poll_interval=0.02)
+    h.mine(6)
+    app = App(app_settings(h.settings, deep, other), environ={})
+    task = asyncio.create_task(app.run())
+    try:
+        await until(lambda: _chain(app, CHAIN).get("ticks", 0) > 0)
+        head = h.chain.head()
+        await until(lambda: _cursor(app, CHAIN) == head and _cursor(app, "other") is not None)
+
+        h.chain.reorg(5)  # deeper than max_reorg_depth = 3
+        h.mine(1)
+        await until(lambda: bool(_chain(app, CHAIN)["halted"]))
+        assert "max_reorg_depth=3" in _chain(app, CHAIN)["halt_reason"]
+        assert metric(app, "scanner_chain_halted") == 1
+        assert metric(app, "scanner_chain_halted", "other") == 0
+        assert await stored_cursor(h) == head  # nothing rewound, nothing orphaned
+
+        h.mine(2)  # the halted chain is not retried ...
+        anvil2.mine(3)  # ... while the other chain keeps scanning
+        target = anvil2.head()
+        await until(lambda: (_cursor(app, "other") or -1) >= target)
+        assert await stored_cursor(h) == head
+        assert _chain(app, CHAIN)["halted"]
+        assert not task.done()
+    finally:
+        app.stop.set()
+        assert await asyncio.wait_for(task, 10) == 0
+
+
+def _chain(app: App, name: str) -> dict[str, Any]:
+    """The chain's health; empty while the App is starting and has not registered it."""
+    chains: dict[str, dict[str, Any]] = app.health.healthy()[1]["chains"]
+    return chains.get(name, {})
+
+
+def _cursor(app: App, name: str) -> int | None:
+    value = _chain(app, name).get("cursor")
+    return value if isinstance(value, int) else None

@@ -1,0 +1,345 @@
+"""A restart in the middle of a run ends in the rows of a run without one.
+
+A real ``scanner run`` subprocess reads through a proxy that holds one ``eth_getLogs`` call in the
+middle of the chain; the process is killed with SIGKILL while it waits there (on PostgreSQL it is
+started and killed once more, inside the open database transaction of that range), then started
+again and left to reach the head. An uninterrupted in-process scan of the same node into a second
+database must give the same payments, transactions, events, blocks and cursor (ids and
+wall-clock columns aside).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scanner.db.engine import make_engine
+from scanner.db.locks import EVENTS_LOCK_KEY
+from scanner.db.models import Base
+from scanner.scan.live import ChainScanner
+from tests.conftest import _new_pg_database, settings_from
+from tests.e2e.actions import mined, pay
+from tests.e2e.harness import CHAIN, Harness
+from tests.support.proxy import ThreadedProxy
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH = 5
+WALL_CLOCK = {"created_at", "updated_at"}
+
+ALICE = "0x" + "a1" * 20
+BOB = "0x" + "b2" * 20
+CAROL = "0x" + "c3" * 20
+DAVE = "0x" + "d4" * 20
+EVE = "0x" + "e5" * 20
+FRANK = "0x" + "f6" * 20
+
+
+@pytest.fixture
+def second_db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Another migrated database of the same kind as ``h``'s."""
+    if db_backend == "postgresql":
+        yield from _new_pg_database(request.getfixturevalue("pg_template"))
+    else:
+        path = tmp_path / "restarted.db"
+        path.write_bytes(request.getfixturevalue("sqlite_template").read_bytes())
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+async def second_engine(second_db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings_from(second_db_url))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def config_file(tmp_path: Path, rpc_url: str, h: Harness) -> Path:
+    path = tmp_path / "scanner.toml"
+    path.write_text(
+        f"""
+shutdown_timeout = 5.0
+
+[metrics]
+enabled = false
+
+[logging]
+level = "info"
+format = "json"
+
+[[chains]]
+name = "{CHAIN}"
+chain_id = 31337
+rpc_urls = ["{rpc_url}"]
+confirmations = 3
+poll_interval = 0.05
+batch_size = {BATCH}
+concurrency = 1
+start_block = 0
+rpc_max_attempts = 3
+
+[[chains.tokens]]
+symbol = "USDT"
+address = "{h.token}"
+decimals = 6
+
+[[chains.tokens]]
+symbol = "DAI"
+address = "{h.token18}"
+decimals = 18
+"""
+    )
+    return path
+
+
+def start_scanner(config: Path, db_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "ENV": "testing",
+        "DATABASE_URL_DEV": db_url,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scanner", "run", "--config", str(config)],
+            cwd=config.parent,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def tail(log: Path) -> str:
+    """The end of the subprocess's log, for assertion messages."""
+    return log.read_text()[-3000:]
+
+
+async def cursor_of(engine: AsyncEngine) -> int | None:
+    async with engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
+            )
+        ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+async def wait_for_cursor(
+    engine: AsyncEngine, block: int, process: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Poll the database until the subprocess has scanned up to ``block``."""
+    import asyncio
+
+    deadline = time.monotonic() + 15
+    while (await cursor_of(engine) or -1) < block:
+        assert process.poll() is None, tail(log)
+        assert time.monotonic() < deadline, tail(log)
+        await asyncio.sleep(0.05)
+
+
+def build_history(h: Harness, ids: dict[str, str]) -> list[int]:
+    """Payments of every kind spread over ~80 blocks; returns the blocks that carry transfers."""
+    blocks = []
+
+    def at(tx: str) -> None:
+        blocks.append(int(h.chain.wait_receipt(tx)["blockNumber"], 16))
+
+    at(pay(h, ALICE, 10_000_000))  # exact
+    h.mine(4)
+    at(pay(h, BOB, 2_000_000))  # partial ...
+    h.mine(6)
+    at(pay(h, CAROL, 2 * 10**18, token=h.token18))  # overpaid
+    at(pay(h, DAVE, 1_000_000))  # underpaid, still open
+    h.mine(9)
+    at(pay(h, BOB, 3_000_000))  # ... completed
+    h.mine(3)
+    at(mined(h, h.chain.batch_transfer(h.token, h.customer, [FRANK, ALICE], [4_000_000, 1])))
+    h.mine(7)
+    h.chain.increase_time(400)  # EVE's payment expires ...
+    h.mine(6)
+    at(pay(h, EVE, 3_000_000))  # ... and is paid late
+    h.mine(30)
+    return blocks
+
+
+async def kill_inside_a_transaction(
+    engine: AsyncEngine, config: Path, db_url: str, log: Path
+) -> None:
+    """PostgreSQL: stop a batch inside its database transaction, after it wrote transactions and
+    payments and before its commit, by holding the events lock it takes there; SIGKILL it."""
+    import asyncio
+
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'"
+    )
+    async with engine.connect() as holder:
+        await holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": EVENTS_LOCK_KEY})
+        await holder.commit()
+        process = start_scanner(config, db_url, log)
+        try:
+            deadline = time.monotonic() + 15
+            while not (await holder.execute(waiting)).scalar_one():
+                await holder.commit()
+                assert process.poll() is None, tail(log)
+                assert time.monotonic() < deadline, tail(log)
+                await asyncio.sleep(0.05)
+            os.kill(process.pid, signal.SIGKILL)
+            assert process.wait(10) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            await holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": EVENTS_LOCK_KEY})
+            await holder.commit()
+
+
+async def copy_gateway_rows(source: AsyncEngine, target: AsyncEngine) -> None:
+    """What the gateway wrote (tokens, payments), as it is, into the other database."""
+    async with source.connect() as src, target.begin() as dst:
+        for name in ("tokens", "payments"):
+            table = Base.metadata.tables[name]
+            rows = [dict(r) for r in (await src.execute(select(table))).mappings()]
+            await dst.execute(insert(table), rows)
+
+
+async def snapshot(engine: AsyncEngine) -> dict[str, Any]:
+    """Every row the scanner writes, without ids and wall-clock columns."""
+
+    async def rows(name: str, order: str, drop: set[str]) -> list[dict[str, Any]]:
+        async with engine.connect() as conn:
+            result = await conn.execute(text(f"SELECT * FROM {name} ORDER BY {order}"))
+            return [{k: v for k, v in r.items() if k not in drop} for r in result.mappings()]
+
+    events: dict[str, list[dict[str, Any]]] = {}
+    for event in await rows("payment_events", "id", {"id", *WALL_CLOCK}):
+        events.setdefault(str(event["payment_id"]), []).append(event)
+    return {
+        "payments": await rows("payments", "id", WALL_CLOCK),
+        "transactions": await rows("transactions", "tx_hash, log_index", {"id", *WALL_CLOCK}),
+        "events": events,
+        "blocks": await rows("blocks", "chain, number", set()),
+        "chain_states": await rows("chain_states", "chain", {"id", *WALL_CLOCK}),
+    }
+
+
+async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
+    h: Harness, second_engine: AsyncEngine, second_db_url: str, tmp_path: Path
+) -> None:
+    ids = {
+        ALICE: await h.create_payment(ALICE, "10"),
+        BOB: await h.create_payment(BOB, "5"),
+        CAROL: await h.create_payment(CAROL, "1", token=h.token18),
+        DAVE: await h.create_payment(DAVE, "7"),
+        EVE: await h.create_payment(EVE, "3", expires_in=200),
+        FRANK: await h.create_payment(FRANK, "4"),
+    }
+    paid_at = build_history(h, ids)
+    head = h.chain.head()
+    await copy_gateway_rows(h.engine, second_engine)
+
+    # The interrupted run: killed while it waits for the logs of the range holding BOB's second
+    # transfer, then started again.
+    held_range = paid_at[4] // BATCH  # ranges are 0-4, 5-9, ...: one getLogs each, far from head
+    assert head - (held_range * BATCH + BATCH - 1) >= 16
+    log = tmp_path / "scanner.log"
+    with ThreadedProxy(h.chain.url) as tp:
+        gates = [tp.proxy.hold("eth_getLogs") for _ in range(held_range + 1)]
+        for gate in gates[:-1]:
+            gate.release()
+        config = config_file(tmp_path, tp.url, h)
+        first = start_scanner(config, second_db_url, log)
+        try:
+            assert gates[-1].wait_reached_sync(20), tail(log)
+            os.kill(first.pid, signal.SIGKILL)
+            assert first.wait(10) == -signal.SIGKILL
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        interrupted_at = await cursor_of(second_engine)
+        assert interrupted_at == held_range * BATCH - 1  # every range before it committed
+        async with second_engine.connect() as conn:
+            partial = (await conn.execute(text("SELECT count(*) FROM transactions"))).scalar_one()
+        assert 0 < partial < len(paid_at) + 1  # some transfers stored, not all
+
+        tp.proxy.reset()
+        if second_engine.dialect.name == "postgresql":
+            await kill_inside_a_transaction(second_engine, config, second_db_url, log)
+            assert await cursor_of(second_engine) == interrupted_at
+        second = start_scanner(config, second_db_url, log)
+        try:
+            await wait_for_cursor(second_engine, head, second, log)
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(10) == 0, tail(log)
+        finally:
+            if second.poll() is None:
+                second.kill()
+                second.wait()
+
+    # The uninterrupted run, in-process, over the same node into h's database.
+    assert h.scanner is not None
+    await h.scanner.reader.client.aclose()
+    async with h.engine.begin() as conn:  # forget the scan that only inserted the tokens
+        await conn.execute(text("DELETE FROM blocks"))
+        await conn.execute(text("DELETE FROM chain_states"))
+    h.scanner = h.make_scanner(batch_size=BATCH, concurrency=1)
+    scanner: ChainScanner = h.scanner
+    await scanner.prepare()
+    await scanner.scan_until_head()
+    assert await cursor_of(h.engine) == head
+
+    interrupted, uninterrupted = await snapshot(second_engine), await snapshot(h.engine)
+    assert interrupted == uninterrupted
+    statuses = {row["address"]: row["status"] for row in uninterrupted["payments"]}
+    assert statuses == {
+        ALICE: "confirmed",
+        BOB: "confirmed",
+        CAROL: "confirmed",
+        DAVE: "pending",
+        EVE: "expired",
+        FRANK: "confirmed",
+    }
+    assert len(uninterrupted["transactions"]) == len(paid_at) + 1  # the batch paid two
+    assert any(e["type"] == "paid_late" for e in uninterrupted["events"][str(ids[EVE])])
+
+
+async def test_a_reorg_while_the_scanner_was_stopped_is_found_at_start(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "10")
+    tx = pay(h, ALICE, 10_000_000)
+    h.mine(1)
+    await h.scan()
+    assert await h.status(pid) == "confirming"
+    await h.close()  # the process stops ...
+
+    h.chain.reorg(3, [(h.chain.raw_tx(tx), 2)])  # ... the chain reorgs meanwhile ...
+    h.mine(1)
+    h.scanner = h.make_scanner()  # ... and a new process starts from the stored cursor
+    await h.scanner.prepare()
+    await h.scanner.scan_until_head()
+
+    moved_to = int(h.chain.wait_receipt(tx)["blockNumber"], 16)
+    (row,) = await h.transactions(pid)
+    assert row["block_number"] == moved_to and row["status"] == "pending"
+    assert row["block_hash"] == h.chain.block(moved_to)["hash"]
+    payment = await h.payment(pid)
+    assert payment["status"] == "confirming" and payment["confirmations"] == 2
+    assert [e[0] for e in await h.events(pid)] == [
+        "transfer_detected",
+        "status_changed",
+        "transfer_orphaned",
+        "status_changed",
+        "transfer_detected",
+        "status_changed",
+    ]

@@ -1,0 +1,93 @@
+"""``scanner status`` and ``scanner check``: what an operator reaches for, as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanner.db import migrate
+from tests.conftest import settings_from
+from tests.e2e.actions import pay
+from tests.e2e.harness import Harness
+from tests.ops.support import run_cli, scanner_env, write_config
+
+pytestmark = pytest.mark.slow
+ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
+COLUMNS = ["chain", "head", "last_scanned_block", "lag", "open_payments", "last_reorg"]
+
+
+async def test_status_shows_head_cursor_lag_open_payments_and_last_reorg(
+    h: Harness, db_url: str, tmp_path: Path
+) -> None:
+    reorged = await h.create_payment(ALICE, "5")
+    await h.create_payment(BOB, "7")  # open: nothing paid
+    confirmed = await h.create_payment(CAROL, "1")
+    pay(h, CAROL, 1_000_000)
+    pay(h, ALICE, 5_000_000)
+    await h.scan()
+    h.chain.reorg(1)  # the block paying ALICE is replaced: a reorg orphans its transfer
+    h.mine(3)
+    await h.scan()
+    assert await h.status(reorged) == "pending" and await h.status(confirmed) == "confirmed"
+    cursor = h.chain.head()
+    h.mine(4)  # the node moves on; the scanner has not seen it yet
+    config = write_config(tmp_path / "scanner.toml", h.chain.url, [("USDT", h.token, 6)])
+    env = scanner_env(db_url)
+    table, as_json = await asyncio.gather(
+        asyncio.to_thread(run_cli, ["status", "--config", str(config)], env),
+        asyncio.to_thread(run_cli, ["status", "--json", "--config", str(config)], env),
+    )
+    assert table.returncode == 0 and as_json.returncode == 0, (table.stderr, as_json.stderr)
+
+    (row,) = json.loads(as_json.stdout)
+    assert row["chain"] == "anvil"
+    assert (row["head"], row["last_scanned_block"], row["lag"]) == (cursor + 4, cursor, 4)
+    assert row["open_payments"] == 2
+    assert row["last_reorg"] is not None and row["last_reorg"][:4].isdigit()
+
+    header, line = table.stdout.strip().splitlines()
+    assert header.split() == COLUMNS
+    cells = line.split(maxsplit=len(COLUMNS) - 1)
+    assert cells[:5] == ["anvil", str(cursor + 4), str(cursor), "4", "2"]
+    assert cells[5] == row["last_reorg"]
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+async def test_check_passes_when_all_is_well_and_names_each_problem(
+    h: Harness, db_url: str, other_db_url: str, tmp_path: Path
+) -> None:
+    tokens = [("USDT", h.token, 6)]
+    good = write_config(tmp_path / "good.toml", h.chain.url, tokens)
+    unreachable = write_config(tmp_path / "unreachable.toml", "http://127.0.0.1:1", tokens)
+    wrong_chain = write_config(tmp_path / "wrong.toml", h.chain.url, tokens, chain_id=1)
+    migrate.stamp(settings_from(other_db_url), "base")  # a database behind the code
+    head = migrate.head_revision()
+
+    def check(config: Path, url: str) -> Any:
+        return run_cli(["check", "--config", str(config)], scanner_env(url))
+
+    ok, no_rpc, wrong, behind = await asyncio.gather(
+        asyncio.to_thread(check, good, db_url),
+        asyncio.to_thread(check, unreachable, db_url),
+        asyncio.to_thread(check, wrong_chain, db_url),
+        asyncio.to_thread(check, good, other_db_url),
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.strip().splitlines()[-1] == "check: ok"
+    assert f"(schema {head})" in ok.stdout and "(chain id 31337, head" in ok.stdout
+
+    def problems(result: Any) -> list[str]:
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stdout.strip().splitlines()[-1].startswith("check: 1 problem")
+        return [line for line in result.stdout.splitlines() if line.startswith("problem:")]
+
+    (p,) = problems(no_rpc)
+    assert "anvil" in p and "http://127.0.0.1:1" in p
+    (p,) = problems(wrong)
+    assert "chain id 31337" in p and "config says 1" in p
+    (p,) = problems(behind)
+    assert "schema at" in p and head in p and "scanner migrate upgrade" in p
