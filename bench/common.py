@@ -15,7 +15,9 @@ transferred amount. So ``--match 0.01`` makes 1% of the logs pay a payment and `
 makes every log pay one. Payments are created at the timestamp of the block before the scanned
 range, expire 30 days later, and are marked as already seen by the scanner (``seen_at_block``),
 so the scan does not spend its time on the one-time look-back for payments written behind the
-cursor (that path is not what these benchmarks measure).
+cursor (that path is not what these benchmarks measure). Their ``created_at`` are a millisecond
+apart (100,000 payments span 100 s, within the default 300 s grace), so every transfer, even in
+the first block, finds its payment created in time.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ DEFAULT_PG_ADMIN = os.environ.get(
 )
 FORMAT_VERSION = 1
 PAYMENT_LIFETIME_S = 30 * 24 * 3600
+CREATED_STEP_S = 0.001  # 100,000 payments span 100 s: within the scanner's default 300 s grace
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -254,7 +257,6 @@ async def insert_payments(
     token_id = await insert_token(db, chain)
     addresses = payment_plan(chain, fraction)
     amount = str(to_amount(chain.shape.amount, chain.shape.decimals))
-    created = _moment(db.backend, created_at)
     expires = _moment(db.backend, created_at + PAYMENT_LIFETIME_S)
     token = _uuid(db.backend, token_id)
     rows = [
@@ -265,10 +267,11 @@ async def insert_payments(
             "address": address,
             "amount": amount,
             "expires": expires,
-            "created": created,
+            # a millisecond apart, in log order (as a gateway creating them one by one would)
+            "created": _moment(db.backend, created_at + n * CREATED_STEP_S),
             "seen": seen_at_block,
         }
-        for address in addresses
+        for n, address in enumerate(addresses)
     ]
     if not rows:
         return 0

@@ -1,11 +1,14 @@
 """Wall-clock time per phase of the scan, by wrapping the scanner's functions (``--phases``).
 
 A measuring aid, not part of the product: :func:`install` replaces module attributes with timing
-wrappers (so it must run before the scan starts), :func:`report` prints inclusive times and call
-counts. Async phases are wall-clock: while one awaits, other tasks (the reads running ahead) may
-use the CPU, and that time is counted in the awaiting phase too. The commit path (everything
-under ``commit range``) runs strictly in order, one range at a time; the reads run ahead of it
-concurrently, so ``wall - commit range`` is roughly the time the commit path waited for reads.
+wrappers (so it must run before the scan starts), :func:`report` prints inclusive wall time,
+main-thread CPU time and call counts. Async phases are inclusive of whatever else ran while they
+awaited: the reads running ahead use the same thread (their JSON parsing lands in the awaiting
+phase's CPU too), and SQLite work runs in aiosqlite's thread (wall, not CPU, of the awaiting
+phase). On a loaded machine, trust CPU over wall for sync phases (decode, ledger, rows to core).
+The commit path (everything under ``commit range``) runs strictly in order, one range at a time;
+the reads run ahead of it concurrently, so ``wall - commit range`` is roughly the time the commit
+path waited for reads.
 
 Names that no longer exist (the scanner changed) are skipped with a note, never an error.
 """
@@ -19,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-_TIMES: dict[str, list[float]] = {}
+_TIMES: dict[str, list[float]] = {}  # label: [wall seconds, main-thread CPU seconds, calls]
 _ORDER: list[tuple[str, int]] = []  # (label, depth) in report order
 _MISSING: list[str] = []
 
@@ -68,28 +71,30 @@ PHASES: tuple[tuple[str, str, str, int], ...] = (
 
 
 def _wrap(label: str, target: Callable[..., Any]) -> Callable[..., Any]:
-    slot = _TIMES.setdefault(label, [0.0, 0])
+    slot = _TIMES.setdefault(label, [0.0, 0.0, 0])
     if inspect.iscoroutinefunction(target):
 
         @functools.wraps(target)
         async def timed_async(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 return await target(*args, **kwargs)
             finally:
                 slot[0] += time.perf_counter() - started
-                slot[1] += 1
+                slot[1] += time.thread_time() - cpu
+                slot[2] += 1
 
         return timed_async
 
     @functools.wraps(target)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return target(*args, **kwargs)
         finally:
             slot[0] += time.perf_counter() - started
-            slot[1] += 1
+            slot[1] += time.thread_time() - cpu
+            slot[2] += 1
 
     return timed
 
@@ -117,18 +122,19 @@ def install() -> None:
 
 def reset() -> None:
     for slot in _TIMES.values():
-        slot[0], slot[1] = 0.0, 0
+        slot[0], slot[1], slot[2] = 0.0, 0.0, 0
 
 
 def report(wall: float, cpu: float, title: str) -> None:
     print(f"\n{title}: wall {wall:.3f} s, process CPU {cpu:.3f} s")
+    print(f"  {'phase':<52} {'wall s':>8} {'wall %':>6} {'CPU s':>8} {'calls':>8}")
     for label, depth in _ORDER:
-        seconds, calls = _TIMES[label]
+        seconds, thread_cpu, calls = _TIMES[label]
         if calls == 0:
             continue
         share = 100 * seconds / wall if wall > 0 else 0.0
         name = "  " * depth + label
-        print(f"  {name:<52} {seconds:8.3f} s {share:5.1f}%  {int(calls):>7,} calls")
+        print(f"  {name:<52} {seconds:8.3f} {share:5.1f}% {thread_cpu:8.3f} {int(calls):>8,}")
     if _MISSING:
         print(f"  (not found, skipped: {', '.join(_MISSING)})")
     print(flush=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import common, phases
 from scanner.app import make_reader
 from scanner.observe.metrics import Metrics
+from scanner.runtime import tune_gc
 from scanner.scan.live import ChainScanner
 
 TARGET_SPEED = 0.8  # x the raw limit, when 1% of logs pay a payment
@@ -68,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     parser.add_argument("--log-file", default=None, help="scanner log lines (default /dev/null)")
+    parser.add_argument(
+        "--no-gc-tuning",
+        action="store_true",
+        help="keep CPython's GC defaults (the scanner's run and backfill commands tune them)",
+    )
     parser.add_argument(
         "--phases", action="store_true", help="print wall-clock time per phase (bench/phases.py)"
     )
@@ -194,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     # anvil is started from the main thread: it dies with the thread that started it
     chain = common.open_chain(shape, args.cache_dir, rebuild=args.rebuild)
     try:
+        if not args.no_gc_tuning:
+            tune_gc()  # as `scanner run` and `scanner backfill` do before they start
         origin = "built" if chain.built else "loaded from cache"
         print(f"chain {shape.key} {origin}; anvil ready in {chain.ready_seconds:.1f} s", flush=True)
         asyncio.run(main_async(args, chain))

@@ -15,6 +15,7 @@ from scanner import __version__
 from scanner.config import Settings, load_settings
 from scanner.errors import ConfigError, ScannerError
 from scanner.observe.logging import configure_logging
+from scanner.runtime import tune_gc
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SCHEMA = 0, 1, 2, 3
 
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate config, database and RPC endpoints")
     _config_arg(check)
+
+    rewind = sub.add_parser(
+        "rewind", help="resume a chain halted by a deep reorg: undo blocks above N, rescan"
+    )
+    _config_arg(rewind)
+    rewind.add_argument("--chain", required=True)
+    rewind.add_argument("--to-block", type=int, required=True)
 
     demo = sub.add_parser("demo", help="local anvil chain + demo token + simulated gateway")
     demo.add_argument("--payments", type=int, default=3)
@@ -93,13 +101,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(
             "no [[chains]] configured: nothing to scan", key="chains", file=settings.config_file
         )
+    tune_gc()
     return asyncio.run(run(settings))
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from scanner.commands import backfill
 
-    return asyncio.run(backfill(_settings(args), args))
+    settings = _settings(args)
+    tune_gc()
+    return asyncio.run(backfill(settings, args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -112,6 +123,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from scanner.commands import check
 
     return asyncio.run(check(_settings(args)))
+
+
+def cmd_rewind(args: argparse.Namespace) -> int:
+    from scanner.commands import rewind
+
+    return asyncio.run(rewind(_settings(args), args.chain, args.to_block))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -149,6 +166,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "check": cmd_check,
     "demo": cmd_demo,
+    "rewind": cmd_rewind,
     "migrate": cmd_migrate,
 }
 

@@ -17,7 +17,7 @@ from scanner.db.migrate import ensure_schema, head_revision
 from scanner.db.models import ChainState, Payment
 from scanner.errors import ScannerError
 from scanner.observe.redact import Scrubber
-from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
 from scanner.secrets import redact_url
 
 log = structlog.get_logger(__name__)
@@ -27,6 +27,7 @@ async def backfill(settings: Settings, args: argparse.Namespace) -> int:
     from scanner.app import make_reader
 
     chain = settings.chain(args.chain)
+    check_bounds(args.from_block, args.to_block)  # before touching the database or the node
     await ensure_schema(settings)
     engine = make_engine(settings)
     reader = make_reader(chain, None)
@@ -244,3 +245,31 @@ async def _check_database(settings: Settings) -> list[str]:
         ]
     print(f"database {shown}: ok (schema {rev})")
     return []
+
+
+async def rewind(settings: Settings, chain_name: str, to_block: int) -> int:
+    """Undo every block above ``to_block`` on a chain and set its cursor there."""
+    from scanner.app import make_reader
+    from scanner.scan.operator import rewind_chain
+
+    chain = settings.chain(chain_name)
+    await ensure_schema(settings)
+    engine = make_engine(settings)
+    reader = make_reader(chain, None)
+    try:
+        outcome = await rewind_chain(chain, reader, make_session_factory(engine), to_block)
+    finally:
+        await reader.client.aclose()
+        await engine.dispose()
+    print(
+        json.dumps(
+            {
+                "chain": chain.name,
+                "old_cursor": outcome.old_cursor,
+                "cursor": outcome.ancestor,
+                "orphaned": outcome.orphaned,
+                "events": len(outcome.events),
+            }
+        )
+    )
+    return 0

@@ -510,10 +510,16 @@ class DevChain:
         return sender
 
     def send_transaction(self, tx: Mapping[str, Any]) -> str:
-        """`eth_sendTransaction` from any address (default: the deployer); returns the hash."""
+        """`eth_sendTransaction` from any address (default: the deployer); returns the hash.
+
+        With automine on, returns once the transaction is mined: anvil answers the send before
+        the block exists now and then, and a scan started right after would miss the block.
+        """
         request = _rpc_tx(tx)
         request["from"] = self.ensure_sender(str(tx.get("from", self.deployer)))
         tx_hash: str = self.rpc("eth_sendTransaction", [request])
+        if self.automine():
+            self.wait_receipt(tx_hash)
         return tx_hash
 
     def wait_receipt(self, tx_hash: str, timeout: float = RECEIPT_TIMEOUT_S) -> dict[str, Any]:

@@ -68,13 +68,18 @@ class BackfillSummary:
 Progress = Callable[[BackfillSummary, int], None]
 
 
-def validate_range(from_block: int, to_block: int, head: int) -> None:
+def check_bounds(from_block: int, to_block: int) -> None:
+    """What can be said of a range without asking the node (the CLI checks it first)."""
     if from_block < 0 or to_block < 0:
         raise ConfigError("block numbers must not be negative", key="--from-block")
     if from_block > to_block:
         raise ConfigError(
             f"--from-block {from_block} is after --to-block {to_block}", key="--from-block"
         )
+
+
+def validate_range(from_block: int, to_block: int, head: int) -> None:
+    check_bounds(from_block, to_block)
     if to_block > head:
         raise ConfigError(f"--to-block {to_block} is past the node's head {head}", key="--to-block")
 

@@ -17,9 +17,9 @@ from scanner.config import ChainSettings
 from scanner.db import queries as q
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import ConfigError
+from scanner.scan.context import ChainContext
 from scanner.scan.reorg import ReorgOutcome, rewind
 from scanner.scan.startup import check_chain_id, sync_tokens
-from scanner.scan.context import ChainContext
 
 log = structlog.get_logger(__name__)
 
