@@ -13,8 +13,9 @@ README says so.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from typing import Any
 from uuid import UUID
@@ -64,8 +65,11 @@ async def catch_up(
         cursor = await q.get_cursor(session, ctx.name)
         if cursor is None:
             return 0
-        cursor_ts = await q.stored_timestamps(session, ctx.name, cursor[0], cursor[0])
+        window = await q.stored_headers(
+            session, ctx.name, cursor[0] - ctx.reorg_depth - (ctx.required or 0) - 8, cursor[0]
+        )
     now_block = cursor[0]
+    cursor_ts = {h.number: h.timestamp for h in window}
     reference = cursor_ts.get(now_block)
     invalid = {r.id: reason for r in rows if (reason := invalid_reason(r, ctx)) is not None}
     behind = [
@@ -77,7 +81,10 @@ async def catch_up(
         and reference is not None
         and r.created_at.astimezone(UTC).timestamp() - ctx.grace <= reference
     ]
-    data = await _look_back(reader, ctx, behind, now_block) if behind else None
+    data = await _look_back(reader, ctx, behind, now_block, cursor_ts) if behind else None
+    if data is not None and not _agrees(data, window):
+        log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
+        return 0  # a reorg is under way: the live tick walks back first, look again next tick
     async with sessions() as session, session.begin():
         await chain_xact_lock(session, ctx.name)
         again = await q.get_cursor(session, ctx.name)
@@ -115,8 +122,24 @@ async def _report_invalid(
         log.warning("payment_invalid", chain=ctx.name, payment_id=str(pid), reason=reason)
 
 
+def _agrees(data: RangeData, window: Sequence[Header]) -> bool:
+    """The looked-back logs name the block hashes the live scan stored (where it still has them)
+    and the headers read for them."""
+    stored = {h.number: h.hash for h in window}
+    read = {h.number: h.hash for h in data.headers}
+    for entry in data.logs:
+        number, block_hash = int(entry["blockNumber"], 16), str(entry["blockHash"]).lower()
+        if read.get(number) != block_hash or stored.get(number, block_hash) != block_hash:
+            return False
+    return True
+
+
 async def _look_back(
-    reader: ChainReader, ctx: ChainContext, rows: Sequence[q.PaymentRow], cursor: int
+    reader: ChainReader,
+    ctx: ChainContext,
+    rows: Sequence[q.PaymentRow],
+    cursor: int,
+    known: Mapping[int, int],
 ) -> RangeData | None:
     by_token: dict[str, dict[str, float]] = defaultdict(dict)
     tokens = ctx.token_by_id()
@@ -130,14 +153,12 @@ async def _look_back(
     sizer = RangeSizer(max(1, cursor))
     earliest = cursor
     for token, addresses in by_token.items():
-        start = await block_at_time(reader, min(addresses.values()), cursor)
+        start = await block_at_time(reader, min(addresses.values()), cursor, known)
         earliest = min(earliest, start)
         ordered = sorted(addresses)
         for i in range(0, len(ordered), ADDRESS_TOPICS_PER_CALL):
             topics = ["0x" + "0" * 24 + a[2:] for a in ordered[i : i + ADDRESS_TOPICS_PER_CALL]]
-            logs.extend(
-                await fetch_logs(reader, [token], start, cursor, sizer, to_topics=topics)
-            )
+            logs.extend(await fetch_logs(reader, [token], start, cursor, sizer, to_topics=topics))
     if not logs:
         return None
     numbers = sorted({int(entry["blockNumber"], 16) for entry in logs})
@@ -146,15 +167,25 @@ async def _look_back(
 
 
 async def _headers_for(reader: ChainReader, numbers: Sequence[int]) -> list[Header]:
-    out: list[Header] = []
-    for number in numbers:
-        out.extend(await reader.headers(number, number))
-    return out
+    parts = await asyncio.gather(*(reader.headers(n, n) for n in numbers))
+    return [header for part in parts for header in part]
 
 
-async def block_at_time(reader: ChainReader, moment: float, high: int) -> int:
-    """The first block at or below ``high`` whose timestamp is ≥ ``moment`` (binary search)."""
+async def block_at_time(
+    reader: ChainReader, moment: float, high: int, known: Mapping[int, int] | None = None
+) -> int:
+    """The first block at or below ``high`` whose timestamp is ≥ ``moment``.
+
+    Looked up in ``known`` (the stored blocks' timestamps) when the moment falls inside them,
+    which is the usual case (a payment written a few minutes late); else a binary search over
+    the node's headers below them.
+    """
+    stored = sorted((n, ts) for n, ts in (known or {}).items() if n <= high)
+    if stored and stored[0][1] < moment:
+        return next((n for n, ts in stored if ts >= moment), high)
     low = 0
+    if stored:
+        high = stored[0][0]
     while low < high:
         mid = (low + high) // 2
         header = (await reader.headers(mid, mid))[0]

@@ -42,6 +42,10 @@ async def find_ancestor(
     ancestor = find_common_ancestor(
         {h.number: h.hash for h in stored}, {h.number: h.hash for h in node_headers}
     )
+    if ancestor is None and cursor - (low - 1) <= ctx.reorg_depth:
+        # The stored history is shorter than the reorg window (the chain started scanning at
+        # ``low``): nothing was credited below it, so rescanning from there is safe.
+        return low - 1
     if ancestor is None or cursor - ancestor > ctx.reorg_depth:
         depth = cursor - ancestor if ancestor is not None else cursor - low + 1
         raise DeepReorg(chain=ctx.name, depth=depth, max_depth=ctx.reorg_depth)

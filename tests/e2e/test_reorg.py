@@ -281,3 +281,24 @@ def _chain(app: App, name: str) -> dict[str, Any]:
 def _cursor(app: App, name: str) -> int | None:
     value = _chain(app, name).get("cursor")
     return value if isinstance(value, int) else None
+
+
+async def test_a_reorg_below_a_fresh_start_rescans_instead_of_halting(h: Harness) -> None:
+    """A chain that started scanning at the head has less stored history than the reorg window:
+    a reorg that replaces its first stored block rewinds below it and rescans (nothing was
+    credited there), rather than halting as if the reorg were deeper than max_reorg_depth."""
+    h.chain_settings = h.chain_settings.model_copy(update={"start_block": None})
+    pid = await h.create_payment(ALICE, "3")
+    assert h.scanner is not None
+    started_at = h.scanner.cursor
+    pay(h, ALICE, 3_000_000)
+    await h.scan()
+    assert await h.status(pid) == "confirming"
+    depth = h.chain.head() - started_at + 2  # replaces the block the scan started at
+    h.chain.reorg(depth)
+    await h.scan()
+    assert h.scanner.cursor == h.chain.head()
+    row = await h.payment(pid)
+    assert row["status"] == "pending" and row["amount_received"] == 0
+    (tx,) = await h.transactions(pid)
+    assert tx["status"] == "orphaned"
