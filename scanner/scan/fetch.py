@@ -57,9 +57,7 @@ async def fetch_logs(
         size = sizer.size if sizer is not None else end - start + 1
         stop = min(end, cursor + size - 1)
         try:
-            out.extend(
-                await reader.logs(tokens, TRANSFER_TOPIC, cursor, stop, to_topics=to_topics)
-            )
+            out.extend(await reader.logs(tokens, TRANSFER_TOPIC, cursor, stop, to_topics=to_topics))
         except RangeTooLarge as exc:
             if stop == cursor:
                 raise
