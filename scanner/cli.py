@@ -34,7 +34,11 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="scanner", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(
+        prog="scanner",
+        description="Watches EVM chains for the payments a gateway is waiting for.",
+        epilog="Exit codes: 0 ok, 1 runtime failure, 2 configuration or usage, 3 schema version.",
+    )
     parser.add_argument("--version", action="version", version=f"scanner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

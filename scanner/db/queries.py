@@ -15,7 +15,9 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy import (
+    String,
     Table,
     and_,
     bindparam,
@@ -27,6 +29,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.decode import to_amount
@@ -65,6 +68,20 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def _in_strings(session: AsyncSession, expr: Any, values: Collection[str]) -> Any:
+    """``expr IN values`` with ONE bound parameter however many values: ``IN (SELECT
+    unnest(:array))`` on PostgreSQL, ``IN (SELECT value FROM json_each(:json))`` on SQLite; both
+    plan as index lookups on ``expr`` per value. An IN list costs a placeholder per value to
+    render and bind (thousands per range on the hot path) and must be cut into chunks."""
+    items = sorted(values)
+    if is_postgres(session):
+        values_sql = select(func.unnest(bindparam(None, items, type_=ARRAY(String))))
+    else:
+        table = func.json_each(bindparam(None, orjson.dumps(items).decode(), type_=String))
+        values_sql = select(table.table_valued("value").c.value)
+    return expr.in_(values_sql.scalar_subquery())
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +230,13 @@ async def payments_by_address(
     session: AsyncSession, chain: str, addresses: Collection[str], *, lock: bool
 ) -> list[PaymentRow]:
     """Every payment on ``chain`` at any of ``addresses`` (compared lower-case)."""
+    if not addresses:
+        return []
     p = _t("payments")
-    out: list[PaymentRow] = []
-    for chunk in _chunks(sorted(addresses)):
-        stmt = select(*_payment_columns()).where(
-            p.c.chain == chain, func.lower(p.c.address).in_(list(chunk))
-        )
-        out.extend(_payment_rows(await session.execute(_locked(stmt, lock))))
-    return out
+    stmt = select(*_payment_columns()).where(
+        p.c.chain == chain, _in_strings(session, func.lower(p.c.address), addresses)
+    )
+    return _payment_rows(await session.execute(_locked(stmt, lock)))
 
 
 async def payments_by_id(
