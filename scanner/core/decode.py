@@ -100,16 +100,28 @@ def decode_transfer_logs(
     logs: Sequence[Mapping[str, Any]],
     tokens: Container[str],
     timestamps: Mapping[int, int],
+    recipients: Container[str] | None = None,
 ) -> DecodeResult:
     """Decode raw ``eth_getLogs`` entries into transfers of the watched ``tokens``.
 
     ``tokens`` holds lower-case contract addresses; ``timestamps`` maps block number → block
     timestamp for every block the logs name (a missing one raises MalformedResponse).
+
+    ``recipients`` (lower-case addresses), when given, is the hot path's filter: a well-shaped
+    Transfer log (three topics, 32 bytes of data) to anyone else is passed over without being
+    decoded; a zero-value one is still counted as skipped. Every other log is decoded and
+    checked in full, so wrong-shaped logs are counted whoever they name.
     """
     transfers: list[Transfer] = []
     skipped: dict[str, int] = {}
     checked = _Checked()
     for log in logs:
+        if recipients is not None:
+            shortcut = _not_ours(log, recipients)
+            if shortcut is not None:
+                if shortcut:
+                    skipped[shortcut] = skipped.get(shortcut, 0) + 1
+                continue
         outcome = _decode_log(log, tokens, timestamps, checked)
         if isinstance(outcome, str):
             skipped[outcome] = skipped.get(outcome, 0) + 1
@@ -117,6 +129,34 @@ def decode_transfer_logs(
             transfers.append(outcome)
     transfers.sort(key=lambda t: (t.block_number, t.log_index))
     return DecodeResult(transfers, skipped)
+
+
+_ZERO_DATA = "0x" + "0" * 64
+
+
+def recipients_of(logs: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The lower-case recipients named by the logs' third topics (no validation: a lookup key)."""
+    out: set[str] = set()
+    for log in logs:
+        topics = log.get("topics")
+        if type(topics) is list and len(topics) == 3 and type(topics[2]) is str:
+            out.add("0x" + topics[2][26:].lower())
+    return out
+
+
+def _not_ours(log: Mapping[str, Any], recipients: Container[str]) -> str | None:
+    """``""`` for a well-shaped Transfer log to an address outside ``recipients`` (pass it
+    over), ``"zero_value"`` for such a log of value 0 (count it), None to decode it in full."""
+    topics = log.get("topics")
+    data = log.get("data")
+    if not (type(topics) is list and len(topics) == 3 and type(data) is str and len(data) == 66):
+        return None
+    recipient = topics[2]
+    if type(recipient) is not str or len(recipient) != 66:
+        return None
+    if "0x" + recipient[26:].lower() in recipients:
+        return None
+    return "zero_value" if data == _ZERO_DATA else ""
 
 
 class _Checked:

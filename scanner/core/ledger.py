@@ -250,8 +250,8 @@ class Ledger:
         ids = list(self._entries) if payment_ids is None else list(payment_ids)
         for payment_id in ids:
             entry = self._entry(payment_id)
-            if any(credit.counted for credit in entry.credits.values()):
-                self._touched[payment_id] = None  # its confirmations moved
+            if any(c.counted and not c.final for c in entry.credits.values()):
+                self._touched[payment_id] = None  # its confirmations moved (final ones do not)
             self._settle(payment_id)
 
     # -- results --

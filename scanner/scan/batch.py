@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.core.decode import decode_transfer_logs
+from scanner.core.decode import decode_transfer_logs, recipients_of
 from scanner.core.ledger import Ledger
 from scanner.core.model import Event, Finality, Header, Transfer
 from scanner.core.reorg import check_link, logs_agree
@@ -90,18 +90,12 @@ async def apply_range(
     ``below`` maps block numbers just below the range to their timestamps (stored blocks, or the
     backfill's previous range), so finality can be judged at every block boundary.
     """
-    decoded = decode_transfer_logs(list(data.logs), ctx.tokens, data.timestamps)
-    transfers = sorted(
-        [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
-    )
-    result = BatchResult(data.start, data.end, logs=len(data.logs), skipped=dict(decoded.skipped))
     timestamps = {**below, **data.timestamps}
     checked = max(data.end, mode.checked_floor)
     if checked > data.end:
         timestamps.update(
             await q.stored_timestamps(session, ctx.name, checked - ctx.reorg_depth, checked)
         )
-    result.checked = checked
 
     stale_keys: list[q.TxKeyRow] = []
     if mode.check_stale:
@@ -112,11 +106,20 @@ async def apply_range(
     loaded = await load_into_ledger(
         session,
         ctx,
-        recipients={t.to_address for t in transfers},
+        recipients=recipients_of(data.logs) | {t.to_address for t in data.native},
         extra_ids={s.payment_id for s in stale_keys},
         finality=end_finality,
         lock=mode.row_locks and not mode.dry_run,
     )
+    # Only logs to addresses some payment uses are decoded in full (wrong shapes are always).
+    decoded = decode_transfer_logs(
+        data.logs, ctx.tokens, data.timestamps, recipients=loaded.by_address
+    )
+    transfers = sorted(
+        [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
+    )
+    result = BatchResult(data.start, data.end, logs=len(data.logs), skipped=dict(decoded.skipped))
+    result.checked = checked
     ledger = loaded.ledger
     if stale_keys:
         ledger.orphan([(s.tx_hash, s.log_index) for s in stale_keys])

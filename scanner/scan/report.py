@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchResult
+
+PER_EVENT_LOG_LIMIT = 200
 
 
 def report_batch(
@@ -23,8 +26,7 @@ def report_batch(
         )
     for reason, count in result.skipped.items():
         log.warning("logs_skipped", reason=reason, count=count, from_block=result.start)
-    for event in result.events:
-        _log_event(log, event)
+    _log_events(log, result)
     if metrics is None:
         return
     if result.end >= result.start:
@@ -38,13 +40,41 @@ def report_batch(
             metrics.finality_violated(chain)
 
 
-def _log_event(log: Any, event: Any) -> None:
+def _log_events(log: Any, result: BatchResult) -> None:
+    """One line per event for an ordinary batch. A bulk batch (a backfill paying thousands)
+    gets one ``payments_changed`` summary at info and its per-event lines at debug: at tens of
+    thousands of events a second, a line each would cost more than the scan itself, and nobody
+    reads them. Finality violations are always logged one by one, as errors."""
+    bulk = len(result.events) > PER_EVENT_LOG_LIMIT
+    if bulk:
+        counts: dict[str, int] = {}
+        for event in result.events:
+            name = _name(event)
+            counts[name] = counts.get(name, 0) + 1
+        log.info("payments_changed", from_block=result.start, to_block=result.end, **counts)
+    for event in result.events:
+        if not bulk or event.type == "confirmed_reverted":
+            _log_event(log, event, log.info)
+        elif _debug_enabled(log):
+            _log_event(log, event, log.debug)
+
+
+def _debug_enabled(log: Any) -> bool:
+    check = getattr(log, "is_enabled_for", None)
+    return bool(check(logging.DEBUG)) if check is not None else True
+
+
+def _name(event: Any) -> str:
+    return f"payment_{event.status_to}" if event.type == "status_changed" else str(event.type)
+
+
+def _log_event(log: Any, event: Any, emit: Any) -> None:
     fields = {"payment_id": str(event.payment_id), **{k: v for k, v in event.data.items()}}
     if event.type == "status_changed":
-        log.info(f"payment_{event.status_to}", status_from=event.status_from, **fields)
+        emit(_name(event), status_from=event.status_from, **fields)
     elif event.type == "confirmed_reverted":
         log.error("finality_violation", **fields)
     elif event.type == "invalid_payment":
         log.warning("payment_invalid", **fields)
     else:
-        log.info(event.type, **fields)
+        emit(event.type, **fields)

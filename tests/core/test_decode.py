@@ -12,6 +12,7 @@ from scanner.core.decode import (
     normalize_address,
     parse_header,
     parse_payment_fields,
+    recipients_of,
     to_amount,
     to_base_units,
 )
@@ -337,3 +338,31 @@ class TestNormalizeAddress:
     )
     def test_invalid(self, text: str) -> None:
         assert normalize_address(text) is None
+
+
+class TestRecipientFilter:
+    """The hot path decodes only logs to watched recipients; wrong shapes are always counted."""
+
+    WATCHED = "0x" + "56" * 20
+
+    def run(self, *logs: dict[str, Any]) -> tuple[list[Transfer], dict[str, int]]:
+        result = decode_transfer_logs(list(logs), {TOKEN}, TIMESTAMPS, recipients={self.WATCHED})
+        return result.transfers, result.skipped
+
+    def test_only_logs_to_watched_recipients_are_decoded(self) -> None:
+        ours = raw_log(topics=[TRANSFER_TOPIC, topic(FROM), topic(self.WATCHED.upper())])
+        transfers, skipped = self.run(raw_log(), ours)
+        assert [t.to_address for t in transfers] == [self.WATCHED]
+        assert skipped == {}
+
+    def test_wrong_shapes_and_zero_values_are_counted_for_anyone(self) -> None:
+        four_topics = raw_log(topics=[TRANSFER_TOPIC, topic(FROM), topic(TO), word(1)], data="0x")
+        long_data = raw_log(data=word(1) + "00" * 32)
+        zero = raw_log(data=word(0))
+        transfers, skipped = self.run(four_topics, long_data, zero)
+        assert transfers == []
+        assert skipped == {"topics": 1, "data": 1, "zero_value": 1}
+
+    def test_recipients_of_names_the_third_topics_lower_case(self) -> None:
+        logs = [raw_log(topics=[TRANSFER_TOPIC, topic(FROM), topic("0x" + "AB" * 20)])]
+        assert recipients_of(logs) == {"0x" + "ab" * 20}
