@@ -227,16 +227,62 @@ async def delete_blocks_above(session: AsyncSession, chain: str, number: int) ->
 
 
 async def payments_by_address(
-    session: AsyncSession, chain: str, addresses: Collection[str], *, lock: bool
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    *,
+    lock: bool,
+    window: tuple[datetime, datetime] | None = None,
 ) -> list[PaymentRow]:
-    """Every payment on ``chain`` at any of ``addresses`` (compared lower-case)."""
+    """The payments on ``chain`` at ``addresses`` (compared lower-case) that a transfer can go to.
+
+    Without ``window``: every one. With ``window = (lo, hi)`` (the range's first and last block
+    times plus the grace): the open ones, and of the final ones (confirmed, expired) only those
+    that can be some transfer's newest candidate (rule 4), i.e. created in ``[lo, hi]``, or the
+    newest created by ``lo`` on each address and token. Older final payments can never be chosen
+    again, and loading them (and all their transactions) each range made scans of reused
+    addresses slower with every payment they had ever had.
+    """
     if not addresses:
         return []
     p = _t("payments")
-    stmt = select(*_payment_columns()).where(
-        p.c.chain == chain, _in_strings(session, func.lower(p.c.address), addresses)
-    )
+    condition: Any = _in_strings(session, func.lower(p.c.address), addresses)
+    if window is not None:
+        lo, hi = window
+        older = p.alias("older")
+        newest_by_lo = (
+            select(func.max(older.c.created_at))
+            .where(
+                older.c.chain == p.c.chain,
+                func.lower(older.c.address) == func.lower(p.c.address),
+                older.c.token_id.is_not_distinct_from(p.c.token_id),
+                older.c.status.not_in(OPEN),
+                _compare(session, older.c.created_at, "<=", lo),
+            )
+            .scalar_subquery()
+        )
+        recent = and_(
+            _compare(session, p.c.created_at, ">=", lo), _compare(session, p.c.created_at, "<=", hi)
+        )
+        condition = and_(
+            condition, or_(p.c.status.in_(OPEN), recent, p.c.created_at == newest_by_lo)
+        )
+    stmt = select(*_payment_columns()).where(p.c.chain == chain, condition)
     return _payment_rows(await session.execute(_locked(stmt, lock)))
+
+
+async def owners_of(session: AsyncSession, chain: str, tx_hashes: Collection[str]) -> set[UUID]:
+    """Payments holding a transactions row of any of ``tx_hashes`` (whatever its status): a
+    transfer seen again must meet the row it already has, never become a second one."""
+    if not tx_hashes:
+        return set()
+    t = _t("transactions")
+    rows = await session.execute(
+        select(t.c.payment_id)
+        .where(t.c.chain == chain, _in_strings(session, t.c.tx_hash, tx_hashes))
+        .distinct()
+    )
+    return {r[0] for r in rows}
 
 
 async def payments_by_id(
@@ -260,7 +306,7 @@ async def payments_to_advance(
     """
     p, t = _t("payments"), _t("transactions")
     unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
-    condition = and_(p.c.status.in_(OPEN), p.c.id.in_(unfinal))
+    condition: Any = p.c.id.in_(unfinal)  # also a confirmed payment's fresh overpayment
     if expiry_cutoff is not None:
         condition = or_(
             condition,
@@ -268,6 +314,14 @@ async def payments_to_advance(
         )
     stmt = select(*_payment_columns()).where(p.c.chain == chain, condition)
     return _payment_rows(await session.execute(_locked(stmt, lock)))
+
+
+def _compare(session: AsyncSession, column: Any, op: str, moment: datetime) -> Any:
+    """``column <op> moment`` for a timestamp column, on SQLite as julian days (any ISO form)."""
+    if is_postgres(session):
+        return column.op(op)(moment)
+    iso = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return func.julianday(column).op(op)(func.julianday(iso))
 
 
 def _before(session: AsyncSession, column: Any, moment: datetime) -> Any:

@@ -24,7 +24,14 @@ from scanner.db import queries as q
 from scanner.errors import RpcTransportError
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
-from scanner.scan.payments import LoadedPayments, load_into_ledger
+from scanner.scan.payments import (
+    LoadedPayments,
+    add_rows,
+    addresses_of,
+    build_ledger,
+    load_into_ledger,
+    payment_rows,
+)
 
 
 class ReorgDetected(Exception):
@@ -103,21 +110,28 @@ async def apply_range(
         hashes = {h.number: h.hash for h in data.headers}
         stale_keys = [s for s in stale if hashes.get(s.block_number) != s.block_hash]
     end_finality = ctx.finality(checked, tag_block, timestamps)
-    loaded = await load_into_ledger(
+    lock = mode.row_locks and not mode.dry_run
+    times = [h.timestamp for h in data.headers]
+    rows = await payment_rows(
         session,
         ctx,
         recipients=recipients_of(data.logs) | {t.to_address for t in data.native},
         extra_ids={s.payment_id for s in stale_keys},
         finality=end_finality,
-        lock=mode.row_locks and not mode.dry_run,
+        lock=lock,
+        window=(min(times), max(times)) if times else None,
     )
     # Only logs to addresses some payment uses are decoded in full (wrong shapes are always).
     decoded = decode_transfer_logs(
-        data.logs, ctx.tokens, data.timestamps, recipients=loaded.by_address
+        data.logs, ctx.tokens, data.timestamps, recipients=addresses_of(rows)
     )
     transfers = sorted(
         [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
     )
+    # A transfer seen before meets its row, whoever owns it now.
+    owners = await q.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
+    await add_rows(session, rows, owners, lock=lock)
+    loaded = await build_ledger(session, ctx, rows)
     result = BatchResult(data.start, data.end, logs=len(data.logs), skipped=dict(decoded.skipped))
     result.checked = checked
     ledger = loaded.ledger

@@ -61,7 +61,7 @@ def _ts(value: datetime) -> float:
     return value.timestamp()
 
 
-async def load_into_ledger(
+async def payment_rows(
     session: AsyncSession,
     ctx: ChainContext,
     *,
@@ -69,19 +69,40 @@ async def load_into_ledger(
     extra_ids: set[UUID],
     finality: Finality,
     lock: bool,
-) -> LoadedPayments:
-    token_ids = {t.id for t in ctx.tokens.values()}
+    window: tuple[float, float] | None = None,
+) -> dict[UUID, q.PaymentRow]:
+    """The rows a batch may touch: candidates at ``recipients`` (within the block-time
+    ``window`` when given), ``extra_ids``, and the open payments that the checked block moves."""
     rows: dict[UUID, q.PaymentRow] = {}
     if recipients:
-        for row in await q.payments_by_address(session, ctx.name, recipients, lock=lock):
-            rows[row.id] = row
-    missing = extra_ids - rows.keys()
-    if missing:
-        for row in await q.payments_by_id(session, missing, lock=lock):
-            rows[row.id] = row
+        moments = None
+        if window is not None:
+            lo, hi = window
+            moments = (_moment(lo + ctx.grace), _moment(hi + ctx.grace))
+        found = await q.payments_by_address(
+            session, ctx.name, recipients, lock=lock, window=moments
+        )
+        rows.update((row.id, row) for row in found)
+    await add_rows(session, rows, extra_ids, lock=lock)
     expiry = _expiry_cutoff(finality)
     for row in await q.payments_to_advance(session, ctx.name, expiry, lock=lock):
         rows.setdefault(row.id, row)
+    return rows
+
+
+async def add_rows(
+    session: AsyncSession, rows: dict[UUID, q.PaymentRow], ids: set[UUID], *, lock: bool
+) -> None:
+    missing = ids - rows.keys()
+    if missing:
+        rows.update((row.id, row) for row in await q.payments_by_id(session, missing, lock=lock))
+
+
+async def build_ledger(
+    session: AsyncSession, ctx: ChainContext, rows: dict[UUID, q.PaymentRow]
+) -> LoadedPayments:
+    """A Ledger over ``rows`` (those of this chain's enabled tokens) and all their credits."""
+    token_ids = ctx.token_by_id()
     rows = {
         pid: row for pid, row in rows.items() if row.token_id is None or row.token_id in token_ids
     }
@@ -96,6 +117,29 @@ async def load_into_ledger(
         token_of={pid: row.token_id for pid, row in rows.items()},
         token_address_of=token_address_of,
     )
+
+
+async def load_into_ledger(
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    recipients: set[str],
+    extra_ids: set[UUID],
+    finality: Finality,
+    lock: bool,
+) -> LoadedPayments:
+    rows = await payment_rows(
+        session, ctx, recipients=recipients, extra_ids=extra_ids, finality=finality, lock=lock
+    )
+    return await build_ledger(session, ctx, rows)
+
+
+def _moment(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, tz=UTC)
+
+
+def addresses_of(rows: dict[UUID, q.PaymentRow]) -> set[str]:
+    return {row.address.lower() for row in rows.values()}
 
 
 def _expiry_cutoff(finality: Finality) -> datetime | None:
