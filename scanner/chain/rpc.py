@@ -15,6 +15,7 @@ Secrets: URLs carry API keys. They appear in errors, logs and ``repr`` only as
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import random
@@ -284,13 +285,16 @@ class RpcClient:
 
         An error in any item raises (the most transient one, so that a rate-limited item retries
         the chunk). ``parse(index, result)`` runs inside the retry loop, as for :meth:`call`;
-        ``index`` is the item's position in ``calls``. Chunks run one after another.
+        ``index`` is the item's position in ``calls``. Chunks are sent concurrently (the
+        connection pool bounds how many at once).
         """
-        results: list[Any] = []
-        for offset in range(0, len(calls), self._batch_size):
-            chunk = calls[offset : offset + self._batch_size]
-            results.extend(await self._batch_chunk(chunk, offset, parse))
-        return results
+        parts = await asyncio.gather(
+            *(
+                self._batch_chunk(calls[offset : offset + self._batch_size], offset, parse)
+                for offset in range(0, len(calls), self._batch_size)
+            )
+        )
+        return [result for part in parts for result in part]
 
     async def _batch_chunk(
         self,
