@@ -16,13 +16,15 @@ Two kinds of bad input, told apart on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from scanner.core.model import NATIVE_LOG_INDEX, Header, Transfer
 from scanner.errors import MalformedResponse
+
+T = TypeVar("T")
 
 #: keccak256("Transfer(address,address,uint256)")
 TRANSFER_TOPIC: Final = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -176,28 +178,22 @@ class _Checked:
         self._addresses: dict[str, str] = {}
 
     def quantity(self, value: object, what: str) -> int:
-        if type(value) is not str:
-            return hex_quantity(value, what)
-        found = self._quantities.get(value)
-        if found is None:
-            found = self._quantities[value] = hex_quantity(value, what)
-        return found
+        return _memo(self._quantities, hex_quantity, value, what)
 
     def hash(self, value: object, what: str) -> str:
-        if type(value) is not str:
-            return hex_hash(value, what)
-        found = self._hashes.get(value)
-        if found is None:
-            found = self._hashes[value] = hex_hash(value, what)
-        return found
+        return _memo(self._hashes, hex_hash, value, what)
 
     def address(self, value: object, what: str) -> str:
-        if type(value) is not str:
-            return hex_address(value, what)
-        found = self._addresses.get(value)
-        if found is None:
-            found = self._addresses[value] = hex_address(value, what)
-        return found
+        return _memo(self._addresses, hex_address, value, what)
+
+
+def _memo(cache: dict[str, T], parse: Callable[[object, str], T], value: object, what: str) -> T:
+    if type(value) is not str:
+        return parse(value, what)
+    found = cache.get(value)
+    if found is None:
+        found = cache[value] = parse(value, what)
+    return found
 
 
 def _decode_log(

@@ -340,11 +340,8 @@ async def unseen_payments(session: AsyncSession, chain: str) -> list[PaymentRow]
 
 
 async def mark_seen(session: AsyncSession, ids: Sequence[UUID], block: int) -> None:
-    if not ids:
-        return
-    p = _t("payments")
-    stmt = update(p).where(p.c.id == bindparam("b_id")).values(seen_at_block=block)
-    await session.execute(stmt, [{"b_id": pid} for pid in ids])
+    rows = [{"id": pid, "seen_at_block": block} for pid in ids]
+    await _update_by_id(session, _t("payments"), rows)
 
 
 async def count_open_payments(session: AsyncSession, chain: str) -> int:
@@ -380,29 +377,31 @@ async def update_payments(
         return
     p = _t("payments")
     now = _now()
-    params = [
+    rows = [
         {
-            "b_id": pid,
-            "b_status": out.status,
-            "b_received": to_amount(out.amount_received, ctx.decimals_of(token_of.get(pid))),
-            "b_confirmations": out.confirmations,
-            "b_detected": out.detected_in_block,
-            "b_now": now,
+            "id": pid,
+            "status": out.status,
+            "amount_received": to_amount(out.amount_received, ctx.decimals_of(token_of.get(pid))),
+            "confirmations": out.confirmations,
+            "detected_in_block": out.detected_in_block,
+            "updated_at": now,
         }
         for pid, out in changed.items()
     ]
+    await _update_by_id(session, p, rows)
+
+
+async def _update_by_id(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """One executemany ``UPDATE table SET … WHERE id = …``; every row has the same keys."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name != "id"]
     stmt = (
-        update(p)
-        .where(p.c.id == bindparam("b_id"))
-        .values(
-            status=bindparam("b_status"),
-            amount_received=bindparam("b_received"),
-            confirmations=bindparam("b_confirmations"),
-            detected_in_block=bindparam("b_detected"),
-            updated_at=bindparam("b_now"),
-        )
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in columns})
     )
-    await session.execute(stmt, params)
+    await session.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])
 
 
 # ---------------------------------------------------------------- transactions
@@ -480,9 +479,7 @@ async def save_credits(
         token_id = token_of.get(pid)
         row = _credit_row(ctx, pid, credit, token_id, finality)
         if key in existing:
-            updates.append(
-                {f"b_{k}": v for k, v in row.items()} | {"b_id": existing[key], "b_now": now}
-            )
+            updates.append(row | {"id": existing[key], "updated_at": now})
             continue
         transfer = transfers.get(key)
         if transfer is None:  # an orphaning of a row that must exist; nothing to insert
@@ -501,24 +498,7 @@ async def save_credits(
         inserts.append(row)
     if inserts:
         await session.execute(insert(t), inserts)
-    if updates:
-        stmt = (
-            update(t)
-            .where(t.c.id == bindparam("b_id"))
-            .values(
-                payment_id=bindparam("b_payment_id"),
-                block_number=bindparam("b_block_number"),
-                block_hash=bindparam("b_block_hash"),
-                block_timestamp=bindparam("b_block_timestamp"),
-                value=bindparam("b_value"),
-                amount=bindparam("b_amount"),
-                confirmations=bindparam("b_confirmations"),
-                status=bindparam("b_status"),
-                late=bindparam("b_late"),
-                updated_at=bindparam("b_now"),
-            )
-        )
-        await session.execute(stmt, updates)
+    await _update_by_id(session, t, updates)
 
 
 def _credit_row(
