@@ -102,8 +102,18 @@ class ReorgPlan:
             raise DeepReorg(chain=chain, depth=self.depth, max_depth=self.max_depth)
 
 
-def walk_back_plan(cursor: int, ancestor: int | None, max_depth: int) -> ReorgPlan:
-    """Plan the rewind from ``cursor`` to the common ``ancestor`` (``None``: none in the window)."""
+def walk_back_plan(
+    cursor: int, ancestor: int | None, max_depth: int, oldest_stored: int | None = None
+) -> ReorgPlan:
+    """Plan the rewind from ``cursor`` to the common ``ancestor`` (``None``: none in the window).
+
+    ``oldest_stored``: the lowest block whose hash is stored. When it is inside the window (the
+    chain started scanning there, so its history is shorter than ``max_depth``) and no stored
+    block agrees with the node, the rewind goes to just below it: nothing was credited lower, so
+    rescanning from there is safe and the reorg is not known to be deeper than ``max_depth``.
+    """
+    if ancestor is None and oldest_stored is not None and cursor - oldest_stored < max_depth:
+        ancestor = oldest_stored - 1
     if ancestor is None:
         return ReorgPlan(new_cursor=cursor, depth=max_depth + 1, max_depth=max_depth)
     if ancestor > cursor:

@@ -11,14 +11,14 @@ database as it was before the range.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.decode import decode_transfer_logs, recipients_of
 from scanner.core.ledger import Ledger
-from scanner.core.model import Event, Finality, Header, Transfer
+from scanner.core.model import Event, Finality, Transfer
 from scanner.core.reorg import check_link, logs_agree
 from scanner.db import queries as q
 from scanner.errors import RpcTransportError
@@ -208,14 +208,3 @@ async def advance_only(
     await q.insert_events(session, ctx, result.events, loaded.token_of)
     await q.update_tx_confirmations(session, ctx.name, finality)
     return result
-
-
-def headers_timestamps(headers: Iterable[Header]) -> dict[int, int]:
-    return {h.number: h.timestamp for h in headers}
-
-
-def parent_of(data: RangeData, stored: Sequence[Header]) -> tuple[int, str] | None:
-    for header in stored:
-        if header.number == data.start - 1:
-            return header.number, header.hash
-    return None

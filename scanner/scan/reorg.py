@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.chain.reader import ChainReader
 from scanner.core.model import Event, Header
-from scanner.core.reorg import find_common_ancestor
+from scanner.core.reorg import find_common_ancestor, walk_back_plan
 from scanner.db import queries as q
 from scanner.errors import DeepReorg
 from scanner.scan.context import ChainContext
@@ -42,14 +42,9 @@ async def find_ancestor(
     ancestor = find_common_ancestor(
         {h.number: h.hash for h in stored}, {h.number: h.hash for h in node_headers}
     )
-    if ancestor is None and cursor - (low - 1) <= ctx.reorg_depth:
-        # The stored history is shorter than the reorg window (the chain started scanning at
-        # ``low``): nothing was credited below it, so rescanning from there is safe.
-        return low - 1
-    if ancestor is None or cursor - ancestor > ctx.reorg_depth:
-        depth = cursor - ancestor if ancestor is not None else cursor - low + 1
-        raise DeepReorg(chain=ctx.name, depth=depth, max_depth=ctx.reorg_depth)
-    return ancestor
+    plan = walk_back_plan(cursor, ancestor, ctx.reorg_depth, oldest_stored=low)
+    plan.raise_if_too_deep(ctx.name)
+    return plan.new_cursor
 
 
 async def rewind(

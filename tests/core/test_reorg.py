@@ -134,3 +134,15 @@ class TestWalkBack:
     def test_ancestor_above_cursor(self) -> None:
         with pytest.raises(ValueError):
             walk_back_plan(100, 101, max_depth=10)
+
+
+class TestShortHistory:
+    """A chain that started scanning recently has fewer stored blocks than the window."""
+
+    def test_no_agreeing_block_in_a_short_history_rewinds_below_it(self) -> None:
+        plan = walk_back_plan(cursor=110, ancestor=None, max_depth=64, oldest_stored=100)
+        assert (plan.new_cursor, plan.depth, plan.too_deep) == (99, 11, False)
+
+    def test_a_full_window_without_agreement_is_too_deep(self) -> None:
+        plan = walk_back_plan(cursor=200, ancestor=None, max_depth=64, oldest_stored=100)
+        assert plan.too_deep
