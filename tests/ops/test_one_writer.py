@@ -1,0 +1,51 @@
+"""Two ``scanner run`` processes on one database: one scans each chain, the other waits, and
+takes over when the first stops."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from tests.e2e.harness import Harness
+from tests.ops.support import (
+    json_lines,
+    scanner_env,
+    scanner_process,
+    wait_until,
+    write_config,
+)
+
+
+def _events(text: str) -> list[str]:
+    return [str(e.get("event")) for e in json_lines(text)]
+
+
+async def test_a_second_process_waits_for_the_chain_and_takes_over(
+    h: Harness, db_url: str, tmp_path: Path
+) -> None:
+    await h.scan()  # migrates nothing; inserts the tokens as any first run would
+    config = write_config(
+        tmp_path / "scanner.toml",
+        h.chain.url,
+        [("USDT", h.token, 6), ("DAI", h.token18, 18)],
+        poll_interval=0.1,
+    )
+    env = scanner_env(db_url)
+    with scanner_process(["run", "--config", str(config)], env) as first:
+        wait_until(lambda: "chain_lock_acquired" in _events(first.err()), 20, what="first lock")
+        with scanner_process(["run", "--config", str(config)], env) as second:
+            wait_until(
+                lambda: "chain_locked_elsewhere" in _events(second.err()), 20, what="waiting"
+            )
+            h.mine(3)  # the first keeps scanning; the second must not touch the chain
+            wait_until(lambda: "range_scanned" in _events(first.err()), 20, what="first scans")
+            assert "chain_lock_acquired" not in _events(second.err())
+            assert "range_scanned" not in _events(second.err())
+
+            first.send_signal(signal.SIGTERM)
+            assert first.exit_within(15)[0] == 0
+            wait_until(lambda: "chain_lock_acquired" in _events(second.err()), 20, what="take-over")
+            h.mine(2)
+            wait_until(lambda: "range_scanned" in _events(second.err()), 20, what="second scans")
+            second.send_signal(signal.SIGTERM)
+            assert second.exit_within(15)[0] == 0
