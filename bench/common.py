@@ -22,7 +22,9 @@ the first block, finds its payment created in time.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import cProfile
 import hashlib
 import itertools
 import json
@@ -32,11 +34,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import httpx
@@ -44,12 +47,17 @@ import orjson
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bench import phases
+from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, LoggingSettings, Settings, load_settings
 from scanner.core.decode import TRANSFER_TOPIC, to_amount
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.devchain import FAST_BULK_ARGS, Anvil, DevChain, build_bulk_chain
 from scanner.observe.logging import configure_logging
+from scanner.observe.metrics import Metrics
+from scanner.runtime import tune_gc
 
 CHAIN = "bench"
 CHAIN_ID = 31337
@@ -482,3 +490,160 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
     for row in rows:
         print(line(row))
     print(flush=True)
+
+
+# --------------------------------------------------------------------------- the scripts
+
+T = TypeVar("T")
+OutcomeT = TypeVar("OutcomeT")  # a script's outcome of one --match
+
+TARGET_SPEED = 0.8  # x the raw limit, when 1% of logs pay a payment
+TARGET_CREDITED = 50_000  # credited transfers/s, when every log pays one
+
+
+def parse_bench_args(
+    argv: list[str] | None, description: str, *, blocks: int, profile_help: str
+) -> argparse.Namespace:
+    """The options both scripts take; ``blocks`` is the default chain length."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--match",
+        type=float,
+        nargs="+",
+        default=[0.01],
+        help="fractions of the logs that pay a payment (default 0.01)",
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--pg-url",
+        default=DEFAULT_PG_ADMIN,
+        help="PostgreSQL server URL allowed to create databases",
+    )
+    parser.add_argument("--blocks", type=int, default=blocks)
+    parser.add_argument("--per-block", type=int, default=20)
+    parser.add_argument("--recipients", type=int, default=5_000)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the product's")
+    parser.add_argument("--concurrency", type=int, default=None, help="default: the product's")
+    parser.add_argument("--raw-repeats", type=int, default=3)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached chain")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument("--log-file", default=None, help="scanner log lines (default /dev/null)")
+    parser.add_argument(
+        "--no-gc-tuning",
+        action="store_true",
+        help="keep CPython's GC defaults (the scanner's run and backfill commands tune them)",
+    )
+    parser.add_argument(
+        "--phases", action="store_true", help="print wall-clock time per phase (bench/phases.py)"
+    )
+    parser.add_argument("--profile", default=None, help=profile_help)
+    return parser.parse_args(argv)
+
+
+@dataclass
+class MatchSetup:
+    """One ``--match`` fraction, ready to measure: the raw read done, payments in a fresh
+    database, and a reader for the scanner."""
+
+    raw: RawRead
+    db: BenchDB
+    payments: int
+    settings: ChainSettings
+    reader: ChainReader
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def match_setup(
+    chain: BenchChain, match: float, args: argparse.Namespace, work: Path
+) -> AsyncIterator[MatchSetup]:
+    """The raw read over the chain's range, then a fresh database with the payments of
+    ``match``, and the scanner's reader; the reader and the database are closed on exit."""
+    start, end = chain.first_block, chain.head
+    raw, _ = await raw_median(chain.url, chain.token, start, end, args.raw_repeats)
+    db = await fresh_database(args.db, work, args.pg_url)
+    reader = None
+    try:
+        payments = await insert_payments(
+            db,
+            chain,
+            match,
+            created_at=chain.block_timestamp(start - 1),
+            seen_at_block=start - 1,
+        )
+        settings = chain_settings(chain, batch_size=args.batch_size, concurrency=args.concurrency)
+        metrics = Metrics()
+        reader = make_reader(settings, metrics)
+        yield MatchSetup(raw, db, payments, settings, reader, metrics)
+    finally:
+        if reader is not None:
+            await reader.client.aclose()
+        await db.close()
+
+
+async def measure(
+    run: Callable[[], Awaitable[T]], args: argparse.Namespace, match: float, what: str
+) -> tuple[T, float]:
+    """``run()`` on the clock (and under cProfile with ``--profile``); its result and seconds.
+    With ``--phases``, prints the time per phase titled ``"<what> phases, match <match>"``."""
+    profile = cProfile.Profile() if args.profile else None
+    phases.reset()
+    cpu = time.process_time()
+    started = time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    result = await run()
+    seconds = time.perf_counter() - started
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(f"{args.profile}.{match:g}")
+    if args.phases:
+        phases.report(seconds, time.process_time() - cpu, f"{what} phases, match {match:g}")
+    return result, seconds
+
+
+def print_targets() -> None:
+    print(
+        f"\ntargets (for comparison, never pass/fail): speed vs raw >= {TARGET_SPEED} at match "
+        f"0.01; >= {TARGET_CREDITED:,} credited/s at match 1"
+    )
+
+
+def run_bench(
+    args: argparse.Namespace,
+    run_one: Callable[[BenchChain, float, argparse.Namespace, Path], Awaitable[OutcomeT]],
+    report: Callable[[BenchChain, list[OutcomeT], argparse.Namespace], None],
+) -> int:
+    """A script's main: logging, the chain, GC tuning, ``run_one`` per ``--match``, ``report``."""
+    configure_bench_logging(args.log_level, args.log_file)
+    if args.phases:
+        phases.install()
+    shape = Shape(args.blocks, args.per_block, args.recipients)
+    # anvil is started from the main thread: it dies with the thread that started it
+    chain = open_chain(shape, args.cache_dir, rebuild=args.rebuild)
+    try:
+        if not args.no_gc_tuning:
+            tune_gc()  # as `scanner run` and `scanner backfill` do before they start
+        origin = "built" if chain.built else "loaded from cache"
+        print(f"chain {shape.key} {origin}; anvil ready in {chain.ready_seconds:.1f} s", flush=True)
+        asyncio.run(_run_matches(args, chain, run_one, report))
+    finally:
+        chain.close()
+    return 0
+
+
+async def _run_matches(
+    args: argparse.Namespace,
+    chain: BenchChain,
+    run_one: Callable[[BenchChain, float, argparse.Namespace, Path], Awaitable[OutcomeT]],
+    report: Callable[[BenchChain, list[OutcomeT], argparse.Namespace], None],
+) -> None:
+    work = workdir()
+    try:
+        outcomes = [await run_one(chain, match, args, work) for match in args.match]
+        report(chain, outcomes, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

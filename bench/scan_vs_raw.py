@@ -15,21 +15,11 @@ Figures are printed, never judged: the exit status is 0 whatever they are.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import cProfile
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import common, phases
-from scanner.app import make_reader
-from scanner.observe.metrics import Metrics
-from scanner.runtime import tune_gc
+from bench import common
 from scanner.scan.live import ChainScanner
-
-TARGET_SPEED = 0.8  # x the raw limit, when 1% of logs pay a payment
-TARGET_CREDITED = 50_000  # credited transfers/s, when every log pays one
 
 
 @dataclass
@@ -43,92 +33,29 @@ class Outcome:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--match",
-        type=float,
-        nargs="+",
-        default=[0.01],
-        help="fractions of the logs that pay a payment (default 0.01)",
-    )
-    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument(
-        "--pg-url",
-        default=common.DEFAULT_PG_ADMIN,
-        help="PostgreSQL server URL allowed to create databases",
-    )
-    parser.add_argument("--blocks", type=int, default=1_000)
-    parser.add_argument("--per-block", type=int, default=20)
-    parser.add_argument("--recipients", type=int, default=5_000)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the product's")
-    parser.add_argument("--concurrency", type=int, default=None, help="default: the product's")
-    parser.add_argument("--raw-repeats", type=int, default=3)
-    parser.add_argument("--cache-dir", type=Path, default=common.DEFAULT_CACHE)
-    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached chain")
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument("--log-file", default=None, help="scanner log lines (default /dev/null)")
-    parser.add_argument(
-        "--no-gc-tuning",
-        action="store_true",
-        help="keep CPython's GC defaults (the scanner's run and backfill commands tune them)",
-    )
-    parser.add_argument(
-        "--phases", action="store_true", help="print wall-clock time per phase (bench/phases.py)"
-    )
-    parser.add_argument(
-        "--profile",
-        default=None,
-        help="write a cProfile of the scan to PATH (one file per --match: "
+    return common.parse_bench_args(
+        argv,
+        __doc__.split("\n\n")[0],
+        blocks=1_000,
+        profile_help="write a cProfile of the scan to PATH (one file per --match: "
         "PATH.<match>); slows the scan down",
     )
-    return parser.parse_args(argv)
 
 
 async def run_one(
     chain: common.BenchChain, match: float, args: argparse.Namespace, work: Path
 ) -> Outcome:
-    start, end = chain.first_block, chain.head
-    raw, _ = await common.raw_median(chain.url, chain.token, start, end, args.raw_repeats)
-    db = await common.fresh_database(args.db, work, args.pg_url)
-    reader = None
-    try:
-        payments = await common.insert_payments(
-            db,
-            chain,
-            match,
-            created_at=chain.block_timestamp(start - 1),
-            seen_at_block=start - 1,
+    end = chain.head
+    async with common.match_setup(chain, match, args, work) as setup:
+        scanner = ChainScanner(
+            setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics
         )
-        settings = common.chain_settings(
-            chain, batch_size=args.batch_size, concurrency=args.concurrency
-        )
-        metrics = Metrics()
-        reader = make_reader(settings, metrics)
-        scanner = ChainScanner(settings, reader, db.sessions, metrics=metrics)
         await scanner.prepare()
-        profile = cProfile.Profile() if args.profile else None
-        phases.reset()
-        cpu = time.process_time()
-        started = time.perf_counter()
-        if profile is not None:
-            profile.enable()
-        outcome = await scanner.scan_until_head()
-        seconds = time.perf_counter() - started
-        if profile is not None:
-            profile.disable()
-            profile.dump_stats(f"{args.profile}.{match:g}")
-        if args.phases:
-            phases.report(seconds, time.process_time() - cpu, f"scan phases, match {match:g}")
+        outcome, seconds = await common.measure(scanner.scan_until_head, args, match, "scan")
         if outcome.cursor != end:
             print(f"WARNING: the scan stopped at {outcome.cursor}, not at the head {end}")
-        counts = await db.counts()
-    finally:
-        if reader is not None:
-            await reader.client.aclose()
-        await db.close()
-    return Outcome(match, payments, raw, seconds, chain.shape.logs, counts)
+        counts = await setup.db.counts()
+    return Outcome(match, setup.payments, setup.raw, seconds, chain.shape.logs, counts)
 
 
 def report(chain: common.BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
@@ -176,38 +103,11 @@ def report(chain: common.BenchChain, outcomes: list[Outcome], args: argparse.Nam
             f" {c['confirmed']:,} confirmed + {c['confirming']:,} confirming payments;"
             f" raw read saw {o.raw.logs:,} logs{note}"
         )
-    print(
-        f"\ntargets (for comparison, never pass/fail): speed vs raw >= {TARGET_SPEED} at match "
-        f"0.01; >= {TARGET_CREDITED:,} credited/s at match 1"
-    )
-
-
-async def main_async(args: argparse.Namespace, chain: common.BenchChain) -> None:
-    work = common.workdir()
-    try:
-        outcomes = [await run_one(chain, match, args, work) for match in args.match]
-        report(chain, outcomes, args)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    common.print_targets()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    common.configure_bench_logging(args.log_level, args.log_file)
-    if args.phases:
-        phases.install()
-    shape = common.Shape(args.blocks, args.per_block, args.recipients)
-    # anvil is started from the main thread: it dies with the thread that started it
-    chain = common.open_chain(shape, args.cache_dir, rebuild=args.rebuild)
-    try:
-        if not args.no_gc_tuning:
-            tune_gc()  # as `scanner run` and `scanner backfill` do before they start
-        origin = "built" if chain.built else "loaded from cache"
-        print(f"chain {shape.key} {origin}; anvil ready in {chain.ready_seconds:.1f} s", flush=True)
-        asyncio.run(main_async(args, chain))
-    finally:
-        chain.close()
-    return 0
+    return common.run_bench(parse_args(argv), run_one, report)
 
 
 if __name__ == "__main__":

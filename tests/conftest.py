@@ -10,6 +10,8 @@
 - ``settings``: :class:`scanner.config.Settings` for ``db_url``; ``settings_for(url, **env)``
   builds others (e.g. ``SCANNER_MIGRATE_ON_START="false"``).
 - ``engine`` / ``session_factory``: the application's async engine and sessions on ``db_url``.
+- ``other_db_url`` / ``other_engine``: a second migrated database (and its engine) on the same
+  backend, for comparing two runs.
 
 PostgreSQL is reached through ``SCANNER_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), which must be allowed to create databases.
@@ -120,15 +122,25 @@ def _new_pg_database(template: str | None) -> Iterator[str]:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated database of this test's own."""
+def migrated_database(db_backend: str, request: pytest.FixtureRequest, path: Path) -> Iterator[str]:
+    """A migrated database cloned from the backend's template (a SQLite file at ``path``)."""
     if db_backend == "postgresql":
         yield from _new_pg_database(request.getfixturevalue("pg_template"))
     else:
-        path = tmp_path / "scanner.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    yield from migrated_database(db_backend, request, tmp_path / "scanner.db")
+
+
+@pytest.fixture
+def other_db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Another migrated database of this test's own, on the same backend as ``db_url``."""
+    yield from migrated_database(db_backend, request, tmp_path / "other.db")
 
 
 @pytest.fixture
@@ -157,3 +169,12 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return make_session_factory(engine)
+
+
+@pytest.fixture
+async def other_engine(other_db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings_from(other_db_url))
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

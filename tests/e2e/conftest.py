@@ -33,9 +33,7 @@ async def h(
         sessions=session_factory,
         token=token,
         token18=token18,
-        chain_settings=chain_settings(
-            devchain.url, [("USDT", token, 6), ("DAI", token18, 18)]
-        ),
+        chain_settings=chain_settings(devchain.url, [("USDT", token, 6), ("DAI", token18, 18)]),
         customer=customer,
     )
     try:

@@ -6,14 +6,16 @@ the head with no sleeps; assertions read rows. Times come from the node's block 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.app import make_reader
 from scanner.config import ChainSettings, Settings
@@ -117,21 +119,16 @@ class Harness:
         created = self.now() if created_at is None else created_at
         payment_id = str(uuid.uuid4())
         async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
-                    " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires,"
-                    " :created)"
-                ),
-                {
-                    "id": payment_id,
-                    "token": token_id,
-                    "chain": CHAIN,
-                    "address": address,
-                    "amount": str(amount),
-                    "expires": _moment(self.engine, created + expires_in),
-                    "created": _moment(self.engine, created),
-                },
+            await insert_payment(
+                conn,
+                self.engine,
+                CHAIN,
+                payment_id,
+                token_id,
+                address,
+                str(amount),
+                expires_at=created + expires_in,
+                created_at=created,
             )
         return payment_id
 
@@ -193,6 +190,58 @@ class Harness:
                 {"id": _id(self.engine, payment_id)},
             )
             return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def insert_payment(
+    conn: AsyncConnection,
+    engine: AsyncEngine,
+    chain: str,
+    payment_id: Any,
+    token_id: Any,
+    address: str,
+    amount: str,
+    *,
+    expires_at: float,
+    created_at: float,
+) -> None:
+    """INSERT one payment row as a gateway does: plain SQL, amount as a decimal string."""
+    await conn.execute(
+        text(
+            "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
+            " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires,"
+            " :created)"
+        ),
+        {
+            "id": payment_id,
+            "token": token_id,
+            "chain": chain,
+            "address": address,
+            "amount": amount,
+            "expires": _moment(engine, expires_at),
+            "created": _moment(engine, created_at),
+        },
+    )
+
+
+async def stored_cursor(h: Harness) -> int:
+    """The chain's stored cursor (``chain_states.last_scanned_block``) in ``h``'s database."""
+    async with h.engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
+            )
+        ).scalar_one()
+    return int(value)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (at most 15 s) for a condition that the App's loops bring about: Health has no
+    event to wait on, so poll it; never a fixed sleep."""
+    for _ in range(750):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in 15 s")
 
 
 def _id(engine: AsyncEngine, payment_id: str) -> Any:

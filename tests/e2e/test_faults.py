@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -25,7 +25,7 @@ from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse
 from scanner.scan.live import ChainScanner
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, _moment, chain_settings
+from tests.e2e.harness import CHAIN, Harness, _moment, chain_settings, stored_cursor, until
 from tests.support.proxy import FaultProxy
 
 ALICE = "0x" + "a1" * 20
@@ -59,16 +59,6 @@ async def scan_through(h: Harness, url: str, **overrides: Any) -> ChainScanner:
     return h.scanner
 
 
-async def stored_cursor(h: Harness) -> int:
-    async with h.engine.connect() as conn:
-        value = (
-            await conn.execute(
-                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
-            )
-        ).scalar_one()
-    return int(value)
-
-
 async def credited_once(h: Harness, pid: str, value: int) -> None:
     (tx,) = await h.transactions(pid)
     assert tx["value"] == value and tx["status"] != "orphaned"
@@ -78,16 +68,6 @@ async def credited_once(h: Harness, pid: str, value: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ halts
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (at most 15 s) for a condition that the App's loops bring about: Health has no
-    event to wait on, so poll it; never a fixed sleep."""
-    for _ in range(750):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in 15 s")
 
 
 def _chains(app: App) -> dict[str, dict[str, Any]]:

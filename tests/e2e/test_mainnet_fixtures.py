@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, to_amount
 from scanner.db import queries as q
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
-from tests.e2e.harness import chain_settings
+from tests.e2e.harness import _id, chain_settings, insert_payment
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mainnet"
 USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
@@ -228,17 +227,6 @@ async def stub_url() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def _moment(engine: AsyncEngine, unix: int) -> Any:
-    moment = datetime.fromtimestamp(unix, tz=UTC)
-    return (
-        moment if engine.dialect.name == "postgresql" else moment.strftime("%Y-%m-%d %H:%M:%S.%f")
-    )
-
-
-def _id(engine: AsyncEngine, payment_id: str) -> Any:
-    return uuid.UUID(payment_id) if engine.dialect.name == "postgresql" else payment_id
-
-
 class Gateway:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -252,21 +240,16 @@ class Gateway:
                     {"c": CHAIN, "a": token},
                 )
             ).scalar_one()
-            await conn.execute(
-                text(
-                    "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
-                    " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires,"
-                    " :created)"
-                ),
-                {
-                    "id": payment_id,
-                    "token": token_id,
-                    "chain": CHAIN,
-                    "address": address,
-                    "amount": amount,
-                    "expires": _moment(self.engine, created_at + 3600),
-                    "created": _moment(self.engine, created_at),
-                },
+            await insert_payment(
+                conn,
+                self.engine,
+                CHAIN,
+                payment_id,
+                token_id,
+                address,
+                amount,
+                expires_at=created_at + 3600,
+                created_at=created_at,
             )
         return payment_id
 

@@ -7,7 +7,6 @@ comparing block hashes and parent hashes with what it stored. Each test has a fr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,20 +17,10 @@ from scanner.app import App
 from scanner.config import Settings
 from scanner.devchain import DevChain
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, chain_settings
+from tests.e2e.harness import CHAIN, Harness, chain_settings, stored_cursor, until
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
-
-
-async def stored_cursor(h: Harness) -> int:
-    async with h.engine.connect() as conn:
-        value = (
-            await conn.execute(
-                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
-            )
-        ).scalar_one()
-    return int(value)
 
 
 async def stored_hash(h: Harness, number: int) -> str | None:
@@ -210,16 +199,6 @@ async def test_a_reorg_deeper_than_the_confirmations_is_a_loud_finality_violatio
 
 
 # ---------------------------------------------------------------------------------- deep reorg
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (at most 15 s) for a condition that the App's loops bring about: Health has no
-    event to wait on, so poll it; never a fixed sleep."""
-    for _ in range(750):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in 15 s")
 
 
 def app_settings(settings: Settings, *chains: object) -> Settings:

@@ -15,19 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scanner.db.engine import make_engine
 from scanner.db.locks import EVENTS_LOCK_KEY
 from scanner.db.models import Base
 from scanner.scan.live import ChainScanner
-from tests.conftest import _new_pg_database, settings_from
 from tests.e2e.actions import mined, pay
 from tests.e2e.harness import CHAIN, Harness
 from tests.support.proxy import ThreadedProxy
@@ -42,26 +38,6 @@ CAROL = "0x" + "c3" * 20
 DAVE = "0x" + "d4" * 20
 EVE = "0x" + "e5" * 20
 FRANK = "0x" + "f6" * 20
-
-
-@pytest.fixture
-def second_db_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Another migrated database of the same kind as ``h``'s."""
-    if db_backend == "postgresql":
-        yield from _new_pg_database(request.getfixturevalue("pg_template"))
-    else:
-        path = tmp_path / "restarted.db"
-        path.write_bytes(request.getfixturevalue("sqlite_template").read_bytes())
-        yield f"sqlite:///{path}"
-
-
-@pytest.fixture
-async def second_engine(second_db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(settings_from(second_db_url))
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def config_file(tmp_path: Path, rpc_url: str, h: Harness) -> Path:
@@ -235,7 +211,7 @@ async def snapshot(engine: AsyncEngine) -> dict[str, Any]:
 
 
 async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
-    h: Harness, second_engine: AsyncEngine, second_db_url: str, tmp_path: Path
+    h: Harness, other_engine: AsyncEngine, other_db_url: str, tmp_path: Path
 ) -> None:
     ids = {
         ALICE: await h.create_payment(ALICE, "10"),
@@ -247,7 +223,7 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
     }
     paid_at = build_history(h, ids)
     head = h.chain.head()
-    await copy_gateway_rows(h.engine, second_engine)
+    await copy_gateway_rows(h.engine, other_engine)
 
     # The interrupted run: killed while it waits for the logs of the range holding BOB's second
     # transfer, then started again.
@@ -259,7 +235,7 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
         for gate in gates[:-1]:
             gate.release()
         config = config_file(tmp_path, tp.url, h)
-        first = start_scanner(config, second_db_url, log)
+        first = start_scanner(config, other_db_url, log)
         try:
             assert gates[-1].wait_reached_sync(20), tail(log)
             os.kill(first.pid, signal.SIGKILL)
@@ -268,19 +244,19 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
             if first.poll() is None:
                 first.kill()
                 first.wait()
-        interrupted_at = await cursor_of(second_engine)
+        interrupted_at = await cursor_of(other_engine)
         assert interrupted_at == held_range * BATCH - 1  # every range before it committed
-        async with second_engine.connect() as conn:
+        async with other_engine.connect() as conn:
             partial = (await conn.execute(text("SELECT count(*) FROM transactions"))).scalar_one()
         assert 0 < partial < len(paid_at) + 1  # some transfers stored, not all
 
         tp.proxy.reset()
-        if second_engine.dialect.name == "postgresql":
-            await kill_inside_a_transaction(second_engine, config, second_db_url, log)
-            assert await cursor_of(second_engine) == interrupted_at
-        second = start_scanner(config, second_db_url, log)
+        if other_engine.dialect.name == "postgresql":
+            await kill_inside_a_transaction(other_engine, config, other_db_url, log)
+            assert await cursor_of(other_engine) == interrupted_at
+        second = start_scanner(config, other_db_url, log)
         try:
-            await wait_for_cursor(second_engine, head, second, log)
+            await wait_for_cursor(other_engine, head, second, log)
             second.send_signal(signal.SIGTERM)
             assert second.wait(10) == 0, tail(log)
         finally:
@@ -300,7 +276,7 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
     await scanner.scan_until_head()
     assert await cursor_of(h.engine) == head
 
-    interrupted, uninterrupted = await snapshot(second_engine), await snapshot(h.engine)
+    interrupted, uninterrupted = await snapshot(other_engine), await snapshot(h.engine)
     assert interrupted == uninterrupted
     statuses = {row["address"]: row["status"] for row in uninterrupted["payments"]}
     assert statuses == {

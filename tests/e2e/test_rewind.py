@@ -26,9 +26,7 @@ async def test_rewind_after_a_deep_reorg_orphans_and_rescans(h: Harness) -> None
         await h.scan()
 
     assert h.scanner is not None
-    outcome = await rewind_chain(
-        h.chain_settings, h.scanner.reader, h.sessions, paid_block - 2
-    )
+    outcome = await rewind_chain(h.chain_settings, h.scanner.reader, h.sessions, paid_block - 2)
     assert outcome.orphaned == 1
     assert await h.status(pid) == "pending"
     (tx,) = await h.transactions(pid)

@@ -30,7 +30,7 @@ from scanner.config import ChainSettings
 from scanner.db.models import Payment, PaymentEvent, Token, Transaction
 from scanner.devchain import DevChain
 from scanner.scan.startup import sync_tokens
-from tests.e2e.harness import CHAIN, _id, _moment
+from tests.e2e.harness import CHAIN, _id, insert_payment
 from tests.support.proxy import FaultProxy, Gate
 
 SCANNER = str(Path(sys.executable).with_name("scanner"))
@@ -188,21 +188,16 @@ async def insert_payments(engine: AsyncEngine, payments: Sequence[PaymentSpec]) 
                         {"c": CHAIN, "a": p.token.lower()},
                     )
                 ).scalar_one()
-            await conn.execute(
-                text(
-                    "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
-                    " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires,"
-                    " :created)"
-                ),
-                {
-                    "id": _id(engine, p.id),
-                    "token": token_id,
-                    "chain": CHAIN,
-                    "address": p.address,
-                    "amount": p.amount,
-                    "expires": _moment(engine, p.expires),
-                    "created": _moment(engine, p.created),
-                },
+            await insert_payment(
+                conn,
+                engine,
+                CHAIN,
+                _id(engine, p.id),
+                token_id,
+                p.address,
+                p.amount,
+                expires_at=p.expires,
+                created_at=p.created,
             )
 
 

@@ -8,6 +8,8 @@ import asyncio
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,13 @@ def tokens_of(h: Harness) -> list[tuple[str, str, int]]:
 # -- SIGTERM mid-batch -----------------------------------------------------------------------------
 
 
+@asynccontextmanager
 async def held_scan(
     h: Harness, tmp_path: Path, db_url: str, *, shutdown_timeout: float = 10.0
-) -> tuple[Any, ThreadedProxy, Any, Any]:
+) -> AsyncIterator[tuple[Any, Any, Any]]:
     """A chain with the payment scenario; ``scanner run`` through a proxy that holds the read of
-    the range starting at block 12 (batches of 4, one range in flight)."""
+    the range starting at block 12 (batches of 4, one range in flight), entered once that read
+    is held: the scenario, the process and the gate."""
     sc = await scenario_in(h)
     tp = ThreadedProxy(h.chain.url)
     tp.proxy = RangeProxy(h.chain.url)
@@ -67,7 +71,12 @@ async def held_scan(
         extra_chain="concurrency = 1",
         extra_top=f"shutdown_timeout = {shutdown_timeout}",
     )
-    return sc, tp, gate, config
+    try:
+        with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
+            assert await asyncio.to_thread(gate.wait_reached_sync, 15), "the range was not read"
+            yield sc, proc, gate
+    finally:
+        tp.stop()
 
 
 async def assert_consistent(
@@ -100,18 +109,13 @@ async def test_sigterm_mid_batch_commits_the_batch_in_flight_and_exits_0(
     other_engine: AsyncEngine,
     other_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    sc, tp, gate, config = await held_scan(h, tmp_path, db_url)
-    try:
-        with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
-            assert await asyncio.to_thread(gate.wait_reached_sync, 15), "the range was not read"
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.5)  # it must wait for the batch in flight, not drop it
-            assert proc.poll() is None
-            gate.release()
-            code, _ = proc.exit_within(10)
-            err = proc.err()
-    finally:
-        tp.stop()
+    async with held_scan(h, tmp_path, db_url) as (sc, proc, gate):
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)  # it must wait for the batch in flight, not drop it
+        assert proc.poll() is None
+        gate.release()
+        code, _ = proc.exit_within(10)
+        err = proc.err()
     assert code == 0, err[-3000:]
     events = [e.get("event") for e in json_lines(err)]
     assert "signal_received" in events and "scanner_stopped" in events
@@ -128,15 +132,10 @@ async def test_a_batch_that_does_not_finish_in_the_bound_is_dropped_cleanly(
     other_engine: AsyncEngine,
     other_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    sc, tp, gate, config = await held_scan(h, tmp_path, db_url, shutdown_timeout=1.0)
-    try:
-        with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
-            assert await asyncio.to_thread(gate.wait_reached_sync, 15), "the range was not read"
-            proc.send_signal(signal.SIGTERM)  # and the gate is never released
-            code, took = proc.exit_within(8)
-            err = proc.err()
-    finally:
-        tp.stop()
+    async with held_scan(h, tmp_path, db_url, shutdown_timeout=1.0) as (sc, proc, _):
+        proc.send_signal(signal.SIGTERM)  # and the gate is never released
+        code, took = proc.exit_within(8)
+        err = proc.err()
     assert code == 0, err[-3000:]
     assert took < 4, took
     assert "shutdown_timeout_cancelling" in [e.get("event") for e in json_lines(err)]
@@ -153,17 +152,12 @@ async def test_a_second_signal_exits_at_once_losing_nothing_committed(
     other_engine: AsyncEngine,
     other_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    sc, tp, gate, config = await held_scan(h, tmp_path, db_url)
-    try:
-        with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
-            assert await asyncio.to_thread(gate.wait_reached_sync, 15), "the range was not read"
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            proc.send_signal(signal.SIGINT)
-            code, took = proc.exit_within(3)
-            err = proc.err()
-    finally:
-        tp.stop()
+    async with held_scan(h, tmp_path, db_url) as (sc, proc, _):
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        code, took = proc.exit_within(3)
+        err = proc.err()
     assert code == 130 and took < 2, (code, took, err[-2000:])
     assert "second_signal_exiting_now" in [e.get("event") for e in json_lines(err)]
     ((_, cursor, _, _),) = await chain_state_rows(h.engine)
