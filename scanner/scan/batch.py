@@ -195,9 +195,7 @@ async def advance_only(
 ) -> BatchResult:
     """A tick with no new block: confirmations and expiry still move (the tag may have)."""
     finality = ctx.finality(checked, tag_block, timestamps)
-    loaded = await load_into_ledger(
-        session, ctx, recipients=set(), extra_ids=set(), finality=finality, lock=True
-    )
+    loaded = await load_into_ledger(session, ctx, ids=set(), finality=finality)
     loaded.ledger.advance(finality)
     result = BatchResult(checked + 1, checked, checked=checked)
     result.events = loaded.ledger.events()

@@ -120,16 +120,11 @@ async def build_ledger(
 
 
 async def load_into_ledger(
-    session: AsyncSession,
-    ctx: ChainContext,
-    *,
-    recipients: set[str],
-    extra_ids: set[UUID],
-    finality: Finality,
-    lock: bool,
+    session: AsyncSession, ctx: ChainContext, *, ids: set[UUID], finality: Finality
 ) -> LoadedPayments:
+    """A Ledger over ``ids`` and the open payments the checked block moves, rows locked."""
     rows = await payment_rows(
-        session, ctx, recipients=recipients, extra_ids=extra_ids, finality=finality, lock=lock
+        session, ctx, recipients=set(), extra_ids=ids, finality=finality, lock=True
     )
     return await build_ledger(session, ctx, rows)
 

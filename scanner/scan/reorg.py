@@ -63,12 +63,7 @@ async def rewind(
     )
     finality = ctx.finality(ancestor, tag_block, timestamps)
     loaded = await load_into_ledger(
-        session,
-        ctx,
-        recipients=set(),
-        extra_ids={d.payment_id for d in dropped},
-        finality=finality,
-        lock=True,
+        session, ctx, ids={d.payment_id for d in dropped}, finality=finality
     )
     loaded.ledger.orphan([(d.tx_hash, d.log_index) for d in dropped])
     loaded.ledger.advance(finality)
