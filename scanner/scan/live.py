@@ -108,7 +108,7 @@ class ChainScanner:
 
     async def tick(self) -> TickOutcome:
         head = await self.reader.head()
-        cursor = await self._read_cursor()
+        cursor, cursor_hash = await self._read_cursor()
         self.head, self.cursor = head, cursor
         self._progress()
         if head < cursor:
@@ -118,7 +118,7 @@ class ChainScanner:
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
         if end <= cursor:
-            if await self._tip_replaced(cursor):
+            if await self._tip_replaced(cursor, cursor_hash):
                 await self.handle_reorg(cursor, tag)
                 return TickOutcome(head, self.cursor, reorg=True)
             await self._advance_only(cursor, tag)
@@ -257,20 +257,18 @@ class ChainScanner:
             0.0,
         )
 
-    async def _tip_replaced(self, cursor: int) -> bool:
+    async def _tip_replaced(self, cursor: int, cursor_hash: str | None) -> bool:
         """With no new block to link to, whether the node replaced the cursor's block (a reorg
         at the same height): confirmations count against that block, so it is checked again."""
-        async with self.sessions() as session:
-            stored = await q.get_cursor(session, self.name)
-        if stored is None or stored[0] != cursor or stored[1] is None:
+        if cursor_hash is None:
             return False
         (header,) = await self.reader.headers(cursor, cursor)
-        return header.hash != stored[1]
+        return header.hash != cursor_hash
 
-    async def _read_cursor(self) -> int:
+    async def _read_cursor(self) -> tuple[int, str | None]:
         async with self.sessions() as session:
             stored = await q.get_cursor(session, self.name)
-        return stored[0] if stored is not None else self.cursor
+        return stored if stored is not None else (self.cursor, None)
 
     async def _tag_header(self) -> Header | None:
         if self.ctx.tag is None:
