@@ -156,6 +156,8 @@ class App:
             while not self.stop.is_set():
                 try:
                     if not await writer.acquire():
+                        self.health.standby(scanner.name)
+                        self._started[scanner.name].set()
                         await self._sleep(scanner.settings.poll_interval)
                         continue
                     outcome = await self._tick(scanner)
@@ -177,7 +179,7 @@ class App:
 
     async def _tick(self, scanner: ChainScanner) -> bool:
         """One tick; True when caught up (so the loop waits a poll interval)."""
-        if scanner._ctx is None:
+        if not scanner.prepared:
             await scanner.prepare()
         scanner.stopping = self.stop.is_set
         outcome = await scanner.tick()

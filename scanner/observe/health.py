@@ -39,6 +39,7 @@ class _Chain:
     head: int | None = None
     cursor: int | None = None
     halted: str | None = None
+    standby: bool = False  # another process holds the chain; this one waits to take over
 
     @property
     def lag(self) -> int | None:
@@ -56,6 +57,8 @@ class _Chain:
     def not_ready(self) -> list[str]:
         if self.halted is not None:
             return [f"halted: {self.halted}"]
+        if self.standby:
+            return ["standby: another process scans this chain"]
         if self.ticks == 0:
             return ["not scanned yet"]
         if self.lag is not None and self.lag > self.max_lag:
@@ -67,6 +70,7 @@ class _Chain:
             "ok": self.alive(now),
             "halted": self.halted is not None,
             "halt_reason": self.halted,
+            "standby": self.standby,
             "ticks": self.ticks,
             "seconds_since_tick": round(now - self.since, 3),
             "stale_after_seconds": self.stale_after,
@@ -101,6 +105,14 @@ class Health:
         state.since = self._clock()
         state.ticks += 1
         state.head, state.cursor = head, cursor
+        state.standby = False
+
+    def standby(self, chain: str) -> None:
+        """The chain's loop went round without scanning: another process holds the chain. Alive
+        (a restart would not help), not ready (it is not doing the work)."""
+        state = self._chain(chain)
+        state.since = self._clock()
+        state.standby = True
 
     def halted(self, chain: str, reason: str) -> None:
         self._chain(chain).halted = self._scrubber.text(reason)

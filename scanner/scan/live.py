@@ -96,6 +96,10 @@ class ChainScanner:
         return self.settings.name
 
     @property
+    def prepared(self) -> bool:
+        return self._ctx is not None
+
+    @property
     def ctx(self) -> ChainContext:
         if self._ctx is None:
             raise RuntimeError("prepare() first")

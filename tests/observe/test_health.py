@@ -189,3 +189,19 @@ async def test_server_stops_and_frees_the_port(health: Health) -> None:
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_a_standby_chain_is_alive_but_not_ready(health: Health, clock: FakeClock) -> None:
+    """Another process holds the chain: a restart would not help (healthy), but this process
+    is not doing the work (not ready) until it takes over."""
+    health.ticked("base", head=10, cursor=10)
+    clock.now += 8.0
+    health.standby("eth")
+    health.ticked("base", head=10, cursor=10)
+    clock.now += 8.0
+    assert health.healthy()[0]
+    ok, body = await health.ready(db_ok)
+    assert not ok
+    assert any("standby" in reason for reason in body["reasons"])
+    health.ticked("eth", head=10, cursor=10)
+    assert (await health.ready(db_ok))[0]
