@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import scanner.db.types  # noqa: F401  (autogenerate renders its types by module path)
+import scanner.db.types  # noqa: F401, RUF100  (autogenerate renders its types by module path)
 ${imports if imports else ""}
 revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}

@@ -124,56 +124,11 @@ def _print_summary(summary: BackfillSummary) -> None:
 
 async def status(settings: Settings, *, as_json: bool) -> int:
     """Each chain's head, cursor, lag, open payments and last reorg."""
-    from scanner.app import make_reader
-
     engine = make_engine(settings)
-    rows: list[dict[str, Any]] = []
     try:
         sessions = make_session_factory(engine)
         async with sessions() as session:
-            for chain in settings.chains:
-                state = (
-                    await session.execute(select(ChainState).where(ChainState.chain == chain.name))
-                ).scalar_one_or_none()
-                open_count = (
-                    await session.execute(
-                        select(func.count())
-                        .select_from(Payment)
-                        .where(
-                            Payment.chain == chain.name,
-                            Payment.status.in_(("pending", "confirming")),
-                        )
-                    )
-                ).scalar_one()
-                last_reorg = (
-                    await session.execute(
-                        text(
-                            "SELECT max(e.created_at) FROM payment_events e JOIN payments p "
-                            "ON p.id = e.payment_id WHERE p.chain = :c "
-                            "AND e.type = 'transfer_orphaned'"
-                        ),
-                        {"c": chain.name},
-                    )
-                ).scalar_one_or_none()
-                head: int | None = None
-                reader = make_reader(chain, None)
-                try:
-                    head = await reader.head()
-                except ScannerError:
-                    head = None
-                finally:
-                    await reader.client.aclose()
-                cursor = state.last_scanned_block if state else None
-                rows.append(
-                    {
-                        "chain": chain.name,
-                        "head": head,
-                        "last_scanned_block": cursor,
-                        "lag": head - cursor if head is not None and cursor is not None else None,
-                        "open_payments": int(open_count),
-                        "last_reorg": str(last_reorg) if last_reorg else None,
-                    }
-                )
+            rows = [await _chain_status(session, chain) for chain in settings.chains]
     finally:
         await engine.dispose()
     if as_json:
@@ -183,8 +138,49 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
+async def _chain_status(session: Any, chain: Any) -> dict[str, Any]:
+    from scanner.app import make_reader
+
+    state = (
+        await session.execute(select(ChainState).where(ChainState.chain == chain.name))
+    ).scalar_one_or_none()
+    open_count = (
+        await session.execute(
+            select(func.count())
+            .select_from(Payment)
+            .where(Payment.chain == chain.name, Payment.status.in_(("pending", "confirming")))
+        )
+    ).scalar_one()
+    reader = make_reader(chain, None)
+    try:
+        head: int | None = await reader.head()
+    except ScannerError:
+        head = None
+    finally:
+        await reader.client.aclose()
+    cursor = state.last_scanned_block if state else None
+    reorg_at = state.last_reorg_at if state else None
+    return {
+        "chain": chain.name,
+        "head": head,
+        "last_scanned_block": cursor,
+        "lag": head - cursor if head is not None and cursor is not None else None,
+        "open_payments": int(open_count),
+        "last_reorg": reorg_at.isoformat() if reorg_at else None,
+        "last_reorg_depth": state.last_reorg_depth if state else None,
+    }
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    headers = ["chain", "head", "last_scanned_block", "lag", "open_payments", "last_reorg"]
+    headers = [
+        "chain",
+        "head",
+        "last_scanned_block",
+        "lag",
+        "open_payments",
+        "last_reorg",
+        "last_reorg_depth",
+    ]
     table = [headers] + [["-" if r[h] is None else str(r[h]) for h in headers] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:

@@ -68,9 +68,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
     )
     op.create_index("ix_payments_chain_status", "payments", ["chain", "status"])
-    op.create_index(
-        "ix_payments_lookup", "payments", ["chain", sa.text("lower(address)")]
-    )
+    op.create_index("ix_payments_lookup", "payments", ["chain", sa.text("lower(address)")])
     unseen = sa.text("seen_at_block IS NULL")
     op.create_index(
         "ix_payments_unseen", "payments", ["chain"], postgresql_where=unseen, sqlite_where=unseen

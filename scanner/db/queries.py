@@ -173,6 +173,15 @@ async def set_cursor(session: AsyncSession, chain: str, block: int, block_hash: 
     )
 
 
+async def record_reorg(session: AsyncSession, chain: str, depth: int) -> None:
+    cs = _t("chain_states")
+    await session.execute(
+        update(cs)
+        .where(cs.c.chain == chain)
+        .values(last_reorg_at=_now(), last_reorg_depth=depth, updated_at=_now())
+    )
+
+
 async def stored_headers(session: AsyncSession, chain: str, low: int, high: int) -> list[Header]:
     b = _t("blocks")
     rows = await session.execute(

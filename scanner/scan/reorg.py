@@ -73,6 +73,7 @@ async def rewind(
     await q.insert_events(session, ctx, events, loaded.token_of)
     await q.delete_blocks_above(session, ctx.name, ancestor)
     await q.set_cursor(session, ctx.name, ancestor, ancestor_hash)
+    await q.record_reorg(session, ctx.name, cursor - ancestor)
     return ReorgOutcome(
         old_cursor=cursor,
         ancestor=ancestor,

@@ -55,8 +55,19 @@ def test_stamp_and_history(settings: Settings) -> None:
     migrate.stamp(settings, "base")
     assert migrate.current(settings) is None
     migrate.stamp(settings, head)
-    lines = migrate.history(settings)
-    assert lines[0].startswith(f"<base> -> {head} (head) (current), ")
+    lines = migrate.history(settings)  # newest first
+    assert f" -> {head} (head) (current), " in lines[0]
+    assert lines[-1].startswith("<base> -> ")
+    assert len(lines) == len(list(migrate.script_directory().walk_revisions()))
+
+
+def test_downgrade_by_one_and_back(settings: Settings) -> None:
+    head = migrate.head_revision()
+    previous = migrate.script_directory().get_revision(head).down_revision
+    migrate.downgrade(settings, "-1")
+    assert migrate.current(settings) == previous
+    migrate.upgrade(settings)
+    assert migrate.current(settings) == head
 
 
 def test_downgrade_to_an_unknown_revision_is_a_scanner_error(settings: Settings) -> None:

@@ -17,7 +17,15 @@ from tests.ops.support import run_cli, scanner_env, write_config
 
 pytestmark = pytest.mark.slow
 ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
-COLUMNS = ["chain", "head", "last_scanned_block", "lag", "open_payments", "last_reorg"]
+COLUMNS = [
+    "chain",
+    "head",
+    "last_scanned_block",
+    "lag",
+    "open_payments",
+    "last_reorg",
+    "last_reorg_depth",
+]
 
 
 async def test_status_shows_head_cursor_lag_open_payments_and_last_reorg(
@@ -48,12 +56,12 @@ async def test_status_shows_head_cursor_lag_open_payments_and_last_reorg(
     assert (row["head"], row["last_scanned_block"], row["lag"]) == (cursor + 4, cursor, 4)
     assert row["open_payments"] == 2
     assert row["last_reorg"] is not None and row["last_reorg"][:4].isdigit()
+    assert row["last_reorg_depth"] == 1
 
     header, line = table.stdout.strip().splitlines()
     assert header.split() == COLUMNS
-    cells = line.split(maxsplit=len(COLUMNS) - 1)
-    assert cells[:5] == ["anvil", str(cursor + 4), str(cursor), "4", "2"]
-    assert cells[5] == row["last_reorg"]
+    cells = line.split()
+    assert cells == ["anvil", str(cursor + 4), str(cursor), "4", "2", row["last_reorg"], "1"]
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)

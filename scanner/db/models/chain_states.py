@@ -18,6 +18,9 @@ class ChainState(Base):
     chain: Mapped[str] = mapped_column(String(64), unique=True)
     last_scanned_block: Mapped[int] = mapped_column(BigInteger)
     last_scanned_hash: Mapped[str | None] = mapped_column(String(66))
+    # The newest reorg the live scan walked back from (``scanner status`` shows it).
+    last_reorg_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_reorg_depth: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=utcnow(), onupdate=utcnow()
     )
