@@ -7,8 +7,8 @@ Transfer logs are read again with a recipient filter from that time to the curso
 through the same batch rules. A payment the scanner cannot use (bad address, more decimals than
 its token) gets one ``invalid_payment`` event and is left alone.
 
-Native-coin payments are not looked back for (that would mean re-reading every full block); the
-README says so.
+Native-coin payments are looked back for too, by reading the blocks since ``created_at − grace``
+again in full (top-level transfers to their addresses, receipts checked).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.core.decode import parse_payment_fields
-from scanner.core.model import Event, Header
+from scanner.core.model import Event, Header, Transfer
 from scanner.core.ranges import RangeSizer
 from scanner.db import queries as q
 from scanner.db.locks import chain_xact_lock
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchMode, apply_range
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import RangeData, fetch_logs
+from scanner.scan.fetch import RangeData, fetch_logs, fetch_native
 from scanner.scan.report import report_batch
 
 log = structlog.get_logger(__name__)
@@ -76,8 +76,7 @@ async def catch_up(
         r
         for r in rows
         if r.id not in invalid
-        and r.token_id is not None
-        and r.token_id in ctx.token_by_id()
+        and (r.token_id is None or r.token_id in ctx.token_by_id())
         and reference is not None
         and r.created_at.astimezone(UTC).timestamp() - ctx.grace <= reference
     ]
@@ -127,11 +126,12 @@ def _agrees(data: RangeData, window: Sequence[Header]) -> bool:
     and the headers read for them."""
     stored = {h.number: h.hash for h in window}
     read = {h.number: h.hash for h in data.headers}
-    for entry in data.logs:
-        number, block_hash = int(entry["blockNumber"], 16), str(entry["blockHash"]).lower()
-        if read.get(number) != block_hash or stored.get(number, block_hash) != block_hash:
-            return False
-    return True
+    named = [(int(e["blockNumber"], 16), str(e["blockHash"]).lower()) for e in data.logs]
+    named += [(t.block_number, t.block_hash) for t in data.native]
+    return all(
+        read.get(number) == block_hash and stored.get(number, block_hash) == block_hash
+        for number, block_hash in named
+    )
 
 
 async def _look_back(
@@ -141,29 +141,33 @@ async def _look_back(
     cursor: int,
     known: Mapping[int, int],
 ) -> RangeData | None:
-    by_token: dict[str, dict[str, float]] = defaultdict(dict)
+    by_token: dict[str | None, dict[str, float]] = defaultdict(dict)
     tokens = ctx.token_by_id()
     for row in rows:
-        assert row.token_id is not None
-        token = tokens[row.token_id].address
+        token = tokens[row.token_id].address if row.token_id is not None else None
         since = row.created_at.astimezone(UTC).timestamp() - ctx.grace
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
     logs: list[dict[str, Any]] = []
     sizer = RangeSizer(max(1, cursor))
     earliest = cursor
+    native: list[Transfer] = []
     for token, addresses in by_token.items():
         start = await block_at_time(reader, min(addresses.values()), cursor, known)
         earliest = min(earliest, start)
+        if token is None:  # the native coin: its blocks read again, in full
+            native.extend(await fetch_native(reader, start, cursor, set(addresses)))
+            continue
         ordered = sorted(addresses)
         for i in range(0, len(ordered), ADDRESS_TOPICS_PER_CALL):
             topics = ["0x" + "0" * 24 + a[2:] for a in ordered[i : i + ADDRESS_TOPICS_PER_CALL]]
             logs.extend(await fetch_logs(reader, [token], start, cursor, sizer, to_topics=topics))
-    if not logs:
+    if not logs and not native:
         return None
-    numbers = sorted({int(entry["blockNumber"], 16) for entry in logs})
-    headers = await _headers_for(reader, numbers)
-    return RangeData(earliest, cursor, tuple(headers), tuple(logs))
+    numbers = {int(entry["blockNumber"], 16) for entry in logs}
+    numbers |= {t.block_number for t in native}
+    headers = await _headers_for(reader, sorted(numbers))
+    return RangeData(earliest, cursor, tuple(headers), tuple(logs), tuple(native))
 
 
 async def _headers_for(reader: ChainReader, numbers: Sequence[int]) -> list[Header]:

@@ -146,3 +146,21 @@ async def test_caught_up_transfer_after_the_expiry_is_recorded_late(h: Harness) 
         ("paid_late", None, None),
         ("status_changed", "pending", "expired"),
     ]
+
+
+async def test_native_payment_inserted_behind_the_cursor_is_caught_up(h: Harness) -> None:
+    """Native coin too: the blocks since created_at − grace are read again in full; a reverted
+    transfer to the same address still pays nothing."""
+    await h.scan()
+    tx_hash = h.chain.send_eth(h.customer, BOB, 2 * 10**18)
+    paid_at = block_time(h, tx_hash)
+    h.chain.send_failing_eth(BOB, 10**18)
+    h.mine(3)
+    await h.scan()
+    assert await h.transactions() == []
+    pid = await h.create_payment(BOB, "2", token=False, created_at=paid_at - 5)
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("2"))
+    (tx,) = await h.transactions(pid)
+    assert (tx["tx_hash"], tx["log_index"], tx["value"]) == (tx_hash, -1, 2 * 10**18)
