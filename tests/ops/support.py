@@ -494,35 +494,27 @@ class RangeProxy(FaultProxy):
         return await super()._handle(request)
 
 
+def _row_diff(label: str, got: dict[str, Any] | None, want: dict[str, Any] | None) -> str:
+    a, b = got or {}, want or {}
+    keys = sorted(set(a) | set(b))
+    return f"{label}: " + ", ".join(
+        f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)
+    )
+
+
 def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """What differs between two :func:`snapshot`s, one line per row (empty: the same)."""
     out: list[str] = []
     for pid in sorted(set(got["payments"]) | set(want["payments"])):
         a, b = got["payments"].get(pid), want["payments"].get(pid)
         if a != b:
-            keys = sorted(set(a or {}) | set(b or {}))
-            out.append(
-                f"payment {pid}: "
-                + ", ".join(
-                    f"{k}: {(a or {}).get(k)!r} != {(b or {}).get(k)!r}"
-                    for k in keys
-                    if (a or {}).get(k) != (b or {}).get(k)
-                )
-            )
+            out.append(_row_diff(f"payment {pid}", a, b))
     a_txs = {(t["tx_hash"], t["log_index"]): t for t in got["transactions"]}
     b_txs = {(t["tx_hash"], t["log_index"]): t for t in want["transactions"]}
     for key in sorted(set(a_txs) | set(b_txs)):
         a, b = a_txs.get(key), b_txs.get(key)
         if a != b:
-            keys = sorted(set(a or {}) | set(b or {}))
-            out.append(
-                f"transaction {key[0][:10]}/{key[1]}: "
-                + ", ".join(
-                    f"{k}: {(a or {}).get(k)!r} != {(b or {}).get(k)!r}"
-                    for k in keys
-                    if (a or {}).get(k) != (b or {}).get(k)
-                )
-            )
+            out.append(_row_diff(f"transaction {key[0][:10]}/{key[1]}", a, b))
     if len(got["transactions"]) != len(want["transactions"]):
         out.append(f"{len(got['transactions'])} transactions != {len(want['transactions'])}")
     for pid in sorted(set(got["events"]) | set(want["events"])):
