@@ -51,7 +51,8 @@ from bench import phases
 from scanner.app import make_reader
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, LoggingSettings, Settings, load_settings
-from scanner.core.decode import TRANSFER_TOPIC, to_amount
+from scanner.core.amounts import to_amount
+from scanner.core.decode import TRANSFER_TOPIC
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.devchain import FAST_BULK_ARGS, Anvil, DevChain, build_bulk_chain

@@ -264,7 +264,7 @@ async def rewind(settings: Settings, chain_name: str, to_block: int) -> int:
                 "old_cursor": outcome.old_cursor,
                 "cursor": outcome.ancestor,
                 "orphaned": outcome.orphaned,
-                "events": len(outcome.events),
+                "events": len(outcome.report.events),
             }
         )
     )

@@ -17,6 +17,10 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   ├── MalformedResponse       not JSON-RPC, or a result of the wrong shape
     │   └── BlockNotAvailable       null block / unknown block (lagging)    (transient: retried)
     │       └── ReceiptNotAvailable a null transaction receipt               (transient: retried)
+    ├── RangeRejected               a range read from the node cannot be committed as it is
+    │   ├── ReorgDetected           it does not link to the stored blocks: walk back first
+    │   ├── CursorMoved             the cursor is not where the range began: drop the range
+    │   └── RangeInconsistent       its logs and headers name different blocks: read it again
     └── ChainHalted                 a chain must stop until an operator resumes it
         ├── ChainIdMismatch         the node serves another chain
         ├── DeepReorg               a reorg deeper than max_reorg_depth
@@ -178,6 +182,27 @@ class ReceiptNotAvailable(BlockNotAvailable):
     ) -> None:
         super().__init__(message, chain=chain, method=method)
         self.tx_hash = tx_hash
+
+
+class RangeRejected(ScannerError):
+    """A range read from the node cannot be committed as it is; the scan loop reacts."""
+
+
+class ReorgDetected(RangeRejected):
+    """The range does not link to what is stored at ``block``: walk back before going on."""
+
+    def __init__(self, block: int) -> None:
+        super().__init__(f"reorg detected at block {block}")
+        self.block = block
+
+
+class CursorMoved(RangeRejected):
+    """The cursor is not where this prefetched range expected it: drop the range."""
+
+
+class RangeInconsistent(RangeRejected):
+    """Logs name block hashes the headers do not: the node changed under us. Like every
+    :class:`ScannerError` that does not halt a chain, the chain retries it with backoff."""
 
 
 class ChainHalted(ScannerError):

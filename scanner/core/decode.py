@@ -1,4 +1,4 @@
-"""Raw JSON-RPC answers → transfers; token amounts and addresses.
+"""Raw JSON-RPC answers → transfers (amounts and addresses: :mod:`scanner.core.amounts`).
 
 The input is what the node sends (camelCase keys, ``0x``-hex strings), before any library touches
 it. Decoding slices hex strings: this is the hot path (a backfill decodes ~100k logs a second),
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Context, Decimal
 from typing import Any, Final, TypeVar
 
 from scanner.core.model import NATIVE_LOG_INDEX, Header, Transfer
@@ -33,8 +32,6 @@ TRANSFER_TOPIC: Final = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55
 SKIP_REASONS: Final = ("removed", "unknown_token", "topics", "data", "zero_value")
 
 _ZERO_PAD: Final = "0" * 24  # the upper 12 bytes of an address topic, as hex
-_AMOUNT_CONTEXT: Final = Context(prec=80)  # wide enough for any uint256 (78 digits)
-_MAX_UINT256_DIGITS: Final = 78
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,14 +201,7 @@ def _decode_log(
 ) -> Transfer | str:
     """One log → a Transfer, or the reason it is skipped; raises on a malformed log."""
     checked = _Checked() if checked is None else checked
-    try:
-        raw_number, raw_index = log["blockNumber"], log["logIndex"]
-        raw_tx, raw_block, raw_token = log["transactionHash"], log["blockHash"], log["address"]
-        topics, data = log["topics"], log["data"]
-    except KeyError as exc:
-        raise MalformedResponse(f"log without {exc.args[0]!r}") from None
-    except TypeError:
-        raise MalformedResponse(f"log is not an object: {log!r:.80}") from None
+    raw_number, raw_index, raw_tx, raw_block, raw_token, topics, data = _log_fields(log)
     block_number = checked.quantity(raw_number, "log blockNumber")
     log_index = checked.quantity(raw_index, "log logIndex")
     tx_hash = checked.hash(raw_tx, "log transactionHash")
@@ -227,10 +217,9 @@ def _decode_log(
     if isinstance(payload, str):
         return payload
     sender, recipient, value = payload
-    try:
-        timestamp = timestamps[block_number]
-    except KeyError:
-        raise MalformedResponse(f"no timestamp for block {block_number}") from None
+    timestamp = timestamps.get(block_number)
+    if timestamp is None:
+        raise MalformedResponse(f"no timestamp for block {block_number}")
     return Transfer(
         token=token,
         tx_hash=tx_hash,
@@ -242,6 +231,27 @@ def _decode_log(
         to_address=recipient,
         value=value,
     )
+
+
+_LOG_FIELDS: Final = (
+    "blockNumber",
+    "logIndex",
+    "transactionHash",
+    "blockHash",
+    "address",
+    "topics",
+    "data",
+)
+
+
+def _log_fields(log: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The fields a Transfer needs, in :data:`_LOG_FIELDS` order; raises when one is missing."""
+    try:
+        return tuple(log[key] for key in _LOG_FIELDS)
+    except KeyError as exc:
+        raise MalformedResponse(f"log without {exc.args[0]!r}") from None
+    except TypeError:
+        raise MalformedResponse(f"log is not an object: {log!r:.80}") from None
 
 
 def _transfer_payload(
@@ -286,13 +296,12 @@ def parse_header(block: Mapping[str, Any]) -> Header:
 def native_transfers(
     blocks: Sequence[Mapping[str, Any]],
     watched: Container[str],
-    exclude: Container[str] = (),
 ) -> list[Transfer]:
     """Native-coin transfers to ``watched`` addresses from raw ``eth_getBlockByNumber(n, true)``.
 
     Top-level transactions whose ``to`` (lower-cased) is watched and whose value is > 0; contract
-    creations (``to`` null) pay nobody. ``exclude`` holds the lower-case hashes of transactions
-    whose receipt failed (the caller checks receipts: a failed transaction pays nothing).
+    creations (``to`` null) pay nobody. Receipts are the caller's to check (a failed transaction
+    pays nothing).
     Sorted by block number, then by position in the block.
     """
     found: list[tuple[int, int, Transfer]] = []
@@ -306,7 +315,7 @@ def native_transfers(
         for position, tx in enumerate(txs):
             if not isinstance(tx, Mapping):
                 raise MalformedResponse(f"block {number} was fetched without full transactions")
-            transfer = _native_transfer(tx, number, block_hash, timestamp, watched, exclude)
+            transfer = _native_transfer(tx, number, block_hash, timestamp, watched)
             if transfer is not None:
                 found.append((number, position, transfer))
     found.sort(key=lambda item: (item[0], item[1]))
@@ -319,7 +328,6 @@ def _native_transfer(
     block_hash: str,
     timestamp: int,
     watched: Container[str],
-    exclude: Container[str],
 ) -> Transfer | None:
     to = _field(tx, "to", "transaction")
     if to is None:
@@ -329,7 +337,7 @@ def _native_transfer(
         return None
     value = hex_quantity(_field(tx, "value", "transaction"), "transaction value")
     tx_hash = hex_hash(_field(tx, "hash", "transaction"), "transaction hash")
-    if value == 0 or tx_hash in exclude:
+    if value == 0:
         return None
     return Transfer(
         token=None,
@@ -342,78 +350,3 @@ def _native_transfer(
         to_address=to_address,
         value=value,
     )
-
-
-# --- amounts and addresses -------------------------------------------------------------------
-
-
-def to_amount(value: int, decimals: int) -> Decimal:
-    """Base units → whole token units, exactly (``Decimal(value).scaleb(-decimals)``, prec 80)."""
-    return Decimal(value).scaleb(-decimals, _AMOUNT_CONTEXT)
-
-
-def to_base_units(amount: Decimal, decimals: int) -> int:
-    """Whole token units → base units, exactly.
-
-    Raises ValueError when ``amount`` is not finite, negative, has more decimal places than
-    ``decimals`` (``1.0000001`` of a 6-decimal token), or does not fit a uint256.
-    """
-    if not amount.is_finite():
-        raise ValueError(f"amount {amount} is not a finite number")
-    sign, digits, exponent = amount.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    coefficient = int("".join(map(str, digits)) or "0")
-    if coefficient == 0:
-        return 0
-    if sign:
-        raise ValueError(f"amount {amount} is negative")
-    shift = exponent + decimals
-    units: int
-    if shift >= 0:
-        if len(digits) + shift > _MAX_UINT256_DIGITS:
-            raise ValueError(f"amount {amount} does not fit a uint256")
-        scale: int = 10**shift
-        units = coefficient * scale
-    else:
-        if -shift > len(digits):  # a non-zero coefficient below the scale: cannot divide evenly
-            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
-        scale = 10**-shift
-        units, remainder = divmod(coefficient, scale)
-        if remainder:
-            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
-    if units >= 2**256:
-        raise ValueError(f"amount {amount} does not fit a uint256")
-    return units
-
-
-def normalize_address(text: str) -> str | None:
-    """``0x`` + 40 hex digits, lower-cased; ``None`` when ``text`` is not a 20-byte address.
-
-    Checksummed and upper-case forms are accepted (the checksum is not verified: the gateway's
-    addresses are compared case-insensitively).
-    """
-    if not isinstance(text, str) or len(text) != 42 or text[:2] not in ("0x", "0X"):
-        return None
-    body = text[2:]
-    if not (body.isascii() and body.isalnum()):
-        return None
-    try:
-        int(body, 16)
-    except ValueError:
-        return None
-    return "0x" + body.lower()
-
-
-def parse_payment_fields(address: str, amount: Decimal, decimals: int) -> tuple[str, int]:
-    """A gateway row's address and amount → (lower-case address, base units > 0).
-
-    Raises ValueError with the reason for an ``invalid_payment`` event: an address that is not
-    20 bytes of hex, an amount that is not positive, or one with more decimal places than the token.
-    """
-    normalized = normalize_address(address)
-    if normalized is None:
-        raise ValueError(f"address {address!r:.60} is not 20 bytes of hex")
-    units = to_base_units(amount, decimals)
-    if units <= 0:
-        raise ValueError(f"amount {amount} is not positive")
-    return normalized, units

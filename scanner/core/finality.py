@@ -2,6 +2,8 @@
 
 Confirmations are never counted against an unchecked head number: ``checked`` is the live
 cursor, or for a backfill the higher of the live cursor and the newest block it verified itself.
+This module is the one place finality is decided; the scan, the backfill, the reorg walk-back
+and the property tests all call :func:`finality_at`.
 """
 
 from __future__ import annotations
@@ -10,23 +12,46 @@ from collections.abc import Mapping
 
 from scanner.core.model import Finality
 
+#: Stored blocks kept beyond what the rules need: the block just below a range, a lagging
+#: finality tag and a catch-up's look-up by time still find their timestamps there.
+KEEP_MARGIN = 8
 
-def block_finality(checked: int, required: int, timestamps: Mapping[int, int]) -> Finality:
-    """Finality in block mode: final when ``checked - block + 1 >= required``.
 
-    ``timestamps`` maps block number → timestamp; the final block's timestamp is looked up there
-    (absent → ``final_timestamp`` None → no expiry decision).
+def final_block(checked: int, *, required: int | None, tag_block: int | None) -> int:
+    """The highest final block when ``checked`` is the newest hash-checked block.
+
+    Block mode (``required`` confirmations): ``checked - required + 1``. Tag mode (``required``
+    None, ``finalized``/``safe``): ``min(tag_block, checked)``, and nothing is final before the
+    node has named a tag block.
     """
-    if required < 1:
-        raise ValueError(f"required confirmations must be at least 1, got {required}")
-    final_block = checked - required + 1
-    return Finality(checked, final_block, timestamps.get(final_block), required)
+    if required is not None:
+        if required < 1:
+            raise ValueError(f"required confirmations must be at least 1, got {required}")
+        return checked - required + 1
+    return min(tag_block if tag_block is not None else -1, checked)
 
 
-def tag_finality(checked: int, tag_block: int, timestamps: Mapping[int, int]) -> Finality:
-    """Finality in tag mode (``finalized``/``safe``): final at or below min(tag block, checked)."""
-    final_block = min(tag_block, checked)
-    return Finality(checked, final_block, timestamps.get(final_block), None)
+def finality_at(
+    checked: int,
+    *,
+    required: int | None,
+    tag_block: int | None,
+    timestamps: Mapping[int, int],
+) -> Finality:
+    """What is final as of ``checked``; the final block's time comes from ``timestamps``
+    (absent → ``final_timestamp`` None → no expiry decision)."""
+    final = final_block(checked, required=required, tag_block=tag_block)
+    return Finality(checked, final, timestamps.get(final), required)
+
+
+def blocks_to_keep(reorg_depth: int, required: int | None) -> int:
+    """How many stored blocks below the cursor the scan keeps (and the catch-up reads).
+
+    The walk-back compares ``reorg_depth`` of them with the node; the expiry decision needs the
+    timestamp of the final block, ``required`` below the cursor; :data:`KEEP_MARGIN` more for the
+    block just below a range and a tag that lags.
+    """
+    return reorg_depth + (required or 0) + KEEP_MARGIN
 
 
 def credit_confirmations(block_number: int, finality: Finality) -> int:

@@ -1,4 +1,4 @@
-"""Block ranges: the next range to scan, splitting a range, and the adaptive range size.
+"""Block ranges: splitting a range, and the adaptive range size.
 
 A range is an inclusive ``(start, end)`` pair of block numbers.
 """
@@ -9,19 +9,6 @@ from typing import Final
 
 #: Consecutive successful ranges after which :class:`RangeSizer` doubles its size again.
 GROW_AFTER: Final = 8
-
-
-def next_range(cursor: int, head: int, batch_size: int) -> tuple[int, int] | None:
-    """The range after ``cursor``: ``cursor + 1 .. min(cursor + batch_size, head)``.
-
-    ``None`` when there is nothing to scan (``cursor >= head``; a node behind the cursor is a
-    reason to wait, never to rewind).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if cursor >= head:
-        return None
-    return (cursor + 1, min(cursor + batch_size, head))
 
 
 def split_range(start: int, end: int, size: int) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from scanner.core.decode import hex_hash, hex_quantity
 from scanner.core.model import Header
@@ -74,9 +74,22 @@ def find_common_ancestor(stored: Mapping[int, str], node: Mapping[int, str]) -> 
     return max(common, default=None)
 
 
-def ancestor_window(cursor: int, max_depth: int) -> tuple[int, int]:
-    """The blocks to compare for the common ancestor: ``cursor - max_depth .. cursor``."""
-    return (max(0, cursor - max_depth), cursor)
+class StoredBlockRef(Protocol):
+    @property
+    def block_number(self) -> int: ...
+    @property
+    def block_hash(self) -> str: ...
+
+
+S = TypeVar("S", bound=StoredBlockRef)
+
+
+def replaced_credits(stored: Sequence[S], headers: Sequence[Header]) -> list[S]:
+    """The stored credits of a range whose block the range's headers now name by another hash
+    (the node replaced the block at the same height): orphan them before the range's transfers
+    are applied, so that a re-mined transfer is matched again and credited once."""
+    hashes = {h.number: h.hash for h in headers}
+    return [s for s in stored if hashes.get(s.block_number) != s.block_hash]
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,10 +58,6 @@ def async_url(url: str) -> URL:
     raise _bad_url(url, f"has an unsupported scheme {driver!r}: use postgresql:// or sqlite:///")
 
 
-def is_sqlite(url: str) -> bool:
-    return async_url(url).get_backend_name() == "sqlite"
-
-
 def make_engine(settings: Settings, *, migrating: bool = False) -> AsyncEngine:
     """The application's engine for ``settings.database_url``."""
     return engine_for_url(

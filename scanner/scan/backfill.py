@@ -22,13 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
 from scanner.core.model import Header
+from scanner.core.plan import BACKFILL, DRY_RUN
 from scanner.core.ranges import RangeSizer, split_range
-from scanner.db import jobs
-from scanner.db import queries as q
+from scanner.db import cursor, jobs, payments
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import ConfigError
 from scanner.observe.metrics import Metrics
-from scanner.scan.batch import BatchMode, BatchResult, apply_range, verify_links
+from scanner.scan.batch import BatchReport, run_range, verify_links
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData, fetch_range
 from scanner.scan.pipeline import prefetch
@@ -54,7 +54,7 @@ class BackfillSummary:
     status_changes: dict[str, int] = field(default_factory=dict)
     changed_ids: set[UUID] = field(default_factory=set, repr=False)
 
-    def add(self, result: BatchResult) -> None:
+    def add(self, result: BatchReport) -> None:
         self.blocks += result.end - result.start + 1
         self.logs += result.logs
         self.matched += result.matched
@@ -172,7 +172,7 @@ class Backfill:
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
         async with self._transaction() as session:
-            native = await q.native_addresses(session, ctx.name)
+            native = await payments.native_addresses(session, ctx.name)
 
         async def fetch(a: int, b: int) -> RangeData:
             return await fetch_range(
@@ -192,7 +192,7 @@ class Backfill:
 
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
-    ) -> BatchResult:
+    ) -> BatchReport:
         started = time.perf_counter()
         async with self._transaction() as session:
             result = await self._apply(session, ctx, data, window, summary)
@@ -208,16 +208,18 @@ class Backfill:
         data: RangeData,
         window: dict[int, int],
         summary: BackfillSummary,
-    ) -> BatchResult:
+    ) -> BatchReport:
         if not self.dry_run:
             await chain_xact_lock(session, ctx.name)
-        cursor = await q.get_cursor(session, ctx.name)
-        floor = cursor[0] if cursor is not None else -1
+        live = await cursor.get_cursor(session, ctx.name)
+        floor = live[0] if live is not None else -1
         tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
         # A dry run writes into its one transaction (rolled back at the end), without row locks
         # only because nothing it writes is ever committed.
-        mode = BatchMode(live=False, checked_floor=floor, row_locks=not self.dry_run)
-        result = await apply_range(session, ctx, data, mode=mode, tag_block=tag_block, below=window)
+        mode = DRY_RUN if self.dry_run else BACKFILL
+        result = await run_range(
+            session, ctx, data, mode, tag_block=tag_block, below=window, checked_floor=floor
+        )
         if not self.dry_run:
             await jobs.advance(
                 session, ctx.name, summary.from_block, summary.to_block, data.end + 1

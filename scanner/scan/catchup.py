@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -24,30 +23,23 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.core.decode import parse_payment_fields
-from scanner.core.model import Event, Header, Transfer
+from scanner.core import events as core_events
+from scanner.core.model import Header, Transfer
+from scanner.core.plan import CATCH_UP, OutboxRow
 from scanner.core.ranges import RangeSizer
-from scanner.db import queries as q
+from scanner.db import cursor, events, payments
 from scanner.db.locks import chain_xact_lock
+from scanner.db.payments import PaymentRow
+from scanner.db.sql import seconds
 from scanner.observe.metrics import Metrics
-from scanner.scan.batch import BatchMode, apply_range
+from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData, fetch_logs, fetch_native
 from scanner.scan.report import report_batch
+from scanner.scan.rows import followed, invalid_reason
 
 log = structlog.get_logger(__name__)
 ADDRESS_TOPICS_PER_CALL = 50
-
-
-def invalid_reason(row: q.PaymentRow, ctx: ChainContext) -> str | None:
-    """Why the scanner cannot follow this payment, or None."""
-    if row.token_id is not None and row.token_id not in ctx.token_by_id():
-        return None  # a token this chain does not scan (disabled): not invalid, just not followed
-    try:
-        parse_payment_fields(row.address, row.amount, ctx.decimals_of(row.token_id))
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 async def catch_up(
@@ -59,66 +51,72 @@ async def catch_up(
 ) -> int:
     """Look at every payment not yet seen; return how many were looked back for."""
     async with sessions() as session:
-        rows = await q.unseen_payments(session, ctx.name)
-        if not rows:
+        rows = await payments.unseen(session, ctx.name)
+        at = await cursor.get_cursor(session, ctx.name) if rows else None
+        if at is None:
             return 0
-        cursor = await q.get_cursor(session, ctx.name)
-        if cursor is None:
-            return 0
-        window = await q.stored_headers(
-            session, ctx.name, cursor[0] - ctx.reorg_depth - (ctx.required or 0) - 8, cursor[0]
-        )
-    now_block = cursor[0]
-    cursor_ts = {h.number: h.timestamp for h in window}
-    reference = cursor_ts.get(now_block)
+        low = at[0] - ctx.rules.keep_blocks
+        window = await cursor.stored_headers(session, ctx.name, low, at[0])
+    now_block = at[0]
+    known = {h.number: h.timestamp for h in window}
     invalid = {r.id: reason for r in rows if (reason := invalid_reason(r, ctx)) is not None}
-    behind = [
-        r
-        for r in rows
-        if r.id not in invalid
-        and (r.token_id is None or r.token_id in ctx.token_by_id())
-        and reference is not None
-        and r.created_at.astimezone(UTC).timestamp() - ctx.grace <= reference
-    ]
-    data = await _look_back(reader, ctx, behind, now_block, cursor_ts) if behind else None
+    behind = _behind(ctx, [r for r in rows if r.id not in invalid], known.get(now_block))
+    data = await _look_back(reader, ctx, behind, now_block, known) if behind else None
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
         return 0  # a reorg is under way: the live tick walks back first, look again next tick
-    async with sessions() as session, session.begin():
-        await chain_xact_lock(session, ctx.name)
-        again = await q.get_cursor(session, ctx.name)
-        if data is not None and (again is None or again[0] < now_block):
-            return 0  # a reorg rewound the cursor meanwhile: look again next tick
-        if invalid:
-            await _report_invalid(session, ctx, invalid, rows)
-        if data is not None:
-            mode = BatchMode(live=False, checked_floor=now_block, check_stale=False)
-            result = await apply_range(
-                session, ctx, data, mode=mode, tag_block=None, below=cursor_ts
-            )
-            report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0)
-        await q.mark_seen(session, [r.id for r in rows], now_block)
+    if not await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics):
+        return 0
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
     return len(behind)
 
 
+def _behind(
+    ctx: ChainContext, rows: Sequence[PaymentRow], reference: int | None
+) -> list[PaymentRow]:
+    """The followed rows created (less the grace) no later than the cursor's block."""
+    if reference is None:
+        return []
+    return [r for r in rows if followed(r, ctx) and seconds(r.created_at) - ctx.grace <= reference]
+
+
+async def _commit(
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: ChainContext,
+    rows: Sequence[PaymentRow],
+    invalid: dict[UUID, str],
+    data: RangeData | None,
+    now_block: int,
+    known: Mapping[int, int],
+    metrics: Metrics | None,
+) -> bool:
+    """Apply the look-back and mark the rows seen, in one transaction; False when the cursor
+    went back meanwhile (a reorg: look again next tick)."""
+    async with sessions() as session, session.begin():
+        await chain_xact_lock(session, ctx.name)
+        again = await cursor.get_cursor(session, ctx.name)
+        if data is not None and (again is None or again[0] < now_block):
+            return False
+        await _report_invalid(session, ctx, invalid)
+        if data is not None:
+            result = await run_range(
+                session, ctx, data, CATCH_UP, tag_block=None, below=known, checked_floor=now_block
+            )
+            report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0)
+        await payments.mark_seen(session, [r.id for r in rows], now_block)
+    return True
+
+
 async def _report_invalid(
-    session: AsyncSession, ctx: ChainContext, invalid: dict[UUID, str], rows: Sequence[q.PaymentRow]
+    session: AsyncSession, ctx: ChainContext, invalid: dict[UUID, str]
 ) -> None:
-    events = [
-        Event(
-            payment_id=pid,
-            type="invalid_payment",
-            status_from=None,
-            status_to=None,
-            data={"reason": reason},
-        )
-        for pid, reason in invalid.items()
-    ]
-    await q.insert_events(session, ctx, events, {r.id: r.token_id for r in rows})
+    outbox = []
     for pid, reason in invalid.items():
+        event = core_events.invalid_payment(pid, reason)
+        outbox.append(OutboxRow(event, dict(event.data)))
         log.warning("payment_invalid", chain=ctx.name, payment_id=str(pid), reason=reason)
+    await events.append(session, outbox)
 
 
 def _agrees(data: RangeData, window: Sequence[Header]) -> bool:
@@ -137,7 +135,7 @@ def _agrees(data: RangeData, window: Sequence[Header]) -> bool:
 async def _look_back(
     reader: ChainReader,
     ctx: ChainContext,
-    rows: Sequence[q.PaymentRow],
+    rows: Sequence[PaymentRow],
     cursor: int,
     known: Mapping[int, int],
 ) -> RangeData | None:
@@ -145,7 +143,7 @@ async def _look_back(
     tokens = ctx.token_by_id()
     for row in rows:
         token = tokens[row.token_id].address if row.token_id is not None else None
-        since = row.created_at.astimezone(UTC).timestamp() - ctx.grace
+        since = seconds(row.created_at) - ctx.grace
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
     logs: list[dict[str, Any]] = []

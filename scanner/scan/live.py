@@ -20,19 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
 from scanner.core.model import Header
+from scanner.core.plan import LIVE
 from scanner.core.ranges import RangeSizer, split_range
-from scanner.db import queries as q
+from scanner.db import cursor as stored
+from scanner.db import payments
 from scanner.db.locks import chain_xact_lock
+from scanner.errors import CursorMoved, ReorgDetected
 from scanner.observe.metrics import Metrics
-from scanner.scan.batch import (
-    BatchMode,
-    BatchResult,
-    CursorMoved,
-    ReorgDetected,
-    advance_only,
-    apply_range,
-    verify_links,
-)
+from scanner.scan.batch import BatchReport, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData, fetch_range
@@ -41,7 +36,6 @@ from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
 
-LIVE = BatchMode(live=True)
 NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
 
 
@@ -172,28 +166,20 @@ class ChainScanner:
             self.log.info("cursor_moved_elsewhere")
         return TickOutcome(head, self.cursor, done)
 
-    async def _commit(self, data: RangeData, tag: Header | None) -> BatchResult:
+    async def _commit(self, data: RangeData, tag: Header | None) -> BatchReport:
         started = time.perf_counter()
         async with self.sessions() as session, session.begin():
             await chain_xact_lock(session, self.name)
-            stored = await q.get_cursor(session, self.name)
-            if stored is None or stored[0] != data.start - 1:
+            at = await stored.get_cursor(session, self.name)
+            if at is None or at[0] != data.start - 1:
                 raise CursorMoved()
-            below = await q.stored_headers(
-                session, self.name, data.start - self.ctx.reorg_depth - 1, data.start - 1
-            )
-            parent = (stored[0], stored[1]) if stored[1] is not None else None
-            verify_links(data, parent)
-            timestamps = {h.number: h.timestamp for h in below}
+            low = data.start - self.ctx.reorg_depth - 1
+            below = await stored.stored_timestamps(session, self.name, low, data.start - 1)
+            verify_links(data, (at[0], at[1]) if at[1] is not None else None)
             if tag is not None:
-                timestamps[tag.number] = tag.timestamp
-            result = await apply_range(
-                session,
-                self.ctx,
-                data,
-                mode=LIVE,
-                tag_block=tag.number if tag else None,
-                below=timestamps,
+                below[tag.number] = tag.timestamp
+            result = await run_range(
+                session, self.ctx, data, LIVE, tag_block=tag.number if tag else None, below=below
             )
         self.cursor = data.end
         self._progress()
@@ -203,19 +189,18 @@ class ChainScanner:
     async def _advance_only(self, cursor: int, tag: Header | None) -> None:
         async with self.sessions() as session, session.begin():
             await chain_xact_lock(session, self.name)
-            timestamps = await q.stored_timestamps(
-                session, self.name, cursor - self.ctx.reorg_depth, cursor
-            )
+            low = cursor - self.ctx.reorg_depth
+            timestamps = await stored.stored_timestamps(session, self.name, low, cursor)
             if tag is not None:
                 timestamps[tag.number] = tag.timestamp
-            result = await advance_only(
+            result = await run_tick(
                 session,
                 self.ctx,
                 checked=cursor,
                 tag_block=tag.number if tag else None,
                 timestamps=timestamps,
             )
-            open_count = await q.count_open_payments(session, self.name)
+            open_count = await payments.count_open(session, self.name)
         if self.metrics is not None:
             self.metrics.set_open_payments(self.name, open_count)
         if result.events:
@@ -224,15 +209,14 @@ class ChainScanner:
     async def handle_reorg(self, block: int, tag: Header | None) -> None:
         """Walk back to the common ancestor and rewind, in one transaction."""
         async with self.sessions() as session:
-            stored = await q.get_cursor(session, self.name)
-            cursor = stored[0] if stored else self.cursor
-            headers = await q.stored_headers(
-                session, self.name, cursor - self.ctx.reorg_depth, cursor
-            )
+            at = await stored.get_cursor(session, self.name)
+            cursor = at[0] if at else self.cursor
+            low = cursor - self.ctx.reorg_depth
+            headers = await stored.stored_headers(session, self.name, low, cursor)
         ancestor = await find_ancestor(self.reader, self.ctx, headers, cursor)
         async with self.sessions() as session, session.begin():
             await chain_xact_lock(session, self.name)
-            again = await q.get_cursor(session, self.name)
+            again = await stored.get_cursor(session, self.name)
             if again is None or again[0] != cursor:
                 return
             outcome = await rewind(
@@ -253,13 +237,7 @@ class ChainScanner:
             ancestor=ancestor,
             orphaned=outcome.orphaned,
         )
-        report_batch(
-            self.log,
-            self.metrics,
-            self.name,
-            BatchResult(ancestor + 1, cursor, events=list(outcome.events)),
-            0.0,
-        )
+        report_batch(self.log, self.metrics, self.name, outcome.report, 0.0)
 
     async def _tip_replaced(self, cursor: int, cursor_hash: str | None) -> bool:
         """With no new block to link to, whether the node replaced the cursor's block (a reorg
@@ -271,8 +249,8 @@ class ChainScanner:
 
     async def _read_cursor(self) -> tuple[int, str | None]:
         async with self.sessions() as session:
-            stored = await q.get_cursor(session, self.name)
-        return stored if stored is not None else (self.cursor, None)
+            at = await stored.get_cursor(session, self.name)
+        return at if at is not None else (self.cursor, None)
 
     async def _tag_header(self) -> Header | None:
         if self.ctx.tag is None:
@@ -282,7 +260,7 @@ class ChainScanner:
 
     async def _native_watched(self) -> set[str]:
         async with self.sessions() as session:
-            return await q.native_addresses(session, self.name)
+            return await payments.native_addresses(session, self.name)
 
     def _progress(self) -> None:
         if self.metrics is not None and self.head >= 0:

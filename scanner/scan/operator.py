@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
-from scanner.db import queries as q
+from scanner.db import cursor as stored
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import ConfigError
 from scanner.scan.context import ChainContext
@@ -34,7 +34,7 @@ async def rewind_chain(
     header = (await reader.headers(to_block, to_block))[0]
     async with sessions() as session, session.begin():
         await chain_xact_lock(session, chain.name)
-        cursor = await q.get_cursor(session, chain.name)
+        cursor = await stored.get_cursor(session, chain.name)
         if cursor is None:
             raise ConfigError(f"chain {chain.name!r} has no cursor yet", key="--chain")
         if to_block > cursor[0]:
@@ -42,8 +42,8 @@ async def rewind_chain(
                 f"--to-block {to_block} is above the cursor {cursor[0]}", key="--to-block"
             )
         ctx = ChainContext.from_settings(chain, await sync_tokens(session, chain))
-        await q.delete_blocks_above(session, chain.name, to_block - 1)
-        await q.store_blocks(session, chain.name, [header])
+        await stored.delete_blocks_above(session, chain.name, to_block - 1)
+        await stored.store_blocks(session, chain.name, [header])
         outcome = await rewind(session, ctx, cursor=cursor[0], ancestor=to_block, tag_block=None)
     log.warning(
         "chain_rewound",

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.chain.reader import ChainReader
-from scanner.core.model import Event, Header
+from scanner.core.model import Header
 from scanner.core.reorg import find_common_ancestor, walk_back_plan
-from scanner.db import queries as q
 from scanner.errors import DeepReorg
+from scanner.scan.batch import BatchReport, run_rewind
 from scanner.scan.context import ChainContext
-from scanner.scan.payments import load_into_ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,7 @@ class ReorgOutcome:
     ancestor: int
     depth: int
     orphaned: int
-    events: tuple[Event, ...]
+    report: BatchReport
 
 
 async def find_ancestor(
@@ -56,28 +55,13 @@ async def rewind(
     tag_block: int | None,
 ) -> ReorgOutcome:
     """Undo every block above ``ancestor`` inside the caller's transaction."""
-    dropped = await q.orphan_candidates_above(session, ctx.name, ancestor)
-    timestamps = await q.stored_timestamps(session, ctx.name, ancestor - ctx.reorg_depth, ancestor)
-    ancestor_hash = next(
-        (h.hash for h in await q.stored_headers(session, ctx.name, ancestor, ancestor)), None
+    report, orphaned = await run_rewind(
+        session, ctx, cursor=cursor, ancestor=ancestor, tag_block=tag_block
     )
-    finality = ctx.finality(ancestor, tag_block, timestamps)
-    loaded = await load_into_ledger(
-        session, ctx, ids={d.payment_id for d in dropped}, finality=finality
-    )
-    loaded.ledger.orphan([(d.tx_hash, d.log_index) for d in dropped])
-    loaded.ledger.advance(finality)
-    events = loaded.ledger.events()
-    await q.save_credits(session, ctx, loaded.ledger.credits(), {}, loaded.token_of, finality)
-    await q.update_payments(session, ctx, loaded.ledger.changed(), loaded.token_of)
-    await q.insert_events(session, ctx, events, loaded.token_of)
-    await q.delete_blocks_above(session, ctx.name, ancestor)
-    await q.set_cursor(session, ctx.name, ancestor, ancestor_hash)
-    await q.record_reorg(session, ctx.name, cursor - ancestor)
     return ReorgOutcome(
         old_cursor=cursor,
         ancestor=ancestor,
         depth=cursor - ancestor,
-        orphaned=len(dropped),
-        events=tuple(events),
+        orphaned=orphaned,
+        report=report,
     )

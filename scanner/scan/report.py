@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 from scanner.observe.metrics import Metrics
-from scanner.scan.batch import BatchResult
+from scanner.scan.batch import BatchReport
 
 PER_EVENT_LOG_LIMIT = 200
 
 
 def report_batch(
-    log: Any, metrics: Metrics | None, chain: str, result: BatchResult, seconds: float
+    log: Any, metrics: Metrics | None, chain: str, result: BatchReport, seconds: float
 ) -> None:
     if result.end >= result.start:
         log.info(
@@ -40,7 +40,7 @@ def report_batch(
             metrics.finality_violated(chain)
 
 
-def _log_events(log: Any, result: BatchResult) -> None:
+def _log_events(log: Any, result: BatchReport) -> None:
     """One line per event for an ordinary batch. A bulk batch (a backfill paying thousands)
     gets one ``payments_changed`` summary at info and its per-event lines at debug: at tens of
     thousands of events a second, a line each would cost more than the scan itself, and nobody

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
-from scanner.db import queries as q
+from scanner.db import cursor as stored
 from scanner.db.models import Token
 from scanner.errors import ChainIdMismatch, TokenConfigConflict
 from scanner.scan.context import ChainContext, TokenInfo
@@ -65,7 +65,7 @@ async def init_cursor(
     session: AsyncSession, reader: ChainReader, chain: ChainSettings
 ) -> tuple[int, str | None]:
     """The stored cursor, or a fresh one at ``start_block - 1`` (default: the current head)."""
-    cursor = await q.get_cursor(session, chain.name)
+    cursor = await stored.get_cursor(session, chain.name)
     if cursor is not None:
         return cursor
     start = chain.start_block if chain.start_block is not None else await reader.head() + 1
@@ -74,8 +74,8 @@ async def init_cursor(
     if block >= 0:
         header = (await reader.headers(block, block))[0]
         block_hash = header.hash
-        await q.store_blocks(session, chain.name, [header])
-    await q.init_cursor(session, chain.name, block, block_hash)
+        await stored.store_blocks(session, chain.name, [header])
+    await stored.init_cursor(session, chain.name, block, block_hash)
     log.info("cursor_initialized", chain=chain.name, block=block)
     return block, block_hash
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from uuid import UUID
 
-from scanner.core.finality import block_finality
+from scanner.core.finality import finality_at
 from scanner.core.model import Finality, Payment, Status, Transfer
 
 T0 = 1_700_000_000
@@ -84,4 +84,4 @@ TIMESTAMPS: Mapping[int, int] = {n: ts(n) for n in range(10_000)}
 
 def fin(checked: int, required: int = 3) -> Finality:
     """Block-mode finality on the toy chain."""
-    return block_finality(checked, required, TIMESTAMPS)
+    return finality_at(checked, required=required, tag_block=None, timestamps=TIMESTAMPS)

@@ -5,16 +5,13 @@ from typing import Any
 
 import pytest
 
+from scanner.core.amounts import normalize_address, parse_payment_fields, to_amount, to_base_units
 from scanner.core.decode import (
     TRANSFER_TOPIC,
     decode_transfer_logs,
     native_transfers,
-    normalize_address,
     parse_header,
-    parse_payment_fields,
     recipients_of,
-    to_amount,
-    to_base_units,
 )
 from scanner.core.model import Header, Transfer
 from scanner.errors import MalformedResponse
@@ -241,10 +238,9 @@ class TestNativeTransfers:
             raw_tx(hash=word(1), to="0x" + "99" * 20),  # not watched
             raw_tx(hash=word(2), value="0x0"),  # no value
             raw_tx(hash=word(3), to=None),  # contract creation
-            raw_tx(hash=word(4)),  # failed receipt
             raw_tx(hash=word(5)),
         ]
-        found = native_transfers([raw_block(100, *txs)], {TO}, exclude={word(4)})
+        found = native_transfers([raw_block(100, *txs)], {TO})
         assert [t.tx_hash for t in found] == [word(5)]
 
     def test_order_by_block_then_position(self) -> None:

@@ -2,14 +2,28 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.core.finality import block_finality, credit_confirmations, is_final, tag_finality
+from scanner.core.finality import (
+    blocks_to_keep,
+    credit_confirmations,
+    finality_at,
+    is_final,
+)
 from scanner.core.ledger import credit_confirmations as reexported
 from scanner.core.model import Finality
+from scanner.core.plan import ChainRules
 from tests.core.builders import TIMESTAMPS, ts
 
 
+def blocks(checked: int, required: int) -> Finality:
+    return finality_at(checked, required=required, tag_block=None, timestamps=TIMESTAMPS)
+
+
+def tags(checked: int, tag_block: int | None) -> Finality:
+    return finality_at(checked, required=None, tag_block=tag_block, timestamps=TIMESTAMPS)
+
+
 def test_block_mode() -> None:
-    f = block_finality(100, 12, TIMESTAMPS)
+    f = blocks(100, 12)
     assert f == Finality(checked=100, final_block=89, final_timestamp=ts(89), required=12)
     assert is_final(89, f)
     assert not is_final(90, f)
@@ -17,32 +31,54 @@ def test_block_mode() -> None:
     assert credit_confirmations(100, f) == 1
 
 
+def test_block_mode_ignores_a_tag() -> None:
+    assert finality_at(100, required=12, tag_block=95, timestamps=TIMESTAMPS) == blocks(100, 12)
+
+
 def test_block_mode_early_in_the_chain_has_no_final_timestamp() -> None:
-    f = block_finality(3, 12, TIMESTAMPS)
+    f = blocks(3, 12)
     assert (f.final_block, f.final_timestamp) == (-8, None)
     assert not is_final(0, f)
 
 
 def test_tag_mode_is_capped_at_the_checked_block() -> None:
-    assert tag_finality(100, 95, TIMESTAMPS) == Finality(100, 95, ts(95), None)
-    assert tag_finality(100, 120, TIMESTAMPS) == Finality(100, 100, ts(100), None)
+    assert tags(100, 95) == Finality(100, 95, ts(95), None)
+    assert tags(100, 120) == Finality(100, 100, ts(100), None)
+
+
+def test_tag_mode_without_a_tag_block_has_nothing_final() -> None:
+    f = tags(100, None)
+    assert (f.final_block, f.final_timestamp) == (-1, None)
+    assert not is_final(0, f)
 
 
 def test_confirmations_never_go_below_zero() -> None:
-    f = block_finality(100, 3, TIMESTAMPS)
+    f = blocks(100, 3)
     assert credit_confirmations(101, f) == 0
     assert credit_confirmations(150, f) == 0
 
 
 def test_block_mode_counts_up_to_required_only() -> None:
     """A final transfer shows the required count, whatever batch made it final."""
-    assert credit_confirmations(50, block_finality(100, 3, TIMESTAMPS)) == 3
-    assert credit_confirmations(50, tag_finality(100, 95, TIMESTAMPS)) == 51
+    assert credit_confirmations(50, blocks(100, 3)) == 3
+    assert credit_confirmations(50, tags(100, 95)) == 51
 
 
 def test_required_must_be_positive() -> None:
     with pytest.raises(ValueError):
-        block_finality(100, 0, TIMESTAMPS)
+        blocks(100, 0)
+
+
+def test_chain_rules_use_the_same_function() -> None:
+    rules = ChainRules("x", required=12, tag=None, grace=300, reorg_depth=64)
+    assert rules.finality(100, None, TIMESTAMPS) == blocks(100, 12)
+    tagged = ChainRules("x", required=None, tag="finalized", grace=300, reorg_depth=64)
+    assert tagged.finality(100, 95, TIMESTAMPS) == tags(100, 95)
+
+
+def test_blocks_kept_cover_the_walk_back_and_the_final_block() -> None:
+    assert blocks_to_keep(64, 12) == 64 + 12 + 8
+    assert blocks_to_keep(64, None) == 64 + 8
 
 
 def test_ledger_reexports_the_helpers() -> None:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pytest
 
-from scanner.core.finality import tag_finality
+from scanner.core.finality import finality_at
 from scanner.core.ledger import Ledger, recompute
 from scanner.core.model import Credit, Event, Finality, Payment, PaymentOutcome, Transfer
 from tests.core.builders import (
@@ -205,9 +205,9 @@ class TestStates:
     def test_tag_mode(self) -> None:
         book = Book(payment(1, 10))
         book.feed(transfer(1, 10, 10))
-        book.advance(tag_finality(checked=15, tag_block=9, timestamps=TIMESTAMPS))
+        book.advance(finality_at(15, required=None, tag_block=9, timestamps=TIMESTAMPS))
         assert (book.out(P1).status, book.out(P1).confirmations) == ("confirming", 6)
-        book.advance(tag_finality(checked=15, tag_block=20, timestamps=TIMESTAMPS))
+        book.advance(finality_at(15, required=None, tag_block=20, timestamps=TIMESTAMPS))
         assert book.out(P1).status == "confirmed"
 
 

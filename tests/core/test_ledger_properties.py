@@ -12,8 +12,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.core.ledger import Ledger, recompute
-from scanner.core.model import Credit, Event, Finality, Payment, PaymentOutcome, Status, Transfer
-from tests.core.builders import ADDRESS, OTHER_ADDRESS, TOKEN, block_hash, fin, pid, transfer, ts
+from scanner.core.model import Credit, Event, Finality, Payment, Status, Transfer
+from scanner.core.plan import (
+    BACKFILL,
+    ChainRules,
+    Holding,
+    PaymentUpdate,
+    RangeInput,
+    RangePlan,
+    plan_range,
+)
+from tests.core.builders import (
+    ADDRESS,
+    OTHER_ADDRESS,
+    TIMESTAMPS,
+    TOKEN,
+    block_hash,
+    fin,
+    pid,
+    transfer,
+    ts,
+)
 
 GRACE = 20  # shorter than the default, so that the created-at cut-off matters on a toy chain
 SETTINGS = settings(derandomize=True, deadline=None, max_examples=300)
@@ -178,37 +197,43 @@ class Database:
 
     payments: dict[UUID, Payment]
     rows: dict[tuple[str, int], tuple[UUID, Credit]]
-    outcomes: dict[UUID, PaymentOutcome]
+    outcomes: dict[UUID, PaymentUpdate]
     events: list[Event]
 
-    def ledger(self) -> Ledger:
+    def load(self, scenario: Scenario, start: int, end: int) -> RangeInput:
+        """What scan/load.py would hand the plan for blocks ``start..end``."""
         credits: dict[UUID, list[Credit]] = defaultdict(list)
         for owner, credit in self.rows.values():
             credits[owner].append(credit)
-        return Ledger(self.payments.values(), credits, GRACE)
+        rules = ChainRules("toy", scenario.required, None, GRACE, reorg_depth=64)
+        return RangeInput(
+            rules=rules,
+            mode=BACKFILL,
+            start=start,
+            end=end,
+            checked=end,
+            tag_block=None,
+            timestamps=TIMESTAMPS,
+            headers=(),
+            transfers=tuple(t for t in scenario.transfers if start <= t.block_number <= end),
+            holdings=tuple(Holding(p, None, 0) for p in self.payments.values()),
+            credits={pid: tuple(found) for pid, found in credits.items()},
+        )
 
-    def commit(self, ledger: Ledger) -> None:
-        for payment_id, outcome in ledger.changed().items():
-            self.payments[payment_id] = replace(self.payments[payment_id], status=outcome.status)
-            self.outcomes[payment_id] = outcome
-        self.rows.update(ledger.credits())
-        self.events.extend(ledger.events())
+    def commit(self, plan: RangePlan) -> None:
+        for update in plan.payments:
+            self.payments[update.id] = replace(self.payments[update.id], status=update.status)
+            self.outcomes[update.id] = update
+        self.rows.update((row.credit.key, (row.payment_id, row.credit)) for row in plan.credits)
+        self.events.extend(plan.events)
 
 
 def scan(scenario: Scenario, batches: Sequence[tuple[int, int]]) -> Database:
-    """Scan the scenario's blocks batch by batch, one Ledger (one transaction) per batch."""
+    """Scan the scenario's blocks batch by batch through the production plan step (one plan,
+    one transaction, per batch)."""
     db = Database({p.id: p for p in scenario.payments}, {}, {}, [])
-    by_block: dict[int, list[Transfer]] = defaultdict(list)
-    for t in scenario.transfers:
-        by_block[t.block_number].append(t)
     for start, end in batches:
-        ledger = db.ledger()
-        for block in range(start, end + 1):
-            ledger.advance(fin(block - 1, scenario.required))
-            for t in by_block[block]:
-                ledger.apply(t, candidates(scenario.payments, t))
-        ledger.advance(fin(end, scenario.required))
-        db.commit(ledger)
+        db.commit(plan_range(db.load(scenario, start, end)))
     return db
 
 
@@ -250,7 +275,7 @@ def db_outcome(db: Database, payment_id: UUID) -> tuple[Status, int, int | None]
     if outcome is None:
         return (status, 0, None)
     assert outcome.status == status
-    return (status, outcome.amount_received, outcome.detected_in_block)
+    return (status, int(outcome.amount_received), outcome.detected_in_block)
 
 
 @SETTINGS

@@ -2,26 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.core.ranges import GROW_AFTER, RangeSizer, next_range, split_range
-
-
-class TestNextRange:
-    def test_starts_after_the_cursor_and_stops_at_the_batch_size(self) -> None:
-        assert next_range(100, 1_000, 50) == (101, 150)
-
-    def test_stops_at_the_head(self) -> None:
-        assert next_range(100, 120, 50) == (101, 120)
-
-    def test_a_single_block(self) -> None:
-        assert next_range(100, 101, 50) == (101, 101)
-
-    @pytest.mark.parametrize("head", [100, 99, 0])
-    def test_nothing_when_the_head_is_not_ahead(self, head: int) -> None:
-        assert next_range(100, head, 50) is None
-
-    def test_batch_size_must_be_positive(self) -> None:
-        with pytest.raises(ValueError):
-            next_range(1, 10, 0)
+from scanner.core.ranges import GROW_AFTER, RangeSizer, split_range
 
 
 class TestSplitRange:

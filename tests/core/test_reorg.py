@@ -4,7 +4,6 @@ import pytest
 
 from scanner.core.model import Header
 from scanner.core.reorg import (
-    ancestor_window,
     check_link,
     find_common_ancestor,
     logs_agree,
@@ -102,10 +101,6 @@ class TestCommonAncestor:
         stored = {n: block_hash(n) for n in range(90, 101)}
         node = {n: block_hash(n) for n in range(85, 95)}  # a lagging node
         assert find_common_ancestor(stored, node) == 94
-
-    def test_window(self) -> None:
-        assert ancestor_window(100, 10) == (90, 100)
-        assert ancestor_window(5, 10) == (0, 5)
 
 
 class TestWalkBack:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import Settings
-from scanner.db.engine import async_url, engine_for_url, is_sqlite
+from scanner.db.engine import async_url, engine_for_url
 from scanner.errors import ConfigError
 
 
@@ -31,11 +31,6 @@ from scanner.errors import ConfigError
 )
 def test_async_url_is_derived_from_the_configured_one(configured: str, expected: str) -> None:
     assert async_url(configured).render_as_string(hide_password=False) == expected
-
-
-def test_is_sqlite() -> None:
-    assert is_sqlite("sqlite:///x.db")
-    assert not is_sqlite("postgresql://db/pay")
 
 
 @pytest.mark.parametrize(

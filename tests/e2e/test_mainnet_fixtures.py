@@ -20,8 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.app import make_reader
-from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, to_amount
-from scanner.db import queries as q
+from scanner.core.amounts import to_amount
+from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs
+from scanner.db import cursor as stored
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
 from tests.e2e.harness import _id, chain_settings, insert_payment
@@ -286,7 +287,7 @@ async def test_scanner_credits_real_mainnet_transfers(
         stub_url, TOKENS, name=CHAIN, chain_id=1, confirmations=2, start_block=FIRST
     )
     async with session_factory() as session, session.begin():  # the scan starts at FIRST
-        await q.init_cursor(session, CHAIN, FIRST - 1, BLOCKS[FIRST]["parent_hash"])
+        await stored.init_cursor(session, CHAIN, FIRST - 1, BLOCKS[FIRST]["parent_hash"])
     metrics = Metrics()
     scanner = ChainScanner(
         settings, make_reader(settings, metrics), session_factory, metrics=metrics

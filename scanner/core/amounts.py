@@ -1,0 +1,97 @@
+"""Token amounts and addresses: exact conversions between base units and whole units, and the
+gateway's address spelling. Money is exact: base units are ints, amounts Decimals."""
+
+from __future__ import annotations
+
+from decimal import Context, Decimal
+from typing import Final
+
+from scanner.core.model import Event
+
+_AMOUNT_CONTEXT: Final = Context(prec=80)  # wide enough for any uint256 (78 digits)
+_MAX_UINT256_DIGITS: Final = 78
+
+
+def to_amount(value: int, decimals: int) -> Decimal:
+    """Base units → whole token units, exactly (``Decimal(value).scaleb(-decimals)``, prec 80)."""
+    return Decimal(value).scaleb(-decimals, _AMOUNT_CONTEXT)
+
+
+def to_base_units(amount: Decimal, decimals: int) -> int:
+    """Whole token units → base units, exactly.
+
+    Raises ValueError when ``amount`` is not finite, negative, has more decimal places than
+    ``decimals`` (``1.0000001`` of a 6-decimal token), or does not fit a uint256.
+    """
+    if not amount.is_finite():
+        raise ValueError(f"amount {amount} is not a finite number")
+    sign, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    coefficient = int("".join(map(str, digits)) or "0")
+    if coefficient == 0:
+        return 0
+    if sign:
+        raise ValueError(f"amount {amount} is negative")
+    shift = exponent + decimals
+    units: int
+    if shift >= 0:
+        if len(digits) + shift > _MAX_UINT256_DIGITS:
+            raise ValueError(f"amount {amount} does not fit a uint256")
+        scale: int = 10**shift
+        units = coefficient * scale
+    else:
+        if -shift > len(digits):  # a non-zero coefficient below the scale: cannot divide evenly
+            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
+        scale = 10**-shift
+        units, remainder = divmod(coefficient, scale)
+        if remainder:
+            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
+    if units >= 2**256:
+        raise ValueError(f"amount {amount} does not fit a uint256")
+    return units
+
+
+def normalize_address(text: str) -> str | None:
+    """``0x`` + 40 hex digits, lower-cased; ``None`` when ``text`` is not a 20-byte address.
+
+    Checksummed and upper-case forms are accepted (the checksum is not verified: the gateway's
+    addresses are compared case-insensitively).
+    """
+    if not isinstance(text, str) or len(text) != 42 or text[:2] not in ("0x", "0X"):
+        return None
+    body = text[2:]
+    if not (body.isascii() and body.isalnum()):
+        return None
+    try:
+        int(body, 16)
+    except ValueError:
+        return None
+    return "0x" + body.lower()
+
+
+def parse_payment_fields(address: str, amount: Decimal, decimals: int) -> tuple[str, int]:
+    """A gateway row's address and amount → (lower-case address, base units > 0).
+
+    Raises ValueError with the reason for an ``invalid_payment`` event: an address that is not
+    20 bytes of hex, an amount that is not positive, or one with more decimal places than the token.
+    """
+    normalized = normalize_address(address)
+    if normalized is None:
+        raise ValueError(f"address {address!r:.60} is not 20 bytes of hex")
+    units = to_base_units(amount, decimals)
+    if units <= 0:
+        raise ValueError(f"amount {amount} is not positive")
+    return normalized, units
+
+
+def event_data(event: Event, decimals: int) -> dict[str, object]:
+    """An event's ``data`` for the outbox: base-unit values as decimal strings, with the amount
+    in whole token units beside each (``value`` → ``amount``, ``amount_received`` →
+    ``amount_received_decimal``)."""
+    data: dict[str, object] = dict(event.data)
+    for key, name in (("value", "amount"), ("amount_received", "amount_received_decimal")):
+        base = data.get(key)
+        if isinstance(base, int) and not isinstance(base, bool):
+            data[key] = str(base)
+            data[name] = str(to_amount(base, decimals))
+    return data

@@ -1,0 +1,267 @@
+"""The plan of one range: every change it makes, decided from plain data without any I/O.
+
+    load (scan/load.py, I/O) ──▶ RangeInput ──▶ plan_range (here, pure) ──▶ RangePlan
+                                                 ──▶ write_plan (db/persist.py, I/O, bulk)
+
+A live range, a backfill range, a catch-up look-back, an idle tick and a reorg walk-back are all
+the same three steps; what differs is the :class:`Mode` (a named value) and what was loaded.
+The ledger is fed transfers block by block, with finality advanced to the block before each one
+first (what the live scan had checked when the block arrived), so the events a payment gets do
+not depend on how blocks were cut into ranges.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from uuid import UUID
+
+from scanner.core.amounts import event_data, to_amount
+from scanner.core.finality import blocks_to_keep, credit_confirmations, finality_at
+from scanner.core.ledger import Ledger
+from scanner.core.model import Credit, Event, Finality, Header, Payment, Status, Transfer
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """How a plan is written: a named value, read by the plan and persist steps only."""
+
+    name: str
+    moves_cursor: bool  # stores the range's block hashes, prunes old ones, sets the cursor
+    orphans_replaced: bool  # stored credits whose block the range's headers replaced are orphaned
+    locks_rows: bool  # payment rows are read FOR UPDATE (the gateway writes them too)
+    recounts: bool = True  # every unfinal credit of the chain is counted against the finality
+
+
+LIVE = Mode("live", moves_cursor=True, orphans_replaced=True, locks_rows=True)
+BACKFILL = Mode("backfill", moves_cursor=False, orphans_replaced=True, locks_rows=True)
+#: A backfill --dry-run: written into one transaction that is always rolled back.
+DRY_RUN = Mode("dry_run", moves_cursor=False, orphans_replaced=True, locks_rows=False)
+#: A look-back for payments written behind the cursor: its blocks are the live scan's.
+CATCH_UP = Mode("catch_up", moves_cursor=False, orphans_replaced=False, locks_rows=True)
+#: Undoing the blocks above a reorg's common ancestor; the rescan counts confirmations again.
+REWIND = Mode("rewind", moves_cursor=True, orphans_replaced=False, locks_rows=True, recounts=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRules:
+    """The chain's settings that the rules read."""
+
+    name: str
+    required: int | None  # confirmations; None in tag mode
+    tag: str | None  # "finalized" / "safe"; None in block mode
+    grace: int
+    reorg_depth: int
+
+    def finality(
+        self, checked: int, tag_block: int | None, timestamps: Mapping[int, int]
+    ) -> Finality:
+        return finality_at(
+            checked, required=self.required, tag_block=tag_block, timestamps=timestamps
+        )
+
+    @property
+    def keep_blocks(self) -> int:
+        return blocks_to_keep(self.reorg_depth, self.required)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """A loaded payment with what writing its rows needs (its token row and decimals)."""
+
+    payment: Payment
+    token_id: UUID | None
+    decimals: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """A walk-back: the cursor goes down to ``ancestor``; the blocks above it are forgotten."""
+
+    ancestor: int
+    ancestor_hash: str | None
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeInput:
+    """Everything one range needs, as loaded in its transaction."""
+
+    rules: ChainRules
+    mode: Mode
+    start: int
+    end: int
+    checked: int  # the newest hash-checked block confirmations count against
+    tag_block: int | None
+    timestamps: Mapping[int, int]
+    headers: tuple[Header, ...]
+    transfers: tuple[Transfer, ...]  # in (block_number, log_index) order
+    holdings: tuple[Holding, ...]
+    credits: Mapping[UUID, tuple[Credit, ...]]
+    orphan: tuple[Key, ...] = ()  # credits whose blocks are gone
+    rewind: Rewind | None = None
+
+    def finality(self, checked: int | None = None) -> Finality:
+        at = self.checked if checked is None else checked
+        return self.rules.finality(at, self.tag_block, self.timestamps)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditRow:
+    """One ``transactions`` row to insert or update; ``sender``/``recipient`` are None for a
+    row that only changes (an orphaning): it exists already."""
+
+    payment_id: UUID
+    token_id: UUID | None
+    credit: Credit
+    amount: Decimal  # whole token units
+    confirmations: int
+    status: str
+    sender: str | None
+    recipient: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentUpdate:
+    id: UUID
+    status: Status
+    amount_received: Decimal  # whole token units
+    confirmations: int
+    detected_in_block: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One ``payment_events`` row: an event with its amounts written out for the gateway."""
+
+    event: Event
+    data: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class CursorMove:
+    number: int
+    hash: str | None
+    store: tuple[Header, ...] = ()
+    keep_from: int | None = None  # stored blocks below this are pruned
+    reorg_depth: int | None = None  # a walk-back: blocks above ``number`` are forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class RangePlan:
+    mode: Mode
+    start: int
+    end: int
+    finality: Finality
+    credits: tuple[CreditRow, ...]
+    payments: tuple[PaymentUpdate, ...]
+    outbox: tuple[OutboxRow, ...]
+    matched: int
+    cursor: CursorMove | None
+    events: tuple[Event, ...] = field(default=())
+
+
+def plan_range(inp: RangeInput) -> RangePlan:
+    """Every change the range makes: credits, orphans, payment outcomes, events, cursor."""
+    ledger = Ledger([h.payment for h in inp.holdings], inp.credits, inp.rules.grace)
+    ledger.orphan(inp.orphan)
+    applied = _apply_transfers(inp, ledger)
+    finality = inp.finality()
+    ledger.advance(finality)
+    decimals = {h.payment.id: h.decimals for h in inp.holdings}
+    events = tuple(ledger.events())
+    return RangePlan(
+        mode=inp.mode,
+        start=inp.start,
+        end=inp.end,
+        finality=finality,
+        credits=_credit_rows(inp, ledger, applied, finality),
+        payments=tuple(
+            PaymentUpdate(
+                pid,
+                o.status,
+                to_amount(o.amount_received, decimals[pid]),
+                o.confirmations,
+                o.detected_in_block,
+            )
+            for pid, o in ledger.changed().items()
+        ),
+        outbox=tuple(OutboxRow(e, event_data(e, decimals[e.payment_id])) for e in events),
+        matched=len(applied),
+        cursor=_cursor_move(inp),
+        events=events,
+    )
+
+
+def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:
+    """Credit the range's transfers block by block; the credited ones by key."""
+    candidates = _candidates(inp.holdings)
+    by_block: dict[int, list[Transfer]] = defaultdict(list)
+    for transfer in inp.transfers:
+        if (transfer.to_address, transfer.token) in candidates:
+            by_block[transfer.block_number].append(transfer)
+    applied: dict[Key, Transfer] = {}
+    for number in sorted(by_block):
+        block = by_block[number]
+        ids = {pid for t in block for pid in candidates[(t.to_address, t.token)]}
+        ledger.advance(inp.finality(number - 1), ids)  # what the live scan had then
+        for transfer in block:
+            if ledger.apply(transfer, candidates[(transfer.to_address, transfer.token)]):
+                applied[transfer.key] = transfer
+    return applied
+
+
+def _candidates(holdings: Sequence[Holding]) -> dict[tuple[str, str | None], list[UUID]]:
+    out: dict[tuple[str, str | None], list[UUID]] = defaultdict(list)
+    for holding in holdings:
+        out[(holding.payment.address, holding.payment.token)].append(holding.payment.id)
+    return dict(out)
+
+
+def _credit_rows(
+    inp: RangeInput, ledger: Ledger, applied: Mapping[Key, Transfer], finality: Finality
+) -> tuple[CreditRow, ...]:
+    tokens = {h.payment.id: (h.token_id, h.decimals) for h in inp.holdings}
+    rows = []
+    for key, (pid, credit) in ledger.credits().items():
+        token_id, decimals = tokens[pid]
+        if credit.orphaned:
+            status, confirmations = "orphaned", 0
+        else:
+            confirmations = credit_confirmations(credit.block_number, finality)
+            status = "confirmed" if credit.block_number <= finality.final_block else "pending"
+        transfer = applied.get(key)
+        rows.append(
+            CreditRow(
+                pid,
+                token_id,
+                credit,
+                to_amount(credit.value, decimals),
+                confirmations,
+                status,
+                transfer.from_address if transfer else None,
+                transfer.to_address if transfer else None,
+            )
+        )
+    return tuple(rows)
+
+
+def _cursor_move(inp: RangeInput) -> CursorMove | None:
+    if inp.rewind is not None:
+        r = inp.rewind
+        return CursorMove(r.ancestor, r.ancestor_hash, reorg_depth=r.depth)
+    if not inp.mode.moves_cursor or not inp.headers:
+        return None
+    last = inp.headers[-1]
+    return CursorMove(
+        last.number, last.hash, store=inp.headers, keep_from=inp.end - inp.rules.keep_blocks
+    )
+
+
+def status_changes(events: Sequence[Event]) -> list[tuple[str, str]]:
+    """The ``(from, to)`` of each status change, in order."""
+    return [(str(e.status_from), str(e.status_to)) for e in events if e.type == "status_changed"]

@@ -1,0 +1,174 @@
+"""Reads of ``payments`` (the gateway's rows) and the scanner's writes of the columns it owns.
+
+Every read a range makes is one statement whatever the number of payments: by address (the
+candidates of the range's transfers), by id, and the open payments the checked block moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scanner.core.plan import PaymentUpdate
+from scanner.db.sql import OPEN, chunks, compare, in_strings, locked, now, table, update_by_id
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """A ``payments`` row as the gateway wrote it (parsed by the caller)."""
+
+    id: UUID
+    token_id: UUID | None
+    chain: str
+    address: str
+    amount: Decimal
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    amount_received: Decimal
+    confirmations: int
+    detected_in_block: int | None
+
+
+def _select() -> Any:
+    p = table("payments")
+    return select(
+        p.c.id,
+        p.c.token_id,
+        p.c.chain,
+        p.c.address,
+        p.c.amount,
+        p.c.status,
+        p.c.created_at,
+        p.c.expires_at,
+        p.c.amount_received,
+        p.c.confirmations,
+        p.c.detected_in_block,
+    )
+
+
+async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[PaymentRow]:
+    return [PaymentRow(*row) for row in await session.execute(locked(stmt, lock))]
+
+
+async def by_address(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    *,
+    lock: bool,
+    window: tuple[datetime, datetime] | None = None,
+) -> list[PaymentRow]:
+    """The payments on ``chain`` at ``addresses`` (compared lower-case) that a transfer can go to.
+
+    Without ``window``: every one. With ``window = (lo, hi)`` (the range's first and last block
+    times plus the grace): the open ones, and of the final ones only those that can be some
+    transfer's newest candidate (rule 4): created in ``[lo, hi]``, or the newest created by ``lo``
+    on each address and token. Older final payments can never be chosen again.
+    """
+    if not addresses:
+        return []
+    p = table("payments")
+    condition: Any = in_strings(session, func.lower(p.c.address), addresses)
+    if window is not None:
+        condition = and_(condition, _choosable(session, window))
+    return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
+
+
+def _choosable(session: AsyncSession, window: tuple[datetime, datetime]) -> Any:
+    p = table("payments")
+    lo, hi = window
+    older = p.alias("older")
+    newest_by_lo = (
+        select(func.max(older.c.created_at))
+        .where(
+            older.c.chain == p.c.chain,
+            func.lower(older.c.address) == func.lower(p.c.address),
+            older.c.token_id.is_not_distinct_from(p.c.token_id),
+            older.c.status.not_in(OPEN),
+            compare(session, older.c.created_at, "<=", lo),
+        )
+        .scalar_subquery()
+    )
+    recent = and_(
+        compare(session, p.c.created_at, ">=", lo), compare(session, p.c.created_at, "<=", hi)
+    )
+    return or_(p.c.status.in_(OPEN), recent, p.c.created_at == newest_by_lo)
+
+
+async def by_id(session: AsyncSession, ids: Collection[UUID], *, lock: bool) -> list[PaymentRow]:
+    p = table("payments")
+    out: list[PaymentRow] = []
+    for chunk in chunks(sorted(ids)):
+        out.extend(await _rows(session, _select().where(p.c.id.in_(list(chunk))), lock))
+    return out
+
+
+async def to_advance(
+    session: AsyncSession, chain: str, expiry_cutoff: datetime | None, *, lock: bool
+) -> list[PaymentRow]:
+    """Open payments whose state can move with the checked block alone.
+
+    Those holding a not-yet-final transaction (confirmations count up, confirming may confirm),
+    and pending ones whose ``expires_at`` is before the newest final block's time.
+    """
+    p, t = table("payments"), table("transactions")
+    unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
+    condition: Any = p.c.id.in_(unfinal)  # also a confirmed payment's fresh overpayment
+    if expiry_cutoff is not None:
+        expiring = compare(session, p.c.expires_at, "<", expiry_cutoff)
+        condition = or_(condition, and_(p.c.status == "pending", expiring))
+    return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
+
+
+async def unseen(session: AsyncSession, chain: str) -> list[PaymentRow]:
+    """Payments the scanner has not looked at yet (``seen_at_block`` is NULL)."""
+    p = table("payments")
+    stmt = _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None))
+    return await _rows(session, stmt, False)
+
+
+async def mark_seen(session: AsyncSession, ids: Sequence[UUID], block: int) -> None:
+    rows = [{"id": pid, "seen_at_block": block} for pid in ids]
+    await update_by_id(session, table("payments"), rows)
+
+
+async def count_open(session: AsyncSession, chain: str) -> int:
+    p = table("payments")
+    stmt = select(func.count()).select_from(p).where(p.c.chain == chain, p.c.status.in_(OPEN))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
+    """Addresses of the chain's native-coin payments, when any of them is still open."""
+    p = table("payments")
+    native = and_(p.c.chain == chain, p.c.token_id.is_(None))
+    any_open = select(p.c.id).where(native, p.c.status.in_(OPEN)).limit(1)
+    if (await session.execute(any_open)).first() is None:
+        return set()
+    rows = await session.execute(select(func.lower(p.c.address)).where(native).distinct())
+    return {r[0] for r in rows}
+
+
+async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None:
+    """Write the plan's outcomes (status, received, confirmations, first block)."""
+    stamp = now()
+    rows = [
+        {
+            "id": u.id,
+            "status": u.status,
+            "amount_received": u.amount_received,
+            "confirmations": u.confirmations,
+            "detected_in_block": u.detected_in_block,
+            "updated_at": stamp,
+        }
+        for u in updates
+    ]
+    await update_by_id(session, table("payments"), rows)

@@ -1,0 +1,98 @@
+"""Helpers every statement module shares: tables, times, one-parameter IN lists, bulk updates.
+
+Statements are written in SQLAlchemy Core over the models' tables so that bulk writes go out as
+one executemany (asyncpg / sqlite) instead of one ORM object per row. Every function of the
+statement modules runs inside the caller's transaction and never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import orjson
+from sqlalchemy import String, Table, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scanner.db.models import Base
+from scanner.db.types import SQLITE_TIMESTAMP_FORMAT
+
+OPEN: Final = ("pending", "confirming")
+CHUNK: Final = 500
+T = TypeVar("T")
+
+
+def table(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def moment(unix: float) -> datetime:
+    """Unix seconds → an aware UTC datetime."""
+    return datetime.fromtimestamp(unix, tz=UTC)
+
+
+def seconds(value: datetime) -> float:
+    """A datetime read from the database (aware; naive means UTC) → unix seconds."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def unix(value: datetime | None) -> int:
+    """Whole unix seconds (block times); None → 0."""
+    return 0 if value is None else int(seconds(value))
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def in_strings(session: AsyncSession, expr: Any, values: Collection[str]) -> Any:
+    """``expr IN values`` with ONE bound parameter however many values: ``IN (SELECT
+    unnest(:array))`` on PostgreSQL, ``IN (SELECT value FROM json_each(:json))`` on SQLite; both
+    plan as index lookups on ``expr`` per value. An IN list costs a placeholder per value to
+    render and bind (thousands per range on the hot path) and must be cut into chunks."""
+    items = sorted(values)
+    if is_postgres(session):
+        values_sql = select(func.unnest(bindparam(None, items, type_=ARRAY(String))))
+    else:
+        rows = func.json_each(bindparam(None, orjson.dumps(items).decode(), type_=String))
+        values_sql = select(rows.table_valued("value").c.value)
+    return expr.in_(values_sql.scalar_subquery())
+
+
+def compare(session: AsyncSession, column: Any, op: str, instant: datetime) -> Any:
+    """``column <op> instant`` for a timestamp column; on SQLite as julian days, so that any ISO
+    form a gateway wrote compares correctly."""
+    if is_postgres(session):
+        return column.op(op)(instant)
+    text = instant.astimezone(UTC).strftime(SQLITE_TIMESTAMP_FORMAT)
+    return func.julianday(column).op(op)(func.julianday(text))
+
+
+def locked(stmt: Any, lock: bool) -> Any:
+    return stmt.with_for_update() if lock else stmt
+
+
+async def update_by_id(session: AsyncSession, target: Table, rows: list[dict[str, Any]]) -> None:
+    """One executemany ``UPDATE target SET … WHERE id = …``; every row has the same keys."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name != "id"]
+    stmt = (
+        update(target)
+        .where(target.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in columns})
+    )
+    await session.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])

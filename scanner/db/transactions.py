@@ -1,0 +1,197 @@
+"""``transactions``: the credits, one row per (chain, tx_hash, log_index)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scanner.core.model import Credit, Finality
+from scanner.core.plan import CreditRow
+from scanner.db.sql import chunks, in_strings, is_postgres, moment, now, table, unix
+
+#: The columns a transfer seen again rewrites (its payment, block and state may have changed).
+_REWRITTEN = (
+    "payment_id",
+    "block_number",
+    "block_hash",
+    "block_timestamp",
+    "value",
+    "amount",
+    "confirmations",
+    "status",
+    "late",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTx:
+    payment_id: UUID
+    tx_hash: str
+    log_index: int
+    block_number: int
+    block_hash: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.tx_hash, self.log_index)
+
+
+def _stored(rows: Any) -> list[StoredTx]:
+    return [StoredTx(pid, tx, int(li), int(bn), bh) for pid, tx, li, bn, bh in rows]
+
+
+def _stored_select() -> Any:
+    t = table("transactions")
+    return select(t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+
+
+async def owners_of(session: AsyncSession, chain: str, tx_hashes: Collection[str]) -> set[UUID]:
+    """Payments holding a row of any of ``tx_hashes`` (whatever its status): a transfer seen
+    again must meet the row it already has, never become a second one."""
+    if not tx_hashes:
+        return set()
+    t = table("transactions")
+    stmt = select(t.c.payment_id).where(
+        t.c.chain == chain, in_strings(session, t.c.tx_hash, tx_hashes)
+    )
+    return {r[0] for r in await session.execute(stmt.distinct())}
+
+
+async def in_blocks(session: AsyncSession, chain: str, start: int, end: int) -> list[StoredTx]:
+    """Credited (not orphaned) rows stored for blocks ``start..end``."""
+    t = table("transactions")
+    stmt = _stored_select().where(
+        t.c.chain == chain,
+        t.c.block_number >= start,
+        t.c.block_number <= end,
+        t.c.status != "orphaned",
+    )
+    return _stored(await session.execute(stmt))
+
+
+async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx]:
+    """Credited (not orphaned) rows stored for blocks above ``number``."""
+    t = table("transactions")
+    stmt = _stored_select().where(
+        t.c.chain == chain, t.c.block_number > number, t.c.status != "orphaned"
+    )
+    return _stored(await session.execute(stmt))
+
+
+async def credits_of(
+    session: AsyncSession, payment_ids: Collection[UUID]
+) -> dict[UUID, list[Credit]]:
+    t = table("transactions")
+    columns = (t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status)
+    out: dict[UUID, list[Credit]] = {}
+    for chunk in chunks(sorted(payment_ids)):
+        stmt = select(*columns, *extra).where(t.c.payment_id.in_(list(chunk)))
+        for pid, tx, li, bn, bh, ts, value, late, status in await session.execute(stmt):
+            credit = Credit(
+                tx_hash=tx,
+                log_index=int(li),
+                block_number=int(bn),
+                block_hash=bh,
+                block_timestamp=unix(ts),
+                value=int(value),
+                late=bool(late),
+                orphaned=status == "orphaned",
+                final=status == "confirmed",
+            )
+            out.setdefault(pid, []).append(credit)
+    return out
+
+
+def _values(row: CreditRow, stamp: Any) -> dict[str, Any]:
+    c = row.credit
+    return {
+        "payment_id": row.payment_id,
+        "block_number": c.block_number,
+        "block_hash": c.block_hash,
+        "block_timestamp": moment(c.block_timestamp),
+        "value": c.value,
+        "amount": row.amount,
+        "confirmations": row.confirmations,
+        "status": row.status,
+        "late": c.late,
+        "updated_at": stamp,
+    }
+
+
+async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) -> None:
+    """Insert the new rows and rewrite those seen again, one statement each kind."""
+    stamp = now()
+    seen = [r for r in rows if r.sender is not None]
+    changed = [r for r in rows if r.sender is None]
+    if seen:
+        await _upsert(session, chain, seen, stamp)
+    if changed:
+        t = table("transactions")
+        stmt = (
+            update(t)
+            .where(
+                and_(
+                    t.c.chain == chain,
+                    t.c.tx_hash == bindparam("k_tx"),
+                    t.c.log_index == bindparam("k_li"),
+                )
+            )
+            .values({name: bindparam(f"b_{name}") for name in _REWRITTEN})
+        )
+        params = [
+            {"k_tx": r.credit.tx_hash, "k_li": r.credit.log_index}
+            | {f"b_{k}": v for k, v in _values(r, stamp).items()}
+            for r in changed
+        ]
+        await session.execute(stmt, params)
+
+
+async def _upsert(session: AsyncSession, chain: str, rows: Sequence[CreditRow], stamp: Any) -> None:
+    t = table("transactions")
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    stmt = dialect_insert(t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["chain", "tx_hash", "log_index"],
+        set_={name: stmt.excluded[name] for name in _REWRITTEN},
+    )
+    values = [
+        _values(r, stamp)
+        | {
+            "id": uuid.uuid4(),
+            "chain": chain,
+            "tx_hash": r.credit.tx_hash,
+            "log_index": r.credit.log_index,
+            "from_address": r.sender,
+            "to_address": r.recipient,
+            "token_id": r.token_id,
+            "created_at": stamp,
+        }
+        for r in rows
+    ]
+    await session.execute(stmt, values)
+
+
+async def count_confirmations(session: AsyncSession, chain: str, finality: Finality) -> None:
+    """Count confirmations of the chain's not-yet-final rows; mark the final ones."""
+    t = table("transactions")
+    pending = and_(t.c.chain == chain, t.c.status == "pending")
+    await session.execute(
+        update(t)
+        .where(pending, t.c.block_number <= finality.checked)
+        .values(confirmations=finality.checked - t.c.block_number + 1)
+    )
+    final: dict[str, Any] = {"status": "confirmed", "updated_at": now()}
+    if finality.required is not None:  # counted up to the number that made it final
+        final["confirmations"] = finality.required
+    await session.execute(
+        update(t).where(pending, t.c.block_number <= finality.final_block).values(**final)
+    )

@@ -1,0 +1,182 @@
+"""The load step: every row a range needs, in a constant number of queries, as one frozen value.
+
+Three kinds of payment matter to a range: those at the addresses its transfers pay (candidates),
+those holding credits in blocks the node no longer shows (to orphan), and the open ones whose
+confirmations or expiry move with the checked block. Each kind is one query, whatever the number
+of payments; their credits are one more. The caller holds the transaction; nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scanner.core.decode import decode_transfer_logs, recipients_of
+from scanner.core.model import Credit, Finality, Transfer
+from scanner.core.plan import LIVE, REWIND, Mode, RangeInput, Rewind
+from scanner.core.reorg import replaced_credits
+from scanner.db import cursor, payments, transactions
+from scanner.db.payments import PaymentRow
+from scanner.db.sql import moment
+from scanner.scan.context import ChainContext
+from scanner.scan.fetch import RangeData
+from scanner.scan.rows import holdings
+
+Rows = dict[UUID, PaymentRow]
+
+
+async def load_range(
+    session: AsyncSession,
+    ctx: ChainContext,
+    data: RangeData,
+    mode: Mode,
+    *,
+    tag_block: int | None,
+    below: Mapping[int, int],
+    checked_floor: int = -1,
+) -> tuple[RangeInput, dict[str, int]]:
+    """The range's input to the plan, and the decoder's skipped-log counts by reason.
+
+    ``below`` maps block numbers just below the range to their timestamps (stored blocks, or the
+    backfill's previous range), so finality can be judged at every block boundary.
+    """
+    checked = max(data.end, checked_floor)
+    timestamps = await _timestamps(session, ctx, data, below, checked)
+    finality = ctx.rules.finality(checked, tag_block, timestamps)
+    replaced = []
+    if mode.orphans_replaced:
+        stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
+        replaced = replaced_credits(stored, data.headers)
+    rows = await _candidates(session, ctx, data, mode.locks_rows)
+    await _add(session, rows, {s.payment_id for s in replaced}, mode.locks_rows)
+    await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
+    watched = {row.address.lower() for row in rows.values()}
+    decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
+    transfers = sorted(
+        [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
+    )
+    inp = await _input(session, ctx, rows, mode, checked, tag_block, timestamps, transfers)
+    orphan = tuple(s.key for s in replaced)
+    inp = replace(inp, start=data.start, end=data.end, headers=data.headers, orphan=orphan)
+    return inp, dict(decoded.skipped)
+
+
+async def _timestamps(
+    session: AsyncSession,
+    ctx: ChainContext,
+    data: RangeData,
+    below: Mapping[int, int],
+    checked: int,
+) -> dict[int, int]:
+    """Block times from below the range through ``checked`` (stored ones above the range)."""
+    timestamps = {**below, **data.timestamps}
+    if checked > data.end:
+        low = checked - ctx.reorg_depth
+        timestamps.update(await cursor.stored_timestamps(session, ctx.name, low, checked))
+    return timestamps
+
+
+async def load_tick(
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    checked: int,
+    tag_block: int | None,
+    timestamps: Mapping[int, int],
+) -> RangeInput:
+    """A tick with no new block: the open payments that the checked block alone moves."""
+    rows: Rows = {}
+    finality = ctx.rules.finality(checked, tag_block, timestamps)
+    await _add_advancing(session, ctx, rows, finality, True)
+    return await _input(session, ctx, rows, LIVE, checked, tag_block, timestamps, [])
+
+
+async def load_rewind(
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    old_cursor: int,
+    ancestor: int,
+    tag_block: int | None,
+) -> RangeInput:
+    """A walk-back to ``ancestor``: the credits above it and the payments holding them."""
+    dropped = await transactions.above(session, ctx.name, ancestor)
+    low = ancestor - ctx.reorg_depth
+    timestamps = await cursor.stored_timestamps(session, ctx.name, low, ancestor)
+    stored = await cursor.stored_headers(session, ctx.name, ancestor, ancestor)
+    rows: Rows = {}
+    await _add(session, rows, {d.payment_id for d in dropped}, True)
+    finality = ctx.rules.finality(ancestor, tag_block, timestamps)
+    await _add_advancing(session, ctx, rows, finality, True)
+    inp = await _input(session, ctx, rows, REWIND, ancestor, tag_block, timestamps, [])
+    rewind = Rewind(ancestor, stored[0].hash if stored else None, old_cursor - ancestor)
+    orphan = tuple(d.key for d in dropped)
+    return replace(inp, start=ancestor + 1, end=old_cursor, orphan=orphan, rewind=rewind)
+
+
+async def _input(
+    session: AsyncSession,
+    ctx: ChainContext,
+    rows: Rows,
+    mode: Mode,
+    checked: int,
+    tag_block: int | None,
+    timestamps: Mapping[int, int],
+    transfers: list[Transfer],
+) -> RangeInput:
+    """The plan's input over ``rows``, with the owners of the transfers' rows and all credits."""
+    owners = await transactions.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
+    await _add(session, rows, owners, mode.locks_rows)
+    held = holdings(rows.values(), ctx)
+    credits = await transactions.credits_of(session, [h.payment.id for h in held])
+    return RangeInput(
+        rules=ctx.rules,
+        mode=mode,
+        start=checked + 1,
+        end=checked,
+        checked=checked,
+        tag_block=tag_block,
+        timestamps=dict(timestamps),
+        headers=(),
+        transfers=tuple(transfers),
+        holdings=tuple(held),
+        credits=_frozen(credits),
+    )
+
+
+def _frozen(credits: Mapping[UUID, list[Credit]]) -> dict[UUID, tuple[Credit, ...]]:
+    return {pid: tuple(found) for pid, found in credits.items()}
+
+
+async def _candidates(
+    session: AsyncSession, ctx: ChainContext, data: RangeData, lock: bool
+) -> Rows:
+    """Payments at the range's recipients that a transfer of its block times can go to."""
+    recipients = recipients_of(data.logs) | {t.to_address for t in data.native}
+    if not recipients:
+        return {}
+    times = [h.timestamp for h in data.headers]
+    window: tuple[datetime, datetime] | None = None
+    if times:
+        window = (moment(min(times) + ctx.grace), moment(max(times) + ctx.grace))
+    found = await payments.by_address(session, ctx.name, recipients, lock=lock, window=window)
+    return {row.id: row for row in found}
+
+
+async def _add(session: AsyncSession, rows: Rows, ids: set[UUID], lock: bool) -> None:
+    missing = ids - rows.keys()
+    if missing:
+        rows.update((row.id, row) for row in await payments.by_id(session, missing, lock=lock))
+
+
+async def _add_advancing(
+    session: AsyncSession, ctx: ChainContext, rows: Rows, finality: Finality, lock: bool
+) -> None:
+    """The open payments whose confirmations or expiry the checked block moves."""
+    cutoff = None if finality.final_timestamp is None else moment(finality.final_timestamp)
+    for row in await payments.to_advance(session, ctx.name, cutoff, lock=lock):
+        rows.setdefault(row.id, row)
