@@ -36,14 +36,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, cast
 from uuid import UUID
 
 from scanner.core import events
 from scanner.core.finality import credit_confirmations, is_final
 from scanner.core.matching import PaymentView, choose
 from scanner.core.model import (
-    FINAL_STATES,
+    OPEN_STATES,
     Credit,
     Event,
     Finality,
@@ -112,9 +112,7 @@ def target_status(
     return "pending"
 
 
-def summarize(
-    status: Status, credits: Iterable[Credit], finality: Finality | None
-) -> PaymentOutcome:
+def summarize(status: str, credits: Iterable[Credit], finality: Finality | None) -> PaymentOutcome:
     """The payment row's columns for ``status`` and ``credits`` (0 confirmations sans finality)."""
     counted = [credit for credit in credits if credit.counted]
     confirmations = 0
@@ -132,7 +130,7 @@ def recompute(payment: Payment, credits: Iterable[Credit], finality: Finality) -
     """The payment's outcome from scratch; a final status (confirmed, expired) is kept as is."""
     credits = list(credits)
     status = payment.status
-    if status not in FINAL_STATES:
+    if status in OPEN_STATES:
         status = target_status(payment.amount, payment.expires_at, credits, finality)
     return summarize(status, credits, finality)
 
@@ -143,7 +141,7 @@ def recompute(payment: Payment, credits: Iterable[Credit], finality: Finality) -
 @dataclass(slots=True)
 class _Entry:
     payment: Payment
-    status: Status
+    status: str
     credits: dict[Key, Credit]
 
 
@@ -330,7 +328,7 @@ class Ledger:
         return (
             choice is not None
             and not choice.late
-            and self._entries[choice.payment_id].status not in FINAL_STATES
+            and self._entries[choice.payment_id].status in OPEN_STATES
         )
 
     def _credit(self, payment_id: UUID, transfer: Transfer, late: bool) -> Credit:
@@ -370,7 +368,7 @@ class Ledger:
     def _settle(self, payment_id: UUID) -> None:
         """Move a non-final payment to the status its credits and the finality call for."""
         entry = self._entries[payment_id]
-        if entry.status in FINAL_STATES:
+        if entry.status not in OPEN_STATES:
             return
         payment = entry.payment
         target = target_status(
@@ -379,7 +377,7 @@ class Ledger:
         if target == entry.status:
             return
         received = amount_received(entry.credits.values())
-        current = entry.status
+        current = cast(Status, entry.status)  # open, so one of the scanner's
         for step in _PATHS[(current, target)]:
             self._events.append(events.status_changed(payment_id, current, step, received))
             current = step

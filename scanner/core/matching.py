@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from scanner.core.model import Status, Transfer
+from scanner.core.model import Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ class PaymentView:
     id: UUID
     created_at: float
     expires_at: float
-    status: Status
+    status: str
     amount: int
     received: int
 

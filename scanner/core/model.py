@@ -17,7 +17,14 @@ from uuid import UUID
 
 Status = Literal["pending", "confirming", "confirmed", "expired"]
 
-#: States the gateway treats as final: the ledger never moves a payment out of them.
+#: The states the scanner owns. Any other status in ``payments`` (``cancelled``, ``refunded``,
+#: …) is the gateway's word: final, never changed; funds that arrive are still recorded.
+SCANNER_STATES: Final[frozenset[str]] = frozenset({"pending", "confirming", "confirmed", "expired"})
+
+#: States the ledger moves a payment out of; every other status is final.
+OPEN_STATES: Final[frozenset[str]] = frozenset({"pending", "confirming"})
+
+#: The scanner's final states (the gateway acts on them).
 FINAL_STATES: Final[frozenset[Status]] = frozenset({"confirmed", "expired"})
 
 #: ``log_index`` of a native-coin transfer (a transaction makes at most one).
@@ -56,13 +63,15 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class Payment:
-    """A payment the gateway is waiting for; ``amount`` in base units (> 0)."""
+    """A payment the gateway is waiting for; ``amount`` in base units (> 0).
+
+    ``status`` is the row's: one of :data:`SCANNER_STATES`, or the gateway's own (final)."""
 
     id: UUID
     token: str | None
     address: str
     amount: int
-    status: Status
+    status: str
     created_at: float
     expires_at: float
 
@@ -127,9 +136,10 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class PaymentOutcome:
-    """The columns of a ``payments`` row that the scanner owns."""
+    """The columns of a ``payments`` row that the scanner owns (``status`` only while it is one
+    of :data:`SCANNER_STATES`: a gateway's status is written back unchanged)."""
 
-    status: Status
+    status: str
     amount_received: int
     confirmations: int
     detected_in_block: int | None

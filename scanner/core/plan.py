@@ -21,7 +21,7 @@ from uuid import UUID
 from scanner.core.amounts import event_data, to_amount
 from scanner.core.finality import blocks_to_keep, credit_confirmations, finality_at
 from scanner.core.ledger import Ledger
-from scanner.core.model import Credit, Event, Finality, Header, Payment, Status, Transfer
+from scanner.core.model import Credit, Event, Finality, Header, Payment, PaymentOutcome, Transfer
 
 Key = tuple[str, int]
 
@@ -76,6 +76,16 @@ class Holding:
     payment: Payment
     token_id: UUID | None
     decimals: int
+    key: object = None  # the payment's id as stored (what writes bind); None: ``payment.id``
+    token_key: object = None  # the token's id as stored; None: ``token_id``
+
+    @property
+    def row_key(self) -> object:
+        return self.payment.id if self.key is None else self.key
+
+    @property
+    def token_row_key(self) -> object:
+        return self.token_id if self.token_key is None else self.token_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +123,12 @@ class RangeInput:
 @dataclass(frozen=True, slots=True)
 class CreditRow:
     """One ``transactions`` row to insert or update; ``sender``/``recipient`` are None for a
-    row that only changes (an orphaning): it exists already."""
+    row that only changes (an orphaning): it exists already. ``payment_key``/``token_key``: the
+    ids as stored, what the row's foreign keys bind."""
 
     payment_id: UUID
-    token_id: UUID | None
+    payment_key: object
+    token_key: object
     credit: Credit
     amount: Decimal  # whole token units
     confirmations: int
@@ -128,7 +140,8 @@ class CreditRow:
 @dataclass(frozen=True, slots=True)
 class PaymentUpdate:
     id: UUID
-    status: Status
+    key: object  # the id as stored
+    status: str
     amount_received: Decimal  # whole token units
     confirmations: int
     detected_in_block: int | None
@@ -136,10 +149,12 @@ class PaymentUpdate:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One ``payment_events`` row: an event with its amounts written out for the gateway."""
+    """One ``payment_events`` row: an event with its amounts written out for the gateway, and
+    the payment's id as stored."""
 
     event: Event
     data: Mapping[str, object]
+    payment_key: object
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,29 +187,36 @@ def plan_range(inp: RangeInput) -> RangePlan:
     applied = _apply_transfers(inp, ledger)
     finality = inp.finality()
     ledger.advance(finality)
-    decimals = {h.payment.id: h.decimals for h in inp.holdings}
+    held = {h.payment.id: h for h in inp.holdings}
     events = tuple(ledger.events())
     return RangePlan(
         mode=inp.mode,
         start=inp.start,
         end=inp.end,
         finality=finality,
-        credits=_credit_rows(inp, ledger, applied, finality),
-        payments=tuple(
-            PaymentUpdate(
-                pid,
-                o.status,
-                to_amount(o.amount_received, decimals[pid]),
-                o.confirmations,
-                o.detected_in_block,
-            )
-            for pid, o in ledger.changed().items()
-        ),
-        outbox=tuple(OutboxRow(e, event_data(e, decimals[e.payment_id])) for e in events),
+        credits=_credit_rows(held, ledger, applied, finality),
+        payments=tuple(_update(held[pid], o) for pid, o in ledger.changed().items()),
+        outbox=tuple(_outbox(held[e.payment_id], e) for e in events),
         matched=len(applied),
         cursor=_cursor_move(inp),
         events=events,
     )
+
+
+def _update(holding: Holding, outcome: PaymentOutcome) -> PaymentUpdate:
+    received = to_amount(outcome.amount_received, holding.decimals)
+    return PaymentUpdate(
+        holding.payment.id,
+        holding.row_key,
+        outcome.status,
+        received,
+        outcome.confirmations,
+        outcome.detected_in_block,
+    )
+
+
+def _outbox(holding: Holding, event: Event) -> OutboxRow:
+    return OutboxRow(event, event_data(event, holding.decimals), holding.row_key)
 
 
 def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:
@@ -223,12 +245,14 @@ def _candidates(holdings: Sequence[Holding]) -> dict[tuple[str, str | None], lis
 
 
 def _credit_rows(
-    inp: RangeInput, ledger: Ledger, applied: Mapping[Key, Transfer], finality: Finality
+    held: Mapping[UUID, Holding],
+    ledger: Ledger,
+    applied: Mapping[Key, Transfer],
+    finality: Finality,
 ) -> tuple[CreditRow, ...]:
-    tokens = {h.payment.id: (h.token_id, h.decimals) for h in inp.holdings}
     rows = []
     for key, (pid, credit) in ledger.credits().items():
-        token_id, decimals = tokens[pid]
+        holding = held[pid]
         if credit.orphaned:
             status, confirmations = "orphaned", 0
         else:
@@ -237,14 +261,15 @@ def _credit_rows(
         transfer = applied.get(key)
         rows.append(
             CreditRow(
-                pid,
-                token_id,
-                credit,
-                to_amount(credit.value, decimals),
-                confirmations,
-                status,
-                transfer.from_address if transfer else None,
-                transfer.to_address if transfer else None,
+                payment_id=pid,
+                payment_key=holding.row_key,
+                token_key=holding.token_row_key,
+                credit=credit,
+                amount=to_amount(credit.value, holding.decimals),
+                confirmations=confirmations,
+                status=status,
+                sender=transfer.from_address if transfer else None,
+                recipient=transfer.to_address if transfer else None,
             )
         )
     return tuple(rows)

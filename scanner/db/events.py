@@ -25,7 +25,7 @@ async def append(session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
     stamp = now()
     values = [
         {
-            "payment_id": row.event.payment_id,
+            "payment_id": row.payment_key,
             "type": row.event.type,
             "status_from": row.event.status_from,
             "status_to": row.event.status_to,

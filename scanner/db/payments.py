@@ -9,53 +9,52 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
-from uuid import UUID
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from scanner.core.plan import PaymentUpdate
 from scanner.db.sql import OPEN, chunks, compare, in_strings, locked, now, table, update_by_id
+from scanner.db.types import StoredKey
 
 
 @dataclass(frozen=True, slots=True)
-class PaymentRow:
-    """A ``payments`` row as the gateway wrote it (parsed by the caller)."""
+class RawPayment:
+    """A ``payments`` row exactly as the gateway wrote it: no value is converted here, so that
+    no row can fail the read of the others (scan/rows.py parses each one on its own).
 
-    id: UUID
-    token_id: UUID | None
-    chain: str
-    address: str
-    amount: Decimal
-    status: str
-    created_at: datetime
-    expires_at: datetime
-    amount_received: Decimal
-    confirmations: int
-    detected_in_block: int | None
+    ``key`` is the id as stored: what every write about this payment binds (see
+    :class:`~scanner.db.types.StoredKey`)."""
+
+    key: Any
+    token_id: Any
+    address: Any
+    amount: Any
+    status: Any
+    created_at: Any
+    expires_at: Any
+
+
+def raw(column: Any) -> Any:
+    """``column`` read without the type's conversion (a bad value must not fail the query)."""
+    return type_coerce(column, NullType())
+
+
+def stored_key(value: Any) -> Any:
+    return StoredKey(value) if isinstance(value, str) else value
 
 
 def _select() -> Any:
     p = table("payments")
-    return select(
-        p.c.id,
-        p.c.token_id,
-        p.c.chain,
-        p.c.address,
-        p.c.amount,
-        p.c.status,
-        p.c.created_at,
-        p.c.expires_at,
-        p.c.amount_received,
-        p.c.confirmations,
-        p.c.detected_in_block,
-    )
+    columns = (p.c.id, p.c.token_id, p.c.address, p.c.amount, p.c.status)
+    return select(*(raw(c) for c in columns), raw(p.c.created_at), raw(p.c.expires_at))
 
 
-async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[PaymentRow]:
-    return [PaymentRow(*row) for row in await session.execute(locked(stmt, lock))]
+async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[RawPayment]:
+    result = await session.execute(locked(stmt, lock))
+    return [RawPayment(stored_key(row[0]), *row[1:]) for row in result]
 
 
 async def by_address(
@@ -65,7 +64,7 @@ async def by_address(
     *,
     lock: bool,
     window: tuple[datetime, datetime] | None = None,
-) -> list[PaymentRow]:
+) -> list[RawPayment]:
     """The payments on ``chain`` at ``addresses`` (compared lower-case) that a transfer can go to.
 
     Without ``window``: every one. With ``window = (lo, hi)`` (the range's first and last block
@@ -103,17 +102,19 @@ def _choosable(session: AsyncSession, window: tuple[datetime, datetime]) -> Any:
     return or_(p.c.status.in_(OPEN), recent, p.c.created_at == newest_by_lo)
 
 
-async def by_id(session: AsyncSession, ids: Collection[UUID], *, lock: bool) -> list[PaymentRow]:
+async def by_key(session: AsyncSession, keys: Collection[Any], *, lock: bool) -> list[RawPayment]:
+    """The rows of ``keys`` (ids as stored)."""
     p = table("payments")
-    out: list[PaymentRow] = []
-    for chunk in chunks(sorted(ids)):
-        out.extend(await _rows(session, _select().where(p.c.id.in_(list(chunk))), lock))
+    out: list[RawPayment] = []
+    for chunk in chunks(sorted(keys, key=str)):
+        stmt = _select().where(raw(p.c.id).in_(list(chunk)))
+        out.extend(await _rows(session, stmt, lock))
     return out
 
 
 async def to_advance(
     session: AsyncSession, chain: str, expiry_cutoff: datetime | None, *, lock: bool
-) -> list[PaymentRow]:
+) -> list[RawPayment]:
     """Open payments whose state can move with the checked block alone.
 
     Those holding a not-yet-final transaction (confirmations count up, confirming may confirm),
@@ -128,15 +129,15 @@ async def to_advance(
     return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
 
 
-async def unseen(session: AsyncSession, chain: str) -> list[PaymentRow]:
+async def unseen(session: AsyncSession, chain: str) -> list[RawPayment]:
     """Payments the scanner has not looked at yet (``seen_at_block`` is NULL)."""
     p = table("payments")
     stmt = _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None))
     return await _rows(session, stmt, False)
 
 
-async def mark_seen(session: AsyncSession, ids: Sequence[UUID], block: int) -> None:
-    rows = [{"id": pid, "seen_at_block": block} for pid in ids]
+async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int) -> None:
+    rows = [{"id": key, "seen_at_block": block} for key in keys]
     await update_by_id(session, table("payments"), rows)
 
 
@@ -162,7 +163,7 @@ async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> Non
     stamp = now()
     rows = [
         {
-            "id": u.id,
+            "id": u.key,
             "status": u.status,
             "amount_received": u.amount_received,
             "confirmations": u.confirmations,

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Credit, Finality
 from scanner.core.plan import CreditRow
+from scanner.db.payments import raw, stored_key
 from scanner.db.sql import chunks, in_strings, is_postgres, moment, now, table, unix
 
 #: The columns a transfer seen again rewrites (its payment, block and state may have changed).
@@ -33,7 +33,7 @@ _REWRITTEN = (
 
 @dataclass(frozen=True, slots=True)
 class StoredTx:
-    payment_id: UUID
+    payment_key: Any  # the payment's id as stored
     tx_hash: str
     log_index: int
     block_number: int
@@ -45,24 +45,24 @@ class StoredTx:
 
 
 def _stored(rows: Any) -> list[StoredTx]:
-    return [StoredTx(pid, tx, int(li), int(bn), bh) for pid, tx, li, bn, bh in rows]
+    return [StoredTx(stored_key(pid), tx, int(li), int(bn), bh) for pid, tx, li, bn, bh in rows]
 
 
 def _stored_select() -> Any:
     t = table("transactions")
-    return select(t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+    return select(raw(t.c.payment_id), t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
 
 
-async def owners_of(session: AsyncSession, chain: str, tx_hashes: Collection[str]) -> set[UUID]:
-    """Payments holding a row of any of ``tx_hashes`` (whatever its status): a transfer seen
-    again must meet the row it already has, never become a second one."""
+async def owners_of(session: AsyncSession, chain: str, tx_hashes: Collection[str]) -> set[Any]:
+    """The payments (ids as stored) holding a row of any of ``tx_hashes``, whatever its status:
+    a transfer seen again must meet the row it already has, never become a second one."""
     if not tx_hashes:
         return set()
     t = table("transactions")
-    stmt = select(t.c.payment_id).where(
+    stmt = select(raw(t.c.payment_id)).where(
         t.c.chain == chain, in_strings(session, t.c.tx_hash, tx_hashes)
     )
-    return {r[0] for r in await session.execute(stmt.distinct())}
+    return {stored_key(r[0]) for r in await session.execute(stmt.distinct())}
 
 
 async def in_blocks(session: AsyncSession, chain: str, start: int, end: int) -> list[StoredTx]:
@@ -87,14 +87,15 @@ async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx
 
 
 async def credits_of(
-    session: AsyncSession, payment_ids: Collection[UUID]
-) -> dict[UUID, list[Credit]]:
+    session: AsyncSession, payment_keys: Collection[Any]
+) -> dict[Any, list[Credit]]:
+    """The credits of the payments of ``payment_keys`` (ids as stored), by key."""
     t = table("transactions")
-    columns = (t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+    columns = (raw(t.c.payment_id), t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
     extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status)
-    out: dict[UUID, list[Credit]] = {}
-    for chunk in chunks(sorted(payment_ids)):
-        stmt = select(*columns, *extra).where(t.c.payment_id.in_(list(chunk)))
+    out: dict[Any, list[Credit]] = {}
+    for chunk in chunks(sorted(payment_keys, key=str)):
+        stmt = select(*columns, *extra).where(raw(t.c.payment_id).in_(list(chunk)))
         for pid, tx, li, bn, bh, ts, value, late, status in await session.execute(stmt):
             credit = Credit(
                 tx_hash=tx,
@@ -107,14 +108,14 @@ async def credits_of(
                 orphaned=status == "orphaned",
                 final=status == "confirmed",
             )
-            out.setdefault(pid, []).append(credit)
+            out.setdefault(stored_key(pid), []).append(credit)
     return out
 
 
 def _values(row: CreditRow, stamp: Any) -> dict[str, Any]:
     c = row.credit
     return {
-        "payment_id": row.payment_id,
+        "payment_id": row.payment_key,
         "block_number": c.block_number,
         "block_hash": c.block_hash,
         "block_timestamp": moment(c.block_timestamp),
@@ -172,7 +173,7 @@ async def _upsert(session: AsyncSession, chain: str, rows: Sequence[CreditRow], 
             "log_index": r.credit.log_index,
             "from_address": r.sender,
             "to_address": r.recipient,
-            "token_id": r.token_id,
+            "token_id": r.token_key,
             "created_at": stamp,
         }
         for r in rows

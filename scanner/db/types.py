@@ -44,6 +44,16 @@ def _is_postgresql(dialect: Dialect) -> bool:
     return dialect.name == "postgresql"
 
 
+class StoredKey(str):
+    """A gateway's id exactly as SQLite stores it (``'ABCD…'``, ``'{…}'``, ``'order-1001'``).
+
+    Bound verbatim, so that updates find the row and foreign keys match it; a plain ``UUID`` or
+    ``str`` is bound in the standard form. (On PostgreSQL the ``uuid`` type has one spelling.)
+    """
+
+    __slots__ = ()
+
+
 class UUIDType(TypeDecorator[uuid.UUID]):
     """``uuid`` on PostgreSQL; the standard lower-case 36-character text elsewhere."""
 
@@ -58,6 +68,8 @@ class UUIDType(TypeDecorator[uuid.UUID]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if isinstance(value, StoredKey) and not _is_postgresql(dialect):
+            return str(value)
         parsed = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
         return parsed if _is_postgresql(dialect) else str(parsed)
 

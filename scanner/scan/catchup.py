@@ -29,14 +29,13 @@ from scanner.core.plan import CATCH_UP, OutboxRow
 from scanner.core.ranges import RangeSizer
 from scanner.db import cursor, events, payments
 from scanner.db.locks import chain_xact_lock
-from scanner.db.payments import PaymentRow
-from scanner.db.sql import seconds
+from scanner.db.payments import RawPayment
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData, fetch_logs, fetch_native
 from scanner.scan.report import report_batch
-from scanner.scan.rows import followed, invalid_reason
+from scanner.scan.rows import PaymentRow, RowInvalid, followed, parse_row, read_row
 
 log = structlog.get_logger(__name__)
 ADDRESS_TOPICS_PER_CALL = 50
@@ -59,8 +58,8 @@ async def catch_up(
         window = await cursor.stored_headers(session, ctx.name, low, at[0])
     now_block = at[0]
     known = {h.number: h.timestamp for h in window}
-    invalid = {r.id: reason for r in rows if (reason := invalid_reason(r, ctx)) is not None}
-    behind = _behind(ctx, [r for r in rows if r.id not in invalid], known.get(now_block))
+    usable, invalid = _read(rows, ctx)
+    behind = _behind(ctx, usable, known.get(now_block))
     data = await _look_back(reader, ctx, behind, now_block, known) if behind else None
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
@@ -72,20 +71,35 @@ async def catch_up(
     return len(behind)
 
 
+def _read(rows: Sequence[RawPayment], ctx: ChainContext) -> tuple[list[PaymentRow], dict[Any, str]]:
+    """The followed rows the scanner can use, and why each other one is invalid (by key)."""
+    usable: list[PaymentRow] = []
+    invalid: dict[Any, str] = {}
+    for raw in rows:
+        try:
+            row = read_row(raw)
+            if followed(row, ctx):
+                parse_row(row, ctx)
+                usable.append(row)
+        except RowInvalid as exc:
+            invalid[raw.key] = exc.reason
+    return usable, invalid
+
+
 def _behind(
     ctx: ChainContext, rows: Sequence[PaymentRow], reference: int | None
 ) -> list[PaymentRow]:
-    """The followed rows created (less the grace) no later than the cursor's block."""
+    """The rows created (less the grace) no later than the cursor's block."""
     if reference is None:
         return []
-    return [r for r in rows if followed(r, ctx) and seconds(r.created_at) - ctx.grace <= reference]
+    return [r for r in rows if r.created_at - ctx.grace <= reference]
 
 
 async def _commit(
     sessions: async_sessionmaker[AsyncSession],
     ctx: ChainContext,
-    rows: Sequence[PaymentRow],
-    invalid: dict[UUID, str],
+    rows: Sequence[RawPayment],
+    invalid: dict[Any, str],
     data: RangeData | None,
     now_block: int,
     known: Mapping[int, int],
@@ -104,19 +118,27 @@ async def _commit(
                 session, ctx, data, CATCH_UP, tag_block=None, below=known, checked_floor=now_block
             )
             report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0)
-        await payments.mark_seen(session, [r.id for r in rows], now_block)
+        await payments.mark_seen(session, [r.key for r in rows], now_block)
     return True
 
 
 async def _report_invalid(
-    session: AsyncSession, ctx: ChainContext, invalid: dict[UUID, str]
+    session: AsyncSession, ctx: ChainContext, invalid: dict[Any, str]
 ) -> None:
+    """One ``invalid_payment`` event per row (written against the id as stored), and a log."""
     outbox = []
-    for pid, reason in invalid.items():
-        event = core_events.invalid_payment(pid, reason)
-        outbox.append(OutboxRow(event, dict(event.data)))
-        log.warning("payment_invalid", chain=ctx.name, payment_id=str(pid), reason=reason)
+    for key, reason in invalid.items():
+        event = core_events.invalid_payment(_uuid_or_nil(key), reason)
+        outbox.append(OutboxRow(event, dict(event.data), key))
+        log.warning("payment_invalid", chain=ctx.name, payment_id=str(key), reason=reason)
     await events.append(session, outbox)
+
+
+def _uuid_or_nil(key: Any) -> UUID:
+    try:
+        return key if isinstance(key, UUID) else UUID(str(key))
+    except ValueError:
+        return UUID(int=0)  # an id that is no uuid: the row is written against its key
 
 
 def _agrees(data: RangeData, window: Sequence[Header]) -> bool:
@@ -143,7 +165,7 @@ async def _look_back(
     tokens = ctx.token_by_id()
     for row in rows:
         token = tokens[row.token_id].address if row.token_id is not None else None
-        since = seconds(row.created_at) - ctx.grace
+        since = row.created_at - ctx.grace
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
     logs: list[dict[str, Any]] = []

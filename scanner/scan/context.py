@@ -16,6 +16,7 @@ class TokenInfo:
     address: str
     symbol: str
     decimals: int
+    key: object = None  # the id as stored (None: ``id``), what a credit's token_id binds
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,22 +11,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from uuid import UUID
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.decode import decode_transfer_logs, recipients_of
-from scanner.core.model import Credit, Finality, Transfer
+from scanner.core.model import Finality, Transfer
 from scanner.core.plan import LIVE, REWIND, Mode, RangeInput, Rewind
 from scanner.core.reorg import replaced_credits
 from scanner.db import cursor, payments, transactions
-from scanner.db.payments import PaymentRow
+from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
 from scanner.scan.rows import holdings
 
-Rows = dict[UUID, PaymentRow]
+Rows = dict[Any, RawPayment]  # by id as stored
 
 
 async def load_range(
@@ -52,9 +52,9 @@ async def load_range(
         stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
         replaced = replaced_credits(stored, data.headers)
     rows = await _candidates(session, ctx, data, mode.locks_rows)
-    await _add(session, rows, {s.payment_id for s in replaced}, mode.locks_rows)
+    await _add(session, rows, {s.payment_key for s in replaced}, mode.locks_rows)
     await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
-    watched = {row.address.lower() for row in rows.values()}
+    watched = {row.address.lower() for row in rows.values() if isinstance(row.address, str)}
     decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
     transfers = sorted(
         [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
@@ -109,7 +109,7 @@ async def load_rewind(
     timestamps = await cursor.stored_timestamps(session, ctx.name, low, ancestor)
     stored = await cursor.stored_headers(session, ctx.name, ancestor, ancestor)
     rows: Rows = {}
-    await _add(session, rows, {d.payment_id for d in dropped}, True)
+    await _add(session, rows, {d.payment_key for d in dropped}, True)
     finality = ctx.rules.finality(ancestor, tag_block, timestamps)
     await _add_advancing(session, ctx, rows, finality, True)
     inp = await _input(session, ctx, rows, REWIND, ancestor, tag_block, timestamps, [])
@@ -132,7 +132,8 @@ async def _input(
     owners = await transactions.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
-    credits = await transactions.credits_of(session, [h.payment.id for h in held])
+    found = await transactions.credits_of(session, [h.row_key for h in held])
+    credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
     return RangeInput(
         rules=ctx.rules,
         mode=mode,
@@ -144,12 +145,8 @@ async def _input(
         headers=(),
         transfers=tuple(transfers),
         holdings=tuple(held),
-        credits=_frozen(credits),
+        credits=credits,
     )
-
-
-def _frozen(credits: Mapping[UUID, list[Credit]]) -> dict[UUID, tuple[Credit, ...]]:
-    return {pid: tuple(found) for pid, found in credits.items()}
 
 
 async def _candidates(
@@ -164,13 +161,13 @@ async def _candidates(
     if times:
         window = (moment(min(times) + ctx.grace), moment(max(times) + ctx.grace))
     found = await payments.by_address(session, ctx.name, recipients, lock=lock, window=window)
-    return {row.id: row for row in found}
+    return {row.key: row for row in found}
 
 
-async def _add(session: AsyncSession, rows: Rows, ids: set[UUID], lock: bool) -> None:
-    missing = ids - rows.keys()
+async def _add(session: AsyncSession, rows: Rows, keys: set[Any], lock: bool) -> None:
+    missing = keys - rows.keys()
     if missing:
-        rows.update((row.id, row) for row in await payments.by_id(session, missing, lock=lock))
+        rows.update((row.key, row) for row in await payments.by_key(session, missing, lock=lock))
 
 
 async def _add_advancing(
@@ -179,4 +176,4 @@ async def _add_advancing(
     """The open payments whose confirmations or expiry the checked block moves."""
     cutoff = None if finality.final_timestamp is None else moment(finality.final_timestamp)
     for row in await payments.to_advance(session, ctx.name, cutoff, lock=lock):
-        rows.setdefault(row.id, row)
+        rows.setdefault(row.key, row)

@@ -1,20 +1,66 @@
 """The gateway's ``payments`` rows, parsed one by one where they are read.
 
-A row the scanner cannot use (a bad address, an amount it cannot hold in base units) is reported
-once by the catch-up (``invalid_payment``) and left out of every range; a row of a token this
-chain does not scan (disabled, or unknown) is not followed, and not invalid either.
+Whatever the gateway wrote, one row never stops the others: a row the scanner cannot use (an id
+that is no uuid, an amount that is NaN or too precise, an address that is not 20 bytes of hex, a
+time it cannot read) raises :class:`RowInvalid`, is reported once (``invalid_payment``) and left
+out of every range. Ids are compared as uuids whatever their spelling; every write about a row
+binds its id as stored (``RawPayment.key``). A row of a token this chain does not scan (disabled
+or unknown) is not followed, and not invalid either.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
 
 from scanner.core.amounts import parse_payment_fields
 from scanner.core.model import Payment
 from scanner.core.plan import Holding
-from scanner.db.payments import PaymentRow
-from scanner.db.sql import seconds
+from scanner.db.payments import RawPayment
+from scanner.db.types import parse_timestamp
 from scanner.scan.context import ChainContext
+
+
+class RowInvalid(ValueError):
+    """A payments row the scanner cannot use; ``key`` is its id as stored."""
+
+    def __init__(self, key: Any, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """A row whose every column could be read (its amount and address are checked against the
+    token by :func:`parse_row`)."""
+
+    key: Any
+    id: UUID
+    token_id: UUID | None
+    address: str
+    amount: Decimal
+    status: str
+    created_at: float
+    expires_at: float
+
+
+def read_row(raw: RawPayment) -> PaymentRow:
+    """The row's columns as values; RowInvalid naming the first one that is not readable."""
+    return PaymentRow(
+        key=raw.key,
+        id=_uuid(raw.key, raw.key, "id"),
+        token_id=None if raw.token_id is None else _uuid(raw.key, raw.token_id, "token_id"),
+        address=_text(raw.key, raw.address, "address"),
+        amount=_amount(raw.key, raw.amount),
+        status=_text(raw.key, raw.status, "status"),
+        created_at=_time(raw.key, raw.created_at, "created_at"),
+        expires_at=_time(raw.key, raw.expires_at, "expires_at"),
+    )
 
 
 def followed(row: PaymentRow, ctx: ChainContext) -> bool:
@@ -23,41 +69,78 @@ def followed(row: PaymentRow, ctx: ChainContext) -> bool:
 
 
 def parse_row(row: PaymentRow, ctx: ChainContext) -> Holding:
-    """The core's view of a followed row; ValueError with the reason when it cannot be used."""
+    """The core's view of a followed row; RowInvalid when its address or amount is unusable."""
     token = ctx.token_by_id().get(row.token_id) if row.token_id is not None else None
     decimals = token.decimals if token is not None else ctx.native_decimals
-    address, amount = parse_payment_fields(row.address, row.amount, decimals)
+    try:
+        address, amount = parse_payment_fields(row.address, row.amount, decimals)
+    except ValueError as exc:
+        raise RowInvalid(row.key, str(exc)) from None
     payment = Payment(
         id=row.id,
         token=token.address if token is not None else None,
         address=address,
         amount=amount,
-        status=row.status,  # type: ignore[arg-type]
-        created_at=seconds(row.created_at),
-        expires_at=seconds(row.expires_at),
+        status=row.status,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
     )
-    return Holding(payment, row.token_id, decimals)
+    token_key = token.key if token is not None else None
+    return Holding(payment, row.token_id, decimals, key=row.key, token_key=token_key)
 
 
-def holdings(rows: Iterable[PaymentRow], ctx: ChainContext) -> list[Holding]:
-    """The usable, followed rows (an invalid row is reported by the catch-up, not here)."""
-    out: list[Holding] = []
-    for row in rows:
-        if not followed(row, ctx):
-            continue
+def holdings(rows: Iterable[RawPayment], ctx: ChainContext) -> list[Holding]:
+    """The usable, followed rows, each id once (an invalid row is reported by the catch-up)."""
+    out: dict[UUID, Holding] = {}
+    for raw in rows:
         try:
-            out.append(parse_row(row, ctx))
-        except ValueError:
+            row = read_row(raw)
+            if followed(row, ctx) and row.id not in out:
+                out[row.id] = parse_row(row, ctx)
+        except RowInvalid:
             continue
-    return out
+    return list(out.values())
 
 
-def invalid_reason(row: PaymentRow, ctx: ChainContext) -> str | None:
+def invalid_reason(raw: RawPayment, ctx: ChainContext) -> str | None:
     """Why the scanner cannot follow this row, or None (also for rows it does not follow)."""
-    if not followed(row, ctx):
-        return None
     try:
-        parse_row(row, ctx)
-    except ValueError as exc:
-        return str(exc)
+        row = read_row(raw)
+        if followed(row, ctx):
+            parse_row(row, ctx)
+    except RowInvalid as exc:
+        return exc.reason
     return None
+
+
+def _uuid(key: Any, value: Any, column: str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        raise RowInvalid(key, f"{column} {str(value)!r:.60} is not a uuid") from None
+
+
+def _text(key: Any, value: Any, column: str) -> str:
+    if not isinstance(value, str):
+        raise RowInvalid(key, f"{column} {value!r:.60} is not text")
+    return value
+
+
+def _amount(key: Any, value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        raise RowInvalid(key, f"amount {value!r} is stored as a float: write it as decimal text")
+    try:
+        return Decimal(str(value).strip())
+    except InvalidOperation:
+        raise RowInvalid(key, f"amount {str(value)!r:.60} is not a number") from None
+
+
+def _time(key: Any, value: Any, column: str) -> float:
+    try:
+        return parse_timestamp(value).timestamp()
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise RowInvalid(key, f"{column} {str(value)!r:.60} is not a time") from None
