@@ -18,6 +18,7 @@ STATUS_CHANGED: Final = "status_changed"
 PAID_LATE: Final = "paid_late"
 CONFIRMED_REVERTED: Final = "confirmed_reverted"
 INVALID_PAYMENT: Final = "invalid_payment"
+TRANSFER_UNMATCHED: Final = "transfer_unmatched"
 
 
 def _credit_data(credit: Credit) -> dict[str, object]:
@@ -58,3 +59,8 @@ def confirmed_reverted(payment_id: UUID, credit: Credit, amount_received: int) -
 
 def invalid_payment(payment_id: UUID, reason: str) -> Event:
     return Event(payment_id, INVALID_PAYMENT, None, None, {"reason": reason})
+
+
+def transfer_unmatched(payment_id: UUID, credit: Credit) -> Event:
+    """A transfer recorded against the payment that does not count towards it (another token)."""
+    return Event(payment_id, TRANSFER_UNMATCHED, None, None, _credit_data(credit))

@@ -72,6 +72,10 @@ _PATHS: Final[Mapping[tuple[Status, Status], tuple[Status, ...]]] = {
     ("confirming", "pending"): ("pending",),
     ("confirming", "confirmed"): ("confirmed",),
     ("confirming", "expired"): ("pending", "expired"),
+    # Only after a gateway edit (an expiry extended, an amount lowered): see Ledger.revise.
+    ("expired", "pending"): ("pending",),
+    ("expired", "confirming"): ("pending", "confirming"),
+    ("expired", "confirmed"): ("pending", "confirming", "confirmed"),
 }
 
 
@@ -252,6 +256,36 @@ class Ledger:
                 self._touched[payment_id] = None  # its confirmations moved (final ones do not)
             self._settle(payment_id)
 
+    def revise(self, payment_id: UUID) -> None:
+        """Recompute a payment the gateway edited, from its credits, under its current row.
+
+        Each credit's ``late`` follows the current ``expires_at``; ``foreign`` credits (another
+        token than the payment's now) stay recorded but never count, and each gets a
+        ``transfer_unmatched`` event. An ``expired`` payment that the edit no longer leaves
+        expired (an expiry extended past the final block, an amount lowered to what arrived in
+        time) moves on, one edge at a time; ``confirmed`` and the gateway's own statuses stay.
+        """
+        entry = self._entry(payment_id)
+        for key, credit in list(entry.credits.items()):
+            late = credit.block_timestamp > entry.payment.expires_at
+            if late != credit.late and not credit.orphaned:
+                entry.credits[key] = replace(credit, late=late)
+                self._dirty_credits[key] = None
+            if credit.foreign and not credit.orphaned:
+                self._events.append(events.transfer_unmatched(payment_id, credit))
+        self._touched[payment_id] = None
+        if entry.status == "expired":
+            self._reopen(entry)
+        self._settle(payment_id)
+
+    def _reopen(self, entry: _Entry) -> None:
+        payment = entry.payment
+        target = target_status(
+            payment.amount, payment.expires_at, entry.credits.values(), self._finality
+        )
+        if target != "expired":
+            self._walk(payment.id, entry, "expired", target)
+
     # -- results --
 
     def events(self) -> list[Event]:
@@ -376,8 +410,11 @@ class Ledger:
         )
         if target == entry.status:
             return
+        self._walk(payment_id, entry, cast(Status, entry.status), target)  # open: the scanner's
+
+    def _walk(self, payment_id: UUID, entry: _Entry, current: Status, target: Status) -> None:
+        """Move to ``target`` one edge at a time, a ``status_changed`` event per edge."""
         received = amount_received(entry.credits.values())
-        current = cast(Status, entry.status)  # open, so one of the scanner's
         for step in _PATHS[(current, target)]:
             self._events.append(events.status_changed(payment_id, current, step, received))
             current = step

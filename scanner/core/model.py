@@ -84,6 +84,8 @@ class Credit:
     ``orphaned``: its block was dropped by a reorg; never counted.
     ``final``: stored as final (``transactions.status = 'confirmed'``) by an earlier batch; a
     rescan with an older checked block (a backfill, a rewind) does not count it down again.
+    ``foreign``: of another token than the payment's (the gateway switched the payment's token
+    after it arrived): recorded, never counted.
     """
 
     tx_hash: str
@@ -95,6 +97,7 @@ class Credit:
     late: bool
     orphaned: bool
     final: bool = False
+    foreign: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -103,7 +106,7 @@ class Credit:
     @property
     def counted(self) -> bool:
         """Whether the credit counts towards ``amount_received``."""
-        return not (self.late or self.orphaned)
+        return not (self.late or self.orphaned or self.foreign)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
 
+from scanner.core import events as core_events
 from scanner.core.amounts import event_data, to_amount
 from scanner.core.finality import blocks_to_keep, credit_confirmations, finality_at
 from scanner.core.ledger import Ledger
@@ -43,6 +44,8 @@ BACKFILL = Mode("backfill", moves_cursor=False, orphans_replaced=True, locks_row
 DRY_RUN = Mode("dry_run", moves_cursor=False, orphans_replaced=True, locks_rows=False)
 #: A look-back for payments written behind the cursor: its blocks are the live scan's.
 CATCH_UP = Mode("catch_up", moves_cursor=False, orphans_replaced=False, locks_rows=True)
+#: Following the gateway's edits of payment rows (recomputed from their credits).
+EDIT = Mode("edit", moves_cursor=False, orphans_replaced=False, locks_rows=True)
 #: Undoing the blocks above a reorg's common ancestor; the rescan counts confirmations again.
 REWIND = Mode("rewind", moves_cursor=True, orphans_replaced=False, locks_rows=True, recounts=False)
 
@@ -114,6 +117,9 @@ class RangeInput:
     credits: Mapping[UUID, tuple[Credit, ...]]
     orphan: tuple[Key, ...] = ()  # credits whose blocks are gone
     rewind: Rewind | None = None
+    revise: tuple[UUID, ...] = ()  # payments the gateway edited: recomputed from their credits
+    invalid: tuple[tuple[object, str], ...] = ()  # (id as stored, reason): invalid_payment
+    edited: tuple[object, ...] = ()  # ids as stored whose edit this plan follows
 
     def finality(self, checked: int | None = None) -> Finality:
         at = self.checked if checked is None else checked
@@ -178,6 +184,7 @@ class RangePlan:
     matched: int
     cursor: CursorMove | None
     events: tuple[Event, ...] = field(default=())
+    edited: tuple[object, ...] = ()  # ids as stored whose edit is now followed
 
 
 def plan_range(inp: RangeInput) -> RangePlan:
@@ -186,9 +193,14 @@ def plan_range(inp: RangeInput) -> RangePlan:
     ledger.orphan(inp.orphan)
     applied = _apply_transfers(inp, ledger)
     finality = inp.finality()
+    if inp.revise:
+        ledger.advance(finality, ())  # the finality the edits are judged against
+        for payment_id in inp.revise:
+            ledger.revise(payment_id)
     ledger.advance(finality)
     held = {h.payment.id: h for h in inp.holdings}
-    events = tuple(ledger.events())
+    outbox = [_outbox(held[e.payment_id], e) for e in ledger.events()]
+    outbox += [invalid_outbox(key, reason) for key, reason in inp.invalid]
     return RangePlan(
         mode=inp.mode,
         start=inp.start,
@@ -196,10 +208,11 @@ def plan_range(inp: RangeInput) -> RangePlan:
         finality=finality,
         credits=_credit_rows(held, ledger, applied, finality),
         payments=tuple(_update(held[pid], o) for pid, o in ledger.changed().items()),
-        outbox=tuple(_outbox(held[e.payment_id], e) for e in events),
+        outbox=tuple(outbox),
         matched=len(applied),
         cursor=_cursor_move(inp),
-        events=events,
+        events=tuple(row.event for row in outbox),
+        edited=inp.edited,
     )
 
 
@@ -217,6 +230,17 @@ def _update(holding: Holding, outcome: PaymentOutcome) -> PaymentUpdate:
 
 def _outbox(holding: Holding, event: Event) -> OutboxRow:
     return OutboxRow(event, event_data(event, holding.decimals), holding.row_key)
+
+
+def invalid_outbox(key: object, reason: str) -> OutboxRow:
+    """``invalid_payment`` for a row, written against its id as stored (which may be no uuid)."""
+    try:
+        payment_id = key if isinstance(key, UUID) else UUID(str(key))
+    except ValueError:  # the row's id is no uuid: the event names it as it is stored
+        payment_id = UUID(int=0)
+        reason = f"{reason} (id {str(key)!r:.60})"
+    event = core_events.invalid_payment(payment_id, reason)
+    return OutboxRow(event, dict(event.data), key)
 
 
 def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:

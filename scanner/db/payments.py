@@ -92,13 +92,11 @@ def _choosable(session: AsyncSession, window: tuple[datetime, datetime]) -> Any:
             func.lower(older.c.address) == func.lower(p.c.address),
             older.c.token_id.is_not_distinct_from(p.c.token_id),
             older.c.status.not_in(OPEN),
-            compare(session, older.c.created_at, "<=", lo),
+            compare(older.c.created_at, "<=", lo),
         )
         .scalar_subquery()
     )
-    recent = and_(
-        compare(session, p.c.created_at, ">=", lo), compare(session, p.c.created_at, "<=", hi)
-    )
+    recent = and_(compare(p.c.created_at, ">=", lo), compare(p.c.created_at, "<=", hi))
     return or_(p.c.status.in_(OPEN), recent, p.c.created_at == newest_by_lo)
 
 
@@ -124,7 +122,7 @@ async def to_advance(
     unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
     condition: Any = p.c.id.in_(unfinal)  # also a confirmed payment's fresh overpayment
     if expiry_cutoff is not None:
-        expiring = compare(session, p.c.expires_at, "<", expiry_cutoff)
+        expiring = compare(p.c.expires_at, "<", expiry_cutoff)
         condition = or_(condition, and_(p.c.status == "pending", expiring))
     return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
 
@@ -134,6 +132,22 @@ async def unseen(session: AsyncSession, chain: str) -> list[RawPayment]:
     p = table("payments")
     stmt = _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None))
     return await _rows(session, stmt, False)
+
+
+async def edited(session: AsyncSession, chain: str, *, limit: int) -> list[RawPayment]:
+    """Up to ``limit`` rows of ``chain`` the gateway edited since the scanner last looked,
+    locked (the partial index ``ix_payments_edited`` serves it)."""
+    p = table("payments")
+    stmt = _select().where(p.c.chain == chain, p.c.edited.is_(True)).limit(limit)
+    return await _rows(session, stmt, True)
+
+
+async def clear_edited(session: AsyncSession, keys: Sequence[Any]) -> None:
+    """The edits of ``keys`` are followed; each row is looked back for again, as it now is
+    (``seen_at_block`` NULL: the catch-up reads its address from its created_at)."""
+    p = table("payments")
+    rows = [{"id": key, "edited": False, "seen_at_block": None} for key in keys]
+    await update_by_id(session, p, rows, also={"scanner_rev": p.c.scanner_rev + 1})
 
 
 async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int) -> None:
@@ -172,4 +186,5 @@ async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> Non
         }
         for u in updates
     ]
-    await update_by_id(session, table("payments"), rows)
+    p = table("payments")
+    await update_by_id(session, p, rows, also={"scanner_rev": p.c.scanner_rev + 1})

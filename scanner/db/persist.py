@@ -16,6 +16,8 @@ async def write_plan(session: AsyncSession, chain: str, plan: RangePlan) -> None
     await events.append(session, plan.outbox)
     if plan.mode.recounts:
         await transactions.count_confirmations(session, chain, plan.finality)
+    if plan.edited:
+        await payments.clear_edited(session, plan.edited)
     if plan.cursor is not None:
         await _move_cursor(session, chain, plan.cursor)
 

@@ -17,7 +17,6 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.db.models import Base
-from scanner.db.types import SQLITE_TIMESTAMP_FORMAT
 
 OPEN: Final = ("pending", "confirming")
 CHUNK: Final = 500
@@ -72,27 +71,28 @@ def in_strings(session: AsyncSession, expr: Any, values: Collection[str]) -> Any
     return expr.in_(values_sql.scalar_subquery())
 
 
-def compare(session: AsyncSession, column: Any, op: str, instant: datetime) -> Any:
-    """``column <op> instant`` for a timestamp column; on SQLite as julian days, so that any ISO
-    form a gateway wrote compares correctly."""
-    if is_postgres(session):
-        return column.op(op)(instant)
-    text = instant.astimezone(UTC).strftime(SQLITE_TIMESTAMP_FORMAT)
-    return func.julianday(column).op(op)(func.julianday(text))
+def compare(column: Any, op: str, instant: datetime) -> Any:
+    """``column <op> instant`` for a timestamp column. On SQLite every time is stored in the one
+    canonical text form (the column type writes it, triggers rewrite what a gateway wrote), so
+    the comparison is plain text order and an index on the column serves it."""
+    return column.op(op)(instant)
 
 
 def locked(stmt: Any, lock: bool) -> Any:
     return stmt.with_for_update() if lock else stmt
 
 
-async def update_by_id(session: AsyncSession, target: Table, rows: list[dict[str, Any]]) -> None:
-    """One executemany ``UPDATE target SET … WHERE id = …``; every row has the same keys."""
+async def update_by_id(
+    session: AsyncSession,
+    target: Table,
+    rows: list[dict[str, Any]],
+    also: dict[str, Any] | None = None,
+) -> None:
+    """One executemany ``UPDATE target SET … WHERE id = …``; every row has the same keys.
+    ``also``: SQL expressions set on every row (``scanner_rev = scanner_rev + 1``)."""
     if not rows:
         return
     columns = [name for name in rows[0] if name != "id"]
-    stmt = (
-        update(target)
-        .where(target.c.id == bindparam("b_id"))
-        .values({name: bindparam(f"b_{name}") for name in columns})
-    )
+    values: dict[str, Any] = {name: bindparam(f"b_{name}") for name in columns}
+    stmt = update(target).where(target.c.id == bindparam("b_id")).values({**values, **(also or {})})
     await session.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])

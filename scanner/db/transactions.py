@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -87,16 +88,18 @@ async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx
 
 
 async def credits_of(
-    session: AsyncSession, payment_keys: Collection[Any]
+    session: AsyncSession, tokens: Mapping[Any, UUID | None]
 ) -> dict[Any, list[Credit]]:
-    """The credits of the payments of ``payment_keys`` (ids as stored), by key."""
+    """The credits of the payments of ``tokens`` (ids as stored → the payment's token id), by
+    key; a credit of another token than the payment's now is ``foreign``."""
     t = table("transactions")
     columns = (raw(t.c.payment_id), t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
-    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status)
+    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id)
     out: dict[Any, list[Credit]] = {}
-    for chunk in chunks(sorted(payment_keys, key=str)):
+    for chunk in chunks(sorted(tokens, key=str)):
         stmt = select(*columns, *extra).where(raw(t.c.payment_id).in_(list(chunk)))
-        for pid, tx, li, bn, bh, ts, value, late, status in await session.execute(stmt):
+        for pid, tx, li, bn, bh, ts, value, late, status, token in await session.execute(stmt):
+            key = stored_key(pid)
             credit = Credit(
                 tx_hash=tx,
                 log_index=int(li),
@@ -107,8 +110,9 @@ async def credits_of(
                 late=bool(late),
                 orphaned=status == "orphaned",
                 final=status == "confirmed",
+                foreign=token != tokens.get(key),
             )
-            out.setdefault(stored_key(pid), []).append(credit)
+            out.setdefault(key, []).append(credit)
     return out
 
 

@@ -22,7 +22,7 @@ from scanner.db.persist import write_plan
 from scanner.errors import RangeInconsistent, ReorgDetected
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
-from scanner.scan.load import load_range, load_rewind, load_tick
+from scanner.scan.load import load_edits, load_range, load_rewind, load_tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,25 @@ async def run_tick(
 ) -> BatchReport:
     """A tick with no new block: confirmations and expiry still move (the tag may have)."""
     inp = await load_tick(session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps)
+    plan = plan_range(inp)
+    await write_plan(session, ctx.name, plan)
+    return BatchReport.of(plan)
+
+
+async def run_edits(
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    checked: int,
+    tag_block: int | None,
+    timestamps: Mapping[int, int],
+) -> BatchReport | None:
+    """Follow the gateway's edits of payment rows (a page of them); None when there was none."""
+    inp = await load_edits(
+        session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps
+    )
+    if inp is None:
+        return None
     plan = plan_range(inp)
     await write_plan(session, ctx.name, plan)
     return BatchReport.of(plan)

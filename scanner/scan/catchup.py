@@ -17,15 +17,13 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
-from uuid import UUID
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.core import events as core_events
 from scanner.core.model import Header, Transfer
-from scanner.core.plan import CATCH_UP, OutboxRow
+from scanner.core.plan import CATCH_UP, invalid_outbox
 from scanner.core.ranges import RangeSizer
 from scanner.db import cursor, events, payments
 from scanner.db.locks import chain_xact_lock
@@ -126,19 +124,9 @@ async def _report_invalid(
     session: AsyncSession, ctx: ChainContext, invalid: dict[Any, str]
 ) -> None:
     """One ``invalid_payment`` event per row (written against the id as stored), and a log."""
-    outbox = []
     for key, reason in invalid.items():
-        event = core_events.invalid_payment(_uuid_or_nil(key), reason)
-        outbox.append(OutboxRow(event, dict(event.data), key))
         log.warning("payment_invalid", chain=ctx.name, payment_id=str(key), reason=reason)
-    await events.append(session, outbox)
-
-
-def _uuid_or_nil(key: Any) -> UUID:
-    try:
-        return key if isinstance(key, UUID) else UUID(str(key))
-    except ValueError:
-        return UUID(int=0)  # an id that is no uuid: the row is written against its key
+    await events.append(session, [invalid_outbox(key, reason) for key, reason in invalid.items()])
 
 
 def _agrees(data: RangeData, window: Sequence[Header]) -> bool:

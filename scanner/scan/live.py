@@ -27,7 +27,7 @@ from scanner.db import payments
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import CursorMoved, ReorgDetected
 from scanner.observe.metrics import Metrics
-from scanner.scan.batch import BatchReport, run_range, run_tick, verify_links
+from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData, fetch_range
@@ -114,6 +114,7 @@ class ChainScanner:
             return TickOutcome(head, cursor, waiting=True)
         tag = await self._tag_header()
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
+        await self._follow_edits(cursor, tag)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
         if end <= cursor:
             if await self._tip_replaced(cursor, cursor_hash):
@@ -186,13 +187,37 @@ class ChainScanner:
         report_batch(self.log, self.metrics, self.name, result, time.perf_counter() - started)
         return result
 
+    async def _timestamps(
+        self, session: AsyncSession, cursor: int, tag: Header | None
+    ) -> dict[int, int]:
+        """Stored block times of the reorg window below ``cursor``, and the tag block's."""
+        low = cursor - self.ctx.reorg_depth
+        timestamps = await stored.stored_timestamps(session, self.name, low, cursor)
+        if tag is not None:
+            timestamps[tag.number] = tag.timestamp
+        return timestamps
+
+    async def _follow_edits(self, cursor: int, tag: Header | None) -> None:
+        """Recompute the payments the gateway edited (a page a tick), against the cursor."""
+        async with self.sessions() as session, session.begin():
+            await chain_xact_lock(session, self.name)
+            at = await stored.get_cursor(session, self.name)
+            if at is None or at[0] != cursor:
+                return  # another writer moved it: next tick
+            result = await run_edits(
+                session,
+                self.ctx,
+                checked=cursor,
+                tag_block=tag.number if tag else None,
+                timestamps=await self._timestamps(session, cursor, tag),
+            )
+        if result is not None:
+            report_batch(self.log, self.metrics, self.name, result, 0.0)
+
     async def _advance_only(self, cursor: int, tag: Header | None) -> None:
         async with self.sessions() as session, session.begin():
             await chain_xact_lock(session, self.name)
-            low = cursor - self.ctx.reorg_depth
-            timestamps = await stored.stored_timestamps(session, self.name, low, cursor)
-            if tag is not None:
-                timestamps[tag.number] = tag.timestamp
+            timestamps = await self._timestamps(session, cursor, tag)
             result = await run_tick(
                 session,
                 self.ctx,

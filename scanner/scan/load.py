@@ -17,16 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.decode import decode_transfer_logs, recipients_of
 from scanner.core.model import Finality, Transfer
-from scanner.core.plan import LIVE, REWIND, Mode, RangeInput, Rewind
+from scanner.core.plan import EDIT, LIVE, REWIND, Mode, RangeInput, Rewind
 from scanner.core.reorg import replaced_credits
 from scanner.db import cursor, payments, transactions
 from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
-from scanner.scan.rows import holdings
+from scanner.scan.rows import holdings, invalid_reason
 
 Rows = dict[Any, RawPayment]  # by id as stored
+EDITS_PER_TICK = 500
 
 
 async def load_range(
@@ -95,6 +96,26 @@ async def load_tick(
     return await _input(session, ctx, rows, LIVE, checked, tag_block, timestamps, [])
 
 
+async def load_edits(
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    checked: int,
+    tag_block: int | None,
+    timestamps: Mapping[int, int],
+    limit: int = EDITS_PER_TICK,
+) -> RangeInput | None:
+    """The rows the gateway edited (a page of them), to recompute; None when there is none."""
+    edited = await payments.edited(session, ctx.name, limit=limit)
+    if not edited:
+        return None
+    rows: Rows = {row.key: row for row in edited}
+    invalid = tuple((row.key, reason) for row in edited if (reason := invalid_reason(row, ctx)))
+    inp = await _input(session, ctx, rows, EDIT, checked, tag_block, timestamps, [])
+    revise = tuple(h.payment.id for h in inp.holdings)
+    return replace(inp, revise=revise, invalid=invalid, edited=tuple(rows))
+
+
 async def load_rewind(
     session: AsyncSession,
     ctx: ChainContext,
@@ -132,7 +153,7 @@ async def _input(
     owners = await transactions.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
-    found = await transactions.credits_of(session, [h.row_key for h in held])
+    found = await transactions.credits_of(session, {h.row_key: h.token_id for h in held})
     credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
     return RangeInput(
         rules=ctx.rules,

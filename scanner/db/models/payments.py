@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, func, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, false, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scanner.db.models.base import Base
@@ -31,6 +31,11 @@ class Payment(Base):
     detected_in_block: Mapped[int | None] = mapped_column(BigInteger)
     # The cursor when the scanner first saw the row (NULL: not yet looked at, so catch up on it).
     seen_at_block: Mapped[int | None] = mapped_column(BigInteger)
+    # Set by a trigger when the gateway changes what the rules read; the scanner recomputes the
+    # payment and clears it. scanner_rev: bumped by each of the scanner's own updates, so that the
+    # trigger tells them apart from the gateway's.
+    edited: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    scanner_rev: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(
@@ -45,3 +50,6 @@ Index("ix_payments_chain_status", Payment.chain, Payment.status)
 # New rows the scanner has not looked at yet: a partial index stays as small as that set.
 _UNSEEN = Payment.seen_at_block.is_(None)
 Index("ix_payments_unseen", Payment.chain, postgresql_where=_UNSEEN, sqlite_where=_UNSEEN)
+# Rows the gateway edited and the scanner has not recomputed yet.
+_EDITED = Payment.edited.is_(True)
+Index("ix_payments_edited", Payment.chain, postgresql_where=_EDITED, sqlite_where=_EDITED)
