@@ -147,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if missing not in DEMO_EXTRA_MODULES:
             raise
         raise ConfigError(
-            f"demo: {missing} is not installed; the demo needs the `demo` extra: "
+            f"demo: the demo extra (web3) is not installed ({missing} is missing): "
             "pip install 'ctrip-scanner[demo]'"
         ) from exc
     return run_demo(payments=args.payments, seconds=args.seconds)

@@ -41,8 +41,8 @@ def test_scanner_demo_without_web3_exits_2_naming_the_extra() -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("scanner: demo: ")
-    assert any(f"{m} is not installed" in lines[0] for m in EXTRA), lines[0]
+    assert lines[0].startswith("scanner: demo: the demo extra (web3) is not installed ")
+    assert any(f"({m} is missing)" in lines[0] for m in EXTRA), lines[0]
     assert "pip install 'ctrip-scanner[demo]'" in lines[0]
     assert "Traceback" not in done.stderr
 
