@@ -6,15 +6,34 @@ import of them fail), the way an install without the extra behaves, without unin
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+import tomllib
+from pathlib import Path
 
 from scanner.cli import DEMO_EXTRA_MODULES
 
 # The extra's own packages (requests, which web3 also brings, may well be installed without it).
 EXTRA = ("web3", "eth_abi", "eth_utils")
 BLOCK = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in EXTRA)
+
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_web3_is_the_demo_extra_and_the_tests_install_it() -> None:
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    assert not _names(project["dependencies"]) & {"web3", "eth-abi", "eth-utils"}
+    assert "pydantic-settings" not in _names(project["dependencies"])  # nothing imports it
+    assert {"web3", "eth-abi", "eth-utils"} <= _names(extras["demo"])
+    assert "ctrip-scanner[demo]" in extras["test"]  # .ci/setup installs .[test]
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
