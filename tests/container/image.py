@@ -15,6 +15,7 @@ would see through the mount; the layer goes with the container.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -30,7 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / ".ci" / "container-image"
-TAG = "localhost/ctrip-scanner:test"
+# One tag per checkout: test runs of two checkouts on one machine never use each other's image.
+TAG = f"localhost/ctrip-scanner:test-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
 BASE = "docker.io/library/python:3.11-slim"
 CACHE = Path(os.environ.get("CTRIP_IMAGE_CACHE", "/var/cache/ctrip-scanner"))
 BUILD_TIMEOUT_S = 300
