@@ -7,11 +7,15 @@
 #       --stop-timeout 45 ctrip-scanner
 #   docker run --rm ... ctrip-scanner migrate upgrade      # any `scanner` subcommand
 #
-# Layout: the virtualenv at /opt/venv (on PATH); the source tree at /app (the working directory),
-# installed in editable mode so that scanner/db/migrate.py finds alembic.ini and migrations/ next
-# to the package (/app/alembic.ini, /app/migrations); the configuration expected at
-# /etc/scanner/scanner.toml (mount it); a writable /var/lib/scanner for a SQLite file outside
-# production. ENV defaults to production: set DATABASE_URL (PostgreSQL).
+# Without a Docker engine or a registry: `bash .ci/container-image` builds this same file with
+# podman (README, "Running as a service").
+#
+# Layout: a virtualenv at /opt/venv (on PATH) holding the runtime dependencies and the scanner,
+# installed from a wheel (no source tree, no pip or setuptools); Alembic's scripts are the
+# package's data files (/opt/venv/share/ctrip-scanner), found by scanner/db/migrate.py; the
+# configuration expected at /etc/scanner/scanner.toml (mount it); a writable /var/lib/scanner
+# for a SQLite file outside production. ENV defaults to production: set DATABASE_URL
+# (PostgreSQL). The demo's web3 stack (the `demo` extra) is not installed: `scanner demo` exits 2.
 
 # ---- builder: a virtualenv with the dependencies and the scanner package -------------------
 FROM python:3.11-slim AS builder
@@ -23,19 +27,20 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-WORKDIR /app
+WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
     && pip install -r /tmp/requirements.txt
 
-# The application, at the path it keeps in the runtime image.
-COPY alembic.ini ./
+# The application, as a wheel (not editable: the runtime image gets no source tree). Then the
+# installers leave the runtime virtualenv: nothing in the image installs anything.
+COPY README.md alembic.ini ./
 COPY migrations ./migrations
 COPY scanner ./scanner
-RUN pip install --no-deps --editable . \
-    && python -m compileall -q /app/scanner /app/migrations \
-    && scanner --help > /dev/null
+RUN pip install --no-deps . \
+    && scanner --help > /dev/null \
+    && pip uninstall --yes --quiet pip setuptools
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
@@ -47,10 +52,11 @@ RUN groupadd --system --gid 10001 scanner \
     && useradd --system --uid 10001 --gid scanner --home-dir /var/lib/scanner \
        --no-create-home --shell /usr/sbin/nologin scanner \
     && install -d -m 0750 -o scanner -g scanner /var/lib/scanner \
-    && install -d -m 0755 /etc/scanner
+    && install -d -m 0755 /etc/scanner /app
 
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
+# /app: an empty working directory (made above: buildah does not create a WORKDIR), not
+# writable by the scanner (its state goes to /var/lib/scanner).
 WORKDIR /app
 
 ENV PATH=/opt/venv/bin:$PATH \

@@ -135,9 +135,21 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     return asyncio.run(rewind(_settings(args), args.chain, args.to_block))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from scanner.devchain.demo import run_demo
+# What the `demo` extra installs (and scanner/devchain imports); nothing else needs them.
+DEMO_EXTRA_MODULES = frozenset({"web3", "eth_abi", "eth_utils", "requests"})
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from scanner.devchain.demo import run_demo
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in DEMO_EXTRA_MODULES:
+            raise
+        raise ConfigError(
+            f"demo: the demo extra (web3) is not installed ({missing} is missing): "
+            "pip install 'ctrip-scanner[demo]'"
+        ) from exc
     return run_demo(payments=args.payments, seconds=args.seconds)
 
 

@@ -495,9 +495,27 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def _compose_settings(compose: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
-    scanner = compose["services"]["scanner"]
-    environment = {k: str(v) for k, v in scanner["environment"].items()}
+def _env_file(path: str) -> dict[str, str]:
+    """A compose ``env_file``: KEY=value lines, # comments."""
+    lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
+    pairs = [line.partition("=") for line in lines if line.strip() and not line.startswith("#")]
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def _service_env(service: dict[str, Any]) -> dict[str, str]:
+    """What a service's process gets: its env files, then its ``environment``."""
+    files = service.get("env_file", [])
+    environment: dict[str, str] = {}
+    for path in [files] if isinstance(files, str) else files:
+        environment |= _env_file(path)
+    return environment | {k: str(v) for k, v in service.get("environment", {}).items()}
+
+
+def _compose_settings(
+    compose: dict[str, Any], service: str = "scanner"
+) -> tuple[Settings, dict[str, str]]:
+    scanner = compose["services"][service]
+    environment = _service_env(scanner)
     mounts = [v.split(":") for v in scanner["volumes"]]
     (host_path,) = [m[0] for m in mounts if m[1] == environment["SCANNER_CONFIG"]]
     config = (ROOT / host_path).resolve()
@@ -507,16 +525,45 @@ def _compose_settings(compose: dict[str, Any]) -> tuple[Settings, dict[str, str]
 
 def test_compose_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) >= {"postgres", "anvil", "scanner"}
+    assert set(services) >= {"postgres", "anvil", "migrate", "scanner"}
     postgres = services["postgres"]
     assert postgres["image"] == "postgres:15"
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert _service_env(postgres)["POSTGRES_PASSWORD"]
     anvil = services["anvil"]
     assert anvil["image"] == "node:20-slim"
     command = " ".join(anvil["command"])
     for part in ["@foundry-rs/anvil@1.7.1", "--host 0.0.0.0", "--block-time 1", "--chain-id 31337"]:
         assert part in command
     assert "healthcheck" in anvil
+
+
+def test_compose_secrets_come_from_env_files(compose: dict[str, Any]) -> None:
+    """No password in docker-compose.yml itself; the env files stay out of the image."""
+    patterns = _dockerignore()
+    for name, service in compose["services"].items():
+        for key, value in service.get("environment", {}).items():
+            assert "PASSWORD" not in key and "DATABASE_URL" not in key, f"{name}: {key}"
+            assert urlsplit(str(value)).password is None, f"{name}: {key}"
+        files = service.get("env_file", [])
+        for path in [files] if isinstance(files, str) else files:
+            assert _ignored(path, patterns), f"{path} would be sent to the build context"
+    password = _service_env(compose["services"]["postgres"])["POSTGRES_PASSWORD"]
+    assert password not in COMPOSE.read_text(encoding="utf-8")
+
+
+def test_compose_migrate_runs_before_the_scanner(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    migrate, scanner = services["migrate"], services["scanner"]
+    assert migrate["image"] == scanner["image"]
+    assert migrate["command"] == ["migrate", "upgrade"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert scanner["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert str(migrate.get("restart", "no")) == "no"
+    migrate_settings, migrate_env = _compose_settings(compose, "migrate")
+    _, scanner_env = _compose_settings(compose, "scanner")
+    assert migrate_env["DATABASE_URL"] == scanner_env["DATABASE_URL"]
+    assert migrate_settings.env == "production"
 
 
 def test_compose_scanner(compose: dict[str, Any]) -> None:
@@ -527,7 +574,7 @@ def test_compose_scanner(compose: dict[str, Any]) -> None:
     assert any(str(p).endswith("9464:9464") for p in scanner["ports"])
     settings, environment = _compose_settings(compose)
     assert settings.env == "production"
-    assert settings.migrate_on_start is True
+    assert settings.migrate_on_start is False  # the migrate service did it
     assert (settings.metrics.host, settings.metrics.port) == ("0.0.0.0", 9464)
     assert urlsplit(environment["DATABASE_URL"]).hostname == "postgres"
     for chain in settings.chains:

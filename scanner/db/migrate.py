@@ -12,6 +12,7 @@ check and the upgrade run under an advisory lock, so replicas starting together 
 from __future__ import annotations
 
 import asyncio
+import sys
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,19 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def _scripts_home() -> Path:
+    """Where ``alembic.ini`` and ``migrations/`` are: next to the package in a source checkout
+    (development, editable install), else where an installed wheel put them (its data files,
+    ``sys.prefix/share/ctrip-scanner``: the container image has no source tree)."""
+    source = Path(__file__).resolve().parents[2]
+    for home in (source, Path(sys.prefix) / "share" / "ctrip-scanner"):
+        if (home / "alembic.ini").is_file() and (home / "migrations" / "env.py").is_file():
+            return home
+    return source
+
+
+ROOT = _scripts_home()
 ALEMBIC_INI = ROOT / "alembic.ini"
 MIGRATIONS_DIR = ROOT / "migrations"
 UPGRADE_COMMAND = "scanner migrate upgrade"
