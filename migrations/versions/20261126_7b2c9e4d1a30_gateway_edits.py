@@ -66,9 +66,12 @@ CANONICAL_GLOB = (
 
 
 def canonical(value: str) -> str:
-    """SQLite: ``value`` in the canonical text form, or NULL when SQLite cannot read it."""
+    """SQLite: ``value`` in the canonical text form, or NULL when SQLite cannot read it. A number
+    (which the column's TEXT affinity stores as digits) is Unix seconds, as the scanner reads it
+    (SQLite alone would take digits for a Julian day)."""
+    unix_digits = f"({value} GLOB '[0-9]*' AND {value} NOT GLOB '*[^0-9.]*')"
     return (
-        f"(CASE WHEN typeof({value}) IN ('integer', 'real')"
+        f"(CASE WHEN typeof({value}) IN ('integer', 'real') OR {unix_digits}"
         f" THEN strftime('%Y-%m-%d %H:%M:%f', {value}, 'unixepoch')"
         f" ELSE strftime('%Y-%m-%d %H:%M:%f', {value}) END || '000')"
     )

@@ -167,6 +167,8 @@ def parse_timestamp(value: Any) -> datetime:
         return datetime.fromtimestamp(value, UTC)
     else:
         text = str(value).strip()
+        if text and text.replace(".", "", 1).isdigit():  # Unix seconds stored as text (SQLite)
+            return datetime.fromtimestamp(float(text), UTC)
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
