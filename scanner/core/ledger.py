@@ -312,6 +312,10 @@ class Ledger:
         entry = self._entry(payment_id)
         return summarize(entry.status, entry.credits.values(), self._finality)
 
+    def knows(self, key: Key) -> bool:
+        """Whether some loaded payment holds a credit (live or not) of ``key``."""
+        return key in self._owner
+
     def payment_credits(self, payment_id: UUID) -> list[Credit]:
         """A loaded payment's credits (orphaned and late included), in block order."""
         credits = self._entry(payment_id).credits.values()

@@ -185,6 +185,7 @@ class RangePlan:
     cursor: CursorMove | None
     events: tuple[Event, ...] = field(default=())
     edited: tuple[object, ...] = ()  # ids as stored whose edit is now followed
+    unmatched: tuple[Transfer, ...] = ()  # to a watched address; no payment could take it
 
 
 def plan_range(inp: RangeInput) -> RangePlan:
@@ -213,6 +214,7 @@ def plan_range(inp: RangeInput) -> RangePlan:
         cursor=_cursor_move(inp),
         events=tuple(row.event for row in outbox),
         edited=inp.edited,
+        unmatched=_unmatched(inp, ledger),
     )
 
 
@@ -259,6 +261,13 @@ def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:
             if ledger.apply(transfer, candidates[(transfer.to_address, transfer.token)]):
                 applied[transfer.key] = transfer
     return applied
+
+
+def _unmatched(inp: RangeInput, ledger: Ledger) -> tuple[Transfer, ...]:
+    """Transfers to an address some loaded payment uses that no payment took (created after the
+    transfer beyond the grace, another token): never silent, though nothing is credited."""
+    watched = {h.payment.address for h in inp.holdings}
+    return tuple(t for t in inp.transfers if t.to_address in watched and not ledger.knows(t.key))
 
 
 def _candidates(holdings: Sequence[Holding]) -> dict[tuple[str, str | None], list[UUID]]:

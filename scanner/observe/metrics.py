@@ -116,6 +116,16 @@ class Metrics:
             "Logs skipped, by reason (malformed, zero value, ...).",
             ("chain", "reason"),
         )
+        self.transfers_unmatched = self._counter(
+            "scanner_transfers_unmatched",
+            "Transfers to an address some payment uses that no payment could take.",
+            CHAIN,
+        )
+        self.invalid_rows = self._counter(
+            "scanner_invalid_rows",
+            "Gateway rows the scanner cannot use (reported and left alone), by table.",
+            ("chain", "table"),
+        )
         self.batch_duration = self._histogram(
             "scanner_batch_duration_seconds",
             "Time to scan one block range end to end.",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.core.model import Event
+from scanner.core.model import Event, Transfer
 from scanner.core.plan import Mode, RangePlan, plan_range, status_changes
 from scanner.core.reorg import check_link, logs_agree
 from scanner.db.persist import write_plan
@@ -36,6 +36,7 @@ class BatchReport:
     skipped: Mapping[str, int] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
     checked: int = -1
+    unmatched: tuple[Transfer, ...] = ()
 
     @classmethod
     def of(
@@ -49,6 +50,7 @@ class BatchReport:
             dict(skipped or {}),
             plan.events,
             plan.finality.checked,
+            plan.unmatched,
         )
 
     @property

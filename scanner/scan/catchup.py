@@ -110,7 +110,7 @@ async def _commit(
         again = await cursor.get_cursor(session, ctx.name)
         if data is not None and (again is None or again[0] < now_block):
             return False
-        await _report_invalid(session, ctx, invalid)
+        await _report_invalid(session, ctx, invalid, metrics)
         if data is not None:
             result = await run_range(
                 session, ctx, data, CATCH_UP, tag_block=None, below=known, checked_floor=now_block
@@ -121,11 +121,14 @@ async def _commit(
 
 
 async def _report_invalid(
-    session: AsyncSession, ctx: ChainContext, invalid: dict[Any, str]
+    session: AsyncSession, ctx: ChainContext, invalid: dict[Any, str], metrics: Metrics | None
 ) -> None:
-    """One ``invalid_payment`` event per row (written against the id as stored), and a log."""
+    """One ``invalid_payment`` event per row (written against the id as stored), a log and a
+    count."""
     for key, reason in invalid.items():
         log.warning("payment_invalid", chain=ctx.name, payment_id=str(key), reason=reason)
+        if metrics is not None:
+            metrics.invalid_rows.labels(ctx.name, "payments").inc()
     await events.append(session, [invalid_outbox(key, reason) for key, reason in invalid.items()])
 
 

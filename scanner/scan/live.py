@@ -113,8 +113,8 @@ class ChainScanner:
             self.log.warning("node_behind_cursor", head=head, cursor=cursor)
             return TickOutcome(head, cursor, waiting=True)
         tag = await self._tag_header()
+        await self._follow_edits(cursor, tag)  # an edited row is then looked back for again
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
-        await self._follow_edits(cursor, tag)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
         if end <= cursor:
             if await self._tip_replaced(cursor, cursor_hash):

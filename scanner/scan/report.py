@@ -26,18 +26,35 @@ def report_batch(
         )
     for reason, count in result.skipped.items():
         log.warning("logs_skipped", reason=reason, count=count, from_block=result.start)
+    for transfer in result.unmatched:
+        log.warning(
+            "transfer_unmatched",
+            tx_hash=transfer.tx_hash,
+            log_index=transfer.log_index,
+            block_number=transfer.block_number,
+            address=transfer.to_address,
+            token=transfer.token,
+            value=str(transfer.value),
+        )
     _log_events(log, result)
-    if metrics is None:
-        return
+    if metrics is not None:
+        _count(metrics, chain, result, seconds)
+
+
+def _count(metrics: Metrics, chain: str, result: BatchReport, seconds: float) -> None:
     if result.end >= result.start:
         metrics.batch_scanned(chain, seconds=seconds, logs=result.logs, matched=result.matched)
     for reason, count in result.skipped.items():
         metrics.skipped_logs.labels(chain, reason).inc(count)
+    if result.unmatched:
+        metrics.transfers_unmatched.labels(chain).inc(len(result.unmatched))
     for event in result.events:
         if event.type == "status_changed" and event.status_to is not None:
             metrics.payment_status_changed(chain, event.status_to)
         elif event.type == "confirmed_reverted":
             metrics.finality_violated(chain)
+        elif event.type == "invalid_payment":
+            metrics.invalid_rows.labels(chain, "payments").inc()
 
 
 def _log_events(log: Any, result: BatchReport) -> None:

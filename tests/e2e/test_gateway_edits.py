@@ -1,0 +1,143 @@
+"""The gateway edits its payments while the scanner runs (plain SQL, as a gateway would): each
+edit is followed at the next tick, the payment recomputed from its credits under its new row."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from structlog.testing import capture_logs
+
+from tests.e2e.actions import pay
+from tests.e2e.gateway import edit, iso
+from tests.e2e.harness import CHAIN, Harness
+
+ALICE = "0x" + "a1" * 20
+BOB = "0x" + "b2" * 20
+
+
+def _utc(h: Harness, unix: float) -> str:
+    return iso(unix) + ("+00:00" if h.engine.dialect.name == "postgresql" else "")
+
+
+async def test_switched_token_leaves_the_old_credit_uncounted(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "5")
+    pay(h, ALICE, 5_000_000)  # USDT
+    await h.scan()
+    assert (await h.payment(pid))["status"] == "confirming"
+    await edit(h, pid, token_id=await h.token_id(h.token18))  # now it wants DAI
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("pending", Decimal("0"))
+    assert len(await h.transactions(pid)) == 1  # the USDT transfer stays recorded
+    assert (await h.events(pid))[-2:] == [
+        ("transfer_unmatched", None, None),
+        ("status_changed", "confirming", "pending"),
+    ]
+    pay(h, ALICE, 5 * 10**18, token=h.token18)
+    h.mine(3)
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("5"))
+
+
+async def test_lowered_amount_confirms_once_the_credits_are_final(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "10")
+    pay(h, ALICE, 4_000_000)
+    h.mine(3)
+    await h.scan()
+    assert (await h.payment(pid))["status"] == "pending"
+    await edit(h, pid, amount="4")
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("4"))
+    assert (await h.events(pid))[-2:] == [
+        ("status_changed", "pending", "confirming"),
+        ("status_changed", "confirming", "confirmed"),
+    ]
+
+
+async def test_extended_expiry_counts_a_late_credit(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "5", expires_in=600)
+    h.chain.increase_time(3600)
+    h.mine(3)
+    await h.scan()
+    assert (await h.payment(pid))["status"] == "expired"
+    pay(h, ALICE, 5_000_000)  # late
+    await h.scan()
+    (late,) = await h.transactions(pid)
+    assert late["late"]
+    await edit(h, pid, expires_at=_utc(h, h.now() + 7200))
+    h.mine(3)
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("5"))
+    (counted,) = await h.transactions(pid)
+    assert not counted["late"]
+    assert (await h.events(pid))[-3:] == [
+        ("status_changed", "expired", "pending"),
+        ("status_changed", "pending", "confirming"),
+        ("status_changed", "confirming", "confirmed"),
+    ]
+
+
+async def test_reopened_payment_is_followed_again(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "5", expires_in=600)
+    h.chain.increase_time(3600)
+    h.mine(3)
+    await h.scan()
+    assert (await h.payment(pid))["status"] == "expired"
+    await edit(h, pid, status="pending", expires_at=_utc(h, h.now() + 7200))
+    await h.scan()
+    assert (await h.payment(pid))["status"] == "pending"  # not expired again
+    pay(h, ALICE, 5_000_000)
+    h.mine(3)
+    await h.scan()
+    assert (await h.payment(pid))["status"] == "confirmed"
+
+
+async def test_a_payment_cancelled_by_the_gateway_stays_cancelled(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "5")
+    await h.scan()
+    await edit(h, pid, status="cancelled")
+    pay(h, ALICE, 5_000_000)
+    h.mine(3)
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("cancelled", Decimal("5"))
+    assert [e[0] for e in await h.events(pid)] == ["transfer_detected"]
+
+
+async def test_created_at_ahead_is_unmatched_then_credited_once_fixed(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "5", created_at=h.now() + 3600)  # clock skew
+    with capture_logs() as logs:
+        paid = pay(h, ALICE, 5_000_000)
+        await h.scan()
+    unmatched = [e for e in logs if e["event"] == "transfer_unmatched"]
+    assert [(e["tx_hash"], e["address"], e["value"]) for e in unmatched] == [
+        (paid, ALICE, "5000000")
+    ]
+    assert (
+        h.metrics.registry.get_sample_value("scanner_transfers_unmatched_total", {"chain": CHAIN})
+        == 1.0
+    )
+    assert await h.transactions(pid) == []
+    await edit(h, pid, created_at=_utc(h, h.now() - 600))  # the gateway fixes its clock
+    h.mine(3)
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("5"))
+    assert [t["tx_hash"] for t in await h.transactions(pid)] == [paid]
+
+
+async def test_edits_of_other_payments_leave_the_rest_alone(h: Harness) -> None:
+    edited = await h.create_payment(ALICE, "10")
+    other = await h.create_payment(BOB, "5")
+    pay(h, BOB, 5_000_000)
+    h.mine(3)
+    await h.scan()
+    before = await h.events(other)
+    await edit(h, edited, amount="9")
+    await h.scan()
+    assert await h.events(other) == before
+    assert await h.events(edited) == []
+    assert (await h.payment(edited))["amount"] == Decimal("9")
