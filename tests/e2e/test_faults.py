@@ -25,8 +25,10 @@ from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse
 from scanner.scan.live import ChainScanner
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, _moment, chain_settings, stored_cursor, until
+from tests.e2e.harness import CHAIN, Harness, _moment, stored_cursor, until
+from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
+from tests.support.settings import chain_settings
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -77,8 +79,7 @@ def _chains(app: App) -> dict[str, dict[str, Any]]:
 
 
 def _halted(app: App, chain: str) -> float:
-    value = app.metrics.registry.get_sample_value("scanner_chain_halted", {"chain": chain})
-    return float(value or 0.0)
+    return sample(app.metrics, "scanner_chain_halted", chain=chain)
 
 
 async def test_chain_id_mismatch_and_token_decimal_conflicts_halt_only_their_chain(
@@ -245,9 +246,9 @@ async def test_http_500s_and_429s_are_retried_and_the_scan_completes(
     await h.scan()
     assert await h.status(pid) == "confirmed"
     await credited_once(h, pid, 5_000_000)
-    retries = h.metrics.registry.get_sample_value
-    assert retries("scanner_rpc_retries_total", {"chain": CHAIN, "method": "eth_getLogs"}) == 2
-    assert retries("scanner_rpc_retries_total", {"chain": CHAIN, "method": "eth_blockNumber"}) == 1
+    retries = "scanner_rpc_retries_total"
+    assert sample(h.metrics, retries, chain=CHAIN, method="eth_getLogs") == 2
+    assert sample(h.metrics, retries, chain=CHAIN, method="eth_blockNumber") == 1
     assert all(rule.times == 0 for rule in proxy.rules)
 
 

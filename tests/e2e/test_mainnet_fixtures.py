@@ -24,7 +24,9 @@ from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, to_amount
 from scanner.db import queries as q
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
-from tests.e2e.harness import _id, chain_settings, insert_payment
+from tests.e2e.harness import _id, insert_payment
+from tests.support.metrics import sample
+from tests.support.settings import chain_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mainnet"
 USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
@@ -324,13 +326,8 @@ async def test_scanner_credits_real_mainnet_transfers(
     assert await gateway.payment(busy_new) == ("confirming", Decimal("399.861497"), 1)
     assert await gateway.payment(idle) == ("pending", Decimal("0"), 0)
 
-    def skipped(reason: str) -> float | None:
-        return metrics.registry.get_sample_value(
-            "scanner_skipped_logs_total", {"chain": CHAIN, "reason": reason}
-        )
-
     zero = sum(1 for t in ETL_TRANSFERS if t["value"] == 0)
-    assert skipped("topics") == 9
-    assert skipped("zero_value") == zero
-    matched = metrics.registry.get_sample_value("scanner_transfers_matched_total", {"chain": CHAIN})
-    assert matched == 8
+    skipped = "scanner_skipped_logs_total"
+    assert sample(metrics, skipped, chain=CHAIN, reason="topics") == 9
+    assert sample(metrics, skipped, chain=CHAIN, reason="zero_value") == zero
+    assert sample(metrics, "scanner_transfers_matched_total", chain=CHAIN) == 8
