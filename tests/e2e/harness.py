@@ -22,24 +22,7 @@ from scanner.config import ChainSettings, Settings
 from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
-
-CHAIN = "anvil"
-
-
-def chain_settings(url: str, tokens: list[tuple[str, str, int]], **overrides: Any) -> ChainSettings:
-    data: dict[str, Any] = {
-        "name": CHAIN,
-        "chain_id": 31337,
-        "rpc_urls": [url],
-        "confirmations": 3,
-        "poll_interval": 0.2,
-        "batch_size": 50,
-        "start_block": 0,
-        "rpc_max_attempts": 3,
-        "tokens": [{"symbol": s, "address": a, "decimals": d} for s, a, d in tokens],
-    }
-    data.update(overrides)
-    return ChainSettings.model_validate(data)
+from tests.support.settings import CHAIN
 
 
 def as_text_time(unix: float) -> str:
