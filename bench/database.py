@@ -24,7 +24,6 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,13 @@ from scanner.config import Settings
 from scanner.core.decode import to_amount
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
+from tests.support.gateway import NewPayment, db_id
+from tests.support.gateway import insert_payments as gateway_insert
 from tests.support.postgres import PG_ADMIN_URL, pg_execute, pg_url
 from tests.support.settings import settings_from
 
 PAYMENT_LIFETIME_S = 30 * 24 * 3600
 CREATED_STEP_S = 0.001  # 100,000 payments span 100 s: within the scanner's default 300 s grace
-SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def watched_recipients(count: int, fraction: float) -> list[bool]:
@@ -63,15 +63,6 @@ def payment_plan(chain: BenchChain, fraction: float) -> list[str]:
     return out
 
 
-def _moment(backend: str, unix: float) -> Any:
-    moment = datetime.fromtimestamp(unix, tz=UTC)
-    return moment if backend == "postgresql" else moment.strftime(SQLITE_TIME)
-
-
-def _uuid(backend: str, value: uuid.UUID) -> Any:
-    return value if backend == "postgresql" else str(value)
-
-
 async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
     """The token row, as the scanner would insert it at start (its values agree with config)."""
     token_id = uuid.uuid4()
@@ -82,7 +73,7 @@ async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
                 " VALUES (:id, :chain, :address, :symbol, :decimals, :enabled)"
             ),
             {
-                "id": _uuid(db.backend, token_id),
+                "id": db_id(db.engine, token_id),
                 "chain": CHAIN,
                 "address": chain.token,
                 "symbol": SYMBOL,
@@ -98,35 +89,24 @@ async def insert_payments(
 ) -> int:
     """Write the payments of :func:`payment_plan` in one executemany; returns how many."""
     token_id = await insert_token(db, chain)
-    addresses = payment_plan(chain, fraction)
     amount = str(to_amount(chain.shape.amount, chain.shape.decimals))
-    expires = _moment(db.backend, created_at + PAYMENT_LIFETIME_S)
-    token = _uuid(db.backend, token_id)
+    expires = created_at + PAYMENT_LIFETIME_S
     rows = [
-        {
-            "id": _uuid(db.backend, uuid.uuid4()),
-            "token": token,
-            "chain": CHAIN,
-            "address": address,
-            "amount": amount,
-            "expires": expires,
-            # a millisecond apart, in log order (as a gateway creating them one by one would)
-            "created": _moment(db.backend, created_at + n * CREATED_STEP_S),
-            "seen": seen_at_block,
-        }
-        for n, address in enumerate(addresses)
-    ]
-    if not rows:
-        return 0
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
-                " created_at, seen_at_block) VALUES (:id, :token, :chain, :address, :amount,"
-                " :expires, :created, :seen)"
-            ),
-            rows,
+        # created a millisecond apart, in log order (as a gateway creating them one by one would)
+        NewPayment(
+            uuid.uuid4(),
+            token_id,
+            CHAIN,
+            address,
+            amount,
+            expires,
+            created_at + n * CREATED_STEP_S,
+            seen_at_block,
         )
+        for n, address in enumerate(payment_plan(chain, fraction))
+    ]
+    async with db.engine.begin() as conn:
+        await gateway_insert(conn, rows)
     return len(rows)
 
 

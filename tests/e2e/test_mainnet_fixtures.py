@@ -24,7 +24,7 @@ from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, to_amount
 from scanner.db import queries as q
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
-from tests.e2e.harness import _id, insert_payment
+from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
 from tests.support.metrics import sample
 from tests.support.settings import chain_settings
 
@@ -236,23 +236,11 @@ class Gateway:
     async def create(self, token: str, address: str, amount: str, created_at: int) -> str:
         payment_id = str(uuid.uuid4())
         async with self.engine.begin() as conn:
-            token_id = (
-                await conn.execute(
-                    text("SELECT id FROM tokens WHERE chain = :c AND address = :a"),
-                    {"c": CHAIN, "a": token},
-                )
-            ).scalar_one()
-            await insert_payment(
-                conn,
-                self.engine,
-                CHAIN,
-                payment_id,
-                token_id,
-                address,
-                amount,
-                expires_at=created_at + 3600,
-                created_at=created_at,
+            token_id = await token_row_id(conn, CHAIN, token)
+            payment = NewPayment(
+                payment_id, token_id, CHAIN, address, amount, created_at + 3600, created_at
             )
+            await insert_payments(conn, [payment])
         return payment_id
 
     async def payment(self, payment_id: str) -> tuple[str, Decimal, int]:
@@ -262,7 +250,7 @@ class Gateway:
                     text(
                         "SELECT status, amount_received, confirmations FROM payments WHERE id = :id"
                     ),
-                    {"id": _id(self.engine, payment_id)},
+                    {"id": db_id(self.engine, payment_id)},
                 )
             ).one()
         return status, Decimal(str(received)), confirmations
@@ -274,7 +262,7 @@ class Gateway:
                     "SELECT block_number, log_index, value FROM transactions"
                     " WHERE payment_id = :id ORDER BY block_number, log_index"
                 ),
-                {"id": _id(self.engine, payment_id)},
+                {"id": db_id(self.engine, payment_id)},
             )
             return [(int(b), int(i), int(v)) for b, i, v in rows]
 

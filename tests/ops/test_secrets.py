@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
+from scanner.devchain.node import free_port
 from tests.conftest import BACKENDS, _block_on, pg_admin
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     PaymentSpec,
     ensure_tokens,
-    free_port,
     http_get,
     insert_payments,
     run_cli,
