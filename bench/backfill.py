@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import common
+from bench.chain import BenchChain
 from scanner.scan.backfill import Backfill, BackfillSummary
 
 
@@ -42,20 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
 
-async def run_one(
-    chain: common.BenchChain, match: float, args: argparse.Namespace, work: Path
-) -> Outcome:
+async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, work: Path) -> Outcome:
     start, end = chain.first_block, chain.head
     async with common.match_setup(chain, match, args, work) as setup:
         job = Backfill(setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics)
-        summary, seconds = await common.measure(
-            lambda: job.run(start, end), args, match, "backfill"
-        )
+        summary, seconds = await common.measure(lambda: job.run(start, end), args, match)
         counts = await setup.db.counts()
     return Outcome(match, setup.payments, setup.raw, seconds, summary, counts)
 
 
-def report(chain: common.BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
+def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
     shape = chain.shape
     rows = []
     for o in outcomes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import common
+from bench.chain import BenchChain
 from scanner.scan.live import ChainScanner
 
 
@@ -42,23 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
 
-async def run_one(
-    chain: common.BenchChain, match: float, args: argparse.Namespace, work: Path
-) -> Outcome:
+async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, work: Path) -> Outcome:
     end = chain.head
     async with common.match_setup(chain, match, args, work) as setup:
         scanner = ChainScanner(
             setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics
         )
         await scanner.prepare()
-        outcome, seconds = await common.measure(scanner.scan_until_head, args, match, "scan")
+        outcome, seconds = await common.measure(scanner.scan_until_head, args, match)
         if outcome.cursor != end:
             print(f"WARNING: the scan stopped at {outcome.cursor}, not at the head {end}")
         counts = await setup.db.counts()
     return Outcome(match, setup.payments, setup.raw, seconds, chain.shape.logs, counts)
 
 
-def report(chain: common.BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
+def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
     shape = chain.shape
     blocks = chain.head - chain.first_block + 1
     rows = []

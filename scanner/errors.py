@@ -9,6 +9,7 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   ├── SchemaBehind            older than the code, migrate_on_start off
     │   └── SchemaUnknown           a revision this code does not know (newer schema)
     ├── DatabaseError               the database is unreachable or refused a statement
+    ├── AnvilStartError             the local dev chain (scanner demo, tests) did not start
     ├── RpcError                    the node answered badly or not at all
     │   ├── RpcTransportError       connection refused, timeout, HTTP 5xx   (transient: retried)
     │   ├── RpcRateLimited          HTTP 429 / "rate limit" codes            (transient: retried)
@@ -25,6 +26,9 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
         ├── ChainIdMismatch         the node serves another chain
         ├── DeepReorg               a reorg deeper than max_reorg_depth
         └── TokenConfigConflict     configured decimals disagree with the tokens table
+
+The local dev chain (:mod:`scanner.devchain`) raises :class:`RpcResponseError` for the node's
+JSON-RPC errors, like the scanner's own client.
 
 Errors carry data (``chain``, ``method``, revisions, ...) as attributes, not only in the message.
 No message may contain a secret: URLs are passed through :func:`scanner.secrets.redact_url`
@@ -72,6 +76,10 @@ class SchemaUnknown(SchemaError):
 
 class DatabaseError(ScannerError):
     """The database could not be reached or refused a statement."""
+
+
+class AnvilStartError(ScannerError):
+    """anvil (the local dev chain) is not installed, exited, or did not answer in time."""
 
 
 class RpcError(ScannerError):

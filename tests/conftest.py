@@ -28,20 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.config import Settings, load_settings
+from scanner.config import Settings
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
+from tests.support.postgres import PG_ADMIN_URL, pg_execute, pg_url
+from tests.support.settings import settings_from
 
 T = TypeVar("T")
 
-PG_ADMIN_URL = os.environ.get(
-    "SCANNER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BACKENDS = [
     b.strip()
     for b in os.environ.get("SCANNER_TEST_BACKENDS", "sqlite,postgresql").split(",")
@@ -59,28 +56,9 @@ def _block_on(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-def pg_url(database: str) -> str:
-    """The URL of ``database`` on the test server."""
-    return make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
-
-
 def pg_admin(*statements: str) -> None:
     """Run statements on the maintenance database, outside any transaction."""
-
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    _block_on(run)
-
-
-def settings_from(url: str, **environ: str) -> Settings:
-    """Settings as the CLI would build them with ``DATABASE_URL_DEV=url`` (``ENV=testing``)."""
-    return load_settings(environ={"ENV": "testing", "DATABASE_URL_DEV": url, **environ})
+    _block_on(lambda: pg_execute(PG_ADMIN_URL, *statements))
 
 
 @pytest.fixture

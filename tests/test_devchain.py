@@ -11,19 +11,26 @@ from pathlib import Path
 
 import pytest
 
-import scanner.devchain.anvil as devchain_module
+import scanner.devchain.node as node_module
 from scanner.devchain import (
     FAST_BULK_ARGS,
     Anvil,
     AnvilStartError,
     DevChain,
-    RpcError,
     build_bulk_chain,
     load_artifact,
 )
-from scanner.devchain.anvil import batch_calldata, calldata
-from scanner.devchain.anvil import free_port as real_free_port
+from scanner.devchain.contracts import batch_calldata, calldata
+from scanner.devchain.node import free_port as real_free_port
+from scanner.errors import RpcResponseError, ScannerError
 from tests.chain_fixtures import anvil, devchain, module_devchain  # noqa: F401
+from tests.support.devchain import (
+    deploy_odd_emitter,
+    emit_721,
+    emit_long_data,
+    send_failing_eth,
+    web3_client,
+)
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 REPO = Path(__file__).resolve().parents[1]
@@ -48,11 +55,12 @@ def test_token_reports_decimals_name_and_symbol(module_devchain: DevChain) -> No
         address = chain.deploy_token(f"Token{decimals}", f"T{decimals}", decimals)
         assert address == address.lower()
         assert chain.token_decimals(address) == decimals
-        contract = chain.w3.eth.contract(
-            address=chain.w3.to_checksum_address(address), abi=load_artifact("TestToken")["abi"]
-        )
-        assert contract.functions.decimals().call() == decimals
-        assert contract.functions.symbol().call() == f"T{decimals}"
+        with web3_client(chain) as w3:
+            contract = w3.eth.contract(
+                address=w3.to_checksum_address(address), abi=load_artifact("TestToken")["abi"]
+            )
+            assert contract.functions.decimals().call() == decimals
+            assert contract.functions.symbol().call() == f"T{decimals}"
 
 
 def test_first_deploy_lands_at_the_well_known_address(devchain: DevChain) -> None:  # noqa: F811
@@ -97,11 +105,11 @@ def test_single_transfer_from_a_dev_account(module_devchain: DevChain, token: st
 
 def test_odd_emitter_logs_have_the_wrong_shape(module_devchain: DevChain) -> None:  # noqa: F811
     chain = module_devchain
-    emitter = chain.deploy_odd_emitter()
+    emitter = deploy_odd_emitter(chain)
     frm, to = addr(0x301), addr(0x302)
 
-    log721 = chain.wait_receipt(chain.emit_721(emitter, frm, to, 77))["logs"][0]
-    long_data = chain.wait_receipt(chain.emit_long_data(emitter, frm, to, 1, 2))["logs"][0]
+    log721 = chain.wait_receipt(emit_721(chain, emitter, frm, to, 77))["logs"][0]
+    long_data = chain.wait_receipt(emit_long_data(chain, emitter, frm, to, 1, 2))["logs"][0]
 
     assert log721["topics"][0] == long_data["topics"][0] == TRANSFER_TOPIC
     assert len(log721["topics"]) == 4
@@ -116,7 +124,7 @@ def test_failing_eth_payment_to_a_contract_is_mined_with_status_0(
     module_devchain: DevChain,  # noqa: F811
 ) -> None:
     chain = module_devchain
-    tx_hash = chain.send_failing_eth(value=3 * 10**18)
+    tx_hash = send_failing_eth(chain, value=3 * 10**18)
     receipt = chain.wait_receipt(tx_hash)
     tx = chain.rpc("eth_getTransactionByHash", [tx_hash])
     assert receipt["status"] == "0x0"
@@ -130,7 +138,7 @@ def test_failing_eth_payment_to_an_eoa_address(module_devchain: DevChain) -> Non
     watched = addr(0xBEEF)
     before = chain.balance(watched)
 
-    tx_hash = chain.send_failing_eth(watched, 10**17)
+    tx_hash = send_failing_eth(chain, watched, 10**17)
 
     receipt = chain.wait_receipt(tx_hash)
     assert receipt["status"] == "0x0"
@@ -219,7 +227,7 @@ def test_time_and_automine_controls(devchain: DevChain) -> None:  # noqa: F811
     assert chain.receipt(tx_hash) is None
     chain.mine()
     assert chain.wait_receipt(tx_hash)["status"] == "0x1"
-    failing = chain.send_failing_eth(addr(0x501), 5)  # mines its own block when automine is off
+    failing = send_failing_eth(chain, addr(0x501), 5)  # mines its own block when automine is off
     assert chain.wait_receipt(failing)["status"] == "0x0"
     assert chain.head() == start + 7
 
@@ -275,9 +283,11 @@ def test_batch_calldata_matches_the_abi_encoder() -> None:
 
 
 def test_rpc_errors_carry_the_node_message(anvil: Anvil) -> None:  # noqa: F811
-    with pytest.raises(RpcError) as caught:
+    with pytest.raises(RpcResponseError) as caught:
         anvil.rpc("eth_noSuchMethod")
+    assert isinstance(caught.value, ScannerError)  # the one exception tree
     assert caught.value.code == -32601
+    assert caught.value.method == "eth_noSuchMethod"
     assert anvil.rpc("eth_chainId") == hex(31337)
     assert anvil.rpc_batch([("eth_chainId", []), ("eth_blockNumber", [])]) == ["0x7a69", "0x0"]
 
@@ -305,7 +315,7 @@ def test_dump_and_load_state(tmp_path: Path) -> None:
 
 
 def test_a_bad_argument_fails_fast_with_the_log_tail() -> None:
-    with pytest.raises(RuntimeError, match="exited with code"):
+    with pytest.raises(AnvilStartError, match="exited with code"):
         Anvil.start(extra_args=["--no-such-flag"])
 
 
@@ -313,12 +323,12 @@ def test_find_anvil_explains_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("ANVIL_BIN", "/opt/custom/anvil")
-    assert devchain_module.find_anvil() == "/opt/custom/anvil"
+    assert node_module.find_anvil() == "/opt/custom/anvil"
     monkeypatch.delenv("ANVIL_BIN")
-    monkeypatch.setattr(devchain_module, "NPM_ANVIL", tmp_path / "missing")
+    monkeypatch.setattr(node_module, "NPM_ANVIL", tmp_path / "missing")
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="npm ci --prefix tests/chain"):
-        devchain_module.find_anvil()
+    with pytest.raises(AnvilStartError, match="npm ci --prefix tests/chain"):
+        node_module.find_anvil()
 
 
 def test_a_busy_port_is_an_error_not_another_node(anvil: Anvil) -> None:  # noqa: F811
@@ -336,7 +346,7 @@ def test_a_lost_port_race_is_retried_on_another_port(
         picked.append(real_free_port() if picked else anvil.port)
         return picked[-1]
 
-    monkeypatch.setattr(devchain_module, "free_port", racy_free_port)
+    monkeypatch.setattr(node_module, "free_port", racy_free_port)
     with Anvil.start(chain_id=5) as node:
         assert picked[0] == anvil.port
         assert node.port == picked[1] != anvil.port

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from scanner.config import Settings, load_settings
 from scanner.db.engine import make_engine
-from scanner.devchain.anvil import DevChain
+from scanner.devchain import DevChain
 
 log = structlog.get_logger("scanner.demo")
 CONFIRMATIONS = 3

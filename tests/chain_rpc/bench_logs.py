@@ -18,8 +18,8 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.core.decode import TRANSFER_TOPIC
-from scanner.devchain import DevChain, build_bulk_chain
-from scanner.devchain.anvil import FAST_BULK_ARGS
+from scanner.devchain import FAST_BULK_ARGS, DevChain, build_bulk_chain
+from tests.support.devchain import web3_client
 
 STEP = 100
 
@@ -57,17 +57,17 @@ async def bench(chain: DevChain, token: str, first: int, last: int) -> None:
         await median_rate("ChainReader.logs, 100-block ranges, sequential", raw_sequential)
         await median_rate("ChainReader.logs, 100-block ranges, 8 concurrent", raw_concurrent)
 
-    w3 = chain.w3
-    address = w3.to_checksum_address(token)
+    with web3_client(chain) as w3:
+        address = w3.to_checksum_address(token)
 
-    async def web3_sync() -> int:
-        total = 0
-        for a, b in spans:
-            flt = {"fromBlock": a, "toBlock": b, "address": address, "topics": [TRANSFER_TOPIC]}
-            total += len(w3.eth.get_logs(flt))  # type: ignore[arg-type]
-        return total
+        async def web3_sync() -> int:
+            total = 0
+            for a, b in spans:
+                flt = {"fromBlock": a, "toBlock": b, "address": address, "topics": [TRANSFER_TOPIC]}
+                total += len(w3.eth.get_logs(flt))  # type: ignore[arg-type]
+            return total
 
-    await median_rate("web3 w3.eth.get_logs (sync), sequential", web3_sync)
+        await median_rate("web3 w3.eth.get_logs (sync), sequential", web3_sync)
 
     aw3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
 

@@ -12,6 +12,7 @@ from scanner.core.decode import TRANSFER_TOPIC
 from scanner.devchain import DevChain
 from scanner.errors import BlockNotAvailable, ReceiptNotAvailable
 from tests.chain_rpc.conftest import Recorder
+from tests.support.devchain import send_failing_eth
 from tests.support.proxy import FaultProxy
 
 ALICE = "0x00000000000000000000000000000000000a11ce"
@@ -70,7 +71,7 @@ async def test_no_addresses_asks_nothing(reader: ChainReader, proxy: FaultProxy)
 async def test_blocks_and_receipt_statuses(reader: ChainReader, devchain: DevChain) -> None:
     paid = devchain.send_eth(devchain.deployer, ALICE, 10**18)
     devchain.wait_receipt(paid)
-    failed = devchain.send_failing_eth(BOB, 10**18)
+    failed = send_failing_eth(devchain, BOB, 10**18)
     head = await reader.head()
     blocks = await reader.blocks_with_transactions(1, head)
     hashes = [tx["hash"] for block in blocks for tx in block["transactions"]]

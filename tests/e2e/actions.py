@@ -8,6 +8,7 @@ scenario waits for its receipt first.
 from __future__ import annotations
 
 from tests.e2e.harness import CHAIN, Harness
+from tests.support.metrics import sample
 
 
 def mined(h: Harness, tx_hash: str) -> str:
@@ -22,8 +23,5 @@ def pay(h: Harness, to: str, value: int, token: str | None = None) -> str:
 
 
 def skipped(h: Harness, reason: str) -> float:
-    """``scanner_skipped_logs_total`` for ``reason`` on the test chain."""
-    value = h.metrics.registry.get_sample_value(
-        "scanner_skipped_logs_total", {"chain": CHAIN, "reason": reason}
-    )
-    return value or 0.0
+    """``scanner_skipped_logs_total`` for ``reason`` on the test chain (absent: a failure)."""
+    return sample(h.metrics, "scanner_skipped_logs_total", chain=CHAIN, reason=reason)

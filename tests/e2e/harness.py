@@ -10,40 +10,19 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.app import make_reader
 from scanner.config import ChainSettings, Settings
 from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
-
-CHAIN = "anvil"
-
-
-def chain_settings(url: str, tokens: list[tuple[str, str, int]], **overrides: Any) -> ChainSettings:
-    data: dict[str, Any] = {
-        "name": CHAIN,
-        "chain_id": 31337,
-        "rpc_urls": [url],
-        "confirmations": 3,
-        "poll_interval": 0.2,
-        "batch_size": 50,
-        "start_block": 0,
-        "rpc_max_attempts": 3,
-        "tokens": [{"symbol": s, "address": a, "decimals": d} for s, a, d in tokens],
-    }
-    data.update(overrides)
-    return ChainSettings.model_validate(data)
-
-
-def as_text_time(unix: float) -> str:
-    return datetime.fromtimestamp(unix, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
+from tests.support.settings import CHAIN
 
 
 @dataclass
@@ -94,13 +73,7 @@ class Harness:
         if token is None:
             return None
         async with self.engine.connect() as conn:
-            value = (
-                await conn.execute(
-                    text("SELECT id FROM tokens WHERE chain = :c AND address = :a"),
-                    {"c": CHAIN, "a": token.lower()},
-                )
-            ).scalar_one()
-        return str(value)
+            return str(await token_row_id(conn, CHAIN, token))
 
     async def create_payment(
         self,
@@ -118,18 +91,11 @@ class Harness:
         token_id = await self.token_id(token_address)  # type: ignore[arg-type]
         created = self.now() if created_at is None else created_at
         payment_id = str(uuid.uuid4())
+        payment = NewPayment(
+            payment_id, token_id, CHAIN, address, str(amount), created + expires_in, created
+        )
         async with self.engine.begin() as conn:
-            await insert_payment(
-                conn,
-                self.engine,
-                CHAIN,
-                payment_id,
-                token_id,
-                address,
-                str(amount),
-                expires_at=created + expires_in,
-                created_at=created,
-            )
+            await insert_payments(conn, [payment])
         return payment_id
 
     # -- reading what the gateway sees ----------------------------------------------------------
@@ -143,7 +109,7 @@ class Harness:
                             "SELECT status, amount, amount_received, confirmations,"
                             " detected_in_block FROM payments WHERE id = :id"
                         ),
-                        {"id": _id(self.engine, payment_id)},
+                        {"id": db_id(self.engine, payment_id)},
                     )
                 )
                 .mappings()
@@ -160,7 +126,7 @@ class Harness:
     async def transactions(self, payment_id: str | None = None) -> list[dict[str, Any]]:
         where, params = "", {}
         if payment_id is not None:
-            where, params = "WHERE payment_id = :id", {"id": _id(self.engine, payment_id)}
+            where, params = "WHERE payment_id = :id", {"id": db_id(self.engine, payment_id)}
         async with self.engine.connect() as conn:
             rows = (
                 (
@@ -187,40 +153,9 @@ class Harness:
                     "SELECT type, status_from, status_to FROM payment_events"
                     " WHERE payment_id = :id ORDER BY id"
                 ),
-                {"id": _id(self.engine, payment_id)},
+                {"id": db_id(self.engine, payment_id)},
             )
             return [(r[0], r[1], r[2]) for r in rows]
-
-
-async def insert_payment(
-    conn: AsyncConnection,
-    engine: AsyncEngine,
-    chain: str,
-    payment_id: Any,
-    token_id: Any,
-    address: str,
-    amount: str,
-    *,
-    expires_at: float,
-    created_at: float,
-) -> None:
-    """INSERT one payment row as a gateway does: plain SQL, amount as a decimal string."""
-    await conn.execute(
-        text(
-            "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
-            " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires,"
-            " :created)"
-        ),
-        {
-            "id": payment_id,
-            "token": token_id,
-            "chain": chain,
-            "address": address,
-            "amount": amount,
-            "expires": _moment(engine, expires_at),
-            "created": _moment(engine, created_at),
-        },
-    )
 
 
 async def stored_cursor(h: Harness) -> int:
@@ -242,14 +177,3 @@ async def until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition not reached in 15 s")
-
-
-def _id(engine: AsyncEngine, payment_id: str) -> Any:
-    return uuid.UUID(payment_id) if engine.dialect.name == "postgresql" else payment_id
-
-
-def _moment(engine: AsyncEngine, unix: float) -> Any:
-    moment = datetime.fromtimestamp(unix, tz=UTC)
-    if engine.dialect.name == "postgresql":
-        return moment
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")

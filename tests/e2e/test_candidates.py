@@ -7,7 +7,8 @@ from decimal import Decimal
 from sqlalchemy import text
 
 from tests.e2e.actions import pay
-from tests.e2e.harness import Harness, _id
+from tests.e2e.harness import Harness
+from tests.support.gateway import db_id
 
 SHOP = "0x" + "5a" * 20
 
@@ -29,7 +30,7 @@ async def test_newest_final_candidate_takes_funds_on_a_long_used_address(h: Harn
     async with h.engine.begin() as conn:
         await conn.execute(
             text("UPDATE payments SET status = 'expired' WHERE id = :id"),
-            {"id": _id(h.engine, later)},
+            {"id": db_id(h.engine, later)},
         )
 
     pay(h, SHOP, 500_000)

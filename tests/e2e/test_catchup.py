@@ -9,6 +9,7 @@ from eth_utils.address import to_checksum_address
 
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
+from tests.support.devchain import send_failing_eth
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -154,7 +155,7 @@ async def test_native_payment_inserted_behind_the_cursor_is_caught_up(h: Harness
     await h.scan()
     tx_hash = h.chain.send_eth(h.customer, BOB, 2 * 10**18)
     paid_at = block_time(h, tx_hash)
-    h.chain.send_failing_eth(BOB, 10**18)
+    send_failing_eth(h.chain, BOB, 10**18)
     h.mine(3)
     await h.scan()
     assert await h.transactions() == []

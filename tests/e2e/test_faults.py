@@ -25,8 +25,11 @@ from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse
 from scanner.scan.live import ChainScanner
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, _moment, chain_settings, stored_cursor, until
+from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
+from tests.support.gateway import NewPayment, db_id, insert_payments
+from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
+from tests.support.settings import chain_settings
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -77,8 +80,7 @@ def _chains(app: App) -> dict[str, dict[str, Any]]:
 
 
 def _halted(app: App, chain: str) -> float:
-    value = app.metrics.registry.get_sample_value("scanner_chain_halted", {"chain": chain})
-    return float(value or 0.0)
+    return sample(app.metrics, "scanner_chain_halted", chain=chain)
 
 
 async def test_chain_id_mismatch_and_token_decimal_conflicts_halt_only_their_chain(
@@ -96,7 +98,7 @@ async def test_chain_id_mismatch_and_token_decimal_conflicts_halt_only_their_cha
                 "INSERT INTO tokens (id, chain, address, symbol, decimals, enabled)"
                 " VALUES (:id, 'decimals', :a, 'USDT', 6, :t)"
             ),
-            {"id": _uuid(h, uuid.uuid4()), "a": h.token, "t": True},
+            {"id": db_id(h.engine, uuid.uuid4()), "a": h.token, "t": True},
         )
     settings: Settings = h.settings.model_copy(
         update={
@@ -245,9 +247,9 @@ async def test_http_500s_and_429s_are_retried_and_the_scan_completes(
     await h.scan()
     assert await h.status(pid) == "confirmed"
     await credited_once(h, pid, 5_000_000)
-    retries = h.metrics.registry.get_sample_value
-    assert retries("scanner_rpc_retries_total", {"chain": CHAIN, "method": "eth_getLogs"}) == 2
-    assert retries("scanner_rpc_retries_total", {"chain": CHAIN, "method": "eth_blockNumber"}) == 1
+    retries = "scanner_rpc_retries_total"
+    assert sample(h.metrics, retries, chain=CHAIN, method="eth_getLogs") == 2
+    assert sample(h.metrics, retries, chain=CHAIN, method="eth_blockNumber") == 1
     assert all(rule.times == 0 for rule in proxy.rules)
 
 
@@ -355,6 +357,10 @@ async def steady_ticks(h: Harness, scanner: ChainScanner, to: str) -> tuple[int,
     return len(busy), len(idle)
 
 
+def random_address() -> str:
+    return "0x" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
 async def bulk_payments(h: Harness, count: int) -> None:
     """``count`` open payments at addresses nobody pays, in one executemany.
 
@@ -364,29 +370,11 @@ async def bulk_payments(h: Harness, count: int) -> None:
     token_id = await h.token_id(h.token)
     created = h.now() + h.chain_settings.grace_seconds + 60
     rows = [
-        {
-            "id": _uuid(h, uuid.uuid4()),
-            "token": _uuid(h, token_id),
-            "chain": CHAIN,
-            "address": "0x" + uuid.uuid4().hex + uuid.uuid4().hex[:8],
-            "amount": "10",
-            "expires": _moment(h.engine, created + 3600),
-            "created": _moment(h.engine, created),
-        }
+        NewPayment(uuid.uuid4(), token_id, CHAIN, random_address(), "10", created + 3600, created)
         for _ in range(count)
     ]
     async with h.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO payments (id, token_id, chain, address, amount, expires_at,"
-                " created_at) VALUES (:id, :token, :chain, :address, :amount, :expires, :created)"
-            ),
-            rows,
-        )
-
-
-def _uuid(h: Harness, value: Any) -> Any:
-    return uuid.UUID(str(value)) if h.engine.dialect.name == "postgresql" else str(value)
+        await insert_payments(conn, rows)
 
 
 async def test_queries_per_tick_do_not_grow_with_open_payments(h: Harness) -> None:

@@ -25,7 +25,9 @@ from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs
 from scanner.db import cursor as stored
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
-from tests.e2e.harness import _id, chain_settings, insert_payment
+from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
+from tests.support.metrics import sample
+from tests.support.settings import chain_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mainnet"
 USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
@@ -235,23 +237,11 @@ class Gateway:
     async def create(self, token: str, address: str, amount: str, created_at: int) -> str:
         payment_id = str(uuid.uuid4())
         async with self.engine.begin() as conn:
-            token_id = (
-                await conn.execute(
-                    text("SELECT id FROM tokens WHERE chain = :c AND address = :a"),
-                    {"c": CHAIN, "a": token},
-                )
-            ).scalar_one()
-            await insert_payment(
-                conn,
-                self.engine,
-                CHAIN,
-                payment_id,
-                token_id,
-                address,
-                amount,
-                expires_at=created_at + 3600,
-                created_at=created_at,
+            token_id = await token_row_id(conn, CHAIN, token)
+            payment = NewPayment(
+                payment_id, token_id, CHAIN, address, amount, created_at + 3600, created_at
             )
+            await insert_payments(conn, [payment])
         return payment_id
 
     async def payment(self, payment_id: str) -> tuple[str, Decimal, int]:
@@ -261,7 +251,7 @@ class Gateway:
                     text(
                         "SELECT status, amount_received, confirmations FROM payments WHERE id = :id"
                     ),
-                    {"id": _id(self.engine, payment_id)},
+                    {"id": db_id(self.engine, payment_id)},
                 )
             ).one()
         return status, Decimal(str(received)), confirmations
@@ -273,7 +263,7 @@ class Gateway:
                     "SELECT block_number, log_index, value FROM transactions"
                     " WHERE payment_id = :id ORDER BY block_number, log_index"
                 ),
-                {"id": _id(self.engine, payment_id)},
+                {"id": db_id(self.engine, payment_id)},
             )
             return [(int(b), int(i), int(v)) for b, i, v in rows]
 
@@ -325,13 +315,8 @@ async def test_scanner_credits_real_mainnet_transfers(
     assert await gateway.payment(busy_new) == ("confirming", Decimal("399.861497"), 1)
     assert await gateway.payment(idle) == ("pending", Decimal("0"), 0)
 
-    def skipped(reason: str) -> float | None:
-        return metrics.registry.get_sample_value(
-            "scanner_skipped_logs_total", {"chain": CHAIN, "reason": reason}
-        )
-
     zero = sum(1 for t in ETL_TRANSFERS if t["value"] == 0)
-    assert skipped("topics") == 9
-    assert skipped("zero_value") == zero
-    matched = metrics.registry.get_sample_value("scanner_transfers_matched_total", {"chain": CHAIN})
-    assert matched == 8
+    skipped = "scanner_skipped_logs_total"
+    assert sample(metrics, skipped, chain=CHAIN, reason="topics") == 9
+    assert sample(metrics, skipped, chain=CHAIN, reason="zero_value") == zero
+    assert sample(metrics, "scanner_transfers_matched_total", chain=CHAIN) == 8

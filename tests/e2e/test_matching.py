@@ -9,7 +9,9 @@ from decimal import Decimal
 from eth_utils.address import to_checksum_address
 
 from tests.e2e.actions import mined, pay, skipped
-from tests.e2e.harness import Harness, chain_settings
+from tests.e2e.harness import Harness
+from tests.support.devchain import deploy_odd_emitter, emit_721, emit_long_data
+from tests.support.settings import chain_settings
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -204,19 +206,19 @@ async def test_transfer_mined_before_created_at_beyond_the_grace_is_not_counted(
 async def test_wrong_shaped_logs_of_a_configured_contract_are_skipped_and_counted(
     h: Harness,
 ) -> None:
-    odd = h.chain.deploy_odd_emitter()
+    odd = deploy_odd_emitter(h.chain)
     h.chain_settings = chain_settings(
         h.chain.url, [("USDT", h.token, 6), ("DAI", h.token18, 18), ("ODD", odd, 18)]
     )
     odd_payment = await h.create_payment(ALICE, "1", token=odd)
     usdt_payment = await h.create_payment(ALICE, "2")
     h.chain.set_automine(False)
-    h.chain.emit_721(odd, h.customer, ALICE, 10**18)
-    h.chain.emit_long_data(odd, h.customer, ALICE, 10**18, 5)
+    emit_721(h.chain, odd, h.customer, ALICE, 10**18)
+    emit_long_data(h.chain, odd, h.customer, ALICE, 10**18, 5)
     h.chain.transfer(h.token, h.customer, ALICE, 2_000_000)
     h.mine(1)  # the wrong-shaped logs and a good transfer, in one block
     h.chain.set_automine(True)
-    mined(h, h.chain.emit_721(odd, h.customer, ALICE, 7))
+    mined(h, emit_721(h.chain, odd, h.customer, ALICE, 7))
     h.mine(2)
     await h.scan()
     assert skipped(h, "topics") == 2

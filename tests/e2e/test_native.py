@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from tests.e2e.actions import mined, pay
 from tests.e2e.harness import Harness
+from tests.support.devchain import send_failing_eth
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -47,7 +48,7 @@ async def test_native_payment_confirms(h: Harness) -> None:
 
 async def test_reverted_native_transfer_pays_nothing(h: Harness) -> None:
     pid = await h.create_payment(BOB, "1", token=False)
-    failed = h.chain.send_failing_eth(BOB, ETHER, sender=h.customer)
+    failed = send_failing_eth(h.chain, BOB, ETHER, sender=h.customer)
     receipt = h.chain.receipt(failed)
     assert receipt is not None and receipt["status"] == "0x0"
     h.mine(3)

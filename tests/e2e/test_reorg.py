@@ -17,7 +17,9 @@ from scanner.app import App
 from scanner.config import Settings
 from scanner.devchain import DevChain
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, chain_settings, stored_cursor, until
+from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
+from tests.support.metrics import sample
+from tests.support.settings import chain_settings
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
@@ -32,12 +34,6 @@ async def stored_hash(h: Harness, number: int) -> str | None:
             )
         ).scalar_one_or_none()
     return None if value is None else str(value)
-
-
-def metric(app_or_h: object, name: str, chain: str = CHAIN) -> float:
-    metrics = app_or_h.metrics  # type: ignore[attr-defined]
-    value = metrics.registry.get_sample_value(name, {"chain": chain})
-    return 0.0 if value is None else float(value)
 
 
 async def test_anvil_reorg_removing_a_credited_transfer_sends_the_payment_back_to_pending(
@@ -76,7 +72,7 @@ async def test_anvil_reorg_removing_a_credited_transfer_sends_the_payment_back_t
         ("transfer_orphaned", None, None),
         ("status_changed", "confirming", "pending"),
     ]
-    assert metric(h, "scanner_reorgs_total") == 1
+    assert sample(h.metrics, "scanner_reorgs_total", chain=CHAIN) == 1
 
 
 async def test_the_same_transaction_re_mined_in_another_block_is_credited_once(h: Harness) -> None:
@@ -167,7 +163,7 @@ async def test_snapshot_and_revert_is_found_by_hash(h: Harness) -> None:
     row = await h.payment(other)  # the new history's transfer, three blocks deep: final
     assert row["status"] == "confirmed" and row["confirmations"] == 3
     assert row["amount_received"] == Decimal("1")
-    assert metric(h, "scanner_reorgs_total") == 1
+    assert sample(h.metrics, "scanner_reorgs_total", chain=CHAIN) == 1
 
 
 async def test_a_reorg_deeper_than_the_confirmations_is_a_loud_finality_violation(
@@ -194,7 +190,7 @@ async def test_a_reorg_deeper_than_the_confirmations_is_a_loud_finality_violatio
     violations = [e for e in logs if e["event"] == "finality_violation"]
     assert len(violations) == 1 and violations[0]["log_level"] == "error"
     assert violations[0]["payment_id"] == pid
-    assert metric(h, "scanner_finality_violations_total") == 1
+    assert sample(h.metrics, "scanner_finality_violations_total", chain=CHAIN) == 1
     assert await stored_cursor(h) == h.chain.head()
 
 
@@ -235,8 +231,8 @@ async def test_a_reorg_deeper_than_max_reorg_depth_halts_only_that_chain(
         h.mine(1)
         await until(lambda: bool(_chain(app, CHAIN)["halted"]))
         assert "max_reorg_depth=3" in _chain(app, CHAIN)["halt_reason"]
-        assert metric(app, "scanner_chain_halted") == 1
-        assert metric(app, "scanner_chain_halted", "other") == 0
+        assert sample(app.metrics, "scanner_chain_halted", chain=CHAIN) == 1
+        assert sample(app.metrics, "scanner_chain_halted", chain="other") == 0
         assert await stored_cursor(h) == head  # nothing rewound, nothing orphaned
 
         h.mine(2)  # the halted chain is not retried ...

@@ -30,7 +30,9 @@ from scanner.config import ChainSettings
 from scanner.db.models import Payment, PaymentEvent, Token, Transaction
 from scanner.devchain import DevChain
 from scanner.scan.startup import sync_tokens
-from tests.e2e.harness import CHAIN, _id, insert_payment
+from tests.e2e.harness import CHAIN
+from tests.support.gateway import NewPayment, token_row_id
+from tests.support.gateway import insert_payments as gateway_insert
 from tests.support.proxy import FaultProxy, Gate
 
 SCANNER = str(Path(sys.executable).with_name("scanner"))
@@ -179,26 +181,19 @@ async def ensure_tokens(sessions: async_sessionmaker[AsyncSession], chain: Chain
 async def insert_payments(engine: AsyncEngine, payments: Sequence[PaymentSpec]) -> None:
     """INSERT the payments as a gateway does (plain SQL), with the given ids and times."""
     async with engine.begin() as conn:
-        for p in payments:
-            token_id = None
-            if p.token is not None:
-                token_id = (
-                    await conn.execute(
-                        text("SELECT id FROM tokens WHERE chain = :c AND address = :a"),
-                        {"c": CHAIN, "a": p.token.lower()},
-                    )
-                ).scalar_one()
-            await insert_payment(
-                conn,
-                engine,
+        rows = [
+            NewPayment(
+                p.id,
+                None if p.token is None else await token_row_id(conn, CHAIN, p.token),
                 CHAIN,
-                _id(engine, p.id),
-                token_id,
                 p.address,
                 p.amount,
-                expires_at=p.expires,
-                created_at=p.created,
+                p.expires,
+                p.created,
             )
+            for p in payments
+        ]
+        await gateway_insert(conn, rows)
 
 
 # -- comparing databases -------------------------------------------------------------------------
@@ -278,12 +273,6 @@ async def chain_state_rows(engine: AsyncEngine) -> list[tuple[Any, ...]]:
 
 
 # -- subprocesses --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.db import migrate
+from scanner.devchain.node import free_port
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     NotifyListener,
@@ -26,7 +27,6 @@ from tests.ops.support import (
     chain_state_rows,
     differences,
     ensure_tokens,
-    free_port,
     http_get,
     insert_payments,
     json_lines,

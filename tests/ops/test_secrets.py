@@ -12,16 +12,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import make_url
 
+from scanner.devchain.node import free_port
 from tests.conftest import BACKENDS, _block_on, pg_admin
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     PaymentSpec,
     ensure_tokens,
-    free_port,
     http_get,
     insert_payments,
     run_cli,
@@ -30,6 +29,7 @@ from tests.ops.support import (
     wait_until,
     write_config,
 )
+from tests.support.postgres import pg_execute
 from tests.support.proxy import ThreadedProxy
 
 PASSWORD = "S3cretPassw0rd_xyz"
@@ -50,21 +50,14 @@ def secret_db_url(db_url: str) -> Iterator[str]:
     role = f"scanner_secret_{os.getpid()}"
     database = make_url(db_url).database
 
-    async def grant(*statements: str) -> None:
-        conn = await asyncpg.connect(db_url)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
     pg_admin(
         f'DROP ROLE IF EXISTS "{role}"',
         f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PASSWORD}'",
         f'GRANT ALL PRIVILEGES ON DATABASE "{database}" TO "{role}"',
     )
     _block_on(
-        lambda: grant(
+        lambda: pg_execute(
+            db_url,
             f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"',
             f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
         )
@@ -77,7 +70,7 @@ def secret_db_url(db_url: str) -> Iterator[str]:
         )
     finally:
         pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
-        _block_on(lambda: grant(f'DROP OWNED BY "{role}"'))
+        _block_on(lambda: pg_execute(db_url, f'DROP OWNED BY "{role}"'))
         pg_admin(f'DROP ROLE IF EXISTS "{role}"')
 
 

@@ -1,0 +1,184 @@
+"""The benchmarks' databases and the gateway's payments in them.
+
+:func:`fresh_database` makes a new migrated database (SQLite file copied from a template migrated
+once per process, or a PostgreSQL database created for the run and dropped after);
+:func:`insert_payments` writes the gateway's payments in ONE executemany, as plain SQL.
+
+Payments: a chosen fraction of the recipients are "watched" (spread evenly over the recipient
+list); each Transfer log to a watched recipient has a payment of its own, for exactly the
+transferred amount. So ``--match 0.01`` makes 1% of the logs pay a payment and ``--match 1.0``
+makes every log pay one. Payments are created at the timestamp of the block before the scanned
+range, expire 30 days later, and are marked as already seen by the scanner (``seen_at_block``),
+so the scan does not spend its time on the one-time look-back for payments written behind the
+cursor (that path is not what these benchmarks measure). Their ``created_at`` are a millisecond
+apart (100,000 payments span 100 s, within the default 300 s grace), so every transfer, even in
+the first block, finds its payment created in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bench.chain import CHAIN, SYMBOL, BenchChain, recipient_addresses
+from scanner.config import Settings
+from scanner.core.amounts import to_amount
+from scanner.db import migrate
+from scanner.db.engine import make_engine, make_session_factory
+from tests.support.gateway import NewPayment, db_id
+from tests.support.gateway import insert_payments as gateway_insert
+from tests.support.postgres import PG_ADMIN_URL, pg_execute, pg_url
+from tests.support.settings import settings_from
+
+PAYMENT_LIFETIME_S = 30 * 24 * 3600
+CREATED_STEP_S = 0.001  # 100,000 payments span 100 s: within the scanner's default 300 s grace
+
+
+def watched_recipients(count: int, fraction: float) -> list[bool]:
+    """Which recipients have payments: ``round(count * fraction)`` of them, spread evenly."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    return [int((i + 1) * fraction) > int(i * fraction) for i in range(count)]
+
+
+def payment_plan(chain: BenchChain, fraction: float) -> list[str]:
+    """One payment per bulk log that goes to a watched recipient: the addresses, in log order."""
+    shape = chain.shape
+    watched = watched_recipients(shape.recipients, fraction)
+    addresses = recipient_addresses(shape.recipients)
+    out: list[str] = []
+    for n in range(shape.logs):
+        r = chain.recipient_of_log(n)
+        if watched[r]:
+            out.append(addresses[r])
+    return out
+
+
+async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
+    """The token row, as the scanner would insert it at start (its values agree with config)."""
+    token_id = uuid.uuid4()
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tokens (id, chain, address, symbol, decimals, enabled)"
+                " VALUES (:id, :chain, :address, :symbol, :decimals, :enabled)"
+            ),
+            {
+                "id": db_id(db.engine, token_id),
+                "chain": CHAIN,
+                "address": chain.token,
+                "symbol": SYMBOL,
+                "decimals": chain.shape.decimals,
+                "enabled": True,
+            },
+        )
+    return token_id
+
+
+async def insert_payments(
+    db: BenchDB, chain: BenchChain, fraction: float, *, created_at: float, seen_at_block: int
+) -> int:
+    """Write the payments of :func:`payment_plan` in one executemany; returns how many."""
+    token_id = await insert_token(db, chain)
+    amount = str(to_amount(chain.shape.amount, chain.shape.decimals))
+    expires = created_at + PAYMENT_LIFETIME_S
+    rows = [
+        # created a millisecond apart, in log order (as a gateway creating them one by one would)
+        NewPayment(
+            uuid.uuid4(),
+            token_id,
+            CHAIN,
+            address,
+            amount,
+            expires,
+            created_at + n * CREATED_STEP_S,
+            seen_at_block,
+        )
+        for n, address in enumerate(payment_plan(chain, fraction))
+    ]
+    async with db.engine.begin() as conn:
+        await gateway_insert(conn, rows)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@dataclass
+class BenchDB:
+    backend: str
+    url: str
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    _drop: str | None = None
+    _admin: str | None = None
+
+    async def counts(self) -> dict[str, int]:
+        """Rows the scan wrote, for a sanity line under the table."""
+        queries = {
+            "transactions": "SELECT count(*) FROM transactions",
+            "events": "SELECT count(*) FROM payment_events",
+            "confirmed": "SELECT count(*) FROM payments WHERE status = 'confirmed'",
+            "confirming": "SELECT count(*) FROM payments WHERE status = 'confirming'",
+        }
+        out: dict[str, int] = {}
+        async with self.engine.connect() as conn:
+            for name, sql in queries.items():
+                out[name] = int((await conn.execute(text(sql))).scalar_one())
+        return out
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self._drop is not None and self._admin is not None:
+            await pg_execute(self._admin, f'DROP DATABASE IF EXISTS "{self._drop}" WITH (FORCE)')
+
+
+_numbers = itertools.count(1)
+_sqlite_template: Path | None = None
+
+
+async def fresh_database(backend: str, workdir: Path, pg_admin_url: str = PG_ADMIN_URL) -> BenchDB:
+    """A new database migrated to head, with the application's engine and sessions."""
+    global _sqlite_template
+    drop: str | None = None
+    if backend == "sqlite":
+        if _sqlite_template is None:
+            _sqlite_template = workdir / "template.db"
+            await asyncio.to_thread(migrate.upgrade, settings_from(f"sqlite:///{_sqlite_template}"))
+        path = workdir / f"bench-{next(_numbers)}.db"
+        shutil.copyfile(_sqlite_template, path)
+        url = f"sqlite:///{path}"
+    elif backend == "postgresql":
+        drop = f"ctrip_bench_{os.getpid()}_{next(_numbers)}"
+        await pg_execute(
+            pg_admin_url, f'DROP DATABASE IF EXISTS "{drop}"', f'CREATE DATABASE "{drop}"'
+        )
+        url = pg_url(drop, pg_admin_url)
+        await asyncio.to_thread(migrate.upgrade, settings_from(url))
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    settings = settings_from(url)
+    engine = make_engine(settings)
+    return BenchDB(
+        backend,
+        url,
+        settings,
+        engine,
+        make_session_factory(engine),
+        _drop=drop,
+        _admin=pg_admin_url,
+    )
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="ctrip-bench-"))
