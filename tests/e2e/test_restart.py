@@ -30,7 +30,7 @@ from tests.support.proxy import ThreadedProxy
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 5
-WALL_CLOCK = {"created_at", "updated_at"}
+WALL_CLOCK = {"created_at", "updated_at", "scanner_rev"}
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

@@ -198,7 +198,9 @@ async def insert_payments(engine: AsyncEngine, payments: Sequence[PaymentSpec]) 
 
 # -- comparing databases -------------------------------------------------------------------------
 
-WALL_CLOCK = {"id", "updated_at", "seen_at_block"}
+# Bookkeeping, not what the gateway reads: scanner_rev counts the scanner's own writes (batch
+# boundaries change how many), edited is cleared within the tick that sees it.
+WALL_CLOCK = {"id", "updated_at", "seen_at_block", "scanner_rev", "edited"}
 
 
 def _plain(value: Any) -> Any:
