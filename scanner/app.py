@@ -117,6 +117,8 @@ class App:
     ) -> None:
         async with asyncio.TaskGroup() as group:
             loops = [group.create_task(self._chain_loop(s, sessions)) for s in scanners]
+            if self.settings.webhooks:
+                loops.append(group.create_task(self._deliver(sessions), name="webhooks"))
             helper = group.create_task(self._notify_ready())
             watchdog = group.create_task(
                 self.notifier.run_watchdog(lambda: self.health.healthy()[0])
@@ -131,6 +133,17 @@ class App:
                 log.warning("shutdown_timeout_cancelling", task=task.get_name())
                 task.cancel()
         self.notifier.close()
+
+    async def _deliver(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        from scanner.deliver.worker import DeliveryWorker
+
+        worker = DeliveryWorker(
+            self.settings.webhooks,
+            sessions,
+            metrics=self.metrics.webhooks,
+            secrets=self.settings.secrets(),
+        )
+        await worker.run(self.stop, self.engine)
 
     async def _notify_ready(self) -> None:
         await asyncio.gather(*(e.wait() for e in self._started.values()))

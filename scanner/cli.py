@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     rewind.add_argument("--chain", required=True)
     rewind.add_argument("--to-block", type=int, required=True)
 
+    deliver = sub.add_parser("deliver", help="deliver webhooks from the outbox until stopped")
+    _config_arg(deliver)
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries: list, redeliver, test")
+    _config_arg(webhooks)
+    wsub = webhooks.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = wsub.add_parser("list", help="the newest deliveries first")
+    listing.add_argument("--status", choices=["pending", "delivered", "failed"])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    wsub.add_parser("redeliver", help="send a delivery's event again").add_argument("delivery_id")
+    wsub.add_parser("test", help="send a signed test event").add_argument(
+        "--endpoint", type=int, required=True, help="index in [[webhooks]], from 0"
+    )
+
     demo = sub.add_parser("demo", help="local anvil chain + demo token + simulated gateway")
     demo.add_argument("--payments", type=int, default=3)
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to run (0: forever)")
@@ -135,6 +149,18 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     return asyncio.run(rewind(_settings(args), args.chain, args.to_block))
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from scanner.deliver.commands import deliver
+
+    return asyncio.run(deliver(_settings(args)))
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from scanner.deliver.commands import webhooks
+
+    return asyncio.run(webhooks(_settings(args), args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from scanner.devchain.demo import run_demo
 
@@ -171,6 +197,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check,
     "demo": cmd_demo,
     "rewind": cmd_rewind,
+    "deliver": cmd_deliver,
+    "webhooks": cmd_webhooks,
     "migrate": cmd_migrate,
 }
 

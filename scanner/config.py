@@ -17,7 +17,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -143,14 +143,6 @@ class LoggingSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-WEBHOOK_EVENTS = (
-    "status_changed",
-    "transfer_detected",
-    "transfer_orphaned",
-    "paid_late",
-    "confirmed_reverted",
-    "invalid_payment",
-)
 WebhookEvent = Literal[
     "status_changed",
     "transfer_detected",
@@ -159,6 +151,7 @@ WebhookEvent = Literal[
     "confirmed_reverted",
     "invalid_payment",
 ]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -216,7 +209,12 @@ class FileSettings(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate chain name(s): {', '.join(dupes)}")
+        urls = [h.url.get_secret_value() for h in self.webhooks]
         for n, hook in enumerate(self.webhooks):
+            if urls.index(urls[n]) != n:
+                raise ValueError(
+                    f"webhooks[{n}].url: the same URL as webhooks[{urls.index(urls[n])}]"
+                )
             unknown = sorted(set(hook.chains or ()) - set(names))
             if unknown:
                 raise ValueError(f"webhooks[{n}].chains: unknown chain(s) {', '.join(unknown)}")
