@@ -1,11 +1,13 @@
 """One HTTP attempt of a delivery and what came of it; httpx's errors are translated here.
 
-Redirects are not followed: a 3xx is a failure, reported as such. Error texts name the kind of
+Redirects are not followed: a 3xx is a failure, reported as such. ``timeout`` bounds the whole
+attempt (connect, send, wait, read). Error texts name the kind of
 failure and the status, never the URL (it may carry credentials).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,8 +48,9 @@ class Sender:
     ) -> Outcome:
         started = time.monotonic()
         try:
-            response = await self._client.post(url, content=raw, headers=headers, timeout=limit)
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(limit):  # the whole attempt, not each phase
+                response = await self._client.post(url, content=raw, headers=headers)
+        except (TimeoutError, httpx.TimeoutException) as exc:
             return Outcome(
                 "timeout",
                 error=f"timed out after {limit:g} s ({type(exc).__name__})",

@@ -33,7 +33,7 @@ from scanner.observe.redact import Scrubber
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
-LEASE_MARGIN = 30.0  # seconds a lease outlives the attempt's timeout
+LEASE_MARGIN = 10.0  # seconds a lease outlives the attempt's timeout (the result's write)
 BACKLOG_EVERY = 5.0  # seconds between backlog gauge refreshes
 ERROR_BACKOFF_MAX = 60.0
 
