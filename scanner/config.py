@@ -336,7 +336,7 @@ def _resolve_webhooks(
                     key=f"webhooks[{n}].secret_env",
                     file=file,
                 )
-            hook = hook.model_copy(update={"secret": SecretStr(value)})
+            hook = hook.model_copy(update={"secret": SecretStr(value), "secret_env": None})
         out.append(hook)
     return out
 

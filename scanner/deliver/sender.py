@@ -38,10 +38,17 @@ class Sender:
     """POSTs bodies with one shared connection pool; ``aclose`` when done."""
 
     def __init__(self) -> None:
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._client: httpx.AsyncClient | None = None
+
+    def _open(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        return self._client
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     async def post(
         self, url: str, raw: bytes, headers: dict[str, str], limit: float, now: datetime
@@ -49,7 +56,7 @@ class Sender:
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):  # the whole attempt, not each phase
-                response = await self._client.post(url, content=raw, headers=headers)
+                response = await self._open().post(url, content=raw, headers=headers)
         except (TimeoutError, httpx.TimeoutException) as exc:
             return Outcome(
                 "timeout",

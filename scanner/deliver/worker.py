@@ -217,7 +217,7 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event, engine: AsyncEngine | None = None) -> None:
         """Until ``stop``: passes while there is work, else sleep until woken, due or polled.
-        Database errors are logged and retried with backoff; they never end the task."""
+        Errors are logged and retried with backoff; they never end the task (nor the scans)."""
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.aclose)
             if engine is not None:
@@ -230,20 +230,24 @@ class DeliveryWorker:
                         await self.prepare()
                         prepared = True
                     self.wake.clear()
-                    busy = await self.run_once()
-                    pause = 1.0
-                    if not busy:
+                    if not await self.run_once():
                         await self._idle(stop)
+                    pause = 1.0
+                    continue
                 except (SQLAlchemyError, OSError, ScannerError) as exc:
-                    log.error(
-                        "webhook_worker_error",
-                        error=type(exc).__name__,
-                        message=self._scrub.text(str(exc)),
-                        retry_in=pause,
-                    )
-                    await _wait(stop, pause)
-                    pause = min(ERROR_BACKOFF_MAX, pause * 2)
+                    self._failed(exc, pause)
+                except Exception as exc:  # a bug here must not stop the chain scans beside it
+                    self._failed(exc, pause, unexpected=True)
+                await _wait(stop, pause)
+                pause = min(ERROR_BACKOFF_MAX, pause * 2)
         log.info("webhook_worker_stopped")
+
+    def _failed(self, exc: Exception, pause: float, *, unexpected: bool = False) -> None:
+        fields = {"error": type(exc).__name__, "message": self._scrub.text(str(exc))}
+        if unexpected:
+            log.exception("webhook_worker_crashed", retry_in=pause, **fields)
+        else:
+            log.error("webhook_worker_error", retry_in=pause, **fields)
 
     async def _idle(self, stop: asyncio.Event) -> None:
         async with self.sessions() as session:

@@ -308,16 +308,13 @@ async def test_on_postgresql_a_notify_wakes_the_worker_before_its_poll(
     engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
 ) -> None:
     worker = DeliveryWorker([hook(receiver.url())], session_factory, poll_interval=60.0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop, engine))
-    try:
+
+    async def later() -> object:
         await asyncio.sleep(0.5)  # prepared, one empty pass, now asleep for a minute
         pid = await add_payment(engine)
         await add_events(session_factory, detected(pid))  # commits with NOTIFY payment_events
-        async with asyncio.timeout(5):
-            while not receiver.requests:
-                await asyncio.sleep(0.02)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    assert receiver.requests[0].json["payment_id"] == str(pid)
+        return pid
+
+    adding = asyncio.create_task(later())
+    await drive(worker, lambda: receiver.requests, within=5.0, engine=engine)
+    assert receiver.requests[0].json["payment_id"] == str(await adding)
