@@ -204,5 +204,14 @@ async def _holds(check: Callable[[], Any]) -> bool:
     return bool(value)
 
 
+async def wait_until(check: Callable[[], Any], within: float, what: str) -> None:
+    """Poll ``check`` (sync or async) every 50 ms until it holds; fail after ``within`` s."""
+    for _ in range(int(within / 0.05) + 1):
+        if await _holds(check):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what}: not reached in {within} s")
+
+
 def utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
