@@ -81,3 +81,21 @@ def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
     did = uuid.uuid4()
     raw = body(doc, did, 2, False)
     assert b'"attempt":2' in raw and f'"delivery_id":"{did}"'.encode() in raw
+
+
+def test_the_readme_verification_snippet_accepts_our_signatures() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Verifying a signature**") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    namespace: dict[str, object] = {}
+    exec(code, namespace)
+    check = namespace["verify"]
+    raw = b'{"id":7,"type":"test"}'
+    import time
+
+    header = signature("s3cret", int(time.time()), raw)
+    assert check("s3cret", header, raw) is True  # type: ignore[operator]
+    assert check("s3cret", header, raw + b"\n") is False  # type: ignore[operator]
+    assert check("s3cret", signature("s3cret", int(time.time()) - 600, raw), raw) is False  # type: ignore[operator]
