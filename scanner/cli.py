@@ -33,6 +33,24 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (default: $SCANNER_CONFIG)")
 
 
+def _webhook_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``scanner deliver`` and ``scanner webhooks list | redeliver | test``."""
+    deliver = sub.add_parser("deliver", help="deliver webhooks from the outbox until stopped")
+    _config_arg(deliver)
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries: list, redeliver, test")
+    wsub = webhooks.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = wsub.add_parser("list", help="the newest deliveries first")
+    listing.add_argument("--status", choices=["pending", "delivered", "failed"])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    again = wsub.add_parser("redeliver", help="send a delivery's event again, as a new delivery")
+    again.add_argument("delivery_id")
+    probe = wsub.add_parser("test", help="send a signed test event now")
+    probe.add_argument("--endpoint", type=int, required=True, help="index in [[webhooks]], from 0")
+    for action in (listing, again, probe):
+        _config_arg(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scanner",
@@ -66,20 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     rewind.add_argument("--chain", required=True)
     rewind.add_argument("--to-block", type=int, required=True)
 
-    deliver = sub.add_parser("deliver", help="deliver webhooks from the outbox until stopped")
-    _config_arg(deliver)
-    webhooks = sub.add_parser("webhooks", help="webhook deliveries: list, redeliver, test")
-    wsub = webhooks.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    listing = wsub.add_parser("list", help="the newest deliveries first")
-    listing.add_argument("--status", choices=["pending", "delivered", "failed"])
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    again = wsub.add_parser("redeliver", help="send a delivery's event again, as a new delivery")
-    again.add_argument("delivery_id")
-    probe = wsub.add_parser("test", help="send a signed test event now")
-    probe.add_argument("--endpoint", type=int, required=True, help="index in [[webhooks]], from 0")
-    for action in (listing, again, probe):
-        _config_arg(action)
+    _webhook_parsers(sub)
 
     demo = sub.add_parser("demo", help="local anvil chain + demo token + simulated gateway")
     demo.add_argument("--payments", type=int, default=3)

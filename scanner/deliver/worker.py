@@ -120,7 +120,10 @@ class DeliveryWorker:
                 lease=max(e.settings.timeout for e in self.endpoints) + LEASE_MARGIN,
                 limit=self.batch,
             )
-        await asyncio.gather(*(self._attempt(c) for c in claimed))
+        results = await asyncio.gather(*(self._attempt(c) for c in claimed), return_exceptions=True)
+        for result in results:  # every attempt has ended; the first failure is reported
+            if isinstance(result, BaseException):
+                raise result
         if time.monotonic() - self._backlog_at >= BACKLOG_EVERY:
             await self.refresh_backlog()
         return bool(claimed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from tests.deliver.support import (
     deliveries,
     detected,
     drive,
+    wait_until,
 )
-from tests.ops.support import run_cli, scanner_env
+from tests.ops.support import json_lines, run_cli, scanner_env, scanner_process
 
 SECRETS = ("hunter2pw", "tok_0123456789abcdef", "k_abcdefabcdef12", SECRET)
 
@@ -124,3 +126,36 @@ async def test_list_redeliver_and_test_and_no_secret_anywhere(
     everything += json.dumps(await deliveries(engine), default=str)
     for secret in SECRETS:
         assert secret not in everything, secret
+
+
+async def test_scanner_deliver_runs_the_worker_alone_and_stops_on_sigterm(
+    db_url: str,
+    engine: AsyncEngine,
+    session_factory: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    path = config(tmp_path, receiver.port)
+    env = scanner_env(db_url, HOOK_SECRET=SECRET)
+    with scanner_process(["deliver", "--config", str(path)], env) as proc:
+        await wait_until(lambda: "webhook_worker_started" in proc.err(), 20, "the worker started")
+        await add_events(session_factory, detected(await add_payment(engine)))
+        await wait_until(lambda: receiver.requests, 20, "the event delivered")
+        proc.send_signal(signal.SIGTERM)
+        code, _ = proc.exit_within(15)
+        err = proc.err()
+    assert code == 0, err[-2000:]
+    assert receiver.requests[0].verified()
+    events = [e.get("event") for e in json_lines(err)]
+    assert "webhook_delivered" in events and events[-1] == "scanner_stopped"
+    for secret in SECRETS:
+        assert secret not in err
+
+
+async def test_scanner_deliver_without_webhooks_is_a_configuration_error(
+    db_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text("", encoding="utf-8")
+    done = await asyncio.to_thread(run_cli, ["deliver", "--config", str(path)], scanner_env(db_url))
+    assert done.returncode == 2 and "no [[webhooks]] configured" in done.stderr
