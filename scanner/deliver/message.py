@@ -13,10 +13,11 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
+
+from scanner.db.types import canonical_decimal, to_decimal
 
 SIGNATURE_HEADER = "X-Scanner-Signature"
 EVENT_ID_HEADER = "X-Scanner-Event-Id"
@@ -29,8 +30,15 @@ def endpoint_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+def amount_text(raw: str | None) -> str | None:
+    """A stored amount as a plain decimal string (``25.5``); what a gateway wrote that is not a
+    number (an ``invalid_payment``) passes as written: it must not stop the deliveries."""
+    if raw is None:
+        return None
+    try:
+        return canonical_decimal(to_decimal(raw))
+    except (ValueError, TypeError):
+        return raw
 
 
 def _iso(moment: datetime) -> str:
@@ -49,8 +57,8 @@ class EventFacts:
     data: Mapping[str, Any]
     created_at: datetime
     chain: str | None
-    amount: Decimal | None
-    amount_received: Decimal | None
+    amount: str | None  # as stored (text), see amount_text
+    amount_received: str | None
     confirmations: int | None
 
 
@@ -61,7 +69,7 @@ def payload(event: EventFacts) -> dict[str, Any]:
     when the delivery was queued.
     """
     data = dict(event.data)
-    received = data.get("amount_received_decimal", event.amount_received)
+    received = data.get("amount_received_decimal", amount_text(event.amount_received))
     return {
         "id": event.id,
         "type": event.type,
@@ -69,8 +77,8 @@ def payload(event: EventFacts) -> dict[str, Any]:
         "payment_id": str(event.payment_id),
         "status_from": event.status_from,
         "status_to": event.status_to,
-        "amount": _text(event.amount),
-        "amount_received": _text(received),
+        "amount": amount_text(event.amount),
+        "amount_received": received,
         "confirmations": event.confirmations,
         "tx_hash": data.get("tx_hash"),
         "log_index": data.get("log_index"),

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, and_, exists, false, func, or_, select, true, update
+from sqlalchemy import Table, Text, and_, cast, exists, false, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -95,8 +95,8 @@ async def _events_after(session: AsyncSession, low: int, limit: int) -> list[Eve
             e.data,
             e.created_at,
             p.chain,
-            p.amount,
-            p.amount_received,
+            cast(p.amount, Text),  # as written: a gateway's bad value must not stop deliveries
+            cast(p.amount_received, Text),
             p.confirmations,
         )
         .outerjoin(p, p.id == e.payment_id)

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 
@@ -69,8 +68,8 @@ def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
         data={"amount_received": "25500000", "amount_received_decimal": "25.5"},
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
         chain="ethereum",
-        amount=Decimal("25.5"),
-        amount_received=Decimal("30"),
+        amount="25.50",
+        amount_received="30",
         confirmations=1,
     )
     doc = payload(facts)
@@ -99,3 +98,13 @@ def test_the_readme_verification_snippet_accepts_our_signatures() -> None:
     assert check("s3cret", header, raw) is True  # type: ignore[operator]
     assert check("s3cret", header, raw + b"\n") is False  # type: ignore[operator]
     assert check("s3cret", signature("s3cret", int(time.time()) - 600, raw), raw) is False  # type: ignore[operator]
+
+
+def test_amounts_pass_as_plain_decimals_and_bad_gateway_values_as_written() -> None:
+    from scanner.deliver.message import amount_text
+
+    assert amount_text("25.500000") == "25.5"
+    assert amount_text("1E+2") == "100"
+    assert amount_text("abc") == "abc"
+    assert amount_text("NaN") == "NaN"
+    assert amount_text(None) is None

@@ -318,3 +318,24 @@ async def test_on_postgresql_a_notify_wakes_the_worker_before_its_poll(
     adding = asyncio.create_task(later())
     await drive(worker, lambda: receiver.requests, within=5.0, engine=engine)
     assert receiver.requests[0].json["payment_id"] == str(await adding)
+
+
+async def test_a_payment_row_the_scanner_cannot_use_does_not_stop_deliveries(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    from scanner.core import events as ev
+
+    worker = DeliveryWorker([hook(receiver.url())], session_factory, poll_interval=0.05)
+    await worker.prepare()
+    bad, good = await add_payment(engine, amount="NaN"), await add_payment(engine)
+    await add_events(
+        session_factory, ev.invalid_payment(bad, "amount is not a finite number"), detected(good)
+    )
+    await drive(worker, lambda: len(receiver.requests) >= 2, engine=engine)
+    first, second = (r.json for r in receiver.requests)
+    assert (first["type"], first["amount"], first["data"]["reason"]) == (
+        "invalid_payment",
+        "NaN",
+        "amount is not a finite number",
+    )
+    assert (second["type"], second["amount"]) == ("transfer_detected", "25.5")
