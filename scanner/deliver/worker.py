@@ -90,13 +90,16 @@ class DeliveryWorker:
         self.wake = asyncio.Event()
         self._scrub = Scrubber([*secrets, *(e.url for e in self.endpoints)])
         self._backlog_at = 0.0
-        for endpoint in self.endpoints if metrics is not None else ():
-            metrics.add_endpoint(endpoint.index)  # type: ignore[union-attr]
+        self.prepared = False
+        if metrics is not None:
+            for endpoint in self.endpoints:
+                metrics.add_endpoint(endpoint.index)
 
     async def prepare(self) -> None:
         """Each endpoint's outbox cursor (new endpoints start at the newest event)."""
         async with self.sessions() as session, session.begin():
             await store.ensure_cursors(session, self.keys)
+        self.prepared = True
 
     async def aclose(self) -> None:
         await self.sender.aclose()
@@ -226,12 +229,11 @@ class DeliveryWorker:
             if engine is not None:
                 await self._listen(engine, stack)
             log.info("webhook_worker_started", endpoints=len(self.endpoints))
-            prepared, pause = False, 1.0
+            pause = 1.0
             while not stop.is_set():
                 try:
-                    if not prepared:
+                    if not self.prepared:
                         await self.prepare()
-                        prepared = True
                     self.wake.clear()
                     if not await self.run_once():
                         await self._idle(stop)

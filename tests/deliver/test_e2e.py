@@ -52,9 +52,9 @@ async def test_kill_9_during_a_delivery_loses_no_event(
     )
     config.write_text(config.read_text() + webhooks)
     env = scanner_env(db_url, HOOK_SECRET=SECRET)
+    # paid before the scanner starts: its outbox cursor is set before the first scan
+    h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 25_500_000))
     with scanner_process(["run", "--config", str(config)], env) as first:
-        await asyncio.sleep(1.0)  # the webhook cursor is set before the payment's events
-        h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 25_500_000))
         await wait_until(lambda: receiver.requests, 20, "the first delivery")
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait(10)
