@@ -155,7 +155,9 @@ def _new_row(route: Route, facts: EventFacts, now: datetime) -> dict[str, Any]:
     }
 
 
-def _due(keys: Sequence[str], now: datetime) -> Any:
+def _in_turn(keys: Sequence[str]) -> Any:
+    """Pending, and no earlier event of the same payment still pending for the endpoint
+    (redeliveries neither wait nor hold back)."""
     d = _table()
     earlier = d.alias("earlier")
     held_back = exists().where(
@@ -168,10 +170,17 @@ def _due(keys: Sequence[str], now: datetime) -> Any:
     return and_(
         d.c.status == "pending",
         d.c.endpoint_key.in_(keys),
-        d.c.next_attempt_at <= now,
-        or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
         or_(d.c.redelivery == true(), ~held_back),
     )
+
+
+def _unleased(now: datetime) -> Any:
+    d = _table()
+    return or_(d.c.lease_until.is_(None), d.c.lease_until <= now)
+
+
+def _due(keys: Sequence[str], now: datetime) -> Any:
+    return and_(_in_turn(keys), _table().c.next_attempt_at <= now, _unleased(now))
 
 
 async def claim(
@@ -229,13 +238,18 @@ async def record(
     return bool(getattr(result, "rowcount", 0))
 
 
-async def next_due(session: AsyncSession, keys: Sequence[str]) -> datetime | None:
+async def next_due(session: AsyncSession, keys: Sequence[str], now: datetime) -> datetime | None:
+    """When the next delivery may be claimed: the earliest retry time of those in turn, or
+    the end of a lease held by another process. None: nothing will be due without a new event
+    or another process finishing one (a NOTIFY or the poll covers those)."""
     d = _table()
-    stmt = select(func.min(d.c.next_attempt_at)).where(
-        d.c.status == "pending", d.c.endpoint_key.in_(keys)
+    free = select(func.min(d.c.next_attempt_at)).where(_in_turn(keys), _unleased(now))
+    leased = select(func.min(d.c.lease_until)).where(
+        d.c.status == "pending", d.c.endpoint_key.in_(keys), d.c.lease_until > now
     )
-    value: datetime | None = (await session.execute(stmt)).scalar()
-    return value
+    times = [(await session.execute(q)).scalar() for q in (free, leased)]
+    found: list[datetime] = [t for t in times if t is not None]
+    return min(found) if found else None
 
 
 async def backlog(

@@ -36,6 +36,7 @@ Clock = Callable[[], datetime]
 LEASE_MARGIN = 10.0  # seconds a lease outlives the attempt's timeout (the result's write)
 BACKLOG_EVERY = 5.0  # seconds between backlog gauge refreshes
 ERROR_BACKOFF_MAX = 60.0
+IDLE_MIN = 0.05  # seconds: the shortest sleep when nothing could be claimed
 
 
 def utc_now() -> datetime:
@@ -256,10 +257,10 @@ class DeliveryWorker:
 
     async def _idle(self, stop: asyncio.Event) -> None:
         async with self.sessions() as session:
-            due = await store.next_due(session, self.keys)
+            due = await store.next_due(session, self.keys, self.clock())
         timeout = self.poll_interval
-        if due is not None:
-            timeout = min(timeout, max(0.0, (due - self.clock()).total_seconds()))
+        if due is not None:  # never below IDLE_MIN: rows another claim holds become leased
+            timeout = min(timeout, max(IDLE_MIN, (due - self.clock()).total_seconds()))
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -339,3 +339,37 @@ async def test_a_payment_row_the_scanner_cannot_use_does_not_stop_deliveries(
         "amount is not a finite number",
     )
     assert (second["type"], second["amount"]) == ("transfer_detected", "25.5")
+
+
+class CountingWorker(DeliveryWorker):
+    """Counts its passes: an idle worker must sleep, not spin on a held-back delivery."""
+
+    passes = 0
+
+    async def run_once(self) -> bool:
+        self.passes += 1
+        return await super().run_once()
+
+
+async def test_a_held_back_delivery_does_not_make_the_worker_spin(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    async def answer(got: Received) -> web.StreamResponse:
+        return web.Response(status=500 if len(receiver.requests) == 1 else 200)
+
+    receiver.answer = answer
+    worker = CountingWorker(
+        [hook(receiver.url(), retry_base=1.5, retry_max=1.5)], session_factory, poll_interval=0.5
+    )
+    await worker.prepare()
+    pid = await add_payment(engine)
+    await add_events(session_factory, detected(pid), changed(pid, "pending", "confirming"))
+    await drive(worker, lambda: len(receiver.requests) >= 3, engine=engine)
+    # ~1.5 s waiting for the retry of the first event, the second held back all along: a few
+    # passes (poll 0.5 s, the retry time), not one every few milliseconds
+    assert worker.passes <= 12, worker.passes
+    assert [r.json["type"] for r in receiver.requests] == [
+        "transfer_detected",
+        "transfer_detected",
+        "status_changed",
+    ]
