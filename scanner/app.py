@@ -27,6 +27,7 @@ from scanner.chain.rpc import RpcClient
 from scanner.config import ChainSettings, Settings
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema, head_revision
+from scanner.deliver.worker import DeliveryWorker
 from scanner.errors import ChainHalted, ScannerError
 from scanner.observe.health import Health, ObserveServer
 from scanner.observe.metrics import Metrics
@@ -116,7 +117,10 @@ class App:
         self, scanners: list[ChainScanner], sessions: async_sessionmaker[AsyncSession]
     ) -> None:
         async with asyncio.TaskGroup() as group:
+            deliver = await self._delivery_worker(sessions)  # its cursors before any scan
             loops = [group.create_task(self._chain_loop(s, sessions)) for s in scanners]
+            if deliver is not None:
+                loops.append(group.create_task(deliver.run(self.stop, self.engine)))
             helper = group.create_task(self._notify_ready())
             watchdog = group.create_task(
                 self.notifier.run_watchdog(lambda: self.health.healthy()[0])
@@ -131,6 +135,22 @@ class App:
                 log.warning("shutdown_timeout_cancelling", task=task.get_name())
                 task.cancel()
         self.notifier.close()
+
+    async def _delivery_worker(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> DeliveryWorker | None:
+        """The webhook worker, its outbox cursors set (None without ``[[webhooks]]``)."""
+        if not self.settings.webhooks:
+            return None
+        worker = DeliveryWorker(
+            self.settings.webhooks,
+            sessions,
+            metrics=self.metrics.webhooks,
+            secrets=self.settings.secrets(),
+        )
+        with suppress(SQLAlchemyError, OSError):  # else its loop prepares, retrying
+            await worker.prepare()
+        return worker
 
     async def _notify_ready(self) -> None:
         await asyncio.gather(*(e.wait() for e in self._started.values()))

@@ -33,6 +33,24 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (default: $SCANNER_CONFIG)")
 
 
+def _webhook_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``scanner deliver`` and ``scanner webhooks list | redeliver | test``."""
+    deliver = sub.add_parser("deliver", help="deliver webhooks from the outbox until stopped")
+    _config_arg(deliver)
+    webhooks = sub.add_parser("webhooks", help="webhook deliveries: list, redeliver, test")
+    wsub = webhooks.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = wsub.add_parser("list", help="the newest deliveries first")
+    listing.add_argument("--status", choices=["pending", "delivered", "failed"])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    again = wsub.add_parser("redeliver", help="send a delivery's event again, as a new delivery")
+    again.add_argument("delivery_id")
+    probe = wsub.add_parser("test", help="send a signed test event now")
+    probe.add_argument("--endpoint", type=int, required=True, help="index in [[webhooks]], from 0")
+    for action in (listing, again, probe):
+        _config_arg(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scanner",
@@ -65,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(rewind)
     rewind.add_argument("--chain", required=True)
     rewind.add_argument("--to-block", type=int, required=True)
+
+    _webhook_parsers(sub)
 
     demo = sub.add_parser("demo", help="local anvil chain + demo token + simulated gateway")
     demo.add_argument("--payments", type=int, default=3)
@@ -139,6 +159,18 @@ def cmd_rewind(args: argparse.Namespace) -> int:
 DEMO_EXTRA_MODULES = frozenset({"web3", "eth_abi", "eth_utils", "requests"})
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from scanner.deliver.commands import deliver
+
+    return asyncio.run(deliver(_settings(args)))
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from scanner.deliver.commands import webhooks
+
+    return asyncio.run(webhooks(_settings(args), args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from scanner.devchain.demo import run_demo
@@ -183,6 +215,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check,
     "demo": cmd_demo,
     "rewind": cmd_rewind,
+    "deliver": cmd_deliver,
+    "webhooks": cmd_webhooks,
     "migrate": cmd_migrate,
 }
 

@@ -17,7 +17,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -143,6 +143,55 @@ class LoggingSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+WebhookEvent = Literal[
+    "status_changed",
+    "transfer_detected",
+    "transfer_orphaned",
+    "paid_late",
+    "confirmed_reverted",
+    "invalid_payment",
+]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class WebhookSettings(_Strict):
+    """One ``[[webhooks]]`` endpoint. ``secret_env`` is resolved into ``secret`` at load time."""
+
+    url: RpcUrl
+    secret: SecretStr | None = None
+    secret_env: str | None = None
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    chains: list[str] | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=20, ge=1)
+    retry_base: float = Field(default=10.0, gt=0)
+    retry_max: float = Field(default=28800.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: RpcUrl) -> RpcUrl:
+        if not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError(f"webhook URL must be http(s): {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebhookSettings:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("set exactly one of 'secret' or 'secret_env'")
+        if self.secret is not None and not self.secret.get_secret_value():
+            raise ValueError("'secret' must not be empty")
+        if self.secret_env is not None and not _ENV_NAME.match(self.secret_env):
+            raise ValueError("'secret_env' must name an environment variable")
+        if self.retry_max < self.retry_base:
+            raise ValueError("retry_max must be at least retry_base")
+        return self
+
+    @property
+    def secret_value(self) -> str:
+        return self.secret.get_secret_value() if self.secret is not None else ""
+
+
 class FileSettings(_Strict):
     """What the TOML file may hold; any other key is an error."""
 
@@ -152,6 +201,7 @@ class FileSettings(_Strict):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     chains: list[ChainSettings] = Field(default_factory=list)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_chains(self) -> FileSettings:
@@ -159,6 +209,15 @@ class FileSettings(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate chain name(s): {', '.join(dupes)}")
+        urls = [h.url.get_secret_value() for h in self.webhooks]
+        for n, hook in enumerate(self.webhooks):
+            if urls.index(urls[n]) != n:
+                raise ValueError(
+                    f"webhooks[{n}].url: the same URL as webhooks[{urls.index(urls[n])}]"
+                )
+            unknown = sorted(set(hook.chains or ()) - set(names))
+            if unknown:
+                raise ValueError(f"webhooks[{n}].chains: unknown chain(s) {', '.join(unknown)}")
         return self
 
 
@@ -173,6 +232,7 @@ class Settings(_Strict):
     metrics: MetricsSettings
     logging: LoggingSettings
     chains: list[ChainSettings]
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
     config_file: str | None = None
 
     def chain(self, name: str) -> ChainSettings:
@@ -187,6 +247,8 @@ class Settings(_Strict):
         out = [self.database_url.get_secret_value()]
         for chain in self.chains:
             out.extend(u.get_secret_value() for u in chain.rpc_urls)
+        for hook in self.webhooks:
+            out += [hook.url.get_secret_value(), hook.secret_value]
         return out
 
 
@@ -258,6 +320,27 @@ def _resolve_database_url(
     return SecretStr(url or DEFAULT_SQLITE_URL)
 
 
+def _resolve_webhooks(
+    hooks: list[WebhookSettings], environ: Mapping[str, str], file: str | None
+) -> list[WebhookSettings]:
+    """Each ``secret_env`` read from the environment into ``secret``; a missing one is an error."""
+    out = []
+    for n, hook in enumerate(hooks):
+        if hook.secret_env is not None:
+            value = environ.get(hook.secret_env, "")
+            if not value:
+                where = f" in {file}" if file else ""
+                raise ConfigError(
+                    f"webhooks[{n}].secret_env{where}: environment variable "
+                    f"{hook.secret_env} is not set",
+                    key=f"webhooks[{n}].secret_env",
+                    file=file,
+                )
+            hook = hook.model_copy(update={"secret": SecretStr(value), "secret_env": None})
+        out.append(hook)
+    return out
+
+
 def load_settings(
     config_path: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -298,6 +381,7 @@ def load_settings(
             metrics=metrics,
             logging=logging,
             chains=file_settings.chains,
+            webhooks=_resolve_webhooks(file_settings.webhooks, environ, file),
             config_file=file,
         )
     except ValidationError as exc:

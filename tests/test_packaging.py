@@ -36,6 +36,7 @@ from scanner.config import (
     MetricsSettings,
     Settings,
     TokenSettings,
+    WebhookSettings,
     load_settings,
 )
 from scanner.observe.metrics import Metrics
@@ -73,11 +74,17 @@ METRICS = {
     "scanner_open_payments",
     "scanner_chain_halted",
     "scanner_finality_violations_total",
+    "scanner_webhook_deliveries_total",
+    "scanner_webhook_deliveries_failed_total",
+    "scanner_webhook_attempt_duration_seconds",
+    "scanner_webhook_pending_deliveries",
+    "scanner_webhook_oldest_pending_age_seconds",
 }
 HISTOGRAMS = {
     "scanner_rpc_request_duration_seconds",
     "scanner_reorg_depth",
     "scanner_batch_duration_seconds",
+    "scanner_webhook_attempt_duration_seconds",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 
@@ -119,6 +126,7 @@ def _keys_mentioned(text: str) -> set[str]:
         LoggingSettings,
         ChainSettings,
         TokenSettings,
+        WebhookSettings,
     ],
     ids=lambda m: m.__name__,
 )
@@ -130,6 +138,7 @@ def test_example_config_documents_every_key(model: type[BaseModel]) -> None:
         "logging": "[logging]",
         "chains": "[[chains]]",
         "tokens": "[[chains.tokens]]",
+        "webhooks": "[[webhooks]]",
     }
     keys = _keys_mentioned(text)
     for name in model.model_fields:
@@ -821,6 +830,16 @@ _ALERT_TEST_SERIES = {
     f'scanner_reorg_depth_bucket{{{_ETH}, le="+Inf"}}': "0 0 1 2 2",
     f"scanner_reorg_depth_count{{{_ETH}}}": "0 0 1 2 2",
     f"scanner_finality_violations_total{{{_ETH}}}": "0 0 0 1 1",
+    # endpoint 0 falls behind (over 15 minutes old from 3m on); endpoint 1 stays current
+    'scanner_webhook_oldest_pending_age_seconds{job="scanner", instance="s:9464", endpoint="0"}': (
+        "0 600+300x20"
+    ),
+    'scanner_webhook_oldest_pending_age_seconds{job="scanner", instance="s:9464", endpoint="1"}': (
+        "0x20"
+    ),
+    'scanner_webhook_deliveries_failed_total{job="scanner", instance="s:9464", endpoint="0"}': (
+        "0 0 0 1 1"
+    ),
 }
 _CHAIN = {"job": "scanner", "instance": "s:9464", "chain": "eth"}
 # (minute, alert, labels of the expected alert or None for no alert)
@@ -838,6 +857,10 @@ _ALERT_EXPECTATIONS: list[tuple[int, str, dict[str, str] | None]] = [
     (8, "RpcErrorRate", {**_CHAIN, "severity": "warning"}),
     (2, "FinalityViolation", None),
     (4, "FinalityViolation", {**_CHAIN, "severity": "critical"}),
+    (7, "WebhookBacklog", None),  # over 15 minutes old from 3m, held for 5
+    (8, "WebhookBacklog", {"job": "scanner", "endpoint": "0", "severity": "warning"}),
+    (2, "WebhookDeliveriesFailed", None),
+    (4, "WebhookDeliveriesFailed", {"job": "scanner", "endpoint": "0", "severity": "warning"}),
 ]
 
 

@@ -1,7 +1,7 @@
 """gateway edits: payments edited by the gateway are flagged for the scanner; SQLite times canonical
 
 Revision ID: 7b2c9e4d1a30
-Revises: 6325e011b551
+Revises: 2c81b09b5d42
 Create Date: 2026-11-26 04:30:00
 
 - ``payments.edited``: set by a trigger when anyone but the scanner changes ``token_id``,
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "7b2c9e4d1a30"
-down_revision: str | Sequence[str] | None = "6325e011b551"
+down_revision: str | Sequence[str] | None = "2c81b09b5d42"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

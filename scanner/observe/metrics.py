@@ -26,6 +26,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from scanner.deliver.metrics import WebhookMetrics
 from scanner.observe.redact import Scrubber
 
 RPC_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0)
@@ -60,6 +61,7 @@ class Metrics:
         self._rpc_metrics()
         self._scan_metrics()
         self._state_metrics()
+        self.webhooks = WebhookMetrics(self.registry)
 
     def _counter(self, name: str, doc: str, labels: Sequence[str]) -> Counter:
         return Counter(name, doc, labels, registry=self.registry)

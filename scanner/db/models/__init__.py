@@ -11,6 +11,7 @@ from scanner.db.models.payment_events import PaymentEvent
 from scanner.db.models.payments import Payment
 from scanner.db.models.tokens import Token
 from scanner.db.models.transactions import Transaction
+from scanner.db.models.webhooks import WebhookCursor, WebhookDelivery
 
 metadata = Base.metadata
 
@@ -23,5 +24,7 @@ __all__ = [
     "PaymentEvent",
     "Token",
     "Transaction",
+    "WebhookCursor",
+    "WebhookDelivery",
     "metadata",
 ]

@@ -1,0 +1,174 @@
+"""``scanner deliver`` and ``scanner webhooks list | redeliver | test``.
+
+Nothing printed here shows a webhook's secret or the parts of its URL that may carry
+credentials: endpoints appear as their index and :func:`scanner.secrets.redact_url` of the URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from scanner.config import Settings
+from scanner.db.engine import make_engine, make_session_factory
+from scanner.db.migrate import ensure_schema
+from scanner.db.models import WebhookDelivery
+from scanner.deliver import store
+from scanner.deliver.message import body, headers
+from scanner.deliver.sender import Sender
+from scanner.deliver.worker import Endpoint, endpoints, utc_now
+from scanner.errors import ConfigError, DatabaseError, ScannerError
+from scanner.observe.redact import Scrubber
+from scanner.secrets import redact_url, scrub
+
+COLUMNS = ("delivery_id", "endpoint", "event_id", "type", "status", "attempts", "last_status")
+
+
+def _database_error(exc: SQLAlchemyError) -> DatabaseError:
+    """The driver's first line only, without URLs (``Scrubber`` would need the settings)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return DatabaseError(f"database: {type(exc).__name__}: {scrub(first)[:200]}")
+
+
+def _need_webhooks(settings: Settings) -> list[Endpoint]:
+    if not settings.webhooks:
+        raise ConfigError("no [[webhooks]] configured", key="webhooks", file=settings.config_file)
+    return endpoints(settings.webhooks)
+
+
+async def deliver(settings: Settings) -> int:
+    """The delivery worker alone: ``scanner run``'s lifecycle with no chain to scan."""
+    from scanner.app import run
+
+    _need_webhooks(settings)
+    return await run(settings.model_copy(update={"chains": []}))
+
+
+async def webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return await list_command(settings, args.status, args.limit, as_json=args.json)
+    if args.action == "redeliver":
+        return await redeliver_command(settings, args.delivery_id)
+    return await test_command(settings, args.endpoint)
+
+
+def _moment(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _row(delivery: WebhookDelivery, by_key: dict[str, Endpoint], scrub: Scrubber) -> dict[str, Any]:
+    endpoint = by_key.get(delivery.endpoint_key)
+    return {
+        "delivery_id": str(delivery.id),
+        "endpoint": endpoint.index if endpoint else None,
+        "url": redact_url(endpoint.url) if endpoint else None,
+        "event_id": delivery.event_id,
+        "payment_id": str(delivery.payment_id),
+        "type": delivery.type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status": delivery.last_status,
+        "last_error": scrub.text(delivery.last_error) if delivery.last_error else None,
+        "next_attempt_at": _moment(delivery.next_attempt_at),
+        "delivered_at": _moment(delivery.delivered_at),
+        "redelivery": delivery.redelivery,
+        "created_at": _moment(delivery.created_at),
+    }
+
+
+async def list_command(settings: Settings, status: str | None, limit: int, *, as_json: bool) -> int:
+    by_key = {e.key: e for e in endpoints(settings.webhooks)}
+    engine = make_engine(settings)
+    try:
+        async with make_session_factory(engine)() as session:
+            found = await store.list_deliveries(session, status, limit)
+    except SQLAlchemyError as exc:
+        raise _database_error(exc) from exc
+    finally:
+        await engine.dispose()
+    rows = [_row(d, by_key, Scrubber(settings.secrets())) for d in found]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers_ = [*COLUMNS, "last_error"]
+    table = [headers_] + [["-" if r[h] is None else str(r[h]) for h in headers_] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers_))]
+    for line in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+    return 0
+
+
+async def redeliver_command(settings: Settings, delivery_id: str) -> int:
+    try:
+        old = uuid.UUID(delivery_id)
+    except ValueError:
+        raise ConfigError(f"not a delivery id: {delivery_id!r}", key="DELIVERY_ID") from None
+    await ensure_schema(settings)
+    engine = make_engine(settings)
+    try:
+        async with make_session_factory(engine)() as session, session.begin():
+            new = await store.redeliver(session, old, utc_now())
+    except SQLAlchemyError as exc:
+        raise _database_error(exc) from exc
+    finally:
+        await engine.dispose()
+    if new is None:
+        raise ScannerError(f"no webhook delivery {old}")
+    print(json.dumps({"delivery_id": str(new), "redelivery_of": str(old)}))
+    return 0
+
+
+def test_payload(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "id": 0,
+        "type": "test",
+        "chain": None,
+        "payment_id": None,
+        "status_from": None,
+        "status_to": None,
+        "amount": None,
+        "amount_received": None,
+        "confirmations": None,
+        "tx_hash": None,
+        "log_index": None,
+        "data": {"endpoint": endpoint.index},
+        "created_at": utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+async def test_command(settings: Settings, index: int) -> int:
+    """One signed test event to endpoint ``index``, sent now (not stored); exit 1 unless 2xx."""
+    configured = _need_webhooks(settings)
+    if not 0 <= index < len(configured):
+        raise ConfigError(
+            f"--endpoint {index}: [[webhooks]] has {len(configured)} endpoint(s), from 0",
+            key="webhooks",
+            file=settings.config_file,
+        )
+    endpoint = configured[index]
+    delivery_id = uuid.uuid4()
+    raw = body(test_payload(endpoint), delivery_id, 1, False)
+    sent = headers(endpoint.secret, int(time.time()), raw, 0, delivery_id)
+    sender = Sender()
+    try:
+        outcome = await sender.post(endpoint.url, raw, sent, endpoint.settings.timeout, utc_now())
+    finally:
+        await sender.aclose()
+    result = {
+        "endpoint": index,
+        "url": redact_url(endpoint.url),
+        "delivery_id": str(delivery_id),
+        "outcome": outcome.label,
+        "http_status": outcome.status,
+        "error": Scrubber(settings.secrets()).text(outcome.error) if outcome.error else None,
+        "seconds": round(outcome.seconds, 3),
+    }
+    print(json.dumps(result), file=sys.stdout)
+    return 0 if outcome.delivered else 1

@@ -1,0 +1,157 @@
+"""Pure parts of a delivery: what is sent, how it is signed, when it is tried again.
+
+The signature header is ``t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
+A receiver recomputes it over the raw bytes it received and rejects an old ``t``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from uuid import UUID
+
+from scanner.db.types import canonical_decimal, to_decimal
+
+SIGNATURE_HEADER = "X-Scanner-Signature"
+EVENT_ID_HEADER = "X-Scanner-Event-Id"
+DELIVERY_ID_HEADER = "X-Scanner-Delivery-Id"
+JITTER = 0.2  # each delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
+
+
+def endpoint_key(url: str) -> str:
+    """A stable name for a configured URL that shows nothing of it (32 hex digits)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def amount_text(raw: str | None) -> str | None:
+    """A stored amount as a plain decimal string (``25.5``); what a gateway wrote that is not a
+    number (an ``invalid_payment``) passes as written: it must not stop the deliveries."""
+    if raw is None:
+        return None
+    try:
+        return canonical_decimal(to_decimal(raw))
+    except (ValueError, TypeError):
+        return raw
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """One outbox row with the payment it belongs to (``chain`` etc. None if it is gone)."""
+
+    id: int
+    payment_id: UUID
+    type: str
+    status_from: str | None
+    status_to: str | None
+    data: Mapping[str, Any]
+    created_at: datetime
+    chain: str | None
+    amount: str | None  # as stored (text), see amount_text
+    amount_received: str | None
+    confirmations: int | None
+
+
+def payload(event: EventFacts) -> dict[str, Any]:
+    """The stored part of the body: every field the event has; amounts as decimal strings.
+
+    ``amount_received`` is the one the event recorded (a status change) or else the payment's
+    when the delivery was queued.
+    """
+    data = dict(event.data)
+    received = data.get("amount_received_decimal", amount_text(event.amount_received))
+    return {
+        "id": event.id,
+        "type": event.type,
+        "chain": event.chain,
+        "payment_id": str(event.payment_id),
+        "status_from": event.status_from,
+        "status_to": event.status_to,
+        "amount": amount_text(event.amount),
+        "amount_received": received,
+        "confirmations": event.confirmations,
+        "tx_hash": data.get("tx_hash"),
+        "log_index": data.get("log_index"),
+        "data": data,
+        "created_at": _iso(event.created_at),
+    }
+
+
+def body(stored: Mapping[str, Any], delivery_id: UUID, attempt: int, redelivery: bool) -> bytes:
+    """The raw bytes POSTed (the signature covers exactly these)."""
+    document = {
+        **stored,
+        "delivery_id": str(delivery_id),
+        "attempt": attempt,
+        "redelivery": redelivery,
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def signature(secret: str, timestamp: int, raw: bytes) -> str:
+    """The ``X-Scanner-Signature`` value for ``raw`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify(secret: str, header: str, raw: bytes, now: float, tolerance: float = 300.0) -> bool:
+    """What a receiver does: the header's MAC over ``raw`` matches and ``t`` is recent."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        timestamp = int(fields["t"])
+    except (KeyError, ValueError):
+        return False
+    expected = signature(secret, timestamp, raw)
+    return hmac.compare_digest(expected, header) and abs(now - timestamp) <= tolerance
+
+
+def headers(
+    secret: str, timestamp: int, raw: bytes, event_id: int, delivery_id: UUID
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "ctrip-scanner-webhooks",
+        SIGNATURE_HEADER: signature(secret, timestamp, raw),
+        EVENT_ID_HEADER: str(event_id),
+        DELIVERY_ID_HEADER: str(delivery_id),
+    }
+
+
+def backoff(
+    attempt: int, base: float, cap: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based): ``base · 2^(n-1)``,
+    at most ``cap``, scaled by ±20 % jitter (never above ``cap``)."""
+    plain = min(cap, base * 2.0 ** min(attempt - 1, 62))
+    return min(cap, plain * (1.0 - JITTER + 2.0 * JITTER * rand()))
+
+
+def schedule(max_attempts: int, base: float, cap: float) -> list[float]:
+    """The delays between attempts without jitter (for the README and tests)."""
+    return [backoff(n, base, cap, lambda: 0.5) for n in range(1, max_attempts)]
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -1,0 +1,206 @@
+"""What the delivery tests share: a real HTTP receiver (aiohttp) that records the raw bytes
+and headers of each request and answers as a test tells it; payments and events written as the
+scanner writes them; and a worker run until a condition holds."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from scanner.config import WebhookSettings
+from scanner.core import events as ev
+from scanner.core.amounts import event_data
+from scanner.core.model import Event
+from scanner.core.plan import OutboxRow
+from scanner.db import events as outbox
+from scanner.deliver.message import verify
+from scanner.deliver.worker import DeliveryWorker
+from tests.support.gateway import NewPayment, db_id, insert_payments
+
+SECRET = "whsec_test_0123456789abcdef"
+CHAIN = "anvil"
+
+
+@dataclass
+class Received:
+    raw: bytes
+    headers: dict[str, str]
+    at: float
+    path: str
+
+    @property
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.raw)
+        return data
+
+    def verified(self, secret: str = SECRET) -> bool:
+        return verify(secret, self.headers["X-Scanner-Signature"], self.raw, time.time())
+
+
+Answer = Callable[[Received], Awaitable[web.StreamResponse]]
+
+
+async def ok(_: Received) -> web.StreamResponse:
+    return web.Response(status=200, text="ok")
+
+
+@dataclass
+class Receiver:
+    """An aiohttp server on 127.0.0.1; ``answer`` decides each response."""
+
+    answer: Answer = ok
+    requests: list[Received] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    def url(self, path: str = "/hooks") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        got = Received(await request.read(), dict(request.headers), time.monotonic(), request.path)
+        self.requests.append(got)
+        return await self.answer(got)
+
+    def delivered_ids(self) -> list[int]:
+        """Event ids of requests answered 2xx (by the default answer), in arrival order."""
+        return [r.json["id"] for r in self.requests]
+
+
+def hook(url: str, **overrides: Any) -> WebhookSettings:
+    """Settings of one endpoint with a fast retry schedule (milliseconds, not hours)."""
+    values: dict[str, Any] = {
+        "url": url,
+        "secret": SECRET,
+        "timeout": 2.0,
+        "retry_base": 0.01,
+        "retry_max": 0.1,
+        **overrides,
+    }
+    return WebhookSettings.model_validate(values)
+
+
+async def add_payment(engine: AsyncEngine, amount: str = "25.5", chain: str = CHAIN) -> uuid.UUID:
+    """A payment as a gateway writes it (native coin, so no token row is needed)."""
+    pid = uuid.uuid4()
+    now = time.time()
+    row = NewPayment(pid, None, chain, "0x" + "ab" * 20, amount, now + 3600, now)
+    async with engine.begin() as conn:
+        await insert_payments(conn, [row])
+        await conn.execute(
+            text("UPDATE payments SET amount_received = :r, confirmations = 1 WHERE id = :id"),
+            {"r": amount, "id": db_id(engine, pid)},
+        )
+    return pid
+
+
+def detected(pid: uuid.UUID, log_index: int = 3, value: int = 25_500_000) -> Event:
+    from scanner.core.model import Credit
+
+    credit = Credit(
+        tx_hash="0x" + f"{log_index:02x}" * 32,
+        log_index=log_index,
+        block_number=7,
+        block_hash="0x" + "77" * 32,
+        block_timestamp=int(time.time()),
+        value=value,
+        late=False,
+        orphaned=False,
+    )
+    return ev.transfer_detected(pid, credit)
+
+
+def changed(pid: uuid.UUID, old: str, new: str, received: int = 25_500_000) -> Event:
+    return ev.status_changed(pid, old, new, received)  # type: ignore[arg-type]
+
+
+async def add_events(sessions: async_sessionmaker[AsyncSession], *events: Event) -> None:
+    """Append to the outbox exactly as a scan does (same function, same transaction shape)."""
+    rows = [OutboxRow(e, event_data(e, 6), e.payment_id) for e in events]
+    async with sessions() as session, session.begin():
+        await outbox.append(session, rows)
+
+
+async def event_ids(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT id FROM payment_events ORDER BY id"))
+        return [int(r[0]) for r in rows]
+
+
+async def deliveries(engine: AsyncEngine) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id, endpoint, event_id, status, attempts, last_status, last_error,"
+                " redelivery, delivered_at FROM webhook_deliveries ORDER BY event_id, created_at"
+            )
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+async def drive(
+    worker: DeliveryWorker,
+    until: Callable[[], Any],
+    *,
+    within: float = 20.0,
+    engine: AsyncEngine | None = None,
+) -> None:
+    """Run the worker's loop until ``until()`` holds (checked every 20 ms), then stop it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, engine))
+    try:
+        deadline = time.monotonic() + within
+        while not await _holds(until):
+            if task.done():
+                task.result()
+                raise AssertionError("the worker stopped")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached in {within} s")
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def _holds(check: Callable[[], Any]) -> bool:
+    value = check()
+    if inspect.isawaitable(value):
+        value = await value
+    return bool(value)
+
+
+async def wait_until(check: Callable[[], Any], within: float, what: str) -> None:
+    """Poll ``check`` (sync or async) every 50 ms until it holds; fail after ``within`` s."""
+    for _ in range(int(within / 0.05) + 1):
+        if await _holds(check):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what}: not reached in {within} s")
+
+
+def utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -1,0 +1,110 @@
+"""The pure parts: the signature a receiver verifies, the retry schedule, Retry-After."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from scanner.deliver.message import (
+    EventFacts,
+    backoff,
+    body,
+    payload,
+    retry_after,
+    schedule,
+    signature,
+    verify,
+)
+
+
+def test_signature_is_hmac_sha256_over_timestamp_dot_raw_body() -> None:
+    raw = b'{"id":1}'
+    header = signature("k", 1700000000, raw)
+    mac = hmac.new(b"k", b"1700000000." + raw, hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={mac}"
+    assert verify("k", header, raw, now=1700000100)
+    assert not verify("k", header, raw + b" ", now=1700000100)  # the raw bytes, exactly
+    assert not verify("other", header, raw, now=1700000100)
+    assert not verify("k", header, raw, now=1700000000 + 301)  # too old for the tolerance
+    assert not verify("k", "garbage", raw, now=1700000000)
+
+
+def test_default_schedule_runs_from_seconds_to_hours_over_about_three_days() -> None:
+    delays = schedule(20, 10.0, 28800.0)
+    assert len(delays) == 19
+    assert delays[0] == 10.0
+    assert delays == sorted(delays)
+    assert max(delays) == 28800.0  # 8 hours
+    assert 2.5 < sum(delays) / 86400 < 3.2
+
+
+def test_jitter_stays_within_a_fifth_and_under_the_cap() -> None:
+    assert backoff(3, 1.0, 100.0, lambda: 0.0) == pytest.approx(3.2)
+    assert backoff(3, 1.0, 100.0, lambda: 1.0) == pytest.approx(4.8)
+    assert backoff(30, 1.0, 100.0, lambda: 1.0) == 100.0
+
+
+def test_retry_after_seconds_or_http_date() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after("7", now) == 7.0
+    assert retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after("soon", now) is None
+    assert retry_after(None, now) is None
+
+
+def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
+    pid = uuid.uuid4()
+    facts = EventFacts(
+        id=5,
+        payment_id=pid,
+        type="status_changed",
+        status_from="pending",
+        status_to="confirming",
+        data={"amount_received": "25500000", "amount_received_decimal": "25.5"},
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        chain="ethereum",
+        amount="25.50",
+        amount_received="30",
+        confirmations=1,
+    )
+    doc = payload(facts)
+    assert doc["amount"] == "25.5"
+    assert doc["amount_received"] == "25.5"  # as the event recorded it, not as it is now
+    assert doc["created_at"] == "2026-01-01T00:00:00.000000Z"
+    assert doc["payment_id"] == str(pid)
+    did = uuid.uuid4()
+    raw = body(doc, did, 2, False)
+    assert b'"attempt":2' in raw and f'"delivery_id":"{did}"'.encode() in raw
+
+
+def test_the_readme_verification_snippet_accepts_our_signatures() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Verifying a signature**") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
+    namespace: dict[str, object] = {}
+    exec(code, namespace)
+    check = namespace["verify"]
+    raw = b'{"id":7,"type":"test"}'
+    import time
+
+    header = signature("s3cret", int(time.time()), raw)
+    assert check("s3cret", header, raw) is True  # type: ignore[operator]
+    assert check("s3cret", header, raw + b"\n") is False  # type: ignore[operator]
+    assert check("s3cret", signature("s3cret", int(time.time()) - 600, raw), raw) is False  # type: ignore[operator]
+
+
+def test_amounts_pass_as_plain_decimals_and_bad_gateway_values_as_written() -> None:
+    from scanner.deliver.message import amount_text
+
+    assert amount_text("25.500000") == "25.5"
+    assert amount_text("1E+2") == "100"
+    assert amount_text("abc") == "abc"
+    assert amount_text("NaN") == "NaN"
+    assert amount_text(None) is None
