@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scanner.chain.rpc import RpcClient
+from scanner.core.decode import strict_hex_int
 from scanner.core.model import Header
 from scanner.errors import BlockNotAvailable, MalformedResponse, ReceiptNotAvailable
 
@@ -177,13 +178,11 @@ def _topics(topic0: str, to_topics: Sequence[str] | None) -> list[Any]:
 
 
 def _hex_int(value: Any, fail: _Fail) -> int:
-    """An EVM quantity (``"0x1a"``) as an int."""
-    if not isinstance(value, str) or not value.startswith("0x"):
+    """An EVM quantity (``"0x1a"``) as an int, by the core's one strict parser."""
+    number = strict_hex_int(value)
+    if number is None:
         raise fail(f"expected a hex quantity, got {value!r:.40}")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise fail(f"expected a hex quantity, got {value!r:.40}") from None
+    return number
 
 
 def _parse_header(block: dict[str, Any], expected: int | str, fail: _Fail) -> Header:
