@@ -9,6 +9,7 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   ├── SchemaBehind            older than the code, migrate_on_start off
     │   └── SchemaUnknown           a revision this code does not know (newer schema)
     ├── DatabaseError               the database is unreachable or refused a statement
+    ├── ChainLockLost               the connection holding a chain's lock is gone: stop, retake
     ├── RpcError                    the node answered badly or not at all
     │   ├── RpcTransportError       connection refused, timeout, HTTP 5xx   (transient: retried)
     │   ├── RpcRateLimited          HTTP 429 / "rate limit" codes            (transient: retried)
@@ -68,6 +69,16 @@ class SchemaUnknown(SchemaError):
 
 class DatabaseError(ScannerError):
     """The database could not be reached or refused a statement."""
+
+
+class ChainLockLost(ScannerError):
+    """The connection that held a chain's writer lock is gone (terminated by the server, an
+    ``idle_session_timeout``, a restart): another process may hold the chain now. The chain
+    stops scanning and takes the lock again before going on."""
+
+    def __init__(self, message: str, *, chain: str) -> None:
+        super().__init__(message)
+        self.chain = chain
 
 
 class RpcError(ScannerError):

@@ -45,6 +45,15 @@ class ChainReader:
             "eth_blockNumber", [], parse=self._quantity("eth_blockNumber")
         )
 
+    async def latest_header(self) -> Header:
+        """The node's newest block header (``eth_getBlockByNumber("latest")``): the head's
+        number and its timestamp in one call, for telling a stalled node."""
+
+        def parse(block: Any) -> Header:
+            return self._header(block, "latest")
+
+        return await self.client.call("eth_getBlockByNumber", ["latest", False], parse=parse)
+
     async def tag_block(self, tag: str) -> int:
         """The number of the ``finalized`` / ``safe`` (or ``latest``) block."""
 

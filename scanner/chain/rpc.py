@@ -356,6 +356,18 @@ class RpcClient:
         self._observer.request_done(self.chain, label, "ok", time.perf_counter() - started)
         return result
 
+    @property
+    def active_url(self) -> str:
+        """The URL calls go to now, redacted (for display)."""
+        return self._shown[self._active]
+
+    def use_next_url(self) -> bool:
+        """Move to the next configured URL (a stalled node); False when there is only one."""
+        if len(self._urls) < 2:
+            return False
+        self._active = (self._active + 1) % len(self._urls)
+        return True
+
     def _fail_over(self, failed: int) -> None:
         """Move to the next URL, unless a concurrent call already did."""
         if self._active == failed and len(self._urls) > 1:
