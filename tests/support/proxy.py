@@ -144,6 +144,7 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.http_requests = 0
         self.lag_blocks = 0
+        self.frozen_at: int | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gates: list[Gate] = []
@@ -264,6 +265,16 @@ class FaultProxy:
         above it."""
         self.lag_blocks = blocks
 
+    async def freeze(self) -> int:
+        """Act as a stalled node: its head stays at upstream's current head (returned) while
+        upstream moves on; blocks above it are null, as for a lagging replica. ``thaw`` ends it."""
+        answer = await self._upstream([{"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}])
+        self.frozen_at = int(answer[0]["result"], 16)
+        return self.frozen_at
+
+    def thaw(self) -> None:
+        self.frozen_at = None
+
     def reset(self) -> None:
         """Forget every rule, count and lag (held requests are released)."""
         for gate in self._gates:
@@ -272,6 +283,7 @@ class FaultProxy:
         self.counts.clear()
         self.http_requests = 0
         self.lag_blocks = 0
+        self.frozen_at = None
 
     def count(self, method: str) -> int:
         """How many JSON-RPC items of ``method`` arrived (batch items count one each)."""
@@ -325,7 +337,7 @@ class FaultProxy:
 
     async def _answer_items(self, items: list[Json]) -> list[Json]:
         """Answer each item: from a rule, from the lag model, or from upstream (one batch)."""
-        head = await self._lagged_head() if self.lag_blocks else None
+        head = await self._lagged_head() if self.lag_blocks or self.frozen_at is not None else None
         answers: list[Json | None] = []
         forward: list[tuple[int, Json, Callable[[Json], Json]]] = []
         for n, item in enumerate(items):
@@ -386,6 +398,8 @@ class FaultProxy:
     # -- the lagging replica -----------------------------------------------------------------
 
     async def _lagged_head(self) -> int:
+        if self.frozen_at is not None:
+            return self.frozen_at
         answer = await self._upstream([{"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}])
         return max(0, int(answer[0]["result"], 16) - self.lag_blocks)
 
