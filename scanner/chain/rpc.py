@@ -6,7 +6,8 @@ the mapping); transient ones are retried with tenacity (exponential backoff with
 attempts, ``Retry-After`` honoured) and each retry is reported to an :class:`RpcObserver`.
 
 Failover: the client keeps one active URL; a transport failure (connection refused, timeout,
-HTTP 5xx) moves it to the next configured URL, so the retry goes elsewhere. Rate limits and
+HTTP 5xx) or a garbled answer (a truncated body, a batch with items missing) moves it to the
+next configured URL, so the retry goes elsewhere. Rate limits and
 JSON-RPC errors do not fail over: they are about the request or the plan, not the endpoint.
 
 Secrets: URLs carry API keys. They appear in errors, logs and ``repr`` only as
@@ -95,7 +96,10 @@ _OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
 
 
 def outcome_of(error: RpcError) -> str:
-    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ..."""
+    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ... (a
+    malformed answer by its kind: ``not_json``, ``truncated``, ``batch_incomplete``, ...)."""
+    if isinstance(error, MalformedResponse):
+        return error.kind
     for cls, label in _OUTCOMES:
         if isinstance(error, cls):
             return label
@@ -350,7 +354,9 @@ class RpcClient:
             self._observer.request_done(
                 self.chain, label, outcome_of(error), time.perf_counter() - started
             )
-            if isinstance(error, RpcTransportError):
+            if isinstance(error, RpcTransportError) or (
+                isinstance(error, MalformedResponse) and error.transient
+            ):
                 self._fail_over(index)
             raise
         self._observer.request_done(self.chain, label, "ok", time.perf_counter() - started)

@@ -88,7 +88,11 @@ def rpc_down_config(tmp_path: Path) -> Path:
 
 
 def broken_databases() -> Iterator[tuple[str, str, str]]:
-    yield "down", f"postgresql://scanner:{DB_SECRET}@127.0.0.1:{closed_port()}/payments", "ConnectionRefused"
+    yield (
+        "down",
+        f"postgresql://scanner:{DB_SECRET}@127.0.0.1:{closed_port()}/payments",
+        "ConnectionRefused",
+    )
     if "postgresql" in BACKENDS:
         role = f"nosuchrole{os.getpid()}"
         yield "credentials", f"postgresql://{role}:{DB_SECRET}@127.0.0.1:5432/nosuchdb", role

@@ -145,6 +145,7 @@ class FaultProxy:
         self.http_requests = 0
         self.lag_blocks = 0
         self.frozen_at: int | None = None
+        self.reversed_batches = False
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gates: list[Gate] = []
@@ -252,6 +253,23 @@ class FaultProxy:
         rule.in_data = in_data
         return self._add(rule)
 
+    def truncate(self, method: str, *, times: int | None = None) -> Rule:
+        """Forward, then send only the first half of the answer's body (a cut connection)."""
+        return self._add(Rule("truncate", method, times))
+
+    def drop_batch_item(self, method: str, *, times: int | None = None) -> Rule:
+        """Leave the answer to one item of ``method`` out of a batch's answer."""
+        return self._add(Rule("drop_item", method, times))
+
+    def null_result(self, method: str, *, times: int | None = None) -> Rule:
+        """Answer the matching items with ``"result": null`` (a block the node showed a moment
+        ago, answered by a replica that does not have it)."""
+        return self._add(Rule("null", method, times))
+
+    def reverse_batches(self, on: bool = True) -> None:
+        """Answer every batch in reverse order (JSON-RPC allows any order)."""
+        self.reversed_batches = on
+
     def hold(self, method: str, *, times: int | None = 1) -> Gate:
         """Hold requests of ``method`` until the returned gate is released."""
         gate = Gate()
@@ -284,6 +302,7 @@ class FaultProxy:
         self.http_requests = 0
         self.lag_blocks = 0
         self.frozen_at = None
+        self.reversed_batches = False
 
     def count(self, method: str) -> int:
         """How many JSON-RPC items of ``method`` arrived (batch items count one each)."""
@@ -312,8 +331,20 @@ class FaultProxy:
         if early is not None:
             return early
         answers = await self._answer_items(items)
+        if isinstance(body, list):
+            answers = self._garble_batch(answers, methods)
         payload = answers if isinstance(body, list) else answers[0]
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        content = orjson.dumps(payload)
+        if self._take(("truncate",), methods) is not None:
+            content = content[: len(content) // 2]
+        return web.Response(body=content, content_type="application/json")
+
+    def _garble_batch(self, answers: list[Json], methods: list[str]) -> list[Json]:
+        for n, method in enumerate(methods):
+            if self._take(("drop_item",), [method]) is not None:
+                answers = answers[:n] + answers[n + 1 :]
+                break
+        return answers[::-1] if self.reversed_batches else answers
 
     async def _whole_request_faults(
         self, request: web.Request, methods: list[str]
@@ -360,6 +391,8 @@ class FaultProxy:
         rule = self._take(("rpc_error",), [method])
         if rule is not None:
             return {"jsonrpc": "2.0", "id": item.get("id"), "error": rule.error}, item, _same
+        if self._take(("null",), [method]) is not None:
+            return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}, item, _same
         if method == "eth_getLogs":
             refused = self._cap(item)
             if refused is not None:
