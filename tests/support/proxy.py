@@ -21,6 +21,7 @@ rules can be set from the test's thread, and a :class:`Gate` can be waited for f
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 from collections import Counter
@@ -146,6 +147,9 @@ class FaultProxy:
         self.lag_blocks = 0
         self.frozen_at: int | None = None
         self.reversed_batches = False
+        self.lag_every_other = False
+        self.lagged_requests = 0  # HTTP requests answered by the lagging replica
+        self._balancer = random.Random(10)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gates: list[Gate] = []
@@ -277,11 +281,15 @@ class FaultProxy:
         self._add(Rule("hold", method, times, gate=gate))
         return gate
 
-    def lag(self, blocks: int) -> None:
+    def lag(self, blocks: int, *, every_other: bool = False) -> None:
         """Act as a replica ``blocks`` behind upstream (0 stops): head−N for eth_blockNumber,
         null for blocks and receipts above it, getLogs clamped to it, unknown block hashes
-        above it."""
+        above it. ``every_other``: a load balancer over a synced node and that replica, which
+        answers half the HTTP requests (drawn from a seeded generator: a strict alternation
+        would lock into the client's own request pattern, which no real balancer does)."""
         self.lag_blocks = blocks
+        self.lag_every_other = every_other
+        self._balancer = random.Random(10)
 
     async def freeze(self) -> int:
         """Act as a stalled node: its head stays at upstream's current head (returned) while
@@ -368,7 +376,9 @@ class FaultProxy:
 
     async def _answer_items(self, items: list[Json]) -> list[Json]:
         """Answer each item: from a rule, from the lag model, or from upstream (one batch)."""
-        head = await self._lagged_head() if self.lag_blocks or self.frozen_at is not None else None
+        lagging = self.lag_blocks and not (self.lag_every_other and self._balancer.random() < 0.5)
+        self.lagged_requests += 1 if lagging else 0
+        head = await self._lagged_head() if lagging or self.frozen_at is not None else None
         answers: list[Json | None] = []
         forward: list[tuple[int, Json, Callable[[Json], Json]]] = []
         for n, item in enumerate(items):
