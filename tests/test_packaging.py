@@ -70,6 +70,9 @@ METRICS = {
     "scanner_open_payments",
     "scanner_chain_halted",
     "scanner_finality_violations_total",
+    "scanner_node_stalls_total",
+    "scanner_chain_stalled",
+    "scanner_chain_locks_lost_total",
 }
 HISTOGRAMS = {
     "scanner_rpc_request_duration_seconds",
