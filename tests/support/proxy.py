@@ -25,16 +25,17 @@ import random
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 Json = dict[str, Any]
+T = TypeVar("T")
 ALCHEMY_STYLE = (
     "Log response size exceeded. You can make eth_getLogs requests with up to a {max} block "
     "range. Based on your parameters, this block range should work: [{ok_start_hex}, "
@@ -553,6 +554,10 @@ class ThreadedProxy:
         self._loop.run_forever()
         self._loop.run_until_complete(self.proxy.stop())
         self._loop.close()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of the proxy (``freeze``) on its loop, from the test's thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     def start(self) -> None:
         self._thread.start()
