@@ -169,6 +169,27 @@ def order_batch(answers: Any, ids: Sequence[int], where: Where) -> list[Any]:
     return [by_id[i] for i in ids]
 
 
+_OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
+    (RangeTooLarge, "range_too_large"),
+    (RpcRateLimited, "rate_limited"),
+    (RpcTransportError, "transport_error"),
+    (BlockNotAvailable, "not_available"),
+    (MalformedResponse, "malformed"),
+    (RpcResponseError, "response_error"),
+)
+
+
+def outcome_of(error: RpcError) -> str:
+    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ... (a
+    malformed answer by its kind: ``not_json``, ``truncated``, ``batch_incomplete``, ...)."""
+    if isinstance(error, MalformedResponse):
+        return error.kind
+    for cls, label in _OUTCOMES:
+        if isinstance(error, cls):
+            return label
+    return "error"
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:

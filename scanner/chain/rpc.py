@@ -35,13 +35,10 @@ from tenacity.wait import wait_base
 from scanner.chain import jsonrpc
 from scanner.chain.jsonrpc import Where
 from scanner.errors import (
-    BlockNotAvailable,
     ConfigError,
     MalformedResponse,
-    RangeTooLarge,
     RpcError,
     RpcRateLimited,
-    RpcResponseError,
     RpcTransportError,
 )
 from scanner.secrets import redact_url, scrub
@@ -83,27 +80,6 @@ class Backoff:
     initial: float = 0.25
     maximum: float = 10.0
     max_retry_after: float = 60.0
-
-
-_OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
-    (RangeTooLarge, "range_too_large"),
-    (RpcRateLimited, "rate_limited"),
-    (RpcTransportError, "transport_error"),
-    (BlockNotAvailable, "not_available"),
-    (MalformedResponse, "malformed"),
-    (RpcResponseError, "response_error"),
-)
-
-
-def outcome_of(error: RpcError) -> str:
-    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ... (a
-    malformed answer by its kind: ``not_json``, ``truncated``, ``batch_incomplete``, ...)."""
-    if isinstance(error, MalformedResponse):
-        return error.kind
-    for cls, label in _OUTCOMES:
-        if isinstance(error, cls):
-            return label
-    return "error"
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -352,7 +328,7 @@ class RpcClient:
             result = await send(where, self._urls[index])
         except RpcError as error:
             self._observer.request_done(
-                self.chain, label, outcome_of(error), time.perf_counter() - started
+                self.chain, label, jsonrpc.outcome_of(error), time.perf_counter() - started
             )
             if isinstance(error, RpcTransportError) or (
                 isinstance(error, MalformedResponse) and error.transient
