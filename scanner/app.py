@@ -29,7 +29,6 @@ from scanner.chain.rpc import RpcClient
 from scanner.chain.stall import HeadWatch
 from scanner.config import ChainSettings, Settings
 from scanner.db.engine import make_engine, make_session_factory
-from scanner.db.errors import DRIVER_ERRORS
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.errors import ChainHalted, ChainLockLost, ConfigError, ScannerError
 from scanner.observe.health import Health, ObserveServer
@@ -40,7 +39,6 @@ from scanner.scan.writer import ChainWriterLock
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF = 60.0
-_RETRIED: tuple[type[BaseException], ...] = (ScannerError, *DRIVER_ERRORS)
 
 
 def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
@@ -61,7 +59,7 @@ class App:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
         self.metrics = Metrics(secrets=settings.secrets())
-        self.health = Health()
+        self.health = Health(secrets=settings.secrets())
         self.notifier = SystemdNotifier(self.environ)
         self.stop = asyncio.Event()
         self._signals = 0
@@ -106,8 +104,8 @@ class App:
                     rev = (
                         await session.execute(text("SELECT version_num FROM alembic_version"))
                     ).scalar_one_or_none()
-            except _RETRIED as exc:
-                return f"database unreachable: {type(exc).__name__}"
+            except ScannerError as exc:  # DatabaseError: translated at the db edge
+                return f"database unreachable: {exc}"
             return None if rev == head else f"schema at {rev}, code expects {head}"
 
         server = ObserveServer(
@@ -184,7 +182,7 @@ class App:
                     await self.stop.wait()
                 except ChainLockLost as exc:
                     await writer.lost(str(exc))  # the next round takes it again, or waits
-                except _RETRIED as exc:
+                except ScannerError as exc:
                     log.error(
                         "chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff
                     )
