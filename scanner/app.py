@@ -1,12 +1,15 @@
 """``scanner run``: the daemon's lifecycle.
 
-    schema check ─▶ observe server ─▶ one task per chain (TaskGroup) ─▶ READY=1
+    schema check ─▶ observe server ─▶ one task per chain (TaskGroup) ─▶ READY=1 once every
+    chain read its first head (or is halted, or waits for another process holding it)
     SIGTERM/SIGINT ─▶ STOPPING=1, no new ranges, the batch in flight commits, pools close, exit 0
     a second signal ─▶ exit at once (what was committed stays committed)
 
 A chain that fails transiently is retried with backoff; a chain that must halt (chain id
 mismatch, deep reorg, token conflict) stays halted, visible in /readyz and a metric, while the
-other chains go on.
+other chains go on. A chain whose writer lock was lost with its connection stops, logs
+``chain_lock_lost`` and takes the lock again before it scans on (:mod:`scanner.scan.writer`);
+a chain whose every node is stalled waits and is not ready (:mod:`scanner.chain.stall`).
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ from contextlib import AsyncExitStack, suppress
 
 import structlog
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
+from scanner.chain.stall import HeadWatch
 from scanner.config import ChainSettings, Settings
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.deliver.worker import DeliveryWorker
-from scanner.errors import ChainHalted, ScannerError
+from scanner.errors import ChainHalted, ChainLockLost, ConfigError, ScannerError
 from scanner.observe.health import Health, ObserveServer
 from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
@@ -57,7 +60,7 @@ class App:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
         self.metrics = Metrics(secrets=settings.secrets())
-        self.health = Health()
+        self.health = Health(secrets=settings.secrets())
         self.notifier = SystemdNotifier(self.environ)
         self.stop = asyncio.Event()
         self._signals = 0
@@ -102,14 +105,22 @@ class App:
                     rev = (
                         await session.execute(text("SELECT version_num FROM alembic_version"))
                     ).scalar_one_or_none()
-            except (SQLAlchemyError, OSError) as exc:
-                return f"database unreachable: {type(exc).__name__}"
+            except ScannerError as exc:  # DatabaseError: translated at the db edge
+                return f"database unreachable: {exc}"
             return None if rev == head else f"schema at {rev}, code expects {head}"
 
         server = ObserveServer(
             self.settings.metrics, metrics=self.metrics, health=self.health, db_check=db_check
         )
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:  # the address is taken, or not this host's
+            where = f"{self.settings.metrics.host}:{self.settings.metrics.port}"
+            raise ConfigError(
+                f"metrics address {where} cannot be served: {exc.strerror or exc} "
+                "(set [metrics] port or SCANNER_METRICS_ADDR)",
+                key="metrics.port",
+            ) from None
         stack.push_async_callback(server.stop)
         return server
 
@@ -148,7 +159,7 @@ class App:
             metrics=self.metrics.webhooks,
             secrets=self.settings.secrets(),
         )
-        with suppress(SQLAlchemyError, OSError):  # else its loop prepares, retrying
+        with suppress(ScannerError, OSError):  # else its loop prepares, retrying
             await worker.prepare()
         return worker
 
@@ -170,7 +181,9 @@ class App:
         self, scanner: ChainScanner, sessions: async_sessionmaker[AsyncSession]
     ) -> None:
         structlog.contextvars.bind_contextvars(chain=scanner.name)
-        writer = ChainWriterLock(self.engine, self.settings, scanner.name)
+        writer = ChainWriterLock(self.engine, self.settings, scanner.name, metrics=self.metrics)
+        scanner.fence = writer.fence
+        self._watch_head(scanner)
         backoff = 1.0
         try:
             while not self.stop.is_set():
@@ -187,8 +200,9 @@ class App:
                 except ChainHalted as exc:
                     self._halt(scanner, exc)
                     await self.stop.wait()
-                except (ScannerError, SQLAlchemyError, OSError) as exc:
-                    self._started[scanner.name].set()
+                except ChainLockLost as exc:
+                    await writer.lost(str(exc))  # the next round takes it again, or waits
+                except ScannerError as exc:
                     log.error(
                         "chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff
                     )
@@ -196,6 +210,18 @@ class App:
                     backoff = min(MAX_BACKOFF, backoff * 2)
         finally:
             await writer.release()
+
+    def _watch_head(self, scanner: ChainScanner) -> None:
+        """Heads come through a stall watch; the first one read counts towards READY=1."""
+        watch = HeadWatch(scanner.reader, scanner.settings.stall_after, observer=self.metrics)
+
+        async def read_head() -> int:
+            head = await watch.read()
+            self.health.stalled(scanner.name, watch.stalled)
+            self._started[scanner.name].set()
+            return head
+
+        scanner.read_head = read_head
 
     async def _tick(self, scanner: ChainScanner) -> bool:
         """One tick; True when caught up (so the loop waits a poll interval)."""

@@ -13,9 +13,10 @@ from sqlalchemy import func, select, text
 
 from scanner.config import Settings
 from scanner.db.engine import make_engine, make_session_factory
+from scanner.db.errors import translated
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.db.models import ChainState, Payment
-from scanner.errors import ScannerError
+from scanner.errors import ConfigError, ScannerError
 from scanner.observe.redact import Scrubber
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
 from scanner.secrets import redact_url
@@ -224,13 +225,12 @@ async def _check_database(settings: Settings) -> list[str]:
     shown = redact_url(settings.database_url.get_secret_value())
     engine = make_engine(settings)
     try:
-        async with engine.connect() as conn:
+        async with translated(shown, settings.secrets()), engine.connect() as conn:
             rev = (
                 await conn.execute(text("SELECT version_num FROM alembic_version"))
             ).scalar_one_or_none()
-    except Exception as exc:
-        detail = Scrubber(settings.secrets()).text(str(exc).splitlines()[0] if str(exc) else "")
-        return [f"database {shown}: {type(exc).__name__}: {detail[:200]}"]
+    except ScannerError as exc:
+        return [str(exc)]
     finally:
         await engine.dispose()
     head = head_revision()
@@ -249,6 +249,8 @@ async def rewind(settings: Settings, chain_name: str, to_block: int) -> int:
     from scanner.scan.operator import rewind_chain
 
     chain = settings.chain(chain_name)
+    if to_block < 0:  # a usage error, before touching the database or the node
+        raise ConfigError(f"--to-block {to_block} must not be negative", key="--to-block")
     await ensure_schema(settings)
     engine = make_engine(settings)
     reader = make_reader(chain, None)

@@ -79,6 +79,7 @@ class ChainSettings(_Strict):
     max_lag_blocks: int = Field(default=50, ge=0)
     rpc_timeout: float = Field(default=15.0, gt=0)
     rpc_max_attempts: int = Field(default=6, ge=1)
+    stall_after: float | None = Field(default=None, gt=0)
     native_symbol: str = "ETH"
     native_decimals: int = Field(default=18, ge=0, le=77)
     tokens: list[TokenSettings] = Field(default_factory=list)

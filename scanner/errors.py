@@ -10,12 +10,14 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   └── SchemaUnknown           a revision this code does not know (newer schema)
     ├── DatabaseError               the database is unreachable or refused a statement
     ├── AnvilStartError             the local dev chain (scanner demo, tests) did not start
+    ├── ChainLockLost               the connection holding a chain's lock is gone: stop, retake
     ├── RpcError                    the node answered badly or not at all
     │   ├── RpcTransportError       connection refused, timeout, HTTP 5xx   (transient: retried)
     │   ├── RpcRateLimited          HTTP 429 / "rate limit" codes            (transient: retried)
     │   ├── RpcResponseError        a JSON-RPC error object                  (not retried)
     │   │   └── RangeTooLarge       getLogs range or result too large: shrink the range
-    │   ├── MalformedResponse       not JSON-RPC, or a result of the wrong shape
+    │   ├── MalformedResponse       not JSON-RPC, or a result of the wrong shape (``kind``;
+    │   │                           a garbled body or batch is transient: retried)
     │   └── BlockNotAvailable       null block / unknown block (lagging)    (transient: retried)
     │       └── ReceiptNotAvailable a null transaction receipt               (transient: retried)
     ├── RangeRejected               a range read from the node cannot be committed as it is
@@ -80,6 +82,16 @@ class DatabaseError(ScannerError):
 
 class AnvilStartError(ScannerError):
     """anvil (the local dev chain) is not installed, exited, or did not answer in time."""
+
+
+class ChainLockLost(ScannerError):
+    """The connection that held a chain's writer lock is gone (terminated by the server, an
+    ``idle_session_timeout``, a restart): another process may hold the chain now. The chain
+    stops scanning and takes the lock again before going on."""
+
+    def __init__(self, message: str, *, chain: str) -> None:
+        super().__init__(message)
+        self.chain = chain
 
 
 class RpcError(ScannerError):
@@ -153,7 +165,29 @@ class RangeTooLarge(RpcResponseError):
 
 
 class MalformedResponse(RpcError):
-    """The node's answer is not what JSON-RPC promises (bad JSON, missing fields, wrong types)."""
+    """The node's answer is not what JSON-RPC promises (bad JSON, missing fields, wrong types).
+
+    ``kind`` says which, and is its metric label: ``not_json`` (an HTML error page, even with
+    HTTP 200), ``truncated`` (a body cut short, or empty), ``batch_incomplete`` (a batch answer
+    without some items), ``http_status`` (401, 403, 404: a wrong URL or key), ``malformed`` (a
+    result of the wrong shape). A truncated body and an incomplete batch are transient (cut or
+    dropped on the way): retried, and failed over to the next URL. The others are not: repeating
+    a wrong URL's HTML page only burns quota; the chain's next tick tries again.
+    """
+
+    TRANSIENT_KINDS = frozenset({"truncated", "batch_incomplete"})
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        kind: str = "malformed",
+    ) -> None:
+        super().__init__(message, chain=chain, method=method)
+        self.kind = kind
+        self.transient = kind in self.TRANSIENT_KINDS
 
 
 class BlockNotAvailable(RpcError):

@@ -79,6 +79,9 @@ METRICS = {
     "scanner_webhook_attempt_duration_seconds",
     "scanner_webhook_pending_deliveries",
     "scanner_webhook_oldest_pending_age_seconds",
+    "scanner_node_stalls_total",
+    "scanner_chain_stalled",
+    "scanner_chain_locks_lost_total",
 }
 HISTOGRAMS = {
     "scanner_rpc_request_duration_seconds",

@@ -76,8 +76,13 @@ def decode(content: bytes, where: Where) -> Any:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
         head = content[:60].decode("utf-8", "replace")
+        cut = not content.strip() or "end of data" in exc.msg
+        kind, what = ("truncated", "truncated JSON") if cut else ("not_json", "not JSON")
         raise MalformedResponse(
-            where.say(f"not JSON ({exc.msg}): {head!r}"), chain=where.chain, method=where.method
+            where.say(f"{what} ({exc.msg}): {head!r}"),
+            chain=where.chain,
+            method=where.method,
+            kind=kind,
         ) from None
 
 
@@ -140,7 +145,9 @@ def http_error(status: int, headers: Mapping[str, str], content: bytes, where: W
         return map_error(body["error"], where, None, status)
     if status >= 500 or status == 408:
         return RpcTransportError(where.say(f"HTTP {status}"), **kw)
-    return MalformedResponse(where.say(f"HTTP {status}: {_peek(content)}"), **kw)
+    return MalformedResponse(
+        where.say(f"HTTP {status}: {_peek(content)}"), kind="http_status", **kw
+    )
 
 
 def order_batch(answers: Any, ids: Sequence[int], where: Where) -> list[Any]:
@@ -156,8 +163,31 @@ def order_batch(answers: Any, ids: Sequence[int], where: Where) -> list[Any]:
             by_id[_norm_id(answer.get("id"))] = answer
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise malformed(where, f"{len(missing)} of {len(ids)} batch items got no answer")
+        raise malformed(
+            where, f"{len(missing)} of {len(ids)} batch items got no answer", "batch_incomplete"
+        )
     return [by_id[i] for i in ids]
+
+
+_OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
+    (RangeTooLarge, "range_too_large"),
+    (RpcRateLimited, "rate_limited"),
+    (RpcTransportError, "transport_error"),
+    (BlockNotAvailable, "not_available"),
+    (MalformedResponse, "malformed"),
+    (RpcResponseError, "response_error"),
+)
+
+
+def outcome_of(error: RpcError) -> str:
+    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ... (a
+    malformed answer by its kind: ``not_json``, ``truncated``, ``batch_incomplete``, ...)."""
+    if isinstance(error, MalformedResponse):
+        return error.kind
+    for cls, label in _OUTCOMES:
+        if isinstance(error, cls):
+            return label
+    return "error"
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -175,9 +205,9 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def malformed(where: Where, detail: str) -> MalformedResponse:
+def malformed(where: Where, detail: str, kind: str = "malformed") -> MalformedResponse:
     """A MalformedResponse naming the place."""
-    return MalformedResponse(where.say(detail), chain=where.chain, method=where.method)
+    return MalformedResponse(where.say(detail), chain=where.chain, method=where.method, kind=kind)
 
 
 def _norm_id(value: Any) -> Any:

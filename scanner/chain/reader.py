@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scanner.chain.rpc import RpcClient
+from scanner.core.decode import strict_hex_int
 from scanner.core.model import Header
 from scanner.errors import BlockNotAvailable, MalformedResponse, ReceiptNotAvailable
 
+DECIMALS_SELECTOR = "0x313ce567"  # keccak256("decimals()")[:4]
 _HASH = re.compile(r"0x[0-9a-f]{64}")
 
 _Fail = Callable[[str], MalformedResponse]
@@ -44,6 +46,15 @@ class ChainReader:
             "eth_blockNumber", [], parse=self._quantity("eth_blockNumber")
         )
 
+    async def latest_header(self) -> Header:
+        """The node's newest block header (``eth_getBlockByNumber("latest")``): the head's
+        number and its timestamp in one call, for telling a stalled node."""
+
+        def parse(block: Any) -> Header:
+            return self._header(block, "latest")
+
+        return await self.client.call("eth_getBlockByNumber", ["latest", False], parse=parse)
+
     async def tag_block(self, tag: str) -> int:
         """The number of the ``finalized`` / ``safe`` (or ``latest``) block."""
 
@@ -51,6 +62,18 @@ class ChainReader:
             return self._header(block, tag).number
 
         return await self.client.call("eth_getBlockByNumber", [tag, False], parse=parse)
+
+    async def token_decimals(self, token: str) -> int:
+        """``decimals()`` of an ERC-20 contract (``eth_call`` at the latest block)."""
+
+        def parse(value: Any) -> int:
+            number = strict_hex_int(value) if isinstance(value, str) and len(value) == 66 else None
+            if number is None:
+                raise self._malformed("eth_call", f"decimals() returned {value!r:.80}")
+            return number
+
+        call = {"to": token, "data": DECIMALS_SELECTOR}
+        return await self.client.call("eth_call", [call, "latest"], parse=parse)
 
     # -- blocks ----------------------------------------------------------------------------
 
@@ -177,13 +200,11 @@ def _topics(topic0: str, to_topics: Sequence[str] | None) -> list[Any]:
 
 
 def _hex_int(value: Any, fail: _Fail) -> int:
-    """An EVM quantity (``"0x1a"``) as an int."""
-    if not isinstance(value, str) or not value.startswith("0x"):
+    """An EVM quantity (``"0x1a"``) as an int, by the core's one strict parser."""
+    number = strict_hex_int(value)
+    if number is None:
         raise fail(f"expected a hex quantity, got {value!r:.40}")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise fail(f"expected a hex quantity, got {value!r:.40}") from None
+    return number
 
 
 def _parse_header(block: dict[str, Any], expected: int | str, fail: _Fail) -> Header:

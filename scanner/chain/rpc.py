@@ -6,7 +6,8 @@ the mapping); transient ones are retried with tenacity (exponential backoff with
 attempts, ``Retry-After`` honoured) and each retry is reported to an :class:`RpcObserver`.
 
 Failover: the client keeps one active URL; a transport failure (connection refused, timeout,
-HTTP 5xx) moves it to the next configured URL, so the retry goes elsewhere. Rate limits and
+HTTP 5xx) or a garbled answer (a truncated body, a batch with items missing) moves it to the
+next configured URL, so the retry goes elsewhere. Rate limits and
 JSON-RPC errors do not fail over: they are about the request or the plan, not the endpoint.
 
 Secrets: URLs carry API keys. They appear in errors, logs and ``repr`` only as
@@ -34,13 +35,10 @@ from tenacity.wait import wait_base
 from scanner.chain import jsonrpc
 from scanner.chain.jsonrpc import Where
 from scanner.errors import (
-    BlockNotAvailable,
     ConfigError,
     MalformedResponse,
-    RangeTooLarge,
     RpcError,
     RpcRateLimited,
-    RpcResponseError,
     RpcTransportError,
 )
 from scanner.secrets import redact_url, scrub
@@ -82,24 +80,6 @@ class Backoff:
     initial: float = 0.25
     maximum: float = 10.0
     max_retry_after: float = 60.0
-
-
-_OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
-    (RangeTooLarge, "range_too_large"),
-    (RpcRateLimited, "rate_limited"),
-    (RpcTransportError, "transport_error"),
-    (BlockNotAvailable, "not_available"),
-    (MalformedResponse, "malformed"),
-    (RpcResponseError, "response_error"),
-)
-
-
-def outcome_of(error: RpcError) -> str:
-    """A short, bounded label for metrics: ``transport_error``, ``rate_limited``, ..."""
-    for cls, label in _OUTCOMES:
-        if isinstance(error, cls):
-            return label
-    return "error"
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -348,13 +328,27 @@ class RpcClient:
             result = await send(where, self._urls[index])
         except RpcError as error:
             self._observer.request_done(
-                self.chain, label, outcome_of(error), time.perf_counter() - started
+                self.chain, label, jsonrpc.outcome_of(error), time.perf_counter() - started
             )
-            if isinstance(error, RpcTransportError):
+            if isinstance(error, RpcTransportError) or (
+                isinstance(error, MalformedResponse) and error.transient
+            ):
                 self._fail_over(index)
             raise
         self._observer.request_done(self.chain, label, "ok", time.perf_counter() - started)
         return result
+
+    @property
+    def active_url(self) -> str:
+        """The URL calls go to now, redacted (for display)."""
+        return self._shown[self._active]
+
+    def use_next_url(self) -> bool:
+        """Move to the next configured URL (a stalled node); False when there is only one."""
+        if len(self._urls) < 2:
+            return False
+        self._active = (self._active + 1) % len(self._urls)
+        return True
 
     def _fail_over(self, failed: int) -> None:
         """Move to the next URL, unless a concurrent call already did."""

@@ -49,8 +49,11 @@ class DecodeResult:
 # digits: ``isalnum() and isascii()`` on the whole string (prefix included) shuts those out.
 
 
-def _hex_int(value: object) -> int | None:
-    """The value of a strict ``0x``-hex string (at least one digit), else None."""
+def strict_hex_int(value: object) -> int | None:
+    """The value of a strict ``0x``-hex string (at least one digit), else None.
+
+    The one hex parser of the scanner: the chain reader uses it too, so that a node answering
+    ``"0x_1"`` or ``"0x 1"`` (which ``int(text, 16)`` accepts) is a MalformedResponse."""
     if isinstance(value, str) and value[:2] == "0x" and value.isalnum() and value.isascii():
         try:
             return int(value, 16)
@@ -61,14 +64,14 @@ def _hex_int(value: object) -> int | None:
 
 def hex_quantity(value: object, what: str) -> int:
     """A JSON-RPC quantity (``0x``-hex) as an int; MalformedResponse when it is not one."""
-    number = _hex_int(value)
+    number = strict_hex_int(value)
     if number is None:
         raise MalformedResponse(f"{what} is not a hex quantity: {value!r:.80}")
     return number
 
 
 def _fixed_hex(value: object, what: str, length: int) -> str:
-    if not isinstance(value, str) or len(value) != length or _hex_int(value) is None:
+    if not isinstance(value, str) or len(value) != length or strict_hex_int(value) is None:
         raise MalformedResponse(f"{what} is not {(length - 2) // 2} bytes of hex: {value!r:.80}")
     return value.lower()
 
@@ -268,7 +271,7 @@ def _transfer_payload(
     recipient = checked.hash(recipient, "log topic")
     if sender[2:26] != _ZERO_PAD or recipient[2:26] != _ZERO_PAD:
         return "topics"  # not an address: the upper 12 bytes of an address topic are zero
-    value = _hex_int(data)
+    value = strict_hex_int(data)
     if value is None or not isinstance(data, str):
         if data != "0x":  # "0x" is empty data: a log, just not a Transfer
             raise MalformedResponse(f"log data is not hex: {data!r:.80}")

@@ -13,7 +13,7 @@ lock cannot be upgraded. It also makes DDL transactional (migrations commit or r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import URL, event, make_url
 from sqlalchemy.engine import Connection
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 from scanner.config import DatabaseSettings, Settings
+from scanner.db.errors import Session
 from scanner.errors import ConfigError
 from scanner.secrets import redact_url
 
@@ -143,5 +144,7 @@ def install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_k
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions that keep loaded values after commit (``expire_on_commit=False``)."""
-    return async_sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded values after commit (``expire_on_commit=False``) and turn the
+    database's errors into ``DatabaseError`` (:class:`scanner.db.errors.Session`)."""
+    factory = async_sessionmaker(engine, expire_on_commit=False, class_=Session)
+    return cast("async_sessionmaker[AsyncSession]", factory)

@@ -69,6 +69,45 @@ async def try_chain_lock(conn: AsyncConnection, chain: str) -> bool:
     return bool(got)
 
 
+def _lock_columns(key: int) -> tuple[int, int]:
+    """``pg_locks``' (classid, objid) of a bigint advisory key (high and low 32 bits)."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
+
+
+_HOLDER_SQL = """
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND classid::bigint = :classid AND objid::bigint = :objid
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+async def chain_lock_holder(session: AsyncSession | AsyncConnection, chain: str) -> int | None:
+    """The backend pid holding the chain's live-scan lock (``None``: nobody, or not PostgreSQL).
+
+    Read from the server's own view of locks, so it is true even when the holder's connection
+    was terminated a moment ago (its lock is gone with it)."""
+    bind = session.get_bind() if isinstance(session, AsyncSession) else session
+    if bind.dialect.name != "postgresql":
+        return None
+    classid, objid = _lock_columns(chain_lock_key(chain))
+    rows = await session.execute(text(_HOLDER_SQL), {"classid": classid, "objid": objid})
+    pid = rows.scalar_one_or_none()
+    return None if pid is None else int(pid)
+
+
+async def backend_pid(conn: AsyncConnection) -> int | None:
+    """The server process of ``conn`` (PostgreSQL), ``None`` elsewhere."""
+    if not _is_postgresql(conn):
+        return None
+    was_in_transaction = conn.in_transaction()
+    pid = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+    if not was_in_transaction:
+        await conn.commit()
+    return pid
+
+
 async def release_chain_lock(conn: AsyncConnection, chain: str) -> None:
     if _is_postgresql(conn):
         await _scalar_outside_transaction(

@@ -30,14 +30,13 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from scanner.config import Settings
 from scanner.db.engine import make_engine
+from scanner.db.errors import DRIVER_ERRORS, database_error
 from scanner.db.locks import MIGRATION_LOCK_KEY, advisory_lock
 from scanner.db.models import metadata
 from scanner.errors import DatabaseError, ScannerError, SchemaBehind, SchemaUnknown
-from scanner.secrets import redact_url, scrub
 
 log = structlog.get_logger(__name__)
 
@@ -132,10 +131,8 @@ def _block_on(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-def _database_error(settings: Settings, exc: Exception) -> DatabaseError:
-    url = redact_url(settings.database_url.get_secret_value())
-    detail = scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, settings.secrets())
-    return DatabaseError(f"database {url}: {detail}")
+def _database_error(settings: Settings, exc: BaseException) -> DatabaseError:
+    return database_error(exc, settings.database_url.get_secret_value(), settings.secrets())
 
 
 async def _on_connection(settings: Settings, work: Callable[[Connection], T]) -> T:
@@ -148,7 +145,7 @@ async def _on_connection(settings: Settings, work: Callable[[Connection], T]) ->
             return result
     except CommandError as exc:
         raise ScannerError(f"migration failed: {exc}") from exc
-    except (SQLAlchemyError, OSError) as exc:
+    except DRIVER_ERRORS as exc:
         raise _database_error(settings, exc) from exc
     finally:
         await engine.dispose()

@@ -14,8 +14,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from scanner.config import Settings
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema
@@ -24,17 +22,11 @@ from scanner.deliver import store
 from scanner.deliver.message import body, headers
 from scanner.deliver.sender import Sender
 from scanner.deliver.worker import Endpoint, endpoints, utc_now
-from scanner.errors import ConfigError, DatabaseError, ScannerError
+from scanner.errors import ConfigError, ScannerError
 from scanner.observe.redact import Scrubber
-from scanner.secrets import redact_url, scrub
+from scanner.secrets import redact_url
 
 COLUMNS = ("delivery_id", "endpoint", "event_id", "type", "status", "attempts", "last_status")
-
-
-def _database_error(exc: SQLAlchemyError) -> DatabaseError:
-    """The driver's first line only, without URLs (``Scrubber`` would need the settings)."""
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return DatabaseError(f"database: {type(exc).__name__}: {scrub(first)[:200]}")
 
 
 def _need_webhooks(settings: Settings) -> list[Endpoint]:
@@ -89,8 +81,6 @@ async def list_command(settings: Settings, status: str | None, limit: int, *, as
     try:
         async with make_session_factory(engine)() as session:
             found = await store.list_deliveries(session, status, limit)
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from exc
     finally:
         await engine.dispose()
     rows = [_row(d, by_key, Scrubber(settings.secrets())) for d in found]
@@ -115,8 +105,6 @@ async def redeliver_command(settings: Settings, delivery_id: str) -> int:
     try:
         async with make_session_factory(engine)() as session, session.begin():
             new = await store.redeliver(session, old, utc_now())
-    except SQLAlchemyError as exc:
-        raise _database_error(exc) from exc
     finally:
         await engine.dispose()
     if new is None:

@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import WebhookSettings
+from scanner.db.errors import DRIVER_ERRORS
 from scanner.deliver import store
 from scanner.deliver.message import backoff, body, endpoint_key, headers
 from scanner.deliver.metrics import WebhookMetrics
@@ -240,7 +240,7 @@ class DeliveryWorker:
                         await self._idle(stop)
                     pause = 1.0
                     continue
-                except (SQLAlchemyError, OSError, ScannerError) as exc:
+                except (ScannerError, OSError) as exc:
                     self._failed(exc, pause)
                 except Exception as exc:  # a bug here must not stop the chain scans beside it
                     self._failed(exc, pause, unexpected=True)
@@ -279,7 +279,7 @@ class DeliveryWorker:
             await raw.driver_connection.add_listener(  # type: ignore[union-attr]
                 "payment_events", lambda *_: self.wake.set()
             )
-        except (SQLAlchemyError, OSError) as exc:
+        except DRIVER_ERRORS as exc:  # a raw connection: not a translating session
             log.warning("webhook_listen_failed", error=type(exc).__name__, poll=self.poll_interval)
 
 

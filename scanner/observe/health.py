@@ -5,7 +5,8 @@ progress (no tick within ``max(3 × poll_interval, 10 s)``). A halted chain wait
 which a restart would not replace, so it does not fail liveness.
 
 ``/readyz`` answers "is this scanner doing its job?": the database is reachable and at the
-schema head, no chain is halted, and every chain has ticked and is within ``max_lag`` blocks.
+schema head, no chain is halted or stalled (every RPC URL's head stopped moving), and every
+chain has ticked and is within ``max_lag`` blocks.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class _Chain:
     cursor: int | None = None
     halted: str | None = None
     standby: bool = False  # another process holds the chain; this one waits to take over
+    stalled: str | None = None  # every RPC URL's head stopped moving
 
     @property
     def lag(self) -> int | None:
@@ -59,6 +61,8 @@ class _Chain:
             return [f"halted: {self.halted}"]
         if self.standby:
             return ["standby: another process scans this chain"]
+        if self.stalled is not None:
+            return [f"stalled: {self.stalled}"]
         if self.ticks == 0:
             return ["not scanned yet"]
         if self.lag is not None and self.lag > self.max_lag:
@@ -71,6 +75,7 @@ class _Chain:
             "halted": self.halted is not None,
             "halt_reason": self.halted,
             "standby": self.standby,
+            "stalled": self.stalled,
             "ticks": self.ticks,
             "seconds_since_tick": round(now - self.since, 3),
             "stale_after_seconds": self.stale_after,
@@ -113,6 +118,11 @@ class Health:
         state = self._chain(chain)
         state.since = self._clock()
         state.standby = True
+
+    def stalled(self, chain: str, reason: str | None) -> None:
+        """Every RPC URL of the chain is stalled (``reason``), or not any more (``None``).
+        Not ready; alive (the loop goes on, waiting for a node to move)."""
+        self._chain(chain).stalled = None if reason is None else self._scrubber.text(reason)
 
     def halted(self, chain: str, reason: str) -> None:
         self._chain(chain).halted = self._scrubber.text(reason)

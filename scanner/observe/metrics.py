@@ -123,6 +123,11 @@ class Metrics:
             "Transfers to an address some payment uses that no payment could take.",
             CHAIN,
         )
+        self.token_halted = self._gauge(
+            "scanner_token_halted",
+            "1 while a token is halted (its row's decimals are not its contract's), else 0.",
+            ("chain", "token"),
+        )
         self.invalid_rows = self._counter(
             "scanner_invalid_rows",
             "Gateway rows the scanner cannot use (reported and left alone), by table.",
@@ -154,6 +159,19 @@ class Metrics:
         self.finality_violations = self._counter(
             "scanner_finality_violations", "Confirmed transfers later orphaned by a reorg.", CHAIN
         )
+        self.node_stalls = self._counter(
+            "scanner_node_stalls",
+            "RPC URLs found stalled (head older than stall_after): each one failed over.",
+            CHAIN,
+        )
+        self.chain_stalled = self._gauge(
+            "scanner_chain_stalled", "1 while every RPC URL of the chain is stalled, else 0.", CHAIN
+        )
+        self.chain_locks_lost = self._counter(
+            "scanner_chain_locks_lost",
+            "Times the connection holding the chain's writer lock was lost.",
+            CHAIN,
+        )
 
     # -- per-chain facts -------------------------------------------------------------------
 
@@ -165,11 +183,14 @@ class Metrics:
             self.reorgs,
             self.finality_violations,
             self.backfill_blocks,
+            self.node_stalls,
+            self.chain_locks_lost,
         ):
             counter.labels(chain)
         self.reorg_depth.labels(chain)  # _count 0: "no reorg yet", not "no data"
         self.batch_duration.labels(chain)
         self.chain_halted.labels(chain).set(0)
+        self.chain_stalled.labels(chain).set(0)
 
     def progressed(self, chain: str, *, head: int, cursor: int) -> None:
         """The node's head and the scanner's cursor, as of now."""
@@ -203,6 +224,15 @@ class Metrics:
 
     def set_halted(self, chain: str, halted: bool) -> None:
         self.chain_halted.labels(chain).set(1 if halted else 0)
+
+    def node_stalled(self, chain: str) -> None:
+        self.node_stalls.labels(chain).inc()
+
+    def set_stalled(self, chain: str, stalled: bool) -> None:
+        self.chain_stalled.labels(chain).set(1 if stalled else 0)
+
+    def chain_lock_lost(self, chain: str) -> None:
+        self.chain_locks_lost.labels(chain).inc()
 
     # -- RpcObserver -----------------------------------------------------------------------
 

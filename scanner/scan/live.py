@@ -10,7 +10,7 @@ height leaves no new block whose parent hash would tell).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -84,6 +84,10 @@ class ChainScanner:
         self.head = -1
         self.cursor = -1
         self.stopping: Callable[[], bool] = lambda: False  # checked between ranges
+        # Checked in every writing transaction: raises when this process lost the chain.
+        self.fence: Callable[[AsyncSession], Awaitable[None]] | None = None
+        # Where the head comes from (the app puts a stall watch in front of the reader).
+        self.read_head: Callable[[], Awaitable[int]] = reader.head
 
     @property
     def name(self) -> str:
@@ -104,8 +108,14 @@ class ChainScanner:
         self._ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
         self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self._ctx.tokens))
 
+    async def _lock(self, session: AsyncSession) -> None:
+        """The chain's transaction lock, then the fence (this process still holds the chain)."""
+        await chain_xact_lock(session, self.name)
+        if self.fence is not None:
+            await self.fence(session)
+
     async def tick(self) -> TickOutcome:
-        head = await self.reader.head()
+        head = await self.read_head()
         cursor, cursor_hash = await self._read_cursor()
         self.head, self.cursor = head, cursor
         self._progress()
@@ -170,7 +180,7 @@ class ChainScanner:
     async def _commit(self, data: RangeData, tag: Header | None) -> BatchReport:
         started = time.perf_counter()
         async with self.sessions() as session, session.begin():
-            await chain_xact_lock(session, self.name)
+            await self._lock(session)
             at = await stored.get_cursor(session, self.name)
             if at is None or at[0] != data.start - 1:
                 raise CursorMoved()
@@ -200,7 +210,7 @@ class ChainScanner:
     async def _follow_edits(self, cursor: int, tag: Header | None) -> None:
         """Recompute the payments the gateway edited (a page a tick), against the cursor."""
         async with self.sessions() as session, session.begin():
-            await chain_xact_lock(session, self.name)
+            await self._lock(session)
             at = await stored.get_cursor(session, self.name)
             if at is None or at[0] != cursor:
                 return  # another writer moved it: next tick
@@ -216,7 +226,7 @@ class ChainScanner:
 
     async def _advance_only(self, cursor: int, tag: Header | None) -> None:
         async with self.sessions() as session, session.begin():
-            await chain_xact_lock(session, self.name)
+            await self._lock(session)
             timestamps = await self._timestamps(session, cursor, tag)
             result = await run_tick(
                 session,
@@ -240,7 +250,7 @@ class ChainScanner:
             headers = await stored.stored_headers(session, self.name, low, cursor)
         ancestor = await find_ancestor(self.reader, self.ctx, headers, cursor)
         async with self.sessions() as session, session.begin():
-            await chain_xact_lock(session, self.name)
+            await self._lock(session)
             again = await stored.get_cursor(session, self.name)
             if again is None or again[0] != cursor:
                 return

@@ -30,7 +30,15 @@ async def rewind_chain(
     sessions: async_sessionmaker[AsyncSession],
     to_block: int,
 ) -> ReorgOutcome:
+    if to_block < 0:
+        raise ConfigError(f"--to-block {to_block} must not be negative", key="--to-block")
     await check_chain_id(reader, chain)
+    head = await reader.head()
+    if to_block > head:
+        raise ConfigError(
+            f"--to-block {to_block} is past the node's head {head}: the node has no such block",
+            key="--to-block",
+        )
     header = (await reader.headers(to_block, to_block))[0]
     async with sessions() as session, session.begin():
         await chain_xact_lock(session, chain.name)

@@ -75,6 +75,8 @@ async def test_header_is_parsed_and_lower_cased() -> None:
         block(7, hash="0x1234"),
         block(7, parentHash=None),
         block(7, timestamp=100),
+        block(7, timestamp="0x_64"),
+        block("0x_7"),
         block("seven"),
         "a string",
     ],
@@ -99,6 +101,10 @@ async def test_null_block_is_not_available() -> None:
     [
         ("head", "12"),
         ("head", 12),
+        ("head", "0x_1"),  # int("0x_1", 16) == 1: the strict parser refuses it
+        ("head", "0x 1"),
+        ("head", "0x"),
+        ("receipts", {"status": "0x_1"}),
         ("logs", {"not": "a list"}),
         ("blocks", block(1, transactions=None)),
         ("receipts", {"blockNumber": "0x1"}),

@@ -132,7 +132,7 @@ async def test_malformed_json_is_not_retried(
     with pytest.raises(MalformedResponse, match="not JSON"):
         await client.call("eth_chainId")
     assert proxy.count("eth_chainId") == 1
-    assert recorder.outcomes == ["malformed"] and recorder.retries == []
+    assert recorder.outcomes == ["not_json"] and recorder.retries == []
 
 
 @pytest.mark.parametrize(

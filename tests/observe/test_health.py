@@ -205,3 +205,20 @@ async def test_a_standby_chain_is_alive_but_not_ready(health: Health, clock: Fak
     assert any("standby" in reason for reason in body["reasons"])
     health.ticked("eth", head=10, cursor=10)
     assert (await health.ready(db_ok))[0]
+
+
+async def test_a_stalled_chain_is_alive_but_not_ready(health: Health, clock: FakeClock) -> None:
+    """Every node of the chain stopped moving: the loop goes on (alive), the chain waits (not
+    ready) until a node moves again."""
+    health.ticked("eth", head=10, cursor=10)
+    health.ticked("base", head=10, cursor=10)
+    health.stalled("eth", "every RPC URL is stalled; newest head 10 is 900 s old")
+    assert health.healthy()[0]
+    ok, body = await health.ready(db_ok)
+    assert not ok
+    assert body["reasons"] == [
+        "chain eth: stalled: every RPC URL is stalled; newest head 10 is 900 s old"
+    ]
+    assert body["chains"]["eth"]["stalled"]
+    health.stalled("eth", None)
+    assert (await health.ready(db_ok))[0]

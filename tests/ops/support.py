@@ -291,6 +291,7 @@ def write_config(
     confirmations: int = 3,
     poll_interval: float = 0.2,
     batch_size: int = 50,
+    more_rpc_urls: Sequence[str] = (),
 ) -> Path:
     lines = [extra_top]
     if database_url is not None:
@@ -304,7 +305,7 @@ def write_config(
         "[[chains]]",
         f'name = "{CHAIN}"',
         f"chain_id = {chain_id}",
-        f"rpc_urls = [{json.dumps(rpc_url)}]",
+        f"rpc_urls = {json.dumps([rpc_url, *more_rpc_urls])}",
         f"confirmations = {confirmations}",
         f"poll_interval = {poll_interval}",
         f"batch_size = {batch_size}",

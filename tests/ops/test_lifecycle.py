@@ -268,7 +268,7 @@ async def test_a_running_scanner_notifies_systemd_serves_metrics_and_health(
             values,
             "scanner_rpc_request_duration_seconds_count",
             chain="anvil",
-            method="eth_blockNumber",
+            method="eth_getBlockByNumber",  # the head block, "latest": number and timestamp
         )
         >= 1
     )

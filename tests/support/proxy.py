@@ -21,19 +21,21 @@ rules can be set from the test's thread, and a :class:`Gate` can be waited for f
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 Json = dict[str, Any]
+T = TypeVar("T")
 ALCHEMY_STYLE = (
     "Log response size exceeded. You can make eth_getLogs requests with up to a {max} block "
     "range. Based on your parameters, this block range should work: [{ok_start_hex}, "
@@ -144,6 +146,11 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.http_requests = 0
         self.lag_blocks = 0
+        self.frozen_at: int | None = None
+        self.reversed_batches = False
+        self.lag_every_other = False
+        self.lagged_requests = 0  # HTTP requests answered by the lagging replica
+        self._balancer = random.Random(10)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gates: list[Gate] = []
@@ -251,6 +258,23 @@ class FaultProxy:
         rule.in_data = in_data
         return self._add(rule)
 
+    def truncate(self, method: str, *, times: int | None = None) -> Rule:
+        """Forward, then send only the first half of the answer's body (a cut connection)."""
+        return self._add(Rule("truncate", method, times))
+
+    def drop_batch_item(self, method: str, *, times: int | None = None) -> Rule:
+        """Leave the answer to one item of ``method`` out of a batch's answer."""
+        return self._add(Rule("drop_item", method, times))
+
+    def null_result(self, method: str, *, times: int | None = None) -> Rule:
+        """Answer the matching items with ``"result": null`` (a block the node showed a moment
+        ago, answered by a replica that does not have it)."""
+        return self._add(Rule("null", method, times))
+
+    def reverse_batches(self, on: bool = True) -> None:
+        """Answer every batch in reverse order (JSON-RPC allows any order)."""
+        self.reversed_batches = on
+
     def hold(self, method: str, *, times: int | None = 1) -> Gate:
         """Hold requests of ``method`` until the returned gate is released."""
         gate = Gate()
@@ -258,11 +282,25 @@ class FaultProxy:
         self._add(Rule("hold", method, times, gate=gate))
         return gate
 
-    def lag(self, blocks: int) -> None:
+    def lag(self, blocks: int, *, every_other: bool = False) -> None:
         """Act as a replica ``blocks`` behind upstream (0 stops): head−N for eth_blockNumber,
         null for blocks and receipts above it, getLogs clamped to it, unknown block hashes
-        above it."""
+        above it. ``every_other``: a load balancer over a synced node and that replica, which
+        answers half the HTTP requests (drawn from a seeded generator: a strict alternation
+        would lock into the client's own request pattern, which no real balancer does)."""
         self.lag_blocks = blocks
+        self.lag_every_other = every_other
+        self._balancer = random.Random(10)
+
+    async def freeze(self) -> int:
+        """Act as a stalled node: its head stays at upstream's current head (returned) while
+        upstream moves on; blocks above it are null, as for a lagging replica. ``thaw`` ends it."""
+        answer = await self._upstream([{"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}])
+        self.frozen_at = int(answer[0]["result"], 16)
+        return self.frozen_at
+
+    def thaw(self) -> None:
+        self.frozen_at = None
 
     def reset(self) -> None:
         """Forget every rule, count and lag (held requests are released)."""
@@ -272,6 +310,8 @@ class FaultProxy:
         self.counts.clear()
         self.http_requests = 0
         self.lag_blocks = 0
+        self.frozen_at = None
+        self.reversed_batches = False
 
     def count(self, method: str) -> int:
         """How many JSON-RPC items of ``method`` arrived (batch items count one each)."""
@@ -300,8 +340,20 @@ class FaultProxy:
         if early is not None:
             return early
         answers = await self._answer_items(items)
+        if isinstance(body, list):
+            answers = self._garble_batch(answers, methods)
         payload = answers if isinstance(body, list) else answers[0]
-        return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        content = orjson.dumps(payload)
+        if self._take(("truncate",), methods) is not None:
+            content = content[: len(content) // 2]
+        return web.Response(body=content, content_type="application/json")
+
+    def _garble_batch(self, answers: list[Json], methods: list[str]) -> list[Json]:
+        for n, method in enumerate(methods):
+            if self._take(("drop_item",), [method]) is not None:
+                answers = answers[:n] + answers[n + 1 :]
+                break
+        return answers[::-1] if self.reversed_batches else answers
 
     async def _whole_request_faults(
         self, request: web.Request, methods: list[str]
@@ -325,7 +377,9 @@ class FaultProxy:
 
     async def _answer_items(self, items: list[Json]) -> list[Json]:
         """Answer each item: from a rule, from the lag model, or from upstream (one batch)."""
-        head = await self._lagged_head() if self.lag_blocks else None
+        lagging = self.lag_blocks and not (self.lag_every_other and self._balancer.random() < 0.5)
+        self.lagged_requests += 1 if lagging else 0
+        head = await self._lagged_head() if lagging or self.frozen_at is not None else None
         answers: list[Json | None] = []
         forward: list[tuple[int, Json, Callable[[Json], Json]]] = []
         for n, item in enumerate(items):
@@ -348,6 +402,8 @@ class FaultProxy:
         rule = self._take(("rpc_error",), [method])
         if rule is not None:
             return {"jsonrpc": "2.0", "id": item.get("id"), "error": rule.error}, item, _same
+        if self._take(("null",), [method]) is not None:
+            return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}, item, _same
         if method == "eth_getLogs":
             refused = self._cap(item)
             if refused is not None:
@@ -386,6 +442,8 @@ class FaultProxy:
     # -- the lagging replica -----------------------------------------------------------------
 
     async def _lagged_head(self) -> int:
+        if self.frozen_at is not None:
+            return self.frozen_at
         answer = await self._upstream([{"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}])
         return max(0, int(answer[0]["result"], 16) - self.lag_blocks)
 
@@ -496,6 +554,10 @@ class ThreadedProxy:
         self._loop.run_forever()
         self._loop.run_until_complete(self.proxy.stop())
         self._loop.close()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of the proxy (``freeze``) on its loop, from the test's thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     def start(self) -> None:
         self._thread.start()

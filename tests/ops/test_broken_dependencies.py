@@ -1,0 +1,183 @@
+"""Every command against each broken dependency, as real processes: the database down (a closed
+port), wrong credentials (a role that does not exist), the RPC node down, the metrics port
+taken. Each ends with the README's exit code and one line that says what is wrong (beside the
+JSON log records), never a traceback, never a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BACKENDS
+from tests.e2e.harness import Harness
+from tests.ops.support import (
+    NotifyListener,
+    free_port,
+    json_lines,
+    run_cli,
+    scanner_env,
+    scanner_process,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+DB_SECRET = "s3cretPassw0rd"
+RPC_SECRET = "rpcKey0123456789abcdef"
+TOKENS = [("USDT", "0x" + "11" * 20, 6)]
+
+COMMANDS: dict[str, list[str]] = {
+    "run": ["run"],
+    "backfill": ["backfill", "--chain", "anvil", "--from-block", "1", "--to-block", "2"],
+    "status": ["status"],
+    "rewind": ["rewind", "--chain", "anvil", "--to-block", "1"],
+    "migrate": ["migrate", "current"],
+}
+
+
+def closed_port() -> int:
+    return free_port()  # bound and released at once: nothing listens there
+
+
+def problem_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """What the process said beside its JSON log records."""
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+    return [ln for ln in lines if not _is_record(ln)]
+
+
+def _is_record(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    everything = result.stdout + result.stderr
+    assert result.returncode == code, everything[-2000:]
+    assert "Traceback" not in everything, everything[-3000:]
+    assert DB_SECRET not in everything and RPC_SECRET not in everything, everything
+    (line,) = problem_lines(result)
+    assert line.startswith("scanner: "), line
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+def run_with(command: str, config: Path, db_url: str) -> subprocess.CompletedProcess[str]:
+    args = COMMANDS[command]
+    if command == "migrate":
+        args = ["migrate", "--config", str(config), *args[1:]]
+    else:
+        args = [args[0], "--config", str(config), *args[1:]]
+    return run_cli(args, scanner_env(db_url), timeout=60)
+
+
+@pytest.fixture
+def rpc_down_config(tmp_path: Path) -> Path:
+    url = f"http://127.0.0.1:{closed_port()}/v3/{RPC_SECRET}"
+    return write_config(tmp_path / "scanner.toml", url, TOKENS)
+
+
+def broken_databases() -> Iterator[tuple[str, str, str]]:
+    yield (
+        "down",
+        f"postgresql://scanner:{DB_SECRET}@127.0.0.1:{closed_port()}/payments",
+        "ConnectionRefused",
+    )
+    if "postgresql" in BACKENDS:
+        role = f"nosuchrole{os.getpid()}"
+        yield "credentials", f"postgresql://{role}:{DB_SECRET}@127.0.0.1:5432/nosuchdb", role
+
+
+@pytest.mark.parametrize(("what", "url", "says"), list(broken_databases()))
+async def test_every_command_with_the_database_broken_exits_1_in_one_line(
+    what: str, url: str, says: str, rpc_down_config: Path
+) -> None:
+    results = await asyncio.gather(
+        *(asyncio.to_thread(run_with, c, rpc_down_config, url) for c in COMMANDS)
+    )
+    for command, result in zip(COMMANDS, results, strict=True):
+        line = assert_one_line(result, 1, "database postgresql://", says)
+        assert "***" in line, (command, line)
+    check = run_cli(["check", "--config", str(rpc_down_config)], scanner_env(url))
+    assert check.returncode == 1 and "Traceback" not in check.stdout + check.stderr
+    assert DB_SECRET not in check.stdout + check.stderr
+    (problem,) = [ln for ln in check.stdout.splitlines() if ln.startswith("problem: database")]
+    assert says in problem
+
+
+@SQLITE_ONLY
+async def test_every_command_with_the_rpc_node_down(db_url: str, rpc_down_config: Path) -> None:
+    one_shot = ["backfill", "rewind"]
+    results = await asyncio.gather(
+        *(asyncio.to_thread(run_with, c, rpc_down_config, db_url) for c in one_shot)
+    )
+    for result in results:
+        assert_one_line(result, 1, "eth_chainId", "http://127.0.0.1:")
+    status = run_with("status", rpc_down_config, db_url)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.splitlines()[1].split()[:2] == ["anvil", "-"]  # no head: shown as -
+    check = run_cli(["check", "--config", str(rpc_down_config)], scanner_env(db_url))
+    assert check.returncode == 1 and RPC_SECRET not in check.stdout + check.stderr
+
+
+@SQLITE_ONLY
+def test_run_with_the_rpc_node_down_keeps_trying_and_is_never_ready(
+    db_url: str, rpc_down_config: Path
+) -> None:
+    """READY=1 only after the first head of every chain was read."""
+    listener = NotifyListener()
+    try:
+        env = scanner_env(db_url, NOTIFY_SOCKET=listener.path)
+        with scanner_process(["run", "--config", str(rpc_down_config)], env) as proc:
+            wait_until(
+                lambda: [e for e in json_lines(proc.err()) if e.get("event") == "chain_error"],
+                20,
+                what="a failed first head",
+            )
+            listener.drain()
+            assert proc.poll() is None  # a transient failure: it keeps trying
+            assert not any("READY=1" in m for m in listener.messages), listener.messages
+            assert RPC_SECRET not in proc.err()
+    finally:
+        listener.close()
+
+
+@SQLITE_ONLY
+def test_run_with_the_metrics_port_taken_exits_2_naming_the_address(
+    db_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"http://127.0.0.1:{closed_port()}/v3/{RPC_SECRET}"
+        config = write_config(tmp_path / "scanner.toml", url, TOKENS, metrics_port=port)
+        result = run_cli(["run", "--config", str(config)], scanner_env(db_url), timeout=60)
+    assert_one_line(result, 2, f"127.0.0.1:{port}")
+
+
+@SQLITE_ONLY
+async def test_rewind_usage_errors_exit_2(h: Harness, db_url: str, tmp_path: Path) -> None:
+    await h.scan()
+    config = write_config(tmp_path / "scanner.toml", h.chain.url, [("USDT", h.token, 6)])
+    head = h.chain.head()
+
+    def rewind(to: int) -> subprocess.CompletedProcess[str]:
+        args = ["rewind", "--config", str(config), "--chain", "anvil", "--to-block", str(to)]
+        return run_cli(args, scanner_env(db_url))
+
+    negative, above = await asyncio.gather(
+        asyncio.to_thread(rewind, -1), asyncio.to_thread(rewind, head + 100)
+    )
+    assert_one_line(negative, 2, "--to-block -1", "negative")
+    assert_one_line(above, 2, f"--to-block {head + 100}", f"head {head}")
