@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, type_coerce
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import NullType
 
@@ -148,6 +149,19 @@ async def clear_edited(session: AsyncSession, keys: Sequence[Any]) -> None:
     p = table("payments")
     rows = [{"id": key, "edited": False, "seen_at_block": None} for key in keys]
     await update_by_id(session, p, rows, also={"scanner_rev": p.c.scanner_rev + 1})
+
+
+async def look_back_for_tokens(session: AsyncSession, chain: str, token_keys: Sequence[Any]) -> int:
+    """The open payments of these tokens are looked back for again (a token enabled again: its
+    logs were not read while it was off); how many."""
+    p = table("payments")
+    stmt = (
+        sql_update(p)
+        .where(p.c.chain == chain, raw(p.c.token_id).in_(list(token_keys)), p.c.status.in_(OPEN))
+        .values(seen_at_block=None)
+    )
+    result = await session.execute(stmt)
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +35,7 @@ from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
+from scanner.scan.tokens import TokenWatch
 
 NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
 
@@ -88,6 +89,7 @@ class ChainScanner:
         self.fence: Callable[[AsyncSession], Awaitable[None]] | None = None
         # Where the head comes from (the app puts a stall watch in front of the reader).
         self.read_head: Callable[[], Awaitable[int]] = reader.head
+        self.tokens = TokenWatch(chain.name, reader, metrics)
 
     @property
     def name(self) -> str:
@@ -106,7 +108,21 @@ class ChainScanner:
     async def prepare(self) -> None:
         """Chain id, tokens, cursor; raises ChainHalted when the chain must not scan."""
         self._ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
-        self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self._ctx.tokens))
+        await self._refresh_tokens()
+        self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self.ctx.tokens))
+
+    async def _refresh_tokens(self) -> None:
+        """The tokens table, live: rows read every tick; a token enabled since the last one has
+        its open payments looked back for (its logs were not read while it was off)."""
+        async with self.sessions() as session, session.begin():
+            tokens, enabled = await self.tokens.refresh(session)
+            if enabled:
+                keys = [info.key if info.key is not None else info.id for info in enabled]
+                again = await payments.look_back_for_tokens(session, self.name, keys)
+                self.log.info("tokens_enabled", tokens=[t.address for t in enabled], payments=again)
+        if tokens != dict(self.ctx.tokens):
+            self._ctx = replace(self.ctx, tokens=tokens)
+            self.log.info("tokens_changed", tokens=sorted(tokens))
 
     async def _lock(self, session: AsyncSession) -> None:
         """The chain's transaction lock, then the fence (this process still holds the chain)."""
@@ -123,6 +139,7 @@ class ChainScanner:
             self.log.warning("node_behind_cursor", head=head, cursor=cursor)
             return TickOutcome(head, cursor, waiting=True)
         tag = await self._tag_header()
+        await self._refresh_tokens()
         await self._follow_edits(cursor, tag)  # an edited row is then looked back for again
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)

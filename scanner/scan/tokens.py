@@ -5,7 +5,8 @@ The table is the gateway's and the source of truth. A row that cannot be used (a
 not 20 bytes of hex, decimals that are not a whole number from 0 to 77) is logged once
 (``token_invalid``), counted, and skipped; a token whose row says other decimals than its
 contract's ``decimals()`` is halted (``token_halted``, naming both numbers): its logs are not
-read and its payments wait, while the chain and its other tokens go on. Enabling a token (a new
+read and its payments wait, while the chain and its other tokens go on (a contract without
+``decimals()``, which ERC-20 makes optional, is taken at the row's word, with a warning). Enabling a token (a new
 row, or ``enabled`` set again) takes effect at the next tick, and its open payments are looked
 back for (as the catch-up does) over the blocks it was off.
 """
@@ -77,17 +78,18 @@ class TokenWatch:
     reported: set[str] = field(default_factory=set)  # invalid rows already logged
     enabled: set[UUID] | None = None  # at the last refresh; None before the first
 
-    async def refresh(self, session: AsyncSession) -> tuple[dict[str, TokenInfo], set[UUID]]:
+    async def refresh(self, session: AsyncSession) -> tuple[dict[str, TokenInfo], list[TokenInfo]]:
         """The tokens to scan now (by address), and those enabled since the last refresh."""
         usable: dict[str, TokenInfo] = {}
         for row in await read_tokens(session, self.chain):
             token = self._parse(row)
             if token is not None and token.enabled and await self._agrees(token.info):
                 usable[token.info.address] = token.info
-        now = {info.id for info in usable.values()}
-        fresh = set() if self.enabled is None else now - self.enabled
-        self.enabled = now
-        return usable, fresh
+        before = self.enabled
+        self.enabled = {info.id for info in usable.values()}
+        if before is None:
+            return usable, []
+        return usable, [info for info in usable.values() if info.id not in before]
 
     def _parse(self, row: Any) -> TokenRow | None:
         try:
@@ -120,12 +122,17 @@ class TokenWatch:
         return False
 
     async def _decimals_problem(self, info: TokenInfo) -> str | None:
+        """Why the row's decimals cannot be trusted, or None. ``decimals()`` is optional in
+        ERC-20: a contract without it (a revert, no answer) is trusted on the row's word."""
         try:
             actual = await self.reader.token_decimals(info.address)
         except RpcError as exc:
             if exc.transient:
                 raise
-            return f"token {info.address}: decimals() failed: {exc}"
+            log.warning(
+                "token_decimals_unknown", chain=self.chain, token=info.address, reason=str(exc)
+            )
+            return None
         if actual != info.decimals:
             return (
                 f"token {info.address} ({info.symbol}): the tokens table says {info.decimals}"

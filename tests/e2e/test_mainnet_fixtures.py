@@ -185,6 +185,10 @@ class MainnetStub:
             return reply | {"result": self.by_number.get(number)}
         if method == "eth_getLogs":
             return reply | {"result": self.get_logs(params[0])}
+        if method == "eth_call" and params[0].get("data") == "0x313ce567":  # decimals()
+            decimals = {address: d for _, address, d in TOKENS}.get(params[0]["to"].lower())
+            if decimals is not None:
+                return reply | {"result": "0x" + format(decimals, "064x")}
         return reply | {"error": {"code": -32601, "message": f"{method} not served"}}
 
     def get_logs(self, flt: dict[str, Any]) -> list[dict[str, Any]]:
