@@ -6,17 +6,18 @@ import argparse
 import json
 import sys
 import time
+from contextlib import suppress
 from typing import Any
 
 import structlog
 from sqlalchemy import func, select, text
 
-from scanner.config import Settings
+from scanner.config import ChainSettings, Settings
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.errors import translated
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.db.models import ChainState, Payment
-from scanner.errors import ConfigError, ScannerError
+from scanner.errors import ConfigError, RpcError, ScannerError
 from scanner.observe.redact import Scrubber
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
 from scanner.secrets import redact_url
@@ -190,35 +191,86 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 async def check(settings: Settings) -> int:
     """Validate everything that can be checked without scanning; exit 1 if anything is wrong."""
-    from scanner.app import make_reader
-
     problems: list[str] = []
-    scrubber = Scrubber(settings.secrets())
     print(f"config: ok ({settings.config_file or 'no file'}; {len(settings.chains)} chain(s))")
     problems += await _check_database(settings)
+    stored = await _stored_tokens(settings) if not problems else {}
     for chain in settings.chains:
-        for url in chain.rpc_urls:
-            shown = redact_url(url.get_secret_value())
-            probe = chain.model_copy(update={"rpc_urls": [url], "rpc_max_attempts": 1})
-            reader = make_reader(probe, None)
-            try:
-                actual = await reader.chain_id()
-                head = await reader.head()
-            except ScannerError as exc:
-                problems.append(f"{chain.name}: {shown}: {scrubber.text(str(exc))}")
-                continue
-            finally:
-                await reader.client.aclose()
-            if actual != chain.chain_id:
-                problems.append(
-                    f"{chain.name}: {shown} serves chain id {actual}, config says {chain.chain_id}"
-                )
-            else:
-                print(f"{chain.name}: {shown}: ok (chain id {actual}, head {head})")
+        problems += await _check_chain(settings, chain, stored.get(chain.name, {}))
     for problem in problems:
         print(f"problem: {problem}")
     print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
     return 0 if not problems else 1
+
+
+async def _check_chain(
+    settings: Settings, chain: ChainSettings, stored: dict[str, int]
+) -> list[str]:
+    """Each RPC URL serves the chain; each token's decimals (the tokens table's where it has
+    the row, else the configuration's) are its contract's ``decimals()``."""
+    from scanner.app import make_reader
+
+    problems: list[str] = []
+    scrubber = Scrubber(settings.secrets())
+    for url in chain.rpc_urls:
+        shown = redact_url(url.get_secret_value())
+        probe = chain.model_copy(update={"rpc_urls": [url], "rpc_max_attempts": 1})
+        reader = make_reader(probe, None)
+        try:
+            actual = await reader.chain_id()
+            head = await reader.head()
+            if actual == chain.chain_id:
+                problems += await _check_decimals(chain, reader, stored)
+        except ScannerError as exc:
+            problems.append(f"{chain.name}: {shown}: {scrubber.text(str(exc))}")
+            continue
+        finally:
+            await reader.client.aclose()
+        if actual != chain.chain_id:
+            problems.append(
+                f"{chain.name}: {shown} serves chain id {actual}, config says {chain.chain_id}"
+            )
+        else:
+            print(f"{chain.name}: {shown}: ok (chain id {actual}, head {head})")
+    return problems
+
+
+async def _check_decimals(chain: ChainSettings, reader: Any, stored: dict[str, int]) -> list[str]:
+    wanted = {token.address: token.decimals for token in chain.tokens} | stored
+    problems = []
+    for address, decimals in sorted(wanted.items()):
+        try:
+            actual = await reader.token_decimals(address)
+        except RpcError as exc:
+            if exc.transient:
+                raise
+            continue  # decimals() is optional in ERC-20
+        if actual != decimals:
+            where = "the tokens table" if address in stored else "the configuration"
+            problems.append(
+                f"{chain.name}: token {address}: {where} says {decimals} decimals,"
+                f" the contract's decimals() says {actual}"
+            )
+    return problems
+
+
+async def _stored_tokens(settings: Settings) -> dict[str, dict[str, int]]:
+    """Enabled, readable ``tokens`` rows: chain → address → decimals."""
+    from scanner.scan.tokens import parse_token, read_tokens
+
+    engine = make_engine(settings)
+    out: dict[str, dict[str, int]] = {}
+    try:
+        async with make_session_factory(engine)() as session:
+            for chain in settings.chains:
+                for row in await read_tokens(session, chain.name):
+                    with suppress(ValueError):
+                        token = parse_token(tuple(row))
+                        if token.enabled:
+                            out.setdefault(chain.name, {})[token.info.address] = token.info.decimals
+    finally:
+        await engine.dispose()
+    return out
 
 
 async def _check_database(settings: Settings) -> list[str]:

@@ -6,9 +6,9 @@ not 20 bytes of hex, decimals that are not a whole number from 0 to 77) is logge
 (``token_invalid``), counted, and skipped; a token whose row says other decimals than its
 contract's ``decimals()`` is halted (``token_halted``, naming both numbers): its logs are not
 read and its payments wait, while the chain and its other tokens go on (a contract without
-``decimals()``, which ERC-20 makes optional, is taken at the row's word, with a warning). Enabling a token (a new
-row, or ``enabled`` set again) takes effect at the next tick, and its open payments are looked
-back for (as the catch-up does) over the blocks it was off.
+``decimals()``, which ERC-20 makes optional, is taken at the row's word, with a warning).
+Enabling a token (a new row, or ``enabled`` set again) takes effect at the next tick, and its
+open payments are looked back for (as the catch-up does) over the blocks it was off.
 """
 
 from __future__ import annotations
