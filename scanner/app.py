@@ -206,6 +206,7 @@ class App:
                     log.error(
                         "chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff
                     )
+                    self.health.retrying(scanner.name, f"{type(exc).__name__}: {exc}")
                     await self._sleep(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
         finally:

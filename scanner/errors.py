@@ -9,6 +9,7 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   ├── SchemaBehind            older than the code, migrate_on_start off
     │   └── SchemaUnknown           a revision this code does not know (newer schema)
     ├── DatabaseError               the database is unreachable or refused a statement
+    │   └── PaymentLocked           a payment row the gateway holds locked: retried, reported
     ├── AnvilStartError             the local dev chain (scanner demo, tests) did not start
     ├── ChainLockLost               the connection holding a chain's lock is gone: stop, retake
     ├── RpcError                    the node answered badly or not at all
@@ -82,6 +83,16 @@ class DatabaseError(ScannerError):
 
 class AnvilStartError(ScannerError):
     """anvil (the local dev chain) is not installed, exited, or did not answer in time."""
+
+
+class PaymentLocked(DatabaseError):
+    """Payment rows a range must update are locked by another transaction (the gateway's) for
+    longer than the row lock timeout; ``keys`` are their ids as stored. Retried with backoff."""
+
+    def __init__(self, keys: list[object]) -> None:
+        shown = ", ".join(str(k) for k in keys[:5]) + (" …" if len(keys) > 5 else "")
+        super().__init__(f"payment row(s) locked by another transaction: {shown}")
+        self.keys = keys
 
 
 class ChainLockLost(ScannerError):

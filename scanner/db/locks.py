@@ -121,9 +121,18 @@ async def _xact_lock(session: AsyncSession, key: int) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
+#: How long a statement of a chain's transaction waits for a row lock another transaction (the
+#: gateway's) holds before it fails: the range is then retried with backoff and the wait reported
+#: (``payment_locked``), never waited out in silence.
+ROW_LOCK_TIMEOUT_MS = 2000
+
+
 async def chain_xact_lock(session: AsyncSession, chain: str) -> None:
-    """Serialize this transaction with others on the same chain, until it ends."""
+    """Serialize this transaction with others on the same chain, until it ends; from then on a
+    row lock is waited for :data:`ROW_LOCK_TIMEOUT_MS` at most (PostgreSQL)."""
     await _xact_lock(session, chain_xact_key(chain))
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"SET LOCAL lock_timeout = {ROW_LOCK_TIMEOUT_MS}"))
 
 
 async def events_xact_lock(session: AsyncSession) -> None:

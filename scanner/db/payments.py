@@ -13,12 +13,24 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, type_coerce
 from sqlalchemy import update as sql_update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import NullType
 
 from scanner.core.plan import PaymentUpdate
-from scanner.db.sql import OPEN, chunks, compare, in_strings, locked, now, table, update_by_id
+from scanner.db.sql import (
+    OPEN,
+    chunks,
+    compare,
+    in_strings,
+    is_postgres,
+    locked,
+    now,
+    table,
+    update_by_id,
+)
 from scanner.db.types import StoredKey
+from scanner.errors import PaymentLocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,9 @@ class RawPayment:
     expires_at: Any
 
 
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
+
+
 def raw(column: Any) -> Any:
     """``column`` read without the type's conversion (a bad value must not fail the query)."""
     return type_coerce(column, NullType())
@@ -54,8 +69,26 @@ def _select() -> Any:
 
 
 async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[RawPayment]:
+    if lock and is_postgres(session):
+        return await _locked_rows(session, stmt)
     result = await session.execute(locked(stmt, lock))
     return [RawPayment(stored_key(row[0]), *row[1:]) for row in result]
+
+
+async def _locked_rows(session: AsyncSession, stmt: Any) -> list[RawPayment]:
+    """``stmt`` FOR UPDATE under a savepoint: when a row lock is not granted within the lock
+    timeout, the rows another transaction holds are named (those ``SKIP LOCKED`` leaves out)
+    and :class:`~scanner.errors.PaymentLocked` raised; the transaction stays usable."""
+    try:
+        async with session.begin_nested():
+            result = await session.execute(stmt.with_for_update())
+            return [RawPayment(stored_key(row[0]), *row[1:]) for row in result]
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+    free = {row[0] for row in await session.execute(stmt.with_for_update(skip_locked=True))}
+    held = [stored_key(row[0]) for row in await session.execute(stmt) if row[0] not in free]
+    raise PaymentLocked(held)
 
 
 async def by_address(

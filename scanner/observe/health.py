@@ -35,7 +35,10 @@ DB_CHECK_SECONDS = 5.0
 class _Chain:
     poll_interval: float
     max_lag: int
-    since: float  # the last tick, or registration / resumption before the first one
+    since: float  # the loop's last round (a tick, or a failed one), or registration / resumption
+    registered: float
+    committed: float = 0.0  # the last tick that did its work (0: none yet)
+    failing: str | None = None  # why the last round failed (it is being retried)
     ticks: int = 0
     head: int | None = None
     cursor: int | None = None
@@ -56,13 +59,16 @@ class _Chain:
     def alive(self, now: float) -> bool:
         return self.halted is not None or now - self.since <= self.stale_after
 
-    def not_ready(self) -> list[str]:
+    def not_ready(self, now: float) -> list[str]:
         if self.halted is not None:
             return [f"halted: {self.halted}"]
         if self.standby:
             return ["standby: another process scans this chain"]
         if self.stalled is not None:
             return [f"stalled: {self.stalled}"]
+        idle = now - max(self.committed, self.registered)
+        if self.failing is not None and idle > self.stale_after:
+            return [f"no tick done for {idle:.0f} s: {self.failing}"]
         if self.ticks == 0:
             return ["not scanned yet"]
         if self.lag is not None and self.lag > self.max_lag:
@@ -76,6 +82,7 @@ class _Chain:
             "halt_reason": self.halted,
             "standby": self.standby,
             "stalled": self.stalled,
+            "failing": self.failing,
             "ticks": self.ticks,
             "seconds_since_tick": round(now - self.since, 3),
             "stale_after_seconds": self.stale_after,
@@ -102,15 +109,25 @@ class Health:
         self._scrubber = Scrubber(secrets)
 
     def register(self, chain: str, poll_interval: float, max_lag: int) -> None:
-        self._chains[chain] = _Chain(poll_interval, max_lag, since=self._clock())
+        now = self._clock()
+        self._chains[chain] = _Chain(poll_interval, max_lag, since=now, registered=now)
 
     def ticked(self, chain: str, head: int, cursor: int) -> None:
         """The chain's loop went round: ``head`` seen on the node, ``cursor`` scanned up to."""
         state = self._chain(chain)
-        state.since = self._clock()
+        state.since = state.committed = self._clock()
+        state.failing = None
         state.ticks += 1
         state.head, state.cursor = head, cursor
         state.standby = False
+
+    def retrying(self, chain: str, reason: str) -> None:
+        """The chain's loop went round but its tick failed and is retried (a payment row the
+        gateway holds locked, a database or node away). Alive: a restart would not help; not
+        ready once no tick has done its work for the staleness bound."""
+        state = self._chain(chain)
+        state.since = self._clock()
+        state.failing = self._scrubber.text(reason)
 
     def standby(self, chain: str) -> None:
         """The chain's loop went round without scanning: another process holds the chain. Alive
@@ -141,9 +158,9 @@ class Health:
     async def ready(self, db_check: DbCheck) -> tuple[bool, dict[str, Any]]:
         problem = await self._database_problem(db_check)
         reasons = [] if problem is None else [f"database: {problem}"]
-        for name, state in self._chains.items():
-            reasons += [f"chain {name}: {why}" for why in state.not_ready()]
         now = self._clock()
+        for name, state in self._chains.items():
+            reasons += [f"chain {name}: {why}" for why in state.not_ready(now)]
         body = {
             "ready": not reasons,
             "reasons": reasons,

@@ -128,6 +128,11 @@ class Metrics:
             "1 while a token is halted (its row's decimals are not its contract's), else 0.",
             ("chain", "token"),
         )
+        self.payment_locked = self._counter(
+            "scanner_payment_locked",
+            "Ranges retried because a payment row was locked by another transaction.",
+            CHAIN,
+        )
         self.invalid_rows = self._counter(
             "scanner_invalid_rows",
             "Gateway rows the scanner cannot use (reported and left alone), by table.",

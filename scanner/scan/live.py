@@ -25,7 +25,7 @@ from scanner.core.ranges import RangeSizer, split_range
 from scanner.db import cursor as stored
 from scanner.db import payments
 from scanner.db.locks import chain_xact_lock
-from scanner.errors import CursorMoved, ReorgDetected
+from scanner.errors import CursorMoved, PaymentLocked, ReorgDetected
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
@@ -131,6 +131,18 @@ class ChainScanner:
             await self.fence(session)
 
     async def tick(self) -> TickOutcome:
+        """One step; a payment row the gateway holds locked is reported, then raised (the
+        chain's loop retries with backoff)."""
+        try:
+            return await self._tick()
+        except PaymentLocked as exc:
+            ids = [str(k) for k in exc.keys]
+            self.log.warning("payment_locked", payment_ids=ids, cursor=self.cursor)
+            if self.metrics is not None:
+                self.metrics.payment_locked.labels(self.name).inc()
+            raise
+
+    async def _tick(self) -> TickOutcome:
         head = await self.read_head()
         cursor, cursor_hash = await self._read_cursor()
         self.head, self.cursor = head, cursor

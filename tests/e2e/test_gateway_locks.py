@@ -1,0 +1,89 @@
+"""A gateway transaction that holds a payment's row lock (PostgreSQL): the scanner waits for it
+loudly, never silently: ``payment_locked`` names the payment, a metric counts the retries,
+``/readyz`` turns not ready once the chain has done no work for its bound, and ``/healthz`` stays
+about the process being alive (no watchdog restart loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from structlog.testing import capture_logs
+
+from scanner.app import App
+from tests.e2e.actions import pay
+from tests.e2e.harness import CHAIN, Harness, until
+from tests.support.metrics import sample
+from tests.support.settings import chain_settings
+
+ALICE = "0x" + "a1" * 20
+
+
+async def _ok() -> str | None:
+    return None
+
+
+def _chain(app: App) -> dict[str, Any]:
+    chains: dict[str, Any] = app.health.healthy()[1]["chains"]
+    return chains.get(CHAIN, {})
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+async def test_a_row_the_gateway_holds_locked_is_waited_for_loudly(h: Harness) -> None:
+    pid = await h.create_payment(ALICE, "5")
+    chain = chain_settings(h.chain.url, [("USDT", h.token, 6)], poll_interval=0.05)
+    settings = h.settings.model_copy(
+        update={
+            "chains": [chain],
+            "metrics": h.settings.metrics.model_copy(update={"enabled": False}),
+        }
+    )
+    app = App(settings, environ={})
+    app.metrics = h.metrics
+    task = asyncio.create_task(app.run())
+    gateway = await h.engine.connect()
+    try:
+        await until(lambda: _chain(app).get("ticks", 0) > 0)
+        held = await gateway.begin()
+        await gateway.execute(
+            text("SELECT id FROM payments WHERE id = CAST(:id AS uuid) FOR UPDATE"), {"id": pid}
+        )
+        with capture_logs() as logs:
+            pay(h, ALICE, 5_000_000)
+            started = time.monotonic()
+            await _until_not_ready(app)
+            assert time.monotonic() - started > 9  # not before the bound
+            assert app.health.healthy()[0]  # alive all along: a restart would not help
+            await held.rollback()  # the gateway's transaction ends
+            h.mine(3)
+            await until_status(h, pid, "confirmed")
+        locked = [e for e in logs if e["event"] == "payment_locked"]
+        assert locked and all(e["payment_ids"] == [pid] for e in locked)
+        assert sample(h.metrics, "scanner_payment_locked_total", chain=CHAIN) >= 1
+        ready, _ = await app.health.ready(_ok)
+        assert ready
+    finally:
+        await gateway.close()
+        app.stop.set()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+async def _until_not_ready(app: App) -> None:
+    for _ in range(400):
+        ready, body = await app.health.ready(_ok)
+        if not ready:
+            assert any("PaymentLocked" in reason for reason in body["reasons"]), body
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("never not ready")
+
+
+async def until_status(h: Harness, pid: str, status: str) -> None:
+    for _ in range(600):
+        if (await h.payment(pid))["status"] == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"payment never {status}: {await h.payment(pid)}")
