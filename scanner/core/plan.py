@@ -120,6 +120,7 @@ class RangeInput:
     revise: tuple[UUID, ...] = ()  # payments the gateway edited: recomputed from their credits
     invalid: tuple[tuple[object, str], ...] = ()  # (id as stored, reason): invalid_payment
     edited: tuple[object, ...] = ()  # ids as stored whose edit this plan follows
+    look_back: tuple[object, ...] = ()  # ids as stored left out (a credit row unreadable)
 
     def finality(self, checked: int | None = None) -> Finality:
         at = self.checked if checked is None else checked
@@ -185,6 +186,7 @@ class RangePlan:
     cursor: CursorMove | None
     events: tuple[Event, ...] = field(default=())
     edited: tuple[object, ...] = ()  # ids as stored whose edit is now followed
+    look_back: tuple[object, ...] = ()  # ids as stored to look back for again (next tick)
     unmatched: tuple[Transfer, ...] = ()  # to a watched address; no payment could take it
 
 
@@ -214,6 +216,7 @@ def plan_range(inp: RangeInput) -> RangePlan:
         cursor=_cursor_move(inp),
         events=tuple(row.event for row in outbox),
         edited=inp.edited,
+        look_back=inp.look_back,
         unmatched=_unmatched(inp, ledger),
     )
 

@@ -197,7 +197,8 @@ async def look_back_for_tokens(session: AsyncSession, chain: str, token_keys: Se
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int) -> None:
+async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int | None) -> None:
+    """The cursor when the scanner looked at these rows (None: look back for them again)."""
     rows = [{"id": key, "seen_at_block": block} for key in keys]
     await update_by_id(session, table("payments"), rows)
 

@@ -18,6 +18,8 @@ async def write_plan(session: AsyncSession, chain: str, plan: RangePlan) -> None
         await transactions.count_confirmations(session, chain, plan.finality)
     if plan.edited:
         await payments.clear_edited(session, plan.edited)
+    if plan.look_back:  # what this range could not credit to them is looked back for
+        await payments.mark_seen(session, plan.look_back, None)
     if plan.cursor is not None:
         await _move_cursor(session, chain, plan.cursor)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import structlog
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scanner.core.model import Credit, Finality
 from scanner.core.plan import CreditRow
 from scanner.db.payments import raw, stored_key
-from scanner.db.sql import chunks, in_strings, is_postgres, moment, now, table, unix
+from scanner.db.sql import chunks, in_strings, is_postgres, moment, now, table
+from scanner.db.types import parse_timestamp, to_decimal
+
+log = structlog.get_logger(__name__)
 
 #: The columns a transfer seen again rewrites (its payment, block and state may have changed).
 _REWRITTEN = (
@@ -89,31 +93,52 @@ async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx
 
 async def credits_of(
     session: AsyncSession, tokens: Mapping[Any, UUID | None]
-) -> dict[Any, list[Credit]]:
+) -> tuple[dict[Any, list[Credit]], set[Any]]:
     """The credits of the payments of ``tokens`` (ids as stored → the payment's token id), by
-    key; a credit of another token than the payment's now is ``foreign``."""
+    key; a credit of another token than the payment's now is ``foreign``. Each row is read on
+    its own: one that cannot be (a value or time edited into nonsense) is logged
+    (``transaction_invalid``), and its payment's key returned among the broken ones (left
+    alone until the row is fixed), never the end of the others."""
     t = table("transactions")
-    columns = (raw(t.c.payment_id), t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+    columns = (t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
     extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id)
     out: dict[Any, list[Credit]] = {}
+    broken: set[Any] = set()
     for chunk in chunks(sorted(tokens, key=str)):
-        stmt = select(*columns, *extra).where(raw(t.c.payment_id).in_(list(chunk)))
-        for pid, tx, li, bn, bh, ts, value, late, status, token in await session.execute(stmt):
-            key = stored_key(pid)
-            credit = Credit(
-                tx_hash=tx,
-                log_index=int(li),
-                block_number=int(bn),
-                block_hash=bh,
-                block_timestamp=unix(ts),
-                value=int(value),
-                late=bool(late),
-                orphaned=status == "orphaned",
-                final=status == "confirmed",
-                foreign=token != tokens.get(key),
-            )
+        stmt = select(*(raw(c) for c in (*columns, *extra)))
+        stmt = stmt.where(raw(t.c.payment_id).in_(list(chunk)))
+        for row in await session.execute(stmt):
+            key = stored_key(row[0])
+            try:
+                credit = _credit(row, tokens.get(key))
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                log.warning(
+                    "transaction_invalid", payment_id=str(key), tx_hash=str(row[1]), reason=str(exc)
+                )
+                broken.add(key)
+                continue
             out.setdefault(key, []).append(credit)
-    return out
+    return out, broken
+
+
+def _credit(row: Any, payment_token: UUID | None) -> Credit:
+    _, tx, li, bn, bh, ts, value, late, status, token = row
+    token_id = None if token is None else (token if isinstance(token, UUID) else UUID(str(token)))
+    units = to_decimal(value)
+    if units != units.to_integral_value() or units < 0:
+        raise ValueError(f"value {value!r:.40} is not a whole number of base units")
+    return Credit(
+        tx_hash=str(tx),
+        log_index=int(li),
+        block_number=int(bn),
+        block_hash=str(bh),
+        block_timestamp=int(parse_timestamp(ts).timestamp()),
+        value=int(units),
+        late=late in (True, 1, "1", "true", "t"),
+        orphaned=status == "orphaned",
+        final=status == "confirmed",
+        foreign=token_id != payment_token,
+    )
 
 
 def _values(row: CreditRow, stamp: Any) -> dict[str, Any]:

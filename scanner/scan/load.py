@@ -153,7 +153,8 @@ async def _input(
     owners = await transactions.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
-    found = await transactions.credits_of(session, {h.row_key: h.token_id for h in held})
+    found, broken = await transactions.credits_of(session, {h.row_key: h.token_id for h in held})
+    held = [h for h in held if h.row_key not in broken]  # left alone until the row is fixed
     credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
     return RangeInput(
         rules=ctx.rules,
@@ -167,6 +168,7 @@ async def _input(
         transfers=tuple(transfers),
         holdings=tuple(held),
         credits=credits,
+        look_back=tuple(broken),
     )
 
 

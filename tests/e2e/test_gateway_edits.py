@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from tests.e2e.actions import pay
@@ -141,3 +142,29 @@ async def test_edits_of_other_payments_leave_the_rest_alone(h: Harness) -> None:
     assert await h.events(other) == before
     assert await h.events(edited) == []
     assert (await h.payment(edited))["amount"] == Decimal("9")
+
+
+async def test_a_transactions_row_edited_into_nonsense_leaves_its_payment_alone(
+    h: Harness,
+) -> None:
+    broken = await h.create_payment(ALICE, "10")
+    good = await h.create_payment(BOB, "5")
+    pay(h, ALICE, 4_000_000)
+    await h.scan()
+    async with h.engine.begin() as conn:
+        await conn.execute(text("UPDATE transactions SET value = 'NaN'"))
+    with capture_logs() as logs:
+        pay(h, BOB, 5_000_000)
+        pay(h, ALICE, 6_000_000)
+        h.mine(3)
+        await h.scan()
+    assert [e["payment_id"] for e in logs if e["event"] == "transaction_invalid"][:1] == [broken]
+    assert (await h.payment(good))["status"] == "confirmed"
+    row = await h.payment(broken)
+    assert (row["status"], row["amount_received"]) == ("pending", Decimal("4"))  # untouched
+    async with h.engine.begin() as conn:  # the row is fixed: what it missed is looked back for
+        await conn.execute(text("UPDATE transactions SET value = '4000000'"))
+    await h.scan()
+    await h.scan()
+    row = await h.payment(broken)
+    assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("10"))
