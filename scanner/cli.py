@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--payments", type=int, default=3)
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to run (0: forever)")
 
+    _migrate_parsers(sub)
+    return parser
+
+
+def _migrate_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     migrate = sub.add_parser("migrate", help="database migrations (Alembic)")
     _config_arg(migrate)
     msub = migrate.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -104,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     rev = msub.add_parser("revision")
     rev.add_argument("-m", "--message", required=True)
     rev.add_argument("--autogenerate", action="store_true")
-    return parser
 
 
 _secrets: list[str] = []  # the settings' secrets, for scrubbing the last error message

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final, cast
+from typing import cast
 from uuid import UUID
 
 from scanner.core import events
@@ -52,92 +52,20 @@ from scanner.core.model import (
     Status,
     Transfer,
 )
+from scanner.core.states import PATHS, amount_received, recompute, summarize, target_status
 
 __all__ = [
     "Ledger",
     "PaymentOutcome",
+    "amount_received",
     "credit_confirmations",
     "is_final",
     "recompute",
+    "summarize",
     "target_status",
 ]
 
 Key = tuple[str, int]
-
-#: The edges walked from one status to another, one status_changed event per edge.
-_PATHS: Final[Mapping[tuple[Status, Status], tuple[Status, ...]]] = {
-    ("pending", "confirming"): ("confirming",),
-    ("pending", "confirmed"): ("confirming", "confirmed"),
-    ("pending", "expired"): ("expired",),
-    ("confirming", "pending"): ("pending",),
-    ("confirming", "confirmed"): ("confirmed",),
-    ("confirming", "expired"): ("pending", "expired"),
-    # Only after a gateway edit (an expiry extended, an amount lowered): see Ledger.revise.
-    ("expired", "pending"): ("pending",),
-    ("expired", "confirming"): ("pending", "confirming"),
-    ("expired", "confirmed"): ("pending", "confirming", "confirmed"),
-}
-
-
-# --- the pure rules --------------------------------------------------------------------------
-
-
-def amount_received(credits: Iterable[Credit]) -> int:
-    """The sum of the counted (neither orphaned nor late) credits."""
-    return sum(credit.value for credit in credits if credit.counted)
-
-
-def _final(credit: Credit, finality: Finality) -> bool:
-    return credit.final or is_final(credit.block_number, finality)
-
-
-def _confirmations(credit: Credit, finality: Finality) -> int:
-    """A credit stored as final keeps the count that made it final (block mode)."""
-    if credit.final and finality.required is not None:
-        return finality.required
-    return credit_confirmations(credit.block_number, finality)
-
-
-def target_status(
-    amount: int, expires_at: float, credits: Iterable[Credit], finality: Finality | None
-) -> Status:
-    """The status a non-final payment should have, from scratch (``None``: finality unknown)."""
-    counted = [credit for credit in credits if credit.counted]
-    if sum(credit.value for credit in counted) >= amount:
-        if finality is not None and all(_final(c, finality) for c in counted):
-            return "confirmed"
-        return "confirming"
-    if (
-        finality is not None
-        and finality.final_timestamp is not None
-        and finality.final_timestamp > expires_at
-    ):
-        return "expired"
-    return "pending"
-
-
-def summarize(status: str, credits: Iterable[Credit], finality: Finality | None) -> PaymentOutcome:
-    """The payment row's columns for ``status`` and ``credits`` (0 confirmations sans finality)."""
-    counted = [credit for credit in credits if credit.counted]
-    confirmations = 0
-    if counted and finality is not None:
-        confirmations = min(_confirmations(c, finality) for c in counted)
-    return PaymentOutcome(
-        status=status,
-        amount_received=sum(credit.value for credit in counted),
-        confirmations=confirmations,
-        detected_in_block=min((c.block_number for c in counted), default=None),
-    )
-
-
-def recompute(payment: Payment, credits: Iterable[Credit], finality: Finality) -> PaymentOutcome:
-    """The payment's outcome from scratch; a final status (confirmed, expired) is kept as is."""
-    credits = list(credits)
-    status = payment.status
-    if status in OPEN_STATES:
-        status = target_status(payment.amount, payment.expires_at, credits, finality)
-    return summarize(status, credits, finality)
-
 
 # --- the working set of one batch ------------------------------------------------------------
 
@@ -419,7 +347,7 @@ class Ledger:
     def _walk(self, payment_id: UUID, entry: _Entry, current: Status, target: Status) -> None:
         """Move to ``target`` one edge at a time, a ``status_changed`` event per edge."""
         received = amount_received(entry.credits.values())
-        for step in _PATHS[(current, target)]:
+        for step in PATHS[(current, target)]:
             self._events.append(events.status_changed(payment_id, current, step, received))
             current = step
         entry.status = target
