@@ -19,7 +19,7 @@ from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema
 from scanner.db.models import WebhookDelivery
 from scanner.deliver import store
-from scanner.deliver.message import body, headers
+from scanner.deliver.message import body, headers, iso_utc
 from scanner.deliver.sender import Sender
 from scanner.deliver.worker import Endpoint, endpoints, utc_now
 from scanner.errors import ConfigError, ScannerError
@@ -127,7 +127,7 @@ def test_payload(endpoint: Endpoint) -> dict[str, Any]:
         "tx_hash": None,
         "log_index": None,
         "data": {"endpoint": endpoint.index},
-        "created_at": utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "created_at": iso_utc(utc_now()),
     }
 
 

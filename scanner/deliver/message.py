@@ -41,7 +41,8 @@ def amount_text(raw: str | None) -> str | None:
         return raw
 
 
-def _iso(moment: datetime) -> str:
+def iso_utc(moment: datetime) -> str:
+    """``2026-01-01T10:00:00.000000Z``: the payload's form of a time."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -83,7 +84,7 @@ def payload(event: EventFacts) -> dict[str, Any]:
         "tx_hash": data.get("tx_hash"),
         "log_index": data.get("log_index"),
         "data": data,
-        "created_at": _iso(event.created_at),
+        "created_at": iso_utc(event.created_at),
     }
 
 

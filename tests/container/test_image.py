@@ -25,6 +25,7 @@ from sqlalchemy import text
 from scanner.config import load_settings
 from scanner.db.engine import make_engine
 from scanner.devchain import DevChain
+from scanner.devchain.node import free_port
 from tests.chain_fixtures import anvil, devchain  # noqa: F401
 from tests.container.image import (
     BASE,
@@ -41,7 +42,6 @@ from tests.container.image import (
 from tests.e2e.harness import CHAIN
 from tests.ops.support import (
     PaymentSpec,
-    free_port,
     http_get,
     insert_payments,
     json_lines,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from scanner.devchain.node import free_port
 from tests.conftest import BACKENDS
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     NotifyListener,
-    free_port,
     json_lines,
     run_cli,
     scanner_env,

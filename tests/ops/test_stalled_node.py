@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from scanner.devchain import DevChain
+from scanner.devchain.node import free_port
 from tests.e2e.harness import Harness
 from tests.ops.support import (
-    free_port,
     http_get,
     json_lines,
     scanner_env,
