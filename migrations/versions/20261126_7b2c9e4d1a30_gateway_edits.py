@@ -9,6 +9,9 @@ Create Date: 2026-11-26 04:30:00
   the payment and clears it. A partial index serves "the edited payments of a chain".
 - ``payments.scanner_rev``: the scanner increments it in each of its own updates, which is how
   the trigger tells the scanner's writes from the gateway's.
+- ``tokens.scanner_enabled``: whether the scanner read the token's logs when it last looked
+  (NULL: never looked). A token found usable again after it was not (disabled, halted) has its
+  open payments looked back for, across restarts too.
 - SQLite only: ``created_at`` and ``expires_at`` are rewritten by triggers into the one canonical
   text form (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) whatever form the gateway wrote that SQLite's
   date functions read (ISO-8601 with ``T``, ``Z`` or an offset; Unix seconds as a number), so that
@@ -113,6 +116,7 @@ def upgrade() -> None:
         "payments",
         sa.Column("scanner_rev", sa.Integer(), server_default=sa.text("0"), nullable=False),
     )
+    op.add_column("tokens", sa.Column("scanner_enabled", sa.Boolean(), nullable=True))
     edited = sa.text("edited")
     op.create_index(
         "ix_payments_edited",
@@ -145,5 +149,6 @@ def downgrade() -> None:
             for when in ("insert", "update"):
                 op.execute(f"DROP TRIGGER IF EXISTS payments_{column}_{when}")
     op.drop_index("ix_payments_edited", table_name="payments")
+    op.drop_column("tokens", "scanner_enabled")
     op.drop_column("payments", "scanner_rev")  # SQLite ≥ 3.35: a plain DROP COLUMN
     op.drop_column("payments", "edited")

@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.chain.reader import ChainReader
@@ -43,7 +43,7 @@ class TokenRow:
 
 def parse_token(row: Any) -> TokenRow:
     """A ``tokens`` row (key, address, symbol, decimals, enabled); ValueError with the reason."""
-    key, address, symbol, decimals, enabled = row
+    key, address, symbol, decimals, enabled = row[:5]
     try:
         token_id = key if isinstance(key, UUID) else uuid.UUID(str(key).strip())
     except ValueError:
@@ -60,10 +60,18 @@ def parse_token(row: Any) -> TokenRow:
 
 
 async def read_tokens(session: AsyncSession, chain: str) -> list[Any]:
+    """Raw rows: id, address, symbol, decimals, enabled, scanner_enabled."""
     t = table("tokens")
-    columns = (t.c.id, t.c.address, t.c.symbol, t.c.decimals, t.c.enabled)
+    columns = (t.c.id, t.c.address, t.c.symbol, t.c.decimals, t.c.enabled, t.c.scanner_enabled)
     stmt = select(*(raw(c) for c in columns)).where(t.c.chain == chain)
     return list(await session.execute(stmt))
+
+
+async def _remember(session: AsyncSession, used: list[tuple[Any, bool]]) -> None:
+    """Record whether each token's logs are read now (``tokens.scanner_enabled``)."""
+    t = table("tokens")
+    for key, value in used:
+        await session.execute(update(t).where(raw(t.c.id) == key).values(scanner_enabled=value))
 
 
 @dataclass
@@ -76,24 +84,38 @@ class TokenWatch:
     checked: dict[UUID, int] = field(default_factory=dict)  # decimals the contract confirmed
     halted: dict[UUID, tuple[int, str]] = field(default_factory=dict)  # decimals → reason
     reported: set[str] = field(default_factory=set)  # invalid rows already logged
-    enabled: set[UUID] | None = None  # at the last refresh; None before the first
+    enabled: set[UUID] | None = None  # in use at the last refresh; None before the first
 
     async def refresh(self, session: AsyncSession) -> tuple[dict[str, TokenInfo], list[TokenInfo]]:
         """The tokens to scan now (by address), and those enabled since the last refresh."""
         usable: dict[str, TokenInfo] = {}
+        fresh: list[TokenInfo] = []
+        changed: list[tuple[Any, bool]] = []
         for row in await read_tokens(session, self.chain):
             token = self._parse(row)
-            if token is not None and token.enabled and await self._agrees(token.info):
+            if token is None:
+                continue
+            used = token.enabled and await self._agrees(token.info)
+            if used:
                 usable[token.info.address] = token.info
-        before = self.enabled
+            if used and self._was_off(row[5]):
+                fresh.append(token.info)
+            if row[5] is None or bool(row[5]) != used:
+                changed.append((stored_key(token.key), used))
+        await _remember(session, changed)
         self.enabled = {info.id for info in usable.values()}
-        if before is None:
-            return usable, []
-        return usable, [info for info in usable.values() if info.id not in before]
+        return usable, fresh
+
+    def _was_off(self, scanner_enabled: Any) -> bool:
+        """Whether the token's logs were not read before (a row never looked at counts as off
+        only once this process has looked at the table: a database from before the column)."""
+        if scanner_enabled is None:
+            return self.enabled is not None
+        return not bool(scanner_enabled)
 
     def _parse(self, row: Any) -> TokenRow | None:
         try:
-            return parse_token(tuple(row))
+            return parse_token(tuple(row[:5]))
         except ValueError as exc:
             reason = str(exc)
             if f"{row[0]}:{reason}" not in self.reported:

@@ -105,3 +105,20 @@ async def test_a_new_token_row_is_scanned_from_the_next_tick(h: Harness) -> None
     h.mine(3)
     await h.scan()
     assert (await h.payment(pid))["status"] == "confirmed"
+
+
+async def test_a_token_enabled_again_while_the_scanner_was_down_is_looked_back_for(
+    h: Harness,
+) -> None:
+    pid = await h.create_payment(ALICE, "5")
+    await _set_enabled(h, h.token, False)
+    await h.scan()  # the scanner sees it off
+    paid = pay(h, ALICE, 5_000_000)
+    h.mine(3)
+    await h.scan()  # and passes the payment's block while it is off, then stops
+    await h.close()
+    h.scanner = None
+    await _set_enabled(h, h.token, True)
+    await h.scan()  # a new process
+    assert [t["tx_hash"] for t in await h.transactions(pid)] == [paid]
+    assert (await h.payment(pid))["status"] == "confirmed"

@@ -21,3 +21,6 @@ class Token(Base):
     symbol: Mapped[str] = mapped_column(String(32))
     decimals: Mapped[int] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    # Whether the scanner read the token's logs when it last looked (NULL: never looked): a token
+    # usable again after it was not is looked back for, across restarts too.
+    scanner_enabled: Mapped[bool | None] = mapped_column(Boolean)
