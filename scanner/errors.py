@@ -106,16 +106,26 @@ class ChainLockLost(ScannerError):
 
 
 class RpcError(ScannerError):
-    """A JSON-RPC call failed."""
+    """A JSON-RPC call failed. Subclasses declare their details as class attributes (with their
+    defaults); a detail given to the constructor is set on the instance."""
 
     transient: bool = False
 
     def __init__(
-        self, message: str, *, chain: str | None = None, method: str | None = None
+        self,
+        message: str,
+        *,
+        chain: str | None = None,
+        method: str | None = None,
+        **details: object,
     ) -> None:
         super().__init__(message)
         self.chain = chain
         self.method = method
+        for name, value in details.items():
+            if not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} has no detail {name!r}")
+            setattr(self, name, value)
 
 
 class RpcTransportError(RpcError):
@@ -125,54 +135,23 @@ class RpcTransportError(RpcError):
 
 
 class RpcRateLimited(RpcError):
-    """The provider asked us to slow down."""
+    """The provider asked us to slow down (``retry_after`` seconds, when it said)."""
 
     transient = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        chain: str | None = None,
-        method: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, chain=chain, method=method)
-        self.retry_after = retry_after
+    retry_after: float | None = None
 
 
 class RpcResponseError(RpcError):
-    """The node answered with a JSON-RPC error object."""
+    """The node answered with a JSON-RPC error object (``code``, ``data``)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        chain: str | None = None,
-        method: str | None = None,
-        code: int | None = None,
-        data: object = None,
-    ) -> None:
-        super().__init__(message, chain=chain, method=method)
-        self.code = code
-        self.data = data
+    code: int | None = None
+    data: object = None
 
 
 class RangeTooLarge(RpcResponseError):
     """An eth_getLogs range or its result was too large; ``suggested_size`` when the node said."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        chain: str | None = None,
-        method: str | None = None,
-        code: int | None = None,
-        data: object = None,
-        suggested_size: int | None = None,
-    ) -> None:
-        super().__init__(message, chain=chain, method=method, code=code, data=data)
-        self.suggested_size = suggested_size
+    suggested_size: int | None = None
 
 
 class MalformedResponse(RpcError):
@@ -187,18 +166,11 @@ class MalformedResponse(RpcError):
     """
 
     TRANSIENT_KINDS = frozenset({"truncated", "batch_incomplete"})
+    kind: str = "malformed"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        chain: str | None = None,
-        method: str | None = None,
-        kind: str = "malformed",
-    ) -> None:
-        super().__init__(message, chain=chain, method=method)
-        self.kind = kind
-        self.transient = kind in self.TRANSIENT_KINDS
+    def __init__(self, message: str, **context: object) -> None:
+        super().__init__(message, **context)  # type: ignore[arg-type]
+        self.transient = self.kind in self.TRANSIENT_KINDS
 
 
 class BlockNotAvailable(RpcError):
@@ -209,32 +181,13 @@ class BlockNotAvailable(RpcError):
     """
 
     transient = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        chain: str | None = None,
-        method: str | None = None,
-        block: int | str | None = None,
-    ) -> None:
-        super().__init__(message, chain=chain, method=method)
-        self.block = block
+    block: int | str | None = None
 
 
 class ReceiptNotAvailable(BlockNotAvailable):
     """The node answered ``null`` for a receipt (lagging, or the tx was reorged out)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        chain: str | None = None,
-        method: str | None = None,
-        tx_hash: str,
-    ) -> None:
-        super().__init__(message, chain=chain, method=method)
-        self.tx_hash = tx_hash
+    tx_hash: str = ""
 
 
 class RangeRejected(ScannerError):

@@ -25,7 +25,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -116,12 +115,13 @@ def _listening(pid: int, port: int) -> bool:
 
 def _anvil_args(
     *,
-    chain_id: int,
-    block_time: float | None,
-    extra_args: Sequence[str],
-    load_state: str | None,
-    dump_state: str | None,
+    chain_id: int = 31337,
+    block_time: float | None = None,
+    extra_args: Sequence[str] = (),
+    load_state: str | None = None,
+    dump_state: str | None = None,
 ) -> list[str]:
+    """anvil's command-line options (the keywords :meth:`Anvil.start` takes beside ``port``)."""
     args = ["--chain-id", str(chain_id), "--silent"]
     if block_time is not None:
         args += ["--block-time", f"{block_time:g}"]
@@ -163,24 +163,10 @@ class Anvil:
 
     @classmethod
     def start(
-        cls,
-        *,
-        port: int | None = None,
-        chain_id: int = 31337,
-        block_time: float | None = None,
-        extra_args: Sequence[str] = (),
-        load_state: str | None = None,
-        dump_state: str | None = None,
-        ready_timeout: float = START_TIMEOUT_S,
+        cls, *, port: int | None = None, ready_timeout: float = START_TIMEOUT_S, **options: Any
     ) -> Anvil:
-        """Start a node and wait until it answers `eth_chainId`."""
-        args = _anvil_args(
-            chain_id=chain_id,
-            block_time=block_time,
-            extra_args=extra_args,
-            load_state=load_state,
-            dump_state=dump_state,
-        )
+        """Start a node and wait until it answers `eth_chainId`; ``options``: `_anvil_args`."""
+        args = _anvil_args(**options)
         attempts = 1 if port is not None else PORT_RETRIES
         for attempt in range(attempts):
             node = cls._spawn(port if port is not None else free_port(), args)
@@ -196,27 +182,13 @@ class Anvil:
 
     @classmethod
     async def astart(
-        cls,
-        *,
-        port: int | None = None,
-        chain_id: int = 31337,
-        block_time: float | None = None,
-        extra_args: Sequence[str] = (),
-        load_state: str | None = None,
-        dump_state: str | None = None,
-        ready_timeout: float = START_TIMEOUT_S,
+        cls, *, port: int | None = None, ready_timeout: float = START_TIMEOUT_S, **options: Any
     ) -> Anvil:
         """Like `start`, without blocking the event loop while the node boots.
 
         The process is spawned in the calling (event-loop) thread so PDEATHSIG is tied to it.
         """
-        args = _anvil_args(
-            chain_id=chain_id,
-            block_time=block_time,
-            extra_args=extra_args,
-            load_state=load_state,
-            dump_state=dump_state,
-        )
+        args = _anvil_args(**options)
         node = cls._spawn(port if port is not None else free_port(), args)
         try:
             await node.await_ready(ready_timeout)
@@ -290,23 +262,13 @@ class Anvil:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.to_thread(self.stop)
 
     # ---- properties
