@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
 
@@ -197,10 +198,11 @@ class App:
                         self._started[scanner.name].set()
                         await self._sleep(scanner.settings.poll_interval)
                         continue
+                    started = time.monotonic()
                     outcome = await self._tick(scanner)
                     backoff = 1.0
-                    if outcome:  # a head from the subscription ends the wait early
-                        await self._sleep(scanner.settings.poll_interval, heads)
+                    if outcome:  # polls keep their cadence; a new head ends the wait early
+                        await self._sleep(self._until_poll(scanner, started), heads)
                 except ChainHalted as exc:
                     self._halt(scanner, exc)
                     await self.stop.wait()
@@ -217,6 +219,12 @@ class App:
             if heads is not None:
                 await heads.aclose()
             await writer.release()
+
+    @staticmethod
+    def _until_poll(scanner: ChainScanner, started: float) -> float:
+        """The rest of the poll interval counted from the tick's start (a tenth at least)."""
+        interval = scanner.settings.poll_interval
+        return max(interval / 10, interval - (time.monotonic() - started))
 
     def _subscription(self, chain: ChainSettings) -> HeadSubscription | None:
         """The chain's newHeads subscription (``ws_url``): it wakes ticks; polling stays."""
