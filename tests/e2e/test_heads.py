@@ -19,9 +19,10 @@ from structlog.testing import capture_logs
 
 from scanner.app import App
 from scanner.config import ChainSettings
+from scanner.observe.redact import Scrubber
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, until
-from tests.support.settings import chain_settings
+from tests.support.settings import chain_settings, settings_from
 from tests.support.wsproxy import WsProxy
 
 ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
@@ -176,5 +177,8 @@ def test_ws_url_is_a_websocket_url_and_a_secret() -> None:
     chain = chain_settings("http://127.0.0.1:8545", [], ws_url=url)
     assert isinstance(chain, ChainSettings) and chain.ws_url is not None
     assert KEY not in repr(chain) and KEY not in str(chain.ws_url)
+    settings = settings_from("sqlite:///unused.db").model_copy(update={"chains": [chain]})
+    assert url in settings.secrets()
+    assert KEY not in Scrubber(settings.secrets()).text(f"connect to {url} failed")
     with pytest.raises(ValidationError, match="ws_url must be ws:// or wss://"):
         chain_settings("http://127.0.0.1:8545", [], ws_url="https://eth.example/")
