@@ -139,7 +139,10 @@ class HeadSubscription:
         self._report_connected(False)
         async with aiohttp.ClientSession() as session:
             while True:
-                reason, message = await self._connection(session)
+                try:
+                    reason, message = await self._connection(session)
+                except Exception as exc:  # unforeseen: never let it end the chain's loop
+                    reason, message = "error", scrub(f"{type(exc).__name__}: {exc}", [self.url])
                 if self._delivered:
                     delay = self.backoff.initial
                 wait = delay + random.uniform(0, delay / 2)
