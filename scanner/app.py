@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
 
@@ -24,6 +25,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from scanner.chain.heads import HeadSubscription
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.chain.stall import HeadWatch
@@ -183,9 +185,12 @@ class App:
         structlog.contextvars.bind_contextvars(chain=scanner.name)
         writer = ChainWriterLock(self.engine, self.settings, scanner.name, metrics=self.metrics)
         scanner.fence = writer.fence
-        self._watch_head(scanner)
+        heads = self._subscription(scanner.settings)
+        self._watch_head(scanner, heads)
         backoff = 1.0
         try:
+            if heads is not None:
+                heads.start()
             while not self.stop.is_set():
                 try:
                     if not await writer.acquire():
@@ -193,10 +198,11 @@ class App:
                         self._started[scanner.name].set()
                         await self._sleep(scanner.settings.poll_interval)
                         continue
+                    started = time.monotonic()
                     outcome = await self._tick(scanner)
                     backoff = 1.0
-                    if outcome:
-                        await self._sleep(scanner.settings.poll_interval)
+                    if outcome:  # polls keep their cadence; a new head ends the wait early
+                        await self._sleep(self._until_poll(scanner, started), heads)
                 except ChainHalted as exc:
                     self._halt(scanner, exc)
                     await self.stop.wait()
@@ -210,14 +216,31 @@ class App:
                     await self._sleep(backoff)
                     backoff = min(MAX_BACKOFF, backoff * 2)
         finally:
+            if heads is not None:
+                await heads.aclose()
             await writer.release()
 
-    def _watch_head(self, scanner: ChainScanner) -> None:
-        """Heads come through a stall watch; the first one read counts towards READY=1."""
+    @staticmethod
+    def _until_poll(scanner: ChainScanner, started: float) -> float:
+        """The rest of the poll interval counted from the tick's start (a tenth at least)."""
+        interval = scanner.settings.poll_interval
+        return max(interval / 10, interval - (time.monotonic() - started))
+
+    def _subscription(self, chain: ChainSettings) -> HeadSubscription | None:
+        """The chain's newHeads subscription (``ws_url``): it wakes ticks; polling stays."""
+        if chain.ws_url is None:
+            return None
+        return HeadSubscription(chain.name, chain.ws_url.get_secret_value(), observer=self.metrics)
+
+    def _watch_head(self, scanner: ChainScanner, heads: HeadSubscription | None = None) -> None:
+        """Heads come through a stall watch; the first one read counts towards READY=1. The
+        head read over HTTP is the subscription's watchdog (a quiet one reconnects)."""
         watch = HeadWatch(scanner.reader, scanner.settings.stall_after, observer=self.metrics)
 
         async def read_head() -> int:
             head = await watch.read()
+            if heads is not None:
+                heads.polled(head)
             self.health.stalled(scanner.name, watch.stalled)
             self._started[scanner.name].set()
             return head
@@ -240,9 +263,10 @@ class App:
         self.metrics.set_halted(scanner.name, True)
         log.error("chain_halted", reason=str(exc), error=type(exc).__name__)
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float, heads: HeadSubscription | None = None) -> None:
         with suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await (heads.arrival(self.stop) if heads is not None else self.stop.wait())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -58,6 +58,12 @@ class RpcUrl(SecretStr):
         return redact_url(self.get_secret_value())
 
 
+def _ws_url(url: RpcUrl) -> RpcUrl:
+    if not url.get_secret_value().startswith(("ws://", "wss://")):
+        raise ValueError(f"ws_url must be ws:// or wss://: {url}")
+    return url
+
+
 class TokenSettings(_Strict):
     symbol: str = Field(min_length=1, max_length=32)
     address: Address
@@ -68,6 +74,7 @@ class ChainSettings(_Strict):
     name: str
     chain_id: int = Field(gt=0)
     rpc_urls: list[RpcUrl] = Field(min_length=1)
+    ws_url: Annotated[RpcUrl, AfterValidator(_ws_url)] | None = None  # newHeads wakes ticks
     confirmations: int | None = Field(default=None, ge=1)
     finality: Literal["finalized", "safe"] | None = None
     poll_interval: float = Field(default=3.0, gt=0)
@@ -248,6 +255,7 @@ class Settings(_Strict):
         out = [self.database_url.get_secret_value()]
         for chain in self.chains:
             out.extend(u.get_secret_value() for u in chain.rpc_urls)
+            out.extend(u.get_secret_value() for u in [chain.ws_url] if u is not None)
         for hook in self.webhooks:
             out += [hook.url.get_secret_value(), hook.secret_value]
         return out

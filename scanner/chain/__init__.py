@@ -3,7 +3,9 @@
 - :mod:`scanner.chain.rpc`: :class:`RpcClient` (JSON-RPC calls and batches, retries, failover);
 - :mod:`scanner.chain.jsonrpc`: envelopes and the mapping of answers onto :mod:`scanner.errors`;
 - :mod:`scanner.chain.limits`: what providers say when a getLogs range is too large;
-- :mod:`scanner.chain.reader`: :class:`ChainReader`, typed reads returning raw dicts and ints.
+- :mod:`scanner.chain.reader`: :class:`ChainReader`, typed reads returning raw dicts and ints;
+- :mod:`scanner.chain.heads`: :class:`~scanner.chain.heads.HeadSubscription`, ``newHeads`` over
+  a websocket (``ws_url``), which wakes the chain's tick.
 """
 
 from scanner.chain.reader import ChainReader

@@ -61,6 +61,7 @@ class Metrics:
         self._rpc_metrics()
         self._scan_metrics()
         self._state_metrics()
+        self._ws_metrics()
         self.webhooks = WebhookMetrics(self.registry)
 
     def _counter(self, name: str, doc: str, labels: Sequence[str]) -> Counter:
@@ -178,6 +179,22 @@ class Metrics:
             CHAIN,
         )
 
+    def _ws_metrics(self) -> None:
+        self.ws_connected_gauge = self._gauge(
+            "scanner_ws_connected",
+            "1 while the chain's newHeads subscription (ws_url) is open, else 0.",
+            CHAIN,
+        )
+        self.ws_heads = self._counter(
+            "scanner_ws_heads", "Heads received over the newHeads subscription.", CHAIN
+        )
+        self.ws_disconnects = self._counter(
+            "scanner_ws_disconnects",
+            "newHeads subscriptions ended and reconnected, by reason (closed, quiet, error, "
+            "refused).",
+            ("chain", "reason"),
+        )
+
     # -- per-chain facts -------------------------------------------------------------------
 
     def add_chain(self, chain: str) -> None:
@@ -238,6 +255,18 @@ class Metrics:
 
     def chain_lock_lost(self, chain: str) -> None:
         self.chain_locks_lost.labels(chain).inc()
+
+    # -- HeadsObserver (scanner.chain.heads) -----------------------------------------------
+
+    def ws_connected(self, chain: str, connected: bool) -> None:
+        self.ws_connected_gauge.labels(chain).set(1 if connected else 0)
+        self.ws_heads.labels(chain)
+
+    def ws_head(self, chain: str) -> None:
+        self.ws_heads.labels(chain).inc()
+
+    def ws_disconnected(self, chain: str, reason: str) -> None:
+        self.ws_disconnects.labels(chain, reason).inc()
 
     # -- RpcObserver -----------------------------------------------------------------------
 
