@@ -1,7 +1,11 @@
 """Reads of ``payments`` (the gateway's rows) and the scanner's writes of the columns it owns.
 
-Every read a range makes is one statement whatever the number of payments: by address (the
-candidates of the range's transfers), by id, and the open payments the checked block moves.
+Every read a range makes is a fixed number of statements whatever the number of payments, and
+each reads through an index that serves exactly its question, so that its cost follows the
+range, not the open-payment book: by address (the candidates of the range's transfers), by id,
+and the open payments the checked block moves (those holding a not-yet-final credit, the pending
+ones it expires). The ``*_statement(s)`` builders are what the functions issue; the plan tests
+EXPLAIN them.
 """
 
 from __future__ import annotations
@@ -91,6 +95,20 @@ async def _locked_rows(session: AsyncSession, stmt: Any) -> list[RawPayment]:
     raise PaymentLocked(held)
 
 
+def address_statement(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    window: tuple[datetime, datetime] | None = None,
+) -> Any:
+    """The statement of :func:`by_address` (``ix_payments_lookup``, one probe per address)."""
+    p = table("payments")
+    condition: Any = in_strings(session, func.lower(p.c.address), addresses)
+    if window is not None:
+        condition = and_(condition, _choosable(window))
+    return _select().where(p.c.chain == chain, condition)
+
+
 async def by_address(
     session: AsyncSession,
     chain: str,
@@ -108,14 +126,11 @@ async def by_address(
     """
     if not addresses:
         return []
-    p = table("payments")
-    condition: Any = in_strings(session, func.lower(p.c.address), addresses)
-    if window is not None:
-        condition = and_(condition, _choosable(session, window))
-    return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
+    stmt = address_statement(session, chain, addresses, window)
+    return await _rows(session, stmt, lock)
 
 
-def _choosable(session: AsyncSession, window: tuple[datetime, datetime]) -> Any:
+def _choosable(window: tuple[datetime, datetime]) -> Any:
     p = table("payments")
     lo, hi = window
     older = p.alias("older")
@@ -144,6 +159,21 @@ async def by_key(session: AsyncSession, keys: Collection[Any], *, lock: bool) ->
     return out
 
 
+def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any]:
+    """The statements of :func:`to_advance`, one per question, each served by its own index:
+    the payments holding a not-yet-final transaction (``ix_transactions_chain_status``, then the
+    primary key), and the pending ones the cutoff expires (``ix_payments_expiring``). One
+    statement with ``OR`` between them would read every open payment."""
+    p, t = table("payments"), table("transactions")
+    unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
+    # also a confirmed payment's fresh overpayment
+    statements = [_select().where(p.c.chain == chain, p.c.id.in_(unfinal))]
+    if expiry_cutoff is not None:
+        expiring = compare(p.c.expires_at, "<", expiry_cutoff)
+        statements.append(_select().where(p.c.chain == chain, p.c.status == "pending", expiring))
+    return statements
+
+
 async def to_advance(
     session: AsyncSession, chain: str, expiry_cutoff: datetime | None, *, lock: bool
 ) -> list[RawPayment]:
@@ -152,20 +182,26 @@ async def to_advance(
     Those holding a not-yet-final transaction (confirmations count up, confirming may confirm),
     and pending ones whose ``expires_at`` is before the newest final block's time.
     """
-    p, t = table("payments"), table("transactions")
-    unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
-    condition: Any = p.c.id.in_(unfinal)  # also a confirmed payment's fresh overpayment
-    if expiry_cutoff is not None:
-        expiring = compare(p.c.expires_at, "<", expiry_cutoff)
-        condition = or_(condition, and_(p.c.status == "pending", expiring))
-    return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
+    found: dict[Any, RawPayment] = {}
+    for stmt in advancing_statements(chain, expiry_cutoff):
+        for row in await _rows(session, stmt, lock):
+            found.setdefault(row.key, row)
+    return list(found.values())
 
 
-async def unseen(session: AsyncSession, chain: str) -> list[RawPayment]:
-    """Payments the scanner has not looked at yet (``seen_at_block`` is NULL)."""
+UNSEEN_PAGE = 2_000
+
+
+def unseen_statement(chain: str, limit: int = UNSEEN_PAGE) -> Any:
+    """Up to ``limit`` rows not looked at yet (the partial index ``ix_payments_unseen``)."""
     p = table("payments")
-    stmt = _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None))
-    return await _rows(session, stmt, False)
+    return _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None)).limit(limit)
+
+
+async def unseen(session: AsyncSession, chain: str, limit: int = UNSEEN_PAGE) -> list[RawPayment]:
+    """A page of the payments the scanner has not looked at yet (``seen_at_block`` is NULL);
+    marking them seen moves the next call to the next page."""
+    return await _rows(session, unseen_statement(chain, limit), False)
 
 
 async def edited(session: AsyncSession, chain: str, *, limit: int) -> list[RawPayment]:
@@ -209,15 +245,22 @@ async def count_open(session: AsyncSession, chain: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
-    """Addresses of the chain's native-coin payments, when any of them is still open."""
+def native_statements(chain: str) -> tuple[Any, Any]:
+    """Whether the chain has an open native-coin payment, and the native payments' addresses:
+    both read the partial index ``ix_payments_native`` alone, never the token payments."""
     p = table("payments")
     native = and_(p.c.chain == chain, p.c.token_id.is_(None))
     any_open = select(p.c.id).where(native, p.c.status.in_(OPEN)).limit(1)
+    addresses = select(func.lower(p.c.address)).where(native).distinct()
+    return any_open, addresses
+
+
+async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
+    """Addresses of the chain's native-coin payments, when any of them is still open."""
+    any_open, addresses = native_statements(chain)
     if (await session.execute(any_open)).first() is None:
         return set()
-    rows = await session.execute(select(func.lower(p.c.address)).where(native).distinct())
-    return {r[0] for r in rows}
+    return {r[0] for r in await session.execute(addresses)}
 
 
 async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None:
