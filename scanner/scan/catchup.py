@@ -34,7 +34,7 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData, fetch_native
-from scanner.scan.lookback import Start, block_at_time, token_logs
+from scanner.scan.lookback import Start, block_at_time, lowest_available, token_logs
 from scanner.scan.report import report_batch
 from scanner.scan.rows import PaymentRow, RowInvalid, followed, parse_row, read_row
 
@@ -196,8 +196,11 @@ async def _look_back(
                         await token_logs(reader, token, addresses, start.block, cursor, sizer)
                     )
                 break
-            except BlockNotAvailable as exc:  # the node shows the headers, not the logs
-                start = _stored_start(start, exc, known)
+            except BlockNotAvailable as exc:  # a pruned node: go on from what it shows
+                if start.block >= cursor:
+                    raise
+                lowest = await lowest_available(reader, start.block + 1, cursor)
+                start = Start(lowest, "not_available", str(exc))
         earliest = min(earliest, start.block)
         if start.truncated is not None:
             await _report_truncated(reader, ctx, token, rows, start, metrics)
@@ -207,15 +210,6 @@ async def _look_back(
     numbers |= {t.block_number for t in native}
     headers = await _headers_for(reader, sorted(numbers))
     return RangeData(earliest, cursor, tuple(headers), tuple(logs), tuple(native))
-
-
-def _stored_start(start: Start, exc: BlockNotAvailable, known: Mapping[int, int]) -> Start:
-    """After the node could not show a block of the window: the stored blocks' window, which
-    the live scan has just read (raised again when the look-back already starts there)."""
-    lowest = min(known, default=start.block)
-    if lowest <= start.block:
-        raise exc
-    return Start(lowest, "not_available", str(exc))
 
 
 async def _report_truncated(

@@ -122,6 +122,13 @@ class _Search:
         return Start(self.low)
 
 
+async def lowest_available(reader: ChainReader, low: int, high: int) -> int:
+    """The lowest block in ``low..high`` the node can show (``high`` when none below it can):
+    where a look-back goes on after the node could not show its window's first blocks."""
+    search = _Search(reader, float("-inf"), low, high)
+    return (await search.run(low)).block
+
+
 async def token_logs(
     reader: ChainReader,
     token: str,
