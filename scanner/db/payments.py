@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, type_coerce
+from sqlalchemy import and_, func, or_, select, text, type_coerce
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -204,12 +204,18 @@ async def unseen(session: AsyncSession, chain: str, limit: int = UNSEEN_PAGE) ->
     return await _rows(session, unseen_statement(chain, limit), False)
 
 
+def edited_statement(chain: str, limit: int) -> Any:
+    """Up to ``limit`` edited rows of ``chain``: the WHERE names ``edited`` bare, exactly as the
+    partial index ``ix_payments_edited`` does (SQLite uses a partial index only for a term
+    identical to its WHERE; ``edited = 1`` or ``edited IS 1`` would read every row)."""
+    p = table("payments")
+    return _select().where(p.c.chain == chain, text("payments.edited")).limit(limit)
+
+
 async def edited(session: AsyncSession, chain: str, *, limit: int) -> list[RawPayment]:
     """Up to ``limit`` rows of ``chain`` the gateway edited since the scanner last looked,
     locked (the partial index ``ix_payments_edited`` serves it)."""
-    p = table("payments")
-    stmt = _select().where(p.c.chain == chain, p.c.edited.is_(True)).limit(limit)
-    return await _rows(session, stmt, True)
+    return await _rows(session, edited_statement(chain, limit), True)
 
 
 async def clear_edited(session: AsyncSession, keys: Sequence[Any]) -> None:

@@ -152,15 +152,20 @@ async def test_payments_the_checked_block_moves_are_index_lookups(
 
 
 @pytest.mark.usefixtures("book")
-async def test_unseen_and_native_questions_read_their_partial_indexes(
+async def test_unseen_edited_and_native_questions_read_their_partial_indexes(
     session_factory: async_sessionmaker[AsyncSession], db_backend: str
 ) -> None:
     async with session_factory() as session, session.begin():
         text_ = await plan(session, payments.unseen_statement(CHAIN, 100), db_backend)
         assert_served(text_, "ix_payments_unseen", db_backend)
+        edited = locked(payments.edited_statement(CHAIN, 100), True)
+        assert_served(await plan(session, edited, db_backend), "ix_payments_edited", db_backend)
         for stmt in payments.native_statements(CHAIN):
             assert_served(await plan(session, stmt, db_backend), "ix_payments_native", db_backend)
         page = await payments.unseen(session, CHAIN, 7)
+        changed = await payments.edited(session, CHAIN, limit=BOOK)
         native = await payments.native_addresses(session, CHAIN)
     assert len(page) == 7 and all(r.key is not None for r in page)
+    # the rows whose status the fixture changed (addresses ending in 3, 4, 5)
+    assert len(changed) == sum(1 for n in range(BOOK) if f"{n:x}"[-1] in "345")
     assert native == {f"0x{n:040x}" for n in range(0, BOOK, 10)}
