@@ -10,15 +10,17 @@ EXPLAIN them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, func, or_, select, text, type_coerce
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
 from scanner.core.plan import PaymentUpdate
@@ -54,6 +56,7 @@ class RawPayment:
     expires_at: Any
 
 
+log = structlog.get_logger(__name__)
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 
 
@@ -190,6 +193,30 @@ async def to_advance(
 
 
 UNSEEN_PAGE = 2_000
+VACUUM_AFTER = 20_000  # rows marked seen in one catch-up
+
+
+async def vacuum(sessions: async_sessionmaker[AsyncSession], chain: str, marked: int) -> None:
+    """PostgreSQL, after one catch-up marked many rows seen: ``VACUUM (ANALYZE) payments``, as
+    autovacuum would a minute later. Until then every tick's look for unseen rows steps over
+    the index entries those updates left dead (10 ms a tick per 100,000). Not fatal: a
+    server that refuses (privileges) leaves it to autovacuum."""
+    async with sessions() as session:
+        if not is_postgres(session):
+            return
+        engine = session.bind
+    if not isinstance(engine, AsyncEngine):
+        return
+    started = time.perf_counter()
+    try:
+        async with engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text("VACUUM (ANALYZE) payments"))
+    except DBAPIError as exc:
+        log.warning("payments_vacuum_failed", chain=chain, rows=marked, reason=str(exc.orig))
+        return
+    seconds = round(time.perf_counter() - started, 3)
+    log.info("payments_vacuumed", chain=chain, rows=marked, seconds=seconds)
 
 
 def unseen_statement(chain: str, limit: int = UNSEEN_PAGE) -> Any:
