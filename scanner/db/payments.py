@@ -11,14 +11,17 @@ EXPLAIN them.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select, text, type_coerce
+from sqlalchemy import and_, any_, bindparam, func, or_, select, text, type_coerce
 from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
@@ -267,9 +270,17 @@ async def look_back_for_tokens(session: AsyncSession, chain: str, token_keys: Se
 
 
 async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int | None) -> None:
-    """The cursor when the scanner looked at these rows (None: look back for them again)."""
-    rows = [{"id": key, "seen_at_block": block} for key in keys]
-    await update_by_id(session, table("payments"), rows)
+    """The cursor when the scanner looked at these rows (None: look back for them again): one
+    ``UPDATE … WHERE id IN (one array parameter)`` a chunk of 10,000, not one per row."""
+    p = table("payments")
+    for chunk in chunks(list(keys), 10_000):
+        if is_postgres(session):
+            ids = [k if isinstance(k, uuid.UUID) else uuid.UUID(str(k)) for k in chunk]
+            param = bindparam(None, ids, type_=ARRAY(PG_UUID(as_uuid=True)))
+            where = p.c.id == any_(param)
+        else:  # ids as stored (text), matched verbatim
+            where = in_strings(session, raw(p.c.id), [str(k) for k in chunk])
+        await session.execute(sql_update(p).where(where).values(seen_at_block=block))
 
 
 async def count_open(session: AsyncSession, chain: str) -> int:
