@@ -289,22 +289,47 @@ async def count_open(session: AsyncSession, chain: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-def native_statements(chain: str) -> tuple[Any, Any]:
-    """Whether the chain has an open native-coin payment, and the native payments' addresses:
-    both read the partial index ``ix_payments_native`` alone, never the token payments."""
+def native_statements(
+    session: AsyncSession, chain: str, addresses: Collection[str]
+) -> tuple[Any, Any]:
+    """Whether the chain has an open native-coin payment (the partial index
+    ``ix_payments_native``), and which of ``addresses`` some native payment uses
+    (``ix_payments_lookup``, one probe per address): the range's recipients are looked up, the
+    native book is never read whole."""
     p = table("payments")
     native = and_(p.c.chain == chain, p.c.token_id.is_(None))
     any_open = select(p.c.id).where(native, p.c.status.in_(OPEN)).limit(1)
-    addresses = select(func.lower(p.c.address)).where(native).distinct()
-    return any_open, addresses
+    wanted = {a.lower() for a in addresses}
+    among = select(func.lower(p.c.address)).where(
+        native, in_strings(session, func.lower(p.c.address), wanted)
+    )
+    return any_open, among.distinct()
+
+
+async def any_native_open(session: AsyncSession, chain: str) -> bool:
+    """Whether any native-coin payment of ``chain`` is open (then full blocks are read)."""
+    any_open, _ = native_statements(session, chain, ())
+    return (await session.execute(any_open)).first() is not None
 
 
 async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
-    """Addresses of the chain's native-coin payments, when any of them is still open."""
-    any_open, addresses = native_statements(chain)
-    if (await session.execute(any_open)).first() is None:
+    """Every native-coin payment's address of ``chain`` when one of them is open (``scanner
+    backfill``, whose dry run has one session for everything; ``ix_payments_native`` serves
+    it). The live scan looks up each range's recipients instead (:func:`native_among`)."""
+    if not await any_native_open(session, chain):
         return set()
-    return {r[0] for r in await session.execute(addresses)}
+    p = table("payments")
+    native = and_(p.c.chain == chain, p.c.token_id.is_(None))
+    rows = await session.execute(select(func.lower(p.c.address)).where(native).distinct())
+    return {r[0] for r in rows}
+
+
+async def native_among(session: AsyncSession, chain: str, addresses: Collection[str]) -> set[str]:
+    """The ``addresses`` (lower-case) some native-coin payment of ``chain`` uses."""
+    if not addresses:
+        return set()
+    _, among = native_statements(session, chain, addresses)
+    return {r[0] for r in await session.execute(among)}
 
 
 async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None:

@@ -30,7 +30,7 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import RangeData, fetch_range
+from scanner.scan.fetch import NativeWatch, RangeData, fetch_range, native_watch
 from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
@@ -333,9 +333,8 @@ class ChainScanner:
         number = await self.reader.tag_block(self.ctx.tag)
         return (await self.reader.headers(number, number))[0]
 
-    async def _native_watched(self) -> set[str]:
-        async with self.sessions() as session:
-            return await payments.native_addresses(session, self.name)
+    async def _native_watched(self) -> NativeWatch:
+        return await native_watch(self.sessions, self.name)
 
     def _progress(self) -> None:
         if self.metrics is not None and self.head >= 0:
