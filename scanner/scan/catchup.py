@@ -9,7 +9,7 @@ show), and applied through the same batch rules. A payment the scanner cannot us
 more decimals than its token) gets one ``invalid_payment`` event and is left alone.
 
 Native-coin payments are looked back for too, by reading the blocks since ``created_at − grace``
-again in full (top-level transfers to their addresses, receipts checked).
+again in full, a hundred at a time (top-level transfers to their addresses, receipts checked).
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from scanner.core.ranges import RangeSizer
 from scanner.db import cursor, events, payments
 from scanner.db.locks import chain_xact_lock
 from scanner.db.payments import RawPayment
-from scanner.errors import BlockNotAvailable
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import RangeData, fetch_native
-from scanner.scan.lookback import Start, block_at_time, lowest_available, token_logs
+from scanner.scan.fetch import RangeData
+from scanner.scan.lookback import Start, block_at_time, read_window
 from scanner.scan.report import report_batch
 from scanner.scan.rows import PaymentRow, RowInvalid, followed, parse_row, read_row
 
@@ -190,20 +189,9 @@ async def _look_back(
     floor = max(0, cursor - ctx.catch_up_max_blocks)
     for token, addresses in by_token.items():
         start = await block_at_time(reader, min(addresses.values()), cursor, known, floor=floor)
-        while True:
-            try:
-                if token is None:  # the native coin: its blocks read again, in full
-                    native.extend(await fetch_native(reader, start.block, cursor, set(addresses)))
-                else:
-                    logs.extend(
-                        await token_logs(reader, token, addresses, start.block, cursor, sizer)
-                    )
-                break
-            except BlockNotAvailable as exc:  # a pruned node: go on from what it shows
-                if start.block >= cursor:
-                    raise
-                lowest = await lowest_available(reader, start.block + 1, cursor)
-                start = Start(lowest, "not_available", str(exc))
+        start, found, paid = await read_window(reader, token, addresses, start, cursor, sizer)
+        logs.extend(found)
+        native.extend(paid)
         earliest = min(earliest, start.block)
         if start.truncated is not None:
             await _report_truncated(reader, ctx, token, rows, start, metrics)

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from scanner.chain.reader import ChainReader
+from scanner.core.model import Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.errors import BlockNotAvailable
-from scanner.scan.fetch import fetch_logs
+from scanner.scan.fetch import fetch_logs, fetch_native
 
 ADDRESS_TOPICS_PER_CALL = 50
 WHOLE_LOGS_ABOVE = 4 * ADDRESS_TOPICS_PER_CALL  # more addresses: read the token's logs whole
 WINDOW_RANGE = 2_000  # blocks read (and filtered) at a time when reading a token's logs whole
+NATIVE_RANGE = 100  # full blocks read at a time for native-coin transfers
 DEFAULT_BLOCK_TIME = 12.0
 
 
@@ -154,3 +156,38 @@ async def token_logs(
             if len(entry_topics) > 2 and str(entry_topics[2]).lower() in wanted:
                 out.append(entry)
     return out
+
+
+async def native_window(
+    reader: ChainReader, addresses: Collection[str], start: int, end: int
+) -> list[Transfer]:
+    """Native-coin transfers to ``addresses`` in ``start..end``: full blocks read
+    ``NATIVE_RANGE`` at a time, only the transfers kept."""
+    watched = set(addresses)
+    out: list[Transfer] = []
+    for a, b in split_range(start, end, NATIVE_RANGE):
+        out.extend(await fetch_native(reader, a, b, watched))
+    return out
+
+
+async def read_window(
+    reader: ChainReader,
+    token: str | None,
+    addresses: Collection[str],
+    start: Start,
+    end: int,
+    sizer: RangeSizer,
+) -> tuple[Start, list[dict[str, Any]], list[Transfer]]:
+    """The logs (or, for the native coin, the transfers) to ``addresses`` from ``start`` to
+    ``end``; when the node cannot show a block of the window, from the lowest block it shows
+    (the start returned says so)."""
+    while True:
+        try:
+            if token is None:
+                return start, [], await native_window(reader, addresses, start.block, end)
+            return start, await token_logs(reader, token, addresses, start.block, end, sizer), []
+        except BlockNotAvailable as exc:  # a pruned node: go on from what it shows
+            if start.block >= end:
+                raise
+            lowest = await lowest_available(reader, start.block + 1, end)
+            start = Start(lowest, "not_available", str(exc))
