@@ -183,7 +183,7 @@ async def _look_back(
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
     logs: list[dict[str, Any]] = []
-    sizer = RangeSizer(max(1, cursor))
+    sizer = RangeSizer(cursor + 1)  # the whole window in one call, unless the node refuses
     earliest = cursor
     native: list[Transfer] = []
     floor = max(0, cursor - ctx.catch_up_max_blocks)
