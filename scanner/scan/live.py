@@ -38,8 +38,8 @@ from scanner.scan.startup import prepare_chain
 from scanner.scan.tokens import TokenWatch
 
 NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
-# The open-payments gauge counts the whole book: at most once this often, outside the tick's
-# transaction, never on every idle tick.
+# The open-payments gauge counts the whole book: at most once this often, between ticks, never
+# as part of one.
 OPEN_COUNT_EVERY = 5.0
 
 
@@ -268,12 +268,12 @@ class ChainScanner:
                 tag_block=tag.number if tag else None,
                 timestamps=timestamps,
             )
-        await self._count_open()
         if result.events:
             report_batch(self.log, self.metrics, self.name, result, 0.0)
 
-    async def _count_open(self) -> None:
-        """The open-payments gauge, refreshed at most every OPEN_COUNT_EVERY seconds."""
+    async def count_open_payments(self) -> None:
+        """The open-payments gauge, refreshed at most every OPEN_COUNT_EVERY seconds: a count
+        of the whole book, so never part of a tick (the app calls it between ticks)."""
         if self.metrics is None or time.monotonic() - self._open_counted_at < OPEN_COUNT_EVERY:
             return
         self._open_counted_at = time.monotonic()
