@@ -51,11 +51,13 @@ async def catch_up(
     """Look at every payment not yet seen, ``page`` rows at a time (memory follows the page,
     not the book); return how many were looked back for."""
     total = marked = 0
+    previous: set[Any] = set()
     while True:
-        looked, seen = await _catch_up_page(sessions, reader, ctx, metrics, page)
-        total, marked = total + looked, marked + seen
-        if seen < page:
-            break
+        looked, keys = await _catch_up_page(sessions, reader, ctx, metrics, page)
+        total, marked = total + looked, marked + len(keys)
+        if len(keys) < page or not previous.isdisjoint(keys):
+            break  # the last page; or rows not marked seen after all: no loop on them
+        previous = set(keys)
     if marked >= payments.VACUUM_AFTER:
         await payments.vacuum(sessions, ctx.name, marked)
     return total
@@ -67,13 +69,13 @@ async def _catch_up_page(
     ctx: ChainContext,
     metrics: Metrics | None,
     page: int,
-) -> tuple[int, int]:
-    """One page: (how many were looked back for, how many rows were marked seen)."""
+) -> tuple[int, list[Any]]:
+    """One page: (how many were looked back for, the keys of the rows marked seen)."""
     async with sessions() as session:
         rows = await payments.unseen(session, ctx.name, page)
         at = await cursor.get_cursor(session, ctx.name) if rows else None
         if at is None:
-            return 0, 0
+            return 0, []
         low = at[0] - ctx.rules.keep_blocks
         window = await cursor.stored_headers(session, ctx.name, low, at[0])
     now_block = at[0]
@@ -83,12 +85,12 @@ async def _catch_up_page(
     data = await _look_back(reader, ctx, behind, now_block, known, metrics) if behind else None
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
-        return 0, 0  # a reorg is under way: the live tick walks back first
+        return 0, []  # a reorg is under way: the live tick walks back first
     if not await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics):
-        return 0, 0
+        return 0, []
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
-    return len(behind), len(rows)
+    return len(behind), [r.key for r in rows]
 
 
 def _read(rows: Sequence[RawPayment], ctx: ChainContext) -> tuple[list[PaymentRow], dict[Any, str]]:
