@@ -253,6 +253,7 @@ class App:
             await scanner.prepare()
         scanner.stopping = self.stop.is_set
         outcome = await scanner.tick()
+        await scanner.count_open_payments()  # at most every few seconds
         self.health.ticked(scanner.name, outcome.head, outcome.cursor)
         self._started[scanner.name].set()
         return outcome.caught_up

@@ -83,6 +83,7 @@ class ChainSettings(_Strict):
     max_reorg_depth: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=4, ge=1, le=64)
     grace_seconds: int = Field(default=300, ge=0)
+    catch_up_max_blocks: int = Field(default=100_000, ge=1)
     max_lag_blocks: int = Field(default=50, ge=0)
     rpc_timeout: float = Field(default=15.0, gt=0)
     rpc_max_attempts: int = Field(default=6, ge=1)

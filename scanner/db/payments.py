@@ -1,20 +1,29 @@
 """Reads of ``payments`` (the gateway's rows) and the scanner's writes of the columns it owns.
 
-Every read a range makes is one statement whatever the number of payments: by address (the
-candidates of the range's transfers), by id, and the open payments the checked block moves.
+Every read a range makes is a fixed number of statements whatever the number of payments, and
+each reads through an index that serves exactly its question, so that its cost follows the
+range, not the open-payment book: by address (the candidates of the range's transfers), by id,
+and the open payments the checked block moves (those holding a not-yet-final credit, the pending
+ones it expires). The ``*_statement(s)`` builders are what the functions issue; the plan tests
+EXPLAIN them.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, type_coerce
+import structlog
+from sqlalchemy import and_, any_, bindparam, func, or_, select, text, type_coerce
 from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
 from scanner.core.plan import PaymentUpdate
@@ -50,6 +59,7 @@ class RawPayment:
     expires_at: Any
 
 
+log = structlog.get_logger(__name__)
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: lock_timeout expired
 
 
@@ -91,6 +101,20 @@ async def _locked_rows(session: AsyncSession, stmt: Any) -> list[RawPayment]:
     raise PaymentLocked(held)
 
 
+def address_statement(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    window: tuple[datetime, datetime] | None = None,
+) -> Any:
+    """The statement of :func:`by_address` (``ix_payments_lookup``, one probe per address)."""
+    p = table("payments")
+    condition: Any = in_strings(session, func.lower(p.c.address), addresses)
+    if window is not None:
+        condition = and_(condition, _choosable(window))
+    return _select().where(p.c.chain == chain, condition)
+
+
 async def by_address(
     session: AsyncSession,
     chain: str,
@@ -108,14 +132,11 @@ async def by_address(
     """
     if not addresses:
         return []
-    p = table("payments")
-    condition: Any = in_strings(session, func.lower(p.c.address), addresses)
-    if window is not None:
-        condition = and_(condition, _choosable(session, window))
-    return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
+    stmt = address_statement(session, chain, addresses, window)
+    return await _rows(session, stmt, lock)
 
 
-def _choosable(session: AsyncSession, window: tuple[datetime, datetime]) -> Any:
+def _choosable(window: tuple[datetime, datetime]) -> Any:
     p = table("payments")
     lo, hi = window
     older = p.alias("older")
@@ -144,6 +165,21 @@ async def by_key(session: AsyncSession, keys: Collection[Any], *, lock: bool) ->
     return out
 
 
+def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any]:
+    """The statements of :func:`to_advance`, one per question, each served by its own index:
+    the payments holding a not-yet-final transaction (``ix_transactions_chain_status``, then the
+    primary key), and the pending ones the cutoff expires (``ix_payments_expiring``). One
+    statement with ``OR`` between them would read every open payment."""
+    p, t = table("payments"), table("transactions")
+    unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
+    # also a confirmed payment's fresh overpayment
+    statements = [_select().where(p.c.chain == chain, p.c.id.in_(unfinal))]
+    if expiry_cutoff is not None:
+        expiring = compare(p.c.expires_at, "<", expiry_cutoff)
+        statements.append(_select().where(p.c.chain == chain, p.c.status == "pending", expiring))
+    return statements
+
+
 async def to_advance(
     session: AsyncSession, chain: str, expiry_cutoff: datetime | None, *, lock: bool
 ) -> list[RawPayment]:
@@ -152,28 +188,64 @@ async def to_advance(
     Those holding a not-yet-final transaction (confirmations count up, confirming may confirm),
     and pending ones whose ``expires_at`` is before the newest final block's time.
     """
-    p, t = table("payments"), table("transactions")
-    unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
-    condition: Any = p.c.id.in_(unfinal)  # also a confirmed payment's fresh overpayment
-    if expiry_cutoff is not None:
-        expiring = compare(p.c.expires_at, "<", expiry_cutoff)
-        condition = or_(condition, and_(p.c.status == "pending", expiring))
-    return await _rows(session, _select().where(p.c.chain == chain, condition), lock)
+    found: dict[Any, RawPayment] = {}
+    for stmt in advancing_statements(chain, expiry_cutoff):
+        for row in await _rows(session, stmt, lock):
+            found.setdefault(row.key, row)
+    return list(found.values())
 
 
-async def unseen(session: AsyncSession, chain: str) -> list[RawPayment]:
-    """Payments the scanner has not looked at yet (``seen_at_block`` is NULL)."""
+UNSEEN_PAGE = 2_000
+VACUUM_AFTER = 20_000  # rows marked seen in one catch-up
+
+
+async def vacuum(sessions: async_sessionmaker[AsyncSession], chain: str, marked: int) -> None:
+    """PostgreSQL, after one catch-up marked many rows seen: ``VACUUM (ANALYZE) payments``, as
+    autovacuum would a minute later. Until then every tick's look for unseen rows steps over
+    the index entries those updates left dead (10 ms a tick per 100,000). Not fatal: a
+    server that refuses (privileges) leaves it to autovacuum."""
+    async with sessions() as session:
+        if not is_postgres(session):
+            return
+        engine = session.bind
+    if not isinstance(engine, AsyncEngine):
+        return
+    started = time.perf_counter()
+    try:
+        async with engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(text("VACUUM (ANALYZE) payments"))
+    except DBAPIError as exc:
+        log.warning("payments_vacuum_failed", chain=chain, rows=marked, reason=str(exc.orig))
+        return
+    seconds = round(time.perf_counter() - started, 3)
+    log.info("payments_vacuumed", chain=chain, rows=marked, seconds=seconds)
+
+
+def unseen_statement(chain: str, limit: int = UNSEEN_PAGE) -> Any:
+    """Up to ``limit`` rows not looked at yet (the partial index ``ix_payments_unseen``)."""
     p = table("payments")
-    stmt = _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None))
-    return await _rows(session, stmt, False)
+    return _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None)).limit(limit)
+
+
+async def unseen(session: AsyncSession, chain: str, limit: int = UNSEEN_PAGE) -> list[RawPayment]:
+    """A page of the payments the scanner has not looked at yet (``seen_at_block`` is NULL);
+    marking them seen moves the next call to the next page."""
+    return await _rows(session, unseen_statement(chain, limit), False)
+
+
+def edited_statement(chain: str, limit: int) -> Any:
+    """Up to ``limit`` edited rows of ``chain``: the WHERE names ``edited`` bare, exactly as the
+    partial index ``ix_payments_edited`` does (SQLite uses a partial index only for a term
+    identical to its WHERE; ``edited = 1`` or ``edited IS 1`` would read every row)."""
+    p = table("payments")
+    return _select().where(p.c.chain == chain, text("payments.edited")).limit(limit)
 
 
 async def edited(session: AsyncSession, chain: str, *, limit: int) -> list[RawPayment]:
     """Up to ``limit`` rows of ``chain`` the gateway edited since the scanner last looked,
     locked (the partial index ``ix_payments_edited`` serves it)."""
-    p = table("payments")
-    stmt = _select().where(p.c.chain == chain, p.c.edited.is_(True)).limit(limit)
-    return await _rows(session, stmt, True)
+    return await _rows(session, edited_statement(chain, limit), True)
 
 
 async def clear_edited(session: AsyncSession, keys: Sequence[Any]) -> None:
@@ -198,9 +270,17 @@ async def look_back_for_tokens(session: AsyncSession, chain: str, token_keys: Se
 
 
 async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int | None) -> None:
-    """The cursor when the scanner looked at these rows (None: look back for them again)."""
-    rows = [{"id": key, "seen_at_block": block} for key in keys]
-    await update_by_id(session, table("payments"), rows)
+    """The cursor when the scanner looked at these rows (None: look back for them again): one
+    ``UPDATE … WHERE id IN (one array parameter)`` a chunk of 10,000, not one per row."""
+    p = table("payments")
+    for chunk in chunks(list(keys), 10_000):
+        if is_postgres(session):
+            ids = [k if isinstance(k, uuid.UUID) else uuid.UUID(str(k)) for k in chunk]
+            param = bindparam(None, ids, type_=ARRAY(PG_UUID(as_uuid=True)))
+            where = p.c.id == any_(param)
+        else:  # ids as stored (text), matched verbatim
+            where = in_strings(session, raw(p.c.id), [str(k) for k in chunk])
+        await session.execute(sql_update(p).where(where).values(seen_at_block=block))
 
 
 async def count_open(session: AsyncSession, chain: str) -> int:
@@ -209,15 +289,47 @@ async def count_open(session: AsyncSession, chain: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
-    """Addresses of the chain's native-coin payments, when any of them is still open."""
+def native_statements(
+    session: AsyncSession, chain: str, addresses: Collection[str]
+) -> tuple[Any, Any]:
+    """Whether the chain has an open native-coin payment (the partial index
+    ``ix_payments_native``), and which of ``addresses`` some native payment uses
+    (``ix_payments_lookup``, one probe per address): the range's recipients are looked up, the
+    native book is never read whole."""
     p = table("payments")
     native = and_(p.c.chain == chain, p.c.token_id.is_(None))
     any_open = select(p.c.id).where(native, p.c.status.in_(OPEN)).limit(1)
-    if (await session.execute(any_open)).first() is None:
+    wanted = {a.lower() for a in addresses}
+    among = select(func.lower(p.c.address)).where(
+        native, in_strings(session, func.lower(p.c.address), wanted)
+    )
+    return any_open, among.distinct()
+
+
+async def any_native_open(session: AsyncSession, chain: str) -> bool:
+    """Whether any native-coin payment of ``chain`` is open (then full blocks are read)."""
+    any_open, _ = native_statements(session, chain, ())
+    return (await session.execute(any_open)).first() is not None
+
+
+async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
+    """Every native-coin payment's address of ``chain`` when one of them is open (``scanner
+    backfill``, whose dry run has one session for everything; ``ix_payments_native`` serves
+    it). The live scan looks up each range's recipients instead (:func:`native_among`)."""
+    if not await any_native_open(session, chain):
         return set()
+    p = table("payments")
+    native = and_(p.c.chain == chain, p.c.token_id.is_(None))
     rows = await session.execute(select(func.lower(p.c.address)).where(native).distinct())
     return {r[0] for r in rows}
+
+
+async def native_among(session: AsyncSession, chain: str, addresses: Collection[str]) -> set[str]:
+    """The ``addresses`` (lower-case) some native-coin payment of ``chain`` uses."""
+    if not addresses:
+        return set()
+    _, among = native_statements(session, chain, addresses)
+    return {r[0] for r in await session.execute(among)}
 
 
 async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None:

@@ -134,6 +134,12 @@ class Metrics:
             "Ranges retried because a payment row was locked by another transaction.",
             CHAIN,
         )
+        self.catch_up_truncated = self._counter(
+            "scanner_catch_up_truncated",
+            "Look-backs for late payments that stopped short, by reason: older than"
+            " catch_up_max_blocks (bound) or a block the node cannot show (not_available).",
+            ("chain", "reason"),
+        )
         self.invalid_rows = self._counter(
             "scanner_invalid_rows",
             "Gateway rows the scanner cannot use (reported and left alone), by table.",

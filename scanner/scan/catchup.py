@@ -2,13 +2,14 @@
 
 The gateway's clock, a slow commit or a scanner catching up can put a payment's ``created_at``
 before blocks the scanner has already passed. Each payment is looked at once (``seen_at_block``
-records the cursor at that moment): if the cursor had passed ``created_at − grace``, its address's
-Transfer logs are read again with a recipient filter from that time to the cursor, and applied
-through the same batch rules. A payment the scanner cannot use (bad address, more decimals than
-its token) gets one ``invalid_payment`` event and is left alone.
+records the cursor at that moment), a page at a time: if the cursor had passed ``created_at −
+grace``, its address's Transfer logs are read again from that time to the cursor (see
+scan/lookback.py: bounded by ``catch_up_max_blocks``, never stalled by a block the node cannot
+show), and applied through the same batch rules. A payment the scanner cannot use (bad address,
+more decimals than its token) gets one ``invalid_payment`` event and is left alone.
 
 Native-coin payments are looked back for too, by reading the blocks since ``created_at − grace``
-again in full (top-level transfers to their addresses, receipts checked).
+again in full, a hundred at a time (top-level transfers to their addresses, receipts checked).
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from scanner.db.payments import RawPayment
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import RangeData, fetch_logs, fetch_native
+from scanner.scan.fetch import RangeData
+from scanner.scan.lookback import Start, block_at_time, read_window
 from scanner.scan.report import report_batch
 from scanner.scan.rows import PaymentRow, RowInvalid, followed, parse_row, read_row
 
 log = structlog.get_logger(__name__)
-ADDRESS_TOPICS_PER_CALL = 50
 
 
 async def catch_up(
@@ -45,28 +46,51 @@ async def catch_up(
     ctx: ChainContext,
     *,
     metrics: Metrics | None = None,
+    page: int = payments.UNSEEN_PAGE,
 ) -> int:
-    """Look at every payment not yet seen; return how many were looked back for."""
+    """Look at every payment not yet seen, ``page`` rows at a time (memory follows the page,
+    not the book); return how many were looked back for."""
+    total = marked = 0
+    previous: set[Any] = set()
+    while True:
+        looked, keys = await _catch_up_page(sessions, reader, ctx, metrics, page)
+        total, marked = total + looked, marked + len(keys)
+        if len(keys) < page or not previous.isdisjoint(keys):
+            break  # the last page; or rows not marked seen after all: no loop on them
+        previous = set(keys)
+    if marked >= payments.VACUUM_AFTER:
+        await payments.vacuum(sessions, ctx.name, marked)
+    return total
+
+
+async def _catch_up_page(
+    sessions: async_sessionmaker[AsyncSession],
+    reader: ChainReader,
+    ctx: ChainContext,
+    metrics: Metrics | None,
+    page: int,
+) -> tuple[int, list[Any]]:
+    """One page: (how many were looked back for, the keys of the rows marked seen)."""
     async with sessions() as session:
-        rows = await payments.unseen(session, ctx.name)
+        rows = await payments.unseen(session, ctx.name, page)
         at = await cursor.get_cursor(session, ctx.name) if rows else None
         if at is None:
-            return 0
+            return 0, []
         low = at[0] - ctx.rules.keep_blocks
         window = await cursor.stored_headers(session, ctx.name, low, at[0])
     now_block = at[0]
     known = {h.number: h.timestamp for h in window}
     usable, invalid = _read(rows, ctx)
     behind = _behind(ctx, usable, known.get(now_block))
-    data = await _look_back(reader, ctx, behind, now_block, known) if behind else None
+    data = await _look_back(reader, ctx, behind, now_block, known, metrics) if behind else None
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
-        return 0  # a reorg is under way: the live tick walks back first, look again next tick
+        return 0, []  # a reorg is under way: the live tick walks back first
     if not await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics):
-        return 0
+        return 0, []
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
-    return len(behind)
+    return len(behind), [r.key for r in rows]
 
 
 def _read(rows: Sequence[RawPayment], ctx: ChainContext) -> tuple[list[PaymentRow], dict[Any, str]]:
@@ -151,6 +175,7 @@ async def _look_back(
     rows: Sequence[PaymentRow],
     cursor: int,
     known: Mapping[int, int],
+    metrics: Metrics | None,
 ) -> RangeData | None:
     by_token: dict[str | None, dict[str, float]] = defaultdict(dict)
     tokens = ctx.token_by_id()
@@ -160,19 +185,18 @@ async def _look_back(
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
     logs: list[dict[str, Any]] = []
-    sizer = RangeSizer(max(1, cursor))
+    sizer = RangeSizer(cursor + 1)  # the whole window in one call, unless the node refuses
     earliest = cursor
     native: list[Transfer] = []
+    floor = max(0, cursor - ctx.catch_up_max_blocks)
     for token, addresses in by_token.items():
-        start = await block_at_time(reader, min(addresses.values()), cursor, known)
-        earliest = min(earliest, start)
-        if token is None:  # the native coin: its blocks read again, in full
-            native.extend(await fetch_native(reader, start, cursor, set(addresses)))
-            continue
-        ordered = sorted(addresses)
-        for i in range(0, len(ordered), ADDRESS_TOPICS_PER_CALL):
-            topics = ["0x" + "0" * 24 + a[2:] for a in ordered[i : i + ADDRESS_TOPICS_PER_CALL]]
-            logs.extend(await fetch_logs(reader, [token], start, cursor, sizer, to_topics=topics))
+        start = await block_at_time(reader, min(addresses.values()), cursor, known, floor=floor)
+        start, found, paid = await read_window(reader, token, addresses, start, cursor, sizer)
+        logs.extend(found)
+        native.extend(paid)
+        earliest = min(earliest, start.block)
+        if start.truncated is not None:
+            await _report_truncated(reader, ctx, token, rows, start, metrics)
     if not logs and not native:
         return None
     numbers = {int(entry["blockNumber"], 16) for entry in logs}
@@ -181,31 +205,35 @@ async def _look_back(
     return RangeData(earliest, cursor, tuple(headers), tuple(logs), tuple(native))
 
 
+async def _report_truncated(
+    reader: ChainReader,
+    ctx: ChainContext,
+    token: str | None,
+    rows: Sequence[PaymentRow],
+    start: Start,
+    metrics: Metrics | None,
+) -> None:
+    """One ``catch_up_truncated`` warning and count per payment whose look-back should have
+    started before ``start``: transfers to it before that block are not looked for."""
+    (header,) = await reader.headers(start.block, start.block)
+    tokens = ctx.token_by_id()
+    for row in rows:
+        row_token = tokens[row.token_id].address if row.token_id is not None else None
+        if row_token != token or row.created_at - ctx.grace >= header.timestamp:
+            continue
+        log.warning(
+            "catch_up_truncated",
+            chain=ctx.name,
+            payment_id=str(row.key),
+            address=row.address.lower(),
+            from_block=start.block,
+            reason=start.truncated,
+            detail=start.detail,
+        )
+        if metrics is not None:
+            metrics.catch_up_truncated.labels(ctx.name, start.truncated).inc()
+
+
 async def _headers_for(reader: ChainReader, numbers: Sequence[int]) -> list[Header]:
     parts = await asyncio.gather(*(reader.headers(n, n) for n in numbers))
     return [header for part in parts for header in part]
-
-
-async def block_at_time(
-    reader: ChainReader, moment: float, high: int, known: Mapping[int, int] | None = None
-) -> int:
-    """The first block at or below ``high`` whose timestamp is ≥ ``moment``.
-
-    Looked up in ``known`` (the stored blocks' timestamps) when the moment falls inside them,
-    which is the usual case (a payment written a few minutes late); else a binary search over
-    the node's headers below them.
-    """
-    stored = sorted((n, ts) for n, ts in (known or {}).items() if n <= high)
-    if stored and stored[0][1] < moment:
-        return next((n for n, ts in stored if ts >= moment), high)
-    low = 0
-    if stored:
-        high = stored[0][0]
-    while low < high:
-        mid = (low + high) // 2
-        header = (await reader.headers(mid, mid))[0]
-        if header.timestamp >= moment:
-            high = mid
-        else:
-            low = mid + 1
-    return low

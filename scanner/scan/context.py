@@ -26,6 +26,7 @@ class ChainContext:
     rules: ChainRules
     native_decimals: int
     tokens: Mapping[str, TokenInfo]
+    catch_up_max_blocks: int = 100_000  # how far below the cursor a look-back may start
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
 
@@ -41,7 +42,12 @@ class ChainContext:
             grace=chain.grace_seconds,
             reorg_depth=chain.reorg_depth,
         )
-        return cls(rules=rules, native_decimals=chain.native_decimals, tokens=dict(tokens))
+        return cls(
+            rules=rules,
+            native_decimals=chain.native_decimals,
+            tokens=dict(tokens),
+            catch_up_max_blocks=chain.catch_up_max_blocks,
+        )
 
     @property
     def name(self) -> str:

@@ -8,15 +8,42 @@ is too large (``RangeSizer``) and the reads it needs are retried by the RPC clie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.core.decode import TRANSFER_TOPIC, native_transfers
 from scanner.core.model import Header, Transfer
 from scanner.core.ranges import RangeSizer, split_range
+from scanner.db import payments
 from scanner.errors import MalformedResponse, RangeTooLarge
+
+# The native-coin recipients to keep: a set, or a lookup of the range's recipients (async).
+NativeLookup = Callable[[set[str]], Awaitable[set[str]]]
+NativeWatch = Collection[str] | NativeLookup
+
+
+class _Anyone:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+async def native_watch(sessions: async_sessionmaker[AsyncSession], chain: str) -> NativeWatch:
+    """What a scan reads native transfers for: nothing while the chain has no open native-coin
+    payment, else a lookup of each range's recipients (a short read, before the range's
+    transaction), so that no set of the native book is held in memory."""
+    async with sessions() as session:
+        if not await payments.any_native_open(session, chain):
+            return ()
+
+    async def lookup(addresses: set[str]) -> set[str]:
+        async with sessions() as session:
+            return await payments.native_among(session, chain, addresses)
+
+    return lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +121,19 @@ async def _fetch_piece(
 
 
 async def fetch_native(
-    reader: ChainReader, start: int, end: int, watched: Collection[str]
+    reader: ChainReader, start: int, end: int, watched: NativeWatch
 ) -> list[Transfer]:
-    """Top-level value transfers to ``watched`` in ``start..end`` whose receipt succeeded."""
-    if not watched:
+    """Top-level value transfers to ``watched`` (a set, or a lookup of the recipients) in
+    ``start..end`` whose receipt succeeded."""
+    if not callable(watched) and not watched:
         return []
     blocks = await reader.blocks_with_transactions(start, end)
-    candidates = native_transfers(blocks, watched)
+    if callable(watched):
+        candidates = native_transfers(blocks, _Anyone())
+        kept = await watched({t.to_address for t in candidates}) if candidates else set()
+        candidates = [t for t in candidates if t.to_address in kept]
+    else:
+        candidates = native_transfers(blocks, watched)
     if not candidates:
         return []
     statuses = await reader.receipt_statuses([t.tx_hash for t in candidates])
@@ -114,7 +147,7 @@ async def fetch_range(
     start: int,
     end: int,
     *,
-    native_watched: Collection[str] = (),
+    native_watched: NativeWatch = (),
     sizer: RangeSizer | None = None,
     by_hash: bool = False,
 ) -> RangeData:

@@ -30,7 +30,7 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import RangeData, fetch_range
+from scanner.scan.fetch import NativeWatch, RangeData, fetch_range, native_watch
 from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
@@ -38,6 +38,9 @@ from scanner.scan.startup import prepare_chain
 from scanner.scan.tokens import TokenWatch
 
 NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
+# The open-payments gauge counts the whole book: at most once this often, between ticks, never
+# as part of one.
+OPEN_COUNT_EVERY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class ChainScanner:
         # Where the head comes from (the app puts a stall watch in front of the reader).
         self.read_head: Callable[[], Awaitable[int]] = reader.head
         self.tokens = TokenWatch(chain.name, reader, metrics)
+        self._open_counted_at = -OPEN_COUNT_EVERY
 
     @property
     def name(self) -> str:
@@ -264,11 +268,18 @@ class ChainScanner:
                 tag_block=tag.number if tag else None,
                 timestamps=timestamps,
             )
-            open_count = await payments.count_open(session, self.name)
-        if self.metrics is not None:
-            self.metrics.set_open_payments(self.name, open_count)
         if result.events:
             report_batch(self.log, self.metrics, self.name, result, 0.0)
+
+    async def count_open_payments(self) -> None:
+        """The open-payments gauge, refreshed at most every OPEN_COUNT_EVERY seconds: a count
+        of the whole book, so never part of a tick (the app calls it between ticks)."""
+        if self.metrics is None or time.monotonic() - self._open_counted_at < OPEN_COUNT_EVERY:
+            return
+        self._open_counted_at = time.monotonic()
+        async with self.sessions() as session:
+            open_count = await payments.count_open(session, self.name)
+        self.metrics.set_open_payments(self.name, open_count)
 
     async def handle_reorg(self, block: int, tag: Header | None) -> None:
         """Walk back to the common ancestor and rewind, in one transaction."""
@@ -322,9 +333,8 @@ class ChainScanner:
         number = await self.reader.tag_block(self.ctx.tag)
         return (await self.reader.headers(number, number))[0]
 
-    async def _native_watched(self) -> set[str]:
-        async with self.sessions() as session:
-            return await payments.native_addresses(session, self.name)
+    async def _native_watched(self) -> NativeWatch:
+        return await native_watch(self.sessions, self.name)
 
     def _progress(self) -> None:
         if self.metrics is not None and self.head >= 0:

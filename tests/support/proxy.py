@@ -150,6 +150,7 @@ class FaultProxy:
         self.reversed_batches = False
         self.lag_every_other = False
         self.lagged_requests = 0  # HTTP requests answered by the lagging replica
+        self.pruned_below: int | None = None
         self._balancer = random.Random(10)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -270,6 +271,28 @@ class FaultProxy:
         """Answer the matching items with ``"result": null`` (a block the node showed a moment
         ago, answered by a replica that does not have it)."""
         return self._add(Rule("null", method, times))
+
+    def prune_below(self, number: int | None) -> None:
+        """Act as a pruned node (or one started from a snapshot) that has no block below
+        ``number``: a header answers ``null``, ``eth_getLogs`` from such a block the error
+        geth gives ("header not found"). None: show every block again."""
+        self.pruned_below = number
+
+    def _pruned(self, item: Json, method: str) -> Json | None:
+        if self.pruned_below is None:
+            return None
+        first = (item.get("params") or [None])[0]
+        if method == "eth_getLogs" and isinstance(first, dict):
+            first = first.get("fromBlock")
+        if not (isinstance(first, str) and first.startswith("0x")):
+            return None
+        if int(first, 16) >= self.pruned_below:
+            return None
+        if method == "eth_getLogs":
+            return _err(item, -32000, "header not found")
+        if method == "eth_getBlockByNumber":
+            return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}
+        return None
 
     def reverse_batches(self, on: bool = True) -> None:
         """Answer every batch in reverse order (JSON-RPC allows any order)."""
@@ -404,6 +427,9 @@ class FaultProxy:
             return {"jsonrpc": "2.0", "id": item.get("id"), "error": rule.error}, item, _same
         if self._take(("null",), [method]) is not None:
             return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}, item, _same
+        pruned = self._pruned(item, method)
+        if pruned is not None:
+            return pruned, item, _same
         if method == "eth_getLogs":
             refused = self._cap(item)
             if refused is not None:

@@ -53,3 +53,22 @@ Index("ix_payments_unseen", Payment.chain, postgresql_where=_UNSEEN, sqlite_wher
 # Rows the gateway edited and the scanner has not recomputed yet.
 _EDITED = Payment.edited.is_(True)
 Index("ix_payments_edited", Payment.chain, postgresql_where=_EDITED, sqlite_where=_EDITED)
+# Pending rows by expiry: "which pending payments does the newest final block expire".
+_PENDING = Payment.status == "pending"
+Index(
+    "ix_payments_expiring",
+    Payment.chain,
+    Payment.expires_at,
+    postgresql_where=_PENDING,
+    sqlite_where=_PENDING,
+)
+# Native-coin rows: whether any is open, and their addresses, without reading token payments.
+_NATIVE = Payment.token_id.is_(None)
+Index(
+    "ix_payments_native",
+    Payment.chain,
+    Payment.status,
+    func.lower(Payment.address),
+    postgresql_where=_NATIVE,
+    sqlite_where=_NATIVE,
+)

@@ -1,0 +1,206 @@
+"""The tick's questions about ``payments`` are answered through indexes, never by reading the
+book: the statements the code issues (built by scanner/db/payments.py, not retyped here) are
+EXPLAINed on both databases, over a book of open payments, and no plan scans ``payments``."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from scanner.db import payments
+from scanner.db.sql import locked
+from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
+
+CHAIN = "ethereum"
+TOKEN = "5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80"
+BOOK = 3_000
+START = 1_767_225_600  # 2026-01-01: created_at of the book
+YEAR = 365 * 86_400
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN`` (PostgreSQL) or ``EXPLAIN QUERY PLAN`` (SQLite) of a built statement, with
+    its bind parameters bound as the code binds them."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+def _explained(prefix: str, element: Explain, compiler: Any, **kw: Any) -> str:
+    sql = str(compiler.process(element.statement, **kw))
+    compiler._result_columns.clear()  # the rows are the plan's, not the statement's columns
+    return f"{prefix} {sql}"
+
+
+@compiles(Explain, "postgresql")
+def _explain_pg(element: Explain, compiler: Any, **kw: Any) -> str:
+    return _explained("EXPLAIN", element, compiler, **kw)
+
+
+@compiles(Explain, "sqlite")
+def _explain_sqlite(element: Explain, compiler: Any, **kw: Any) -> str:
+    return _explained("EXPLAIN QUERY PLAN", element, compiler, **kw)
+
+
+async def plan(session: AsyncSession, statement: Any, backend: str) -> str:
+    """The plan as text, one line per node (PostgreSQL told to avoid sequential scans where
+    any index can serve, as a large table would make it)."""
+    if backend == "postgresql":
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        result = await session.execute(Explain(statement))
+        return "\n".join(str(row[0]) for row in result.all())
+    result = await session.execute(Explain(statement))
+    return "\n".join(str(row[-1]) for row in result.all())
+
+
+def assert_served(plan_text: str, index: str, backend: str) -> None:
+    """``index`` is used and ``payments`` is never scanned whole (a table or an index)."""
+    assert index in plan_text, plan_text
+    if backend == "postgresql":
+        assert not re.search(r"Seq Scan on payments", plan_text), plan_text
+        lines = plan_text.splitlines()
+        for n, line in enumerate(lines):  # an index read whole would have no Index Cond
+            if re.search(r"Scan (using|on) (ix_payments\w*|pk_payments)", line):
+                assert "Index Cond" in lines[n + 1], plan_text
+    else:
+        assert not re.search(r"\bSCAN (payments|older)\b", plan_text), plan_text
+
+
+@pytest.fixture
+async def book(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """A book of open token payments (one a tenth native, some paid, some expired)."""
+    statuses = ("pending", "pending", "pending", "confirming", "confirmed", "expired")
+    rows = [
+        NewPayment(
+            uuid.uuid4(),
+            None if n % 10 == 0 else TOKEN,
+            CHAIN,
+            f"0x{n:040x}",
+            "10",
+            START + YEAR + n,
+            START + n,
+            seen_at_block=None if n % 100 == 0 else 1,
+        )
+        for n in range(BOOK)
+    ]
+    async with session_factory() as session:
+        await session.execute(
+            text(
+                "INSERT INTO tokens (id, chain, address, symbol, decimals) VALUES"
+                f" ('{TOKEN}', '{CHAIN}', '0x6b175474e89094c44da98b954eedeac495271d0f', 'DAI', 18)"
+            )
+        )
+        await insert_payments(await session.connection(), rows)
+        await session.execute(text(INSERT_TX), _credits(await session.connection(), rows))
+        for n, status in enumerate(statuses):
+            await session.execute(
+                text("UPDATE payments SET status = :s WHERE address LIKE :a"),
+                {"s": status, "a": f"%{n}"},
+            )
+        await session.commit()
+        await session.execute(text("ANALYZE"))
+        await session.commit()
+
+
+INSERT_TX = (
+    "INSERT INTO transactions (id, payment_id, chain, tx_hash, log_index, block_number,"
+    " block_hash, block_timestamp, from_address, to_address, token_id, value, amount, status)"
+    " VALUES (:id, :pid, :chain, :tx, 0, :n, :hash, :ts, :frm, :to, :token, '1000', '0.001',"
+    " :status)"
+)
+
+
+def _credits(conn: Any, rows: list[NewPayment]) -> list[dict[str, Any]]:
+    """A credit for every other payment of the book, all final but two (the credits table
+    grows with history: the unfinal ones are found through its (chain, status) index)."""
+    return [
+        {
+            "id": db_id(conn, uuid.uuid4()),
+            "pid": db_id(conn, row.id),
+            "chain": CHAIN,
+            "tx": f"0x{n:064x}",
+            "n": n,
+            "hash": f"0x{n:064x}",
+            "ts": db_time(conn, START + n),
+            "frm": "0x" + "ab" * 20,
+            "to": row.address,
+            "token": None if row.token_id is None else db_id(conn, row.token_id),
+            "status": "pending" if n in (2, 4) else "confirmed",
+        }
+        for n, row in enumerate(rows)
+        if n % 2 == 0
+    ]
+
+
+def at(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, tz=UTC)
+
+
+@pytest.mark.usefixtures("book")
+@pytest.mark.parametrize("lock", [False, True])
+async def test_candidates_by_address_are_index_lookups(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str, lock: bool
+) -> None:
+    addresses = [f"0x{n:040x}" for n in (7, 70, 700)]
+    window = (at(START + 50), at(START + 80))
+    async with session_factory() as session, session.begin():
+        stmt = payments.address_statement(session, CHAIN, addresses, window)
+        text_ = await plan(session, locked(stmt, lock), db_backend)
+        assert_served(text_, "ix_payments_lookup", db_backend)
+        found = await payments.by_address(session, CHAIN, addresses, lock=lock, window=window)
+    assert sorted(r.address for r in found) == [a for a in addresses if not a.endswith(("4", "5"))]
+
+
+@pytest.mark.usefixtures("book")
+@pytest.mark.parametrize("lock", [False, True])
+async def test_payments_the_checked_block_moves_are_index_lookups(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str, lock: bool
+) -> None:
+    cutoff = at(START + YEAR + 25)  # the newest final block expires 25 of the book
+    async with session_factory() as session, session.begin():
+        unfinal, expiring = payments.advancing_statements(CHAIN, cutoff)
+        primary_key = "pk_payments" if db_backend == "postgresql" else "autoindex_payments"
+        text_ = await plan(session, locked(unfinal, lock), db_backend)
+        assert_served(text_, primary_key, db_backend)
+        assert "ix_transactions_chain_status" in text_, text_
+        text_ = await plan(session, locked(expiring, lock), db_backend)
+        assert_served(text_, "ix_payments_expiring", db_backend)
+        rows = await payments.to_advance(session, CHAIN, cutoff, lock=lock)
+    # the pending ones of the 25 (addresses ending in 3, 4, 5 are not), and the two holding
+    # an unfinal credit (payment 4 is confirmed: a fresh overpayment)
+    assert sorted(r.address for r in rows) == [
+        f"0x{n:040x}" for n in range(25) if f"{n:x}"[-1] not in "345" or n == 4
+    ]
+
+
+@pytest.mark.usefixtures("book")
+async def test_unseen_edited_and_native_questions_read_their_partial_indexes(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    async with session_factory() as session, session.begin():
+        text_ = await plan(session, payments.unseen_statement(CHAIN, 100), db_backend)
+        assert_served(text_, "ix_payments_unseen", db_backend)
+        edited = locked(payments.edited_statement(CHAIN, 100), True)
+        assert_served(await plan(session, edited, db_backend), "ix_payments_edited", db_backend)
+        recipients = [f"0x{n:040x}" for n in (10, 11, 20)]
+        any_open, among = payments.native_statements(session, CHAIN, recipients)
+        assert_served(await plan(session, any_open, db_backend), "ix_payments_native", db_backend)
+        assert_served(await plan(session, among, db_backend), "ix_payments_lookup", db_backend)
+        page = await payments.unseen(session, CHAIN, 7)
+        changed = await payments.edited(session, CHAIN, limit=BOOK)
+        native = await payments.native_among(session, CHAIN, recipients)
+        assert await payments.any_native_open(session, CHAIN)
+    assert len(page) == 7 and all(r.key is not None for r in page)
+    # the rows whose status the fixture changed (addresses ending in 3, 4, 5)
+    assert len(changed) == sum(1 for n in range(BOOK) if f"{n:x}"[-1] in "345")
+    assert native == {f"0x{n:040x}" for n in (10, 20)}  # 11 is a token payment's address
