@@ -35,6 +35,7 @@ from scanner.errors import ChainHalted, ChainLockLost, ConfigError, ScannerError
 from scanner.observe.health import Health, ObserveServer
 from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
+from scanner.scan.leases import ChainLease, LeaseKeeper
 from scanner.scan.live import ChainScanner
 from scanner.scan.writer import ChainWriterLock
 
@@ -66,6 +67,7 @@ class App:
         self._signals = 0
         self._started: dict[str, asyncio.Event] = {}
         self.engine: AsyncEngine | None = None
+        self.keeper: LeaseKeeper | None = None  # PostgreSQL: chains shared under leases
 
     async def run(self) -> int:
         await ensure_schema(self.settings)
@@ -73,6 +75,10 @@ class App:
             self.engine = make_engine(self.settings)
             stack.push_async_callback(self.engine.dispose)
             sessions = make_session_factory(self.engine)
+            if self.engine.dialect.name == "postgresql":
+                names = [c.name for c in self.settings.chains]
+                ttl = self.settings.cluster.lease_seconds
+                self.keeper = LeaseKeeper(sessions, names, ttl, metrics=self.metrics)
             server = await self._observe_server(sessions, stack)
             self._install_signals()
             scanners = []
@@ -122,6 +128,7 @@ class App:
                 key="metrics.port",
             ) from None
         stack.push_async_callback(server.stop)
+        log.info("metrics_serving", host=self.settings.metrics.host, port=server.port)
         return server
 
     async def _supervise(
@@ -129,6 +136,8 @@ class App:
     ) -> None:
         async with asyncio.TaskGroup() as group:
             deliver = await self._delivery_worker(sessions)  # its cursors before any scan
+            if self.keeper is not None:
+                group.create_task(self.keeper.run())  # stopped below, after the chain loops
             loops = [group.create_task(self._chain_loop(s, sessions)) for s in scanners]
             if deliver is not None:
                 loops.append(group.create_task(deliver.run(self.stop, self.engine)))
@@ -145,6 +154,8 @@ class App:
             for task in still:
                 log.warning("shutdown_timeout_cancelling", task=task.get_name())
                 task.cancel()
+            if self.keeper is not None:
+                self.keeper.stop()  # the chains are handed over once no batch is in flight
         self.notifier.close()
 
     async def _delivery_worker(
@@ -181,7 +192,11 @@ class App:
         self, scanner: ChainScanner, sessions: async_sessionmaker[AsyncSession]
     ) -> None:
         structlog.contextvars.bind_contextvars(chain=scanner.name)
-        writer = ChainWriterLock(self.engine, self.settings, scanner.name, metrics=self.metrics)
+        writer: ChainLease | ChainWriterLock
+        if self.keeper is not None:
+            writer = self.keeper.chain(scanner.name)
+        else:
+            writer = ChainWriterLock(self.engine, self.settings, scanner.name, metrics=self.metrics)
         scanner.fence = writer.fence
         self._watch_head(scanner)
         backoff = 1.0

@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import func, select, text
 
 from scanner.config import ChainSettings, Settings
+from scanner.db import leases
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.errors import translated
 from scanner.db.migrate import ensure_schema, head_revision
@@ -130,7 +131,11 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     try:
         sessions = make_session_factory(engine)
         async with sessions() as session:
+            held = await leases.holders(session)
             rows = [await _chain_status(session, chain) for chain in settings.chains]
+        for row in rows:  # who scans it (PostgreSQL leases); null: no live instance
+            holder = held.get(row["chain"])
+            row["holder"] = holder.as_json() if holder is not None else None
     finally:
         await engine.dispose()
     if as_json:
@@ -182,11 +187,19 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         "open_payments",
         "last_reorg",
         "last_reorg_depth",
+        "holder",
     ]
-    table = [headers] + [["-" if r[h] is None else str(r[h]) for h in headers] for r in rows]
+    table = [headers] + [["-" if r[h] is None else _cell(r[h]) for h in headers] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):  # the holder: host:pid (instance id), until when
+        who = f"{value['host']}:{value['pid']} ({value['instance'][:8]})"
+        return f"{who} until {value['lease_expires_at']}"
+    return str(value)
 
 
 async def check(settings: Settings) -> int:

@@ -139,6 +139,12 @@ class MetricsSettings(_Strict):
     port: int = Field(default=9464, ge=0, le=65535)
 
 
+class ClusterSettings(_Strict):
+    """Several instances (PostgreSQL): chain leases last ``lease_seconds`` (README)."""
+
+    lease_seconds: float = Field(default=8.0, ge=2.0, le=600.0)
+
+
 class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -201,6 +207,7 @@ class FileSettings(_Strict):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     chains: list[ChainSettings] = Field(default_factory=list)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
 
@@ -234,6 +241,7 @@ class Settings(_Strict):
     logging: LoggingSettings
     chains: list[ChainSettings]
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     config_file: str | None = None
 
     def chain(self, name: str) -> ChainSettings:
@@ -383,6 +391,7 @@ def load_settings(
             logging=logging,
             chains=file_settings.chains,
             webhooks=_resolve_webhooks(file_settings.webhooks, environ, file),
+            cluster=file_settings.cluster,
             config_file=file,
         )
     except ValidationError as exc:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from scanner.config import ChainSettings
 from scanner.core.plan import ChainRules
+from scanner.db.locks import chain_xact_lock
+
+#: Checked in every writing transaction of a live scan: raises ChainLockLost when this process
+#: no longer holds the chain (:mod:`scanner.scan.leases`, :mod:`scanner.scan.writer`).
+Fence = Callable[[AsyncSession], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,7 @@ class ChainContext:
     rules: ChainRules
     native_decimals: int
     tokens: Mapping[str, TokenInfo]
+    fence: Fence | None = field(default=None, compare=False, repr=False)
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
 
@@ -70,3 +78,10 @@ class ChainContext:
     def token_by_id(self) -> dict[UUID, TokenInfo]:
         """The enabled tokens by id (one shared dict, built at construction: do not mutate)."""
         return self._by_id
+
+
+async def lock_chain(session: AsyncSession, ctx: ChainContext) -> None:
+    """The chain's transaction lock, then the fence (this process still holds the chain)."""
+    await chain_xact_lock(session, ctx.name)
+    if ctx.fence is not None:
+        await ctx.fence(session)

@@ -107,7 +107,8 @@ class ChainScanner:
 
     async def prepare(self) -> None:
         """Chain id, tokens, cursor; raises ChainHalted when the chain must not scan."""
-        self._ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
+        ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
+        self._ctx = replace(ctx, fence=self.fence)  # the catch-up's transactions are fenced too
         await self._refresh_tokens()
         self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self.ctx.tokens))
 

@@ -47,6 +47,23 @@ def sqlite_lock_path(url: str) -> str | None:
     return f"{os.path.abspath(database)}.scanner.lock"
 
 
+_SAID: set[str] = set()
+
+
+def _sqlite_second_process(path: str) -> None:
+    """Say once per process, loudly, that SQLite runs one scanning process at a time."""
+    if path in _SAID:
+        return
+    _SAID.add(path)
+    log.error(
+        "sqlite_single_process",
+        lock_file=path,
+        message="SQLite runs one scanning process at a time: another scanner holds this "
+        "database, so this one stands by until it exits; use PostgreSQL to share the chains "
+        "between several instances",
+    )
+
+
 class ChainWriterLock:
     def __init__(
         self,
@@ -80,6 +97,8 @@ class ChainWriterLock:
         elif not self._waiting_logged:
             self._waiting_logged = True
             log.warning("chain_locked_elsewhere", chain=self.chain)
+            if self.path is not None:
+                _sqlite_second_process(self.path)
         return got
 
     def _flock(self) -> bool:
