@@ -38,9 +38,7 @@ async def test_a_second_process_waits_for_the_chain_and_takes_over(
     with scanner_process(["run", "--config", str(config)], env) as first:
         wait_until(lambda: acquired in _events(first.err()), 20, what="first lock")
         with scanner_process(["run", "--config", str(config)], env) as second:
-            wait_until(
-                lambda: waiting in _events(second.err()), 20, what="waiting"
-            )
+            wait_until(lambda: waiting in _events(second.err()), 20, what="waiting")
             assert ("sqlite_single_process" in _events(second.err())) is sqlite
             h.mine(3)  # the first keeps scanning; the second must not touch the chain
             wait_until(lambda: "range_scanned" in _events(first.err()), 20, what="first scans")
