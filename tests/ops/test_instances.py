@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 import uuid
 from collections import Counter
@@ -26,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.config import ChainSettings
 from scanner.devchain import DevChain
 from tests.conftest import BACKENDS
+from tests.e2e.harness import Harness
 from tests.ops.support import (
     ScannerProcess,
     differences,
     ensure_tokens,
+    http_get,
     json_lines,
     run_cli,
     scanner_env,
@@ -37,6 +40,7 @@ from tests.ops.support import (
     snapshot,
     wait_until,
 )
+from tests.ops.support import write_config as support_config
 from tests.support.gateway import NewPayment, token_row_id
 from tests.support.gateway import insert_payments as gateway_insert
 
@@ -271,3 +275,35 @@ async def _scan_once(config: Path, env: dict[str, str], engine: AsyncEngine, nod
         await _wait_heads(engine, nodes, 60, "a clean single instance")
         single.send_signal(signal.SIGTERM)
         assert single.exit_within(20)[0] == 0
+
+
+async def test_a_standby_instance_is_ready_on_a_metrics_port_of_its_own(
+    h: Harness, db_url: str, tmp_path: Path
+) -> None:
+    await h.scan()
+    config = support_config(
+        tmp_path / "scanner.toml", h.chain.url, [("USDT", h.token, 6)], metrics_port=9
+    )
+    env = scanner_env(db_url, SCANNER_METRICS_ADDR="127.0.0.1:0")  # wins over the file's
+    args = ["run", "--config", str(config)]
+    with scanner_process(args, env) as first:
+        wait_until(lambda: _named(first, "chain_lease_acquired"), 20, what="first holds")
+        with scanner_process(args, env) as second:
+            wait_until(lambda: _named(second, "chain_held_elsewhere"), 20, what="standby")
+            ports = [int(_named(p, "metrics_serving")[0]["port"]) for p in (first, second)]
+            assert 0 not in ports and ports[0] != ports[1]
+            status, body = http_get(f"http://127.0.0.1:{ports[1]}/readyz")
+            assert status == 200, body  # holds nothing: a ready standby
+            assert json.loads(body)["chains"]["anvil"]["standby"] is True
+            wait_until(
+                lambda: http_get(f"http://127.0.0.1:{ports[0]}/readyz")[0] == 200, 20, what="ready"
+            )
+            table = run_cli(["status", "--config", str(config)], env)
+            assert f":{first.proc.pid} (" in table.stdout.splitlines()[1], table.stdout
+            held = holders(env, config)["anvil"]
+            assert held["pid"] == first.proc.pid and held["host"] == socket.gethostname()
+            assert held["lease_expires_at"][:4].isdigit() and len(held["instance"]) == 36
+
+
+def _named(proc: ScannerProcess, name: str) -> list[dict[str, Any]]:
+    return [e for e in json_lines(proc.err()) if e.get("event") == name]
