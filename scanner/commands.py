@@ -21,6 +21,7 @@ from scanner.db.models import ChainState, Payment
 from scanner.errors import ConfigError, RpcError, ScannerError
 from scanner.observe.redact import Scrubber
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
+from scanner.scan.split import SplitBackfill
 from scanner.secrets import redact_url
 
 log = structlog.get_logger(__name__)
@@ -31,13 +32,19 @@ async def backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     chain = settings.chain(args.chain)
     check_bounds(args.from_block, args.to_block)  # before touching the database or the node
+    if args.job_size is not None and (args.job_size < 1 or args.dry_run):
+        raise ConfigError("--job-size takes a positive number, without --dry-run", key="--job-size")
     await ensure_schema(settings)
     engine = make_engine(settings)
     reader = make_reader(chain, None)
     try:
         job = Backfill(chain, reader, make_session_factory(engine), dry_run=args.dry_run)
-        with _Progress(chain.name, args.from_block, args.to_block) as progress:
-            summary = await job.run(args.from_block, args.to_block, progress.update)
+        if args.job_size is not None:  # several workers share the jobs: each logs its own
+            split = SplitBackfill(job, args.job_size, settings.cluster.lease_seconds)
+            summary = await split.run(args.from_block, args.to_block)
+        else:
+            with _Progress(chain.name, args.from_block, args.to_block) as progress:
+                summary = await job.run(args.from_block, args.to_block, progress.update)
     finally:
         await reader.client.aclose()
         await engine.dispose()

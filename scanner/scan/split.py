@@ -1,0 +1,134 @@
+"""``scanner backfill --job-size N``: a large range cut into jobs that several processes share.
+
+    plan the jobs (one ``backfill_jobs`` row per piece; a second worker joins them)
+    ─▶ claim one (``FOR UPDATE SKIP LOCKED``; never claimed, or its holder's lease expired)
+    ─▶ scan it as a backfill does, each range committed with the job's progress, fenced: the
+       job must still be this worker's and stand where the range began
+    ─▶ done; claim the next ─▶ … until every job is done (waiting for other workers' jobs, and
+       taking over any whose lease expires: a killed worker's)
+    ─▶ confirmations and expiry counted once more against the range's end (jobs end in any order)
+
+Every transfer is credited once, and the rows end as one backfill's would; the events of a payment
+credited by several jobs are written in the order the jobs committed, not block order.
+
+The job lease lasts ``[cluster] lease_seconds`` and is renewed by a task while the job runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from uuid import uuid4
+
+import structlog
+
+from scanner.core.ranges import split_range
+from scanner.db import cursor, jobs
+from scanner.db.locks import chain_xact_lock
+from scanner.errors import BackfillJobLost, ScannerError
+from scanner.scan.backfill import Backfill, BackfillSummary, validate_range
+from scanner.scan.batch import run_tick
+from scanner.scan.context import ChainContext
+from scanner.scan.report import report_batch
+from scanner.scan.startup import check_chain_id
+
+log = structlog.get_logger(__name__)
+
+
+class SplitBackfill:
+    def __init__(self, backfill: Backfill, job_size: int, ttl: float) -> None:
+        self.backfill = backfill
+        self.job_size = job_size
+        self.ttl = ttl
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
+        backfill.worker = self.worker
+        self.name = backfill.settings.name
+        self.log = log.bind(chain=self.name, worker=self.worker)
+
+    async def run(self, from_block: int, to_block: int) -> BackfillSummary:
+        bf = self.backfill
+        await check_chain_id(bf.reader, bf.settings)
+        validate_range(from_block, to_block, await bf.reader.head())
+        ctx = await bf._context()
+        pieces = split_range(from_block, to_block, self.job_size)
+        async with bf.sessions() as session, session.begin():
+            await jobs.plan(session, self.name, pieces)
+        total = BackfillSummary(self.name, from_block, to_block, from_block)
+        started = time.perf_counter()
+        while True:
+            async with bf.sessions() as session, session.begin():
+                claimed = await jobs.claim(session, self.name, pieces, self.worker, self.ttl)
+                left = 0 if claimed else await jobs.unfinished(session, self.name, pieces)
+            if claimed is not None:
+                total.absorb(await self._run_job(ctx, claimed))
+            elif left == 0:
+                break
+            else:  # other workers hold the rest: wait, and take over a job whose lease expires
+                await asyncio.sleep(self.ttl / 4)
+        await self._settle(ctx, to_block)
+        total.seconds = time.perf_counter() - started
+        return total
+
+    async def _settle(self, ctx: ChainContext, to_block: int) -> None:
+        """Jobs finish in any order: a credit found by an early job may have seen no range
+        after it. Once every job is done, confirmations and expiry are counted once more
+        against ``to_block`` (what a single backfill's last range counts against). A live
+        cursor at or past it settles them itself, on its next tick."""
+        reader = self.backfill.reader
+        keep = ctx.reorg_depth + (ctx.required or 0)
+        headers = await reader.headers(max(0, to_block - keep + 1), to_block)
+        timestamps = {h.number: h.timestamp for h in headers}
+        tag_block = await reader.tag_block(ctx.tag) if ctx.tag else None
+        async with self.backfill.sessions() as session, session.begin():
+            await chain_xact_lock(session, ctx.name)
+            live = await cursor.get_cursor(session, ctx.name)
+            if live is not None and live[0] >= to_block:
+                return
+            result = await run_tick(
+                session, ctx, checked=to_block, tag_block=tag_block, timestamps=timestamps
+            )
+        report_batch(self.log, None, ctx.name, result, 0.0)
+
+    async def _run_job(self, ctx: ChainContext, job: jobs.Claimed) -> BackfillSummary:
+        key = (job.from_block, job.to_block)
+        self.log.info(
+            "backfill_job_claimed",
+            from_block=job.from_block,
+            to_block=job.to_block,
+            next_block=job.next_block,
+            taken_over_from=job.taken_over,
+        )
+        summary = BackfillSummary(self.name, *key, job.next_block)
+        try:
+            async with self._renewing(key):
+                if job.next_block <= job.to_block:
+                    await self.backfill._scan(ctx, job.next_block, job.to_block, summary, None)
+                async with self.backfill.sessions() as session, session.begin():
+                    if not await jobs.finish_claimed(session, self.name, key, self.worker):
+                        raise BackfillJobLost("taken over", chain=self.name, job=key)
+        except BackfillJobLost:
+            self.log.warning("backfill_job_lost", from_block=key[0], to_block=key[1])
+            return summary
+        self.log.info("backfill_job_done", from_block=key[0], to_block=key[1])
+        return summary
+
+    @asynccontextmanager
+    async def _renewing(self, key: tuple[int, int]) -> AsyncIterator[None]:
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.ttl / 4)
+                with suppress(ScannerError):  # the fence decides; a failed renewal is retried
+                    async with self.backfill.sessions() as session, session.begin():
+                        await jobs.renew(session, self.name, key, self.worker, self.ttl)
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
