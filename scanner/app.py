@@ -37,6 +37,7 @@ from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
 from scanner.scan.leases import ChainLease, LeaseKeeper
 from scanner.scan.live import ChainScanner
+from scanner.scan.verify import Verifier
 from scanner.scan.writer import ChainWriterLock
 
 log = structlog.get_logger(__name__)
@@ -85,7 +86,11 @@ class App:
             for chain in self.settings.chains:
                 reader = make_reader(chain, self.metrics)
                 stack.push_async_callback(reader.client.aclose)
-                scanners.append(ChainScanner(chain, reader, sessions, metrics=self.metrics))
+                scanner = ChainScanner(chain, reader, sessions, metrics=self.metrics)
+                if chain.verify_urls:
+                    scanner.verifier = Verifier(chain, sessions, metrics=self.metrics)
+                    stack.push_async_callback(scanner.verifier.aclose)
+                scanners.append(scanner)
                 self.health.register(chain.name, chain.poll_interval, chain.max_lag_blocks)
                 self.metrics.add_chain(chain.name)
                 self._started[chain.name] = asyncio.Event()

@@ -68,6 +68,7 @@ class ChainSettings(_Strict):
     name: str
     chain_id: int = Field(gt=0)
     rpc_urls: list[RpcUrl] = Field(min_length=1)
+    verify_urls: list[RpcUrl] = Field(default_factory=list)  # a second provider's word (README)
     confirmations: int | None = Field(default=None, ge=1)
     finality: Literal["finalized", "safe"] | None = None
     poll_interval: float = Field(default=3.0, gt=0)
@@ -91,7 +92,7 @@ class ChainSettings(_Strict):
             raise ValueError("use lower-case letters, digits, '-' and '_' (at most 32)")
         return value
 
-    @field_validator("rpc_urls")
+    @field_validator("rpc_urls", "verify_urls")
     @classmethod
     def _urls(cls, value: list[RpcUrl]) -> list[RpcUrl]:
         for url in value:
@@ -255,7 +256,7 @@ class Settings(_Strict):
         """Every secret string, for scrubbing free text."""
         out = [self.database_url.get_secret_value()]
         for chain in self.chains:
-            out.extend(u.get_secret_value() for u in chain.rpc_urls)
+            out.extend(u.get_secret_value() for u in chain.rpc_urls + chain.verify_urls)
         for hook in self.webhooks:
             out += [hook.url.get_secret_value(), hook.secret_value]
         return out
@@ -264,10 +265,7 @@ class Settings(_Strict):
 def _loc(error: Mapping[str, Any]) -> str:
     parts: list[str] = []
     for item in error.get("loc", ()):
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
+        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
     return "".join(parts) or "<root>"
 
 

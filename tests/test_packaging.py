@@ -75,6 +75,8 @@ METRICS = {
     "scanner_batch_duration_seconds",
     "scanner_open_payments",
     "scanner_chain_halted",
+    "scanner_verification_failed_total",
+    "scanner_verification_delayed_total",
     "scanner_finality_violations_total",
     "scanner_webhook_deliveries_total",
     "scanner_webhook_deliveries_failed_total",
@@ -287,7 +289,7 @@ def test_template_unit_is_the_unit_with_a_metrics_port_per_instance(
     environment = dict(v.partition("=")[::2] for v in template["Service"]["Environment"])
     assert environment["SCANNER_METRICS_ADDR"] == "127.0.0.1:%i"
     assert "DATABASE_URL_DEV" not in environment  # PostgreSQL only: SQLite runs one process
-    for directive in UNIT_DIRECTIVES + ["ExecStart=", "TimeoutStopSec=", "WatchdogSec="]:
+    for directive in [*UNIT_DIRECTIVES, "ExecStart=", "TimeoutStopSec=", "WatchdogSec="]:
         key = directive.partition("=")[0]
         assert _one(template, key) == _one(unit, key), key
 

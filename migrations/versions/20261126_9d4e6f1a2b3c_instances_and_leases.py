@@ -8,6 +8,8 @@ Create Date: 2026-11-26 05:00:00
 - ``chain_leases``: which instance scans each chain, until when.
 - ``backfill_jobs.lease_instance`` / ``lease_expires_at``: the worker that claimed a job of a
   split backfill, so that a killed worker's job is taken over once its lease expires.
+- ``transactions.verified_hash`` / ``verify_failed_hash``: a chain with ``verify_urls`` confirms a
+  payment only once a second provider agreed with each counted transfer, in its block.
 """
 
 from __future__ import annotations
@@ -49,9 +51,13 @@ def upgrade() -> None:
     )
     op.add_column("backfill_jobs", sa.Column("lease_instance", sa.String(64), nullable=True))
     op.add_column("backfill_jobs", sa.Column("lease_expires_at", UTCDateTime(), nullable=True))
+    op.add_column("transactions", sa.Column("verified_hash", sa.String(66), nullable=True))
+    op.add_column("transactions", sa.Column("verify_failed_hash", sa.String(66), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("transactions", "verify_failed_hash")
+    op.drop_column("transactions", "verified_hash")
     op.drop_column("backfill_jobs", "lease_expires_at")
     op.drop_column("backfill_jobs", "lease_instance")
     op.drop_table("chain_leases")

@@ -138,6 +138,16 @@ class Metrics:
             "Gateway rows the scanner cannot use (reported and left alone), by table.",
             ("chain", "table"),
         )
+        self.verification_failed = self._counter(
+            "scanner_verification_failed",
+            "Credits a verify_urls provider disagreed with (their payments stay confirming).",
+            CHAIN,
+        )
+        self.verification_delayed = self._counter(
+            "scanner_verification_delayed",
+            "Verification rounds put off: no verify_urls provider answered.",
+            CHAIN,
+        )
         self.batch_duration = self._histogram(
             "scanner_batch_duration_seconds",
             "Time to scan one block range end to end.",
@@ -190,6 +200,8 @@ class Metrics:
             self.backfill_blocks,
             self.node_stalls,
             self.chain_locks_lost,
+            self.verification_failed,
+            self.verification_delayed,
         ):
             counter.labels(chain)
         self.reorg_depth.labels(chain)  # _count 0: "no reorg yet", not "no data"

@@ -48,6 +48,7 @@ class ChainContext:
             tag=chain.finality,
             grace=chain.grace_seconds,
             reorg_depth=chain.reorg_depth,
+            verify=bool(chain.verify_urls),
         )
         return cls(rules=rules, native_decimals=chain.native_decimals, tokens=dict(tokens))
 

@@ -36,6 +36,7 @@ from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
 from scanner.scan.tokens import TokenWatch
+from scanner.scan.verify import Verifier
 
 NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
 
@@ -90,6 +91,8 @@ class ChainScanner:
         # Where the head comes from (the app puts a stall watch in front of the reader).
         self.read_head: Callable[[], Awaitable[int]] = reader.head
         self.tokens = TokenWatch(chain.name, reader, metrics)
+        # verify_urls: a second provider checks final credits before payments are confirmed.
+        self.verifier: Verifier | None = None
 
     @property
     def name(self) -> str:
@@ -155,6 +158,9 @@ class ChainScanner:
         await self._refresh_tokens()
         await self._follow_edits(cursor, tag)  # an edited row is then looked back for again
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
+        if self.verifier is not None:  # confirmed by the plan of this tick's ranges or the next
+            final = self.ctx.rules.finality(cursor, tag.number if tag else None, {})
+            await self.verifier.run(self.ctx, final.final_block)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
         if end <= cursor:
             if await self._tip_replaced(cursor, cursor_hash):
