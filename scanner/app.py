@@ -1,14 +1,17 @@
 """``scanner run``: the daemon's lifecycle.
 
-    schema check ─▶ observe server ─▶ one task per chain (TaskGroup) ─▶ READY=1 once every
-    chain read its first head (or is halted, or waits for another process holding it)
+    schema check ─▶ observe server ─▶ lease keeper (PostgreSQL) ─▶ one task per chain
+    (TaskGroup) ─▶ READY=1 once every chain read its first head (or is halted, or is another
+    instance's)
     SIGTERM/SIGINT ─▶ STOPPING=1, no new ranges, the batch in flight commits, pools close, exit 0
     a second signal ─▶ exit at once (what was committed stays committed)
 
 A chain that fails transiently is retried with backoff; a chain that must halt (chain id
 mismatch, deep reorg, token conflict) stays halted, visible in /readyz and a metric, while the
-other chains go on. A chain whose writer lock was lost with its connection stops, logs
-``chain_lock_lost`` and takes the lock again before it scans on (:mod:`scanner.scan.writer`);
+other chains go on. On PostgreSQL the chains are shared with other instances under leases
+(:mod:`scanner.scan.leases`): a chain whose lease is lost stops at once (``chain_lease_lost``)
+and scans again only once it holds the chain again; SQLite runs one process
+(:mod:`scanner.scan.writer`);
 a chain whose every node is stalled waits and is not ready (:mod:`scanner.chain.stall`).
 """
 
@@ -201,7 +204,7 @@ class App:
         if self.keeper is not None:
             writer = self.keeper.chain(scanner.name)
         else:
-            writer = ChainWriterLock(self.engine, self.settings, scanner.name, metrics=self.metrics)
+            writer = ChainWriterLock(self.settings, scanner.name)
         scanner.fence = writer.fence
         self._watch_head(scanner)
         backoff = 1.0
