@@ -166,6 +166,34 @@ async def claim(
     return Claimed(int(row.from_block), int(row.to_block), int(row.next_block), before)
 
 
+async def earlier(
+    session: AsyncSession, chain: str, pieces: Sequence[tuple[int, int]], before: int
+) -> tuple[int, int]:
+    """Of the unfinished jobs before block ``before``: how many, and how many nobody holds."""
+    free = or_(BackfillJob.lease_expires_at.is_(None), BackfillJob.lease_expires_at < _now(session))
+    row = (
+        await session.execute(
+            select(func.count(), func.count().filter(free)).where(
+                _pieces(chain, pieces),
+                BackfillJob.status != "done",
+                BackfillJob.from_block < before,
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def release_claim(
+    session: AsyncSession, chain: str, job: tuple[int, int], worker: str
+) -> None:
+    """Give the job back (its progress kept) for whoever claims the earliest job first."""
+    await session.execute(
+        update(BackfillJob)
+        .where(*_key(chain, *job), BackfillJob.lease_instance == worker)
+        .values(lease_instance=None, lease_expires_at=None)
+    )
+
+
 async def unfinished(session: AsyncSession, chain: str, pieces: Sequence[tuple[int, int]]) -> int:
     count = await session.execute(
         select(func.count()).where(_pieces(chain, pieces), BackfillJob.status != "done")

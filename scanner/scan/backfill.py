@@ -11,7 +11,7 @@ block the backfill verified itself.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -115,6 +115,7 @@ class Backfill:
         self._dry_session: AsyncSession | None = None
         # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
         self.worker: str | None = None
+        self.before_commit: Callable[[], Awaitable[None]] | None = None  # waits for its turn
 
     async def run(
         self, from_block: int, to_block: int, progress: Progress | None = None
@@ -206,6 +207,8 @@ class Backfill:
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
     ) -> BatchReport:
+        if self.before_commit is not None:
+            await self.before_commit()
         started = time.perf_counter()
         async with self._transaction() as session:
             result = await self._apply(session, ctx, data, window, summary)

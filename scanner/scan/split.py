@@ -1,15 +1,21 @@
 """``scanner backfill --job-size N``: a large range cut into jobs that several processes share.
 
     plan the jobs (one ``backfill_jobs`` row per piece; a second worker joins them)
-    ─▶ claim one (``FOR UPDATE SKIP LOCKED``; never claimed, or its holder's lease expired)
-    ─▶ scan it as a backfill does, each range committed with the job's progress, fenced: the
-       job must still be this worker's and stand where the range began
+    ─▶ claim one, the earliest (``FOR UPDATE SKIP LOCKED``; never claimed, or its holder's lease
+       expired)
+    ─▶ scan it as a backfill does: its ranges are read at once (``concurrency`` ahead), and
+       committed once every earlier job is done, each with the job's progress, fenced: the job
+       must still be this worker's and stand where the range began
     ─▶ done; claim the next ─▶ … until every job is done (waiting for other workers' jobs, and
        taking over any whose lease expires: a killed worker's)
     ─▶ confirmations and expiry counted once more against the range's end (jobs end in any order)
 
-Every transfer is credited once, and the rows end as one backfill's would; the events of a payment
-credited by several jobs are written in the order the jobs committed, not block order.
+Commits go in block order across jobs because the rules are order-dependent (which of two open
+payments on one address a transfer pays, whether a payment expired before a transfer came):
+committed out of order, a job could expire a payment that an earlier job's transfer paid in time.
+So the rows and events end as one backfill's would. What runs in parallel is the reading, the
+long part of a backfill over history. A worker waiting for an earlier job that nobody holds any
+more (its worker died) gives its own job back and takes the earlier one over.
 
 The job lease lasts ``[cluster] lease_seconds`` and is renewed by a task while the job runs.
 """
@@ -39,6 +45,10 @@ from scanner.scan.startup import check_chain_id
 log = structlog.get_logger(__name__)
 
 
+class _EarlierFree(Exception):
+    """An earlier job nobody holds: this worker gives its job back and claims that one."""
+
+
 class SplitBackfill:
     def __init__(self, backfill: Backfill, job_size: int, ttl: float) -> None:
         self.backfill = backfill
@@ -47,6 +57,7 @@ class SplitBackfill:
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
         backfill.worker = self.worker
         self.name = backfill.settings.name
+        self._pieces: list[tuple[int, int]] = []
         self.log = log.bind(chain=self.name, worker=self.worker)
 
     async def run(self, from_block: int, to_block: int) -> BackfillSummary:
@@ -55,6 +66,7 @@ class SplitBackfill:
         validate_range(from_block, to_block, await bf.reader.head())
         ctx = await bf._context()
         pieces = split_range(from_block, to_block, self.job_size)
+        self._pieces = pieces
         async with bf.sessions() as session, session.begin():
             await jobs.plan(session, self.name, pieces)
         total = BackfillSummary(self.name, from_block, to_block, from_block)
@@ -103,6 +115,7 @@ class SplitBackfill:
             taken_over_from=job.taken_over,
         )
         summary = BackfillSummary(self.name, *key, job.next_block)
+        self.backfill.before_commit = lambda: self._turn(key)
         try:
             async with self._renewing(key):
                 if job.next_block <= job.to_block:
@@ -113,8 +126,24 @@ class SplitBackfill:
         except BackfillJobLost:
             self.log.warning("backfill_job_lost", from_block=key[0], to_block=key[1])
             return summary
+        except _EarlierFree:
+            async with self.backfill.sessions() as session, session.begin():
+                await jobs.release_claim(session, self.name, key, self.worker)
+            self.log.info("backfill_job_yielded", from_block=key[0], to_block=key[1])
+            return summary
         self.log.info("backfill_job_done", from_block=key[0], to_block=key[1])
         return summary
+
+    async def _turn(self, key: tuple[int, int]) -> None:
+        """Wait until every job before this one is done; raise when one of them is free."""
+        while True:
+            async with self.backfill.sessions() as session:
+                waiting, free = await jobs.earlier(session, self.name, self._pieces, key[0])
+            if waiting == 0:
+                return
+            if free:
+                raise _EarlierFree()
+            await asyncio.sleep(min(0.2, self.ttl / 8))
 
     @asynccontextmanager
     async def _renewing(self, key: tuple[int, int]) -> AsyncIterator[None]:

@@ -1,8 +1,9 @@
 """``scanner backfill --job-size``: several processes share one large backfill. The range is cut
 into ``backfill_jobs`` rows claimed with ``FOR UPDATE SKIP LOCKED``, each committed with its
-progress; a worker killed mid-job (``kill -9``) has its job taken over, from where it stood, once
-its lease expires; the rows equal one clean backfill's. Real processes, a real anvil, a real
-PostgreSQL (SQLite runs one process)."""
+progress, in block order across jobs; a worker killed mid-job (``kill -9``) has its job taken
+over, from where it stood, once its lease expires; the rows and events equal one clean
+backfill's (the scenario has a late transfer whose payment expires in a later job: committed out
+of order, the events would differ). Real processes, a real anvil, a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -116,9 +117,8 @@ async def test_workers_share_the_jobs_and_take_over_a_killed_workers_job(
     taken = [c for c in logs[0] + logs[1] if c["taken_over_from"]]
     assert len(taken) == 1 and killed in taken[0]["taken_over_from"]
     assert (taken[0]["from_block"], taken[0]["next_block"]) == (0, 2)  # from where it stood
-    assert logs[0] and logs[1], "both workers had jobs"
-    claimed = sorted(c["from_block"] for c in logs[0] + logs[1])
-    assert claimed == [a for a, _ in pieces]  # each job claimed once (the killed one's again)
+    claimed = {c["from_block"] for c in logs[0] + logs[1]}
+    assert claimed == {a for a, _ in pieces}  # the killed one's again, and every other
     assert sum(s["blocks"] for s in summaries) == head + 1 - 2
 
     reference = await _one_clean_backfill(h, other_engine, other_sessions, sc, head)
