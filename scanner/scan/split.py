@@ -8,7 +8,6 @@
        must still be this worker's and stand where the range began
     ─▶ done; claim the next ─▶ … until every job is done (waiting for other workers' jobs, and
        taking over any whose lease expires: a killed worker's)
-    ─▶ confirmations and expiry counted once more against the range's end (jobs end in any order)
 
 Commits go in block order across jobs because the rules are order-dependent (which of two open
 payments on one address a transfer pays, whether a payment expired before a transfer came):
@@ -33,13 +32,10 @@ from uuid import uuid4
 import structlog
 
 from scanner.core.ranges import split_range
-from scanner.db import cursor, jobs
-from scanner.db.locks import chain_xact_lock
+from scanner.db import jobs
 from scanner.errors import BackfillJobLost, ScannerError
 from scanner.scan.backfill import Backfill, BackfillSummary, validate_range
-from scanner.scan.batch import run_tick
 from scanner.scan.context import ChainContext
-from scanner.scan.report import report_batch
 from scanner.scan.startup import check_chain_id
 
 log = structlog.get_logger(__name__)
@@ -81,29 +77,8 @@ class SplitBackfill:
                 break
             else:  # other workers hold the rest: wait, and take over a job whose lease expires
                 await asyncio.sleep(self.ttl / 4)
-        await self._settle(ctx, to_block)
         total.seconds = time.perf_counter() - started
         return total
-
-    async def _settle(self, ctx: ChainContext, to_block: int) -> None:
-        """Jobs finish in any order: a credit found by an early job may have seen no range
-        after it. Once every job is done, confirmations and expiry are counted once more
-        against ``to_block`` (what a single backfill's last range counts against). A live
-        cursor at or past it settles them itself, on its next tick."""
-        reader = self.backfill.reader
-        keep = ctx.reorg_depth + (ctx.required or 0)
-        headers = await reader.headers(max(0, to_block - keep + 1), to_block)
-        timestamps = {h.number: h.timestamp for h in headers}
-        tag_block = await reader.tag_block(ctx.tag) if ctx.tag else None
-        async with self.backfill.sessions() as session, session.begin():
-            await chain_xact_lock(session, ctx.name)
-            live = await cursor.get_cursor(session, ctx.name)
-            if live is not None and live[0] >= to_block:
-                return
-            result = await run_tick(
-                session, ctx, checked=to_block, tag_block=tag_block, timestamps=timestamps
-            )
-        report_batch(self.log, None, ctx.name, result, 0.0)
 
     async def _run_job(self, ctx: ChainContext, job: jobs.Claimed) -> BackfillSummary:
         key = (job.from_block, job.to_block)
