@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.config import ChainSettings
 from scanner.devchain import DevChain
 from tests.conftest import BACKENDS
+from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     ScannerProcess,
@@ -43,6 +44,7 @@ from tests.ops.support import (
 from tests.ops.support import write_config as support_config
 from tests.support.gateway import NewPayment, token_row_id
 from tests.support.gateway import insert_payments as gateway_insert
+from tests.support.proxy import ThreadedProxy
 
 pytestmark = [
     pytest.mark.slow,
@@ -307,3 +309,51 @@ async def test_a_standby_instance_is_ready_on_a_metrics_port_of_its_own(
 
 def _named(proc: ScannerProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in json_lines(proc.err()) if e.get("event") == name]
+
+
+async def test_a_holder_frozen_with_a_range_in_flight_writes_nothing_when_it_wakes(
+    h: Harness, db_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP while its node read of a range is held (a proxy gate): the lease expires, the
+    other instance scans the range and credits the payment; SIGCONT: the woken holder's commit
+    is fenced (``chain_lease_lost``), nothing is written twice."""
+    paid = await h.create_payment("0x" + "a1" * 20, "1")
+    tokens = [("USDT", h.token, 6)]
+    cluster = "[cluster]\nlease_seconds = 2.0"
+    env = scanner_env(db_url)
+    with ThreadedProxy(h.chain.url) as tp:
+        slow = support_config(
+            tmp_path / "slow.toml", tp.url, tokens, poll_interval=0.1, extra_top=cluster
+        )
+        direct = support_config(
+            tmp_path / "direct.toml", h.chain.url, tokens, poll_interval=0.1, extra_top=cluster
+        )
+        with scanner_process(["run", "--config", str(slow)], env) as frozen:
+            wait_until(lambda: _named(frozen, "chain_lease_acquired"), 20, what="it holds")
+            h.mine(1)
+            wait_until(lambda: _named(frozen, "range_scanned"), 20, what="it scans")
+            gate = tp.proxy.hold("eth_getLogs")
+            pay(h, "0x" + "a1" * 20, 1_000_000)
+            assert gate.wait_reached_sync(20), "the range's read is held"
+            frozen.send_signal(signal.SIGSTOP)
+            with scanner_process(["run", "--config", str(direct)], env) as other:
+                wait_until(lambda: _named(other, "transfer_detected"), 30, what="taken over")
+                mark = len(frozen.err())
+                gate.release()
+                frozen.send_signal(signal.SIGCONT)
+                wait_until(
+                    lambda: any(e.get("event") == "chain_lease_lost" for e in _after(frozen, mark)),
+                    20,
+                    what="the woken holder finds its lease gone",
+                )
+                h.mine(3)
+                wait_until(lambda: len(_named(other, "range_scanned")) >= 2, 20, what="goes on")
+                stale = [e for e in _after(frozen, mark) if e.get("event") == "range_scanned"]
+                assert not stale, stale
+                for proc in (frozen, other):
+                    proc.send_signal(signal.SIGTERM)
+                for proc in (frozen, other):
+                    assert proc.exit_within(20)[0] == 0
+    (credit,) = await h.transactions(paid)
+    assert credit["value"] == 1_000_000
+    assert [e[0] for e in await h.events(paid)].count("transfer_detected") == 1
