@@ -856,6 +856,7 @@ _ALERT_TEST_SERIES = {
     f'scanner_reorg_depth_bucket{{{_ETH}, le="+Inf"}}': "0 0 1 2 2",
     f"scanner_reorg_depth_count{{{_ETH}}}": "0 0 1 2 2",
     f"scanner_finality_violations_total{{{_ETH}}}": "0 0 0 1 1",
+    f"scanner_verification_failed_total{{{_ETH}}}": "0 0 0 1 1",
     # endpoint 0 falls behind (over 15 minutes old from 3m on); endpoint 1 stays current
     'scanner_webhook_oldest_pending_age_seconds{job="scanner", instance="s:9464", endpoint="0"}': (
         "0 600+300x20"
@@ -883,6 +884,8 @@ _ALERT_EXPECTATIONS: list[tuple[int, str, dict[str, str] | None]] = [
     (8, "RpcErrorRate", {**_CHAIN, "severity": "warning"}),
     (2, "FinalityViolation", None),
     (4, "FinalityViolation", {**_CHAIN, "severity": "critical"}),
+    (2, "VerificationFailed", None),
+    (4, "VerificationFailed", {**_CHAIN, "severity": "critical"}),
     (7, "WebhookBacklog", None),  # over 15 minutes old from 3m, held for 5
     (8, "WebhookBacklog", {"job": "scanner", "endpoint": "0", "severity": "warning"}),
     (2, "WebhookDeliveriesFailed", None),
