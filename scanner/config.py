@@ -158,6 +158,7 @@ WebhookEvent = Literal[
     "paid_late",
     "confirmed_reverted",
     "invalid_payment",
+    "verification_failed",
 ]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
