@@ -13,8 +13,8 @@ The keeper only decides who scans; what keeps two holders from writing twice is 
 instance's and unexpired by the server's clock, and the range's commit also checks that the
 cursor is where the range began. A frozen holder that wakes finds its lease gone (its local
 validity ran out too, so it does not even try) and writes nothing. A transaction it froze in
-is ended by the server after ``idle_in_transaction_session_timeout`` (``ttl``), so that it does
-not hold the chain's transaction lock against the new holder.
+is ended by the server after ``idle_in_transaction_session_timeout`` (4 leases, at least 30 s),
+so that it does not hold the chain's transaction lock against the new holder for longer.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from scanner.observe.metrics import Metrics
 log = structlog.get_logger(__name__)
 BEATS_PER_LEASE = 4
 SAFETY = 0.8  # the local view of a lease ends at this share of its length (clock drift, latency)
+# A chain transaction idle this long (its process frozen inside it) is ended by the server:
+# long enough for the plan of a large range, computed between the transaction's statements.
+IDLE_LEASES, MIN_IDLE_SECONDS = 4, 30.0
 
 
 class LeaseKeeper:
@@ -164,8 +167,8 @@ class ChainLease:
     async def fence(self, session: AsyncSession) -> None:
         """Inside a writing transaction: raise ChainLockLost unless this instance holds an
         unexpired lease on the chain (by the server's clock)."""
-        ttl_ms = int(self.keeper.ttl * 1000)
-        await session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {ttl_ms}"))
+        idle_ms = int(max(IDLE_LEASES * self.keeper.ttl, MIN_IDLE_SECONDS) * 1000)
+        await session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
         other = await leases.holds(session, self.keeper.instance, self.chain)
         if other is not None:
             raise ChainLockLost(
