@@ -60,6 +60,7 @@ class Metrics:
         self._progress_metrics()
         self._rpc_metrics()
         self._scan_metrics()
+        self._verify_metrics()
         self._state_metrics()
         self.webhooks = WebhookMetrics(self.registry)
 
@@ -138,16 +139,6 @@ class Metrics:
             "Gateway rows the scanner cannot use (reported and left alone), by table.",
             ("chain", "table"),
         )
-        self.verification_failed = self._counter(
-            "scanner_verification_failed",
-            "Credits a verify_urls provider disagreed with (their payments stay confirming).",
-            CHAIN,
-        )
-        self.verification_delayed = self._counter(
-            "scanner_verification_delayed",
-            "Verification rounds put off: no verify_urls provider answered.",
-            CHAIN,
-        )
         self.batch_duration = self._histogram(
             "scanner_batch_duration_seconds",
             "Time to scan one block range end to end.",
@@ -157,6 +148,18 @@ class Metrics:
         self.reorgs = self._counter("scanner_reorgs", "Reorgs detected.", CHAIN)
         self.reorg_depth = self._histogram(
             "scanner_reorg_depth", "Depth of each reorg, in blocks.", CHAIN, REORG_DEPTH_BUCKETS
+        )
+
+    def _verify_metrics(self) -> None:
+        self.verification_failed = self._counter(
+            "scanner_verification_failed",
+            "Credits a verify_urls provider disagreed with (their payments stay confirming).",
+            CHAIN,
+        )
+        self.verification_delayed = self._counter(
+            "scanner_verification_delayed",
+            "Verification rounds put off: no verify_urls provider answered.",
+            CHAIN,
         )
 
     def _state_metrics(self) -> None:

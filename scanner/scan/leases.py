@@ -13,7 +13,7 @@ The keeper only decides who scans; what keeps two holders from writing twice is 
 instance's and unexpired by the server's clock, and the range's commit also checks that the
 cursor is where the range began. A frozen holder that wakes finds its lease gone (its local
 validity ran out too, so it does not even try) and writes nothing. A transaction it froze in
-is ended by the server after ``idle_in_transaction_session_timeout`` (4 leases, at least 30 s),
+is ended by the server after ``idle_in_transaction_session_timeout`` (2 leases, at least 15 s),
 so that it does not hold the chain's transaction lock against the new holder for longer.
 """
 
@@ -42,7 +42,7 @@ BEATS_PER_LEASE = 4
 SAFETY = 0.8  # the local view of a lease ends at this share of its length (clock drift, latency)
 # A chain transaction idle this long (its process frozen inside it) is ended by the server:
 # long enough for the plan of a large range, computed between the transaction's statements.
-IDLE_LEASES, MIN_IDLE_SECONDS = 4, 30.0
+IDLE_LEASES, MIN_IDLE_SECONDS = 2, 15.0
 
 
 class LeaseKeeper:

@@ -220,27 +220,8 @@ async def _run_the_cluster(
         assert set(settled) == {a.proc.pid, b.proc.pid, c.proc.pid}
         gateway.pay(1, 5 * USDT)
         await _wait_heads(engine, nodes, 30, "three instances")
-
-        held = holders(env, config)
-        a_chains = sorted(ch for ch, h in held.items() if h["pid"] == a.proc.pid)
-        a.send_signal(signal.SIGKILL)
-        for node, _ in nodes:
-            node.mine(1)
-        took = await _wait_heads(engine, nodes, 15, "after kill -9 of a holder")
-        assert took < 15, took
-        held = holders(env, config)
-        assert all(held[ch] is not None and held[ch]["pid"] != a.proc.pid for ch in a_chains)
-
-        b.send_signal(signal.SIGSTOP)
-        wait_until(
-            lambda: spread(holders(env, config)) == {c.proc.pid: 6},
-            30,
-            0.5,
-            what="the one live instance holds every chain",
-        )
-        gateway.pay(2, 3 * USDT)
-        await _wait_heads(engine, nodes, 20, "one live instance")
-        mark = len(b.err())
+        await _kill_a_holder(a, nodes, env, config, engine)
+        mark = await _stop_a_holder(b, c, gateway, env, config, engine)
         b.send_signal(signal.SIGCONT)
         d = start(args, env)
         wait_until(
@@ -260,6 +241,45 @@ async def _run_the_cluster(
         for proc in (b, c, d):
             assert proc.exit_within(20)[0] == 0
     assert all(h is None for h in holders(env, config).values()), "handed over on exit"
+
+
+async def _kill_a_holder(
+    a: ScannerProcess, nodes: Any, env: dict[str, str], config: Path, engine: AsyncEngine
+) -> None:
+    """kill -9: its chains are scanned again by the others within 15 s."""
+    held = holders(env, config)
+    a_chains = sorted(ch for ch, h in held.items() if h["pid"] == a.proc.pid)
+    a.send_signal(signal.SIGKILL)
+    for node, _ in nodes:
+        node.mine(1)
+    took = await _wait_heads(engine, nodes, 15, "after kill -9 of a holder")
+    assert took < 15, took
+    held = holders(env, config)
+    assert all(held[ch] is not None and held[ch]["pid"] != a.proc.pid for ch in a_chains)
+
+
+async def _stop_a_holder(
+    b: ScannerProcess,
+    c: ScannerProcess,
+    gateway: Gateway,
+    env: dict[str, str],
+    config: Path,
+    engine: AsyncEngine,
+) -> int:
+    """SIGSTOP: its leases expire, the one live instance holds every chain and scans on; where
+    the stopped one's log stood (what it writes after SIGCONT is checked from there)."""
+    b.send_signal(signal.SIGSTOP)
+    wait_until(
+        lambda: spread(holders(env, config)) == {c.proc.pid: 6},
+        30,
+        0.5,
+        what="the one live instance holds every chain",
+    )
+    gateway.pay(2, 3 * USDT)
+    # Stopped inside a chain transaction, it holds the chain's transaction lock until the server
+    # ends that transaction (idle_in_transaction_session_timeout, 16 s here): allow for it.
+    await _wait_heads(engine, gateway.nodes, 30, "one live instance")
+    return len(b.err())
 
 
 def _nothing_stale(events: list[dict[str, Any]]) -> None:

@@ -84,23 +84,7 @@ async def test_workers_share_the_jobs_and_take_over_a_killed_workers_job(
     env = scanner_env(db_url)
     args = ["backfill", "--chain", "anvil", "--from-block", "0", "--to-block", str(head)]
     args += ["--job-size", str(JOB)]
-    async with RangeProxy(h.chain.url) as proxy:
-        slow = write_config(
-            tmp_path / "slow.toml", proxy.url, tokens, batch_size=2, extra_top=cluster
-        )
-        gate = proxy.hold_logs_from(2)  # the first job's second range never answers
-        with scanner_process([*args, "--config", str(slow)], env) as doomed:
-            async with asyncio.timeout(20):  # the first worker, in its first job
-                await gate.wait_reached()
-
-            async def stands_at_2() -> bool:
-                return (await jobs(h.engine))[0][2] == 2
-
-            await until(stands_at_2, 10, "its first range committed")
-            doomed.send_signal(signal.SIGKILL)
-            assert await asyncio.to_thread(doomed.exit_within, 10)
-        gate.release()
-    killed = f":{doomed.proc.pid}:"
+    killed = f":{await _a_worker_killed_mid_job(h, tmp_path, args, env, cluster)}:"
     with (
         scanner_process([*args, "--config", str(direct)], env) as one,
         scanner_process([*args, "--config", str(direct)], env) as two,
@@ -124,6 +108,31 @@ async def test_workers_share_the_jobs_and_take_over_a_killed_workers_job(
     reference = await _one_clean_backfill(h, other_engine, other_sessions, sc, head)
     diff = differences(await snapshot(h.sessions), reference)
     assert not diff, "\n".join(diff)
+
+
+async def _a_worker_killed_mid_job(
+    h: Harness, tmp_path: Path, args: list[str], env: dict[str, str], cluster: str
+) -> int:
+    """A worker whose first job stands at block 2 (its second range never answers: a proxy
+    gate), killed with SIGKILL; its pid."""
+    tokens = [("USDT", h.token, 6), ("DAI", h.token18, 18)]
+    async with RangeProxy(h.chain.url) as proxy:
+        slow = write_config(
+            tmp_path / "slow.toml", proxy.url, tokens, batch_size=2, extra_top=cluster
+        )
+        gate = proxy.hold_logs_from(2)
+        with scanner_process([*args, "--config", str(slow)], env) as doomed:
+            async with asyncio.timeout(20):  # the first worker, in its first job
+                await gate.wait_reached()
+
+            async def stands_at_2() -> bool:
+                return (await jobs(h.engine))[0][2] == 2
+
+            await until(stands_at_2, 10, "its first range committed")
+            doomed.send_signal(signal.SIGKILL)
+            assert await asyncio.to_thread(doomed.exit_within, 10)
+        gate.release()
+    return doomed.proc.pid
 
 
 async def _one_clean_backfill(
