@@ -9,9 +9,10 @@ beat), one that holds fewer claims chains nobody holds (never started, handed ov
 lease expired: a holder killed or frozen). A stopping instance hands every chain over.
 
 The keeper only decides who scans; what keeps two holders from writing twice is the fence,
-:meth:`ChainLease.fence`, run in every writing transaction of the chain: the lease must be this
-instance's and unexpired by the server's clock, and the range's commit also checks that the
-cursor is where the range began. A frozen holder that wakes finds its lease gone (its local
+:meth:`ChainLease.fence`, run in every writing transaction of the chain under its transaction
+lock (and once more at the end of a range's transaction): the lease must be this instance's and
+unexpired by the server's clock, and the range's commit also checks that the cursor is where the
+range began. A frozen holder that wakes finds its lease gone (its local
 validity ran out too, so it does not even try) and writes nothing. A transaction it froze in
 is ended by the server after ``idle_in_transaction_session_timeout`` (2 leases, at least 15 s),
 so that it does not hold the chain's transaction lock against the new holder for longer.

@@ -228,6 +228,8 @@ class ChainScanner:
             result = await run_range(
                 session, self.ctx, data, LIVE, tag_block=tag.number if tag else None, below=below
             )
+            if self.fence is not None:  # again, last: a holder frozen meanwhile commits nothing
+                await self.fence(session)
         self.cursor = data.end
         self._progress()
         report_batch(self.log, self.metrics, self.name, result, time.perf_counter() - started)
