@@ -1,14 +1,17 @@
 """``scanner run``: the daemon's lifecycle.
 
-    schema check ─▶ observe server ─▶ one task per chain (TaskGroup) ─▶ READY=1 once every
-    chain read its first head (or is halted, or waits for another process holding it)
+    schema check ─▶ observe server ─▶ lease keeper (PostgreSQL) ─▶ one task per chain
+    (TaskGroup) ─▶ READY=1 once every chain read its first head (or is halted, or is another
+    instance's)
     SIGTERM/SIGINT ─▶ STOPPING=1, no new ranges, the batch in flight commits, pools close, exit 0
     a second signal ─▶ exit at once (what was committed stays committed)
 
 A chain that fails transiently is retried with backoff; a chain that must halt (chain id
 mismatch, deep reorg, token conflict) stays halted, visible in /readyz and a metric, while the
-other chains go on. A chain whose writer lock was lost with its connection stops, logs
-``chain_lock_lost`` and takes the lock again before it scans on (:mod:`scanner.scan.writer`);
+other chains go on. On PostgreSQL the chains are shared with other instances under leases
+(:mod:`scanner.scan.leases`): a chain whose lease is lost stops at once (``chain_lease_lost``)
+and scans again only once it holds the chain again; SQLite runs one process
+(:mod:`scanner.scan.writer`);
 a chain whose every node is stalled waits and is not ready (:mod:`scanner.chain.stall`).
 """
 
@@ -37,7 +40,9 @@ from scanner.errors import ChainHalted, ChainLockLost, ConfigError, ScannerError
 from scanner.observe.health import Health, ObserveServer
 from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
+from scanner.scan.leases import ChainLease, LeaseKeeper
 from scanner.scan.live import ChainScanner
+from scanner.scan.verify import Verifier
 from scanner.scan.writer import ChainWriterLock
 
 log = structlog.get_logger(__name__)
@@ -68,6 +73,7 @@ class App:
         self._signals = 0
         self._started: dict[str, asyncio.Event] = {}
         self.engine: AsyncEngine | None = None
+        self.keeper: LeaseKeeper | None = None  # PostgreSQL: chains shared under leases
 
     async def run(self) -> int:
         await ensure_schema(self.settings)
@@ -75,13 +81,21 @@ class App:
             self.engine = make_engine(self.settings)
             stack.push_async_callback(self.engine.dispose)
             sessions = make_session_factory(self.engine)
+            if self.engine.dialect.name == "postgresql":
+                names = [c.name for c in self.settings.chains]
+                ttl = self.settings.cluster.lease_seconds
+                self.keeper = LeaseKeeper(sessions, names, ttl, metrics=self.metrics)
             server = await self._observe_server(sessions, stack)
             self._install_signals()
             scanners = []
             for chain in self.settings.chains:
                 reader = make_reader(chain, self.metrics)
                 stack.push_async_callback(reader.client.aclose)
-                scanners.append(ChainScanner(chain, reader, sessions, metrics=self.metrics))
+                scanner = ChainScanner(chain, reader, sessions, metrics=self.metrics)
+                if chain.verify_urls:
+                    scanner.verifier = Verifier(chain, sessions, metrics=self.metrics)
+                    stack.push_async_callback(scanner.verifier.aclose)
+                scanners.append(scanner)
                 self.health.register(chain.name, chain.poll_interval, chain.max_lag_blocks)
                 self.metrics.add_chain(chain.name)
                 self._started[chain.name] = asyncio.Event()
@@ -124,6 +138,7 @@ class App:
                 key="metrics.port",
             ) from None
         stack.push_async_callback(server.stop)
+        log.info("metrics_serving", host=self.settings.metrics.host, port=server.port)
         return server
 
     async def _supervise(
@@ -131,6 +146,8 @@ class App:
     ) -> None:
         async with asyncio.TaskGroup() as group:
             deliver = await self._delivery_worker(sessions)  # its cursors before any scan
+            if self.keeper is not None:
+                group.create_task(self.keeper.run())  # stopped below, after the chain loops
             loops = [group.create_task(self._chain_loop(s, sessions)) for s in scanners]
             if deliver is not None:
                 loops.append(group.create_task(deliver.run(self.stop, self.engine)))
@@ -147,6 +164,8 @@ class App:
             for task in still:
                 log.warning("shutdown_timeout_cancelling", task=task.get_name())
                 task.cancel()
+            if self.keeper is not None:
+                self.keeper.stop()  # the chains are handed over once no batch is in flight
         self.notifier.close()
 
     async def _delivery_worker(
@@ -183,7 +202,11 @@ class App:
         self, scanner: ChainScanner, sessions: async_sessionmaker[AsyncSession]
     ) -> None:
         structlog.contextvars.bind_contextvars(chain=scanner.name)
-        writer = ChainWriterLock(self.engine, self.settings, scanner.name, metrics=self.metrics)
+        writer: ChainLease | ChainWriterLock
+        if self.keeper is not None:
+            writer = self.keeper.chain(scanner.name)
+        else:
+            writer = ChainWriterLock(self.settings, scanner.name)
         scanner.fence = writer.fence
         heads = self._subscription(scanner.settings)
         self._watch_head(scanner, heads)
@@ -196,7 +219,9 @@ class App:
                     if not await writer.acquire():
                         self.health.standby(scanner.name)
                         self._started[scanner.name].set()
-                        await self._sleep(scanner.settings.poll_interval)
+                        # look again as often as leases change hands, not only every poll
+                        lease_step = self.settings.cluster.lease_seconds / 4
+                        await self._sleep(min(scanner.settings.poll_interval, lease_step))
                         continue
                     started = time.monotonic()
                     outcome = await self._tick(scanner)

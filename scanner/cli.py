@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--from-block", type=int, required=True)
     backfill.add_argument("--to-block", type=int, required=True)
     backfill.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    backfill.add_argument(
+        "--job-size",
+        type=int,
+        help="cut the range into jobs of N blocks that several processes share (PostgreSQL)",
+    )
 
     status = sub.add_parser("status", help="each chain's head, cursor, lag, open payments")
     _config_arg(status)

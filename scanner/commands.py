@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import func, select, text
 
 from scanner.config import ChainSettings, Settings
+from scanner.db import leases
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.errors import translated
 from scanner.db.migrate import ensure_schema, head_revision
@@ -20,6 +21,7 @@ from scanner.db.models import ChainState, Payment
 from scanner.errors import ConfigError, RpcError, ScannerError
 from scanner.observe.redact import Scrubber
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
+from scanner.scan.split import SplitBackfill
 from scanner.secrets import redact_url
 
 log = structlog.get_logger(__name__)
@@ -30,13 +32,19 @@ async def backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     chain = settings.chain(args.chain)
     check_bounds(args.from_block, args.to_block)  # before touching the database or the node
+    if args.job_size is not None and (args.job_size < 1 or args.dry_run):
+        raise ConfigError("--job-size takes a positive number, without --dry-run", key="--job-size")
     await ensure_schema(settings)
     engine = make_engine(settings)
     reader = make_reader(chain, None)
     try:
         job = Backfill(chain, reader, make_session_factory(engine), dry_run=args.dry_run)
-        with _Progress(chain.name, args.from_block, args.to_block) as progress:
-            summary = await job.run(args.from_block, args.to_block, progress.update)
+        if args.job_size is not None:  # several workers share the jobs: each logs its own
+            split = SplitBackfill(job, args.job_size, settings.cluster.lease_seconds)
+            summary = await split.run(args.from_block, args.to_block)
+        else:
+            with _Progress(chain.name, args.from_block, args.to_block) as progress:
+                summary = await job.run(args.from_block, args.to_block, progress.update)
     finally:
         await reader.client.aclose()
         await engine.dispose()
@@ -130,7 +138,11 @@ async def status(settings: Settings, *, as_json: bool) -> int:
     try:
         sessions = make_session_factory(engine)
         async with sessions() as session:
+            held = await leases.holders(session)
             rows = [await _chain_status(session, chain) for chain in settings.chains]
+        for row in rows:  # who scans it (PostgreSQL leases); null: no live instance
+            holder = held.get(row["chain"])
+            row["holder"] = holder.as_json() if holder is not None else None
     finally:
         await engine.dispose()
     if as_json:
@@ -182,11 +194,19 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         "open_payments",
         "last_reorg",
         "last_reorg_depth",
+        "holder",
     ]
-    table = [headers] + [["-" if r[h] is None else str(r[h]) for h in headers] for r in rows]
+    table = [headers] + [["-" if r[h] is None else _cell(r[h]) for h in headers] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):  # the holder: host:pid (instance id), until when
+        who = f"{value['host']}:{value['pid']} ({value['instance'][:8]})"
+        return f"{who} until {value['lease_expires_at']}"
+    return str(value)
 
 
 async def check(settings: Settings) -> int:

@@ -21,8 +21,6 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -30,51 +28,25 @@ from pydantic import (
     model_validator,
 )
 
+from scanner.config_types import CHAIN_NAME, Address, RpcUrl, Strict, check_ws_url
 from scanner.errors import ConfigError
 from scanner.secrets import redact_url
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_CHAIN_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 DEFAULT_SQLITE_URL = "sqlite:///./scanner.db"
 
 
-def _address(value: str) -> str:
-    if not _ADDRESS.match(value):
-        raise ValueError(f"not a 20-byte hex address: {value!r}")
-    return value.lower()
-
-
-Address = Annotated[str, AfterValidator(_address)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RpcUrl(SecretStr):
-    """An RPC URL: shown redacted (``https://host/***``), the real value by ``get_secret_value``."""
-
-    def _display(self) -> str:
-        return redact_url(self.get_secret_value())
-
-
-def _ws_url(url: RpcUrl) -> RpcUrl:
-    if not url.get_secret_value().startswith(("ws://", "wss://")):
-        raise ValueError(f"ws_url must be ws:// or wss://: {url}")
-    return url
-
-
-class TokenSettings(_Strict):
+class TokenSettings(Strict):
     symbol: str = Field(min_length=1, max_length=32)
     address: Address
     decimals: int = Field(ge=0, le=77)
 
 
-class ChainSettings(_Strict):
+class ChainSettings(Strict):
     name: str
     chain_id: int = Field(gt=0)
     rpc_urls: list[RpcUrl] = Field(min_length=1)
-    ws_url: Annotated[RpcUrl, AfterValidator(_ws_url)] | None = None  # newHeads wakes ticks
+    ws_url: Annotated[RpcUrl, AfterValidator(check_ws_url)] | None = None  # newHeads wakes ticks
+    verify_urls: list[RpcUrl] = Field(default_factory=list)  # a second provider's word (README)
     confirmations: int | None = Field(default=None, ge=1)
     finality: Literal["finalized", "safe"] | None = None
     poll_interval: float = Field(default=3.0, gt=0)
@@ -95,11 +67,11 @@ class ChainSettings(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _CHAIN_NAME.match(value):
+        if not CHAIN_NAME.match(value):
             raise ValueError("use lower-case letters, digits, '-' and '_' (at most 32)")
         return value
 
-    @field_validator("rpc_urls")
+    @field_validator("rpc_urls", "verify_urls")
     @classmethod
     def _urls(cls, value: list[RpcUrl]) -> list[RpcUrl]:
         for url in value:
@@ -132,7 +104,7 @@ class ChainSettings(_Strict):
         return max(64, self.confirmations or 0) if self.confirmations else 128
 
 
-class DatabaseSettings(_Strict):
+class DatabaseSettings(Strict):
     url: SecretStr | None = None
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
@@ -141,13 +113,19 @@ class DatabaseSettings(_Strict):
     echo: bool = False
 
 
-class MetricsSettings(_Strict):
+class MetricsSettings(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
 
 
-class LoggingSettings(_Strict):
+class ClusterSettings(Strict):
+    """Several instances (PostgreSQL): chain leases last ``lease_seconds`` (README)."""
+
+    lease_seconds: float = Field(default=8.0, ge=2.0, le=600.0)
+
+
+class LoggingSettings(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
@@ -159,12 +137,13 @@ WebhookEvent = Literal[
     "paid_late",
     "confirmed_reverted",
     "invalid_payment",
+    "verification_failed",
 ]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class WebhookSettings(_Strict):
+class WebhookSettings(Strict):
     """One ``[[webhooks]]`` endpoint. ``secret_env`` is resolved into ``secret`` at load time."""
 
     url: RpcUrl
@@ -201,7 +180,7 @@ class WebhookSettings(_Strict):
         return self.secret.get_secret_value() if self.secret is not None else ""
 
 
-class FileSettings(_Strict):
+class FileSettings(Strict):
     """What the TOML file may hold; any other key is an error."""
 
     migrate_on_start: bool | None = None
@@ -209,6 +188,7 @@ class FileSettings(_Strict):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     chains: list[ChainSettings] = Field(default_factory=list)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
 
@@ -230,7 +210,7 @@ class FileSettings(_Strict):
         return self
 
 
-class Settings(_Strict):
+class Settings(Strict):
     """Everything the scanner runs with, resolved from file and environment."""
 
     env: Literal["development", "production", "testing"]
@@ -242,6 +222,7 @@ class Settings(_Strict):
     logging: LoggingSettings
     chains: list[ChainSettings]
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     config_file: str | None = None
 
     def chain(self, name: str) -> ChainSettings:
@@ -255,7 +236,7 @@ class Settings(_Strict):
         """Every secret string, for scrubbing free text."""
         out = [self.database_url.get_secret_value()]
         for chain in self.chains:
-            out.extend(u.get_secret_value() for u in chain.rpc_urls)
+            out.extend(u.get_secret_value() for u in chain.rpc_urls + chain.verify_urls)
             out.extend(u.get_secret_value() for u in [chain.ws_url] if u is not None)
         for hook in self.webhooks:
             out += [hook.url.get_secret_value(), hook.secret_value]
@@ -265,10 +246,7 @@ class Settings(_Strict):
 def _loc(error: Mapping[str, Any]) -> str:
     parts: list[str] = []
     for item in error.get("loc", ()):
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
+        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
     return "".join(parts) or "<root>"
 
 
@@ -392,6 +370,7 @@ def load_settings(
             logging=logging,
             chains=file_settings.chains,
             webhooks=_resolve_webhooks(file_settings.webhooks, environ, file),
+            cluster=file_settings.cluster,
             config_file=file,
         )
     except ValidationError as exc:

@@ -11,7 +11,8 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     ├── DatabaseError               the database is unreachable or refused a statement
     │   └── PaymentLocked           a payment row the gateway holds locked: retried, reported
     ├── AnvilStartError             the local dev chain (scanner demo, tests) did not start
-    ├── ChainLockLost               the connection holding a chain's lock is gone: stop, retake
+    ├── ChainLockLost               this process no longer holds the chain (its lock or lease)
+    ├── BackfillJobLost             a split backfill's job is another worker's now: drop it
     ├── RpcError                    the node answered badly or not at all
     │   ├── RpcTransportError       connection refused, timeout, HTTP 5xx   (transient: retried)
     │   ├── RpcRateLimited          HTTP 429 / "rate limit" codes            (transient: retried)
@@ -103,6 +104,16 @@ class ChainLockLost(ScannerError):
     def __init__(self, message: str, *, chain: str) -> None:
         super().__init__(message)
         self.chain = chain
+
+
+class BackfillJobLost(ScannerError):
+    """A job of a split backfill is not this worker's any more (its lease expired and another
+    worker took it over), or it does not stand where the range began: nothing is written."""
+
+    def __init__(self, message: str, *, chain: str, job: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.chain = chain
+        self.job = job
 
 
 class RpcError(ScannerError):

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from scanner.config import (
     ChainSettings,
+    ClusterSettings,
     DatabaseSettings,
     FileSettings,
     LoggingSettings,
@@ -46,6 +47,7 @@ EXAMPLE_TOML = ROOT / "config/scanner.example.toml"
 DEV_TOML = ROOT / "config/scanner.dev.toml"
 COMPOSE_TOML = ROOT / "config/scanner.compose.toml"
 UNIT = ROOT / "systemd/scanner.service"
+TEMPLATE_UNIT = ROOT / "systemd/ctrip-scanner@.service"
 ENV_EXAMPLE = ROOT / "systemd/scanner.env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -73,6 +75,8 @@ METRICS = {
     "scanner_batch_duration_seconds",
     "scanner_open_payments",
     "scanner_chain_halted",
+    "scanner_verification_failed_total",
+    "scanner_verification_delayed_total",
     "scanner_finality_violations_total",
     "scanner_webhook_deliveries_total",
     "scanner_webhook_deliveries_failed_total",
@@ -128,6 +132,7 @@ def _keys_mentioned(text: str) -> set[str]:
         MetricsSettings,
         LoggingSettings,
         ChainSettings,
+        ClusterSettings,
         TokenSettings,
         WebhookSettings,
     ],
@@ -139,6 +144,7 @@ def test_example_config_documents_every_key(model: type[BaseModel]) -> None:
         "database": "[database]",
         "metrics": "[metrics]",
         "logging": "[logging]",
+        "cluster": "[cluster]",
         "chains": "[[chains]]",
         "tokens": "[[chains.tokens]]",
         "webhooks": "[[webhooks]]",
@@ -158,6 +164,7 @@ def test_example_config_uses_the_defaults_it_shows() -> None:
         ("database", DatabaseSettings),
         ("metrics", MetricsSettings),
         ("logging", LoggingSettings),
+        ("cluster", ClusterSettings),
     ):
         defaults = model().model_dump()
         for key, value in data[table].items():
@@ -274,15 +281,31 @@ def test_unit_network_and_state(unit: dict[str, dict[str, list[str]]]) -> None:
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
+def test_template_unit_is_the_unit_with_a_metrics_port_per_instance(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    """``ctrip-scanner@PORT.service``: several instances on one host, each on its own port."""
+    template = parse_unit(TEMPLATE_UNIT.read_text(encoding="utf-8"))
+    environment = dict(v.partition("=")[::2] for v in template["Service"]["Environment"])
+    assert environment["SCANNER_METRICS_ADDR"] == "127.0.0.1:%i"
+    assert "DATABASE_URL_DEV" not in environment  # PostgreSQL only: SQLite runs one process
+    for directive in [*UNIT_DIRECTIVES, "ExecStart=", "TimeoutStopSec=", "WatchdogSec="]:
+        key = directive.partition("=")[0]
+        assert _one(template, key) == _one(unit, key), key
+
+
+@pytest.mark.parametrize(
+    ("source", "name"), [(UNIT, "scanner.service"), (TEMPLATE_UNIT, "ctrip-scanner@9465.service")]
+)
+def test_systemd_analyze_verify(tmp_path: Path, source: Path, name: str) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
     # verify insists that ExecStart's binary exists; point it at one that does.
-    text = UNIT.read_text(encoding="utf-8").replace(
+    text = source.read_text(encoding="utf-8").replace(
         "ExecStart=/opt/scanner/venv/bin/scanner ", f"ExecStart={sys.executable} "
     )
-    copy = tmp_path / "scanner.service"
+    copy = tmp_path / name
     copy.write_text(text, encoding="utf-8")
     result = subprocess.run(
         [analyze, "verify", str(copy)],
@@ -833,6 +856,7 @@ _ALERT_TEST_SERIES = {
     f'scanner_reorg_depth_bucket{{{_ETH}, le="+Inf"}}': "0 0 1 2 2",
     f"scanner_reorg_depth_count{{{_ETH}}}": "0 0 1 2 2",
     f"scanner_finality_violations_total{{{_ETH}}}": "0 0 0 1 1",
+    f"scanner_verification_failed_total{{{_ETH}}}": "0 0 0 1 1",
     # endpoint 0 falls behind (over 15 minutes old from 3m on); endpoint 1 stays current
     'scanner_webhook_oldest_pending_age_seconds{job="scanner", instance="s:9464", endpoint="0"}': (
         "0 600+300x20"
@@ -860,6 +884,8 @@ _ALERT_EXPECTATIONS: list[tuple[int, str, dict[str, str] | None]] = [
     (8, "RpcErrorRate", {**_CHAIN, "severity": "warning"}),
     (2, "FinalityViolation", None),
     (4, "FinalityViolation", {**_CHAIN, "severity": "critical"}),
+    (2, "VerificationFailed", None),
+    (4, "VerificationFailed", {**_CHAIN, "severity": "critical"}),
     (7, "WebhookBacklog", None),  # over 15 minutes old from 3m, held for 5
     (8, "WebhookBacklog", {"job": "scanner", "endpoint": "0", "severity": "warning"}),
     (2, "WebhookDeliveriesFailed", None),

@@ -37,11 +37,18 @@ def finality_at(
     required: int | None,
     tag_block: int | None,
     timestamps: Mapping[int, int],
+    verify: bool = False,
 ) -> Finality:
     """What is final as of ``checked``; the final block's time comes from ``timestamps``
     (absent → ``final_timestamp`` None → no expiry decision)."""
     final = final_block(checked, required=required, tag_block=tag_block)
-    return Finality(checked, final, timestamps.get(final), required)
+    return Finality(checked, final, timestamps.get(final), required, verify)
+
+
+def credit_final(block_number: int, verified: bool, finality: Finality) -> bool:
+    """Whether a credit in ``block_number`` is final: its block is, and where the chain has
+    ``verify_urls``, a second provider agreed with it."""
+    return is_final(block_number, finality) and (verified or not finality.verify)
 
 
 def blocks_to_keep(reorg_depth: int, required: int | None) -> int:

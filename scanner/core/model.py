@@ -86,6 +86,7 @@ class Credit:
     rescan with an older checked block (a backfill, a rewind) does not count it down again.
     ``foreign``: of another token than the payment's (the gateway switched the payment's token
     after it arrived): recorded, never counted.
+    ``verified``: a second provider (``verify_urls``) confirmed it, in this block.
     """
 
     tx_hash: str
@@ -98,6 +99,7 @@ class Credit:
     orphaned: bool
     final: bool = False
     foreign: bool = False
+    verified: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -118,12 +120,15 @@ class Finality:
     mode ``min(tag, checked)``); may be negative early in a chain's life.
     ``final_timestamp``: timestamp of ``final_block`` when known; ``None`` means no expiry decision.
     ``required``: the required confirmations, ``None`` in tag mode.
+    ``verify``: the chain has ``verify_urls``: a credit is final only once a second provider
+    agreed with it (``Credit.verified``), however deep its block.
     """
 
     checked: int
     final_block: int
     final_timestamp: int | None
     required: int | None
+    verify: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,12 @@ from uuid import UUID
 
 from scanner.core import events as core_events
 from scanner.core.amounts import event_data, to_amount
-from scanner.core.finality import blocks_to_keep, credit_confirmations, finality_at
+from scanner.core.finality import (
+    blocks_to_keep,
+    credit_confirmations,
+    credit_final,
+    finality_at,
+)
 from scanner.core.ledger import Ledger
 from scanner.core.model import Credit, Event, Finality, Header, Payment, PaymentOutcome, Transfer
 
@@ -59,12 +64,17 @@ class ChainRules:
     tag: str | None  # "finalized" / "safe"; None in block mode
     grace: int
     reorg_depth: int
+    verify: bool = False  # verify_urls: a second provider's word before a credit is final
 
     def finality(
         self, checked: int, tag_block: int | None, timestamps: Mapping[int, int]
     ) -> Finality:
         return finality_at(
-            checked, required=self.required, tag_block=tag_block, timestamps=timestamps
+            checked,
+            required=self.required,
+            tag_block=tag_block,
+            timestamps=timestamps,
+            verify=self.verify,
         )
 
     @property
@@ -293,7 +303,8 @@ def _credit_rows(
             status, confirmations = "orphaned", 0
         else:
             confirmations = credit_confirmations(credit.block_number, finality)
-            status = "confirmed" if credit.block_number <= finality.final_block else "pending"
+            final = credit_final(credit.block_number, credit.verified, finality)
+            status = "confirmed" if final else "pending"
         transfer = applied.get(key)
         rows.append(
             CreditRow(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from scanner.core.finality import credit_confirmations, is_final
+from scanner.core.finality import credit_confirmations, credit_final
 from scanner.core.model import OPEN_STATES, Credit, Finality, Payment, PaymentOutcome, Status
 
 #: The edges walked from one status to another, one status_changed event per edge.
@@ -31,7 +31,7 @@ def amount_received(credits: Iterable[Credit]) -> int:
 
 
 def final(credit: Credit, finality: Finality) -> bool:
-    return credit.final or is_final(credit.block_number, finality)
+    return credit.final or credit_final(credit.block_number, credit.verified, finality)
 
 
 def confirmations_of(credit: Credit, finality: Finality) -> int:

@@ -3,13 +3,11 @@
 Keys are derived from names: the first 8 bytes of ``sha256(name)`` as a signed 64-bit integer,
 so every process computes the same key without a registry. Advisory locks are per database.
 
-- :func:`try_chain_lock` (session-level) is held for as long as a process scans a chain live. It
-  lives on the connection that took it: keep that connection checked out for the whole scan, and
-  release it with :func:`release_chain_lock` (or close the connection).
 - :func:`chain_xact_lock` and :func:`events_xact_lock` (transaction-level) are released by the
-  commit or rollback of the transaction that took them. The chain's transaction lock has a key of
-  its own: under the live-scan key it would wait forever for the session lock that the scanning
-  process itself holds on another connection (and a backfill beside the live scan would too).
+  commit or rollback of the transaction that took them. Which instance scans a chain live is a
+  lease in ``chain_leases`` (:mod:`scanner.scan.leases`), checked under this lock; the chain's
+  transaction lock keeps a key of its own (``chain-xact``), distinct from the session lock
+  earlier versions held per chain.
 - :func:`advisory_lock` (session-level, blocking) guards the start-up schema check and upgrade.
 """
 
@@ -23,7 +21,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-CHAIN_LOCK_PREFIX = "ctrip-scanner:chain:"
 CHAIN_XACT_LOCK_PREFIX = "ctrip-scanner:chain-xact:"
 EVENTS_LOCK_NAME = "ctrip-scanner:payment-events"
 MIGRATION_LOCK_NAME = "ctrip-scanner:schema-migration"
@@ -32,10 +29,6 @@ MIGRATION_LOCK_NAME = "ctrip-scanner:schema-migration"
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for ``name``."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
-def chain_lock_key(chain: str) -> int:
-    return lock_key(CHAIN_LOCK_PREFIX + chain)
 
 
 def chain_xact_key(chain: str) -> int:
@@ -57,62 +50,6 @@ async def _scalar_outside_transaction(conn: AsyncConnection, sql: str, key: int)
     if not was_in_transaction:
         await conn.commit()
     return value
-
-
-async def try_chain_lock(conn: AsyncConnection, chain: str) -> bool:
-    """Take the chain's live-scan lock if free; ``False`` when another process holds it."""
-    if not _is_postgresql(conn):
-        return True
-    got = await _scalar_outside_transaction(
-        conn, "SELECT pg_try_advisory_lock(:key)", chain_lock_key(chain)
-    )
-    return bool(got)
-
-
-def _lock_columns(key: int) -> tuple[int, int]:
-    """``pg_locks``' (classid, objid) of a bigint advisory key (high and low 32 bits)."""
-    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
-    return unsigned >> 32, unsigned & 0xFFFF_FFFF
-
-
-_HOLDER_SQL = """
-SELECT pid FROM pg_locks
-WHERE locktype = 'advisory' AND granted AND objsubid = 1
-  AND classid::bigint = :classid AND objid::bigint = :objid
-  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
-
-
-async def chain_lock_holder(session: AsyncSession | AsyncConnection, chain: str) -> int | None:
-    """The backend pid holding the chain's live-scan lock (``None``: nobody, or not PostgreSQL).
-
-    Read from the server's own view of locks, so it is true even when the holder's connection
-    was terminated a moment ago (its lock is gone with it)."""
-    bind = session.get_bind() if isinstance(session, AsyncSession) else session
-    if bind.dialect.name != "postgresql":
-        return None
-    classid, objid = _lock_columns(chain_lock_key(chain))
-    rows = await session.execute(text(_HOLDER_SQL), {"classid": classid, "objid": objid})
-    pid = rows.scalar_one_or_none()
-    return None if pid is None else int(pid)
-
-
-async def backend_pid(conn: AsyncConnection) -> int | None:
-    """The server process of ``conn`` (PostgreSQL), ``None`` elsewhere."""
-    if not _is_postgresql(conn):
-        return None
-    was_in_transaction = conn.in_transaction()
-    pid = int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
-    if not was_in_transaction:
-        await conn.commit()
-    return pid
-
-
-async def release_chain_lock(conn: AsyncConnection, chain: str) -> None:
-    if _is_postgresql(conn):
-        await _scalar_outside_transaction(
-            conn, "SELECT pg_advisory_unlock(:key)", chain_lock_key(chain)
-        )
 
 
 async def _xact_lock(session: AsyncSession, key: int) -> None:

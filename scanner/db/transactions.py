@@ -101,7 +101,7 @@ async def credits_of(
     alone until the row is fixed), never the end of the others."""
     t = table("transactions")
     columns = (t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
-    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id)
+    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id, t.c.verified_hash)
     out: dict[Any, list[Credit]] = {}
     broken: set[Any] = set()
     for chunk in chunks(sorted(tokens, key=str)):
@@ -122,7 +122,7 @@ async def credits_of(
 
 
 def _credit(row: Any, payment_token: UUID | None) -> Credit:
-    _, tx, li, bn, bh, ts, value, late, status, token = row
+    _, tx, li, bn, bh, ts, value, late, status, token, verified = row
     token_id = None if token is None else (token if isinstance(token, UUID) else UUID(str(token)))
     units = to_decimal(value)
     if units != units.to_integral_value() or units < 0:
@@ -138,6 +138,7 @@ def _credit(row: Any, payment_token: UUID | None) -> Credit:
         orphaned=status == "orphaned",
         final=status == "confirmed",
         foreign=token_id != payment_token,
+        verified=verified is not None and verified == bh,
     )
 
 
@@ -211,17 +212,28 @@ async def _upsert(session: AsyncSession, chain: str, rows: Sequence[CreditRow], 
 
 
 async def count_confirmations(session: AsyncSession, chain: str, finality: Finality) -> None:
-    """Count confirmations of the chain's not-yet-final rows; mark the final ones."""
+    """Count confirmations of the chain's not-yet-final rows; mark the final ones (with
+    ``verify_urls``, only those a second provider agreed with: the others stay ``pending``, at
+    the required count)."""
     t = table("transactions")
     pending = and_(t.c.chain == chain, t.c.status == "pending")
+    deep = t.c.block_number <= finality.final_block
+    counting = [pending, t.c.block_number <= finality.checked]
+    if finality.required is not None:
+        counting.append(~deep)
     await session.execute(
-        update(t)
-        .where(pending, t.c.block_number <= finality.checked)
-        .values(confirmations=finality.checked - t.c.block_number + 1)
+        update(t).where(*counting).values(confirmations=finality.checked - t.c.block_number + 1)
     )
     final: dict[str, Any] = {"status": "confirmed", "updated_at": now()}
     if finality.required is not None:  # counted up to the number that made it final
         final["confirmations"] = finality.required
-    await session.execute(
-        update(t).where(pending, t.c.block_number <= finality.final_block).values(**final)
-    )
+    if finality.verify:
+        if finality.required is not None:
+            await session.execute(
+                update(t).where(pending, deep).values(confirmations=finality.required)
+            )
+        await session.execute(
+            update(t).where(pending, deep, t.c.verified_hash == t.c.block_hash).values(**final)
+        )
+        return
+    await session.execute(update(t).where(pending, deep).values(**final))

@@ -6,7 +6,8 @@ which a restart would not replace, so it does not fail liveness.
 
 ``/readyz`` answers "is this scanner doing its job?": the database is reachable and at the
 schema head, no chain is halted or stalled (every RPC URL's head stopped moving), and every
-chain has ticked and is within ``max_lag`` blocks.
+chain it scans has ticked and is within ``max_lag`` blocks (a chain another instance holds does
+not count: an instance that holds nothing is a ready standby).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class _Chain:
         if self.halted is not None:
             return [f"halted: {self.halted}"]
         if self.standby:
-            return ["standby: another process scans this chain"]
+            return []  # another instance scans it: this one is a healthy standby
         if self.stalled is not None:
             return [f"stalled: {self.stalled}"]
         idle = now - max(self.committed, self.registered)
@@ -130,7 +131,8 @@ class Health:
 
     def standby(self, chain: str) -> None:
         """The chain's loop went round without scanning: another process holds the chain. Alive
-        (a restart would not help), not ready (it is not doing the work)."""
+        (a restart would not help) and ready: a standby is healthy, the holder reports the chain's
+        progress (``scanner status`` shows who holds it)."""
         state = self._chain(chain)
         state.since = self._clock()
         state.standby = True

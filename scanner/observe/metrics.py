@@ -60,6 +60,7 @@ class Metrics:
         self._progress_metrics()
         self._rpc_metrics()
         self._scan_metrics()
+        self._verify_metrics()
         self._state_metrics()
         self._ws_metrics()
         self.webhooks = WebhookMetrics(self.registry)
@@ -156,6 +157,18 @@ class Metrics:
             "scanner_reorg_depth", "Depth of each reorg, in blocks.", CHAIN, REORG_DEPTH_BUCKETS
         )
 
+    def _verify_metrics(self) -> None:
+        self.verification_failed = self._counter(
+            "scanner_verification_failed",
+            "Credits a verify_urls provider disagreed with (their payments stay confirming).",
+            CHAIN,
+        )
+        self.verification_delayed = self._counter(
+            "scanner_verification_delayed",
+            "Verification rounds put off: no verify_urls provider answered.",
+            CHAIN,
+        )
+
     def _state_metrics(self) -> None:
         self.payment_status_changes = self._counter(
             "scanner_payment_status_changes",
@@ -213,6 +226,8 @@ class Metrics:
             self.backfill_blocks,
             self.node_stalls,
             self.chain_locks_lost,
+            self.verification_failed,
+            self.verification_delayed,
         ):
             counter.labels(chain)
         self.reorg_depth.labels(chain)  # _count 0: "no reorg yet", not "no data"

@@ -11,7 +11,7 @@ block the backfill verified itself.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -26,7 +26,7 @@ from scanner.core.plan import BACKFILL, DRY_RUN
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.db import cursor, jobs, payments
 from scanner.db.locks import chain_xact_lock
-from scanner.errors import ConfigError
+from scanner.errors import BackfillJobLost, ConfigError
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_range, verify_links
 from scanner.scan.context import ChainContext
@@ -63,6 +63,17 @@ class BackfillSummary:
         self.payments_changed = len(self.changed_ids)  # distinct payments, over every range
         for _, to in result.status_changes:
             self.status_changes[to] = self.status_changes.get(to, 0) + 1
+
+    def absorb(self, other: BackfillSummary) -> None:
+        """Another job's totals (a split backfill)."""
+        self.blocks += other.blocks
+        self.logs += other.logs
+        self.matched += other.matched
+        self.events += other.events
+        self.changed_ids |= other.changed_ids
+        self.payments_changed = len(self.changed_ids)
+        for to, n in other.status_changes.items():
+            self.status_changes[to] = self.status_changes.get(to, 0) + n
 
 
 Progress = Callable[[BackfillSummary, int], None]
@@ -102,6 +113,9 @@ class Backfill:
         self.log = log.bind(chain=chain.name)
         self.sizer = RangeSizer(chain.batch_size)
         self._dry_session: AsyncSession | None = None
+        # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
+        self.worker: str | None = None
+        self.before_commit: Callable[[], Awaitable[None]] | None = None  # waits for its turn
 
     async def run(
         self, from_block: int, to_block: int, progress: Progress | None = None
@@ -193,6 +207,8 @@ class Backfill:
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
     ) -> BatchReport:
+        if self.before_commit is not None:
+            await self.before_commit()
         started = time.perf_counter()
         async with self._transaction() as session:
             result = await self._apply(session, ctx, data, window, summary)
@@ -221,10 +237,25 @@ class Backfill:
             session, ctx, data, mode, tag_block=tag_block, below=window, checked_floor=floor
         )
         if not self.dry_run:
-            await jobs.advance(
-                session, ctx.name, summary.from_block, summary.to_block, data.end + 1
-            )
+            await self._advance(session, ctx.name, summary, data)
         return result
+
+    async def _advance(
+        self, session: AsyncSession, chain: str, summary: BackfillSummary, data: RangeData
+    ) -> None:
+        """The job's progress, in the range's transaction; a split job's is fenced."""
+        job = (summary.from_block, summary.to_block)
+        if self.worker is None:
+            await jobs.advance(session, chain, *job, data.end + 1)
+        elif not await jobs.advance_fenced(
+            session, chain, job, self.worker, data.start, data.end + 1
+        ):
+            raise BackfillJobLost(
+                f"backfill job {job[0]}-{job[1]} of {chain!r} is not this worker's any more:"
+                " nothing written",
+                chain=chain,
+                job=job,
+            )
 
     async def _previous(self, start: int) -> Header | None:
         if start == 0:

@@ -27,11 +27,10 @@ from scanner.core.model import Header, Transfer
 from scanner.core.plan import CATCH_UP, invalid_outbox
 from scanner.core.ranges import RangeSizer
 from scanner.db import cursor, events, payments
-from scanner.db.locks import chain_xact_lock
 from scanner.db.payments import RawPayment
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import run_range
-from scanner.scan.context import ChainContext
+from scanner.scan.context import ChainContext, lock_chain
 from scanner.scan.fetch import RangeData
 from scanner.scan.lookback import Start, block_at_time, read_window
 from scanner.scan.report import report_batch
@@ -130,7 +129,7 @@ async def _commit(
     """Apply the look-back and mark the rows seen, in one transaction; False when the cursor
     went back meanwhile (a reorg: look again next tick)."""
     async with sessions() as session, session.begin():
-        await chain_xact_lock(session, ctx.name)
+        await lock_chain(session, ctx)  # fenced: a live scan's
         again = await cursor.get_cursor(session, ctx.name)
         if data is not None and (again is None or again[0] < now_block):
             return False

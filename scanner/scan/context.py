@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from scanner.config import ChainSettings
 from scanner.core.plan import ChainRules
+from scanner.db.locks import chain_xact_lock
+
+#: Checked in every writing transaction of a live scan: raises ChainLockLost when this process
+#: no longer holds the chain (:mod:`scanner.scan.leases`, :mod:`scanner.scan.writer`).
+Fence = Callable[[AsyncSession], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,7 @@ class ChainContext:
     native_decimals: int
     tokens: Mapping[str, TokenInfo]
     catch_up_max_blocks: int = 100_000  # how far below the cursor a look-back may start
+    fence: Fence | None = field(default=None, compare=False, repr=False)
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
 
@@ -41,6 +49,7 @@ class ChainContext:
             tag=chain.finality,
             grace=chain.grace_seconds,
             reorg_depth=chain.reorg_depth,
+            verify=bool(chain.verify_urls),
         )
         return cls(
             rules=rules,
@@ -76,3 +85,10 @@ class ChainContext:
     def token_by_id(self) -> dict[UUID, TokenInfo]:
         """The enabled tokens by id (one shared dict, built at construction: do not mutate)."""
         return self._by_id
+
+
+async def lock_chain(session: AsyncSession, ctx: ChainContext) -> None:
+    """The chain's transaction lock, then the fence (this process still holds the chain)."""
+    await chain_xact_lock(session, ctx.name)
+    if ctx.fence is not None:
+        await ctx.fence(session)

@@ -36,6 +36,7 @@ from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
 from scanner.scan.tokens import TokenWatch
+from scanner.scan.verify import Verifier
 
 NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
 # The open-payments gauge counts the whole book: at most once this often, between ticks, never
@@ -94,6 +95,8 @@ class ChainScanner:
         self.read_head: Callable[[], Awaitable[int]] = reader.head
         self.tokens = TokenWatch(chain.name, reader, metrics)
         self._open_counted_at = -OPEN_COUNT_EVERY
+        # verify_urls: a second provider checks final credits before payments are confirmed.
+        self.verifier: Verifier | None = None
 
     @property
     def name(self) -> str:
@@ -111,7 +114,8 @@ class ChainScanner:
 
     async def prepare(self) -> None:
         """Chain id, tokens, cursor; raises ChainHalted when the chain must not scan."""
-        self._ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
+        ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
+        self._ctx = replace(ctx, fence=self.fence)  # the catch-up's transactions are fenced too
         await self._refresh_tokens()
         self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self.ctx.tokens))
 
@@ -158,6 +162,9 @@ class ChainScanner:
         await self._refresh_tokens()
         await self._follow_edits(cursor, tag)  # an edited row is then looked back for again
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
+        if self.verifier is not None:  # confirmed by the plan of this tick's ranges or the next
+            final = self.ctx.rules.finality(cursor, tag.number if tag else None, {})
+            await self.verifier.run(self.ctx, final.final_block)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
         if end <= cursor:
             if await self._tip_replaced(cursor, cursor_hash):
@@ -225,6 +232,8 @@ class ChainScanner:
             result = await run_range(
                 session, self.ctx, data, LIVE, tag_block=tag.number if tag else None, below=below
             )
+            if self.fence is not None:  # again, last: a holder frozen meanwhile commits nothing
+                await self.fence(session)
         self.cursor = data.end
         self._progress()
         report_batch(self.log, self.metrics, self.name, result, time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""Advisory locks: one live scan per chain, serialized event inserts; no-ops on SQLite."""
+"""Advisory locks: a chain's transactions, serialized event inserts; no-ops on SQLite."""
 
 from __future__ import annotations
 
@@ -9,34 +9,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.db.locks import (
     EVENTS_LOCK_KEY,
-    chain_lock_key,
     chain_xact_key,
     chain_xact_lock,
     events_xact_lock,
     lock_key,
-    release_chain_lock,
-    try_chain_lock,
 )
 
 
 def test_keys_are_stable_signed_64_bit_integers() -> None:
     assert lock_key("a") == lock_key("a") != lock_key("b")
-    keys = [chain_lock_key(name) for name in ("ethereum", "polygon", "bsc")] + [EVENTS_LOCK_KEY]
+    keys = [chain_xact_key(name) for name in ("ethereum", "polygon", "bsc")] + [EVENTS_LOCK_KEY]
     assert len(set(keys)) == len(keys)
     assert all(-(2**63) <= key < 2**63 for key in keys)
-    assert lock_key("ctrip-scanner:chain:ethereum") == chain_lock_key("ethereum")
-
-
-async def test_one_live_scan_per_chain(engine: AsyncEngine, db_backend: str) -> None:
-    async with engine.connect() as first, engine.connect() as second:
-        assert await try_chain_lock(first, "ethereum")
-        assert not first.in_transaction()  # the lock does not hold a transaction open
-        assert await try_chain_lock(second, "polygon")
-        assert await try_chain_lock(second, "ethereum") is (db_backend == "sqlite")
-        await release_chain_lock(first, "ethereum")
-        assert await try_chain_lock(second, "ethereum")
-        await release_chain_lock(second, "ethereum")
-        await release_chain_lock(second, "polygon")
+    assert lock_key("ctrip-scanner:chain-xact:ethereum") == chain_xact_key("ethereum")
 
 
 async def _xact_lock_is_free(engine: AsyncEngine, key: int) -> bool:
@@ -59,18 +44,6 @@ async def test_transaction_locks_last_until_commit(
         await session.commit()
     assert await _xact_lock_is_free(engine, chain_xact_key("ethereum"))
     assert await _xact_lock_is_free(engine, EVENTS_LOCK_KEY)
-
-
-async def test_the_process_holding_a_chain_can_lock_its_transactions(
-    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
-) -> None:
-    """The live-scan lock (session-level, on its own connection) must not block the chain's
-    transaction lock that the same process takes for every batch."""
-    async with engine.connect() as holder:
-        assert await try_chain_lock(holder, "ethereum")
-        async with asyncio.timeout(5), session_factory() as session, session.begin():
-            await chain_xact_lock(session, "ethereum")
-        await release_chain_lock(holder, "ethereum")
 
 
 async def _write(session: AsyncSession, number: int) -> None:

@@ -191,20 +191,24 @@ async def test_server_stops_and_frees_the_port(health: Health) -> None:
             await client.get(f"http://127.0.0.1:{port}/healthz")
 
 
-async def test_a_standby_chain_is_alive_but_not_ready(health: Health, clock: FakeClock) -> None:
-    """Another process holds the chain: a restart would not help (healthy), but this process
-    is not doing the work (not ready) until it takes over."""
-    health.ticked("base", head=10, cursor=10)
+async def test_a_standby_chain_is_alive_and_ready(health: Health, clock: FakeClock) -> None:
+    """Another instance holds the chain: this one is a healthy standby (alive and ready), and
+    the standby shows in the body; a chain it holds but has not scanned yet is not ready."""
+    health.standby("eth")
+    health.standby("base")
     clock.now += 8.0
     health.standby("eth")
-    health.ticked("base", head=10, cursor=10)
-    clock.now += 8.0
+    health.standby("base")
     assert health.healthy()[0]
     ok, body = await health.ready(db_ok)
-    assert not ok
-    assert any("standby" in reason for reason in body["reasons"])
-    health.ticked("eth", head=10, cursor=10)
-    assert (await health.ready(db_ok))[0]
+    assert ok, body["reasons"]
+    assert body["chains"]["eth"]["standby"] is True
+    clock.now += 60.0  # a standby that goes on standing by stays alive while its loop runs
+    health.standby("eth")
+    health.ticked("base", head=61, cursor=10)  # took "base" over: now its lag counts
+    ok, body = await health.ready(db_ok)
+    assert not ok and body["reasons"] == ["chain base: lag 51 blocks > max_lag 50"], body
+    assert body["chains"]["eth"]["standby"] is True and body["chains"]["base"]["standby"] is False
 
 
 async def test_a_stalled_chain_is_alive_but_not_ready(health: Health, clock: FakeClock) -> None:

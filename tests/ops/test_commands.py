@@ -25,6 +25,7 @@ COLUMNS = [
     "open_payments",
     "last_reorg",
     "last_reorg_depth",
+    "holder",
 ]
 
 
@@ -57,11 +58,12 @@ async def test_status_shows_head_cursor_lag_open_payments_and_last_reorg(
     assert row["open_payments"] == 2
     assert row["last_reorg"] is not None and row["last_reorg"][:4].isdigit()
     assert row["last_reorg_depth"] == 1
+    assert row["holder"] is None  # no instance runs (the holder is tested in test_instances)
 
     header, line = table.stdout.strip().splitlines()
     assert header.split() == COLUMNS
     cells = line.split()
-    assert cells == ["anvil", str(cursor + 4), str(cursor), "4", "2", row["last_reorg"], "1"]
+    assert cells == ["anvil", str(cursor + 4), str(cursor), "4", "2", row["last_reorg"], "1", "-"]
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)

@@ -1,5 +1,6 @@
 """Two ``scanner run`` processes on one database: one scans each chain, the other waits, and
-takes over when the first stops."""
+takes over when the first stops. SQLite: a file lock, and the second says loudly that SQLite runs
+one scanning process; PostgreSQL: chain leases (one chain, two instances: one holds it)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ def _events(text: str) -> list[str]:
 
 
 async def test_a_second_process_waits_for_the_chain_and_takes_over(
-    h: Harness, db_url: str, tmp_path: Path
+    h: Harness, db_url: str, db_backend: str, tmp_path: Path
 ) -> None:
+    sqlite = db_backend == "sqlite"
+    acquired = "chain_lock_acquired" if sqlite else "chain_lease_acquired"
+    waiting = "chain_locked_elsewhere" if sqlite else "chain_held_elsewhere"
     await h.scan()  # migrates nothing; inserts the tokens as any first run would
     config = write_config(
         tmp_path / "scanner.toml",
@@ -32,19 +36,18 @@ async def test_a_second_process_waits_for_the_chain_and_takes_over(
     )
     env = scanner_env(db_url)
     with scanner_process(["run", "--config", str(config)], env) as first:
-        wait_until(lambda: "chain_lock_acquired" in _events(first.err()), 20, what="first lock")
+        wait_until(lambda: acquired in _events(first.err()), 20, what="first lock")
         with scanner_process(["run", "--config", str(config)], env) as second:
-            wait_until(
-                lambda: "chain_locked_elsewhere" in _events(second.err()), 20, what="waiting"
-            )
+            wait_until(lambda: waiting in _events(second.err()), 20, what="waiting")
+            assert ("sqlite_single_process" in _events(second.err())) is sqlite
             h.mine(3)  # the first keeps scanning; the second must not touch the chain
             wait_until(lambda: "range_scanned" in _events(first.err()), 20, what="first scans")
-            assert "chain_lock_acquired" not in _events(second.err())
+            assert acquired not in _events(second.err())
             assert "range_scanned" not in _events(second.err())
 
             first.send_signal(signal.SIGTERM)
             assert first.exit_within(15)[0] == 0
-            wait_until(lambda: "chain_lock_acquired" in _events(second.err()), 20, what="take-over")
+            wait_until(lambda: acquired in _events(second.err()), 20, what="take-over")
             h.mine(2)
             wait_until(lambda: "range_scanned" in _events(second.err()), 20, what="second scans")
             second.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ from scanner.db.models.backfill_jobs import BackfillJob
 from scanner.db.models.base import Base
 from scanner.db.models.blocks import Block
 from scanner.db.models.chain_states import ChainState
+from scanner.db.models.cluster import ChainLease, ScannerInstance
 from scanner.db.models.payment_events import PaymentEvent
 from scanner.db.models.payments import Payment
 from scanner.db.models.tokens import Token
@@ -19,9 +20,11 @@ __all__ = [
     "BackfillJob",
     "Base",
     "Block",
+    "ChainLease",
     "ChainState",
     "Payment",
     "PaymentEvent",
+    "ScannerInstance",
     "Token",
     "Transaction",
     "WebhookCursor",

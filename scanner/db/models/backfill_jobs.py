@@ -24,6 +24,9 @@ class BackfillJob(Base):
     to_block: Mapped[int] = mapped_column(BigInteger)
     next_block: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default="running")
+    # A split backfill: the worker holding the job, until when (a dead one's job is taken over).
+    lease_instance: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=utcnow(), onupdate=utcnow()

@@ -52,6 +52,10 @@ class Transaction(Base):
     confirmations: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     late: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # verify_urls: the block hash a second provider agreed with (the credit is verified while it
+    # equals block_hash), or the one it disagreed with (reported once per block).
+    verified_hash: Mapped[str | None] = mapped_column(String(66))
+    verify_failed_hash: Mapped[str | None] = mapped_column(String(66))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=utcnow(), onupdate=utcnow()

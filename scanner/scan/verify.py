@@ -1,0 +1,194 @@
+"""``verify_urls``: a second provider's word before a payment is ``confirmed``.
+
+    final credits not yet verified (db) ─▶ each one's receipt from a verify_urls provider (RPC)
+    ─▶ compare: block hash, success, the log at its index (token, Transfer, recipient, value),
+       or for the native coin the transaction's recipient and value
+    ─▶ agreement: ``verified_hash`` = its block hash (the next plan confirms the payment)
+       disagreement: ``verification_failed`` event, error log and metric, once per block; the
+       payment stays ``confirming`` (checked again every tick: a provider that heals confirms it)
+       no provider answers: ``verification_delayed``, tried again next tick (never skipped)
+
+The plan (pure) stays as it was but for one rule: with ``verify_urls`` a credit is final only
+once verified in its block (:func:`scanner.core.finality.credit_final`), so the payment stays
+``confirming`` and the tick keeps loading it until then. A provider lagging behind the credit's
+block delays; one past the block that knows no such transaction (or another block) disagrees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from scanner.chain.rpc import RpcClient
+from scanner.config import ChainSettings
+from scanner.core.decode import TRANSFER_TOPIC
+from scanner.core.model import Event
+from scanner.core.plan import OutboxRow
+from scanner.db import events
+from scanner.db import verify as stored
+from scanner.errors import RpcError
+from scanner.observe.metrics import Metrics
+from scanner.scan.context import ChainContext, lock_chain
+
+log = structlog.get_logger(__name__)
+VERIFICATION_FAILED = "verification_failed"
+
+
+class Lagging(Exception):
+    """The provider has not reached the credit's block yet: ask again later."""
+
+
+class Verifier:
+    def __init__(
+        self,
+        chain: ChainSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.chain = chain.name
+        self.sessions = sessions
+        self.metrics = metrics
+        self.client = RpcClient(
+            chain.name,
+            [u.get_secret_value() for u in chain.verify_urls],
+            timeout=chain.rpc_timeout,
+            max_attempts=2,
+            observer=metrics,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def run(self, ctx: ChainContext, final_block: int) -> int:
+        """Check a page of the chain's unverified final credits; how many were verified."""
+        async with self.sessions() as session:
+            rows = await stored.awaiting(session, ctx.name, final_block)
+        verdicts: list[tuple[stored.Awaiting, list[str]]] = []
+        for row in rows:
+            try:
+                verdicts.append((row, await self._check(row)))
+            except (RpcError, Lagging) as exc:
+                self._delayed(row, exc)
+                break  # the rest next tick; what was checked is recorded now
+        if verdicts:
+            async with self.sessions() as session, session.begin():
+                await lock_chain(session, ctx)
+                await self._record(session, verdicts)
+        return sum(1 for _, problems in verdicts if not problems)
+
+    async def _record(
+        self, session: AsyncSession, verdicts: list[tuple[stored.Awaiting, list[str]]]
+    ) -> None:
+        outbox = []
+        for row, problems in verdicts:
+            if not problems:
+                await stored.mark_verified(session, self.chain, row)
+                log.info(
+                    "transfer_verified",
+                    chain=self.chain,
+                    tx_hash=row.tx_hash,
+                    log_index=row.log_index,
+                    block=row.block_number,
+                )
+                continue
+            if row.failed_before:
+                continue
+            await stored.mark_failed(session, self.chain, row)
+            outbox.append(self._failed(row, problems))
+        await events.append(session, outbox)
+
+    def _failed(self, row: stored.Awaiting, problems: list[str]) -> OutboxRow:
+        log.error(
+            "verification_failed",
+            chain=self.chain,
+            payment_id=str(row.payment_key),
+            tx_hash=row.tx_hash,
+            log_index=row.log_index,
+            block=row.block_number,
+            disagrees_on=problems,
+            verifier=self.client.active_url,
+        )
+        if self.metrics is not None:
+            self.metrics.verification_failed.labels(self.chain).inc()
+        data = {
+            "tx_hash": row.tx_hash,
+            "log_index": row.log_index,
+            "block_number": row.block_number,
+            "block_hash": row.block_hash,
+            "disagrees_on": ",".join(problems),
+        }
+        event = Event(_uuid(row.payment_key), VERIFICATION_FAILED, None, None, data)
+        return OutboxRow(event, data, row.payment_key)
+
+    def _delayed(self, row: stored.Awaiting, exc: Exception) -> None:
+        log.warning(
+            "verification_delayed",
+            chain=self.chain,
+            tx_hash=row.tx_hash,
+            block=row.block_number,
+            reason=str(exc),
+        )
+        if self.metrics is not None:
+            self.metrics.verification_delayed.labels(self.chain).inc()
+
+    async def _check(self, row: stored.Awaiting) -> list[str]:
+        """What the provider disagrees on (empty: it agrees)."""
+        receipt = await self.client.call("eth_getTransactionReceipt", [row.tx_hash])
+        if receipt is None:
+            head = int(await self.client.call("eth_blockNumber", []), 16)
+            if head < row.block_number:
+                raise Lagging(f"the verifier's head {head} is below block {row.block_number}")
+            return ["transaction"]  # past the block, and no such transaction
+        problems = []
+        if str(receipt.get("blockHash", "")).lower() != row.block_hash.lower():
+            problems.append("block_hash")
+        if receipt.get("status") not in ("0x1", 1):
+            problems.append("status")
+        if row.log_index < 0:
+            tx = await self.client.call("eth_getTransactionByHash", [row.tx_hash])
+            return problems + _native_problems(tx, row)
+        return problems + _log_problems(receipt.get("logs") or [], row)
+
+
+def _log_problems(logs: list[Any], row: stored.Awaiting) -> list[str]:
+    found = [e for e in logs if _int(e.get("logIndex")) == row.log_index]
+    if not found:
+        return ["log_index"]
+    entry = found[0]
+    topics = [str(t).lower() for t in entry.get("topics") or []]
+    problems = []
+    if str(entry.get("address", "")).lower() != row.token:
+        problems.append("token")
+    if len(topics) != 3 or topics[0] != TRANSFER_TOPIC:
+        return [*problems, "event"]
+    if "0x" + topics[2][-40:] != row.to_address:
+        problems.append("recipient")
+    if _int(entry.get("data")) != row.value:
+        problems.append("value")
+    return problems
+
+
+def _native_problems(tx: Any, row: stored.Awaiting) -> list[str]:
+    if not isinstance(tx, dict):
+        return ["transaction"]
+    problems = []
+    if str(tx.get("to") or "").lower() != row.to_address:
+        problems.append("recipient")
+    if _int(tx.get("value")) != row.value:
+        problems.append("value")
+    return problems
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value), 16) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _uuid(key: object) -> UUID:
+    return key if isinstance(key, UUID) else UUID(str(key))
