@@ -3,8 +3,7 @@ the chains are spread, a killed holder's chains are scanned again within 15 s, a
 (SIGSTOP) loses its chains and writes nothing stale when it wakes, a newcomer takes its share,
 ``scanner status --json`` names each holder, and the final rows equal one clean instance's.
 
-Six chains on two anvils (three chain names on each, every name with its own payments) rather than
-six anvils: the machine running CI has two cores, and a chain name is what a lease is about."""
+Six chains, each on an anvil of its own, every one with its own payments."""
 
 from __future__ import annotations
 
@@ -51,7 +50,7 @@ pytestmark = [
     pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True),
     pytest.mark.skipif("postgresql" not in BACKENDS, reason="several instances need PostgreSQL"),
 ]
-NAMES = [["c1", "c2", "c3"], ["c4", "c5", "c6"]]  # per anvil
+NAMES = [[f"c{n}"] for n in range(1, 7)]  # per anvil: one chain each
 USDT = 10**6
 
 
@@ -150,9 +149,9 @@ async def test_three_instances_share_six_chains_through_kill_stop_and_a_newcomer
     session_factory: async_sessionmaker[AsyncSession],
     other_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    with DevChain.start() as one, DevChain.start() as two:
+    with ExitStack() as stack:
         nodes = []
-        for node in (one, two):
+        for node in [stack.enter_context(DevChain.start()) for _ in NAMES]:
             token = node.deploy_token("Tether USD", "USDT", 6)
             node.mint(token, node.accounts[1], 10**12)
             nodes.append((node, token))
