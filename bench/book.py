@@ -38,7 +38,7 @@ from sqlalchemy import text
 
 from bench import common
 from bench.chain import CHAIN, DEFAULT_CACHE, SYMBOL, Shape, open_chain, recipient_addresses
-from bench.database import BenchDB, fresh_database, workdir
+from bench.database import BenchDB, fresh_database, insert_token_row, workdir
 from scanner.app import make_reader
 from scanner.core.amounts import to_amount
 from scanner.observe.metrics import Metrics
@@ -122,22 +122,7 @@ async def write_book(db: BenchDB, job: Job, token_id: Any, created: float, expir
 async def write_payments(db: BenchDB, job: Job) -> float:
     """The token row, the 200 paid payments and the book; seconds it took."""
     started = time.perf_counter()
-    token_id = uuid.uuid4()
-    async with db.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tokens (id, chain, address, symbol, decimals, enabled)"
-                " VALUES (:id, :chain, :address, :symbol, :decimals, :enabled)"
-            ),
-            {
-                "id": db_id(db.engine, token_id),
-                "chain": CHAIN,
-                "address": job.token,
-                "symbol": SYMBOL,
-                "decimals": job.decimals,
-                "enabled": True,
-            },
-        )
+    token_id = await insert_token_row(db, job.token, job.decimals)
     first = await _block_time(job, job.first_block)
     created, expires = first - DAY, first + YEAR
     amount = str(to_amount(job.amount, job.decimals))

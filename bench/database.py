@@ -65,6 +65,11 @@ def payment_plan(chain: BenchChain, fraction: float) -> list[str]:
 
 async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
     """The token row, as the scanner would insert it at start (its values agree with config)."""
+    return await insert_token_row(db, chain.token, chain.shape.decimals)
+
+
+async def insert_token_row(db: BenchDB, address: str, decimals: int) -> Any:
+    """An enabled ``tokens`` row for ``address`` on the bench chain; its id."""
     token_id = uuid.uuid4()
     async with db.engine.begin() as conn:
         await conn.execute(
@@ -75,9 +80,9 @@ async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
             {
                 "id": db_id(db.engine, token_id),
                 "chain": CHAIN,
-                "address": chain.token,
+                "address": address,
                 "symbol": SYMBOL,
-                "decimals": chain.shape.decimals,
+                "decimals": decimals,
                 "enabled": True,
             },
         )
