@@ -155,14 +155,20 @@ def _choosable(window: tuple[datetime, datetime]) -> Any:
     return or_(p.c.status.in_(OPEN), recent, p.c.created_at == newest_by_lo)
 
 
+def in_keys(session: AsyncSession, column: Any, keys: Collection[Any]) -> Any:
+    """``column`` (a payment id, as stored) is one of ``keys``, with ONE bound parameter however
+    many: ``= ANY(:uuid[])`` on PostgreSQL, ``IN (SELECT value FROM json_each(:json))`` on SQLite
+    (ids as stored, text, matched verbatim). An index on ``column`` serves both."""
+    if is_postgres(session):
+        ids = [k if isinstance(k, uuid.UUID) else uuid.UUID(str(k)) for k in keys]
+        return column == any_(bindparam(None, ids, type_=ARRAY(PG_UUID(as_uuid=True))))
+    return in_strings(session, raw(column), [str(k) for k in keys])
+
+
 async def by_key(session: AsyncSession, keys: Collection[Any], *, lock: bool) -> list[RawPayment]:
-    """The rows of ``keys`` (ids as stored)."""
+    """The rows of ``keys`` (ids as stored), one statement."""
     p = table("payments")
-    out: list[RawPayment] = []
-    for chunk in chunks(sorted(keys, key=str)):
-        stmt = _select().where(raw(p.c.id).in_(list(chunk)))
-        out.extend(await _rows(session, stmt, lock))
-    return out
+    return await _rows(session, _select().where(in_keys(session, p.c.id, keys)), lock)
 
 
 def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any]:
@@ -274,12 +280,7 @@ async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int | Non
     ``UPDATE … WHERE id IN (one array parameter)`` a chunk of 10,000, not one per row."""
     p = table("payments")
     for chunk in chunks(list(keys), 10_000):
-        if is_postgres(session):
-            ids = [k if isinstance(k, uuid.UUID) else uuid.UUID(str(k)) for k in chunk]
-            param = bindparam(None, ids, type_=ARRAY(PG_UUID(as_uuid=True)))
-            where = p.c.id == any_(param)
-        else:  # ids as stored (text), matched verbatim
-            where = in_strings(session, raw(p.c.id), [str(k) for k in chunk])
+        where = in_keys(session, p.c.id, chunk)
         await session.execute(sql_update(p).where(where).values(seen_at_block=block))
 
 

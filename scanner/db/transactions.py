@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Credit, Finality
 from scanner.core.plan import CreditRow
-from scanner.db.payments import raw, stored_key
-from scanner.db.sql import chunks, in_strings, is_postgres, moment, now, table
+from scanner.db.payments import in_keys, raw, stored_key
+from scanner.db.sql import in_strings, is_postgres, moment, now, table
 from scanner.db.types import parse_timestamp, to_decimal
 
 log = structlog.get_logger(__name__)
@@ -104,20 +104,21 @@ async def credits_of(
     extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id, t.c.verified_hash)
     out: dict[Any, list[Credit]] = {}
     broken: set[Any] = set()
-    for chunk in chunks(sorted(tokens, key=str)):
-        stmt = select(*(raw(c) for c in (*columns, *extra)))
-        stmt = stmt.where(raw(t.c.payment_id).in_(list(chunk)))
-        for row in await session.execute(stmt):
-            key = stored_key(row[0])
-            try:
-                credit = _credit(row, tokens.get(key))
-            except (ValueError, TypeError, ArithmeticError) as exc:
-                log.warning(
-                    "transaction_invalid", payment_id=str(key), tx_hash=str(row[1]), reason=str(exc)
-                )
-                broken.add(key)
-                continue
-            out.setdefault(key, []).append(credit)
+    if not tokens:
+        return out, broken
+    stmt = select(*(raw(c) for c in (*columns, *extra)))
+    stmt = stmt.where(in_keys(session, t.c.payment_id, list(tokens)))
+    for row in await session.execute(stmt):
+        key = stored_key(row[0])
+        try:
+            credit = _credit(row, tokens.get(key))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            log.warning(
+                "transaction_invalid", payment_id=str(key), tx_hash=str(row[1]), reason=str(exc)
+            )
+            broken.add(key)
+            continue
+        out.setdefault(key, []).append(credit)
     return out, broken
 
 
