@@ -254,6 +254,13 @@ async def edited(session: AsyncSession, chain: str, *, limit: int) -> list[RawPa
     return await _rows(session, edited_statement(chain, limit), True)
 
 
+async def any_edited(session: AsyncSession, chain: str) -> bool:
+    """Whether the gateway edited some row of ``chain`` (one look into ``ix_payments_edited``,
+    no lock): the tick takes the chain's lock only when there is an edit to follow."""
+    stmt = edited_statement(chain, 1)
+    return (await session.execute(stmt)).first() is not None
+
+
 async def clear_edited(session: AsyncSession, keys: Sequence[Any]) -> None:
     """The edits of ``keys`` are followed; each row is looked back for again, as it now is
     (``seen_at_block`` NULL: the catch-up reads its address from its created_at)."""

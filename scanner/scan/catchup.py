@@ -34,7 +34,7 @@ from scanner.scan.context import ChainContext, lock_chain
 from scanner.scan.fetch import RangeData
 from scanner.scan.lookback import Start, block_at_time, read_window
 from scanner.scan.report import report_batch
-from scanner.scan.rows import PaymentRow, RowInvalid, followed, parse_row, read_row
+from scanner.scan.rows import PaymentRow, read_rows
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,7 @@ async def _catch_up_page(
         window = await cursor.stored_headers(session, ctx.name, low, at[0])
     now_block = at[0]
     known = {h.number: h.timestamp for h in window}
-    usable, invalid = _read(rows, ctx)
+    usable, invalid = read_rows(rows, ctx)
     behind = _behind(ctx, usable, known.get(now_block))
     data = await _look_back(reader, ctx, behind, now_block, known, metrics) if behind else None
     if data is not None and not _agrees(data, window):
@@ -90,21 +90,6 @@ async def _catch_up_page(
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
     return len(behind), [r.key for r in rows]
-
-
-def _read(rows: Sequence[RawPayment], ctx: ChainContext) -> tuple[list[PaymentRow], dict[Any, str]]:
-    """The followed rows the scanner can use, and why each other one is invalid (by key)."""
-    usable: list[PaymentRow] = []
-    invalid: dict[Any, str] = {}
-    for raw in rows:
-        try:
-            row = read_row(raw)
-            if followed(row, ctx):
-                parse_row(row, ctx)
-                usable.append(row)
-        except RowInvalid as exc:
-            invalid[raw.key] = exc.reason
-    return usable, invalid
 
 
 def _behind(

@@ -251,6 +251,9 @@ class ChainScanner:
 
     async def _follow_edits(self, cursor: int, tag: Header | None) -> None:
         """Recompute the payments the gateway edited (a page a tick), against the cursor."""
+        async with self.sessions() as session:
+            if not await payments.any_edited(session, self.name):
+                return
         async with self.sessions() as session, session.begin():
             await self._lock(session)
             at = await stored.get_cursor(session, self.name)

@@ -24,7 +24,7 @@ from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
-from scanner.scan.rows import holdings, invalid_reason
+from scanner.scan.rows import holdings, read_rows
 
 Rows = dict[Any, RawPayment]  # by id as stored
 EDITS_PER_TICK = 500
@@ -110,7 +110,7 @@ async def load_edits(
     if not edited:
         return None
     rows: Rows = {row.key: row for row in edited}
-    invalid = tuple((row.key, reason) for row in edited if (reason := invalid_reason(row, ctx)))
+    invalid = tuple(read_rows(edited, ctx)[1].items())
     inp = await _input(session, ctx, rows, EDIT, checked, tag_block, timestamps, [])
     revise = tuple(h.payment.id for h in inp.holdings)
     return replace(inp, revise=revise, invalid=invalid, edited=tuple(rows))

@@ -102,15 +102,22 @@ def holdings(rows: Iterable[RawPayment], ctx: ChainContext) -> list[Holding]:
     return list(out.values())
 
 
-def invalid_reason(raw: RawPayment, ctx: ChainContext) -> str | None:
-    """Why the scanner cannot follow this row, or None (also for rows it does not follow)."""
-    try:
-        row = read_row(raw)
-        if followed(row, ctx):
-            parse_row(row, ctx)
-    except RowInvalid as exc:
-        return exc.reason
-    return None
+def read_rows(
+    rows: Iterable[RawPayment], ctx: ChainContext
+) -> tuple[list[PaymentRow], dict[Any, str]]:
+    """The followed rows the scanner can use, and why each other one is invalid (by key; rows
+    of a token the chain does not scan are neither)."""
+    usable: list[PaymentRow] = []
+    invalid: dict[Any, str] = {}
+    for raw in rows:
+        try:
+            row = read_row(raw)
+            if followed(row, ctx):
+                parse_row(row, ctx)
+                usable.append(row)
+        except RowInvalid as exc:
+            invalid[raw.key] = exc.reason
+    return usable, invalid
 
 
 def _uuid(key: Any, value: Any, column: str) -> UUID:
