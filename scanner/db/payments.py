@@ -111,7 +111,7 @@ def address_statement(
     p = table("payments")
     condition: Any = in_strings(session, func.lower(p.c.address), addresses)
     if window is not None:
-        condition = and_(condition, _choosable(window))
+        condition = and_(condition, _choosable(session, chain, addresses, window))
     return _select().where(p.c.chain == chain, condition)
 
 
@@ -136,23 +136,40 @@ async def by_address(
     return await _rows(session, stmt, lock)
 
 
-def _choosable(window: tuple[datetime, datetime]) -> Any:
+def _choosable(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    window: tuple[datetime, datetime],
+) -> Any:
+    """Open, created in the window, or the newest final one created by ``lo`` on its address
+    and token. The last is ONE uncorrelated subquery over the range's addresses (``rank()``
+    per address and token, ties kept), evaluated once: a correlated ``max()`` per row costs
+    the square of an address's history and, on a table not analyzed yet, minutes a range."""
     p = table("payments")
     lo, hi = window
     older = p.alias("older")
-    newest_by_lo = (
-        select(func.max(older.c.created_at))
+    newest = (
+        func.rank()
+        .over(
+            partition_by=(func.lower(older.c.address), older.c.token_id),
+            order_by=older.c.created_at.desc(),
+        )
+        .label("newest")
+    )
+    final = (
+        select(older.c.id, newest)
         .where(
-            older.c.chain == p.c.chain,
-            func.lower(older.c.address) == func.lower(p.c.address),
-            older.c.token_id.is_not_distinct_from(p.c.token_id),
+            older.c.chain == chain,
+            in_strings(session, func.lower(older.c.address), addresses),
             older.c.status.not_in(OPEN),
             compare(older.c.created_at, "<=", lo),
         )
-        .scalar_subquery()
+        .subquery("final")
     )
+    newest_by_lo = select(final.c.id).where(final.c.newest == 1)
     recent = and_(compare(p.c.created_at, ">=", lo), compare(p.c.created_at, "<=", hi))
-    return or_(p.c.status.in_(OPEN), recent, p.c.created_at == newest_by_lo)
+    return or_(p.c.status.in_(OPEN), recent, p.c.id.in_(newest_by_lo))
 
 
 def in_keys(session: AsyncSession, column: Any, keys: Collection[Any]) -> Any:
