@@ -56,6 +56,7 @@ class ChainSettings(Strict):
     concurrency: int = Field(default=4, ge=1, le=64)
     grace_seconds: int = Field(default=300, ge=0)
     catch_up_max_blocks: int = Field(default=100_000, ge=1)
+    filter_recipients_max: int = Field(default=1_000, ge=0, le=100_000)
     max_lag_blocks: int = Field(default=50, ge=0)
     rpc_timeout: float = Field(default=15.0, gt=0)
     rpc_max_attempts: int = Field(default=6, ge=1)

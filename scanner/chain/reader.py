@@ -86,6 +86,16 @@ class ChainReader:
 
         return await self.client.batch(calls, parse=parse)
 
+    async def headers_at(self, numbers: Sequence[int]) -> list[Header]:
+        """Headers of the blocks ``numbers`` (any set, ascending in the answer); one batch."""
+        wanted = sorted(set(numbers))
+        calls = [("eth_getBlockByNumber", [hex(n), False]) for n in wanted]
+
+        def parse(index: int, block: Any) -> Header:
+            return self._header(block, wanted[index])
+
+        return await self.client.batch(calls, parse=parse) if calls else []
+
     async def blocks_with_transactions(self, start: int, end: int) -> list[dict[str, Any]]:
         """Full blocks of ``start..end`` (transactions as objects), raw, in order."""
         calls = [("eth_getBlockByNumber", [hex(n), True]) for n in range(start, end + 1)]

@@ -8,7 +8,7 @@ and the property tests all call :func:`finality_at`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from scanner.core.model import Finality
 
@@ -59,6 +59,20 @@ def blocks_to_keep(reorg_depth: int, required: int | None) -> int:
     block just below a range and a tag that lags.
     """
     return reorg_depth + (required or 0) + KEEP_MARGIN
+
+
+def timed_blocks(blocks: Iterable[int], end: int, required: int | None) -> set[int]:
+    """The blocks whose times a range's plan reads, when it holds transfers in ``blocks`` and
+    ends at ``end``: each transfer's block, the final block when the block before it was
+    checked (:func:`final_block`; in tag mode the block before, as a tag far above a deep range
+    would be), and ``end`` with its final block. A range far below the head reads headers of
+    these alone, not one per block."""
+    back = required if required is not None else 1
+    out = {end, end - back + 1}
+    for block in blocks:
+        out.add(block)
+        out.add(block - back)
+    return {n for n in out if n >= 0}
 
 
 def credit_confirmations(block_number: int, finality: Finality) -> int:

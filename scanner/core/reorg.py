@@ -50,21 +50,35 @@ def check_link(headers: Sequence[Header], stored_parent: tuple[int, str] | None)
     return None
 
 
-def logs_agree(logs: Sequence[Mapping[str, Any]], headers: Sequence[Header]) -> bool:
+def logs_agree(
+    logs: Sequence[Mapping[str, Any]], headers: Sequence[Header], *, complete: bool = True
+) -> bool:
     """Whether every raw log's ``blockHash`` is the hash of the header at its ``blockNumber``.
 
-    A log in a block the headers do not cover disagrees too (the node answered for another
-    view of the chain). A log without a readable block number or hash raises MalformedResponse.
+    ``complete``: the headers cover every block of the range, and a log in a block they do not
+    cover disagrees too (the node answered for another view of the chain). Otherwise (a range
+    far below the head, read without a header per block) a log of a block without a header
+    must agree with the other logs of its block. A log without a readable block number or hash
+    raises MalformedResponse. Each distinct number and hash string is parsed once.
     """
-    hashes = {header.number: header.hash for header in headers}
+    hashes: dict[int, str] = {header.number: header.hash for header in headers}
+    seen: dict[tuple[str, str], bool] = {}
     for log in logs:
         try:
-            number, block_hash = log["blockNumber"], log["blockHash"]
+            raw = (log["blockNumber"], log["blockHash"])
         except (KeyError, TypeError):
             raise MalformedResponse(f"log without a block number and hash: {log!r:.80}") from None
-        block_number = hex_quantity(number, "log blockNumber")
-        if hashes.get(block_number) != hex_hash(block_hash, "log blockHash"):
+        hashable = type(raw[0]) is str and type(raw[1]) is str
+        if hashable and raw in seen:
+            continue
+        number = hex_quantity(raw[0], "log blockNumber")
+        block_hash = hex_hash(raw[1], "log blockHash")
+        if not complete:
+            hashes.setdefault(number, block_hash)
+        if hashes.get(number) != block_hash:
             return False
+        if hashable:
+            seen[raw] = True
     return True
 
 
@@ -84,12 +98,17 @@ class StoredBlockRef(Protocol):
 S = TypeVar("S", bound=StoredBlockRef)
 
 
-def replaced_credits(stored: Sequence[S], headers: Sequence[Header]) -> list[S]:
-    """The stored credits of a range whose block the range's headers now name by another hash
-    (the node replaced the block at the same height): orphan them before the range's transfers
-    are applied, so that a re-mined transfer is matched again and credited once."""
-    hashes = {h.number: h.hash for h in headers}
-    return [s for s in stored if hashes.get(s.block_number) != s.block_hash]
+def replaced_credits(
+    stored: Sequence[S], hashes: Mapping[int, str], *, complete: bool = True
+) -> list[S]:
+    """The stored credits of a range whose block the node now names by another hash (it
+    replaced the block at the same height): orphan them before the range's transfers are
+    applied, so that a re-mined transfer is matched again and credited once. ``hashes`` are
+    the range's blocks as read; not ``complete`` (a range far below the head, read without a
+    header per block): a block absent from them is not judged."""
+    if complete:
+        return [s for s in stored if hashes.get(s.block_number) != s.block_hash]
+    return [s for s in stored if hashes.get(s.block_number, s.block_hash) != s.block_hash]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,14 @@ from scanner.errors import BackfillJobLost, ConfigError
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_range, verify_links
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import RangeData, fetch_range
+from scanner.scan.fetch import (
+    NativeWatch,
+    RangeData,
+    fetch_deep,
+    fetch_range,
+    native_watch,
+    recipient_topic,
+)
 from scanner.scan.pipeline import prefetch
 from scanner.scan.report import report_batch
 from scanner.scan.startup import check_chain_id, sync_tokens
@@ -113,6 +120,7 @@ class Backfill:
         self.log = log.bind(chain=chain.name)
         self.sizer = RangeSizer(chain.batch_size)
         self._dry_session: AsyncSession | None = None
+        self._head = -1  # the node's head as the run began
         # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
         self.worker: str | None = None
         self.before_commit: Callable[[], Awaitable[None]] | None = None  # waits for its turn
@@ -121,7 +129,8 @@ class Backfill:
         self, from_block: int, to_block: int, progress: Progress | None = None
     ) -> BackfillSummary:
         await check_chain_id(self.reader, self.settings)
-        validate_range(from_block, to_block, await self.reader.head())
+        self._head = await self.reader.head()
+        validate_range(from_block, to_block, self._head)
         async with self._dry_run():
             ctx = await self._context()
             next_block = await self._start(from_block, to_block)
@@ -185,14 +194,7 @@ class Backfill:
         ranges = split_range(start, end, self.sizer.size)
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
-        async with self._transaction() as session:
-            native = await payments.native_addresses(session, ctx.name)
-
-        async def fetch(a: int, b: int) -> RangeData:
-            return await fetch_range(
-                self.reader, ctx.token_addresses, a, b, native_watched=native, sizer=self.sizer
-            )
-
+        fetch = await self._fetcher(ctx)
         async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
             async for data in stream:
                 parent = (previous.number, previous.hash) if previous else None
@@ -203,6 +205,37 @@ class Backfill:
                 summary.add(result)
                 if progress is not None:
                     progress(summary, data.end)
+
+    async def _fetcher(self, ctx: ChainContext) -> Callable[[int, int], Awaitable[RangeData]]:
+        """How each range is read. Older than the reorg window below the node's head (as the
+        run began) and with no native-coin payment to look for, a range is read without a
+        header per block (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments
+        use at most ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them
+        alone; more, and the tokens' logs are read whole. Payments written during the run at
+        another address cannot be paid by these blocks, unless written behind them: those are
+        the live scan's catch-up's (their ``seen_at_block`` is NULL)."""
+        async with self._transaction() as session:
+            limit = self.settings.filter_recipients_max
+            watched = await payments.watched_addresses(session, ctx.name, limit)
+            if self.dry_run:  # its one session holds SQLite's connection: no lookups beside it
+                native: NativeWatch = await payments.native_addresses(session, ctx.name)
+        if not self.dry_run:
+            native = await native_watch(self.sessions, ctx.name)
+        topics = None if watched is None else [recipient_topic(a) for a in watched]
+        deep_to = self._head - ctx.reorg_depth
+        tokens, reader, sizer = ctx.token_addresses, self.reader, self.sizer
+
+        async def fetch(a: int, b: int) -> RangeData:
+            if b <= deep_to and not callable(native) and not native:
+                required = ctx.required
+                return await fetch_deep(
+                    reader, tokens, a, b, required=required, sizer=sizer, to_topics=topics
+                )
+            return await fetch_range(
+                reader, tokens, a, b, native_watched=native, sizer=sizer, to_topics=topics
+            )
+
+        return fetch
 
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary

