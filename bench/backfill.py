@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench import common
 from bench.chain import BenchChain
+from bench.database import watched_recipients
 from scanner.scan.backfill import Backfill, BackfillSummary
 
 
@@ -94,7 +95,11 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
     )
     for o in outcomes:
         s, c = o.summary, o.counts
-        note = "" if c["transactions"] == o.payments else f"  WARNING: expected {o.payments:,}"
+        credited = o.payments
+        if args.deposit:  # every log to a watched recipient (each receives as many)
+            watched = sum(watched_recipients(shape.recipients, o.match))
+            credited = watched * shape.logs // shape.recipients
+        note = "" if c["transactions"] == credited else f"  WARNING: expected {credited:,}"
         print(
             f"match {o.match:g}: {s.blocks:,} blocks, {s.logs:,} logs read, {s.matched:,} matched,"
             f" {s.payments_changed:,} payments changed, {s.events:,} events;"

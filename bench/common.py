@@ -172,6 +172,12 @@ def parse_bench_args(
         help="keep CPython's GC defaults (the scanner's run and backfill commands tune them)",
     )
     parser.add_argument("--profile", default=None, help=profile_help)
+    parser.add_argument(
+        "--deposit",
+        action="store_true",
+        help="one long-lived payment per watched recipient, for all it receives (an exchange's"
+        " deposit addresses), instead of one payment per log",
+    )
     return parser.parse_args(argv)
 
 
@@ -205,6 +211,7 @@ async def match_setup(
             match,
             created_at=chain.block_timestamp(start - 1),
             seen_at_block=start - 1,
+            deposit=args.deposit,
         )
         settings = bench_chain_settings(
             chain, batch_size=args.batch_size, concurrency=args.concurrency

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,17 +51,21 @@ def watched_recipients(count: int, fraction: float) -> list[bool]:
     return [int((i + 1) * fraction) > int(i * fraction) for i in range(count)]
 
 
-def payment_plan(chain: BenchChain, fraction: float) -> list[str]:
-    """One payment per bulk log that goes to a watched recipient: the addresses, in log order."""
+def payment_plan(
+    chain: BenchChain, fraction: float, deposit: bool = False
+) -> list[tuple[str, int]]:
+    """The payments, as (address, amount in base units) in log order: one per bulk log that
+    goes to a watched recipient, for exactly its amount; or with ``deposit`` (an exchange's
+    deposit addresses) one long-lived payment per watched recipient, for the sum of every log
+    it receives, so it takes them all and stays open until the last."""
     shape = chain.shape
     watched = watched_recipients(shape.recipients, fraction)
     addresses = recipient_addresses(shape.recipients)
-    out: list[str] = []
-    for n in range(shape.logs):
-        r = chain.recipient_of_log(n)
-        if watched[r]:
-            out.append(addresses[r])
-    return out
+    logs = [r for r in map(chain.recipient_of_log, range(shape.logs)) if watched[r]]
+    if not deposit:
+        return [(addresses[r], shape.amount) for r in logs]
+    received = Counter(logs)
+    return [(addresses[r], shape.amount * received[r]) for r in dict.fromkeys(logs)]
 
 
 async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
@@ -90,11 +95,17 @@ async def insert_token_row(db: BenchDB, address: str, decimals: int) -> Any:
 
 
 async def insert_payments(
-    db: BenchDB, chain: BenchChain, fraction: float, *, created_at: float, seen_at_block: int
+    db: BenchDB,
+    chain: BenchChain,
+    fraction: float,
+    *,
+    created_at: float,
+    seen_at_block: int,
+    deposit: bool = False,
 ) -> int:
     """Write the payments of :func:`payment_plan` in one executemany; returns how many."""
     token_id = await insert_token(db, chain)
-    amount = str(to_amount(chain.shape.amount, chain.shape.decimals))
+    decimals = chain.shape.decimals
     expires = created_at + PAYMENT_LIFETIME_S
     rows = [
         # created a millisecond apart, in log order (as a gateway creating them one by one would)
@@ -103,12 +114,12 @@ async def insert_payments(
             token_id,
             CHAIN,
             address,
-            amount,
+            str(to_amount(amount, decimals)),
             expires,
             created_at + n * CREATED_STEP_S,
             seen_at_block,
         )
-        for n, address in enumerate(payment_plan(chain, fraction))
+        for n, (address, amount) in enumerate(payment_plan(chain, fraction, deposit))
     ]
     async with db.engine.begin() as conn:
         await gateway_insert(conn, rows)

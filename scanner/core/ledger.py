@@ -52,7 +52,15 @@ from scanner.core.model import (
     Status,
     Transfer,
 )
-from scanner.core.states import PATHS, amount_received, recompute, summarize, target_status
+from scanner.core.states import (
+    NOTHING,
+    PATHS,
+    Settled,
+    amount_received,
+    recompute,
+    summarize,
+    target_status,
+)
 
 __all__ = [
     "Ledger",
@@ -75,6 +83,16 @@ class _Entry:
     payment: Payment
     status: str
     credits: dict[Key, Credit]
+    settled: Settled = NOTHING  # counted final credits not loaded
+
+    @property
+    def received(self) -> int:
+        return amount_received(self.credits.values(), self.settled)
+
+    def target(self, finality: Finality | None) -> Status:
+        """The status this payment's credits and ``finality`` call for (if it were open)."""
+        p = self.payment
+        return target_status(p.amount, p.expires_at, self.credits.values(), finality, self.settled)
 
 
 class Ledger:
@@ -92,7 +110,10 @@ class Ledger:
         payments: Iterable[Payment],
         credits: Mapping[UUID, Iterable[Credit]],
         grace: int,
+        settled: Mapping[UUID, Settled] | None = None,
     ) -> None:
+        """``settled``: for payments whose final counted credits were not loaded, what they
+        add up to (:class:`~scanner.core.states.Settled`); the others hold every credit."""
         self._grace = grace
         self._entries: dict[UUID, _Entry] = {}
         self._owner: dict[Key, UUID] = {}
@@ -103,7 +124,8 @@ class Ledger:
         for payment in payments:
             if payment.amount <= 0:
                 raise ValueError(f"payment {payment.id} has amount {payment.amount}; must be > 0")
-            self._entries[payment.id] = _Entry(payment, payment.status, {})
+            rest = (settled or {}).get(payment.id, NOTHING)
+            self._entries[payment.id] = _Entry(payment, payment.status, {}, rest)
         for payment_id, loaded in credits.items():
             entry = self._entry(payment_id)
             for credit in loaded:
@@ -194,6 +216,8 @@ class Ledger:
         time) moves on, one edge at a time; ``confirmed`` and the gateway's own statuses stay.
         """
         entry = self._entry(payment_id)
+        if entry.settled != NOTHING:
+            raise ValueError(f"payment {payment_id} is revised without every credit loaded")
         for key, credit in list(entry.credits.items()):
             late = credit.block_timestamp > entry.payment.expires_at
             if late != credit.late and not credit.orphaned:
@@ -207,12 +231,9 @@ class Ledger:
         self._settle(payment_id)
 
     def _reopen(self, entry: _Entry) -> None:
-        payment = entry.payment
-        target = target_status(
-            payment.amount, payment.expires_at, entry.credits.values(), self._finality
-        )
+        target = entry.target(self._finality)
         if target != "expired":
-            self._walk(payment.id, entry, "expired", target)
+            self._walk(entry.payment.id, entry, "expired", target)
 
     # -- results --
 
@@ -238,7 +259,13 @@ class Ledger:
     def outcome(self, payment_id: UUID) -> PaymentOutcome:
         """A loaded payment's current row values."""
         entry = self._entry(payment_id)
-        return summarize(entry.status, entry.credits.values(), self._finality)
+        return summarize(entry.status, entry.credits.values(), self._finality, entry.settled)
+
+    def totals(self, payment_id: UUID) -> Settled:
+        """A loaded payment's counted credits, settled and loaded, as one total (what the
+        next range reads instead of its final credits)."""
+        entry = self._entry(payment_id)
+        return entry.settled.plus(c for c in entry.credits.values() if c.counted)
 
     def knows(self, key: Key) -> bool:
         """Whether some loaded payment holds a credit (live or not) of ``key``."""
@@ -276,7 +303,7 @@ class Ledger:
             expires_at=payment.expires_at,
             status=entry.status,
             amount=payment.amount,
-            received=amount_received(entry.credits.values()),
+            received=entry.received,
         )
 
     def _reclaims(self, transfer: Transfer, old: Credit, views: Sequence[PaymentView]) -> bool:
@@ -327,7 +354,7 @@ class Ledger:
         self._touched[payment_id] = None
         self._events.append(events.transfer_orphaned(payment_id, old))
         if entry.status == "confirmed" and old.counted:
-            received = amount_received(entry.credits.values())
+            received = entry.received
             self._events.append(events.confirmed_reverted(payment_id, old, received))
         self._settle(payment_id)
 
@@ -336,17 +363,14 @@ class Ledger:
         entry = self._entries[payment_id]
         if entry.status not in OPEN_STATES:
             return
-        payment = entry.payment
-        target = target_status(
-            payment.amount, payment.expires_at, entry.credits.values(), self._finality
-        )
+        target = entry.target(self._finality)
         if target == entry.status:
             return
         self._walk(payment_id, entry, cast(Status, entry.status), target)  # open: the scanner's
 
     def _walk(self, payment_id: UUID, entry: _Entry, current: Status, target: Status) -> None:
         """Move to ``target`` one edge at a time, a ``status_changed`` event per edge."""
-        received = amount_received(entry.credits.values())
+        received = entry.received
         for step in PATHS[(current, target)]:
             self._events.append(events.status_changed(payment_id, current, step, received))
             current = step

@@ -28,6 +28,7 @@ from scanner.core.finality import (
 )
 from scanner.core.ledger import Ledger
 from scanner.core.model import Credit, Event, Finality, Header, Payment, PaymentOutcome, Transfer
+from scanner.core.states import NOTHING, Settled
 
 Key = tuple[str, int]
 
@@ -41,12 +42,17 @@ class Mode:
     orphans_replaced: bool  # stored credits whose block the range's headers replaced are orphaned
     locks_rows: bool  # payment rows are read FOR UPDATE (the gateway writes them too)
     recounts: bool = True  # every unfinal credit of the chain is counted against the finality
+    #: a payment with stored totals (``payment_sums``) is loaded with its not-yet-final credits
+    #: alone, unless one of the range's transfers or orphans is its (then every credit)
+    settles: bool = False
 
 
-LIVE = Mode("live", moves_cursor=True, orphans_replaced=True, locks_rows=True)
-BACKFILL = Mode("backfill", moves_cursor=False, orphans_replaced=True, locks_rows=True)
+LIVE = Mode("live", moves_cursor=True, orphans_replaced=True, locks_rows=True, settles=True)
+BACKFILL = Mode(
+    "backfill", moves_cursor=False, orphans_replaced=True, locks_rows=True, settles=True
+)
 #: A backfill --dry-run: written into one transaction that is always rolled back.
-DRY_RUN = Mode("dry_run", moves_cursor=False, orphans_replaced=True, locks_rows=False)
+DRY_RUN = Mode("dry_run", moves_cursor=False, orphans_replaced=True, locks_rows=False, settles=True)
 #: A look-back for payments written behind the cursor: its blocks are the live scan's.
 CATCH_UP = Mode("catch_up", moves_cursor=False, orphans_replaced=False, locks_rows=True)
 #: Following the gateway's edits of payment rows (recomputed from their credits).
@@ -131,6 +137,9 @@ class RangeInput:
     invalid: tuple[tuple[object, str], ...] = ()  # (id as stored, reason): invalid_payment
     edited: tuple[object, ...] = ()  # ids as stored whose edit this plan follows
     look_back: tuple[object, ...] = ()  # ids as stored left out (a credit row unreadable)
+    #: payments whose final counted credits were not loaded (only their not-yet-final ones
+    #: are in ``credits``): what those add up to
+    settled: Mapping[UUID, Settled] = field(default_factory=dict)
 
     def finality(self, checked: int | None = None) -> Finality:
         at = self.checked if checked is None else checked
@@ -162,6 +171,7 @@ class PaymentUpdate:
     amount_received: Decimal  # whole token units
     confirmations: int
     detected_in_block: int | None
+    totals: Settled = NOTHING  # every counted credit, as one total (``payment_sums``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +212,7 @@ class RangePlan:
 
 def plan_range(inp: RangeInput) -> RangePlan:
     """Every change the range makes: credits, orphans, payment outcomes, events, cursor."""
-    ledger = Ledger([h.payment for h in inp.holdings], inp.credits, inp.rules.grace)
+    ledger = Ledger([h.payment for h in inp.holdings], inp.credits, inp.rules.grace, inp.settled)
     ledger.orphan(inp.orphan)
     applied = _apply_transfers(inp, ledger)
     finality = inp.finality()
@@ -220,7 +230,9 @@ def plan_range(inp: RangeInput) -> RangePlan:
         end=inp.end,
         finality=finality,
         credits=_credit_rows(held, ledger, applied, finality),
-        payments=tuple(_update(held[pid], o) for pid, o in ledger.changed().items()),
+        payments=tuple(
+            _update(held[pid], o, ledger.totals(pid)) for pid, o in ledger.changed().items()
+        ),
         outbox=tuple(outbox),
         matched=len(applied),
         cursor=_cursor_move(inp),
@@ -231,7 +243,7 @@ def plan_range(inp: RangeInput) -> RangePlan:
     )
 
 
-def _update(holding: Holding, outcome: PaymentOutcome) -> PaymentUpdate:
+def _update(holding: Holding, outcome: PaymentOutcome, totals: Settled) -> PaymentUpdate:
     received = to_amount(outcome.amount_received, holding.decimals)
     return PaymentUpdate(
         holding.payment.id,
@@ -240,6 +252,7 @@ def _update(holding: Holding, outcome: PaymentOutcome) -> PaymentUpdate:
         received,
         outcome.confirmations,
         outcome.detected_in_block,
+        totals,
     )
 
 

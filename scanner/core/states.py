@@ -5,6 +5,7 @@ batch's payments at exactly these answers (final states aside, which are sticky)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from scanner.core.finality import credit_confirmations, credit_final
@@ -25,9 +26,45 @@ PATHS: Final[Mapping[tuple[Status, Status], tuple[Status, ...]]] = {
 }
 
 
-def amount_received(credits: Iterable[Credit]) -> int:
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A payment's counted credits that were not loaded, all final (a range loads only the
+    not-yet-final ones of most payments: issue 8, cost independent of history): their total
+    value, how many, and the first and last blocks among them. They count like the credits
+    they stand for and never change; :data:`NOTHING` when every credit is loaded."""
+
+    value: int = 0
+    credits: int = 0
+    first: int | None = None
+    last: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.value < 0 or self.credits < 0 or (self.credits == 0) != (self.value == 0):
+            raise ValueError(f"settled credits do not add up: {self}")
+        empty = self.credits == 0
+        if (self.first is None) != empty or (self.last is None) != empty:
+            raise ValueError(f"settled credits without blocks: {self}")
+
+    def plus(self, counted: Iterable[Credit]) -> Settled:
+        """These and ``counted`` (counted credits) as one total."""
+        credits = list(counted)
+        blocks = [c.block_number for c in credits]
+        if self.first is not None and self.last is not None:
+            blocks += [self.first, self.last]
+        return Settled(
+            self.value + sum(c.value for c in credits),
+            self.credits + len(credits),
+            min(blocks, default=None),
+            max(blocks, default=None),
+        )
+
+
+NOTHING: Final = Settled()
+
+
+def amount_received(credits: Iterable[Credit], settled: Settled = NOTHING) -> int:
     """The sum of the counted (neither orphaned nor late) credits."""
-    return sum(credit.value for credit in credits if credit.counted)
+    return settled.value + sum(credit.value for credit in credits if credit.counted)
 
 
 def final(credit: Credit, finality: Finality) -> bool:
@@ -36,17 +73,21 @@ def final(credit: Credit, finality: Finality) -> bool:
 
 def confirmations_of(credit: Credit, finality: Finality) -> int:
     """A credit stored as final keeps the count that made it final (block mode)."""
-    if credit.final and finality.required is not None:
-        return finality.required
+    if credit.final:
+        return _final_confirmations(credit.block_number, finality)
     return credit_confirmations(credit.block_number, finality)
 
 
 def target_status(
-    amount: int, expires_at: float, credits: Iterable[Credit], finality: Finality | None
+    amount: int,
+    expires_at: float,
+    credits: Iterable[Credit],
+    finality: Finality | None,
+    settled: Settled = NOTHING,
 ) -> Status:
     """The status a non-final payment should have, from scratch (``None``: finality unknown)."""
     counted = [credit for credit in credits if credit.counted]
-    if sum(credit.value for credit in counted) >= amount:
+    if settled.value + sum(credit.value for credit in counted) >= amount:
         if finality is not None and all(final(c, finality) for c in counted):
             return "confirmed"
         return "confirming"
@@ -59,18 +100,37 @@ def target_status(
     return "pending"
 
 
-def summarize(status: str, credits: Iterable[Credit], finality: Finality | None) -> PaymentOutcome:
-    """The payment row's columns for ``status`` and ``credits`` (0 confirmations sans finality)."""
+def summarize(
+    status: str,
+    credits: Iterable[Credit],
+    finality: Finality | None,
+    settled: Settled = NOTHING,
+) -> PaymentOutcome:
+    """The payment row's columns for ``status`` and ``credits`` (0 confirmations sans finality).
+
+    The fewest confirmations among the settled credits are their last block's, as a final
+    credit's (:func:`confirmations_of`)."""
     counted = [credit for credit in credits if credit.counted]
+    total = settled.plus(counted)
     confirmations = 0
     if counted and finality is not None:
         confirmations = min(confirmations_of(c, finality) for c in counted)
+    if settled.last is not None and finality is not None:
+        last = _final_confirmations(settled.last, finality)
+        confirmations = min(confirmations, last) if counted else last
     return PaymentOutcome(
         status=status,
-        amount_received=sum(credit.value for credit in counted),
+        amount_received=total.value,
         confirmations=confirmations,
-        detected_in_block=min((c.block_number for c in counted), default=None),
+        detected_in_block=total.first,
     )
+
+
+def _final_confirmations(block: int, finality: Finality) -> int:
+    """A final credit's confirmations (as :func:`confirmations_of` counts them), in ``block``."""
+    if finality.required is not None:
+        return finality.required
+    return credit_confirmations(block, finality)
 
 
 def recompute(payment: Payment, credits: Iterable[Credit], finality: Finality) -> PaymentOutcome:

@@ -7,12 +7,13 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.plan import CursorMove, RangePlan
-from scanner.db import cursor, events, payments, transactions
+from scanner.db import cursor, events, payments, sums, transactions
 
 
 async def write_plan(session: AsyncSession, chain: str, plan: RangePlan) -> None:
     await transactions.write(session, chain, plan.credits)
     await payments.update(session, plan.payments)
+    await sums.write(session, plan.payments)
     await events.append(session, plan.outbox)
     if plan.mode.recounts:
         await transactions.count_confirmations(session, chain, plan.finality)

@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -92,10 +92,12 @@ async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx
 
 
 async def credits_of(
-    session: AsyncSession, tokens: Mapping[Any, UUID | None]
+    session: AsyncSession, tokens: Mapping[Any, UUID | None], *, partial: Collection[Any] = ()
 ) -> tuple[dict[Any, list[Credit]], set[Any]]:
     """The credits of the payments of ``tokens`` (ids as stored → the payment's token id), by
-    key; a credit of another token than the payment's now is ``foreign``. Each row is read on
+    key, in one statement (of those in ``partial``, only the ones not final yet: ``status =
+    'pending'``); a credit of another token than the payment's now is ``foreign``. Each row is
+    read on
     its own: one that cannot be (a value or time edited into nonsense) is logged
     (``transaction_invalid``), and its payment's key returned among the broken ones (left
     alone until the row is fixed), never the end of the others."""
@@ -108,6 +110,9 @@ async def credits_of(
         return out, broken
     stmt = select(*(raw(c) for c in (*columns, *extra)))
     stmt = stmt.where(in_keys(session, t.c.payment_id, list(tokens)))
+    if partial:
+        whole = ~in_keys(session, t.c.payment_id, list(partial))
+        stmt = stmt.where(or_(t.c.status == "pending", whole))
     for row in await session.execute(stmt):
         key = stored_key(row[0])
         try:

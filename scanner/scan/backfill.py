@@ -43,6 +43,7 @@ from scanner.scan.report import report_batch
 from scanner.scan.startup import check_chain_id, sync_tokens
 
 log = structlog.get_logger(__name__)
+FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
 
 
 @dataclass(slots=True)
@@ -121,6 +122,7 @@ class Backfill:
         self.sizer = RangeSizer(chain.batch_size)
         self._dry_session: AsyncSession | None = None
         self._head = -1  # the node's head as the run began
+        self._tag: int | None = None  # and its finality tag's block (tag mode)
         # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
         self.worker: str | None = None
         self.before_commit: Callable[[], Awaitable[None]] | None = None  # waits for its turn
@@ -131,6 +133,8 @@ class Backfill:
         await check_chain_id(self.reader, self.settings)
         self._head = await self.reader.head()
         validate_range(from_block, to_block, self._head)
+        if self.settings.finality is not None:
+            self._tag = await self.reader.tag_block(self.settings.finality)
         async with self._dry_run():
             ctx = await self._context()
             next_block = await self._start(from_block, to_block)
@@ -191,10 +195,11 @@ class Backfill:
         summary: BackfillSummary,
         progress: Progress | None,
     ) -> None:
-        ranges = split_range(start, end, self.sizer.size)
+        fetch, span = await self._fetcher(ctx)
+        deep_to = min(end, max(start - 1, self._deep_to(ctx)))
+        ranges = split_range(start, deep_to, span) + split_range(deep_to + 1, end, self.sizer.size)
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
-        fetch = await self._fetcher(ctx)
         async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
             async for data in stream:
                 parent = (previous.number, previous.hash) if previous else None
@@ -206,14 +211,28 @@ class Backfill:
                 if progress is not None:
                     progress(summary, data.end)
 
-    async def _fetcher(self, ctx: ChainContext) -> Callable[[int, int], Awaitable[RangeData]]:
-        """How each range is read. Older than the reorg window below the node's head (as the
-        run began) and with no native-coin payment to look for, a range is read without a
-        header per block (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments
-        use at most ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them
-        alone; more, and the tokens' logs are read whole. Payments written during the run at
-        another address cannot be paid by these blocks, unless written behind them: those are
-        the live scan's catch-up's (their ``seen_at_block`` is NULL)."""
+    def _deep_to(self, ctx: ChainContext) -> int:
+        """The newest block older than the reorg window below the node's head (as the run
+        began), and in tag mode not above the tag's block (a deep range's finality is then
+        always the block before each one, whose time it reads): ranges up to it need no
+        header per block."""
+        deep = self._head - ctx.reorg_depth
+        return deep if self._tag is None else min(deep, self._tag)
+
+    async def _fetcher(
+        self, ctx: ChainContext
+    ) -> tuple[Callable[[int, int], Awaitable[RangeData]], int]:
+        """How each range is read, and how many blocks a range (one commit) spans.
+
+        Older than the reorg window below the node's head (as the run began) and with no
+        native-coin payment to look for, a range is read without a header per block
+        (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments use at most
+        ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them alone, and
+        a commit spans :data:`FILTERED_SPAN` times ``batch_size`` blocks (still read
+        ``batch_size`` blocks a call): few logs come back, and a commit costs the same whatever
+        it holds. More, and the tokens' logs are read whole. Payments written during the run
+        at another address cannot be paid by these blocks, unless written behind them: those
+        are the live scan's catch-up's (their ``seen_at_block`` is NULL)."""
         async with self._transaction() as session:
             limit = self.settings.filter_recipients_max
             watched = await payments.watched_addresses(session, ctx.name, limit)
@@ -221,8 +240,9 @@ class Backfill:
                 native: NativeWatch = await payments.native_addresses(session, ctx.name)
         if not self.dry_run:
             native = await native_watch(self.sessions, ctx.name)
-        topics = None if watched is None else [recipient_topic(a) for a in watched]
-        deep_to = self._head - ctx.reorg_depth
+        # an address that is no 20-byte hex (a row the gateway wrote wrong) is paid by no log
+        topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
+        deep_to = self._deep_to(ctx)
         tokens, reader, sizer = ctx.token_addresses, self.reader, self.sizer
 
         async def fetch(a: int, b: int) -> RangeData:
@@ -235,7 +255,8 @@ class Backfill:
                 reader, tokens, a, b, native_watched=native, sizer=sizer, to_topics=topics
             )
 
-        return fetch
+        span = self.sizer.size * (FILTERED_SPAN if topics is not None else 1)
+        return fetch, span
 
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
@@ -294,6 +315,13 @@ class Backfill:
         if start == 0:
             return None
         return (await self.reader.headers(start - 1, start - 1))[0]
+
+
+def is_hex(address: str) -> bool:
+    return len(address) == 42 and address.startswith("0x") and all(c in HEX for c in address[2:])
+
+
+HEX = frozenset("0123456789abcdef")
 
 
 def _tail(timestamps: dict[int, int], keep: int) -> dict[int, int]:

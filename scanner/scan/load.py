@@ -8,24 +8,28 @@ of payments; their credits are one more. The caller holds the transaction; nothi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.decode import decode_transfer_logs, recipients_of
-from scanner.core.model import Finality, Transfer
+from scanner.core.model import Credit, Finality, Transfer
 from scanner.core.plan import EDIT, LIVE, REWIND, Mode, RangeInput, Rewind
 from scanner.core.reorg import replaced_credits
-from scanner.db import cursor, payments, transactions
+from scanner.core.states import NOTHING, Settled
+from scanner.db import cursor, payments, sums, transactions
 from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
 from scanner.scan.rows import holdings, read_rows
 
+log = structlog.get_logger(__name__)
 Rows = dict[Any, RawPayment]  # by id as stored
 EDITS_PER_TICK = 500
 
@@ -60,7 +64,10 @@ async def load_range(
     transfers = sorted(
         [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
     )
-    inp = await _input(session, ctx, rows, mode, checked, tag_block, timestamps, transfers)
+    orphan_owners = {s.payment_key for s in replaced}
+    inp = await _input(
+        session, ctx, rows, mode, checked, tag_block, timestamps, transfers, orphan_owners
+    )
     orphan = tuple(s.key for s in replaced)
     inp = replace(inp, start=data.start, end=data.end, headers=data.headers, orphan=orphan)
     return inp, dict(decoded.skipped)
@@ -148,14 +155,18 @@ async def _input(
     tag_block: int | None,
     timestamps: Mapping[int, int],
     transfers: list[Transfer],
+    whole: Collection[Any] = (),
 ) -> RangeInput:
-    """The plan's input over ``rows``, with the owners of the transfers' rows and all credits."""
+    """The plan's input over ``rows``, with the owners of the transfers' rows and their credits
+    (every one for those owners and the rows of ``whole``; :func:`_credits`)."""
     owners = await transactions.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
-    found, broken = await transactions.credits_of(session, {h.row_key: h.token_id for h in held})
+    tokens = {h.row_key: h.token_id for h in held}
+    found, totals, broken = await _credits(session, tokens, mode.settles, owners | set(whole))
     held = [h for h in held if h.row_key not in broken]  # left alone until the row is fixed
     credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
+    settled = {h.payment.id: totals[h.row_key] for h in held if h.row_key in totals}
     return RangeInput(
         rules=ctx.rules,
         mode=mode,
@@ -169,7 +180,35 @@ async def _input(
         holdings=tuple(held),
         credits=credits,
         look_back=tuple(broken),
+        settled=settled,
     )
+
+
+async def _credits(
+    session: AsyncSession, tokens: Mapping[Any, UUID | None], settles: bool, whole: set[Any]
+) -> tuple[dict[Any, list[Credit]], dict[Any, Settled], set[Any]]:
+    """The credits to load, by payment (ids as stored): every credit of the payments in
+    ``whole`` (a transfer or orphan of the range is theirs) and of those without stored totals;
+    of the others (``settles``) only the not-yet-final ones, with what their final ones add up
+    to. Also the payments with an unreadable credit row (left alone). Two statements, whatever
+    the rows (a third when stored totals do not add up)."""
+    totals = await sums.totals_of(session, tokens.keys()) if settles else {}
+    totals = {k: v for k, v in totals.items() if k not in whole}
+    found, broken = await transactions.credits_of(session, tokens, partial=totals.keys())
+    settled: dict[Any, Settled] = {}
+    mismatch: dict[Any, UUID | None] = {}
+    for key, total in totals.items():
+        left = sums.settled_of(total, found.get(key, ()))
+        if left is None:
+            mismatch[key] = tokens[key]
+        elif left != NOTHING:
+            settled[key] = left
+    if mismatch:  # stored totals that do not add up are never trusted: read them in full
+        log.warning("payment_sums_mismatch", payments=[str(k) for k in list(mismatch)[:20]])
+        more, unreadable = await transactions.credits_of(session, mismatch)
+        found.update(more)
+        broken |= unreadable
+    return found, settled, broken
 
 
 async def _candidates(

@@ -9,6 +9,7 @@ from scanner.db.models.blocks import Block
 from scanner.db.models.chain_states import ChainState
 from scanner.db.models.cluster import ChainLease, ScannerInstance
 from scanner.db.models.payment_events import PaymentEvent
+from scanner.db.models.payment_sums import PaymentSum
 from scanner.db.models.payments import Payment
 from scanner.db.models.tokens import Token
 from scanner.db.models.transactions import Transaction
@@ -24,6 +25,7 @@ __all__ = [
     "ChainState",
     "Payment",
     "PaymentEvent",
+    "PaymentSum",
     "ScannerInstance",
     "Token",
     "Transaction",
