@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.plan import OutboxRow
+from scanner.db import bulk
 from scanner.db.locks import events_xact_lock
 from scanner.db.sql import is_postgres, now, table
+
+_COLUMNS = ("payment_id", "type", "status_from", "status_to", "data", "created_at")
 
 
 async def append(session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
@@ -23,17 +26,17 @@ async def append(session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
     if postgres:
         await events_xact_lock(session)
     stamp = now()
-    values = [
-        {
-            "payment_id": row.payment_key,
-            "type": row.event.type,
-            "status_from": row.event.status_from,
-            "status_to": row.event.status_to,
-            "data": dict(row.data),
-            "created_at": stamp,
-        }
+    values: list[tuple[object, ...]] = [
+        (
+            row.payment_key,
+            row.event.type,
+            row.event.status_from,
+            row.event.status_to,
+            dict(row.data),
+            stamp,
+        )
         for row in rows
     ]
-    await session.execute(insert(table("payment_events")), values)
+    await bulk.insert(session, table("payment_events"), _COLUMNS, values)
     if postgres:
         await session.execute(text("NOTIFY payment_events"))

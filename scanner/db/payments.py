@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.types import NullType
 
 from scanner.core.plan import PaymentUpdate
+from scanner.db import bulk
 from scanner.db.sql import (
     OPEN,
     chunks,
@@ -368,19 +369,15 @@ async def native_among(session: AsyncSession, chain: str, addresses: Collection[
     return {r[0] for r in await session.execute(among)}
 
 
+_UPDATED = ("id", "status", "amount_received", "confirmations", "detected_in_block", "updated_at")
+
+
 async def update(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None:
-    """Write the plan's outcomes (status, received, confirmations, first block)."""
+    """Write the plan's outcomes (status, received, confirmations, first block), in bulk."""
     stamp = now()
-    rows = [
-        {
-            "id": u.key,
-            "status": u.status,
-            "amount_received": u.amount_received,
-            "confirmations": u.confirmations,
-            "detected_in_block": u.detected_in_block,
-            "updated_at": stamp,
-        }
+    rows: list[tuple[object, ...]] = [
+        (u.key, u.status, u.amount_received, u.confirmations, u.detected_in_block, stamp)
         for u in updates
     ]
     p = table("payments")
-    await update_by_id(session, p, rows, also={"scanner_rev": p.c.scanner_rev + 1})
+    await bulk.update(session, p, _UPDATED, rows, key=("id",), bump="scanner_rev")

@@ -12,14 +12,14 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Credit
 from scanner.core.plan import PaymentUpdate
 from scanner.core.states import NOTHING, Settled
+from scanner.db import bulk
 from scanner.db.payments import in_keys, raw, stored_key
-from scanner.db.sql import is_postgres, now, table
+from scanner.db.sql import now, table
 
 log = structlog.get_logger(__name__)
 
@@ -58,27 +58,22 @@ def settled_of(total: Settled, loaded: Iterable[Credit]) -> Settled | None:
         return None
 
 
+_COLUMNS = (
+    "payment_id",
+    "counted_value",
+    "counted_credits",
+    "first_block",
+    "last_block",
+    "updated_at",
+)
+
+
 async def write(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None:
-    """Each updated payment's totals, one upsert statement."""
-    if not updates:
-        return
-    s = table("payment_sums")
-    insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    """Each updated payment's totals, one bulk upsert."""
     stamp = now()
-    rows = [_row(u.key, u.totals) | {"updated_at": stamp} for u in updates]
-    stmt = insert(s)
-    columns = ("counted_value", "counted_credits", "first_block", "last_block", "updated_at")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["payment_id"], set_={c: stmt.excluded[c] for c in columns}
-    )
-    await session.execute(stmt, rows)
-
-
-def _row(key: object, totals: Settled) -> dict[str, Any]:
-    return {
-        "payment_id": key,
-        "counted_value": totals.value,
-        "counted_credits": totals.credits,
-        "first_block": totals.first,
-        "last_block": totals.last,
-    }
+    rows: list[tuple[object, ...]] = [
+        (u.key, u.totals.value, u.totals.credits, u.totals.first, u.totals.last, stamp)
+        for u in updates
+    ]
+    s = table("payment_sums")
+    await bulk.upsert(session, s, _COLUMNS, rows, key=("payment_id",), rewrite=_COLUMNS[1:])

@@ -9,14 +9,14 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Credit, Finality
 from scanner.core.plan import CreditRow
+from scanner.db import bulk
 from scanner.db.payments import in_keys, raw, stored_key
-from scanner.db.sql import in_strings, is_postgres, moment, now, table
+from scanner.db.sql import in_strings, moment, now, table
 from scanner.db.types import parse_timestamp, to_decimal
 
 log = structlog.get_logger(__name__)
@@ -148,73 +148,46 @@ def _credit(row: Any, payment_token: UUID | None) -> Credit:
     )
 
 
-def _values(row: CreditRow, stamp: Any) -> dict[str, Any]:
+def _values(row: CreditRow, stamp: Any) -> tuple[Any, ...]:
+    """A row's :data:`_REWRITTEN` values, in that order."""
     c = row.credit
-    return {
-        "payment_id": row.payment_key,
-        "block_number": c.block_number,
-        "block_hash": c.block_hash,
-        "block_timestamp": moment(c.block_timestamp),
-        "value": c.value,
-        "amount": row.amount,
-        "confirmations": row.confirmations,
-        "status": row.status,
-        "late": c.late,
-        "updated_at": stamp,
-    }
+    return (
+        row.payment_key,
+        c.block_number,
+        c.block_hash,
+        moment(c.block_timestamp),
+        c.value,
+        row.amount,
+        row.confirmations,
+        row.status,
+        c.late,
+        stamp,
+    )
+
+
+_KEYED = ("tx_hash", "log_index", *_REWRITTEN)
+_NEW = ("id", "chain", "from_address", "to_address", "token_id", "created_at", *_KEYED)
 
 
 async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) -> None:
-    """Insert the new rows and rewrite those seen again, one statement each kind."""
+    """Insert the new rows and rewrite those seen again, in bulk (db/bulk.py), one statement
+    each kind."""
     stamp = now()
+    t = table("transactions")
     seen = [r for r in rows if r.sender is not None]
     changed = [r for r in rows if r.sender is None]
-    if seen:
-        await _upsert(session, chain, seen, stamp)
-    if changed:
-        t = table("transactions")
-        stmt = (
-            update(t)
-            .where(
-                and_(
-                    t.c.chain == chain,
-                    t.c.tx_hash == bindparam("k_tx"),
-                    t.c.log_index == bindparam("k_li"),
-                )
-            )
-            .values({name: bindparam(f"b_{name}") for name in _REWRITTEN})
-        )
-        params = [
-            {"k_tx": r.credit.tx_hash, "k_li": r.credit.log_index}
-            | {f"b_{k}": v for k, v in _values(r, stamp).items()}
-            for r in changed
-        ]
-        await session.execute(stmt, params)
-
-
-async def _upsert(session: AsyncSession, chain: str, rows: Sequence[CreditRow], stamp: Any) -> None:
-    t = table("transactions")
-    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
-    stmt = dialect_insert(t)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["chain", "tx_hash", "log_index"],
-        set_={name: stmt.excluded[name] for name in _REWRITTEN},
-    )
-    values = [
-        _values(r, stamp)
-        | {
-            "id": uuid.uuid4(),
-            "chain": chain,
-            "tx_hash": r.credit.tx_hash,
-            "log_index": r.credit.log_index,
-            "from_address": r.sender,
-            "to_address": r.recipient,
-            "token_id": r.token_key,
-            "created_at": stamp,
-        }
-        for r in rows
+    new = [
+        (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
+        for r in seen
     ]
-    await session.execute(stmt, values)
+    key = ("chain", "tx_hash", "log_index")
+    await bulk.upsert(session, t, _NEW, new, key=key, rewrite=_REWRITTEN)
+    again = [(chain, *_keyed(r, stamp)) for r in changed]
+    await bulk.update(session, t, ("chain", *_KEYED), again, key=key)
+
+
+def _keyed(row: CreditRow, stamp: Any) -> tuple[Any, ...]:
+    return (row.credit.tx_hash, row.credit.log_index, *_values(row, stamp))
 
 
 async def count_confirmations(session: AsyncSession, chain: str, finality: Finality) -> None:

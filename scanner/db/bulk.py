@@ -1,0 +1,160 @@
+"""Bulk writes: many rows in one round trip, without SQLAlchemy's per-row statement machinery.
+
+PostgreSQL: ``COPY`` (asyncpg's ``copy_records_to_table``) into the table, or into a temporary
+table that one ``INSERT … ON CONFLICT`` or ``UPDATE … FROM`` applies. SQLite: one
+``executemany`` of plain tuples. Each value goes through its column's own type (db/types.py),
+once per distinct object (a batch's one timestamp is converted once), so a row is stored
+exactly as an ORM insert would store it. Everything runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+Row = Sequence[Any]
+
+
+async def insert(
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Row]
+) -> None:
+    """``INSERT INTO table (columns)`` every row."""
+    if not rows:
+        return
+    conn = await session.connection()
+    values = _converted(conn.dialect, table, columns, rows)
+    if conn.dialect.name == "postgresql":
+        await _copy(conn, table.name, columns, values)
+        return
+    await conn.exec_driver_sql(_insert_sql(table.name, columns), values)
+
+
+async def upsert(
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    *,
+    key: Sequence[str],
+    rewrite: Sequence[str],
+) -> None:
+    """Insert every row; a row whose ``key`` columns exist already gets its ``rewrite``
+    columns from the new one (``ON CONFLICT (key) DO UPDATE``)."""
+    if not rows:
+        return
+    conn = await session.connection()
+    values = _converted(conn.dialect, table, columns, rows)
+    names = ", ".join(columns)
+    conflict = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(
+        f"{c} = excluded.{c}" for c in rewrite
+    )
+    if conn.dialect.name == "postgresql":
+        staged = await _staged(conn, table, columns, values)
+        await conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged}{conflict}"
+        )
+        return
+    await conn.exec_driver_sql(_insert_sql(table.name, columns) + conflict, values)
+
+
+async def update(
+    session: AsyncSession,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    *,
+    key: Sequence[str],
+    bump: str | None = None,
+) -> None:
+    """``UPDATE table SET <the other columns> WHERE <key columns> = …`` for every row; the
+    ``key`` columns come first in ``columns``. ``bump``: a column each row's update adds one to
+    (``scanner_rev``)."""
+    if not rows:
+        return
+    if tuple(columns[: len(key)]) != tuple(key):
+        raise ValueError(f"the key columns {key} must come first, not {columns[: len(key)]}")
+    conn = await session.connection()
+    values = _converted(conn.dialect, table, columns, rows)
+    rest = columns[len(key) :]
+    if conn.dialect.name == "postgresql":
+        staged = await _staged(conn, table, columns, values)
+        sets = ", ".join([f"{c} = s.{c}" for c in rest] + ([f"{bump} = t.{bump} + 1"] * bool(bump)))
+        match = " AND ".join(f"t.{c} = s.{c}" for c in key)
+        await conn.exec_driver_sql(
+            f"UPDATE {table.name} AS t SET {sets} FROM {staged} AS s WHERE {match}"
+        )
+        return
+    sets = ", ".join([f"{c} = ?" for c in rest] + ([f"{bump} = {bump} + 1"] * bool(bump)))
+    match = " AND ".join(f"{c} = ?" for c in key)
+    reordered = [(*row[len(key) :], *row[: len(key)]) for row in values]
+    await conn.exec_driver_sql(f"UPDATE {table.name} SET {sets} WHERE {match}", reordered)
+
+
+def _insert_sql(name: str, columns: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})"
+
+
+def _converted(
+    dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Row]
+) -> list[Row]:
+    """Each value through its column's bind conversion; identical objects converted once."""
+    procs = [_processor(dialect, table, name) for name in columns]
+    out: list[Row] = []
+    memo: list[tuple[object, object]] = [(_NONE, None)] * len(columns)
+    for row in rows:
+        converted = []
+        for i, value in enumerate(row):
+            proc = procs[i]
+            if proc is None or value is None:
+                converted.append(value)
+                continue
+            last_in, last_out = memo[i]
+            if value is not last_in:
+                last_out = proc(value)
+                memo[i] = (value, last_out)
+            converted.append(last_out)
+        out.append(tuple(converted))
+    return out
+
+
+_NONE = object()
+
+
+def _processor(dialect: Dialect, table: Table, name: str) -> Callable[[Any], Any] | None:
+    column_type = table.c[name].type
+    return column_type.dialect_impl(dialect).bind_processor(dialect)
+
+
+async def _staged(
+    conn: AsyncConnection, table: Table, columns: Sequence[str], values: Sequence[Row]
+) -> str:
+    """A temporary table of ``table``'s ``columns`` (their types, no constraints) holding
+    ``values`` (PostgreSQL); its name. Dropped at commit, and first if this transaction made
+    one already (a dry run's one transaction)."""
+    name = f"bulk_{table.name}"
+    names = ", ".join(columns)
+    await conn.exec_driver_sql(f"DROP TABLE IF EXISTS pg_temp.{name}")
+    await conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {names} FROM {table.name} WITH NO DATA"
+    )
+    await _copy(conn, name, columns, values)
+    return name
+
+
+async def _copy(
+    conn: AsyncConnection, name: str, columns: Sequence[str], values: Sequence[Row]
+) -> None:
+    """``COPY name (columns) FROM STDIN`` on the session's own connection, in its transaction
+    (SQLAlchemy begins that on the first statement: one has always run before)."""
+    raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    if getattr(adapted, "_transaction", None) is None:
+        await conn.execute(text("SELECT 1"))
+    await adapted.driver_connection.copy_records_to_table(
+        name, records=values, columns=list(columns)
+    )
