@@ -4,8 +4,9 @@ Revision ID: a3c5e7f9b1d2
 Revises: 9d4e6f1a2b3c
 Create Date: 2026-11-26 08:00:00
 
-- ``payment_sums``: per payment, the total value (base units), number, first and last block of
-  its counted credits, written by the scanner with every payment it updates. A range loads only
+- ``payment_sums``: per payment, the total value (base units of ``token_id``, the payment's
+  token when written), number, first and last block of its counted credits, written by the
+  scanner with every payment it updates. A range loads only
   the not-yet-final credits of a payment that has a row here and takes the final ones from it;
   a payment without one (credited before this revision, or a row the gateway copied) is read
   in full, as before, and gets its row at its next update. Nothing to backfill.
@@ -30,6 +31,7 @@ def upgrade() -> None:
     op.create_table(
         "payment_sums",
         sa.Column("payment_id", UUIDType(), nullable=False),
+        sa.Column("token_id", UUIDType(), nullable=True),
         sa.Column("counted_value", BaseUnits(), nullable=False),
         sa.Column("counted_credits", sa.Integer(), nullable=False),
         sa.Column("first_block", sa.BigInteger(), nullable=True),

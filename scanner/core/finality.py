@@ -65,10 +65,11 @@ def timed_blocks(blocks: Iterable[int], end: int, required: int | None) -> set[i
     """The blocks whose times a range's plan reads, when it holds transfers in ``blocks`` and
     ends at ``end``: each transfer's block, the final block when the block before it was
     checked (:func:`final_block`; in tag mode the block before, as a tag far above a deep range
-    would be), and ``end`` with its final block. A range far below the head reads headers of
-    these alone, not one per block."""
+    would be), and the blocks from ``end``'s final block to ``end`` (the final blocks of the
+    next range's first blocks). A range far below the head reads headers of these alone, not
+    one per block."""
     back = required if required is not None else 1
-    out = {end, end - back + 1}
+    out = set(range(end - back + 1, end + 1))  # the next range's first blocks read these
     for block in blocks:
         out.add(block)
         out.add(block - back)

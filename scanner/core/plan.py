@@ -172,6 +172,7 @@ class PaymentUpdate:
     confirmations: int
     detected_in_block: int | None
     totals: Settled = NOTHING  # every counted credit, as one total (``payment_sums``)
+    token_key: object = None  # the payment's token id as stored (what the totals are in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +254,7 @@ def _update(holding: Holding, outcome: PaymentOutcome, totals: Settled) -> Payme
         outcome.confirmations,
         outcome.detected_in_block,
         totals,
+        holding.token_row_key,
     )
 
 

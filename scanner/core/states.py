@@ -39,7 +39,8 @@ class Settled:
     last: int | None = None
 
     def __post_init__(self) -> None:
-        if self.value < 0 or self.credits < 0 or (self.credits == 0) != (self.value == 0):
+        # a credit of value 0 is possible (a row edited by hand), value without credits is not
+        if self.value < 0 or self.credits < 0 or (self.credits == 0 and self.value != 0):
             raise ValueError(f"settled credits do not add up: {self}")
         empty = self.credits == 0
         if (self.first is None) != empty or (self.last is None) != empty:

@@ -58,6 +58,7 @@ class RawPayment:
     status: Any
     created_at: Any
     expires_at: Any
+    amount_received: Any = None  # as the scanner last wrote it (checked against payment_sums)
 
 
 log = structlog.get_logger(__name__)
@@ -76,7 +77,8 @@ def stored_key(value: Any) -> Any:
 def _select() -> Any:
     p = table("payments")
     columns = (p.c.id, p.c.token_id, p.c.address, p.c.amount, p.c.status)
-    return select(*(raw(c) for c in columns), raw(p.c.created_at), raw(p.c.expires_at))
+    times = (p.c.created_at, p.c.expires_at)
+    return select(*(raw(c) for c in (*columns, *times, p.c.amount_received)))
 
 
 async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[RawPayment]:

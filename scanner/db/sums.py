@@ -8,7 +8,9 @@ payment is read in full instead (:func:`settled_of`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import structlog
 from sqlalchemy import select
@@ -20,24 +22,45 @@ from scanner.core.states import NOTHING, Settled
 from scanner.db import bulk
 from scanner.db.payments import in_keys, raw, stored_key
 from scanner.db.sql import now, table
+from scanner.db.types import to_decimal
 
 log = structlog.get_logger(__name__)
 
 
-async def totals_of(session: AsyncSession, keys: Collection[Any]) -> dict[Any, Settled]:
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A payment's stored totals, and the token (its id as stored) they are in base units of."""
+
+    total: Settled
+    token: Any
+
+    def of(self, token_id: UUID | None) -> bool:
+        """Whether the totals are of ``token_id`` (the payment's token now)."""
+        if self.token is None or token_id is None:
+            return self.token is None and token_id is None
+        try:
+            return UUID(str(self.token)) == token_id
+        except ValueError:
+            return False
+
+
+async def totals_of(session: AsyncSession, keys: Collection[Any]) -> dict[Any, Stored]:
     """The stored totals of the payments of ``keys`` (ids as stored) that have a readable row
     (one statement; a row that cannot be read is left out: its payment is read in full)."""
     if not keys:
         return {}
     s = table("payment_sums")
     columns = (s.c.payment_id, s.c.counted_value, s.c.counted_credits, s.c.first_block)
-    stmt = select(*(raw(c) for c in (*columns, s.c.last_block)))
-    out: dict[Any, Settled] = {}
+    stmt = select(*(raw(c) for c in (*columns, s.c.last_block, s.c.token_id)))
+    out: dict[Any, Stored] = {}
     for row in await session.execute(stmt.where(in_keys(session, s.c.payment_id, keys))):
         try:
             first, last = (None if b is None else int(b) for b in row[3:5])
-            out[stored_key(row[0])] = Settled(int(str(row[1])), int(row[2]), first, last)
-        except (ValueError, TypeError):
+            value = to_decimal(row[1])  # asyncpg gives numeric 7000000 as Decimal('7.00E+6')
+            if value != value.to_integral_value():
+                raise ValueError(f"counted_value {row[1]!r:.40} is no whole number")
+            out[stored_key(row[0])] = Stored(Settled(int(value), int(row[2]), first, last), row[5])
+        except (ValueError, TypeError, ArithmeticError):
             log.warning("payment_sums_invalid", payment_id=str(row[0]))
     return out
 
@@ -50,8 +73,8 @@ def settled_of(total: Settled, loaded: Iterable[Credit]) -> Settled | None:
     counted = [c for c in loaded if c.counted]
     value = total.value - sum(c.value for c in counted)
     credits = total.credits - len(counted)
-    if credits == 0 and value == 0:
-        return NOTHING
+    if credits == 0:
+        return NOTHING if value == 0 else None
     try:
         return Settled(value, credits, total.first, total.last)
     except ValueError:
@@ -60,6 +83,7 @@ def settled_of(total: Settled, loaded: Iterable[Credit]) -> Settled | None:
 
 _COLUMNS = (
     "payment_id",
+    "token_id",
     "counted_value",
     "counted_credits",
     "first_block",
@@ -72,7 +96,7 @@ async def write(session: AsyncSession, updates: Sequence[PaymentUpdate]) -> None
     """Each updated payment's totals, one bulk upsert."""
     stamp = now()
     rows: list[tuple[object, ...]] = [
-        (u.key, u.totals.value, u.totals.credits, u.totals.first, u.totals.last, stamp)
+        (u.key, u.token_key, u.totals.value, u.totals.credits, u.totals.first, u.totals.last, stamp)
         for u in updates
     ]
     s = table("payment_sums")

@@ -131,10 +131,7 @@ class Backfill:
         self, from_block: int, to_block: int, progress: Progress | None = None
     ) -> BackfillSummary:
         await check_chain_id(self.reader, self.settings)
-        self._head = await self.reader.head()
-        validate_range(from_block, to_block, self._head)
-        if self.settings.finality is not None:
-            self._tag = await self.reader.tag_block(self.settings.finality)
+        await self.check_range(from_block, to_block)
         async with self._dry_run():
             ctx = await self._context()
             next_block = await self._start(from_block, to_block)
@@ -149,6 +146,14 @@ class Backfill:
             async with self._transaction() as session:
                 await jobs.finish(session, self.settings.name, from_block, to_block)
         return summary
+
+    async def check_range(self, from_block: int, to_block: int) -> None:
+        """The range against the node's head, which (with its finality tag's block) tells
+        which ranges are far below it (:meth:`_deep_to`)."""
+        self._head = await self.reader.head()
+        validate_range(from_block, to_block, self._head)
+        if self.settings.finality is not None:
+            self._tag = await self.reader.tag_block(self.settings.finality)
 
     @asynccontextmanager
     async def _dry_run(self) -> AsyncIterator[None]:

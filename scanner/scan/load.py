@@ -17,6 +17,7 @@ from uuid import UUID
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scanner.core.amounts import to_base_units
 from scanner.core.decode import decode_transfer_logs, recipients_of
 from scanner.core.model import Credit, Finality, Transfer
 from scanner.core.plan import EDIT, LIVE, REWIND, Mode, RangeInput, Rewind
@@ -25,6 +26,7 @@ from scanner.core.states import NOTHING, Settled
 from scanner.db import cursor, payments, sums, transactions
 from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
+from scanner.db.types import to_decimal
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
 from scanner.scan.rows import holdings, read_rows
@@ -163,7 +165,9 @@ async def _input(
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
     tokens = {h.row_key: h.token_id for h in held}
-    found, totals, broken = await _credits(session, tokens, mode.settles, owners | set(whole))
+    received = {h.row_key: _received(rows[h.row_key], h.decimals) for h in held}
+    whole = owners | set(whole)
+    found, totals, broken = await _credits(session, tokens, received, mode.settles, whole)
     held = [h for h in held if h.row_key not in broken]  # left alone until the row is fixed
     credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
     settled = {h.payment.id: totals[h.row_key] for h in held if h.row_key in totals}
@@ -185,21 +189,29 @@ async def _input(
 
 
 async def _credits(
-    session: AsyncSession, tokens: Mapping[Any, UUID | None], settles: bool, whole: set[Any]
+    session: AsyncSession,
+    tokens: Mapping[Any, UUID | None],
+    received: Mapping[Any, int | None],
+    settles: bool,
+    whole: set[Any],
 ) -> tuple[dict[Any, list[Credit]], dict[Any, Settled], set[Any]]:
     """The credits to load, by payment (ids as stored): every credit of the payments in
-    ``whole`` (a transfer or orphan of the range is theirs) and of those without stored totals;
-    of the others (``settles``) only the not-yet-final ones, with what their final ones add up
-    to. Also the payments with an unreadable credit row (left alone). Two statements, whatever
-    the rows (a third when stored totals do not add up)."""
-    totals = await sums.totals_of(session, tokens.keys()) if settles else {}
-    totals = {k: v for k, v in totals.items() if k not in whole}
-    found, broken = await transactions.credits_of(session, tokens, partial=totals.keys())
+    ``whole`` (a transfer or orphan of the range is theirs) and of those without usable stored
+    totals; of the others (``settles``) only the not-yet-final ones, with what their final ones
+    add up to. Also the payments with an unreadable credit row (left alone). Two statements,
+    whatever the rows (a third when stored totals do not add up).
+
+    Stored totals are used only when they are of the payment's token now (not one the gateway
+    switched from) and equal the ``amount_received`` the scanner wrote beside them (``received``,
+    base units): a table edited by hand is never trusted."""
+    stored = await sums.totals_of(session, tokens.keys()) if settles else {}
+    usable = {k: v.total for k, v in stored.items() if k not in whole and v.of(tokens[k])}
+    found, broken = await transactions.credits_of(session, tokens, partial=usable.keys())
     settled: dict[Any, Settled] = {}
     mismatch: dict[Any, UUID | None] = {}
-    for key, total in totals.items():
+    for key, total in usable.items():
         left = sums.settled_of(total, found.get(key, ()))
-        if left is None:
+        if left is None or total.value != received[key]:
             mismatch[key] = tokens[key]
         elif left != NOTHING:
             settled[key] = left
@@ -209,6 +221,14 @@ async def _credits(
         found.update(more)
         broken |= unreadable
     return found, settled, broken
+
+
+def _received(row: RawPayment, decimals: int) -> int | None:
+    """The row's ``amount_received`` in base units; None when it is not a readable amount."""
+    try:
+        return to_base_units(to_decimal(row.amount_received), decimals)
+    except (ValueError, TypeError, ArithmeticError):
+        return None
 
 
 async def _candidates(

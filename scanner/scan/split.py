@@ -34,7 +34,7 @@ import structlog
 from scanner.core.ranges import split_range
 from scanner.db import jobs
 from scanner.errors import BackfillJobLost, ScannerError
-from scanner.scan.backfill import Backfill, BackfillSummary, validate_range
+from scanner.scan.backfill import Backfill, BackfillSummary
 from scanner.scan.context import ChainContext
 from scanner.scan.startup import check_chain_id
 
@@ -59,7 +59,7 @@ class SplitBackfill:
     async def run(self, from_block: int, to_block: int) -> BackfillSummary:
         bf = self.backfill
         await check_chain_id(bf.reader, bf.settings)
-        validate_range(from_block, to_block, await bf.reader.head())
+        await bf.check_range(from_block, to_block)
         ctx = await bf._context()
         pieces = split_range(from_block, to_block, self.job_size)
         self._pieces = pieces

@@ -5,8 +5,10 @@ import pytest
 from scanner.core.finality import (
     blocks_to_keep,
     credit_confirmations,
+    final_block,
     finality_at,
     is_final,
+    timed_blocks,
 )
 from scanner.core.ledger import credit_confirmations as reexported
 from scanner.core.model import Finality
@@ -83,3 +85,38 @@ def test_blocks_kept_cover_the_walk_back_and_the_final_block() -> None:
 
 def test_ledger_reexports_the_helpers() -> None:
     assert reexported is credit_confirmations
+
+
+# -- the blocks a range far below the head reads the times of --------------------------------
+
+
+def test_timed_blocks_in_block_mode_name_each_transfer_and_its_final_block() -> None:
+    # transfer b: b and b - 3 (final when b - 1 was checked); end: end - 3 + 1 .. end (the
+    # final blocks of the next range's first blocks)
+    assert timed_blocks([10, 15], 20, 3) == {10, 7, 15, 12, 18, 19, 20}
+
+
+def test_timed_blocks_without_transfers_name_the_end_and_the_blocks_to_its_final_block() -> None:
+    assert timed_blocks([], 20, 3) == {18, 19, 20}
+    assert timed_blocks([], 20, 1) == {20}
+
+
+def test_timed_blocks_never_name_a_block_below_zero() -> None:
+    assert timed_blocks([0, 1], 2, 5) == {0, 1, 2}
+
+
+def test_timed_blocks_in_tag_mode_name_the_block_before_each_transfer() -> None:
+    assert timed_blocks([10, 15], 20, None) == {9, 10, 14, 15, 20}
+
+
+@pytest.mark.parametrize("required", [1, 3, 12, None])
+def test_timed_blocks_hold_every_final_block_the_plan_reads(required: int | None) -> None:
+    """What plan_range asks: the final block as of each transfer's block - 1, and as of the
+    end (a tag far above a range far below the head)."""
+    transfers, end = [100, 101, 107, 119], 120
+
+    def final(checked: int) -> int:
+        return final_block(checked, required=required, tag_block=10**9)
+
+    named = timed_blocks(transfers, end, required)
+    assert {final(b - 1) for b in transfers} | {final(end), end, *transfers} <= named

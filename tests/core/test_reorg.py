@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
+
 import pytest
 
 from scanner.core.model import Header
@@ -7,6 +10,7 @@ from scanner.core.reorg import (
     check_link,
     find_common_ancestor,
     logs_agree,
+    replaced_credits,
     walk_back_plan,
 )
 from scanner.errors import DeepReorg, MalformedResponse
@@ -84,6 +88,54 @@ class TestLogsAgree:
             logs_agree([{"blockNumber": "0xb"}], chain(11, 13))
         with pytest.raises(MalformedResponse):
             logs_agree([raw_log(11, "0x1234")], chain(11, 13))
+
+
+class TestLogsAgreeFarBelowTheHead:
+    """``complete=False``: a range read without a header per block (only its end's here)."""
+
+    def test_logs_of_blocks_without_headers_agree_among_themselves(self) -> None:
+        shouted = block_hash(12).upper().replace("X", "x")
+        logs = [raw_log(11, block_hash(11)), raw_log(12, block_hash(12)), raw_log(12, shouted)]
+        assert logs_agree(logs, chain(20, 20), complete=False)
+        assert not logs_agree(logs, chain(20, 20))  # a complete range lacks their headers
+
+    def test_two_hashes_for_one_block_disagree(self) -> None:
+        logs = [raw_log(12, block_hash(12)), raw_log(12, block_hash(12, 1))]
+        assert not logs_agree(logs, chain(20, 20), complete=False)
+        assert not logs_agree(list(reversed(logs)), chain(20, 20), complete=False)
+
+    def test_a_log_disagrees_with_its_blocks_header(self) -> None:
+        logs = [raw_log(11, block_hash(11)), raw_log(20, block_hash(20, 1))]
+        assert not logs_agree(logs, chain(20, 20), complete=False)
+        assert logs_agree(logs[:1], chain(20, 20), complete=False)
+
+    def test_malformed(self) -> None:
+        with pytest.raises(MalformedResponse):
+            logs_agree([raw_log(11, "0x1234")], chain(20, 20), complete=False)
+
+
+@dataclass(frozen=True)
+class Stored:
+    block_number: int
+    block_hash: str
+
+
+STORED = (Stored(11, block_hash(11)), Stored(12, block_hash(12)), Stored(13, block_hash(13)))
+
+
+class TestReplacedCredits:
+    stored = STORED
+    node = MappingProxyType({11: block_hash(11), 13: block_hash(13, 1)})  # 12 not read; 13 new
+
+    def test_a_complete_range_orphans_credits_of_blocks_it_does_not_name(self) -> None:
+        assert replaced_credits(self.stored, self.node) == list(self.stored[1:])
+
+    def test_far_below_the_head_credits_of_unknown_blocks_stay(self) -> None:
+        assert replaced_credits(self.stored, self.node, complete=False) == [self.stored[2]]
+
+    def test_far_below_the_head_same_hashes_stay(self) -> None:
+        node = {n: block_hash(n) for n in (11, 12, 13)}
+        assert replaced_credits(self.stored, node, complete=False) == []
 
 
 class TestCommonAncestor:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from scanner.config import ChainSettings
 from scanner.db import payments
 from scanner.db.sql import locked
 from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
@@ -204,3 +205,34 @@ async def test_unseen_edited_and_native_questions_read_their_partial_indexes(
     # the rows whose status the fixture changed (addresses ending in 3, 4, 5)
     assert len(changed) == sum(1 for n in range(BOOK) if f"{n:x}"[-1] in "345")
     assert native == {f"0x{n:040x}" for n in (10, 20)}  # 11 is a token payment's address
+
+
+class Recording:
+    """A session that keeps each statement it runs: ``payments.watched_addresses`` builds its
+    statement inline, so its plan is the plan of what it ran."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.statements: list[Any] = []
+
+    async def execute(self, statement: Any, *args: Any, **kw: Any) -> Any:
+        self.statements.append(statement)
+        return await self.session.execute(statement, *args, **kw)
+
+
+@pytest.mark.usefixtures("book")
+async def test_watched_addresses_stop_after_the_limit_in_the_lookup_index(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    """More addresses than ``filter_recipients_max``: None, read in the index's order up to
+    the first address past the limit (no sort or hash of the chain's every payment)."""
+    limit = ChainSettings.model_fields["filter_recipients_max"].default
+    assert limit < BOOK
+    async with session_factory() as session, session.begin():
+        recording = Recording(session)
+        assert await payments.watched_addresses(recording, CHAIN, limit) is None  # type: ignore[arg-type]
+        text_ = await plan(session, recording.statements[-1], db_backend)
+        assert_served(text_, "ix_payments_lookup", db_backend)
+        assert not re.search(r"Sort|HashAggregate|TEMP B-TREE", text_), text_
+        everyone = await payments.watched_addresses(session, CHAIN, BOOK)
+    assert everyone == {f"0x{n:040x}" for n in range(BOOK)}

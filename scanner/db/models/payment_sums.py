@@ -24,6 +24,8 @@ class PaymentSum(Base):
     payment_id: Mapped[uuid.UUID] = mapped_column(
         UUIDType(), ForeignKey("payments.id", ondelete="CASCADE"), primary_key=True
     )
+    # the payment's token when written: the totals are in its base units (NULL: native coin)
+    token_id: Mapped[uuid.UUID | None] = mapped_column(UUIDType())
     counted_value: Mapped[int] = mapped_column(BaseUnits())  # base units
     counted_credits: Mapped[int] = mapped_column(Integer)
     first_block: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,0 +1,375 @@
+"""``scanner backfill`` reading near the node's limit, against a real node and both databases.
+
+Far below the head (older than the reorg window) a range reads its logs and the headers of only
+the blocks its plan needs the times of; while the payments use few addresses, eth_getLogs asks
+for Transfers to them alone. Whatever it reads, a backfill writes the same rows and events as
+one that reads every header and whole logs (``max_reorg_depth`` above the head,
+``filter_recipients_max = 0``) into a second database. A proxy in front of the node records
+what is asked, and can take ``blockTimestamp`` out of the logs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from scanner.app import make_reader
+from scanner.config import RpcUrl
+from scanner.core.decode import TRANSFER_TOPIC
+from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.scan.fetch import TOPICS_PER_CALL, recipient_topic
+from tests.e2e.harness import Harness
+from tests.ops.support import (
+    PaymentSpec,
+    Scenario,
+    build_scenario,
+    differences,
+    ensure_tokens,
+    insert_payments,
+    scenario_in,
+    snapshot,
+)
+from tests.support.proxy import FaultProxy, Json
+
+REORG_DEPTH = 3  # the least the scenario's 3 confirmations allow: most blocks are far below
+DEEP = {"max_reorg_depth": REORG_DEPTH, "batch_size": 4, "concurrency": 3}
+DENSE_WHOLE = {"max_reorg_depth": 100_000, "filter_recipients_max": 0}
+Snapshot = dict[str, Any]
+EXPIRED = ("status_changed", "pending", "expired")
+DETECTED = ("transfer_detected", None, None)
+PART = "0x" + "4e" * 20  # the address of a payment paid in part
+
+
+class ReadsProxy(FaultProxy):
+    """Records every eth_getLogs filter and every block eth_getBlockByNumber asks for;
+    ``strip_times``: answers logs without ``blockTimestamp`` (as older nodes do)."""
+
+    def __init__(self, upstream: str, *, strip_times: bool = False) -> None:
+        super().__init__(upstream)
+        self.filters: list[Json] = []
+        self.blocks_read: set[int] = set()
+        self.strip_times = strip_times
+
+    async def _answer_items(self, items: list[Json]) -> list[Json]:
+        for item in items:
+            first = (item.get("params") or [None])[0]
+            if item.get("method") == "eth_getLogs":
+                self.filters.append(first)
+            elif item.get("method") == "eth_getBlockByNumber" and str(first).startswith("0x"):
+                self.blocks_read.add(int(first, 16))
+        answers = await super()._answer_items(items)
+        for answer in answers if self.strip_times else ():
+            result = answer.get("result")
+            for log in result if isinstance(result, list) else ():
+                log.pop("blockTimestamp", None)
+        return answers
+
+
+def recipients(flt: Json) -> list[str] | None:
+    """An eth_getLogs filter's third topic (the recipients asked for); None: any."""
+    topics = flt.get("topics") or []
+    return topics[2] if len(topics) > 2 else None
+
+
+async def backfill_via(
+    h: Harness,
+    sessions: async_sessionmaker[AsyncSession],
+    proxy: ReadsProxy,
+    to_block: int | None = None,
+    **chain: Any,
+) -> BackfillSummary:
+    """Backfill blocks 0..to_block (the head) through ``proxy`` into ``sessions``' database."""
+    update = {**DEEP, **chain, "rpc_urls": [RpcUrl(proxy.url)]}
+    settings = h.chain_settings.model_copy(update=update)
+    reader = make_reader(settings, None)
+    end = h.chain.head() if to_block is None else to_block
+    try:
+        return await Backfill(settings, reader, sessions).run(0, end)
+    finally:
+        await reader.client.aclose()
+
+
+async def token_scenario(h: Harness, empty_blocks: int = 0) -> tuple[Scenario, list[PaymentSpec]]:
+    """The scenario after ``empty_blocks`` empty blocks, its token payments alone written to
+    ``h``'s database (an open native-coin payment makes every range read whole blocks)."""
+    await ensure_tokens(h.sessions, h.chain_settings)
+    if empty_blocks:
+        h.chain.mine(empty_blocks)
+
+    async def created(payments: list[PaymentSpec]) -> None:
+        await insert_payments(h.engine, [p for p in payments if p.token is not None])
+
+    sc = await build_scenario(h.chain, h.token, h.token18, h.customer, on_payments=created)
+    return sc, [p for p in sc.payments if p.token is not None]
+
+
+async def reference(
+    h: Harness,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    payments: list[PaymentSpec],
+    to_block: int | None = None,
+    **chain: Any,
+) -> Snapshot:
+    """The rows of a backfill that reads every header and whole logs, in a second database."""
+    await ensure_tokens(sessions, h.chain_settings)
+    await insert_payments(engine, payments)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, sessions, proxy, to_block, **{**chain, **DENSE_WHOLE})
+    end = h.chain.head() if to_block is None else to_block
+    assert proxy.blocks_read >= set(range(end + 1))  # every header
+    assert all(recipients(f) is None for f in proxy.filters)  # whole logs
+    return await snapshot(sessions)
+
+
+def assert_same(got: Snapshot, want: Snapshot) -> None:
+    diff = differences(got, want)
+    assert not diff, "\n".join(diff)
+
+
+def statuses(snap: Snapshot, payments: list[PaymentSpec]) -> dict[str, str]:
+    return {p.name: snap["payments"][p.id]["status"] for p in payments}
+
+
+def expected(sc: Scenario, payments: list[PaymentSpec]) -> dict[str, str]:
+    return {p.name: sc.expected[p.name] for p in payments}
+
+
+def unpaid(address: str, like: PaymentSpec) -> PaymentSpec:
+    """A payment at ``address`` nobody pays, of ``like``'s token and times."""
+    return PaymentSpec(
+        "unpaid", str(uuid.uuid4()), address, "1", like.token, like.created, like.expires
+    )
+
+
+async def paid_in_part_then_expired(h: Harness) -> PaymentSpec:
+    """A payment of 10 USDT paid 4, then 10 blocks past its expiry and grace; no later
+    transfer to anyone (written to ``h``'s database)."""
+    await ensure_tokens(h.sessions, h.chain_settings)
+    h.chain.mine(10)
+    t0 = h.now()
+    payment = PaymentSpec("part", str(uuid.uuid4()), PART, "10", h.token, t0, t0 + 100)
+    await insert_payments(h.engine, [payment])
+    pay(h, PART, 4_000_000)
+    h.chain.increase_time(1_000)
+    h.chain.mine(10)
+    return payment
+
+
+def pay(h: Harness, address: str, units: int) -> None:
+    h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, units))
+
+
+def kinds(snap: Snapshot, payment: PaymentSpec) -> list[tuple[str, str | None, str | None]]:
+    return [e[:3] for e in snap["events"][payment.id]]
+
+
+# -- the same rows -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [2, 5])
+async def test_a_deep_filtered_backfill_writes_what_a_dense_whole_backfill_writes(
+    h: Harness,
+    other_engine: AsyncEngine,
+    other_sessions: async_sessionmaker[AsyncSession],
+    batch_size: int,
+) -> None:
+    sc, token_payments = await token_scenario(h, empty_blocks=10)
+    head = h.chain.head()
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, batch_size=batch_size)
+    got = await snapshot(h.sessions)
+    assert statuses(got, token_payments) == expected(sc, token_payments)
+    assert_same(got, await reference(h, other_engine, other_sessions, token_payments))
+    assert set(range(head + 1)) - proxy.blocks_read  # far below: headers not read
+    assert set(range(head - REORG_DEPTH + 1, head + 1)) <= proxy.blocks_read  # the window: all
+    async with ReadsProxy(h.chain.url) as proxy:
+        again = await backfill_via(h, h.sessions, proxy, batch_size=batch_size)
+    assert_same(await snapshot(h.sessions), got)  # nothing credited or reported twice
+    assert again.events == 0
+
+
+async def test_without_block_timestamps_deep_ranges_read_the_headers_of_their_log_blocks(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, token_payments = await token_scenario(h, empty_blocks=10)
+    async with ReadsProxy(h.chain.url, strip_times=True) as proxy:
+        await backfill_via(h, h.sessions, proxy)
+    got = await snapshot(h.sessions)
+    assert_same(got, await reference(h, other_engine, other_sessions, token_payments))
+    assert {t["block_number"] for t in got["transactions"]} <= proxy.blocks_read
+
+
+async def test_a_backfill_ending_far_below_the_head_decides_the_expiries_of_its_blocks(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """One deep range, no transfer after the expiry: the final block of the range's end
+    decides it."""
+    payment = await paid_in_part_then_expired(h)
+    end = h.chain.head()
+    h.chain.mine(20)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, end, batch_size=100)
+    got = await snapshot(h.sessions)
+    assert kinds(got, payment) == [DETECTED, EXPIRED]
+    want = await reference(h, other_engine, other_sessions, [payment], end, batch_size=100)
+    assert_same(got, want)
+
+
+async def test_an_expiry_is_judged_before_a_later_transfer_of_the_same_deep_range(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The rest paid 10 blocks after the expiry: late, and after the expiry (as when the
+    block before it was checked); one deep range 0..99 holds it all."""
+    payment = await paid_in_part_then_expired(h)
+    pay(h, PART, 6_000_000)
+    h.chain.mine(100)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, batch_size=100)
+    got = await snapshot(h.sessions)
+    assert kinds(got, payment) == [DETECTED, EXPIRED, DETECTED, ("paid_late", None, None)]
+    want = await reference(h, other_engine, other_sessions, [payment], batch_size=100)
+    assert_same(got, want)
+
+
+# -- what is read --------------------------------------------------------------------------------
+
+
+async def test_deep_ranges_read_the_headers_of_few_blocks(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, token_payments = await token_scenario(h, empty_blocks=300)
+    blocks = h.chain.head() + 1
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, batch_size=50)
+    assert proxy.count("eth_getBlockByNumber") <= blocks // 5, sorted(proxy.blocks_read)
+    want = await reference(h, other_engine, other_sessions, token_payments, batch_size=50)
+    assert_same(await snapshot(h.sessions), want)
+
+
+@pytest.mark.parametrize(
+    ("limit", "filtered"),
+    [
+        pytest.param(None, True, id="default"),
+        pytest.param(8, True, id="the-8-addresses"),
+        pytest.param(7, False, id="one-fewer"),
+        pytest.param(0, False, id="zero"),
+    ],
+)
+async def test_get_logs_asks_for_the_payments_addresses_alone_while_they_are_few(
+    h: Harness, limit: int | None, filtered: bool
+) -> None:
+    sc, token_payments = await token_scenario(h)
+    topics = sorted(recipient_topic(p.address) for p in token_payments)
+    assert len(topics) == 8
+    chain = {} if limit is None else {"filter_recipients_max": limit}
+    async with ReadsProxy(h.chain.url) as proxy:
+        summary = await backfill_via(h, h.sessions, proxy, **chain)
+    assert proxy.filters
+    if filtered:
+        assert all(f["topics"][:2] == [TRANSFER_TOPIC, None] for f in proxy.filters)
+        assert all(sorted(recipients(f) or []) == topics for f in proxy.filters)
+        assert summary.logs == summary.matched  # the node sent the payments' Transfers alone
+    else:
+        assert all(recipients(f) is None for f in proxy.filters)
+        assert summary.logs > summary.matched  # the mints too
+    assert statuses(await snapshot(h.sessions), token_payments) == expected(sc, token_payments)
+
+
+async def test_many_addresses_are_asked_for_in_chunks(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """700 more payments, their addresses spread among the scenario's: each block range asks
+    for the 708 recipients in two eth_getLogs, at most TOPICS_PER_CALL (500) each."""
+    _, token_payments = await token_scenario(h, empty_blocks=10)
+    spread = [unpaid(f"0x{n * 2**160 // 700:040x}", token_payments[0]) for n in range(700)]
+    await insert_payments(h.engine, spread)
+    everyone = [*token_payments, *spread]
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy)
+    by_range: dict[tuple[str, str], list[list[str]]] = {}
+    for flt in proxy.filters:
+        by_range.setdefault((flt["fromBlock"], flt["toBlock"]), []).append(recipients(flt) or [])
+    topics = sorted(recipient_topic(p.address) for p in everyone)
+    for calls in by_range.values():
+        assert len(calls) == 2 and all(0 < len(c) <= TOPICS_PER_CALL for c in calls)
+        assert sorted(calls[0] + calls[1]) == topics
+    want = await reference(h, other_engine, other_sessions, everyone)
+    assert_same(await snapshot(h.sessions), want)
+
+
+async def test_without_payments_no_logs_are_read(h: Harness) -> None:
+    await ensure_tokens(h.sessions, h.chain_settings)
+    h.chain.mine(20)
+    async with ReadsProxy(h.chain.url) as proxy:
+        summary = await backfill_via(h, h.sessions, proxy)
+    assert proxy.count("eth_getLogs") == 0
+    assert (summary.blocks, summary.logs) == (h.chain.head() + 1, 0)
+
+
+async def test_an_open_native_payment_keeps_every_header_read(h: Harness) -> None:
+    sc = await scenario_in(h)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy)
+    assert proxy.blocks_read >= set(range(h.chain.head() + 1))
+    assert statuses(await snapshot(h.sessions), sc.payments) == sc.expected
+
+
+async def test_a_deep_rerun_keeps_the_native_coin_credits_it_does_not_read(h: Harness) -> None:
+    """The first run reads whole blocks (a native-coin payment is open); once it is
+    confirmed, a rerun reads 0..99 as one deep range, never the native transfer's block: its
+    credit stays."""
+    sc = await scenario_in(h)
+    h.chain.mine(100)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, batch_size=100)
+    first = await snapshot(h.sessions)
+    assert statuses(first, sc.payments)["native"] == "confirmed"
+    async with ReadsProxy(h.chain.url) as proxy:
+        again = await backfill_via(h, h.sessions, proxy, batch_size=100)
+    (native_block,) = [t["block_number"] for t in first["transactions"] if t["token_id"] is None]
+    assert native_block not in proxy.blocks_read
+    assert_same(await snapshot(h.sessions), first)
+    assert again.events == 0
+
+
+# -- rows the gateway wrote wrong, tag mode ----------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["0x1234", "TJRabPrwbZy45sbavfcjinPJC18kjpRTv8"])
+async def test_a_row_with_an_unusable_address_does_not_stop_a_filtered_backfill(
+    h: Harness, address: str
+) -> None:
+    """No log can pay it: the other payments' addresses alone are asked for (before
+    c891b9b its address went into the topic filter, and the node refused every eth_getLogs)."""
+    sc, token_payments = await token_scenario(h)
+    await insert_payments(h.engine, [unpaid(address, token_payments[0])])
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy)
+    topics = sorted(recipient_topic(p.address) for p in token_payments)
+    assert proxy.filters and all(sorted(recipients(f) or []) == topics for f in proxy.filters)
+    assert statuses(await snapshot(h.sessions), token_payments) == expected(sc, token_payments)
+
+
+async def test_in_tag_mode_expiries_judged_at_the_finalized_block_are_decided(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """anvil's ``finalized`` (67: 64 below the head) is above the scenario and below the reorg
+    window, inside the range 0..99: what expires by its time expires (before c891b9b the deep
+    range did not read its time). Confirmations are not compared: in tag mode they depend on
+    where commits end."""
+    tags = {"confirmations": None, "finality": "finalized"}
+    h.chain_settings = h.chain_settings.model_copy(update=tags)
+    _, token_payments = await token_scenario(h, empty_blocks=10)
+    h.chain.mine(100)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, batch_size=100)
+    assert set(range(67)) - proxy.blocks_read  # deep below the tag
+    got = await snapshot(h.sessions)
+    want = await reference(h, other_engine, other_sessions, token_payments, batch_size=100)
+    assert statuses(got, token_payments) == statuses(want, token_payments)
+    assert statuses(got, token_payments)["underpaid"] == "expired"
+    assert got["events"] == want["events"]
