@@ -4,6 +4,7 @@ gateway's address spelling. Money is exact: base units are ints, amounts Decimal
 from __future__ import annotations
 
 from decimal import Context, Decimal
+from functools import lru_cache
 from typing import Final
 
 from scanner.core.model import Event
@@ -23,8 +24,13 @@ def to_base_units(amount: Decimal, decimals: int) -> int:
     Raises ValueError when ``amount`` is not finite, negative, has more decimal places than
     ``decimals`` (``1.0000001`` of a 6-decimal token), or does not fit a uint256.
     """
-    if not amount.is_finite():
+    if not amount.is_finite():  # before the cache: a signalling NaN cannot be hashed
         raise ValueError(f"amount {amount} is not a finite number")
+    return _base_units(amount, decimals)
+
+
+@lru_cache(maxsize=4096)  # a book repeats its amounts; pure, and bounded
+def _base_units(amount: Decimal, decimals: int) -> int:
     sign, digits, exponent = amount.as_tuple()
     assert isinstance(exponent, int)  # finite
     coefficient = int("".join(map(str, digits)) or "0")
@@ -51,6 +57,7 @@ def to_base_units(amount: Decimal, decimals: int) -> int:
     return units
 
 
+@lru_cache(maxsize=65536)  # every range looks at the same addresses again; pure, and bounded
 def normalize_address(text: str) -> str | None:
     """``0x`` + 40 hex digits, lower-cased; ``None`` when ``text`` is not a 20-byte address.
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -124,9 +125,14 @@ def _uuid(key: Any, value: Any, column: str) -> UUID:
     if isinstance(value, UUID):
         return value
     try:
-        return uuid.UUID(str(value).strip())
+        return _parse_uuid(str(value))
     except ValueError:
         raise RowInvalid(key, f"{column} {str(value)!r:.60} is not a uuid") from None
+
+
+@lru_cache(maxsize=1024)  # token ids: a few values on every row
+def _parse_uuid(text: str) -> UUID:
+    return uuid.UUID(text.strip())
 
 
 def _text(key: Any, value: Any, column: str) -> str:
