@@ -10,6 +10,8 @@ Create Date: 2026-11-26 08:00:00
   the not-yet-final credits of a payment that has a row here and takes the final ones from it;
   a payment without one (credited before this revision, or a row the gateway copied) is read
   in full, as before, and gets its row at its next update. Nothing to backfill.
+- ``ix_transactions_unfinal``: (payment_id) over the not-yet-final rows (``status =
+  'pending'``): those credits are read without a payment's final history.
 """
 
 from __future__ import annotations
@@ -45,7 +47,17 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("payment_id", name=op.f("pk_payment_sums")),
     )
+    unfinal = sa.text("status = 'pending'")
+    op.create_index(
+        "ix_transactions_unfinal",
+        "transactions",
+        ["payment_id"],
+        unique=False,
+        postgresql_where=unfinal,
+        sqlite_where=unfinal,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_transactions_unfinal", table_name="transactions")
     op.drop_table("payment_sums")

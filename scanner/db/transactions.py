@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, false, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Credit, Finality
@@ -20,6 +20,7 @@ from scanner.db.sql import in_strings, moment, now, table
 from scanner.db.types import parse_timestamp, to_decimal
 
 log = structlog.get_logger(__name__)
+UNFINAL = "transactions.status = 'pending'"  # ix_transactions_unfinal's WHERE
 
 #: The columns a transfer seen again rewrites (its payment, block and state may have changed).
 _REWRITTEN = (
@@ -91,28 +92,39 @@ async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx
     return _stored(await session.execute(stmt))
 
 
+def credits_statement(
+    session: AsyncSession, whole: Collection[Any], partial: Collection[Any]
+) -> Any:
+    """The statement of :func:`credits_of`: every credit of the payments ``whole`` (ids as
+    stored; ``ix_transactions_payment_id``), the not-yet-final ones of ``partial`` (the partial
+    ``ix_transactions_unfinal``: a payment's final rows are not read)."""
+    t = table("transactions")
+    columns = (t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id, t.c.verified_hash)
+    condition: Any = in_keys(session, t.c.payment_id, list(whole)) if whole else false()
+    if partial:
+        # literally the index's WHERE (SQLite uses a partial index only for a term it can
+        # prove implies it)
+        unfinal = and_(in_keys(session, t.c.payment_id, list(partial)), text(UNFINAL))
+        condition = or_(condition, unfinal) if whole else unfinal
+    return select(*(raw(c) for c in (*columns, *extra))).where(condition)
+
+
 async def credits_of(
     session: AsyncSession, tokens: Mapping[Any, UUID | None], *, partial: Collection[Any] = ()
 ) -> tuple[dict[Any, list[Credit]], set[Any]]:
     """The credits of the payments of ``tokens`` (ids as stored → the payment's token id), by
-    key, in one statement (of those in ``partial``, only the ones not final yet: ``status =
-    'pending'``); a credit of another token than the payment's now is ``foreign``. Each row is
-    read on
-    its own: one that cannot be (a value or time edited into nonsense) is logged
-    (``transaction_invalid``), and its payment's key returned among the broken ones (left
-    alone until the row is fixed), never the end of the others."""
-    t = table("transactions")
-    columns = (t.c.payment_id, t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
-    extra = (t.c.block_timestamp, t.c.value, t.c.late, t.c.status, t.c.token_id, t.c.verified_hash)
+    key, in one statement (of those in ``partial``, only the ones not final yet); a credit of
+    another token than the payment's now is ``foreign``. Each row is read on its own: one that
+    cannot be (a value or time edited into nonsense) is logged (``transaction_invalid``), and
+    its payment's key returned among the broken ones (left alone until the row is fixed),
+    never the end of the others."""
     out: dict[Any, list[Credit]] = {}
     broken: set[Any] = set()
     if not tokens:
         return out, broken
-    stmt = select(*(raw(c) for c in (*columns, *extra)))
-    stmt = stmt.where(in_keys(session, t.c.payment_id, list(tokens)))
-    if partial:
-        whole = ~in_keys(session, t.c.payment_id, list(partial))
-        stmt = stmt.where(or_(t.c.status == "pending", whole))
+    whole = [k for k in tokens if k not in partial]
+    stmt = credits_statement(session, whole, [k for k in tokens if k in partial])
     for row in await session.execute(stmt):
         key = stored_key(row[0])
         try:

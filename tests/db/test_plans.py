@@ -16,7 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from scanner.config import ChainSettings
-from scanner.db import payments
+from scanner.db import payments, transactions
 from scanner.db.sql import locked
 from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
 
@@ -236,3 +236,27 @@ async def test_watched_addresses_stop_after_the_limit_in_the_lookup_index(
         assert not re.search(r"Sort|HashAggregate|TEMP B-TREE", text_), text_
         everyone = await payments.watched_addresses(session, CHAIN, BOOK)
     assert everyone == {f"0x{n:040x}" for n in range(BOOK)}
+
+
+@pytest.mark.usefixtures("book")
+async def test_a_payments_final_credits_are_not_read_beside_its_running_totals(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    """Credits of whole payments through ``ix_transactions_payment_id``; of the others only
+    the not-yet-final ones, through the partial ``ix_transactions_unfinal`` (the book's
+    credits are final but those of the payments 2 and 4)."""
+    async with session_factory() as session, session.begin():
+        keys = {}
+        for n in (0, 2, 4, 6):
+            found = await payments.by_address(session, CHAIN, [f"0x{n:040x}"], lock=False)
+            keys[n] = found[0].key
+        stmt = transactions.credits_statement(session, [keys[0]], [keys[2], keys[4], keys[6]])
+        text_ = await plan(session, stmt, db_backend)
+        assert "ix_transactions_unfinal" in text_ and "ix_transactions_payment_id" in text_, text_
+        assert not re.search(r"Seq Scan on transactions|\bSCAN transactions\b", text_), text_
+        tokens = {keys[n]: None if n % 10 == 0 else uuid.UUID(TOKEN) for n in keys}
+        found_credits, broken = await transactions.credits_of(
+            session, tokens, partial=[keys[2], keys[4], keys[6]]
+        )
+    assert not broken
+    assert {n: len(found_credits.get(keys[n], [])) for n in keys} == {0: 1, 2: 1, 4: 1, 6: 0}

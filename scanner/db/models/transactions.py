@@ -34,6 +34,13 @@ class Transaction(Base):
         Index("ix_transactions_chain_status", "chain", "status"),
         Index("ix_transactions_chain_block_number", "chain", "block_number"),
         Index("ix_transactions_payment_id", "payment_id"),
+        # a payment's not-yet-final credits: what a range loads beside its running totals
+        Index(
+            "ix_transactions_unfinal",
+            "payment_id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUIDType(), primary_key=True)
