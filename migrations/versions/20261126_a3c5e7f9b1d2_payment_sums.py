@@ -10,9 +10,6 @@ Create Date: 2026-11-26 08:00:00
   the not-yet-final credits of a payment that has a row here and takes the final ones from it;
   a payment without one (credited before this revision, or a row the gateway copied) is read
   in full, as before, and gets its row at its next update. Nothing to backfill.
-- ``ix_payments_open_lookup`` (chain, lower(address)) over the open rows, and
-  ``ix_payments_lookup`` gains ``created_at`` (chain, lower(address), created_at): a range's
-  candidates (scanner/db/candidates.py) are read without an address's history.
 - ``ix_transactions_unfinal``: (payment_id) over the not-yet-final rows (``status =
   'pending'``): those credits are read without a payment's final history.
 """
@@ -50,22 +47,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("payment_id", name=op.f("pk_payment_sums")),
     )
-    open_ = sa.text("status IN ('pending', 'confirming')")
-    op.create_index(
-        "ix_payments_open_lookup",
-        "payments",
-        ["chain", sa.text("lower(address)")],
-        unique=False,
-        postgresql_where=open_,
-        sqlite_where=open_,
-    )
-    op.drop_index("ix_payments_lookup", table_name="payments")
-    op.create_index(
-        "ix_payments_lookup",
-        "payments",
-        ["chain", sa.text("lower(address)"), "created_at"],
-        unique=False,
-    )
     unfinal = sa.text("status = 'pending'")
     op.create_index(
         "ix_transactions_unfinal",
@@ -78,10 +59,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_payments_lookup", table_name="payments")
-    op.create_index(
-        "ix_payments_lookup", "payments", ["chain", sa.text("lower(address)")], unique=False
-    )
-    op.drop_index("ix_payments_open_lookup", table_name="payments")
     op.drop_index("ix_transactions_unfinal", table_name="transactions")
     op.drop_table("payment_sums")

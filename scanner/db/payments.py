@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, any_, bindparam, func, select, text, type_coerce
+from sqlalchemy import and_, any_, bindparam, func, or_, select, text, type_coerce
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
@@ -74,17 +74,14 @@ def stored_key(value: Any) -> Any:
     return StoredKey(value) if isinstance(value, str) else value
 
 
-def row_select() -> Any:
-    """A ``SELECT`` of the columns of :class:`RawPayment`, raw."""
+def _select() -> Any:
     p = table("payments")
     columns = (p.c.id, p.c.token_id, p.c.address, p.c.amount, p.c.status)
     times = (p.c.created_at, p.c.expires_at)
     return select(*(raw(c) for c in (*columns, *times, p.c.amount_received)))
 
 
-async def fetch_rows(session: AsyncSession, stmt: Any, lock: bool) -> list[RawPayment]:
-    """The rows of ``stmt`` (a :func:`row_select`), locked when ``lock`` (PostgreSQL: see
-    :func:`_locked_rows`)."""
+async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[RawPayment]:
     if lock and is_postgres(session):
         return await _locked_rows(session, stmt)
     result = await session.execute(locked(stmt, lock))
@@ -107,6 +104,77 @@ async def _locked_rows(session: AsyncSession, stmt: Any) -> list[RawPayment]:
     raise PaymentLocked(held)
 
 
+def address_statement(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    window: tuple[datetime, datetime] | None = None,
+) -> Any:
+    """The statement of :func:`by_address` (``ix_payments_lookup``, one probe per address)."""
+    p = table("payments")
+    condition: Any = in_strings(session, func.lower(p.c.address), addresses)
+    if window is not None:
+        condition = and_(condition, _choosable(session, chain, addresses, window))
+    return _select().where(p.c.chain == chain, condition)
+
+
+async def by_address(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    *,
+    lock: bool,
+    window: tuple[datetime, datetime] | None = None,
+) -> list[RawPayment]:
+    """The payments on ``chain`` at ``addresses`` (compared lower-case) that a transfer can go to.
+
+    Without ``window``: every one. With ``window = (lo, hi)`` (the range's first and last block
+    times plus the grace): the open ones, and of the final ones only those that can be some
+    transfer's newest candidate (rule 4): created in ``[lo, hi]``, or the newest created by ``lo``
+    on each address and token. Older final payments can never be chosen again.
+    """
+    if not addresses:
+        return []
+    stmt = address_statement(session, chain, addresses, window)
+    return await _rows(session, stmt, lock)
+
+
+def _choosable(
+    session: AsyncSession,
+    chain: str,
+    addresses: Collection[str],
+    window: tuple[datetime, datetime],
+) -> Any:
+    """Open, created in the window, or the newest final one created by ``lo`` on its address
+    and token. The last is ONE uncorrelated subquery over the range's addresses (``rank()``
+    per address and token, ties kept), evaluated once: a correlated ``max()`` per row costs
+    the square of an address's history and, on a table not analyzed yet, minutes a range."""
+    p = table("payments")
+    lo, hi = window
+    older = p.alias("older")
+    newest = (
+        func.rank()
+        .over(
+            partition_by=(func.lower(older.c.address), older.c.token_id),
+            order_by=older.c.created_at.desc(),
+        )
+        .label("newest")
+    )
+    final = (
+        select(older.c.id, newest)
+        .where(
+            older.c.chain == chain,
+            in_strings(session, func.lower(older.c.address), addresses),
+            older.c.status.not_in(OPEN),
+            compare(older.c.created_at, "<=", lo),
+        )
+        .subquery("final")
+    )
+    newest_by_lo = select(final.c.id).where(final.c.newest == 1)
+    recent = and_(compare(p.c.created_at, ">=", lo), compare(p.c.created_at, "<=", hi))
+    return or_(p.c.status.in_(OPEN), recent, p.c.id.in_(newest_by_lo))
+
+
 def in_keys(session: AsyncSession, column: Any, keys: Collection[Any]) -> Any:
     """``column`` (a payment id, as stored) is one of ``keys``, with ONE bound parameter however
     many: ``= ANY(:uuid[])`` on PostgreSQL, ``IN (SELECT value FROM json_each(:json))`` on SQLite
@@ -120,7 +188,7 @@ def in_keys(session: AsyncSession, column: Any, keys: Collection[Any]) -> Any:
 async def by_key(session: AsyncSession, keys: Collection[Any], *, lock: bool) -> list[RawPayment]:
     """The rows of ``keys`` (ids as stored), one statement."""
     p = table("payments")
-    return await fetch_rows(session, row_select().where(in_keys(session, p.c.id, keys)), lock)
+    return await _rows(session, _select().where(in_keys(session, p.c.id, keys)), lock)
 
 
 def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any]:
@@ -131,10 +199,10 @@ def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any
     p, t = table("payments"), table("transactions")
     unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
     # also a confirmed payment's fresh overpayment
-    statements = [row_select().where(p.c.chain == chain, p.c.id.in_(unfinal))]
+    statements = [_select().where(p.c.chain == chain, p.c.id.in_(unfinal))]
     if expiry_cutoff is not None:
         expiring = compare(p.c.expires_at, "<", expiry_cutoff)
-        statements.append(row_select().where(p.c.chain == chain, p.c.status == "pending", expiring))
+        statements.append(_select().where(p.c.chain == chain, p.c.status == "pending", expiring))
     return statements
 
 
@@ -148,7 +216,7 @@ async def to_advance(
     """
     found: dict[Any, RawPayment] = {}
     for stmt in advancing_statements(chain, expiry_cutoff):
-        for row in await fetch_rows(session, stmt, lock):
+        for row in await _rows(session, stmt, lock):
             found.setdefault(row.key, row)
     return list(found.values())
 
@@ -183,13 +251,13 @@ async def vacuum(sessions: async_sessionmaker[AsyncSession], chain: str, marked:
 def unseen_statement(chain: str, limit: int = UNSEEN_PAGE) -> Any:
     """Up to ``limit`` rows not looked at yet (the partial index ``ix_payments_unseen``)."""
     p = table("payments")
-    return row_select().where(p.c.chain == chain, p.c.seen_at_block.is_(None)).limit(limit)
+    return _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None)).limit(limit)
 
 
 async def unseen(session: AsyncSession, chain: str, limit: int = UNSEEN_PAGE) -> list[RawPayment]:
     """A page of the payments the scanner has not looked at yet (``seen_at_block`` is NULL);
     marking them seen moves the next call to the next page."""
-    return await fetch_rows(session, unseen_statement(chain, limit), False)
+    return await _rows(session, unseen_statement(chain, limit), False)
 
 
 def edited_statement(chain: str, limit: int) -> Any:
@@ -197,13 +265,13 @@ def edited_statement(chain: str, limit: int) -> Any:
     partial index ``ix_payments_edited`` does (SQLite uses a partial index only for a term
     identical to its WHERE; ``edited = 1`` or ``edited IS 1`` would read every row)."""
     p = table("payments")
-    return row_select().where(p.c.chain == chain, text("payments.edited")).limit(limit)
+    return _select().where(p.c.chain == chain, text("payments.edited")).limit(limit)
 
 
 async def edited(session: AsyncSession, chain: str, *, limit: int) -> list[RawPayment]:
     """Up to ``limit`` rows of ``chain`` the gateway edited since the scanner last looked,
     locked (the partial index ``ix_payments_edited`` serves it)."""
-    return await fetch_rows(session, edited_statement(chain, limit), True)
+    return await _rows(session, edited_statement(chain, limit), True)
 
 
 async def any_edited(session: AsyncSession, chain: str) -> bool:

@@ -23,7 +23,7 @@ from scanner.core.model import Credit, Finality, Transfer
 from scanner.core.plan import EDIT, LIVE, REWIND, Mode, RangeInput, Rewind
 from scanner.core.reorg import replaced_credits
 from scanner.core.states import NOTHING, Settled
-from scanner.db import candidates, cursor, payments, sums, transactions
+from scanner.db import cursor, payments, sums, transactions
 from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
 from scanner.db.types import to_decimal
@@ -242,10 +242,7 @@ async def _candidates(
     window: tuple[datetime, datetime] | None = None
     if times:
         window = (moment(min(times) + ctx.grace), moment(max(times) + ctx.grace))
-    tokens = [None, *(t.key if t.key is not None else t.id for t in ctx.tokens.values())]
-    found = await candidates.by_address(
-        session, ctx.name, recipients, lock=lock, window=window, tokens=tokens
-    )
+    found = await payments.by_address(session, ctx.name, recipients, lock=lock, window=window)
     return {row.key: row for row in found}
 
 

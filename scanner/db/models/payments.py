@@ -45,9 +45,7 @@ class Payment(Base):
 
 # The matcher's lookup: `chain = :c AND lower(address) IN (...)`, tokens and native alike.
 # Gateway-written addresses may be checksummed or upper-case, so the index is on the expression.
-# Also by creation time: a range's candidates of its window, and the newest final one before it
-# (scanner/db/candidates.py), without an address's history.
-Index("ix_payments_lookup", Payment.chain, func.lower(Payment.address), Payment.created_at)
+Index("ix_payments_lookup", Payment.chain, func.lower(Payment.address))
 Index("ix_payments_chain_status", Payment.chain, Payment.status)
 # New rows the scanner has not looked at yet: a partial index stays as small as that set.
 _UNSEEN = Payment.seen_at_block.is_(None)
@@ -73,13 +71,4 @@ Index(
     func.lower(Payment.address),
     postgresql_where=_NATIVE,
     sqlite_where=_NATIVE,
-)
-# The open ones at a range's addresses, without an address's history (scanner/db/candidates.py).
-_OPEN = text("status IN ('pending', 'confirming')")
-Index(
-    "ix_payments_open_lookup",
-    Payment.chain,
-    func.lower(Payment.address),
-    postgresql_where=_OPEN,
-    sqlite_where=_OPEN,
 )
