@@ -63,8 +63,7 @@ async def test_a_row_the_gateway_holds_locked_is_waited_for_loudly(h: Harness) -
         locked = [e for e in logs if e["event"] == "payment_locked"]
         assert locked and all(e["payment_ids"] == [pid] for e in locked)
         assert sample(h.metrics, "scanner_payment_locked_total", chain=CHAIN) >= 1
-        ready, _ = await app.health.ready(_ok)
-        assert ready
+        await _until_ready(app)  # the tick that committed marks its chain healthy as it returns
     finally:
         await gateway.close()
         app.stop.set()
@@ -79,6 +78,16 @@ async def _until_not_ready(app: App) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("never not ready")
+
+
+async def _until_ready(app: App) -> None:
+    body: dict[str, Any] = {}
+    for _ in range(100):
+        ready, body = await app.health.ready(_ok)
+        if ready:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never ready again: {body}")
 
 
 async def until_status(h: Harness, pid: str, status: str) -> None:
