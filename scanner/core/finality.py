@@ -61,6 +61,17 @@ def blocks_to_keep(reorg_depth: int, required: int | None) -> int:
     return reorg_depth + (required or 0) + KEEP_MARGIN
 
 
+def deep_end(head: int, reorg_depth: int, *, tag_mode: bool, tag_block: int | None) -> int:
+    """The newest block a range may end at and be read without a header per block: older than
+    the reorg window below ``head``, and in tag mode not above the tag's block (the finality of
+    a deep range's blocks is then the block before each one, whose time it reads); in tag mode
+    before the node names a tag, none."""
+    deep = head - reorg_depth
+    if not tag_mode:
+        return deep
+    return min(deep, tag_block if tag_block is not None else -1)
+
+
 def timed_blocks(blocks: Iterable[int], end: int, required: int | None) -> set[int]:
     """The blocks whose times a range's plan reads, when it holds transfers in ``blocks`` and
     ends at ``end``: each transfer's block, the final block when the block before it was

@@ -88,7 +88,7 @@ def target_status(
 ) -> Status:
     """The status a non-final payment should have, from scratch (``None``: finality unknown)."""
     counted = [credit for credit in credits if credit.counted]
-    if settled.value + sum(credit.value for credit in counted) >= amount:
+    if amount_received(counted, settled) >= amount:
         if finality is not None and all(final(c, finality) for c in counted):
             return "confirmed"
         return "confirming"
@@ -114,11 +114,11 @@ def summarize(
     counted = [credit for credit in credits if credit.counted]
     total = settled.plus(counted)
     confirmations = 0
-    if counted and finality is not None:
-        confirmations = min(confirmations_of(c, finality) for c in counted)
-    if settled.last is not None and finality is not None:
-        last = _final_confirmations(settled.last, finality)
-        confirmations = min(confirmations, last) if counted else last
+    if finality is not None:
+        counts = [confirmations_of(c, finality) for c in counted]
+        if settled.last is not None:
+            counts.append(_final_confirmations(settled.last, finality))
+        confirmations = min(counts, default=0)
     return PaymentOutcome(
         status=status,
         amount_received=total.value,

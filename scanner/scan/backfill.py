@@ -37,6 +37,7 @@ from scanner.scan.fetch import (
     fetch_range,
     native_watch,
     recipient_topic,
+    watches_none,
 )
 from scanner.scan.pipeline import prefetch
 from scanner.scan.report import report_batch
@@ -149,7 +150,7 @@ class Backfill:
 
     async def check_range(self, from_block: int, to_block: int) -> None:
         """The range against the node's head, which (with its finality tag's block) tells
-        which ranges are far below it (:meth:`_deep_to`)."""
+        which ranges are far below it (:func:`~scanner.core.finality.deep_end`)."""
         self._head = await self.reader.head()
         validate_range(from_block, to_block, self._head)
         if self.settings.finality is not None:
@@ -200,9 +201,10 @@ class Backfill:
         summary: BackfillSummary,
         progress: Progress | None,
     ) -> None:
-        fetch, span = await self._fetcher(ctx)
-        deep_to = min(end, max(start - 1, self._deep_to(ctx)))
-        ranges = split_range(start, deep_to, span) + split_range(deep_to + 1, end, self.sizer.size)
+        deep_to = ctx.deep_end(self._head, self._tag)
+        fetch, span = await self._fetcher(ctx, deep_to)
+        cut = min(end, max(start - 1, deep_to))
+        ranges = split_range(start, cut, span) + split_range(cut + 1, end, self.sizer.size)
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
         async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
@@ -216,23 +218,16 @@ class Backfill:
                 if progress is not None:
                     progress(summary, data.end)
 
-    def _deep_to(self, ctx: ChainContext) -> int:
-        """The newest block older than the reorg window below the node's head (as the run
-        began), and in tag mode not above the tag's block (a deep range's finality is then
-        always the block before each one, whose time it reads): ranges up to it need no
-        header per block."""
-        deep = self._head - ctx.reorg_depth
-        return deep if self._tag is None else min(deep, self._tag)
-
     async def _fetcher(
-        self, ctx: ChainContext
+        self, ctx: ChainContext, deep_to: int
     ) -> tuple[Callable[[int, int], Awaitable[RangeData]], int]:
         """How each range is read, and how many blocks a range (one commit) spans.
 
-        Older than the reorg window below the node's head (as the run began) and with no
-        native-coin payment to look for, a range is read without a header per block
-        (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments use at most
-        ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them alone, and
+        Ending at or below ``deep_to`` (:func:`~scanner.core.finality.deep_end` of the head as
+        the run began) and with no native-coin payment to look for, a range is read without a
+        header per block (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments
+        use at most ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them
+        alone, and
         a commit spans :data:`FILTERED_SPAN` times ``batch_size`` blocks (still read
         ``batch_size`` blocks a call): few logs come back, and a commit costs the same whatever
         it holds. More, and the tokens' logs are read whole. Payments written during the run
@@ -247,11 +242,10 @@ class Backfill:
             native = await native_watch(self.sessions, ctx.name)
         # an address that is no 20-byte hex (a row the gateway wrote wrong) is paid by no log
         topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
-        deep_to = self._deep_to(ctx)
         tokens, reader, sizer = ctx.token_addresses, self.reader, self.sizer
 
         async def fetch(a: int, b: int) -> RangeData:
-            if b <= deep_to and not callable(native) and not native:
+            if b <= deep_to and watches_none(native):
                 required = ctx.required
                 return await fetch_deep(
                     reader, tokens, a, b, required=required, sizer=sizer, to_topics=topics

@@ -9,6 +9,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.config import ChainSettings
+from scanner.core import finality
 from scanner.core.plan import ChainRules
 from scanner.db.locks import chain_xact_lock
 
@@ -57,6 +58,12 @@ class ChainContext:
             tokens=dict(tokens),
             catch_up_max_blocks=chain.catch_up_max_blocks,
         )
+
+    def deep_end(self, head: int, tag_block: int | None) -> int:
+        """The newest block a range may end at and be read without a header per block
+        (:func:`~scanner.core.finality.deep_end`)."""
+        tag_mode = self.tag is not None
+        return finality.deep_end(head, self.reorg_depth, tag_mode=tag_mode, tag_block=tag_block)
 
     @property
     def name(self) -> str:

@@ -32,6 +32,11 @@ class _Anyone:
         return True
 
 
+def watches_none(watched: NativeWatch) -> bool:
+    """Whether no native-coin transfer is looked for (then no full block is read)."""
+    return not callable(watched) and not watched
+
+
 async def native_watch(sessions: async_sessionmaker[AsyncSession], chain: str) -> NativeWatch:
     """What a scan reads native transfers for: nothing while the chain has no open native-coin
     payment, else a lookup of each range's recipients (a short read, before the range's
@@ -155,7 +160,7 @@ async def fetch_native(
 ) -> list[Transfer]:
     """Top-level value transfers to ``watched`` (a set, or a lookup of the recipients) in
     ``start..end`` whose receipt succeeded."""
-    if not callable(watched) and not watched:
+    if watches_none(watched):
         return []
     blocks = await reader.blocks_with_transactions(start, end)
     if callable(watched):

@@ -30,7 +30,14 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
-from scanner.scan.fetch import NativeWatch, RangeData, fetch_deep, fetch_range, native_watch
+from scanner.scan.fetch import (
+    NativeWatch,
+    RangeData,
+    fetch_deep,
+    fetch_range,
+    native_watch,
+    watches_none,
+)
 from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind
 from scanner.scan.report import report_batch
@@ -184,7 +191,7 @@ class ChainScanner:
         return outcome
 
     async def _scan(self, cursor: int, end: int, head: int, tag: Header | None) -> TickOutcome:
-        deep_to = self._deep_to(head, tag)
+        deep_to = self.ctx.deep_end(head, tag.number if tag else None)
         ranges = [
             piece
             for span in split_range(cursor + 1, end, self.sizer.size)
@@ -194,7 +201,7 @@ class ChainScanner:
         done = 0
 
         async def fetch(start: int, stop: int) -> RangeData:
-            if stop <= deep_to and not callable(native) and not native:
+            if stop <= deep_to and watches_none(native):
                 tokens, required = self.ctx.token_addresses, self.ctx.required
                 return await fetch_deep(
                     self.reader, tokens, start, stop, required=required, sizer=self.sizer
@@ -222,13 +229,6 @@ class ChainScanner:
         except CursorMoved:
             self.log.info("cursor_moved_elsewhere")
         return TickOutcome(head, self.cursor, done)
-
-    def _deep_to(self, head: int, tag: Header | None) -> int:
-        """The newest block older than the reorg window below ``head`` (in tag mode not above
-        the tag's block): a range up to it reads no header per block (scan/fetch.py,
-        ``fetch_deep``) and stores only those it read."""
-        deep = head - self.ctx.reorg_depth
-        return deep if self.ctx.tag is None else min(deep, tag.number if tag else -1)
 
     async def _commit(self, data: RangeData, tag: Header | None) -> BatchReport:
         started = time.perf_counter()

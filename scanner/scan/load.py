@@ -59,14 +59,14 @@ async def load_range(
         stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
         replaced = replaced_credits(stored, data.hashes, complete=data.dense)
     rows = await _candidates(session, ctx, data, mode.locks_rows)
-    await _add(session, rows, {s.payment_key for s in replaced}, mode.locks_rows)
+    orphan_owners = {s.payment_key for s in replaced}
+    await _add(session, rows, orphan_owners, mode.locks_rows)
     await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
     watched = {row.address.lower() for row in rows.values() if isinstance(row.address, str)}
     decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
     transfers = sorted(
         [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
     )
-    orphan_owners = {s.payment_key for s in replaced}
     inp = await _input(
         session, ctx, rows, mode, checked, tag_block, timestamps, transfers, orphan_owners
     )
@@ -165,7 +165,7 @@ async def _input(
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
     tokens = {h.row_key: h.token_id for h in held}
-    received = {h.row_key: _received(rows[h.row_key], h.decimals) for h in held}
+    received = {h.row_key: (rows[h.row_key].amount_received, h.decimals) for h in held}
     whole = owners | set(whole)
     found, totals, broken = await _credits(session, tokens, received, mode.settles, whole)
     held = [h for h in held if h.row_key not in broken]  # left alone until the row is fixed
@@ -191,7 +191,7 @@ async def _input(
 async def _credits(
     session: AsyncSession,
     tokens: Mapping[Any, UUID | None],
-    received: Mapping[Any, int | None],
+    received: Mapping[Any, tuple[Any, int]],
     settles: bool,
     whole: set[Any],
 ) -> tuple[dict[Any, list[Credit]], dict[Any, Settled], set[Any]]:
@@ -202,8 +202,8 @@ async def _credits(
     whatever the rows (a third when stored totals do not add up).
 
     Stored totals are used only when they are of the payment's token now (not one the gateway
-    switched from) and equal the ``amount_received`` the scanner wrote beside them (``received``,
-    base units): a table edited by hand is never trusted."""
+    switched from) and equal the ``amount_received`` the scanner wrote beside them (``received``:
+    as stored, with the token's decimals): a table edited by hand is never trusted."""
     stored = await sums.totals_of(session, tokens.keys()) if settles else {}
     usable = {k: v.total for k, v in stored.items() if k not in whole and v.of(tokens[k])}
     found, broken = await transactions.credits_of(session, tokens, partial=usable.keys())
@@ -211,7 +211,7 @@ async def _credits(
     mismatch: dict[Any, UUID | None] = {}
     for key, total in usable.items():
         left = sums.settled_of(total, found.get(key, ()))
-        if left is None or total.value != received[key]:
+        if left is None or total.value != _base_units(*received[key]):
             mismatch[key] = tokens[key]
         elif left != NOTHING:
             settled[key] = left
@@ -223,10 +223,10 @@ async def _credits(
     return found, settled, broken
 
 
-def _received(row: RawPayment, decimals: int) -> int | None:
-    """The row's ``amount_received`` in base units; None when it is not a readable amount."""
+def _base_units(amount: Any, decimals: int) -> int | None:
+    """An amount as stored in base units; None when it is not a readable amount."""
     try:
-        return to_base_units(to_decimal(row.amount_received), decimals)
+        return to_base_units(to_decimal(amount), decimals)
     except (ValueError, TypeError, ArithmeticError):
         return None
 

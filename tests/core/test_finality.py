@@ -5,6 +5,7 @@ import pytest
 from scanner.core.finality import (
     blocks_to_keep,
     credit_confirmations,
+    deep_end,
     final_block,
     finality_at,
     is_final,
@@ -120,3 +121,10 @@ def test_timed_blocks_hold_every_final_block_the_plan_reads(required: int | None
 
     named = timed_blocks(transfers, end, required)
     assert {final(b - 1) for b in transfers} | {final(end), end, *transfers} <= named
+
+
+def test_deep_ranges_end_below_the_reorg_window_and_in_tag_mode_at_the_tag() -> None:
+    assert deep_end(1_000, 64, tag_mode=False, tag_block=None) == 936
+    assert deep_end(1_000, 128, tag_mode=True, tag_block=950) == 872  # the window is lower
+    assert deep_end(1_000, 32, tag_mode=True, tag_block=900) == 900  # the tag is lower
+    assert deep_end(1_000, 32, tag_mode=True, tag_block=None) == -1  # no tag yet: none deep
