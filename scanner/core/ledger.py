@@ -35,7 +35,7 @@ aside, which are sticky).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import cast
 from uuid import UUID
 
@@ -57,6 +57,7 @@ from scanner.core.states import (
     PATHS,
     Settled,
     amount_received,
+    decide,
     recompute,
     summarize,
     target_status,
@@ -78,21 +79,66 @@ Key = tuple[str, int]
 # --- the working set of one batch ------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class _Entry:
-    payment: Payment
-    status: str
-    credits: dict[Key, Credit]
-    settled: Settled = NOTHING  # counted final credits not loaded
+    """A loaded payment, its credits, and running sums over its counted credits, kept as each
+    credit is put or removed, so that a transfer costs the same whatever the payment's history
+    in the batch (issue 8, cost independent of history)."""
+
+    __slots__ = ("payment", "status", "credits", "settled", "value", "open", "unverified", "_top")
+
+    def __init__(self, payment: Payment, settled: Settled) -> None:
+        self.payment = payment
+        self.status: str = payment.status
+        self.credits: dict[Key, Credit] = {}
+        self.settled = settled  # counted final credits not loaded
+        self.value = 0  # the counted loaded credits' value
+        self.open = 0  # counted credits not stored final
+        self.unverified = 0  # of those, not verified
+        self._top: int | None = -1  # their newest block (-1: none; None: to recount)
+
+    def put(self, credit: Credit) -> None:
+        if credit.key in self.credits:
+            self.remove(credit.key)
+        self.credits[credit.key] = credit
+        if credit.counted:
+            self.value += credit.value
+            if not credit.final:
+                self.open += 1
+                self.unverified += not credit.verified
+                if self._top is not None:
+                    self._top = max(self._top, credit.block_number)
+
+    def remove(self, key: Key) -> None:
+        credit = self.credits.pop(key)
+        if credit.counted:
+            self.value -= credit.value
+            if not credit.final:
+                self.open -= 1
+                self.unverified -= not credit.verified
+                if credit.block_number == self._top:
+                    self._top = None
 
     @property
     def received(self) -> int:
-        return amount_received(self.credits.values(), self.settled)
+        return self.settled.value + self.value
+
+    def all_final(self, finality: Finality) -> bool:
+        """Whether every counted credit is final under ``finality`` (``states.final``)."""
+        if not self.open:
+            return True
+        if finality.verify and self.unverified:
+            return False
+        if self._top is None:
+            self._top = max(
+                c.block_number for c in self.credits.values() if c.counted and not c.final
+            )
+        return self._top <= finality.final_block
 
     def target(self, finality: Finality | None) -> Status:
         """The status this payment's credits and ``finality`` call for (if it were open)."""
         p = self.payment
-        return target_status(p.amount, p.expires_at, self.credits.values(), finality, self.settled)
+        final = finality is not None and self.all_final(finality)
+        return decide(p.amount, p.expires_at, self.received, final, finality)
 
 
 class Ledger:
@@ -125,13 +171,13 @@ class Ledger:
             if payment.amount <= 0:
                 raise ValueError(f"payment {payment.id} has amount {payment.amount}; must be > 0")
             rest = (settled or {}).get(payment.id, NOTHING)
-            self._entries[payment.id] = _Entry(payment, payment.status, {}, rest)
+            self._entries[payment.id] = _Entry(payment, rest)
         for payment_id, loaded in credits.items():
             entry = self._entry(payment_id)
             for credit in loaded:
                 if credit.key in self._owner:
                     raise ValueError(f"credit {credit.key} is attached to two payments")
-                entry.credits[credit.key] = credit
+                entry.put(credit)
                 self._owner[credit.key] = payment_id
 
     # -- operations --
@@ -165,7 +211,7 @@ class Ledger:
         if choice is None:
             return None
         if previous is not None:
-            del self._entries[previous].credits[key]
+            self._entries[previous].remove(key)
             self._touched[previous] = None
         return self._credit(choice.payment_id, transfer, choice.late)
 
@@ -202,7 +248,7 @@ class Ledger:
         ids = list(self._entries) if payment_ids is None else list(payment_ids)
         for payment_id in ids:
             entry = self._entry(payment_id)
-            if any(c.counted and not c.final for c in entry.credits.values()):
+            if entry.open:
                 self._touched[payment_id] = None  # its confirmations moved (final ones do not)
             self._settle(payment_id)
 
@@ -221,7 +267,7 @@ class Ledger:
         for key, credit in list(entry.credits.items()):
             late = credit.block_timestamp > entry.payment.expires_at
             if late != credit.late and not credit.orphaned:
-                entry.credits[key] = replace(credit, late=late)
+                entry.put(replace(credit, late=late))
                 self._dirty_credits[key] = None
             if credit.foreign and not credit.orphaned:
                 self._events.append(events.transfer_unmatched(payment_id, credit))
@@ -335,7 +381,7 @@ class Ledger:
             late=late,
             orphaned=False,
         )
-        self._entries[payment_id].credits[credit.key] = credit
+        self._entries[payment_id].put(credit)
         self._owner[credit.key] = payment_id
         self._dirty_credits[credit.key] = None
         self._touched[payment_id] = None
@@ -349,7 +395,7 @@ class Ledger:
         payment_id = self._owner[key]
         entry = self._entries[payment_id]
         old = entry.credits[key]
-        entry.credits[key] = replace(old, orphaned=True)
+        entry.put(replace(old, orphaned=True))
         self._dirty_credits[key] = None
         self._touched[payment_id] = None
         self._events.append(events.transfer_orphaned(payment_id, old))

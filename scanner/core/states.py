@@ -88,10 +88,17 @@ def target_status(
 ) -> Status:
     """The status a non-final payment should have, from scratch (``None``: finality unknown)."""
     counted = [credit for credit in credits if credit.counted]
-    if amount_received(counted, settled) >= amount:
-        if finality is not None and all(final(c, finality) for c in counted):
-            return "confirmed"
-        return "confirming"
+    done = finality is not None and all(final(c, finality) for c in counted)
+    return decide(amount, expires_at, amount_received(counted, settled), done, finality)
+
+
+def decide(
+    amount: int, expires_at: float, received: int, final: bool, finality: Finality | None
+) -> Status:
+    """The status a non-final payment should have when ``received`` is counted and ``final``
+    says whether every counted credit is final under ``finality`` (``None``: unknown)."""
+    if received >= amount:
+        return "confirmed" if finality is not None and final else "confirming"
     if (
         finality is not None
         and finality.final_timestamp is not None
