@@ -84,11 +84,14 @@ class _Entry:
     credit is put or removed, so that a transfer costs the same whatever the payment's history
     in the batch (issue 8, cost independent of history)."""
 
-    __slots__ = ("payment", "status", "credits", "settled", "value", "open", "unverified", "_top")
+    __slots__ = (
+        "payment", "_status", "credits", "settled", "value", "open", "unverified", "_top", "_view"
+    )  # fmt: skip
 
     def __init__(self, payment: Payment, settled: Settled) -> None:
         self.payment = payment
-        self.status: str = payment.status
+        self._status: str = payment.status
+        self._view: PaymentView | None = None  # what matching sees, until the entry changes
         self.credits: dict[Key, Credit] = {}
         self.settled = settled  # counted final credits not loaded
         self.value = 0  # the counted loaded credits' value
@@ -96,7 +99,26 @@ class _Entry:
         self.unverified = 0  # of those, not verified
         self._top: int | None = -1  # their newest block (-1: none; None: to recount)
 
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @status.setter
+    def status(self, status: str) -> None:
+        self._status = status
+        self._view = None
+
+    def view(self) -> PaymentView:
+        """The payment as matching sees it now."""
+        if self._view is None:
+            p = self.payment
+            self._view = PaymentView(
+                p.id, p.created_at, p.expires_at, self._status, p.amount, self.received
+            )
+        return self._view
+
     def put(self, credit: Credit) -> None:
+        self._view = None
         if credit.key in self.credits:
             self.remove(credit.key)
         self.credits[credit.key] = credit
@@ -109,6 +131,7 @@ class _Entry:
                     self._top = max(self._top, credit.block_number)
 
     def remove(self, key: Key) -> None:
+        self._view = None
         credit = self.credits.pop(key)
         if credit.counted:
             self.value -= credit.value
@@ -343,14 +366,7 @@ class Ledger:
                 f"payment {payment_id} ({payment.token}, {payment.address}) is not a candidate "
                 f"for a transfer of {transfer.token} to {transfer.to_address}"
             )
-        return PaymentView(
-            id=payment.id,
-            created_at=payment.created_at,
-            expires_at=payment.expires_at,
-            status=entry.status,
-            amount=payment.amount,
-            received=entry.received,
-        )
+        return entry.view()
 
     def _reclaims(self, transfer: Transfer, old: Credit, views: Sequence[PaymentView]) -> bool:
         """Whether a rescanned transfer leaves its late credit for an open payment in time.

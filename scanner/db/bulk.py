@@ -16,6 +16,8 @@ from sqlalchemy import Table, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from scanner.db.types import bulk_binder
+
 Row = Sequence[Any]
 
 
@@ -102,23 +104,23 @@ def _insert_sql(name: str, columns: Sequence[str]) -> str:
 def _converted(
     dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Row]
 ) -> list[Row]:
-    """Each value through its column's bind conversion; identical objects converted once."""
-    procs = [_processor(dialect, table, name) for name in columns]
-    out: list[Row] = []
-    memo: list[tuple[object, object]] = [(_NONE, None)] * len(columns)
-    for row in rows:
-        converted = []
-        for i, value in enumerate(row):
-            proc = procs[i]
-            if proc is None or value is None:
-                converted.append(value)
-                continue
-            last_in, last_out = memo[i]
-            if value is not last_in:
-                last_out = proc(value)
-                memo[i] = (value, last_out)
-            converted.append(last_out)
-        out.append(tuple(converted))
+    """Each value through its column's bind conversion, column by column; a value identical to
+    the one before it in its column (a batch's one timestamp, a payment's id) converted once."""
+    out: list[Sequence[Any]] = []
+    for name, values in zip(columns, zip(*rows, strict=True), strict=True):
+        proc = _processor(dialect, table, name)
+        out.append(values if proc is None else _mapped(proc, values))
+    return list(zip(*out, strict=True))
+
+
+def _mapped(proc: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
+    out: list[Any] = []
+    last_in: object = _NONE
+    last_out: Any = None
+    for value in values:
+        if value is not last_in:
+            last_in, last_out = value, None if value is None else proc(value)
+        out.append(last_out)
     return out
 
 
@@ -126,8 +128,7 @@ _NONE = object()
 
 
 def _processor(dialect: Dialect, table: Table, name: str) -> Callable[[Any], Any] | None:
-    column_type = table.c[name].type
-    return column_type.dialect_impl(dialect).bind_processor(dialect)
+    return bulk_binder(table.c[name].type, dialect)
 
 
 async def _staged(

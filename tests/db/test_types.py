@@ -10,10 +10,22 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+from sqlalchemy.dialects.sqlite import aiosqlite as sqlite_aiosqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.db.models import Block, Payment, PaymentEvent, Token, Transaction
-from scanner.db.types import canonical_decimal, parse_timestamp, to_decimal
+from scanner.db.types import (
+    BaseUnits,
+    ExactDecimal,
+    StoredKey,
+    UTCDateTime,
+    UUIDType,
+    bulk_binder,
+    canonical_decimal,
+    parse_timestamp,
+    to_decimal,
+)
 
 UINT256_MAX = 2**256 - 1
 EIGHTEEN_DECIMALS = Decimal("123456789.123456789012345678")
@@ -280,3 +292,35 @@ async def test_updated_at_moves_on_update(
         await session.commit()
         await session.refresh(stored)
     assert stored.updated_at > datetime(2025, 1, 1, tzinfo=UTC)
+
+
+_BULK_VALUES: dict[str, list[object]] = {
+    "uuid": [uuid.UUID(int=7), uuid.uuid4(), StoredKey("Order-1001"), "0A0B0C0D-0000-4000-8000-0000000000FF"],
+    "exact": [Decimal("25.50"), Decimal(0), Decimal("-1.5E+3"), EIGHTEEN_DECIMALS, 7, "12.0",
+              Decimal("NaN"), Decimal("Infinity"), 1.5, True],
+    "units": [0, 5, UINT256_MAX, -3, Decimal("7E+6"), "12", Decimal("1.5"), True, 2.0],
+    "time": [T0, T0.astimezone(timezone(timedelta(hours=2))), "2030-01-01T12:00:00Z",
+             datetime(2030, 1, 1, 12, 0), 1_900_000_000],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(_BULK_VALUES))
+@pytest.mark.parametrize("dialect", [pg_asyncpg.dialect(), sqlite_aiosqlite.dialect()])
+def test_bulk_binder_gives_what_the_column_type_gives(kind: str, dialect: Any) -> None:
+    """A bulk write's shortcut per value stores exactly what the type's own conversion stores,
+    and refuses what it refuses (with the same error)."""
+    column_type = {"uuid": UUIDType(), "exact": ExactDecimal(), "units": BaseUnits()}.get(
+        kind, UTCDateTime()
+    )
+    full = column_type.dialect_impl(dialect).bind_processor(dialect)
+    fast = bulk_binder(column_type, dialect)
+    assert full is not None and fast is not None
+    for value in _BULK_VALUES[kind]:
+        try:
+            expected: object = full(value)
+        except (TypeError, ValueError) as exc:
+            with pytest.raises(type(exc), match=re.escape(str(exc))):
+                fast(value)
+            continue
+        got = fast(value)
+        assert (type(got), got) == (type(expected), expected), value
