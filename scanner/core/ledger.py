@@ -85,7 +85,15 @@ class _Entry:
     in the batch (issue 8, cost independent of history)."""
 
     __slots__ = (
-        "payment", "_status", "credits", "settled", "value", "open", "unverified", "_top", "_view"
+        "_status",
+        "_top",
+        "_view",
+        "credits",
+        "open",
+        "payment",
+        "settled",
+        "unverified",
+        "value"
     )  # fmt: skip
 
     def __init__(self, payment: Payment, settled: Settled) -> None:
@@ -273,7 +281,8 @@ class Ledger:
             entry = self._entry(payment_id)
             if entry.open:
                 self._touched[payment_id] = None  # its confirmations moved (final ones do not)
-            self._settle(payment_id)
+            if entry.status in OPEN_STATES:
+                self._settle(payment_id)
 
     def revise(self, payment_id: UUID) -> None:
         """Recompute a payment the gateway edited, from its credits, under its current row.

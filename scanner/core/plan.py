@@ -140,6 +140,8 @@ class RangeInput:
     #: payments whose final counted credits were not loaded (only their not-yet-final ones
     #: are in ``credits``): what those add up to
     settled: Mapping[UUID, Settled] = field(default_factory=dict)
+    #: the transfers' transaction hashes that had ``transactions`` rows when loaded
+    stored_hashes: frozenset[str] = frozenset()
 
     def finality(self, checked: int | None = None) -> Finality:
         at = self.checked if checked is None else checked
@@ -161,6 +163,7 @@ class CreditRow:
     status: str
     sender: str | None
     recipient: str | None
+    new: bool = False  # no row of its transaction was stored when the range was loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +233,7 @@ def plan_range(inp: RangeInput) -> RangePlan:
         start=inp.start,
         end=inp.end,
         finality=finality,
-        credits=_credit_rows(held, ledger, applied, finality),
+        credits=_credit_rows(held, ledger, applied, finality, inp.stored_hashes),
         payments=tuple(
             _update(held[pid], o, ledger.totals(pid)) for pid, o in ledger.changed().items()
         ),
@@ -310,6 +313,7 @@ def _credit_rows(
     ledger: Ledger,
     applied: Mapping[Key, Transfer],
     finality: Finality,
+    stored: frozenset[str],
 ) -> tuple[CreditRow, ...]:
     rows = []
     for key, (pid, credit) in ledger.credits().items():
@@ -332,6 +336,7 @@ def _credit_rows(
                 status=status,
                 sender=transfer.from_address if transfer else None,
                 recipient=transfer.to_address if transfer else None,
+                new=transfer is not None and transfer.tx_hash not in stored,
             )
         )
     return tuple(rows)

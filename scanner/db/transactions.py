@@ -59,16 +59,20 @@ def _stored_select() -> Any:
     return select(raw(t.c.payment_id), t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
 
 
-async def owners_of(session: AsyncSession, chain: str, tx_hashes: Collection[str]) -> set[Any]:
+async def owners_of(
+    session: AsyncSession, chain: str, tx_hashes: Collection[str]
+) -> tuple[set[Any], frozenset[str]]:
     """The payments (ids as stored) holding a row of any of ``tx_hashes``, whatever its status:
-    a transfer seen again must meet the row it already has, never become a second one."""
+    a transfer seen again must meet the row it already has, never become a second one. And
+    which of ``tx_hashes`` have rows (the others' rows are new: :func:`write`)."""
     if not tx_hashes:
-        return set()
+        return set(), frozenset()
     t = table("transactions")
-    stmt = select(raw(t.c.payment_id)).where(
+    stmt = select(raw(t.c.payment_id), t.c.tx_hash).where(
         t.c.chain == chain, in_strings(session, t.c.tx_hash, tx_hashes)
     )
-    return {stored_key(r[0]) for r in await session.execute(stmt.distinct())}
+    rows = (await session.execute(stmt.distinct())).all()
+    return {stored_key(r[0]) for r in rows}, frozenset(str(r[1]) for r in rows)
 
 
 async def in_blocks(session: AsyncSession, chain: str, start: int, end: int) -> list[StoredTx]:
@@ -183,17 +187,25 @@ _NEW = ("id", "chain", "from_address", "to_address", "token_id", "created_at", *
 
 async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) -> None:
     """Insert the new rows and rewrite those seen again, in bulk (db/bulk.py), one statement
-    each kind."""
+    each kind. A row whose transaction had no row when the range was loaded (``CreditRow.new``;
+    the chain's lock is held since) is inserted as it is; one that had is upserted (a rescan
+    meets the row it has). Were a row there after all, the insert fails and nothing is written:
+    the range is read again, and then upserts it."""
     stamp = now()
     t = table("transactions")
     seen = [r for r in rows if r.sender is not None]
     changed = [r for r in rows if r.sender is None]
-    new = [
-        (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
-        for r in seen
-    ]
     key = ("chain", "tx_hash", "log_index")
-    await bulk.upsert(session, t, _NEW, new, key=key, rewrite=_REWRITTEN)
+    for fresh in (True, False):
+        values = [
+            (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
+            for r in seen
+            if r.new is fresh
+        ]
+        if fresh:
+            await bulk.insert(session, t, _NEW, values)
+        else:
+            await bulk.upsert(session, t, _NEW, values, key=key, rewrite=_REWRITTEN)
     again = [(chain, *_keyed(r, stamp)) for r in changed]
     await bulk.update(session, t, ("chain", *_KEYED), again, key=key)
 

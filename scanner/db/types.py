@@ -24,11 +24,12 @@ SQL on SQLite, so writers should use it (or the column defaults).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from collections.abc import Callable
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, Numeric, String, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -232,8 +233,18 @@ def _utcnow_sqlite(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
 
 Convert = Callable[[Any], Any]
 
-#: Per type and database (PostgreSQL?): the Python type the scanner binds, and what the type's
-#: own conversion makes of such a value (``full`` being that conversion, for what it refuses).
+
+def _jsonb_text(value: dict[str, Any], full: Convert) -> Any:
+    """JSON text for a ``jsonb`` column (stored parsed: the same value whatever the spacing)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an int beyond 64 bits, a type orjson does not know: the type's own
+        return full(value)
+
+
+#: Per type (as the database has it) and database (PostgreSQL?): the Python type the scanner
+#: binds, and what the type's own conversion makes of such a value (``full`` being that
+#: conversion, for what it refuses).
 _SHORTCUTS: dict[tuple[type, bool], tuple[type, Callable[[Any, Convert], Any]]] = {
     (UUIDType, True): (uuid.UUID, lambda v, full: v),
     (UUIDType, False): (uuid.UUID, lambda v, full: str(v)),
@@ -249,6 +260,7 @@ _SHORTCUTS: dict[tuple[type, bool], tuple[type, Callable[[Any, Convert], Any]]] 
         datetime,
         lambda v, full: v.strftime(SQLITE_TIMESTAMP_FORMAT) if v.tzinfo is UTC else full(v),
     ),
+    (postgresql.JSONB, True): (dict, _jsonb_text),
 }
 
 
@@ -256,8 +268,9 @@ def bulk_binder(column_type: TypeEngine[Any], dialect: Dialect) -> Convert | Non
     """The column's bind conversion for many values (``None``: values go as they are): its own,
     with a shortcut for the Python type the scanner binds, which gives the same result without
     SQLAlchemy's layers per value (a bulk write binds hundreds of thousands)."""
-    full = column_type.dialect_impl(dialect).bind_processor(dialect)
-    shortcut = _SHORTCUTS.get((type(column_type), _is_postgresql(dialect)))
+    impl = column_type.dialect_impl(dialect)
+    full = impl.bind_processor(dialect)
+    shortcut = _SHORTCUTS.get((type(impl), _is_postgresql(dialect)))
     if full is None or shortcut is None:
         return full
     kind, quick = shortcut

@@ -161,7 +161,8 @@ async def _input(
 ) -> RangeInput:
     """The plan's input over ``rows``, with the owners of the transfers' rows and their credits
     (every one for those owners and the rows of ``whole``; :func:`_credits`)."""
-    owners = await transactions.owners_of(session, ctx.name, {t.tx_hash for t in transfers})
+    hashes = {t.tx_hash for t in transfers}
+    owners, stored = await transactions.owners_of(session, ctx.name, hashes)
     await _add(session, rows, owners, mode.locks_rows)
     held = holdings(rows.values(), ctx)
     tokens = {h.row_key: h.token_id for h in held}
@@ -185,6 +186,7 @@ async def _input(
         credits=credits,
         look_back=tuple(broken),
         settled=settled,
+        stored_hashes=stored,
     )
 
 
