@@ -224,7 +224,7 @@ class Ledger:
         """
         if transfer.value <= 0:
             raise ValueError(f"transfer {transfer.key} has value {transfer.value}; must be > 0")
-        views = [self._view(payment_id, transfer) for payment_id in dict.fromkeys(candidates)]
+        views = self._views(candidates, transfer)
         key = transfer.key
         previous = self._owner.get(key)
         if previous is not None:
@@ -237,7 +237,7 @@ class Ledger:
                 return None
             if not old.orphaned:
                 self._orphan_key(key)
-                views = [self._view(view.id, transfer) for view in views]
+                views = self._views([view.id for view in views], transfer)
         choice = choose(transfer, views, self._grace)
         if choice is None:
             return None
@@ -367,15 +367,20 @@ class Ledger:
         except KeyError:
             raise ValueError(f"payment {payment_id} is not loaded into the ledger") from None
 
-    def _view(self, payment_id: UUID, transfer: Transfer) -> PaymentView:
-        entry = self._entry(payment_id)
-        payment = entry.payment
-        if payment.token != transfer.token or payment.address != transfer.to_address:
-            raise ValueError(
-                f"payment {payment_id} ({payment.token}, {payment.address}) is not a candidate "
-                f"for a transfer of {transfer.token} to {transfer.to_address}"
-            )
-        return entry.view()
+    def _views(self, candidates: Sequence[UUID], transfer: Transfer) -> list[PaymentView]:
+        """What matching sees of each candidate (once each)."""
+        views = []
+        token, address = transfer.token, transfer.to_address
+        for payment_id in dict.fromkeys(candidates):
+            entry = self._entries.get(payment_id) or self._entry(payment_id)  # raises
+            payment = entry.payment
+            if payment.token != token or payment.address != address:
+                raise ValueError(
+                    f"payment {payment_id} ({payment.token}, {payment.address}) is not a "
+                    f"candidate for a transfer of {token} to {address}"
+                )
+            views.append(entry.view())
+        return views
 
     def _reclaims(self, transfer: Transfer, old: Credit, views: Sequence[PaymentView]) -> bool:
         """Whether a rescanned transfer leaves its late credit for an open payment in time.

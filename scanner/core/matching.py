@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from uuid import UUID
 
 from scanner.core.model import Transfer
@@ -41,6 +42,9 @@ class PaymentView:
     received: int
 
 
+_order = attrgetter("created_at", "id")  # oldest first; the id breaks ties
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     payment_id: UUID
@@ -54,10 +58,8 @@ def choose(transfer: Transfer, candidates: Sequence[PaymentView], grace: int) ->
     state; the created-at cut-off (``created_at <= block_timestamp + grace``) is applied here.
     """
     when = transfer.block_timestamp
-    eligible = sorted(
-        (view for view in candidates if view.created_at <= when + grace),
-        key=lambda view: (view.created_at, view.id),
-    )
+    cutoff = when + grace
+    eligible = sorted((view for view in candidates if view.created_at <= cutoff), key=_order)
     if not eligible:
         return None
     chosen = _in_time_choice(transfer.value, [v for v in eligible if v.expires_at >= when])

@@ -107,16 +107,17 @@ async def fetch_logs(
     sizer: RangeSizer | None = None,
     *,
     to_topics: Sequence[str] | None = None,
+    split: int = LOG_PIECES,
 ) -> list[dict[str, Any]]:
     """All Transfer logs of ``tokens`` in ``start..end`` (to ``to_topics`` recipients when
-    given), read as a few sub-ranges at once (a node answers several smaller queries faster
-    than one large one), each split further when the provider refuses it as too large."""
+    given), read as up to ``split`` sub-ranges at once (a node answers several smaller queries
+    faster than one large one), each split further when the provider refuses it as too large."""
     if not tokens or (to_topics is not None and not to_topics):
         return []
     if sizer is None:
         sizer = RangeSizer(end - start + 1)
     blocks = end - start + 1
-    piece = max(MIN_PIECE, -(-blocks // LOG_PIECES))
+    piece = max(MIN_PIECE, -(-blocks // split))
     filters: list[Sequence[str] | None] = [None]
     if to_topics is not None:
         ordered, step = sorted(to_topics), TOPICS_PER_CALL
@@ -221,13 +222,50 @@ async def fetch_deep(
     its logs (to ``to_topics`` recipients when given), then the headers of only the blocks
     whose times the plan reads (:func:`~scanner.core.finality.timed_blocks`) that the logs'
     ``blockTimestamp`` did not give, and always ``end`` (what the next range links to). No
-    native transfers: those need full blocks (:func:`fetch_range`)."""
-    logs = await fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics)
-    hashes, times = log_blocks(logs)
-    wanted = timed_blocks(hashes, end, required)
-    headers = await reader.headers_at(sorted((wanted - times.keys()) | {end}))
+    native transfers: those need full blocks (:func:`fetch_range`).
+
+    Read as a few sub-ranges at once, each asking for its headers as soon as its logs are in
+    (the node reads one's headers while it still scans another's logs)."""
+    size = max(MIN_PIECE, -(-(end - start + 1) // LOG_PIECES))
+    parts = await asyncio.gather(
+        *(
+            _deep_piece(reader, tokens, a, b, end, required, sizer, to_topics)
+            for a, b in split_range(start, end, size)
+        )
+    )
+    logs = [log for part in parts for log in part[0]]
+    hashes = {n: h for part in parts for n, h in part[1].items()}
+    times = {n: t for part in parts for n, t in part[2].items()}
+    headers = sorted({h.number: h for part in parts for h in part[3]}.values(), key=_number)
     times.update((h.number, h.timestamp) for h in headers)
     return RangeData(start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes)
+
+
+async def _deep_piece(
+    reader: ChainReader,
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    last: int,
+    required: int | None,
+    sizer: RangeSizer | None,
+    to_topics: Sequence[str] | None,
+) -> tuple[list[dict[str, Any]], dict[int, str], dict[int, int], list[Header]]:
+    """One sub-range of :func:`fetch_deep` (``last``: the range's end): its logs, their blocks'
+    hashes and times, and the headers it reads. The blocks the next range reads (from
+    ``last``'s final block to ``last``) are read by the sub-range that ends there."""
+    logs = await fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics, split=1)
+    hashes, times = log_blocks(logs)
+    wanted = timed_blocks(hashes, last, required) - times.keys()
+    if end == last:
+        wanted.add(last)
+    else:
+        wanted -= timed_blocks((), last, required)
+    return logs, hashes, times, await reader.headers_at(sorted(wanted))
+
+
+def _number(header: Header) -> int:
+    return header.number
 
 
 def log_blocks(logs: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], dict[int, int]]:
