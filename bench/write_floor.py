@@ -1,0 +1,146 @@
+"""The database's own floor under "every log credited" (issue 8's 50,000 credited/s target).
+
+A credited transfer is a ``transactions`` row (six indexes, two foreign keys) and at least one
+``payment_events`` row (an index, a foreign key), and every range rewrites its payments. This
+script writes exactly those rows for the deposit workload of ``bench.backfill --deposit`` into
+a fresh migrated PostgreSQL database, with nothing of the scanner around them: one ``COPY`` of
+every transaction row, one of every event row (binary, asyncpg), and the payment updates of
+``--ranges`` ranges. Their sum is what the database alone needs; the credited rate it allows is
+a ceiling on any scanner writing these rows on this machine.
+
+    python -m bench.write_floor                     # 5,000 payments x 20 transfers
+
+Figures are printed, never judged: the exit status is 0 whatever they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg  # type: ignore[import-untyped]
+
+from bench.database import fresh_database, workdir
+from tests.support.postgres import PG_ADMIN_URL
+
+CHAIN = "bench"
+TX_COLUMNS = (
+    "id", "payment_id", "chain", "tx_hash", "log_index", "block_number", "block_hash",
+    "block_timestamp", "from_address", "to_address", "token_id", "value", "amount",
+    "confirmations", "status", "late", "created_at", "updated_at",
+)  # fmt: skip
+EVENT_COLUMNS = ("payment_id", "type", "status_from", "status_to", "data", "created_at")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--payments", type=int, default=5_000)
+    parser.add_argument("--transfers", type=int, default=20, help="per payment")
+    parser.add_argument("--ranges", type=int, default=11, help="commits that update payments")
+    parser.add_argument("--pg-url", default=PG_ADMIN_URL)
+    return parser.parse_args(argv)
+
+
+async def seed(conn: asyncpg.Connection, payments: int) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    token = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO tokens (id, chain, address, symbol, decimals) VALUES ($1, $2, $3, 'T', 6)",
+        token,
+        CHAIN,
+        "0x" + "aa" * 20,
+    )
+    ids = [uuid.uuid4() for _ in range(payments)]
+    expires = datetime.now(UTC) + timedelta(days=30)
+    await conn.copy_records_to_table(
+        "payments",
+        records=[(i, CHAIN, f"0x{n:040x}", token, Decimal(1), expires) for n, i in enumerate(ids)],
+        columns=["id", "chain", "address", "token_id", "amount", "expires_at"],
+    )
+    await conn.execute("ANALYZE payments")
+    return token, ids
+
+
+def transaction_rows(token: uuid.UUID, ids: list[uuid.UUID], per: int) -> list[tuple[object, ...]]:
+    now = datetime.now(UTC)
+    rows: list[tuple[object, ...]] = []
+    for n in range(len(ids) * per):
+        pid = ids[n % len(ids)]
+        rows.append(
+            (uuid.uuid4(), pid, CHAIN, f"0x{n:064x}", n % 20, n // 20, f"0x{n:063x}b", now,
+             "0x" + "cc" * 20, f"0x{n % len(ids):040x}", token, Decimal(1000), Decimal("0.001"),
+             12, "confirmed", False, now, now)
+        )  # fmt: skip
+    return rows
+
+
+def event_rows(ids: list[uuid.UUID], count: int) -> list[tuple[object, ...]]:
+    now = datetime.now(UTC)
+    data = (
+        '{"tx_hash": "0x%064x", "log_index": 3, "block_number": 123, "value": "1000",'
+        ' "amount": "0.001", "late": false}'
+    )
+    return [
+        (ids[n % len(ids)], "transfer_detected", None, None, data % n, now) for n in range(count)
+    ]
+
+
+async def update_payments(conn: asyncpg.Connection, ids: list[uuid.UUID], ranges: int) -> None:
+    """As the scanner updates a range's payments: a temporary table, COPY, UPDATE … FROM."""
+    for n in range(ranges):
+        async with conn.transaction():
+            await conn.execute(
+                "CREATE TEMP TABLE s ON COMMIT DROP AS"
+                " SELECT id, amount_received FROM payments WITH NO DATA"
+            )
+            await conn.copy_records_to_table(
+                "s", records=[(i, Decimal(n + 1)) for i in ids], columns=["id", "amount_received"]
+            )
+            await conn.execute(
+                "UPDATE payments AS t SET amount_received = s.amount_received,"
+                " scanner_rev = t.scanner_rev + 1 FROM s WHERE t.id = s.id"
+            )
+
+
+async def timed(label: str, results: dict[str, float], work: Awaitable[object]) -> None:
+    started = time.perf_counter()
+    await work
+    results[label] = time.perf_counter() - started
+
+
+async def main(args: argparse.Namespace) -> None:
+    db = await fresh_database("postgresql", workdir(), args.pg_url)
+    try:
+        conn = await asyncpg.connect(db.url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            token, ids = await seed(conn, args.payments)
+            credits = args.payments * args.transfers
+            events = credits + 2 * args.payments  # detected each; pending→confirming→confirmed
+            txs, evs = transaction_rows(token, ids, args.transfers), event_rows(ids, events)
+            results: dict[str, float] = {}
+            copy_tx = conn.copy_records_to_table("transactions", records=txs, columns=TX_COLUMNS)
+            await timed(f"COPY {credits:,} transactions rows", results, copy_tx)
+            copy_ev = conn.copy_records_to_table(
+                "payment_events", records=evs, columns=EVENT_COLUMNS
+            )
+            await timed(f"COPY {events:,} payment_events rows", results, copy_ev)
+            update = update_payments(conn, ids, args.ranges)
+            await timed(f"UPDATE {args.payments:,} payments x {args.ranges}", results, update)
+        finally:
+            await conn.close()
+    finally:
+        await db.close()
+    total = sum(results.values())
+    print(f"\nThe database alone, {credits:,} credited transfers (PostgreSQL):\n")
+    for label, seconds in results.items():
+        print(f"  {label:40s} {seconds:6.2f} s")
+    print(f"  {'total':40s} {total:6.2f} s  -> at most {credits / total:,.0f} credited/s")
+    print("\ntarget (for comparison, never pass/fail): >= 50,000 credited/s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
