@@ -40,6 +40,7 @@ from typing import cast
 from uuid import UUID
 
 from scanner.core import events
+from scanner.core.entry import Entry, Key
 from scanner.core.finality import credit_confirmations, is_final
 from scanner.core.matching import PaymentView, choose
 from scanner.core.model import (
@@ -57,7 +58,6 @@ from scanner.core.states import (
     PATHS,
     Settled,
     amount_received,
-    decide,
     recompute,
     summarize,
     target_status,
@@ -73,103 +73,6 @@ __all__ = [
     "summarize",
     "target_status",
 ]
-
-Key = tuple[str, int]
-
-# --- the working set of one batch ------------------------------------------------------------
-
-
-class _Entry:
-    """A loaded payment, its credits, and running sums over its counted credits, kept as each
-    credit is put or removed, so that a transfer costs the same whatever the payment's history
-    in the batch (issue 8, cost independent of history)."""
-
-    __slots__ = (
-        "_status",
-        "_top",
-        "_view",
-        "credits",
-        "open",
-        "payment",
-        "settled",
-        "unverified",
-        "value"
-    )  # fmt: skip
-
-    def __init__(self, payment: Payment, settled: Settled) -> None:
-        self.payment = payment
-        self._status: str = payment.status
-        self._view: PaymentView | None = None  # what matching sees, until the entry changes
-        self.credits: dict[Key, Credit] = {}
-        self.settled = settled  # counted final credits not loaded
-        self.value = 0  # the counted loaded credits' value
-        self.open = 0  # counted credits not stored final
-        self.unverified = 0  # of those, not verified
-        self._top: int | None = -1  # their newest block (-1: none; None: to recount)
-
-    @property
-    def status(self) -> str:
-        return self._status
-
-    @status.setter
-    def status(self, status: str) -> None:
-        self._status = status
-        self._view = None
-
-    def view(self) -> PaymentView:
-        """The payment as matching sees it now."""
-        if self._view is None:
-            p = self.payment
-            self._view = PaymentView(
-                p.id, p.created_at, p.expires_at, self._status, p.amount, self.received
-            )
-        return self._view
-
-    def put(self, credit: Credit) -> None:
-        self._view = None
-        if credit.key in self.credits:
-            self.remove(credit.key)
-        self.credits[credit.key] = credit
-        if credit.counted:
-            self.value += credit.value
-            if not credit.final:
-                self.open += 1
-                self.unverified += not credit.verified
-                if self._top is not None:
-                    self._top = max(self._top, credit.block_number)
-
-    def remove(self, key: Key) -> None:
-        self._view = None
-        credit = self.credits.pop(key)
-        if credit.counted:
-            self.value -= credit.value
-            if not credit.final:
-                self.open -= 1
-                self.unverified -= not credit.verified
-                if credit.block_number == self._top:
-                    self._top = None
-
-    @property
-    def received(self) -> int:
-        return self.settled.value + self.value
-
-    def all_final(self, finality: Finality) -> bool:
-        """Whether every counted credit is final under ``finality`` (``states.final``)."""
-        if not self.open:
-            return True
-        if finality.verify and self.unverified:
-            return False
-        if self._top is None:
-            self._top = max(
-                c.block_number for c in self.credits.values() if c.counted and not c.final
-            )
-        return self._top <= finality.final_block
-
-    def target(self, finality: Finality | None) -> Status:
-        """The status this payment's credits and ``finality`` call for (if it were open)."""
-        p = self.payment
-        final = finality is not None and self.all_final(finality)
-        return decide(p.amount, p.expires_at, self.received, final, finality)
 
 
 class Ledger:
@@ -192,7 +95,7 @@ class Ledger:
         """``settled``: for payments whose final counted credits were not loaded, what they
         add up to (:class:`~scanner.core.states.Settled`); the others hold every credit."""
         self._grace = grace
-        self._entries: dict[UUID, _Entry] = {}
+        self._entries: dict[UUID, Entry] = {}
         self._owner: dict[Key, UUID] = {}
         self._finality: Finality | None = None
         self._events: list[Event] = []
@@ -202,7 +105,7 @@ class Ledger:
             if payment.amount <= 0:
                 raise ValueError(f"payment {payment.id} has amount {payment.amount}; must be > 0")
             rest = (settled or {}).get(payment.id, NOTHING)
-            self._entries[payment.id] = _Entry(payment, rest)
+            self._entries[payment.id] = Entry(payment, rest)
         for payment_id, loaded in credits.items():
             entry = self._entry(payment_id)
             for credit in loaded:
@@ -308,7 +211,7 @@ class Ledger:
             self._reopen(entry)
         self._settle(payment_id)
 
-    def _reopen(self, entry: _Entry) -> None:
+    def _reopen(self, entry: Entry) -> None:
         target = entry.target(self._finality)
         if target != "expired":
             self._walk(entry.payment.id, entry, "expired", target)
@@ -361,7 +264,7 @@ class Ledger:
 
     # -- internals --
 
-    def _entry(self, payment_id: UUID) -> _Entry:
+    def _entry(self, payment_id: UUID) -> Entry:
         try:
             return self._entries[payment_id]
         except KeyError:
@@ -444,7 +347,7 @@ class Ledger:
             return
         self._walk(payment_id, entry, cast(Status, entry.status), target)  # open: the scanner's
 
-    def _walk(self, payment_id: UUID, entry: _Entry, current: Status, target: Status) -> None:
+    def _walk(self, payment_id: UUID, entry: Entry, current: Status, target: Status) -> None:
         """Move to ``target`` one edge at a time, a ``status_changed`` event per edge."""
         received = entry.received
         for step in PATHS[(current, target)]:
