@@ -29,10 +29,10 @@ async def insert(
         return
     conn = await session.connection()
     values = _converted(conn.dialect, table, columns, rows)
-    if conn.dialect.name == "postgresql":
+    if _copies(conn, values):
         await _copy(conn, table.name, columns, values)
         return
-    await conn.exec_driver_sql(_insert_sql(table.name, columns), values)
+    await conn.exec_driver_sql(_insert_sql(conn, table.name, columns), values)
 
 
 async def upsert(
@@ -54,13 +54,13 @@ async def upsert(
     conflict = f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(
         f"{c} = excluded.{c}" for c in rewrite
     )
-    if conn.dialect.name == "postgresql":
+    if _copies(conn, values):
         staged = await _staged(conn, table, columns, values)
         await conn.exec_driver_sql(
             f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staged}{conflict}"
         )
         return
-    await conn.exec_driver_sql(_insert_sql(table.name, columns) + conflict, values)
+    await conn.exec_driver_sql(_insert_sql(conn, table.name, columns) + conflict, values)
 
 
 async def update(
@@ -82,7 +82,7 @@ async def update(
     conn = await session.connection()
     values = _converted(conn.dialect, table, columns, rows)
     rest = columns[len(key) :]
-    if conn.dialect.name == "postgresql":
+    if _copies(conn, values):
         staged = await _staged(conn, table, columns, values)
         sets = ", ".join([f"{c} = s.{c}" for c in rest] + ([f"{bump} = t.{bump} + 1"] * bool(bump)))
         match = " AND ".join(f"t.{c} = s.{c}" for c in key)
@@ -90,14 +90,47 @@ async def update(
             f"UPDATE {table.name} AS t SET {sets} FROM {staged} AS s WHERE {match}"
         )
         return
-    sets = ", ".join([f"{c} = ?" for c in rest] + ([f"{bump} = {bump} + 1"] * bool(bump)))
-    match = " AND ".join(f"{c} = ?" for c in key)
-    reordered = [(*row[len(key) :], *row[: len(key)]) for row in values]
-    await conn.exec_driver_sql(f"UPDATE {table.name} SET {sets} WHERE {match}", reordered)
+    await conn.exec_driver_sql(*_update_rows(conn, table.name, columns, values, key, bump))
 
 
-def _insert_sql(name: str, columns: Sequence[str]) -> str:
-    marks = ", ".join("?" for _ in columns)
+def _update_rows(
+    conn: AsyncConnection,
+    name: str,
+    columns: Sequence[str],
+    values: Sequence[Row],
+    key: Sequence[str],
+    bump: str | None,
+) -> tuple[str, list[Row]]:
+    """One ``UPDATE … WHERE key`` statement run for each row, and its rows' parameters."""
+    marks = dict(zip(columns, _marks(conn, len(columns)), strict=True))
+    rest = columns[len(key) :]
+    sets = [f"{c} = {marks[c]}" for c in rest] + [f"{bump} = {bump} + 1"] * bool(bump)
+    match = " AND ".join(f"{c} = {marks[c]}" for c in key)
+    sql = f"UPDATE {name} SET {', '.join(sets)} WHERE {match}"
+    if conn.dialect.name == "postgresql":  # numbered marks: the rows stay in column order
+        return sql, list(values)
+    return sql, [(*row[len(key) :], *row[: len(key)]) for row in values]
+
+
+#: PostgreSQL: at most this many rows go as one prepared statement run for each (asyncpg's
+#: executemany, one round trip); more through COPY, which costs three more round trips and a
+#: temporary table but little per row.
+FEW_ROWS = 50
+
+
+def _copies(conn: AsyncConnection, values: Sequence[Row]) -> bool:
+    return conn.dialect.name == "postgresql" and len(values) > FEW_ROWS
+
+
+def _marks(conn: AsyncConnection, count: int) -> list[str]:
+    """The driver's placeholders: ``$1``, ``$2``… on PostgreSQL (asyncpg), ``?`` on SQLite."""
+    if conn.dialect.name == "postgresql":
+        return [f"${n}" for n in range(1, count + 1)]
+    return ["?"] * count
+
+
+def _insert_sql(conn: AsyncConnection, name: str, columns: Sequence[str]) -> str:
+    marks = ", ".join(_marks(conn, len(columns)))
     return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})"
 
 

@@ -134,8 +134,7 @@ class Backfill:
         await check_chain_id(self.reader, self.settings)
         await self.check_range(from_block, to_block)
         async with self._dry_run():
-            ctx = await self._context()
-            next_block = await self._start(from_block, to_block)
+            ctx, next_block = await self._begin(from_block, to_block)
             summary = BackfillSummary(
                 self.settings.name, from_block, to_block, next_block, dry_run=self.dry_run
             )
@@ -187,11 +186,17 @@ class Backfill:
             tokens = await sync_tokens(session, self.settings)
         return ChainContext.from_settings(self.settings, tokens)
 
-    async def _start(self, from_block: int, to_block: int) -> int:
+    async def _begin(self, from_block: int, to_block: int) -> tuple[ChainContext, int]:
+        """The chain's context (its tokens synced) and the block the job resumes at, in one
+        transaction."""
+        name = self.settings.name
         async with self._transaction() as session:
+            tokens = await sync_tokens(session, self.settings)
             if self.dry_run:
-                return await jobs.peek(session, self.settings.name, from_block, to_block)
-            return await jobs.start(session, self.settings.name, from_block, to_block)
+                resume = await jobs.peek(session, name, from_block, to_block)
+            else:
+                resume = await jobs.start(session, name, from_block, to_block)
+        return ChainContext.from_settings(self.settings, tokens), resume
 
     async def _scan(
         self,
