@@ -249,8 +249,8 @@ class Metrics:
     def logs_skipped(self, chain: str, reason: str, count: int = 1) -> None:
         self.skipped_logs.labels(chain, reason).inc(count)
 
-    def payment_status_changed(self, chain: str, status: str) -> None:
-        self.payment_status_changes.labels(chain, status).inc()
+    def payment_status_changed(self, chain: str, status: str, count: int = 1) -> None:
+        self.payment_status_changes.labels(chain, status).inc(count)
 
     def reorg_detected(self, chain: str, depth: int) -> None:
         self.reorgs.labels(chain).inc()

@@ -48,13 +48,16 @@ def _count(metrics: Metrics, chain: str, result: BatchReport, seconds: float) ->
         metrics.skipped_logs.labels(chain, reason).inc(count)
     if result.unmatched:
         metrics.transfers_unmatched.labels(chain).inc(len(result.unmatched))
+    changed: dict[str, int] = {}  # counted first: a backfill changes thousands at once
     for event in result.events:
         if event.type == "status_changed" and event.status_to is not None:
-            metrics.payment_status_changed(chain, event.status_to)
+            changed[event.status_to] = changed.get(event.status_to, 0) + 1
         elif event.type == "confirmed_reverted":
             metrics.finality_violated(chain)
         elif event.type == "invalid_payment":
             metrics.invalid_rows.labels(chain, "payments").inc()
+    for status, count in changed.items():
+        metrics.payment_status_changed(chain, status, count)
 
 
 def _log_events(log: Any, result: BatchReport) -> None:

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from uuid import UUID
+
 import structlog
 
+from scanner.core.events import confirmed_reverted, status_changed
+from scanner.core.model import Credit
 from scanner.errors import RpcRateLimited
 from scanner.observe.metrics import Metrics, RpcObserver
+from scanner.scan.batch import BatchReport
+from scanner.scan.report import report_batch
 
 API_KEY = "k3yk3yk3yk3yk3yk3yk3y"
 RPC_URL = f"https://rpc.example.com/v3/{API_KEY}"
@@ -142,3 +148,26 @@ def test_reorg_depth_histogram_counts_reorgs() -> None:
     assert sample("scanner_reorgs_total", {"chain": "eth"}) == 2
     assert sample("scanner_reorg_depth_count", {"chain": "eth"}) == 2
     assert sample("scanner_reorg_depth_bucket", {"chain": "eth", "le": "4.0"}) == 1
+
+
+def test_a_batch_counts_every_status_change_by_status() -> None:
+    """A backfill's batch changes thousands of payments: counted per status, none lost."""
+    metrics = Metrics()
+    metrics.add_chain("eth")
+    ids = [UUID(int=n) for n in range(1, 8)]
+    credit = Credit("0x" + "ab" * 32, 0, 5, "0x" + "cd" * 32, 1, 10, late=False, orphaned=False)
+    events = [status_changed(i, "pending", "confirming", 10) for i in ids]
+    events += [status_changed(i, "confirming", "confirmed", 10) for i in ids[:5]]
+    events += [
+        status_changed(ids[6], "pending", "expired", 0),
+        confirmed_reverted(ids[0], credit, 0),
+    ]
+    report = BatchReport(1, 5, events=tuple(events))
+    for _ in range(2):
+        report_batch(structlog.get_logger(), metrics, "eth", report, 0.1)
+    series = "\n".join(line for lines in rendered_series(metrics).values() for line in lines)
+    changes = "scanner_payment_status_changes_total"
+    assert f'{changes}{{chain="eth",status="confirming"}} 14.0' in series
+    assert f'{changes}{{chain="eth",status="confirmed"}} 10.0' in series
+    assert f'{changes}{{chain="eth",status="expired"}} 2.0' in series
+    assert 'scanner_finality_violations_total{chain="eth"} 2.0' in series
