@@ -279,4 +279,9 @@ def bulk_binder(column_type: TypeEngine[Any], dialect: Dialect) -> Convert | Non
     def convert(value: Any) -> Any:
         return quick(value, slow) if value.__class__ is kind else slow(value)
 
-    return convert
+    def convert_any(value: Any) -> Any:
+        return quick(value, slow) if isinstance(value, kind) else slow(value)
+
+    # a uuid as the driver reads it (asyncpg's is a subclass) binds as any uuid does; an int
+    # subclass must not (a bool is one, and base units refuse it)
+    return convert_any if kind is uuid.UUID else convert

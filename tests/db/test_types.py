@@ -296,8 +296,12 @@ async def test_updated_at_moves_on_update(
     assert stored.updated_at > datetime(2025, 1, 1, tzinfo=UTC)
 
 
+class DriverUUID(uuid.UUID):
+    """A uuid as a driver reads it (asyncpg's own class is a subclass of uuid.UUID)."""
+
+
 _BULK_VALUES: dict[str, list[object]] = {
-    "uuid": [uuid.UUID(int=7), uuid.uuid4(), StoredKey("Order-1001"),
+    "uuid": [uuid.UUID(int=7), uuid.uuid4(), StoredKey("Order-1001"), DriverUUID(int=9),
              "0A0B0C0D-0000-4000-8000-0000000000FF"],
     "exact": [Decimal("25.50"), Decimal(0), Decimal("-1.5E+3"), EIGHTEEN_DECIMALS, 7, "12.0",
               Decimal("NaN"), Decimal("Infinity"), 1.5, True],
