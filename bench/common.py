@@ -159,6 +159,13 @@ def parse_bench_args(
     parser.add_argument("--recipients", type=int, default=5_000)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the product's")
     parser.add_argument("--concurrency", type=int, default=None, help="default: the product's")
+    parser.add_argument(
+        "--filter-recipients-max",
+        type=int,
+        default=None,
+        help="default: the product's (1,000); 0 reads the tokens' logs whole, as a book of more"
+        " addresses than that does",
+    )
     parser.add_argument("--raw-repeats", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached chain")
@@ -214,7 +221,10 @@ async def match_setup(
             deposit=args.deposit,
         )
         settings = bench_chain_settings(
-            chain, batch_size=args.batch_size, concurrency=args.concurrency
+            chain,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            filter_recipients_max=args.filter_recipients_max,
         )
         metrics = Metrics()
         reader = make_reader(settings, metrics)

@@ -35,16 +35,18 @@ from scanner.scan.fetch import (
     RangeData,
     fetch_deep,
     fetch_range,
+    joined,
     native_watch,
     recipient_topic,
     watches_none,
 )
-from scanner.scan.pipeline import prefetch
+from scanner.scan.pipeline import prefetch_ready
 from scanner.scan.report import report_batch
 from scanner.scan.startup import check_chain_id, sync_tokens
 
 log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
+COMMIT_LOGS = 20_000  # logs one commit holds at most when it joins several reads
 
 
 @dataclass(slots=True)
@@ -212,12 +214,10 @@ class Backfill:
         ranges = split_range(start, cut, span) + split_range(cut + 1, end, self.sizer.size)
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
-        async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
-            async for data in stream:
-                parent = (previous.number, previous.hash) if previous else None
-                verify_links(data, parent)
+        most = max(span, FILTERED_SPAN * self.sizer.size)
+        async with aclosing(prefetch_ready(ranges, fetch, self.settings.concurrency)) as stream:
+            async for data in _commits(stream, previous, most):
                 result = await self._commit(ctx, data, window, summary)
-                previous = data.last
                 window = _tail(window | data.timestamps, ctx.reorg_depth + (ctx.required or 0))
                 summary.add(result)
                 if progress is not None:
@@ -326,6 +326,31 @@ def is_hex(address: str) -> bool:
 
 
 HEX = frozenset("0123456789abcdef")
+
+
+async def _commits(
+    batches: AsyncIterator[list[RangeData]], previous: Header | None, most: int
+) -> AsyncIterator[RangeData]:
+    """The ranges read, each checked against the one before it, joined into commits of at most
+    :data:`COMMIT_LOGS` logs and ``most`` blocks: a commit costs the same whatever it holds
+    (locking, updating and totalling its payments), so reads with few logs need not be a
+    commit each. Only reads already in are joined: a read is never held back for one under
+    way (a node that stalls then costs no work already read)."""
+    async for reads in batches:
+        held: RangeData | None = None
+        for data in reads:
+            verify_links(data, (previous.number, previous.hash) if previous else None)
+            previous = data.last
+            if held is not None and (
+                held.dense != data.dense
+                or len(held.logs) + len(data.logs) > COMMIT_LOGS
+                or data.end - held.start + 1 > most
+            ):
+                yield held
+                held = None
+            held = data if held is None else joined(held, data)
+        if held is not None:
+            yield held
 
 
 def _tail(timestamps: dict[int, int], keep: int) -> dict[int, int]:

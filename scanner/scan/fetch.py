@@ -20,7 +20,7 @@ from scanner.core.finality import timed_blocks
 from scanner.core.model import Header, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.db import payments
-from scanner.errors import MalformedResponse, RangeTooLarge
+from scanner.errors import MalformedResponse, RangeInconsistent, RangeTooLarge
 
 # The native-coin recipients to keep: a set, or a lookup of the range's recipients (async).
 NativeLookup = Callable[[set[str]], Awaitable[set[str]]]
@@ -87,6 +87,31 @@ class RangeData:
     @property
     def last(self) -> Header:
         return self.headers[-1]
+
+
+def joined(first: RangeData, second: RangeData) -> RangeData:
+    """Two ranges read one after the other (each already checked) as one, to commit at once:
+    ``second`` starts where ``first`` ends, and both have a header per block or neither. Two
+    headers of one block that disagree (a deep range's reads name some blocks twice) raise
+    :class:`~scanner.errors.RangeInconsistent`: the node changed its answer; read again."""
+    if second.start != first.end + 1 or second.dense != first.dense:
+        raise ValueError(
+            f"ranges {first.start}-{first.end} and {second.start}-{second.end} do not join"
+        )
+    by_number = {h.number: h for h in first.headers}
+    if any(by_number.get(h.number, h) != h for h in second.headers):
+        raise RangeInconsistent("two reads name a block by different headers; reading again")
+    by_number.update((h.number, h) for h in second.headers)
+    times = None if first.times is None else {**first.times, **(second.times or {})}
+    return RangeData(
+        first.start,
+        second.end,
+        tuple(sorted(by_number.values(), key=_number)),
+        first.logs + second.logs,
+        first.native + second.native,
+        times=times,
+        log_hashes={**first.log_hashes, **second.log_hashes},
+    )
 
 
 LOG_PIECES = 4  # a range's getLogs is read as up to this many sub-ranges at once

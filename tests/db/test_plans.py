@@ -260,3 +260,39 @@ async def test_a_payments_final_credits_are_not_read_beside_its_running_totals(
         )
     assert not broken
     assert {n: len(found_credits.get(keys[n], [])) for n in keys} == {0: 1, 2: 1, 4: 1, 6: 0}
+
+
+async def test_candidates_of_many_addresses_on_a_table_not_analyzed_yet_are_no_join(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    """A gateway's fresh rows have no statistics yet: the addresses must be a condition on
+    ``payments`` probed through its index, never a join the planner may turn inside out (it
+    put the array on the inner side once, comparing every final payment with every address:
+    a second a range at 1,000 of each)."""
+    rows = [
+        NewPayment(uuid.uuid4(), TOKEN, CHAIN, f"0x{n % 500:040x}", "10", START + YEAR, START + n)
+        for n in range(1_000)
+    ]
+    async with session_factory() as session:
+        await session.execute(
+            text(
+                "INSERT INTO tokens (id, chain, address, symbol, decimals) VALUES"
+                f" ('{TOKEN}', '{CHAIN}', '0x6b175474e89094c44da98b954eedeac495271d0f', 'DAI', 18)"
+            )
+        )
+        await insert_payments(await session.connection(), rows)
+        await session.execute(text("UPDATE payments SET status = 'confirmed'"))  # all final
+        await session.commit()
+    addresses = [f"0x{n:040x}" for n in range(0, 1_000, 2)]  # 250 with payments, 250 without
+    window = (at(START + 2_000), at(START + 3_000))  # after every payment: rule 4's newest
+    async with session_factory() as session, session.begin():
+        stmt = locked(payments.address_statement(session, CHAIN, addresses, window), True)
+        result = await session.execute(Explain(stmt))
+        text_ = "\n".join(str(row[0] if db_backend == "postgresql" else row[-1]) for row in result)
+        if db_backend == "postgresql":
+            assert "unnest" not in text_ and "Join Filter" not in text_, text_
+        assert "ix_payments_lookup" in text_, text_
+        found = await payments.by_address(session, CHAIN, addresses, lock=True, window=window)
+    # the newest final payment at each of the 250 addresses (created n and n + 500)
+    assert len(found) == 250
+    assert {r.address for r in found} == {a for a in addresses if int(a, 16) < 500}

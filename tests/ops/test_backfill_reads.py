@@ -10,7 +10,9 @@ what is asked, and can take ``blockTimestamp`` out of the logs.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.app import make_reader
 from scanner.config import RpcUrl
 from scanner.core.decode import TRANSFER_TOPIC
-from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.scan import backfill
+from scanner.scan.backfill import Backfill, BackfillSummary, Progress
 from scanner.scan.fetch import TOPICS_PER_CALL, recipient_topic
 from tests.e2e.harness import Harness
 from tests.ops.support import (
@@ -79,6 +82,8 @@ async def backfill_via(
     sessions: async_sessionmaker[AsyncSession],
     proxy: ReadsProxy,
     to_block: int | None = None,
+    progress: Progress | None = None,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
     **chain: Any,
 ) -> BackfillSummary:
     """Backfill blocks 0..to_block (the head) through ``proxy`` into ``sessions``' database."""
@@ -86,8 +91,10 @@ async def backfill_via(
     settings = h.chain_settings.model_copy(update=update)
     reader = make_reader(settings, None)
     end = h.chain.head() if to_block is None else to_block
+    job = Backfill(settings, reader, sessions)
+    job.before_commit = before_commit
     try:
-        return await Backfill(settings, reader, sessions).run(0, end)
+        return await job.run(0, end, progress)
     finally:
         await reader.client.aclose()
 
@@ -190,6 +197,44 @@ async def test_a_deep_filtered_backfill_writes_what_a_dense_whole_backfill_write
         again = await backfill_via(h, h.sessions, proxy, batch_size=batch_size)
     assert_same(await snapshot(h.sessions), got)  # nothing credited or reported twice
     assert again.events == 0
+
+
+async def test_reads_joined_into_few_commits_write_what_a_commit_a_read_writes(
+    h: Harness,
+    other_engine: AsyncEngine,
+    other_sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Few logs a read: the reads already in when a commit begins are one commit (a commit's
+    cost does not depend on its logs), and the rows and events are those of a commit a read."""
+    sc, token_payments = await token_scenario(h, empty_blocks=10)
+    whole = {"filter_recipients_max": 0}  # reads of batch_size blocks, 4
+
+    async def slow_commit() -> None:  # the reads ahead (3 at once) come in meanwhile
+        await asyncio.sleep(0.2)
+
+    joined: list[int] = []
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(
+            h, h.sessions, proxy, progress=lambda _, end: joined.append(end),
+            before_commit=slow_commit, **whole,
+        )  # fmt: skip
+    got = await snapshot(h.sessions)
+    assert statuses(got, token_payments) == expected(sc, token_payments)
+    monkeypatch.setattr(backfill, "COMMIT_LOGS", -1)  # each read its own commit
+    apart: list[int] = []
+    await ensure_tokens(other_sessions, h.chain_settings)
+    await insert_payments(other_engine, token_payments)
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(
+            h, other_sessions, proxy, progress=lambda _, end: apart.append(end), **whole
+        )
+    assert_same(got, await snapshot(other_sessions))
+    head = h.chain.head()
+    assert joined[-1] == apart[-1] == head
+    assert len(apart) >= head // 4  # a commit a read of 4 blocks
+    spans = [b - a for a, b in zip([-1, *joined], joined, strict=False)]
+    assert len(joined) < len(apart) and max(spans) >= 3 * 4  # three reads in one commit
 
 
 async def test_without_block_timestamps_deep_ranges_read_the_headers_of_their_log_blocks(

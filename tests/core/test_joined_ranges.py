@@ -1,0 +1,72 @@
+"""``fetch.joined``: reads committed together are one range, exactly what each read said."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanner.core.model import Header
+from scanner.errors import RangeInconsistent
+from scanner.scan.fetch import RangeData, joined
+from tests.core.builders import block_hash
+
+
+def header(n: int, variant: int = 0) -> Header:
+    return Header(n, block_hash(n, variant), block_hash(n - 1), 1_000 + 12 * n)
+
+
+def log(n: int, index: int) -> dict[str, object]:
+    return {"blockNumber": hex(n), "blockHash": block_hash(n), "logIndex": hex(index)}
+
+
+def dense(start: int, end: int) -> RangeData:
+    return RangeData(start, end, tuple(header(n) for n in range(start, end + 1)), (log(start, 0),))
+
+
+def deep(start: int, end: int, headers: list[int], logs: list[int]) -> RangeData:
+    return RangeData(
+        start,
+        end,
+        tuple(header(n) for n in headers),
+        tuple(log(n, 1) for n in logs),
+        times={n: 1_000 + 12 * n for n in logs},
+        log_hashes={n: block_hash(n) for n in logs},
+    )
+
+
+def test_two_dense_reads_join_into_one_dense_range() -> None:
+    both = joined(dense(10, 12), dense(13, 15))
+    assert (both.start, both.end, both.dense) == (10, 15, True)
+    assert [h.number for h in both.headers] == list(range(10, 16))
+    assert both.logs == (log(10, 0), log(13, 0))
+    assert both.last == header(15)
+
+
+def test_two_deep_reads_join_with_each_block_named_once() -> None:
+    # the second read names block 9 too (the final block of its first transfer's block)
+    both = joined(deep(0, 10, [3, 9, 10], [3]), deep(11, 20, [9, 14, 20], [14]))
+    assert (both.start, both.end, both.dense) == (0, 20, False)
+    assert [h.number for h in both.headers] == [3, 9, 10, 14, 20]
+    assert both.times == {3: 1_036, 14: 1_168}
+    assert both.log_hashes == {3: block_hash(3), 14: block_hash(14)}
+    assert both.last.number == 20
+
+
+def test_two_reads_naming_a_block_by_different_headers_are_read_again() -> None:
+    second = deep(11, 20, [14, 20], [14])
+    second = RangeData(
+        11, 20, (header(9, variant=1), *second.headers), second.logs,
+        times=second.times, log_hashes=second.log_hashes,
+    )  # fmt: skip
+    with pytest.raises(RangeInconsistent):
+        joined(deep(0, 10, [9, 10], []), second)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(dense(10, 12), dense(14, 15)), (dense(10, 12), deep(13, 20, [20], []))],
+)
+def test_reads_that_do_not_follow_each_other_or_differ_in_kind_do_not_join(
+    first: RangeData, second: RangeData
+) -> None:
+    with pytest.raises(ValueError, match="do not join"):
+        joined(first, second)
