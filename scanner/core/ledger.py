@@ -275,7 +275,7 @@ class Ledger:
         views = []
         token, address = transfer.token, transfer.to_address
         for payment_id in dict.fromkeys(candidates):
-            entry = self._entries.get(payment_id) or self._entry(payment_id)  # raises
+            entry = self._entry(payment_id)
             payment = entry.payment
             if payment.token != token or payment.address != address:
                 raise ValueError(

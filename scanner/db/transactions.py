@@ -196,16 +196,13 @@ async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) ->
     seen = [r for r in rows if r.sender is not None]
     changed = [r for r in rows if r.sender is None]
     key = ("chain", "tx_hash", "log_index")
-    for fresh in (True, False):
-        values = [
-            (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
-            for r in seen
-            if r.new is fresh
-        ]
-        if fresh:
-            await bulk.insert(session, t, _NEW, values)
-        else:
-            await bulk.upsert(session, t, _NEW, values, key=key, rewrite=_REWRITTEN)
+
+    def row(r: CreditRow) -> tuple[Any, ...]:
+        return (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
+
+    await bulk.insert(session, t, _NEW, [row(r) for r in seen if r.new])
+    seen_again = [row(r) for r in seen if not r.new]
+    await bulk.upsert(session, t, _NEW, seen_again, key=key, rewrite=_REWRITTEN)
     again = [(chain, *_keyed(r, stamp)) for r in changed]
     await bulk.update(session, t, ("chain", *_KEYED), again, key=key)
 

@@ -8,6 +8,7 @@ is too large (``RangeSizer``) and the reads it needs are retried by the RPC clie
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,8 +142,7 @@ async def fetch_logs(
         return []
     if sizer is None:
         sizer = RangeSizer(end - start + 1)
-    blocks = end - start + 1
-    piece = max(MIN_PIECE, -(-blocks // split))
+    piece = _piece(start, end, split)
     filters: list[Sequence[str] | None] = [None]
     if to_topics is not None:
         ordered, step = sorted(to_topics), TOPICS_PER_CALL
@@ -251,19 +251,13 @@ async def fetch_deep(
 
     Read as a few sub-ranges at once, each asking for its headers as soon as its logs are in
     (the node reads one's headers while it still scans another's logs)."""
-    size = max(MIN_PIECE, -(-(end - start + 1) // LOG_PIECES))
     parts = await asyncio.gather(
         *(
             _deep_piece(reader, tokens, a, b, end, required, sizer, to_topics)
-            for a, b in split_range(start, end, size)
+            for a, b in split_range(start, end, _piece(start, end, LOG_PIECES))
         )
     )
-    logs = [log for part in parts for log in part[0]]
-    hashes = {n: h for part in parts for n, h in part[1].items()}
-    times = {n: t for part in parts for n, t in part[2].items()}
-    headers = sorted({h.number: h for part in parts for h in part[3]}.values(), key=_number)
-    times.update((h.number, h.timestamp) for h in headers)
-    return RangeData(start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes)
+    return functools.reduce(joined, parts)
 
 
 async def _deep_piece(
@@ -275,10 +269,10 @@ async def _deep_piece(
     required: int | None,
     sizer: RangeSizer | None,
     to_topics: Sequence[str] | None,
-) -> tuple[list[dict[str, Any]], dict[int, str], dict[int, int], list[Header]]:
-    """One sub-range of :func:`fetch_deep` (``last``: the range's end): its logs, their blocks'
-    hashes and times, and the headers it reads. The blocks the next range reads (from
-    ``last``'s final block to ``last``) are read by the sub-range that ends there."""
+) -> RangeData:
+    """One sub-range of :func:`fetch_deep` (``last``: the range's end), read as it is. The
+    blocks the next range reads (from ``last``'s final block to ``last``) are read by the
+    sub-range that ends there."""
     logs = await fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics, split=1)
     hashes, times = log_blocks(logs)
     wanted = timed_blocks(hashes, last, required) - times.keys()
@@ -286,7 +280,14 @@ async def _deep_piece(
         wanted.add(last)
     else:
         wanted -= timed_blocks((), last, required)
-    return logs, hashes, times, await reader.headers_at(sorted(wanted))
+    headers = await reader.headers_at(sorted(wanted))
+    times.update((h.number, h.timestamp) for h in headers)
+    return RangeData(start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes)
+
+
+def _piece(start: int, end: int, pieces: int) -> int:
+    """The blocks of each of ``pieces`` sub-ranges of ``start..end`` (at least MIN_PIECE)."""
+    return max(MIN_PIECE, -(-(end - start + 1) // pieces))
 
 
 def _number(header: Header) -> int:

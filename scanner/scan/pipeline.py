@@ -20,7 +20,7 @@ async def prefetch(
     """Yield ``fetch(start, end)`` for each range, in order, with at most ``concurrency`` reads
     in flight. When the consumer stops early (or a read fails), the reads ahead are cancelled and
     awaited, so no task outlives the generator."""
-    async with aclosing(_in_order(ranges, fetch, concurrency, ready=False)) as reads:
+    async with aclosing(prefetch_ready(ranges, fetch, concurrency, ready=False)) as reads:
         async for batch in reads:
             yield batch[0]
 
@@ -29,22 +29,12 @@ async def prefetch_ready(
     ranges: Sequence[tuple[int, int]],
     fetch: Callable[[int, int], Awaitable[T]],
     concurrency: int,
+    *,
+    ready: bool = True,
 ) -> AsyncGenerator[list[T], None]:
     """As :func:`prefetch`, but each step yields the next read together with the reads after
-    it that are already in (in order): the consumer may commit them at once, and never waits
-    for a read still under way to do so."""
-    async with aclosing(_in_order(ranges, fetch, concurrency, ready=True)) as reads:
-        async for batch in reads:
-            yield batch
-
-
-async def _in_order(
-    ranges: Sequence[tuple[int, int]],
-    fetch: Callable[[int, int], Awaitable[T]],
-    concurrency: int,
-    *,
-    ready: bool,
-) -> AsyncGenerator[list[T], None]:
+    it that are already in (in order; with ``ready`` False, the next read alone): the consumer
+    may commit them at once, and never waits for a read still under way to do so."""
     pending: deque[asyncio.Task[T]] = deque()
     queue = deque(ranges)
 
