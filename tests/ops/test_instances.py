@@ -333,19 +333,20 @@ def _named(proc: ScannerProcess, name: str) -> list[dict[str, Any]]:
 async def test_a_holder_frozen_with_a_range_in_flight_writes_nothing_when_it_wakes(
     h: Harness, db_url: str, tmp_path: Path
 ) -> None:
-    """SIGSTOP while its node read of a range is held (a proxy gate): the lease expires, the
-    other instance scans the range and credits the payment; SIGCONT: the woken holder's commit
-    is fenced (``chain_lease_lost``), nothing is written twice."""
+    """SIGSTOP while its node read of a range is held (a proxy gate): the lease expires and the
+    other instance takes the chain, its own read held in turn, so the cursor has not moved when
+    the frozen holder wakes (SIGCONT) with the range in hand: only the fence stops that commit.
+    Then the other instance scans the range and credits the payment, once."""
     paid = await h.create_payment("0x" + "a1" * 20, "1")
     tokens = [("USDT", h.token, 6)]
     cluster = "[cluster]\nlease_seconds = 2.0"
     env = scanner_env(db_url)
-    with ThreadedProxy(h.chain.url) as tp:
+    with ThreadedProxy(h.chain.url) as tp, ThreadedProxy(h.chain.url) as op:
         slow = support_config(
             tmp_path / "slow.toml", tp.url, tokens, poll_interval=0.1, extra_top=cluster
         )
         direct = support_config(
-            tmp_path / "direct.toml", h.chain.url, tokens, poll_interval=0.1, extra_top=cluster
+            tmp_path / "direct.toml", op.url, tokens, poll_interval=0.1, extra_top=cluster
         )
         with scanner_process(["run", "--config", str(slow)], env) as frozen:
             wait_until(lambda: _named(frozen, "chain_lease_acquired"), 20, what="it holds")
@@ -355,20 +356,30 @@ async def test_a_holder_frozen_with_a_range_in_flight_writes_nothing_when_it_wak
             pay(h, "0x" + "a1" * 20, 1_000_000)
             assert gate.wait_reached_sync(20), "the range's read is held"
             frozen.send_signal(signal.SIGSTOP)
+            other_gate = op.proxy.hold("eth_getLogs")
             with scanner_process(["run", "--config", str(direct)], env) as other:
-                wait_until(lambda: _named(other, "transfer_detected"), 30, what="taken over")
+                wait_until(lambda: _named(other, "chain_lease_acquired"), 30, what="taken over")
+                assert other_gate.wait_reached_sync(20), "the new holder's read is held"
                 mark = len(frozen.err())
                 gate.release()
                 frozen.send_signal(signal.SIGCONT)
-                wait_until(
-                    lambda: any(e.get("event") == "chain_lease_lost" for e in _after(frozen, mark)),
+                wait_until(  # its tick with the stale range has ended: it stands by
+                    lambda: any(
+                        e.get("event") == "chain_held_elsewhere" for e in _after(frozen, mark)
+                    ),
                     20,
                     what="the woken holder finds its lease gone",
                 )
+                stale = [
+                    e.get("event")
+                    for e in _after(frozen, mark)
+                    if e.get("event") in ("range_scanned", "transfer_detected")
+                ]
+                assert not stale, stale
+                other_gate.release()
+                wait_until(lambda: _named(other, "transfer_detected"), 30, what="it credits")
                 h.mine(3)
                 wait_until(lambda: len(_named(other, "range_scanned")) >= 2, 20, what="goes on")
-                stale = [e for e in _after(frozen, mark) if e.get("event") == "range_scanned"]
-                assert not stale, stale
                 for proc in (frozen, other):
                     proc.send_signal(signal.SIGTERM)
                 for proc in (frozen, other):
