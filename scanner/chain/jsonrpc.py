@@ -44,6 +44,7 @@ _NOT_AVAILABLE = re.compile(
     r"unknown block|header not found|block not found|cannot query unfinalized data",
     re.IGNORECASE,
 )
+_PEEK_WINDOW = 65_536
 _TRANSIENT = re.compile(r"no backend is currently healthy|temporarily unavailable", re.IGNORECASE)
 
 
@@ -75,11 +76,11 @@ def decode(content: bytes, where: Where) -> Any:
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
-        head = content[:60].decode("utf-8", "replace")
+        head = _peek(content, where.redact, 60)
         cut = not content.strip() or "end of data" in exc.msg
         kind, what = ("truncated", "truncated JSON") if cut else ("not_json", "not JSON")
         raise MalformedResponse(
-            where.say(f"{what} ({exc.msg}): {head!r}"),
+            where.say(f"{what} ({exc.msg}): {head}"),
             chain=where.chain,
             method=where.method,
             kind=kind,
@@ -89,7 +90,8 @@ def decode(content: bytes, where: Where) -> Any:
 def result_of(envelope: Any, where: Where, params: Any, http_status: int = 200) -> Any:
     """The ``result`` of one response object, or the mapped error it carries."""
     if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
-        raise malformed(where, f"not a JSON-RPC 2.0 response object: {_peek(envelope)}")
+        shown = _peek(envelope, where.redact)
+        raise malformed(where, f"not a JSON-RPC 2.0 response object: {shown}")
     error = envelope.get("error")
     if error is not None:
         raise map_error(error, where, params, http_status)
@@ -101,7 +103,7 @@ def result_of(envelope: Any, where: Where, params: Any, http_status: int = 200) 
 def map_error(error: Any, where: Where, params: Any, http_status: int = 200) -> RpcError:
     """Translate one JSON-RPC error object (see the module docstring for the rules)."""
     if not isinstance(error, dict) or not isinstance(error.get("message", ""), str):
-        return malformed(where, f"error object of the wrong shape: {_peek(error)}")
+        return malformed(where, f"error object of the wrong shape: {_peek(error, where.redact)}")
     code = error.get("code")
     code = code if isinstance(code, int) else None
     message = where.redact(str(error.get("message", "")))
@@ -146,7 +148,7 @@ def http_error(status: int, headers: Mapping[str, str], content: bytes, where: W
     if status >= 500 or status == 408:
         return RpcTransportError(where.say(f"HTTP {status}"), **kw)
     return MalformedResponse(
-        where.say(f"HTTP {status}: {_peek(content)}"), kind="http_status", **kw
+        where.say(f"HTTP {status}: {_peek(content, where.redact)}"), kind="http_status", **kw
     )
 
 
@@ -223,9 +225,15 @@ def _json_or_none(content: bytes) -> Any:
         return None
 
 
-def _peek(value: Any) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else repr(value)
-    return text[:80]
+def _peek(value: Any, redact: Callable[[str], str], length: int = 80) -> str:
+    """The start of what the node sent, for an error message: scrubbed first, then cut (a key
+    cut in two would leave a piece the scrubber no longer knows). Only the first
+    ``_PEEK_WINDOW`` characters are looked at: the message shows fewer than that."""
+    if isinstance(value, bytes):
+        text = repr(value[:_PEEK_WINDOW].decode("utf-8", "replace"))
+    else:
+        text = repr(value)[:_PEEK_WINDOW]
+    return redact(text)[:length]
 
 
 def _redact_data(data: Any, redact: Callable[[str], str]) -> Any:

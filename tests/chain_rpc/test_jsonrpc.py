@@ -189,3 +189,22 @@ def test_batch_answered_by_one_error_raises_it() -> None:
     single = {"jsonrpc": "2.0", "id": None, "error": {"code": -32005, "message": "rate limited"}}
     with pytest.raises(RpcRateLimited):
         jsonrpc.order_batch(single, [1, 2], where())
+
+
+@pytest.mark.parametrize("before", range(40, 90, 3))
+def test_a_key_across_the_cut_of_a_quoted_answer_leaves_no_piece(before: int) -> None:
+    """What the node sent is scrubbed whole, then cut: a key that the cut would split leaves no
+    piece of itself in the message (the message shows about 60 to 80 characters)."""
+    body = ("x" * before + SECRET + " and more").encode()
+    shown = [
+        str(jsonrpc.http_error(401, {}, body, where())),
+        str(jsonrpc.map_error(["x" * before + SECRET], where(), [])),
+    ]
+    with pytest.raises(MalformedResponse) as not_json:
+        jsonrpc.decode(body, where())
+    with pytest.raises(MalformedResponse) as not_an_envelope:
+        jsonrpc.result_of(["x" * before + SECRET], where(), [])
+    shown += [str(not_json.value), str(not_an_envelope.value)]
+    for text in shown:
+        assert "xxxxxxxx" in text  # the start of the answer is shown
+        assert not any(SECRET[:n] in text for n in range(4, len(SECRET) + 1)), text
