@@ -50,6 +50,27 @@ def check_link(headers: Sequence[Header], stored_parent: tuple[int, str] | None)
     return None
 
 
+def check_sparse_link(
+    headers: Sequence[Header], start: int, stored_parent: tuple[int, str] | None
+) -> int | None:
+    """:func:`check_link` for a range read without a header per block (far below the head):
+    its header at ``start`` must link to ``stored_parent`` (the block just below the range),
+    and each two of its headers at consecutive heights to each other. The number of the first
+    header that does not link, or ``None``; a range without its first header raises
+    MalformedResponse (it could not be linked at all)."""
+    by_number = {header.number: header for header in headers}
+    first = by_number.get(start)
+    if first is None:
+        raise MalformedResponse(f"a range from block {start} came without that block's header")
+    if stored_parent is not None and check_link([first], stored_parent) is not None:
+        return start
+    for number in sorted(by_number):
+        below = by_number.get(number - 1)
+        if below is not None and by_number[number].parent_hash != below.hash:
+            return number
+    return None
+
+
 def logs_agree(
     logs: Sequence[Mapping[str, Any]], headers: Sequence[Header], *, complete: bool = True
 ) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Event, Transfer
 from scanner.core.plan import Mode, RangePlan, plan_range, status_changes
-from scanner.core.reorg import check_link, logs_agree
+from scanner.core.reorg import check_link, check_sparse_link, logs_agree
 from scanner.db.persist import write_plan
 from scanner.errors import RangeInconsistent, ReorgDetected
 from scanner.scan.context import ChainContext
@@ -65,16 +65,16 @@ class BatchReport:
 def verify_links(data: RangeData, parent: tuple[int, str] | None) -> None:
     """Raise ReorgDetected / RangeInconsistent when the range does not fit what we stored.
 
-    A range far below the head (not ``dense``: no header per block) is not hash-linked, only
-    checked against the headers it has; reorgs happen inside the reorg window."""
-    if not data.dense:
-        if not logs_agree(data.logs, data.headers, complete=False):
-            raise RangeInconsistent("logs and headers name different block hashes; reading again")
-        return
-    broken = check_link(data.headers, parent)
+    A range far below the head (not ``dense``: no header per block) links by its first block's
+    header, and its logs are checked against the headers it has: after an outage the first range
+    is read so, and a reorg of the stored blocks meanwhile is found here, as for any range."""
+    if data.dense:
+        broken = check_link(data.headers, parent)
+    else:
+        broken = check_sparse_link(data.headers, data.start, parent)
     if broken is not None:
         raise ReorgDetected(broken)
-    if not logs_agree(data.logs, data.headers):
+    if not logs_agree(data.logs, data.headers, complete=data.dense):
         raise RangeInconsistent("logs and headers name different block hashes; reading again")
 
 

@@ -246,14 +246,15 @@ async def fetch_deep(
     """A range far below the head (older than the reorg window), read near the node's limit:
     its logs (to ``to_topics`` recipients when given), then the headers of only the blocks
     whose times the plan reads (:func:`~scanner.core.finality.timed_blocks`) that the logs'
-    ``blockTimestamp`` did not give, and always ``end`` (what the next range links to). No
-    native transfers: those need full blocks (:func:`fetch_range`).
+    ``blockTimestamp`` did not give, and always ``start`` (whose parent hash links the range to
+    the block stored below it) and ``end`` (what the next range links to). No native transfers:
+    those need full blocks (:func:`fetch_range`).
 
     Read as a few sub-ranges at once, each asking for its headers as soon as its logs are in
     (the node reads one's headers while it still scans another's logs)."""
     parts = await asyncio.gather(
         *(
-            _deep_piece(reader, tokens, a, b, end, required, sizer, to_topics)
+            _deep_piece(reader, tokens, a, b, (start, end), required, sizer, to_topics)
             for a, b in split_range(start, end, _piece(start, end, LOG_PIECES))
         )
     )
@@ -265,14 +266,16 @@ async def _deep_piece(
     tokens: Sequence[str],
     start: int,
     end: int,
-    last: int,
+    whole: tuple[int, int],
     required: int | None,
     sizer: RangeSizer | None,
     to_topics: Sequence[str] | None,
 ) -> RangeData:
-    """One sub-range of :func:`fetch_deep` (``last``: the range's end), read as it is. The
-    blocks the next range reads (from ``last``'s final block to ``last``) are read by the
-    sub-range that ends there."""
+    """One sub-range of :func:`fetch_deep` (``whole``: the range's first and last blocks),
+    read as it is. The blocks the next range reads (from the last block's final block to the
+    last block) are read by the sub-range that ends there, the first block by the one that
+    starts there."""
+    first, last = whole
     logs = await fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics, split=1)
     hashes, times = log_blocks(logs)
     wanted = timed_blocks(hashes, last, required) - times.keys()
@@ -280,6 +283,8 @@ async def _deep_piece(
         wanted.add(last)
     else:
         wanted -= timed_blocks((), last, required)
+    if start == first:
+        wanted.add(first)
     headers = await reader.headers_at(sorted(wanted))
     times.update((h.number, h.timestamp) for h in headers)
     return RangeData(start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes)

@@ -8,6 +8,7 @@ import pytest
 from scanner.core.model import Header
 from scanner.core.reorg import (
     check_link,
+    check_sparse_link,
     find_common_ancestor,
     logs_agree,
     replaced_credits,
@@ -25,6 +26,33 @@ def chain(first: int, last: int, variant: int = 0, fork_at: int | None = None) -
         parent = variant if fork_at is not None and n - 1 >= fork_at else 0
         headers.append(Header(n, block_hash(n, mine), block_hash(n - 1, parent), ts(n)))
     return headers
+
+
+class TestCheckSparseLink:
+    """A range far below the head has a few headers, always its first: that one links."""
+
+    def sparse(self, *numbers: int, variant: int = 0, fork_at: int | None = None) -> list[Header]:
+        whole = chain(min(numbers), max(numbers), variant, fork_at)
+        return [h for h in whole if h.number in numbers]
+
+    def test_linked_by_its_first_block(self) -> None:
+        assert check_sparse_link(self.sparse(11, 12, 30, 50), 11, (10, block_hash(10))) is None
+
+    def test_the_stored_parent_was_replaced(self) -> None:
+        stored = (10, block_hash(10, variant=7))
+        assert check_sparse_link(self.sparse(11, 30, 50), 11, stored) == 11
+
+    def test_consecutive_headers_must_link(self) -> None:
+        headers = self.sparse(11, 29, 30, 50, variant=2, fork_at=30)
+        headers[1] = self.sparse(29, variant=3, fork_at=0)[0]
+        assert check_sparse_link(headers, 11, (10, block_hash(10))) == 30
+
+    def test_without_a_stored_parent_the_headers_still_agree(self) -> None:
+        assert check_sparse_link(self.sparse(0, 20, 21), 0, None) is None
+
+    def test_a_range_without_its_first_header_cannot_be_linked(self) -> None:
+        with pytest.raises(MalformedResponse):
+            check_sparse_link(self.sparse(12, 30), 11, (10, block_hash(10)))
 
 
 class TestCheckLink:
