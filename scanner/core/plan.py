@@ -45,14 +45,23 @@ class Mode:
     #: a payment with stored totals (``payment_sums``) is loaded with its not-yet-final credits
     #: alone, unless one of the range's transfers or orphans is its (then every credit)
     settles: bool = False
+    #: writes temporary copies of the tables (a dry run): no lock serializes its events
+    scratch: bool = False
 
 
 LIVE = Mode("live", moves_cursor=True, orphans_replaced=True, locks_rows=True, settles=True)
 BACKFILL = Mode(
     "backfill", moves_cursor=False, orphans_replaced=True, locks_rows=True, settles=True
 )
-#: A backfill --dry-run: written into one transaction that is always rolled back.
-DRY_RUN = Mode("dry_run", moves_cursor=False, orphans_replaced=True, locks_rows=False, settles=True)
+#: A backfill --dry-run: written into temporary copies, in one transaction always rolled back.
+DRY_RUN = Mode(
+    "dry_run",
+    moves_cursor=False,
+    orphans_replaced=True,
+    locks_rows=False,
+    settles=True,
+    scratch=True,
+)
 #: A look-back for payments written behind the cursor: its blocks are the live scan's.
 CATCH_UP = Mode("catch_up", moves_cursor=False, orphans_replaced=False, locks_rows=True)
 #: Following the gateway's edits of payment rows (recomputed from their credits).

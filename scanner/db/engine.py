@@ -8,6 +8,8 @@ pool; ``sqlite:///`` becomes ``sqlite+aiosqlite:///``, and every SQLite connecti
 SQLite transactions start with ``BEGIN IMMEDIATE``: a transaction takes the write lock when it
 begins, so writers queue on ``busy_timeout`` instead of failing with ``SQLITE_BUSY`` when a read
 lock cannot be upgraded. It also makes DDL transactional (migrations commit or roll back whole).
+A connection with the execution option :data:`DEFERRED_BEGIN` (a dry run, which writes only
+temporary tables) begins with a plain ``BEGIN`` and takes no write lock.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from scanner.secrets import redact_url
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 APPLICATION_NAME = "ctrip-scanner"
+DEFERRED_BEGIN = "scanner_deferred_begin"
 
 
 def _bad_url(url: str, problem: str) -> ConfigError:
@@ -140,7 +143,8 @@ def install_sqlite_hooks(engine: AsyncEngine, *, busy_timeout_ms: int, foreign_k
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = connection.get_execution_options().get(DEFERRED_BEGIN, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -19,10 +19,14 @@ from scanner.db.sql import is_postgres, now, table
 _COLUMNS = ("payment_id", "type", "status_from", "status_to", "data", "created_at")
 
 
-async def append(session: AsyncSession, rows: Sequence[OutboxRow]) -> None:
+async def append(
+    session: AsyncSession, rows: Sequence[OutboxRow], *, serialized: bool = True
+) -> None:
+    """Insert the rows; ``serialized=False``: into a dry run's temporary copy (no lock, no
+    notification: nothing is ever committed)."""
     if not rows:
         return
-    postgres = is_postgres(session)
+    postgres = is_postgres(session) and serialized
     if postgres:
         await events_xact_lock(session)
     stamp = now()

@@ -14,7 +14,7 @@ async def write_plan(session: AsyncSession, chain: str, plan: RangePlan) -> None
     await transactions.write(session, chain, plan.credits)
     await payments.update(session, plan.payments)
     await sums.write(session, plan.payments)
-    await events.append(session, plan.outbox)
+    await events.append(session, plan.outbox, serialized=not plan.mode.scratch)
     if plan.mode.recounts:
         await transactions.count_confirmations(session, chain, plan.finality)
     if plan.edited:

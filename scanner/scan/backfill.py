@@ -24,7 +24,7 @@ from scanner.config import ChainSettings
 from scanner.core.model import Header
 from scanner.core.plan import BACKFILL, DRY_RUN
 from scanner.core.ranges import RangeSizer, split_range
-from scanner.db import cursor, jobs, payments
+from scanner.db import cursor, jobs, payments, scratch
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import BackfillJobLost, ConfigError
 from scanner.observe.metrics import Metrics
@@ -161,14 +161,16 @@ class Backfill:
     async def _dry_run(self) -> AsyncIterator[None]:
         """A dry run applies every range in ONE transaction that it rolls back at the end, so
         each range sees what the ranges before it would have written (its report is what a
-        real run would do) and nothing is ever committed. It takes no chain lock and no row
-        locks, but on SQLite it holds the write lock while it runs."""
+        real run would do) and nothing is ever committed. It writes into temporary copies of
+        the chain's rows (:mod:`scanner.db.scratch`): the real tables are only read, so it
+        takes no chain lock, no row lock and no events lock, nor SQLite's write lock."""
         if not self.dry_run:
             yield
             return
         async with self.sessions() as session:
             self._dry_session = session
             try:
+                await scratch.begin(session, self.settings.name)
                 yield
             finally:
                 self._dry_session = None
@@ -288,8 +290,7 @@ class Backfill:
         live = await cursor.get_cursor(session, ctx.name)
         floor = live[0] if live is not None else -1
         tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
-        # A dry run writes into its one transaction (rolled back at the end), without row locks
-        # only because nothing it writes is ever committed.
+        # A dry run writes into its one transaction's temporary copies, without row locks.
         mode = DRY_RUN if self.dry_run else BACKFILL
         result = await run_range(
             session, ctx, data, mode, tag_block=tag_block, below=window, checked_floor=floor

@@ -33,6 +33,7 @@ from tests.ops.support import (
     snapshot,
     write_config,
 )
+from tests.support.gateway import db_id
 
 SMALL = {"batch_size": 4, "concurrency": 3}
 
@@ -258,6 +259,47 @@ async def test_dry_run_writes_nothing_and_reports_what_would_change(
     after = await snapshot(h.sessions)
     assert statuses(after, sc) == sc.expected
     assert await chain_state_rows(h.engine) == []
+
+
+async def test_a_dry_run_holds_no_lock_the_live_scan_or_the_gateway_waits_for(
+    h: Harness,
+) -> None:
+    """A dry run stopped on a read (a proxy gate) after it has applied every range before it:
+    meanwhile the live scan credits the same payments and the gateway updates one of their
+    rows, each at once; then the dry run ends with its report and has written nothing."""
+    sc = await scenario_in(h)
+    head = h.chain.head()
+    hold_from = head - head % SMALL["batch_size"]  # the last range's first block
+    async with RangeProxy(h.chain.url) as proxy:
+        chain = small(h, rpc_urls=[RpcUrl(proxy.url)], concurrency=1)
+        gate = proxy.hold_logs_from(hold_from)
+        reader = make_reader(chain, None)
+        applied: list[int] = []
+        dry = Backfill(chain, reader, h.sessions, dry_run=True)
+        task = asyncio.create_task(dry.run(0, head, lambda _, end: applied.append(end)))
+        try:
+            async with asyncio.timeout(10):
+                await gate.wait_reached()
+                while not applied or applied[-1] < hold_from - 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            async with asyncio.timeout(15):
+                await h.scan()
+                paid = sc.payments[0].id
+                async with h.sessions() as session, session.begin():
+                    await session.execute(
+                        text("UPDATE payments SET updated_at = updated_at WHERE id = :id"),
+                        {"id": db_id(h.engine, paid)},
+                    )
+            live = await snapshot(h.sessions)
+            assert statuses(live, sc) == sc.expected
+        finally:
+            gate.release()
+            async with asyncio.timeout(15):
+                summary = await task
+            await reader.client.aclose()
+    assert await snapshot(h.sessions) == live
+    assert summary.dry_run and summary.matched == sum(sc.transfers.values())
+    assert summary.status_changes["confirmed"] == 5 and summary.status_changes["expired"] == 2
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
