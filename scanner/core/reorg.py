@@ -156,16 +156,25 @@ class ReorgPlan:
 
 
 def walk_back_plan(
-    cursor: int, ancestor: int | None, max_depth: int, oldest_stored: int | None = None
+    cursor: int,
+    ancestor: int | None,
+    max_depth: int,
+    oldest_stored: int | None = None,
+    *,
+    credited_below: bool = False,
 ) -> ReorgPlan:
     """Plan the rewind from ``cursor`` to the common ``ancestor`` (``None``: none in the window).
 
     ``oldest_stored``: the lowest block whose hash is stored. When it is inside the window (the
     chain started scanning there, so its history is shorter than ``max_depth``) and no stored
-    block agrees with the node, the rewind goes to just below it: nothing was credited lower, so
-    rescanning from there is safe and the reorg is not known to be deeper than ``max_depth``.
+    block agrees with the node, the rewind goes to just below it, but only when nothing is
+    credited below it in the window (``credited_below`` False): then rescanning from there is
+    safe and the reorg is not known to be deeper than ``max_depth``. A credit there (a backfill
+    ran before the first live scan) may be in a replaced block that no stored hash can tell:
+    the chain halts, as for a reorg deeper than ``max_depth``.
     """
-    if ancestor is None and oldest_stored is not None and cursor - oldest_stored < max_depth:
+    short = oldest_stored is not None and cursor - oldest_stored < max_depth
+    if ancestor is None and oldest_stored is not None and short and not credited_below:
         ancestor = oldest_stored - 1
     if ancestor is None:
         return ReorgPlan(new_cursor=cursor, depth=max_depth + 1, max_depth=max_depth)

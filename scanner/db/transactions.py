@@ -87,6 +87,22 @@ async def in_blocks(session: AsyncSession, chain: str, start: int, end: int) -> 
     return _stored(await session.execute(stmt))
 
 
+async def any_credited(session: AsyncSession, chain: str, start: int, end: int) -> bool:
+    """Whether a credited (not orphaned) row is stored for a block in ``start..end``."""
+    t = table("transactions")
+    stmt = (
+        select(t.c.block_number)
+        .where(
+            t.c.chain == chain,
+            t.c.block_number >= start,
+            t.c.block_number <= end,
+            t.c.status != "orphaned",
+        )
+        .limit(1)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
 async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx]:
     """Credited (not orphaned) rows stored for blocks above ``number``."""
     t = table("transactions")

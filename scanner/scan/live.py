@@ -39,7 +39,7 @@ from scanner.scan.fetch import (
     watches_none,
 )
 from scanner.scan.pipeline import prefetch
-from scanner.scan.reorg import find_ancestor, rewind
+from scanner.scan.reorg import find_ancestor, rewind, stored_window
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
 from scanner.scan.tokens import TokenWatch
@@ -311,9 +311,8 @@ class ChainScanner:
         async with self.sessions() as session:
             at = await stored.get_cursor(session, self.name)
             cursor = at[0] if at else self.cursor
-            low = cursor - self.ctx.reorg_depth
-            headers = await stored.stored_headers(session, self.name, low, cursor)
-        ancestor = await find_ancestor(self.reader, self.ctx, headers, cursor)
+            window = await stored_window(session, self.ctx, cursor)
+        ancestor = await find_ancestor(self.reader, self.ctx, window)
         async with self.sessions() as session, session.begin():
             await self._lock(session)
             again = await stored.get_cursor(session, self.name)

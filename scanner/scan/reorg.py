@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scanner.chain.reader import ChainReader
 from scanner.core.model import Header
 from scanner.core.reorg import find_common_ancestor, walk_back_plan
+from scanner.db import cursor as stored
+from scanner.db import transactions
 from scanner.errors import DeepReorg
 from scanner.scan.batch import BatchReport, run_rewind
 from scanner.scan.context import ChainContext
@@ -30,18 +32,37 @@ class ReorgOutcome:
     report: BatchReport
 
 
-async def find_ancestor(
-    reader: ChainReader, ctx: ChainContext, stored: list[Header], cursor: int
-) -> int:
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    """What the walk-back compares with the node: the stored blocks of the reorg window below
+    the cursor, and whether a credit is stored below the oldest of them in that window."""
+
+    cursor: int
+    headers: list[Header]
+    credited_below: bool
+
+
+async def stored_window(session: AsyncSession, ctx: ChainContext, cursor: int) -> StoredWindow:
+    low = cursor - ctx.reorg_depth
+    headers = await stored.stored_headers(session, ctx.name, low, cursor)
+    oldest = headers[0].number if headers else cursor + 1
+    credited = await transactions.any_credited(session, ctx.name, low + 1, oldest - 1)
+    return StoredWindow(cursor, headers, credited)
+
+
+async def find_ancestor(reader: ChainReader, ctx: ChainContext, window: StoredWindow) -> int:
     """The highest stored block the node still agrees with; DeepReorg when none is."""
-    if not stored:
+    headers, cursor = window.headers, window.cursor
+    if not headers:
         raise DeepReorg(chain=ctx.name, depth=ctx.reorg_depth + 1, max_depth=ctx.reorg_depth)
-    low = stored[0].number
-    node_headers = await reader.headers(low, min(cursor, stored[-1].number))
+    low = headers[0].number
+    node_headers = await reader.headers(low, min(cursor, headers[-1].number))
     ancestor = find_common_ancestor(
-        {h.number: h.hash for h in stored}, {h.number: h.hash for h in node_headers}
+        {h.number: h.hash for h in headers}, {h.number: h.hash for h in node_headers}
     )
-    plan = walk_back_plan(cursor, ancestor, ctx.reorg_depth, oldest_stored=low)
+    plan = walk_back_plan(
+        cursor, ancestor, ctx.reorg_depth, oldest_stored=low, credited_below=window.credited_below
+    )
     plan.raise_if_too_deep(ctx.name)
     return plan.new_cursor
 

@@ -221,3 +221,7 @@ class TestShortHistory:
     def test_a_full_window_without_agreement_is_too_deep(self) -> None:
         plan = walk_back_plan(cursor=200, ancestor=None, max_depth=64, oldest_stored=100)
         assert plan.too_deep
+
+    def test_a_credit_below_a_short_history_is_too_deep(self) -> None:
+        plan = walk_back_plan(110, None, max_depth=64, oldest_stored=100, credited_below=True)
+        assert plan.too_deep and plan.new_cursor == 110

@@ -10,14 +10,19 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from scanner.app import App
 from scanner.config import Settings
 from scanner.devchain import DevChain
+from scanner.errors import DeepReorg
+from scanner.scan.operator import rewind_chain
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
+from tests.ops.support import ensure_tokens
+from tests.ops.test_backfill import backfill
 from tests.support.metrics import sample
 from tests.support.settings import chain_settings
 
@@ -277,3 +282,37 @@ async def test_a_reorg_below_a_fresh_start_rescans_instead_of_halting(h: Harness
     assert row["status"] == "pending" and row["amount_received"] == 0
     (tx,) = await h.transactions(pid)
     assert tx["status"] == "orphaned"
+
+
+async def test_a_reorg_below_a_fresh_start_halts_when_a_backfill_credited_below_it(
+    h: Harness,
+) -> None:
+    """A backfill ran before the first live scan: its credit lies below the live scan's first
+    stored block, where no stored hash tells whether the reorg replaced it. The chain halts (as
+    for a reorg deeper than max_reorg_depth) instead of keeping that credit; the operator's
+    rewind below it then orphans it."""
+    h.chain_settings = h.chain_settings.model_copy(update={"start_block": None})
+    await ensure_tokens(h.sessions, h.chain_settings)
+    h.scanner = h.make_scanner()  # not started yet: the gateway's rows come first
+    pid = await h.create_payment(ALICE, "3")
+    tx = pay(h, ALICE, 3_000_000)
+    block = int(h.chain.wait_receipt(tx)["blockNumber"], 16)
+    h.mine(1)
+    await backfill(h.chain_settings, h.sessions, 0, h.chain.head())
+    assert await h.status(pid) == "confirming"
+    await h.scanner.prepare()  # the first live scan starts at the head: one stored block
+    assert h.scanner.cursor == block + 1
+
+    h.chain.reorg(3)  # replaces the backfill's block (the transfer is dropped) and the start
+    with pytest.raises(DeepReorg):
+        await h.scan()
+    assert await stored_cursor(h) == block + 1  # nothing rewound ...
+    (row,) = await h.transactions(pid)
+    assert row["status"] == "pending"  # ... nothing confirmed either
+
+    await rewind_chain(h.chain_settings, h.scanner.reader, h.sessions, block - 2)
+    await h.scan()
+    payment = await h.payment(pid)
+    assert payment["status"] == "pending" and payment["amount_received"] == 0
+    (row,) = await h.transactions(pid)
+    assert row["status"] == "orphaned"
