@@ -332,7 +332,7 @@ def _env_file(path: Path) -> dict[str, str]:
 def test_env_example_is_a_production_environment() -> None:
     env = _env_file(ENV_EXAMPLE)
     assert env["ENV"] == "production"
-    assert env["DATABASE_URL"] == "postgresql://scanner:CHANGE_ME@db/payments"
+    assert env["DATABASE_URL"] == "postgresql://scanner:CHANGE_ME@db/payments?sslmode=verify-full"
     settings = load_settings(str(EXAMPLE_TOML), environ=env)
     assert settings.env == "production"
     assert settings.migrate_on_start is False

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 
 from scanner.config import DatabaseSettings, Settings
 from scanner.db.errors import Session
+from scanner.db.tls import split
 from scanner.errors import ConfigError
 from scanner.secrets import redact_url
 
@@ -65,30 +66,41 @@ def async_url(url: str) -> URL:
 def make_engine(settings: Settings, *, migrating: bool = False) -> AsyncEngine:
     """The application's engine for ``settings.database_url``."""
     return engine_for_url(
-        settings.database_url.get_secret_value(), settings.database, migrating=migrating
+        settings.database_url.get_secret_value(),
+        settings.database,
+        migrating=migrating,
+        production=settings.env == "production",
     )
 
 
 def engine_for_url(
-    url: str, options: DatabaseSettings | None = None, *, migrating: bool = False
+    url: str,
+    options: DatabaseSettings | None = None,
+    *,
+    migrating: bool = False,
+    production: bool = False,
 ) -> AsyncEngine:
     """An engine for a configured URL.
 
     ``migrating=True`` is for schema changes: no pool (nothing stays connected), and on SQLite
-    ``foreign_keys=OFF``, since batch migrations rebuild referenced tables.
+    ``foreign_keys=OFF``, since batch migrations rebuild referenced tables. ``production``:
+    a PostgreSQL URL without ``sslmode`` requires TLS (:mod:`scanner.db.tls`).
     """
     options = options or DatabaseSettings()
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         return _sqlite_engine(target, options, migrating=migrating)
-    return _postgres_engine(target, options, migrating=migrating)
+    target, tls = split(target, production=production)
+    return _postgres_engine(target, options, tls, migrating=migrating)
 
 
-def _postgres_engine(url: URL, options: DatabaseSettings, *, migrating: bool) -> AsyncEngine:
-    kwargs: dict[str, Any] = {
-        "echo": options.echo,
-        "connect_args": {"server_settings": {"application_name": APPLICATION_NAME}},
-    }
+def _postgres_engine(
+    url: URL, options: DatabaseSettings, tls: object, *, migrating: bool
+) -> AsyncEngine:
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": APPLICATION_NAME}}
+    if tls is not None:
+        connect_args["ssl"] = tls
+    kwargs: dict[str, Any] = {"echo": options.echo, "connect_args": connect_args}
     if migrating:
         kwargs["poolclass"] = NullPool
     else:

@@ -58,7 +58,17 @@ def database_error(
 ) -> DatabaseError:
     """One ``DatabaseError`` for ``exc``: ``database <redacted url>: <Type>: <first line>``."""
     where = f"database {redact_url(url)}" if url else "database"
-    return DatabaseError(f"{where}: {scrub(_first_line(exc), list(secrets))}")
+    return DatabaseError(f"{where}: {scrub(_first_line(exc), list(secrets))}{_hint(exc)}")
+
+
+def _hint(exc: BaseException) -> str:
+    """What to do about an error whose driver's words do not say it."""
+    if "rejected SSL upgrade" in str(_root(exc)):
+        return (
+            " (the server offers no TLS and the URL requires it: sslmode=require or stronger,"
+            " or no sslmode in production; sslmode=disable accepts a plaintext connection)"
+        )
+    return ""
 
 
 @asynccontextmanager

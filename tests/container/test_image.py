@@ -170,7 +170,9 @@ def test_the_image_scanner_confirms_a_payment(
         tmp_path / "scanner.toml", devchain.url, [("USDT", token, 6)], metrics_port=port
     )
     box.mount_file(config, CONFIG_PATH)  # -v ./scanner.toml:/etc/scanner/scanner.toml:ro
-    env = {"DATABASE_URL": empty_db_url, "SCANNER_METRICS_ADDR": f"127.0.0.1:{port}"}  # -e
+    # ENV=production (the image's): plaintext only when the URL says so; this server has no TLS
+    url = f"{empty_db_url}?sslmode=disable"
+    env = {"DATABASE_URL": url, "SCANNER_METRICS_ADDR": f"127.0.0.1:{port}"}  # -e
 
     for args in (["migrate", "upgrade"], ["check"]):
         done = box.run(box.scanner(args), env)

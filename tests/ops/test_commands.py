@@ -105,3 +105,31 @@ async def test_check_passes_when_all_is_well_and_names_each_problem(
     assert "schema at" in p and head in p and "scanner migrate upgrade" in p
     (p,) = problems(decimals)
     assert "says 18 decimals" in p and "decimals() says 6" in p and h.token.lower() in p
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+async def test_libpqs_sslmode_is_taken_and_a_server_without_tls_is_one_line(
+    h: Harness, db_url: str, tmp_path: Path
+) -> None:
+    """``?sslmode=`` as managed PostgreSQL hands it out: ``disable`` works, ``require`` against
+    this server (which offers no TLS) is one line naming the cure, never a traceback; in
+    production a URL without ``sslmode`` requires TLS."""
+    config = write_config(tmp_path / "scanner.toml", h.chain.url, [("USDT", h.token, 6)])
+    commands = [["migrate", "current"], ["status", "--config", str(config)]]
+    commands.append(["check", "--config", str(config)])
+
+    def run(args: list[str], url: str, env: str = "testing") -> Any:
+        return run_cli(args, {**scanner_env(url), "ENV": env, "DATABASE_URL": url})
+
+    runs = [(args, f"{db_url}?sslmode=require", "testing") for args in commands]
+    runs.append((commands[1], db_url, "production"))
+    for args in commands[:2]:
+        plain = await asyncio.to_thread(run, args, f"{db_url}?sslmode=disable")
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+    for args, url, env in runs:
+        refused = await asyncio.to_thread(run, args, url, env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stdout + refused.stderr
+        said = (refused.stdout + refused.stderr).strip().splitlines()
+        line = next(text for text in said if "rejected SSL upgrade" in text)
+        assert "sslmode=disable accepts a plaintext connection" in line, said
