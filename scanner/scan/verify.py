@@ -5,17 +5,24 @@
        or for the native coin the transaction's recipient and value
     ─▶ agreement: ``verified_hash`` = its block hash (the next plan confirms the payment)
        disagreement: ``verification_failed`` event, error log and metric, once per block; the
-       payment stays ``confirming`` (checked again every tick: a provider that heals confirms it)
-       no provider answers: ``verification_delayed``, tried again next tick (never skipped)
+       payment stays ``confirming``; the credit is asked again after a backoff of its own
+       (:data:`RETRY_FIRST` seconds, doubling up to :data:`RETRY_MAX`: a provider that heals
+       confirms it), and never holds back the credits after it
+       no provider answers: ``verification_delayed``, tried again next tick (never skipped),
+       behind the credits waiting longer
 
 The plan (pure) stays as it was but for one rule: with ``verify_urls`` a credit is final only
 once verified in its block (:func:`scanner.core.finality.credit_final`), so the payment stays
-``confirming`` and the tick keeps loading it until then. A provider lagging behind the credit's
-block delays; one past the block that knows no such transaction (or another block) disagrees.
+``confirming`` and the tick keeps loading it until then; late credits are verified like the
+others (else their payments would be loaded every tick for ever). A provider lagging behind the
+credit's block delays; one past the block that knows no such transaction (or another block)
+disagrees.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +42,8 @@ from scanner.scan.context import ChainContext, lock_chain
 
 log = structlog.get_logger(__name__)
 VERIFICATION_FAILED = "verification_failed"
+RETRY_FIRST = 30.0  # seconds before a credit a provider disagreed with is asked again
+RETRY_MAX = 600.0  # the longest wait, however often it disagreed
 
 
 class Lagging(Exception):
@@ -48,6 +57,7 @@ class Verifier:
         sessions: async_sessionmaker[AsyncSession],
         *,
         metrics: Metrics | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.chain = chain.name
         self.sessions = sessions
@@ -59,29 +69,39 @@ class Verifier:
             max_attempts=2,
             observer=metrics,
         )
+        self.clock = clock or (lambda: datetime.now(UTC))  # when a credit is due again
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def run(self, ctx: ChainContext, final_block: int) -> int:
-        """Check a page of the chain's unverified final credits; how many were verified."""
+        """Check a page of the chain's unverified final credits that are due; how many were
+        verified."""
+        at = self.clock()
         async with self.sessions() as session:
-            rows = await stored.awaiting(session, ctx.name, final_block)
+            rows = await stored.awaiting(session, ctx.name, final_block, at)
         verdicts: list[tuple[stored.Awaiting, list[str]]] = []
+        delayed: stored.Awaiting | None = None
         for row in rows:
             try:
                 verdicts.append((row, await self._check(row)))
             except (RpcError, Lagging) as exc:
                 self._delayed(row, exc)
+                delayed = row
                 break  # the rest next tick; what was checked is recorded now
-        if verdicts:
+        if verdicts or delayed is not None:
             async with self.sessions() as session, session.begin():
                 await lock_chain(session, ctx)
-                await self._record(session, verdicts)
+                await self._record(session, verdicts, at)
+                if delayed is not None:
+                    await stored.put_off(session, self.chain, delayed, at)
         return sum(1 for _, problems in verdicts if not problems)
 
     async def _record(
-        self, session: AsyncSession, verdicts: list[tuple[stored.Awaiting, list[str]]]
+        self,
+        session: AsyncSession,
+        verdicts: list[tuple[stored.Awaiting, list[str]]],
+        at: datetime,
     ) -> None:
         outbox = []
         for row, problems in verdicts:
@@ -95,10 +115,9 @@ class Verifier:
                     block=row.block_number,
                 )
                 continue
-            if row.failed_before:
-                continue
-            await stored.mark_failed(session, self.chain, row)
-            outbox.append(self._failed(row, problems))
+            await stored.mark_failed(session, self.chain, row, at + retry_in(row.tries))
+            if not row.failed_before:
+                outbox.append(self._failed(row, problems))
         await events.append(session, outbox)
 
     def _failed(self, row: stored.Awaiting, problems: list[str]) -> OutboxRow:
@@ -152,6 +171,11 @@ class Verifier:
             tx = await self.client.call("eth_getTransactionByHash", [row.tx_hash])
             return problems + _native_problems(tx, row)
         return problems + _log_problems(receipt.get("logs") or [], row)
+
+
+def retry_in(tries: int) -> timedelta:
+    """How long a credit that disagreed ``tries`` times before waits after one more."""
+    return timedelta(seconds=min(RETRY_FIRST * 2 ** min(tries, 32), RETRY_MAX))
 
 
 def _log_problems(logs: list[Any], row: stored.Awaiting) -> list[str]:

@@ -1,11 +1,15 @@
 """``verify_urls``: before a payment is confirmed, a second provider confirms each counted
 transfer by its receipt. The second provider is the same anvil behind a proxy that can alter one
-receipt (a provider that disagrees) or stop answering (one that is unreachable). Both databases.
+receipt (a provider that disagrees), forget one (a provider without old receipts) or stop
+answering (one that is unreachable). The verifier's wall clock (its backoff) is the test's.
+Both databases.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -13,9 +17,12 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from scanner.config import RpcUrl
-from scanner.scan.verify import Verifier
+from scanner.db import payments
+from scanner.db import verify as stored
+from scanner.scan.verify import RETRY_FIRST, Verifier
 from tests.e2e.actions import mined, pay
 from tests.e2e.harness import Harness
+from tests.support.gateway import NewPayment, insert_payments
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
 from tests.support.settings import CHAIN
@@ -25,25 +32,44 @@ ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
 
 class ForgingProxy(FaultProxy):
     """Forwards to the node, but answers the receipt of chosen transactions with its Transfer
-    log's value raised by one (a provider that disagrees on one transfer)."""
+    log's value raised by one (a provider that disagrees on one transfer), or with ``null`` (a
+    provider without old receipts: it disagrees for good)."""
 
     def __init__(self, upstream: str) -> None:
         super().__init__(upstream)
         self.forged: set[str] = set()
+        self.forgotten: set[str] = set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         if (
             isinstance(body, dict)
             and body.get("method") == "eth_getTransactionReceipt"
-            and body["params"][0] in self.forged
+            and body["params"][0] in self.forged | self.forgotten
             and not self.rules
         ):
+            self.counts.update(["eth_getTransactionReceipt"])
+            if body["params"][0] in self.forgotten:
+                answer = {"jsonrpc": "2.0", "id": body["id"], "result": None}
+                return web.Response(body=orjson.dumps(answer), content_type="application/json")
             (answer,) = await self._upstream([body])
             for entry in answer["result"]["logs"]:
                 entry["data"] = hex(int(entry["data"], 16) + 1)
             return web.Response(body=orjson.dumps(answer), content_type="application/json")
         return await super()._handle(request)
+
+
+class Clock:
+    """The verifier's wall clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -53,15 +79,31 @@ async def proxy(h: Harness) -> AsyncIterator[ForgingProxy]:
 
 
 @pytest.fixture
-async def verifying(h: Harness, proxy: ForgingProxy) -> AsyncIterator[Harness]:
+def clock() -> Clock:
+    return Clock()
+
+
+async def verify_through(h: Harness, proxy: ForgingProxy, clock: Clock) -> Verifier:
+    """Make ``h`` scan with ``proxy`` as its ``verify_urls`` (a new scanner: a restart)."""
+    if h.scanner is not None:
+        await h.scanner.reader.client.aclose()
+        if h.scanner.verifier is not None:
+            await h.scanner.verifier.aclose()
     scanner = h.make_scanner(verify_urls=[RpcUrl(proxy.url)])
-    scanner.verifier = Verifier(scanner.settings, h.sessions, metrics=h.metrics)
+    scanner.verifier = Verifier(scanner.settings, h.sessions, metrics=h.metrics, clock=clock)
     await scanner.prepare()
     h.scanner = scanner
+    return scanner.verifier
+
+
+@pytest.fixture
+async def verifying(h: Harness, proxy: ForgingProxy, clock: Clock) -> AsyncIterator[Harness]:
+    await verify_through(h, proxy, clock)
     try:
         yield h
     finally:
-        await scanner.verifier.aclose()
+        if h.scanner is not None and h.scanner.verifier is not None:
+            await h.scanner.verifier.aclose()
 
 
 def verification_failures(h: Harness) -> float:
@@ -69,7 +111,7 @@ def verification_failures(h: Harness) -> float:
 
 
 async def test_agreement_confirms_and_disagreement_holds_the_payment_confirming(
-    verifying: Harness, proxy: ForgingProxy
+    verifying: Harness, proxy: ForgingProxy, clock: Clock
 ) -> None:
     h = verifying
     a, b = await h.create_payment(ALICE, "5"), await h.create_payment(BOB, "7")
@@ -93,12 +135,19 @@ async def test_agreement_confirms_and_disagreement_holds_the_payment_confirming(
     (tx,) = await h.transactions(b)
     assert tx["status"] == "pending" and tx["confirmations"] == 3
 
-    h.mine(2)  # asked again every tick, reported once
+    asked = proxy.count("eth_getTransactionReceipt")
+    h.mine(2)  # not asked again before its backoff is over
     await h.scan()
+    assert proxy.count("eth_getTransactionReceipt") == asked
+    clock.advance(RETRY_FIRST)  # then asked again, and reported once
+    h.mine(1)
+    await h.scan()
+    assert proxy.count("eth_getTransactionReceipt") == asked + 1
     assert [e[0] for e in await h.events(b)].count("verification_failed") == 1
     assert await h.status(b) == "confirming" and verification_failures(h) == 1
 
     proxy.forged.clear()  # the provider heals: it agrees, and the payment is confirmed
+    clock.advance(2 * RETRY_FIRST)  # the backoff doubled
     h.mine(1)
     await h.scan()
     h.mine(1)
@@ -129,3 +178,79 @@ async def test_an_unreachable_verifier_delays_confirmation_and_never_skips_it(
     await h.scan()
     assert await h.status(native) == "confirmed"
     assert "verification_failed" not in [e[0] for e in await h.events(native)]
+
+
+async def test_credits_that_disagree_for_good_never_hold_back_a_newer_one(
+    verifying: Harness, proxy: ForgingProxy, clock: Clock
+) -> None:
+    """A provider without old receipts disagrees with more credits than a page holds: each is
+    asked again on its own backoff (across a restart too), and a newer credit is verified and
+    its payment confirmed meanwhile; no tick asks for more than a page of receipts."""
+    h = verifying
+    await h.scan()
+    many = stored.PAGE + 5
+    addresses = ["0x" + f"{n:040x}" for n in range(1, many + 1)]
+    token_id, created = await h.token_id(h.token), h.now()
+    old = [
+        NewPayment(uuid.uuid4(), token_id, CHAIN, a, "1", created + 3600, created)
+        for a in addresses
+    ]
+    async with h.engine.begin() as conn:
+        await insert_payments(conn, old)
+    batch = h.chain.batch_transfer(h.token, h.customer, addresses, [1_000_000] * many)
+    proxy.forgotten.add(mined(h, batch))
+    fresh = await h.create_payment(BOB, "7")
+    pay(h, BOB, 7_000_000)
+    asked: list[int] = []
+    for _ in range(6):
+        before = proxy.count("eth_getTransactionReceipt")
+        h.mine(1)
+        await h.scan()
+        asked.append(proxy.count("eth_getTransactionReceipt") - before)
+    assert await h.status(fresh) == "confirmed"
+    assert max(asked) <= stored.PAGE and sum(asked) == many + 1  # each asked once, no more
+    assert verification_failures(h) == many
+    assert {await h.status(str(p.id)) for p in old[:3]} == {"confirming"}
+
+    await verify_through(h, proxy, clock)  # a restart: the schedule is stored
+    before = proxy.count("eth_getTransactionReceipt")
+    h.mine(1)
+    await h.scan()
+    assert proxy.count("eth_getTransactionReceipt") == before
+    clock.advance(RETRY_FIRST)  # due again: a page a tick, each reported once only
+    h.mine(1)
+    await h.scan()
+    assert proxy.count("eth_getTransactionReceipt") - before == stored.PAGE
+    assert verification_failures(h) == many
+
+    proxy.forgotten.clear()  # the provider finds its receipts again: every payment confirmed
+    clock.advance(2 * RETRY_FIRST)
+    for _ in range(3):
+        h.mine(1)
+        await h.scan()
+    assert {await h.status(str(p.id)) for p in old} == {"confirmed"}
+
+
+async def test_a_late_credit_is_verified_and_its_payment_no_longer_loaded_every_tick(
+    verifying: Harness,
+) -> None:
+    h = verifying
+    await h.scan()
+    pid = await h.create_payment(ALICE, "5", expires_in=60)
+    h.chain.increase_time(120)
+    h.mine(3)
+    await h.scan()
+    assert await h.status(pid) == "expired"
+    with capture_logs() as logs:
+        late_tx = pay(h, ALICE, 5_000_000)
+        for _ in range(3):
+            h.mine(2)
+            await h.scan()
+    (tx,) = await h.transactions(pid)
+    assert (tx["tx_hash"], tx["late"], tx["status"]) == (late_tx, True, "confirmed")
+    verified = [e for e in logs if e["event"] == "transfer_verified"]
+    assert [e["tx_hash"] for e in verified] == [late_tx]
+    async with h.sessions() as session:
+        loaded = await payments.to_advance(session, CHAIN, None, lock=False)
+    assert pid not in {str(p.key) for p in loaded}  # nothing left to wait for
+    assert await h.status(pid) == "expired"

@@ -63,6 +63,10 @@ class Transaction(Base):
     # equals block_hash), or the one it disagreed with (reported once per block).
     verified_hash: Mapped[str | None] = mapped_column(String(66))
     verify_failed_hash: Mapped[str | None] = mapped_column(String(66))
+    # how many times it disagreed, and the time before which it is not asked again (NULL: never
+    # asked): a credit that disagrees is asked again on a backoff of its own
+    verify_tries: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    verify_after: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utcnow())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=utcnow(), onupdate=utcnow()
