@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.config import Settings
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
+from tests.deliver.support import Receiver
 from tests.support.postgres import PG_ADMIN_URL, pg_execute, pg_url
 from tests.support.settings import settings_from
 
@@ -156,3 +157,13 @@ async def other_engine(other_db_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real HTTP receiver for webhooks (aiohttp on 127.0.0.1)."""
+    server = await Receiver().start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -3,12 +3,15 @@
 Events are never merged: one per transfer credited (``transfer_detected``), one per transfer
 orphaned (``transfer_orphaned``), one per status change (``status_changed``), one per late
 transfer (``paid_late``). ``data`` holds JSON-safe values only; base-unit values are ints.
+Each event has a key (:func:`event_key`) that names that one fact for good.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Final
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from scanner.core.model import Credit, Event, Status
 
@@ -64,3 +67,33 @@ def invalid_payment(payment_id: UUID, reason: str) -> Event:
 def transfer_unmatched(payment_id: UUID, credit: Credit) -> Event:
     """A transfer recorded against the payment that does not count towards it (another token)."""
     return Event(payment_id, TRANSFER_UNMATCHED, None, None, _credit_data(credit))
+
+
+# The namespace of every event key (a fixed, random uuid: keys of this scanner only).
+_KEY_SPACE: Final = UUID("5d1f3c2e-8a47-4b6e-9f0d-2c7a41e9b853")
+
+
+def event_key(
+    payment_key: str,
+    ordinal: int,
+    event_type: str,
+    status_from: str | None,
+    status_to: str | None,
+    data: Mapping[str, object],
+) -> str:
+    """The event's identity: the same fact at the same place in its payment's history has the
+    same key, whoever writes it and whatever ids the table hands out.
+
+    ``ordinal`` is the event's position among its payment's events (0 for the first). A
+    database that lost its newest commits (a failover to a lagging standby) hands the lost ids
+    out again to other events; a rescan writes the lost facts again, at the same places, under
+    the keys they had. Two different events never share a key: they differ in payment,
+    position or content.
+    """
+    fact = json.dumps(
+        [payment_key, ordinal, event_type, status_from, status_to, data],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return str(uuid5(_KEY_SPACE, fact))

@@ -2,21 +2,36 @@
 
 On PostgreSQL event inserts are serialized (a transaction-level advisory lock) so that ids become
 visible in commit order, and each commit that wrote events sends ``NOTIFY payment_events``.
+
+Every event gets its key (:func:`scanner.core.events.event_key`) from its payment, its place
+among that payment's events and its content. The places are counted under the same lock, so
+two writers never give one place twice.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
-from sqlalchemy import text
+import orjson
+from sqlalchemy import String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scanner.core.events import event_key
 from scanner.core.plan import OutboxRow
 from scanner.db import bulk
 from scanner.db.locks import events_xact_lock
 from scanner.db.sql import is_postgres, now, table
 
-_COLUMNS = ("payment_id", "type", "status_from", "status_to", "data", "created_at")
+_COLUMNS = ("payment_id", "type", "status_from", "status_to", "data", "created_at", "event_key")
+_COUNT_PG = (
+    "SELECT payment_id::text, count(*) FROM payment_events"
+    " WHERE payment_id = ANY(CAST(:keys AS uuid[])) GROUP BY payment_id"
+)
+_COUNT_SQLITE = (
+    "SELECT payment_id, count(*) FROM payment_events"
+    " WHERE payment_id IN (SELECT value FROM json_each(:keys)) GROUP BY payment_id"
+)
 
 
 async def append(
@@ -29,18 +44,32 @@ async def append(
     postgres = is_postgres(session) and serialized
     if postgres:
         await events_xact_lock(session)
+    places = await _counts(session, {str(row.payment_key) for row in rows}, postgres)
     stamp = now()
-    values: list[tuple[object, ...]] = [
-        (
-            row.payment_key,
-            row.event.type,
-            row.event.status_from,
-            row.event.status_to,
-            dict(row.data),
-            stamp,
+    values: list[tuple[object, ...]] = []
+    for row in rows:
+        payment = str(row.payment_key)
+        data = dict(row.data)
+        event = row.event
+        key = event_key(
+            payment, places[payment], event.type, event.status_from, event.status_to, data
         )
-        for row in rows
-    ]
+        places[payment] += 1
+        values.append(
+            (row.payment_key, event.type, event.status_from, event.status_to, data, stamp, key)
+        )
     await bulk.insert(session, table("payment_events"), _COLUMNS, values)
     if postgres:
         await session.execute(text("NOTIFY payment_events"))
+
+
+async def _counts(session: AsyncSession, payments: set[str], postgres: bool) -> Counter[str]:
+    """How many events each payment has already: the place of its next one."""
+    keys = sorted(payments)
+    if postgres:
+        stmt = text(_COUNT_PG).bindparams(bindparam("keys", keys))
+    else:
+        stmt = text(_COUNT_SQLITE).bindparams(
+            bindparam("keys", orjson.dumps(keys).decode(), type_=String)
+        )
+    return Counter({str(k): int(n) for k, n in (await session.execute(stmt)).all()})

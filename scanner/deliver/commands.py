@@ -116,6 +116,7 @@ async def redeliver_command(settings: Settings, delivery_id: str) -> int:
 def test_payload(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "id": 0,
+        "event_key": str(uuid.uuid4()),  # a test is never the same fact twice
         "type": "test",
         "chain": None,
         "payment_id": None,
@@ -142,8 +143,9 @@ async def test_command(settings: Settings, index: int) -> int:
         )
     endpoint = configured[index]
     delivery_id = uuid.uuid4()
-    raw = body(test_payload(endpoint), delivery_id, 1, False)
-    sent = headers(endpoint.secret, int(time.time()), raw, 0, delivery_id)
+    stored = test_payload(endpoint)
+    raw = body(stored, delivery_id, 1, False)
+    sent = headers(endpoint.secret, int(time.time()), raw, stored, delivery_id)
     sender = Sender()
     try:
         outcome = await sender.post(endpoint.url, raw, sent, endpoint.settings.timeout, utc_now())

@@ -21,6 +21,7 @@ from scanner.db.types import canonical_decimal, to_decimal
 
 SIGNATURE_HEADER = "X-Scanner-Signature"
 EVENT_ID_HEADER = "X-Scanner-Event-Id"
+EVENT_KEY_HEADER = "X-Scanner-Event-Key"
 DELIVERY_ID_HEADER = "X-Scanner-Delivery-Id"
 JITTER = 0.2  # each delay is scaled by a random factor in [1 - JITTER, 1 + JITTER]
 
@@ -51,6 +52,7 @@ class EventFacts:
     """One outbox row with the payment it belongs to (``chain`` etc. None if it is gone)."""
 
     id: int
+    key: str | None  # None: an event written before keys existed (see legacy_key)
     payment_id: UUID
     type: str
     status_from: str | None
@@ -73,6 +75,7 @@ def payload(event: EventFacts) -> dict[str, Any]:
     received = data.get("amount_received_decimal", amount_text(event.amount_received))
     return {
         "id": event.id,
+        "event_key": event.key or legacy_key(event.id),
         "type": event.type,
         "chain": event.chain,
         "payment_id": str(event.payment_id),
@@ -86,6 +89,11 @@ def payload(event: EventFacts) -> dict[str, Any]:
         "data": data,
         "created_at": iso_utc(event.created_at),
     }
+
+
+def legacy_key(event_id: int) -> str:
+    """The key of an event written before keys existed (what the migration gave it)."""
+    return f"00000000-0000-0000-0000-{event_id:012x}"
 
 
 def body(stored: Mapping[str, Any], delivery_id: UUID, attempt: int, redelivery: bool) -> bytes:
@@ -117,13 +125,16 @@ def verify(secret: str, header: str, raw: bytes, now: float, tolerance: float = 
 
 
 def headers(
-    secret: str, timestamp: int, raw: bytes, event_id: int, delivery_id: UUID
+    secret: str, timestamp: int, raw: bytes, stored: Mapping[str, Any], delivery_id: UUID
 ) -> dict[str, str]:
+    """``stored``: the event's payload; its key is the receiver's deduplication key."""
+    event_id = int(stored["id"])
     return {
         "Content-Type": "application/json",
         "User-Agent": "ctrip-scanner-webhooks",
         SIGNATURE_HEADER: signature(secret, timestamp, raw),
         EVENT_ID_HEADER: str(event_id),
+        EVENT_KEY_HEADER: str(stored.get("event_key") or legacy_key(event_id)),
         DELIVERY_ID_HEADER: str(delivery_id),
     }
 

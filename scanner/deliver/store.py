@@ -88,6 +88,7 @@ async def _events_after(session: AsyncSession, low: int, limit: int) -> list[Eve
     stmt = (
         select(
             e.id,
+            e.event_key,
             e.payment_id,
             e.type,
             e.status_from,

@@ -137,7 +137,7 @@ class DeliveryWorker:
         now = self.clock()
         raw = body(claimed.payload, claimed.id, claimed.attempt, claimed.redelivery)
         sent_headers = headers(
-            endpoint.secret, int(now.timestamp()), raw, claimed.event_id, claimed.id
+            endpoint.secret, int(now.timestamp()), raw, claimed.payload, claimed.id
         )
         outcome = await self.sender.post(
             endpoint.url, raw, sent_headers, endpoint.settings.timeout, now

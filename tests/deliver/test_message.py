@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -61,6 +62,7 @@ def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
     pid = uuid.uuid4()
     facts = EventFacts(
         id=5,
+        key="6f1c2d3e-4b5a-5c6d-8e7f-0a1b2c3d4e5f",
         payment_id=pid,
         type="status_changed",
         status_from="pending",
@@ -77,6 +79,8 @@ def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
     assert doc["amount_received"] == "25.5"  # as the event recorded it, not as it is now
     assert doc["created_at"] == "2026-01-01T00:00:00.000000Z"
     assert doc["payment_id"] == str(pid)
+    assert doc["event_key"] == "6f1c2d3e-4b5a-5c6d-8e7f-0a1b2c3d4e5f"
+    assert payload(replace(facts, key=None))["event_key"] == "00000000-0000-0000-0000-000000000005"
     did = uuid.uuid4()
     raw = body(doc, did, 2, False)
     assert b'"attempt":2' in raw and f'"delivery_id":"{did}"'.encode() in raw

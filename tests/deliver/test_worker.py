@@ -57,6 +57,8 @@ async def test_events_arrive_signed_over_the_raw_body_with_every_field(
     assert one.headers["X-Scanner-Event-Id"] == str(first)
     body = one.json
     assert one.headers["X-Scanner-Delivery-Id"] == body["delivery_id"]
+    keys = {r.headers["X-Scanner-Event-Key"] for r in (one, two)}
+    assert keys == {one.json["event_key"], two.json["event_key"]} and len(keys) == 2
     assert body["id"] == first and body["type"] == "transfer_detected"
     assert body["chain"] == CHAIN and body["payment_id"] == str(pid)
     assert (body["amount"], body["amount_received"], body["confirmations"]) == ("25.5", "25.5", 1)

@@ -1,0 +1,88 @@
+"""Event keys: every outbox event is named for good by its payment, its place among the
+payment's events and its content, so that a database that lost its newest commits (a failover
+to a lagging standby) can hand an id out again without a key ever naming two events."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from scanner.config import Settings
+from scanner.core.events import event_key
+from scanner.db import migrate
+from tests.deliver.support import add_events, add_payment, changed, detected
+
+
+async def _keys(engine: AsyncEngine) -> list[tuple[int, str, str, str]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id, CAST(payment_id AS TEXT), type, event_key"
+                " FROM payment_events ORDER BY id"
+            )
+        )
+        return [(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+def test_a_key_names_one_fact_at_one_place() -> None:
+    pid = str(uuid.uuid4())
+    fact = ("status_changed", "pending", "confirming", {"amount_received": 5})
+    key = event_key(pid, 3, *fact)
+    assert key == event_key(pid, 3, *fact)  # the same fact, the same place: the same key
+    assert uuid.UUID(key).version == 5
+    assert key != event_key(pid, 4, *fact)  # the same fact again, later: another event
+    assert key != event_key(str(uuid.uuid4()), 3, *fact)
+    assert key != event_key(
+        pid, 3, "status_changed", "pending", "confirming", {"amount_received": 6}
+    )
+    assert key != event_key(
+        pid, 3, "status_changed", "confirming", "pending", {"amount_received": 5}
+    )
+
+
+async def test_every_event_gets_a_unique_key_from_its_place_in_its_payment(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    a, b = await add_payment(engine), await add_payment(engine)
+    await add_events(session_factory, detected(a), changed(a, "pending", "confirming"), detected(b))
+    # the same transition again (a reorg sent it back and forth): another event, another key
+    await add_events(session_factory, changed(a, "pending", "confirming"))
+    rows = await _keys(engine)
+    assert len({key for *_, key in rows}) == 4
+    places = [key for _, pid, _, key in rows if pid == str(a)]
+    assert len(places) == 3 and places[1] != places[2]
+
+
+async def test_facts_written_again_after_their_rows_were_lost_carry_the_keys_they_had(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """What a failover does: the newest commits are gone, ids are handed out again; the scan
+    writes the lost facts again under their keys, and a different fact under another key."""
+    pid = await add_payment(engine)
+    await add_events(session_factory, detected(pid, log_index=1))
+    await add_events(session_factory, changed(pid, "pending", "confirming"))
+    await add_events(session_factory, changed(pid, "confirming", "confirmed"))
+    before = await _keys(engine)
+    async with engine.begin() as conn:  # the standby never got the last two commits
+        await conn.execute(text("DELETE FROM payment_events WHERE id > :id"), {"id": before[0][0]})
+    await add_events(session_factory, changed(pid, "pending", "confirming"))  # the same fact
+    await add_events(session_factory, changed(pid, "confirming", "pending", received=0))  # another
+    after = await _keys(engine)
+    assert after[1][3] == before[1][3]
+    assert after[2][3] not in {key for *_, key in before}
+
+
+async def test_events_written_before_keys_get_a_key_of_their_own_form(
+    settings: Settings, engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    pid = await add_payment(engine)
+    await add_events(session_factory, detected(pid), changed(pid, "pending", "confirming"))
+    await engine.dispose()
+    migrate.downgrade(settings, "a3c5e7f9b1d2")  # the schema before event keys
+    migrate.upgrade(settings)
+    rows = await _keys(engine)
+    assert [key for *_, key in rows] == [f"00000000-0000-0000-0000-{i:012x}" for i, *_ in rows]
+    await add_events(session_factory, changed(pid, "confirming", "confirmed"))
+    assert uuid.UUID((await _keys(engine))[-1][3]).version == 5
