@@ -32,7 +32,9 @@ MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
 LIBPQ_TLS = frozenset(("sslmode", "sslpassword", *FILES))
 #: What SQLAlchemy's asyncpg dialect takes from a URL's query besides asyncpg's keywords.
-_DIALECT = frozenset(("prepared_statement_cache_size",))
+#: ``host`` may be given several times: ``?host=db1:5432&host=db2:5432`` (with
+#: ``target_session_attrs=read-write``, the one that takes writes).
+_DIALECT = frozenset(("prepared_statement_cache_size", "host"))
 _ASYNCPG = frozenset(inspect.signature(asyncpg.connect).parameters) - {"dsn", "loop", "ssl"}
 
 
@@ -43,11 +45,10 @@ def _error(problem: str, key: str = "DATABASE_URL") -> ConfigError:
 def split(url: URL, *, production: bool = False) -> tuple[URL, object]:
     """``url`` without libpq's TLS parameters, and asyncpg's ``ssl`` argument for them
     (None: asyncpg's default, which only a non-production URL without ``sslmode`` gets)."""
-    query = {name: _one(url.query[name], name) for name in url.query}
-    for name in query:
+    for name in url.query:
         if name not in LIBPQ_TLS | _DIALECT | _ASYNCPG:
             raise _error(f"unknown parameter {name!r} (libpq's ssl* and asyncpg's are taken)")
-    params = {name: query[name] for name in LIBPQ_TLS if name in query}
+    params = {name: _one(url.query[name], name) for name in LIBPQ_TLS if name in url.query}
     stripped = url.difference_update_query(LIBPQ_TLS)
     mode = params.get("sslmode")
     if mode is None:  # certificate files ask for TLS; production asks for it anyway
