@@ -1,7 +1,7 @@
 """event keys: an identity for every outbox event that a failover cannot hand out again
 
-Revision ID: 5e7a9c1b3d4f
-Revises: a3c5e7f9b1d2
+Revision ID: c4e8a2f6b1d9
+Revises: afd5b5e4cbec
 Create Date: 2026-12-06 06:00:00
 
 - ``payment_events.event_key``: unique text (nullable only so that SQLite's table is not
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "5e7a9c1b3d4f"
-down_revision: str | Sequence[str] | None = "a3c5e7f9b1d2"
+revision: str = "c4e8a2f6b1d9"
+down_revision: str | Sequence[str] | None = "afd5b5e4cbec"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
