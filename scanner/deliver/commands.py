@@ -14,12 +14,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import RowMapping
+
 from scanner.config import Settings
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema
-from scanner.db.models import WebhookDelivery
 from scanner.deliver import store
-from scanner.deliver.message import body, headers, iso_utc
+from scanner.deliver.message import body, headers, iso_utc, payment_text
 from scanner.deliver.sender import Sender
 from scanner.deliver.worker import Endpoint, endpoints, utc_now
 from scanner.errors import ConfigError, ScannerError
@@ -55,23 +56,24 @@ def _moment(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _row(delivery: WebhookDelivery, by_key: dict[str, Endpoint], scrub: Scrubber) -> dict[str, Any]:
-    endpoint = by_key.get(delivery.endpoint_key)
+def _row(delivery: RowMapping, by_key: dict[str, Endpoint], scrub: Scrubber) -> dict[str, Any]:
+    endpoint = by_key.get(delivery["endpoint_key"])
+    error = delivery["last_error"]
     return {
-        "delivery_id": str(delivery.id),
+        "delivery_id": str(delivery["id"]),
         "endpoint": endpoint.index if endpoint else None,
         "url": redact_url(endpoint.url) if endpoint else None,
-        "event_id": delivery.event_id,
-        "payment_id": str(delivery.payment_id),
-        "type": delivery.type,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "last_status": delivery.last_status,
-        "last_error": scrub.text(delivery.last_error) if delivery.last_error else None,
-        "next_attempt_at": _moment(delivery.next_attempt_at),
-        "delivered_at": _moment(delivery.delivered_at),
-        "redelivery": delivery.redelivery,
-        "created_at": _moment(delivery.created_at),
+        "event_id": delivery["event_id"],
+        "payment_id": payment_text(delivery["payment_id"]),
+        "type": delivery["type"],
+        "status": delivery["status"],
+        "attempts": delivery["attempts"],
+        "last_status": delivery["last_status"],
+        "last_error": scrub.text(error) if error else None,
+        "next_attempt_at": _moment(delivery["next_attempt_at"]),
+        "delivered_at": _moment(delivery["delivered_at"]),
+        "redelivery": delivery["redelivery"],
+        "created_at": _moment(delivery["created_at"]),
     }
 
 

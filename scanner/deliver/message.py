@@ -42,6 +42,15 @@ def amount_text(raw: str | None) -> str | None:
         return raw
 
 
+def payment_text(stored: str) -> str:
+    """A stored payment id as the payload names it: a uuid in its standard form; an id that is
+    no uuid (SQLite takes any text, and its ``invalid_payment`` is written under it) as stored."""
+    try:
+        return str(UUID(stored))
+    except ValueError:
+        return stored
+
+
 def iso_utc(moment: datetime) -> str:
     """``2026-01-01T10:00:00.000000Z``: the payload's form of a time."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -53,7 +62,7 @@ class EventFacts:
 
     id: int
     key: str | None  # None: an event written before keys existed (see legacy_key)
-    payment_id: UUID
+    payment_id: str  # as stored (text), see payment_text
     type: str
     status_from: str | None
     status_to: str | None
@@ -78,7 +87,7 @@ def payload(event: EventFacts) -> dict[str, Any]:
         "event_key": event.key or legacy_key(event.id),
         "type": event.type,
         "chain": event.chain,
-        "payment_id": str(event.payment_id),
+        "payment_id": payment_text(event.payment_id),
         "status_from": event.status_from,
         "status_to": event.status_to,
         "amount": amount_text(event.amount),

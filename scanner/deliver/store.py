@@ -17,9 +17,11 @@ from uuid import UUID
 
 from sqlalchemy import Table, Text, and_, cast, exists, false, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.db.models import Payment, PaymentEvent, WebhookCursor, WebhookDelivery
+from scanner.db.types import StoredKey
 from scanner.deliver.message import EventFacts, payload
 
 FANOUT_PAGE = 500
@@ -89,7 +91,7 @@ async def _events_after(session: AsyncSession, low: int, limit: int) -> list[Eve
         select(
             e.id,
             e.event_key,
-            e.payment_id,
+            cast(e.payment_id, Text),  # as stored: on SQLite any text (an invalid_payment's)
             e.type,
             e.status_from,
             e.status_to,
@@ -143,7 +145,7 @@ def _new_row(route: Route, facts: EventFacts, now: datetime) -> dict[str, Any]:
         "endpoint": route.index,
         "endpoint_key": route.key,
         "event_id": facts.id,
-        "payment_id": facts.payment_id,
+        "payment_id": _bound_id(facts.payment_id),
         "type": facts.type,
         "payload": payload(facts),
         "redelivery": False,
@@ -154,6 +156,21 @@ def _new_row(route: Route, facts: EventFacts, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _bound_id(stored: str) -> Any:
+    """A payment id to bind: a uuid in its one form, or an id that is no uuid as it is stored
+    (only SQLite holds those: it takes any text as a gateway's id)."""
+    try:
+        return uuid.UUID(stored)
+    except ValueError:
+        return StoredKey(stored)
+
+
+def _readable() -> list[Any]:
+    """Every delivery column, the payment id as stored text (it may be no uuid)."""
+    d = _table()
+    return [cast(c, Text).label(c.name) if c.name == "payment_id" else c for c in d.c]
 
 
 def _in_turn(keys: Sequence[str]) -> Any:
@@ -196,7 +213,12 @@ async def claim(
     """Take up to ``limit`` due deliveries under a lease (counting the attempt now: a process
     killed mid-delivery has used it). At most one per endpoint and payment is ever in flight."""
     d = _table()
-    stmt = select(d).where(_due(keys, now)).order_by(d.c.event_id, d.c.created_at).limit(limit)
+    stmt = (
+        select(*_readable())
+        .where(_due(keys, now))
+        .order_by(d.c.event_id, d.c.created_at)
+        .limit(limit)
+    )
     if _postgres(session):
         stmt = stmt.with_for_update(skip_locked=True, of=d)
     rows = (await session.execute(stmt)).mappings().all()
@@ -268,36 +290,33 @@ async def backlog(
 
 async def list_deliveries(
     session: AsyncSession, status: str | None, limit: int
-) -> list[WebhookDelivery]:
-    """The newest deliveries first, optionally of one status."""
-    stmt = select(WebhookDelivery).order_by(
-        WebhookDelivery.created_at.desc(), WebhookDelivery.event_id.desc()
-    )
+) -> Sequence[RowMapping]:
+    """The newest deliveries first, optionally of one status (columns by name)."""
+    d = _table()
+    stmt = select(*_readable()).order_by(d.c.created_at.desc(), d.c.event_id.desc())
     if status is not None:
-        stmt = stmt.where(WebhookDelivery.status == status)
-    return list((await session.execute(stmt.limit(limit))).scalars())
+        stmt = stmt.where(d.c.status == status)
+    return (await session.execute(stmt.limit(limit))).mappings().all()
 
 
 async def redeliver(session: AsyncSession, delivery_id: UUID, now: datetime) -> UUID | None:
     """A new pending delivery of the same event to the same endpoint, marked ``redelivery``;
     None when there is no such delivery."""
-    old = await session.get(WebhookDelivery, delivery_id)
+    d = _table()
+    stmt = select(*_readable()).where(d.c.id == delivery_id)
+    old = (await session.execute(stmt)).mappings().first()
     if old is None:
         return None
     new_id = uuid.uuid4()
+    kept = ("endpoint", "endpoint_key", "event_id", "type", "payload", "event_created_at")
     row = {
+        **{name: old[name] for name in kept},
         "id": new_id,
-        "endpoint": old.endpoint,
-        "endpoint_key": old.endpoint_key,
-        "event_id": old.event_id,
-        "payment_id": old.payment_id,
-        "type": old.type,
-        "payload": old.payload,
+        "payment_id": _bound_id(old["payment_id"]),
         "redelivery": True,
         "status": "pending",
         "attempts": 0,
         "next_attempt_at": now,
-        "event_created_at": old.event_created_at,
         "created_at": now,
         "updated_at": now,
     }

@@ -104,9 +104,15 @@ def hook(url: str, **overrides: Any) -> WebhookSettings:
     return WebhookSettings.model_validate(values)
 
 
-async def add_payment(engine: AsyncEngine, amount: str = "25.5", chain: str = CHAIN) -> uuid.UUID:
-    """A payment as a gateway writes it (native coin, so no token row is needed)."""
-    pid = uuid.uuid4()
+async def add_payment(
+    engine: AsyncEngine,
+    amount: str = "25.5",
+    chain: str = CHAIN,
+    pid: uuid.UUID | str | None = None,
+) -> Any:
+    """A payment as a gateway writes it (native coin, so no token row is needed); ``pid`` as
+    the gateway spells it (a new uuid by default)."""
+    pid = uuid.uuid4() if pid is None else pid
     now = time.time()
     row = NewPayment(pid, None, chain, "0x" + "ab" * 20, amount, now + 3600, now)
     async with engine.begin() as conn:

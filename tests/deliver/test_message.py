@@ -63,7 +63,7 @@ def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
     facts = EventFacts(
         id=5,
         key="6f1c2d3e-4b5a-5c6d-8e7f-0a1b2c3d4e5f",
-        payment_id=pid,
+        payment_id=str(pid).upper(),  # as SQLite may hold it
         type="status_changed",
         status_from="pending",
         status_to="confirming",

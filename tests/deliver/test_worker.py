@@ -4,6 +4,8 @@ retries through every kind of failure, per-payment order, leases, several instan
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,9 +16,13 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import Settings
+from scanner.core.plan import invalid_outbox
+from scanner.db import events as outbox
 from scanner.db.engine import make_engine, make_session_factory
+from scanner.db.types import StoredKey
 from scanner.deliver import store
-from scanner.deliver.worker import DeliveryWorker
+from scanner.deliver.commands import list_command
+from scanner.deliver.worker import DeliveryWorker, utc_now
 from scanner.observe.metrics import Metrics
 from tests.deliver.support import (
     CHAIN,
@@ -323,24 +329,45 @@ async def test_on_postgresql_a_notify_wakes_the_worker_before_its_poll(
 
 
 async def test_a_payment_row_the_scanner_cannot_use_does_not_stop_deliveries(
-    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+    engine: AsyncEngine,
+    session_factory: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from scanner.core import events as ev
-
+    """On SQLite a gateway's id may be any text: its ``invalid_payment`` is written under the id
+    as stored, and is delivered (listed, redelivered) as any event is, with the events after it.
+    On PostgreSQL ``payments.id`` is a uuid, so only the amount is bad there."""
+    sqlite = engine.dialect.name == "sqlite"
+    bad = "order-1001" if sqlite else uuid.uuid4()
     worker = DeliveryWorker([hook(receiver.url())], session_factory, poll_interval=0.05)
     await worker.prepare()
-    bad, good = await add_payment(engine, amount="NaN"), await add_payment(engine)
-    await add_events(
-        session_factory, ev.invalid_payment(bad, "amount is not a finite number"), detected(good)
-    )
+    await add_payment(engine, amount="NaN", pid=bad)
+    good = await add_payment(engine)
+    key = StoredKey(bad) if isinstance(bad, str) else bad  # as the scan reads the row's id
+    async with session_factory() as session, session.begin():  # as the catch-up writes it
+        await outbox.append(session, [invalid_outbox(key, "amount is not a finite number")])
+    await add_events(session_factory, detected(good))
     await drive(worker, lambda: len(receiver.requests) >= 2, engine=engine)
     first, second = (r.json for r in receiver.requests)
-    assert (first["type"], first["amount"], first["data"]["reason"]) == (
+    assert (first["type"], first["payment_id"], first["amount"]) == (
         "invalid_payment",
+        str(bad),
         "NaN",
-        "amount is not a finite number",
     )
+    assert first["data"]["reason"].startswith("amount is not a finite number")
     assert (second["type"], second["amount"]) == ("transfer_detected", "25.5")
+
+    capsys.readouterr()  # the worker's log lines
+    assert await list_command(settings, None, 10, as_json=True) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(row["payment_id"] for row in listed) == sorted([str(bad), str(good)])
+    (old,) = [row["delivery_id"] for row in listed if row["payment_id"] == str(bad)]
+    async with session_factory() as session, session.begin():
+        assert await store.redeliver(session, uuid.UUID(old), utc_now()) is not None
+    await drive(worker, lambda: len(receiver.requests) >= 3, engine=engine)
+    again = receiver.requests[2].json
+    assert (again["payment_id"], again["redelivery"]) == (str(bad), True)
 
 
 class CountingWorker(DeliveryWorker):
