@@ -1,22 +1,29 @@
 """One HTTP attempt of a delivery and what came of it; httpx's errors are translated here.
 
-Redirects are not followed: a 3xx is a failure, reported as such. ``timeout`` bounds the whole
-attempt (connect, send, wait, read). Error texts name the kind of
-failure and the status, never the URL (it may carry credentials).
+Redirects are not followed: a 3xx is a failure, reported as such. ``timeout`` is one deadline
+for the whole attempt (connect, send, wait, read), not httpx's per phase: a receiver sending a
+byte every few seconds cannot hold an attempt longer. The status decides; of the answer's body
+at most :data:`RESPONSE_CAP` bytes are read (as they arrive, never decompressed) and the rest is
+dropped with the connection. Whatever a receiver sends, an attempt ends in an :class:`Outcome`.
+Error texts name the kind of failure and the status, never the URL (it may carry credentials).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import httpx
 
 from scanner.deliver.message import retry_after
 
 RETRY_AFTER_STATUSES = (429, 503)
+RESPONSE_CAP = 16 * 1024  # bytes of an answer's body read: a receiver's body is not used
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,8 @@ class Sender:
         self._client: httpx.AsyncClient | None = None
 
     def _open(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        if self._client is None:  # no timeout of httpx's own: the attempt's deadline is ours
+            self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=None)
         return self._client
 
     async def aclose(self) -> None:
@@ -56,25 +63,42 @@ class Sender:
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):  # the whole attempt, not each phase
-                response = await self._open().post(url, content=raw, headers=headers)
+                code, after = await self._exchange(url, raw, headers)
         except (TimeoutError, httpx.TimeoutException) as exc:
-            return Outcome(
-                "timeout",
-                error=f"timed out after {limit:g} s ({type(exc).__name__})",
-                seconds=time.monotonic() - started,
+            return _failed(
+                "timeout", f"timed out after {limit:g} s ({type(exc).__name__})", started
             )
         except (httpx.HTTPError, OSError) as exc:
-            return Outcome(
-                "transport",
-                error=f"connection failed ({type(exc).__name__})",
-                seconds=time.monotonic() - started,
-            )
-        seconds = time.monotonic() - started
-        return _judge(response, now, seconds)
+            return _failed("transport", f"connection failed ({type(exc).__name__})", started)
+        except Exception as exc:  # whatever else a URL or an answer makes of httpx: an outcome
+            return _failed("transport", f"request failed ({type(exc).__name__})", started)
+        return _judge(code, after, now, time.monotonic() - started)
+
+    async def _exchange(
+        self, url: str, raw: bytes, headers: dict[str, str]
+    ) -> tuple[int, str | None]:
+        """The answer's status and ``Retry-After``, having read at most RESPONSE_CAP bytes."""
+        client = self._open()
+        request = client.build_request("POST", url, content=raw, headers=headers)
+        response = await client.send(request, stream=True)
+        try:
+            read = 0
+            chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+            async with aclosing(chunks):
+                async for chunk in chunks:
+                    read += len(chunk)
+                    if read >= RESPONSE_CAP:
+                        break
+        finally:
+            await response.aclose()  # unread: the connection is closed, not reused
+        return response.status_code, response.headers.get("Retry-After")
 
 
-def _judge(response: httpx.Response, now: datetime, seconds: float) -> Outcome:
-    code = response.status_code
+def _failed(label: str, error: str, started: float) -> Outcome:
+    return Outcome(label, error=error, seconds=time.monotonic() - started)
+
+
+def _judge(code: int, after_header: str | None, now: datetime, seconds: float) -> Outcome:
     if 200 <= code < 300:
         return Outcome("delivered", status=code, seconds=seconds)
     if 300 <= code < 400:
@@ -84,9 +108,7 @@ def _judge(response: httpx.Response, now: datetime, seconds: float) -> Outcome:
             error=f"HTTP {code}: redirects are not followed",
             seconds=seconds,
         )
-    after = None
-    if code in RETRY_AFTER_STATUSES:
-        after = retry_after(response.headers.get("Retry-After"), now)
+    after = retry_after(after_header, now) if code in RETRY_AFTER_STATUSES else None
     return Outcome(
         "http_error", status=code, error=f"HTTP {code}", retry_after=after, seconds=seconds
     )

@@ -210,3 +210,61 @@ async def wait_until(check: Callable[[], Any], within: float, what: str) -> None
 
 def utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+Script = Callable[["RawReceiver", asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class RawReceiver:
+    """A hostile receiver on 127.0.0.1: plain asyncio, so that a test writes its answer byte by
+    byte as no HTTP server would (drips, endless bodies). ``sent`` counts the bytes of answers
+    the client's side took in (each write once drained)."""
+
+    script: Script
+    sent: int = 0
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def __aenter__(self) -> RawReceiver:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for writer in self._writers:  # a script still writing ends at its next write
+            writer.transport.abort()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5.0)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    async def write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+        self.sent += len(data)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.append(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            await self.script(self, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: what a capped or timed-out read does
+        finally:
+            writer.close()
