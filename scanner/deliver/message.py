@@ -163,16 +163,20 @@ def schedule(max_attempts: int, base: float, cap: float) -> list[float]:
 
 
 def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable.
+
+    Whatever a receiver sends, this returns: delta-seconds are ASCII digits only (``"²"`` is a
+    digit to ``str.isdigit`` and no number to ``float``), and a date that cannot be read is None.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdecimal():
+        return float(value)  # inf beyond a float's range: the ceiling applies
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())

@@ -170,11 +170,12 @@ class DeliveryWorker:
         }
 
     def _delay(self, endpoint: Endpoint, claimed: store.Claimed, outcome: Outcome) -> timedelta:
+        """The schedule's delay, or longer if a ``Retry-After`` asks so (never shorter: a
+        ``Retry-After: 0`` must not burn every attempt in seconds), at most ``retry_max``."""
         hook = endpoint.settings
+        seconds = backoff(claimed.attempt, hook.retry_base, hook.retry_max, self.rand)
         if outcome.retry_after is not None:
-            seconds = min(outcome.retry_after, hook.retry_max)
-        else:
-            seconds = backoff(claimed.attempt, hook.retry_base, hook.retry_max, self.rand)
+            seconds = min(max(seconds, outcome.retry_after), hook.retry_max)
         return timedelta(seconds=seconds)
 
     def _log(

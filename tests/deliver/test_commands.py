@@ -159,3 +159,22 @@ async def test_scanner_deliver_without_webhooks_is_a_configuration_error(
     path.write_text("", encoding="utf-8")
     done = await asyncio.to_thread(run_cli, ["deliver", "--config", str(path)], scanner_env(db_url))
     assert done.returncode == 2 and "no [[webhooks]] configured" in done.stderr
+
+
+async def test_webhooks_test_reports_a_hostile_answer_in_one_line_never_a_traceback(
+    db_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    async def answer(got: Received) -> web.StreamResponse:  # "²" is a digit to str.isdigit
+        return web.Response(status=429, headers={"Retry-After": "\u00b2"})
+
+    receiver.answer = answer
+    cli = Cli(config(tmp_path, receiver.port), db_url)
+    tested = await cli("test", "--endpoint", "0")
+    assert tested.returncode == 1, tested.stderr
+    assert "Traceback" not in tested.stderr
+    result = json.loads(tested.stdout)
+    assert (result["outcome"], result["http_status"], result["error"]) == (
+        "http_error",
+        429,
+        "HTTP 429",
+    )

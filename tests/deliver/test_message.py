@@ -9,6 +9,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from scanner.deliver.message import (
     EventFacts,
@@ -56,6 +58,34 @@ def test_retry_after_seconds_or_http_date() -> None:
     assert retry_after("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0
     assert retry_after("soon", now) is None
     assert retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "\u00b2",  # a digit to str.isdigit, no number to float
+        "\u0663",  # an Arabic-Indic three: float reads it, HTTP has ASCII digits only
+        "1\u00b2",
+        "Thu, 01 Jan 99999 12:00:00 GMT",
+        "Thu, 31 Feb 2026 12:00:00 GMT",
+        "Thu, 01 Jan 2026 25:61:61 GMT",
+        "Mon, 01 Jan 0000 00:00:00 +9999",
+        "-5",
+        "1.5",
+    ],
+)
+def test_retry_after_that_is_no_number_nor_a_date_is_none(header: str) -> None:
+    assert retry_after(header, datetime(2026, 1, 1, tzinfo=UTC)) is None
+
+
+def test_retry_after_beyond_any_float_is_infinite_not_an_error() -> None:
+    assert retry_after("9" * 400, datetime(2026, 1, 1, tzinfo=UTC)) == float("inf")
+
+
+@given(st.text(max_size=40))
+def test_retry_after_returns_for_any_header(header: str) -> None:
+    seconds = retry_after(header, datetime(2026, 1, 1, tzinfo=UTC))
+    assert seconds is None or seconds >= 0
 
 
 def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:

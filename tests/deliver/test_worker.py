@@ -4,6 +4,7 @@ retries through every kind of failure, per-payment order, leases, several instan
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections import Counter
@@ -87,7 +88,8 @@ async def test_events_arrive_signed_over_the_raw_body_with_every_field(
 
 
 def scripted(*answers: int | str) -> tuple[list[str], object]:
-    """An answer per attempt: a status code, "slow" (longer than the timeout) or "retry-after"."""
+    """An answer per attempt: a status code, "slow" (longer than the timeout) or a 429 with
+    "retry-after" (1 s) or "retry-after:VALUE"."""
     log: list[str] = []
 
     async def answer(got: Received) -> web.StreamResponse:
@@ -96,8 +98,9 @@ def scripted(*answers: int | str) -> tuple[list[str], object]:
         if step == "slow":
             await asyncio.sleep(1.0)
             return web.Response(status=200)
-        if step == "retry-after":
-            return web.Response(status=429, headers={"Retry-After": "1"})
+        if str(step).startswith("retry-after"):  # "retry-after" (1 s) or "retry-after:VALUE"
+            value = str(step).partition(":")[2] or "1"
+            return web.Response(status=429, headers={"Retry-After": value})
         if step == 301:
             return web.Response(status=301, headers={"Location": "/moved"})
         return web.Response(status=int(step))
@@ -137,6 +140,54 @@ async def test_a_receiver_failing_every_way_gets_the_event_in_the_end(
         for o in ("http_error", "timeout", "redirect", "delivered")
     }
     assert counts == {"http_error": 3, "timeout": 1, "redirect": 1, "delivered": 1}
+
+
+async def test_retry_after_never_retries_sooner_than_the_schedule_nor_later_than_retry_max(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    past = "retry-after:Thu, 01 Jan 2015 00:00:00 GMT"
+    log, receiver.answer = scripted("retry-after:0", past, "retry-after:86400", 200)  # type: ignore[assignment]
+    worker = DeliveryWorker(  # no jitter: the schedule is 0.4 s, 0.8 s, then retry_max (1 s)
+        [hook(receiver.url(), retry_base=0.4, retry_max=1.0)],
+        session_factory,
+        rand=lambda: 0.5,
+        poll_interval=0.05,
+    )
+    await worker.prepare()
+    await add_events(session_factory, detected(await add_payment(engine)))
+    await drive(worker, lambda: len(log) >= 4, engine=engine)
+
+    at = [r.at for r in receiver.requests]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(at)]
+    assert gaps[0] >= 0.38 and gaps[1] >= 0.78, gaps  # Retry-After: 0 and a past date
+    assert 0.95 <= gaps[2] < 3.0, gaps  # Retry-After: a day, capped at retry_max
+    (row,) = await deliveries(engine)
+    assert (row["status"], row["attempts"]) == ("delivered", 4)
+
+
+async def test_a_retry_after_that_is_no_number_still_counts_the_attempt(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    _, receiver.answer = scripted("retry-after:\u00b2")  # type: ignore[assignment]
+    worker = DeliveryWorker(
+        [hook(receiver.url(), max_attempts=2)], session_factory, poll_interval=0.05
+    )
+    await worker.prepare()
+    await add_events(session_factory, detected(await add_payment(engine)))
+
+    async def failed() -> bool:
+        return [r["status"] for r in await deliveries(engine)] == ["failed"]
+
+    with structlog.testing.capture_logs() as logs:
+        await drive(worker, failed, within=10.0, engine=engine)
+        await asyncio.sleep(0.3)
+    assert len(receiver.requests) == 2  # max_attempts, whatever the header said
+    (row,) = await deliveries(engine)
+    assert (row["attempts"], row["last_status"], row["last_error"]) == (2, 429, "HTTP 429")
+    events = [e["event"] for e in logs]
+    assert events.count("webhook_attempt_failed") == 1
+    assert events.count("webhook_delivery_failed") == 1
+    assert "webhook_worker_crashed" not in events
 
 
 async def test_after_max_attempts_a_delivery_fails_and_stops_holding_back_the_next(
