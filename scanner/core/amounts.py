@@ -11,6 +11,26 @@ from scanner.core.model import Event
 
 _AMOUNT_CONTEXT: Final = Context(prec=80)  # wide enough for any uint256 (78 digits)
 _MAX_UINT256_DIGITS: Final = 78
+#: The most digits, and the largest exponent either way, of an amount the scanner takes as a
+#: number. No token amount comes near (a uint256 has 78 digits, decimals are at most 255); past
+#: it a gateway's value is never formatted in plain digits: ``1E+999999999`` would be a gigabyte.
+AMOUNT_SPAN: Final = 1000
+
+
+def within_span(amount: Decimal) -> bool:
+    """Whether a finite ``amount`` has at most :data:`AMOUNT_SPAN` digits and an exponent within
+    ±:data:`AMOUNT_SPAN` (so that its plain form is a few kilobytes at most)."""
+    _, digits, exponent = amount.as_tuple()
+    return (
+        isinstance(exponent, int)
+        and len(digits) <= AMOUNT_SPAN
+        and -AMOUNT_SPAN <= exponent <= AMOUNT_SPAN
+    )
+
+
+def shown(amount: Decimal) -> str:
+    """``amount`` for a message: its own short form, cut to 60 characters."""
+    return f"{amount!s:.60}"
 
 
 def to_amount(value: int, decimals: int) -> Decimal:
@@ -25,7 +45,9 @@ def to_base_units(amount: Decimal, decimals: int) -> int:
     ``decimals`` (``1.0000001`` of a 6-decimal token), or does not fit a uint256.
     """
     if not amount.is_finite():  # before the cache: a signalling NaN cannot be hashed
-        raise ValueError(f"amount {amount} is not a finite number")
+        raise ValueError(f"amount {shown(amount)} is not a finite number")
+    if not within_span(amount):  # before the cache, and before any digit is converted
+        raise ValueError(f"amount {shown(amount)} is out of range")
     return _base_units(amount, decimals)
 
 
@@ -37,23 +59,23 @@ def _base_units(amount: Decimal, decimals: int) -> int:
     if coefficient == 0:
         return 0
     if sign:
-        raise ValueError(f"amount {amount} is negative")
+        raise ValueError(f"amount {shown(amount)} is negative")
     shift = exponent + decimals
     units: int
     if shift >= 0:
         if len(digits) + shift > _MAX_UINT256_DIGITS:
-            raise ValueError(f"amount {amount} does not fit a uint256")
+            raise ValueError(f"amount {shown(amount)} does not fit a uint256")
         scale: int = 10**shift
         units = coefficient * scale
     else:
         if -shift > len(digits):  # a non-zero coefficient below the scale: cannot divide evenly
-            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
+            raise ValueError(f"amount {shown(amount)} has more than {decimals} decimal places")
         scale = 10**-shift
         units, remainder = divmod(coefficient, scale)
         if remainder:
-            raise ValueError(f"amount {amount} has more than {decimals} decimal places")
+            raise ValueError(f"amount {shown(amount)} has more than {decimals} decimal places")
     if units >= 2**256:
-        raise ValueError(f"amount {amount} does not fit a uint256")
+        raise ValueError(f"amount {shown(amount)} does not fit a uint256")
     return units
 
 
@@ -87,7 +109,7 @@ def parse_payment_fields(address: str, amount: Decimal, decimals: int) -> tuple[
         raise ValueError(f"address {address!r:.60} is not 20 bytes of hex")
     units = to_base_units(amount, decimals)
     if units <= 0:
-        raise ValueError(f"amount {amount} is not positive")
+        raise ValueError(f"amount {shown(amount)} is not positive")
     return normalized, units
 
 

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
 
+from scanner.core.amounts import within_span
 from scanner.db.types import canonical_decimal, to_decimal
 
 SIGNATURE_HEADER = "X-Scanner-Signature"
@@ -33,13 +34,15 @@ def endpoint_key(url: str) -> str:
 
 def amount_text(raw: str | None) -> str | None:
     """A stored amount as a plain decimal string (``25.5``); what a gateway wrote that is not a
-    number (an ``invalid_payment``) passes as written: it must not stop the deliveries."""
+    number, or whose plain form would be huge (``1E+999999999``: a gigabyte of zeros), passes as
+    written (an ``invalid_payment``'s): it must not stop the deliveries."""
     if raw is None:
         return None
     try:
-        return canonical_decimal(to_decimal(raw))
+        number = to_decimal(raw)
     except (ValueError, TypeError):
         return raw
+    return canonical_decimal(number) if within_span(number) else raw
 
 
 def payment_text(stored: str) -> str:

@@ -301,6 +301,14 @@ class TestAmounts:
         with pytest.raises(ValueError):
             to_base_units(Decimal(amount), 6 if amount != str(2**256) else 0)
 
+    @pytest.mark.parametrize(
+        "amount", ["1" * 2000, "1" * 5000, "1E+" + "9" * 18, "-1E+999999999", "0E-999999999"]
+    )
+    def test_an_amount_beyond_any_token_is_refused_in_a_short_message(self, amount: str) -> None:
+        with pytest.raises(ValueError, match="out of range") as refused:
+            to_base_units(Decimal(amount), 6)
+        assert len(str(refused.value)) < 100
+
     def test_parse_payment_fields(self) -> None:
         assert parse_payment_fields("0x" + TO[2:].upper(), Decimal("25.5"), 6) == (TO, 25_500_000)
         with pytest.raises(ValueError, match="20 bytes"):

@@ -142,3 +142,13 @@ def test_amounts_pass_as_plain_decimals_and_bad_gateway_values_as_written() -> N
     assert amount_text("abc") == "abc"
     assert amount_text("NaN") == "NaN"
     assert amount_text(None) is None
+
+
+def test_an_amount_whose_plain_form_is_huge_passes_as_written() -> None:
+    from scanner.deliver.message import amount_text
+
+    assert amount_text("1E+999999999999999999") == "1E+999999999999999999"  # MemoryError
+    assert amount_text("1E+999999999") == "1E+999999999"  # a gigabyte of zeros in plain form
+    assert amount_text("1E-999999999") == "1E-999999999"
+    assert amount_text("1" * 2000) == "1" * 2000  # the gateway's own digits, as written
+    assert amount_text("1E+999") == "1" + "0" * 999  # within the span: plain

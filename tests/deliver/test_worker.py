@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import structlog
@@ -17,6 +18,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import Settings
+from scanner.core.amounts import to_base_units
 from scanner.core.plan import invalid_outbox
 from scanner.db import events as outbox
 from scanner.db.engine import make_engine, make_session_factory
@@ -419,6 +421,29 @@ async def test_a_payment_row_the_scanner_cannot_use_does_not_stop_deliveries(
     await drive(worker, lambda: len(receiver.requests) >= 3, engine=engine)
     again = receiver.requests[2].json
     assert (again["payment_id"], again["redelivery"]) == (str(bad), True)
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # PostgreSQL: no such numeric
+async def test_an_amount_of_a_huge_exponent_is_delivered_as_the_gateway_wrote_it(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    amount = "1E+999999999999999999"  # its plain form would not fit any memory
+    worker = DeliveryWorker([hook(receiver.url())], session_factory, poll_interval=0.05)
+    await worker.prepare()
+    bad, good = await add_payment(engine, amount=amount), await add_payment(engine)
+    with pytest.raises(ValueError) as refused:  # what the scan makes of the row
+        to_base_units(Decimal(amount), 18)
+    async with session_factory() as session, session.begin():
+        await outbox.append(session, [invalid_outbox(bad, str(refused.value))])
+    await add_events(session_factory, detected(good))
+    with structlog.testing.capture_logs() as logs:
+        await drive(worker, lambda: len(receiver.requests) >= 2, within=10.0, engine=engine)
+    first, second = receiver.requests
+    assert (first.json["amount"], first.json["amount_received"]) == (amount, amount)
+    assert first.json["data"]["reason"] == f"amount {amount} is out of range"
+    assert len(first.raw) < 2048
+    assert (second.json["type"], second.json["amount"]) == ("transfer_detected", "25.5")
+    assert "webhook_worker_crashed" not in [e["event"] for e in logs]
 
 
 class CountingWorker(DeliveryWorker):
