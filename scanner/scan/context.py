@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,25 @@ class TokenInfo:
     symbol: str
     decimals: int
     key: object = None  # the id as stored (None: ``id``), what a credit's token_id binds
+    #: other rows of the same contract (their addresses differ in letter case only): their
+    #: payments are followed as this contract's, each credited under its own row
+    aliases: tuple[TokenInfo, ...] = ()
+
+
+def by_address(tokens: Iterable[TokenInfo]) -> tuple[dict[str, TokenInfo], list[TokenInfo]]:
+    """The tokens by contract address (lower-case hex, as the chain compares them), and the
+    rows that name a contract an earlier row (by id) names already: those become the first
+    row's aliases, never dropped."""
+    out: dict[str, TokenInfo] = {}
+    duplicates: list[TokenInfo] = []
+    for token in sorted(tokens, key=lambda t: str(t.id)):
+        first = out.get(token.address)
+        if first is None:
+            out[token.address] = token
+        else:
+            out[token.address] = replace(first, aliases=(*first.aliases, token))
+            duplicates.append(token)
+    return out, duplicates
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +59,8 @@ class ChainContext:
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_id", {t.id: t for t in self.tokens.values()})
+        by_id = {a.id: a for t in self.tokens.values() for a in (t, *t.aliases)}
+        object.__setattr__(self, "_by_id", by_id)
 
     @classmethod
     def from_settings(cls, chain: ChainSettings, tokens: Mapping[str, TokenInfo]) -> ChainContext:
@@ -90,7 +110,8 @@ class ChainContext:
         return sorted(self.tokens)
 
     def token_by_id(self) -> dict[UUID, TokenInfo]:
-        """The enabled tokens by id (one shared dict, built at construction: do not mutate)."""
+        """The enabled tokens by id, aliases too (one shared dict, built at construction: do
+        not mutate)."""
         return self._by_id
 
 

@@ -13,7 +13,7 @@ from scanner.config import ChainSettings
 from scanner.db import cursor as stored
 from scanner.db.models import Token
 from scanner.errors import ChainIdMismatch, TokenConfigConflict
-from scanner.scan.context import ChainContext, TokenInfo
+from scanner.scan.context import ChainContext, TokenInfo, by_address
 
 log = structlog.get_logger(__name__)
 
@@ -54,11 +54,24 @@ async def sync_tokens(session: AsyncSession, chain: ChainSettings) -> dict[str, 
                 stored=row.decimals,
             )
     rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
-    return {
-        row.address.lower(): TokenInfo(row.id, row.address.lower(), row.symbol, row.decimals)
+    tokens, duplicates = by_address(
+        TokenInfo(row.id, row.address.lower(), row.symbol, row.decimals)
         for row in rows
         if row.enabled
-    }
+    )
+    for same in duplicates:
+        log.warning(
+            "token_invalid", chain=chain.name, token_id=str(same.id), reason=duplicate(same)
+        )
+    return tokens
+
+
+def duplicate(token: TokenInfo) -> str:
+    """Why a row is reported that names a contract another row names."""
+    return (
+        f"address {token.address} is another row's contract (addresses compare in lower case):"
+        " its payments are followed as that contract's"
+    )
 
 
 async def init_cursor(

@@ -3,7 +3,9 @@ contract.
 
 The table is the gateway's and the source of truth. A row that cannot be used (an address that is
 not 20 bytes of hex, decimals that are not a whole number from 0 to 77) is logged once
-(``token_invalid``), counted, and skipped; a token whose row says other decimals than its
+(``token_invalid``), counted, and skipped; two rows of one contract (addresses differing in
+letter case: the chain's addresses are lower-case hex) are reported the same way, and both
+rows' payments followed; a token whose row says other decimals than its
 contract's ``decimals()`` is halted (``token_halted``, naming both numbers): its logs are not
 read and its payments wait, while the chain and its other tokens go on (a contract without
 ``decimals()``, which ERC-20 makes optional, is taken at the row's word, with a warning).
@@ -28,7 +30,8 @@ from scanner.db.payments import raw, stored_key
 from scanner.db.sql import table
 from scanner.errors import RpcError
 from scanner.observe.metrics import Metrics
-from scanner.scan.context import TokenInfo
+from scanner.scan.context import TokenInfo, by_address
+from scanner.scan.startup import duplicate
 
 log = structlog.get_logger(__name__)
 MAX_DECIMALS = 77  # 10**77 base units still fit a uint256
@@ -88,7 +91,7 @@ class TokenWatch:
 
     async def refresh(self, session: AsyncSession) -> tuple[dict[str, TokenInfo], list[TokenInfo]]:
         """The tokens to scan now (by address), and those enabled since the last refresh."""
-        usable: dict[str, TokenInfo] = {}
+        used_rows: list[TokenInfo] = []
         fresh: list[TokenInfo] = []
         changed: list[tuple[Any, bool]] = []
         for row in await read_tokens(session, self.chain):
@@ -97,13 +100,16 @@ class TokenWatch:
                 continue
             used = token.enabled and await self._agrees(token.info)
             if used:
-                usable[token.info.address] = token.info
+                used_rows.append(token.info)
             if used and self._was_off(row[5]):
                 fresh.append(token.info)
             if row[5] is None or bool(row[5]) != used:
                 changed.append((stored_key(token.key), used))
         await _remember(session, changed)
-        self.enabled = {info.id for info in usable.values()}
+        usable, duplicates = by_address(used_rows)
+        for info in duplicates:
+            self._report(info.key if info.key is not None else info.id, duplicate(info))
+        self.enabled = {info.id for info in used_rows}
         return usable, fresh
 
     def _was_off(self, scanner_enabled: Any) -> bool:
@@ -117,13 +123,17 @@ class TokenWatch:
         try:
             return parse_token(tuple(row[:5]))
         except ValueError as exc:
-            reason = str(exc)
-            if f"{row[0]}:{reason}" not in self.reported:
-                self.reported.add(f"{row[0]}:{reason}")
-                log.warning("token_invalid", chain=self.chain, token_id=str(row[0]), reason=reason)
-                if self.metrics is not None:
-                    self.metrics.invalid_rows.labels(self.chain, "tokens").inc()
+            self._report(row[0], str(exc))
             return None
+
+    def _report(self, key: Any, reason: str) -> None:
+        """``token_invalid`` for a row, once per reason."""
+        if f"{key}:{reason}" in self.reported:
+            return
+        self.reported.add(f"{key}:{reason}")
+        log.warning("token_invalid", chain=self.chain, token_id=str(key), reason=reason)
+        if self.metrics is not None:
+            self.metrics.invalid_rows.labels(self.chain, "tokens").inc()
 
     async def _agrees(self, info: TokenInfo) -> bool:
         """Whether the row's decimals are the contract's (asked once per row value)."""

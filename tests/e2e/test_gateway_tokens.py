@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from tests.e2e.actions import pay
 from tests.e2e.gateway import same_id, sql_literal
 from tests.e2e.harness import CHAIN, Harness
+from tests.support.gateway import NewPayment, insert_payments
 from tests.support.metrics import sample
 
 ALICE = "0x" + "a1" * 20
@@ -122,3 +123,37 @@ async def test_a_token_enabled_again_while_the_scanner_was_down_is_looked_back_f
     await h.scan()  # a new process
     assert [t["tx_hash"] for t in await h.transactions(pid)] == [paid]
     assert (await h.payment(pid))["status"] == "confirmed"
+
+
+async def test_two_rows_of_one_contract_in_other_letter_case_are_reported_and_both_followed(
+    h: Harness,
+) -> None:
+    """The chain's addresses are lower-case hex: a second row naming the same contract in upper
+    case is that contract's too. It is reported once (``token_invalid``); the payments on
+    either row are followed, each credited under its own row."""
+    await h.scan()
+    upper = await _token_row(h, "0x" + h.token[2:].upper(), "USDT", 6)
+    lower = await h.token_id(h.token)
+    on_lower = await h.create_payment(ALICE, "5")
+    on_upper = str(uuid.uuid4())
+    created = h.now()
+    async with h.engine.begin() as conn:
+        row = NewPayment(on_upper, upper, CHAIN, BOB, "7", created + 3600, created)
+        await insert_payments(conn, [row])
+    with capture_logs() as logs:
+        pay(h, ALICE, 5_000_000)
+        pay(h, BOB, 7_000_000)
+        h.mine(3)
+        await h.scan()
+        await h.scan()  # reported once, not every tick
+    (invalid,) = [e for e in logs if e["event"] == "token_invalid"]
+    assert invalid["token_id"] in (upper, lower) and "lower case" in invalid["reason"]
+    assert sample(h.metrics, "scanner_invalid_rows_total", chain=CHAIN, table="tokens") == 1
+    for payment, token_row, value in ((on_lower, lower, 5), (on_upper, upper, 7)):
+        assert (await h.payment(payment))["status"] == "confirmed"
+        (credit,) = await h.transactions(payment)
+        assert credit["value"] == value * 10**6
+        async with h.engine.connect() as conn:
+            where = same_id(h, "payment_id", payment)
+            stored = await conn.execute(text(f"SELECT token_id FROM transactions WHERE {where}"))
+            assert str(stored.scalar_one()) == token_row
