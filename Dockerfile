@@ -28,10 +28,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml alone, so that a code change does not reinstall them,
+# at the versions pinned in constraints.txt (made by .ci/lock: the image built next month is the
+# one tested today).
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
-    && pip install -r /tmp/requirements.txt
+    && pip install -r /tmp/requirements.txt -c constraints.txt
 
 # The application, as a wheel (not editable: the runtime image gets no source tree). Then the
 # installers leave the runtime virtualenv: nothing in the image installs anything.

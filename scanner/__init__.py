@@ -1,3 +1,8 @@
 """cTrip payment scanner: watches EVM chains for the payments a gateway is waiting for."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ctrip-scanner")  # pyproject.toml's [project] version: the one place
+except PackageNotFoundError:  # a source tree run without installing it
+    __version__ = "0+unknown"

@@ -512,6 +512,28 @@ def test_dockerfile_copies_only_what_the_context_has(dockerfile: list[tuple[str,
             assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
 
 
+def test_the_image_installs_pinned_versions_of_every_runtime_dependency(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    """constraints.txt (made by .ci/lock) pins each of pyproject's dependencies, and the image
+    installs with it: a dependency added without running `make lock` fails here."""
+    pins = {
+        re.split(r"==", line)[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    }
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for requirement in wanted["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+        assert name is not None and name.group(0).lower().replace("_", "-") in pins, requirement
+    installs = [
+        args
+        for instruction, args in dockerfile
+        if instruction == "RUN" and "pip install -r" in args
+    ]
+    assert installs and all("-c constraints.txt" in args for args in installs)
+
+
 # --- docker compose --------------------------------------------------------------------------
 
 

@@ -1,0 +1,39 @@
+# The contributor's entry points: what CI runs, one target each. `make help` lists them.
+# Everything runs from the project's virtual environment (.venv), made by `make setup`.
+VENV := .venv/bin
+
+.PHONY: help setup lint format typecheck layers check test ci demo lock
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup:  ## the virtual environment, anvil and PostgreSQL (idempotent)
+	bash .ci/setup
+
+lint:  ## ruff over the package, the tests, bench and migrations; the formatting
+	$(VENV)/ruff check scanner tests bench migrations
+	$(VENV)/ruff format --check scanner
+
+format:  ## apply ruff's fixes and formatting
+	$(VENV)/ruff check --fix scanner tests bench migrations
+	$(VENV)/ruff format scanner
+
+typecheck:  ## mypy, strict
+	$(VENV)/mypy
+
+layers:  ## the import contracts between the package's layers (pyproject: tool.importlinter)
+	$(VENV)/lint-imports
+
+check:  ## every static check: the hooks of .pre-commit-config.yaml, over every file
+	$(VENV)/pre-commit run --all-files --show-diff-on-failure
+
+test:  ## the README's test command
+	bash .ci/setup && $(VENV)/python -m pytest
+
+ci:  ## exactly what CI runs on a clean clone
+	bash .ci/run
+
+demo:  ## the scanner's main job on SQLite and a local anvil
+	bash .ci/setup && $(VENV)/scanner demo
+
+lock:  ## refresh the image's pinned runtime versions (constraints.txt) from pyproject.toml
+	bash .ci/lock
