@@ -14,7 +14,8 @@ that one argument:
 With no ``sslmode`` asyncpg would try TLS and accept plaintext (``prefer``); in production
 (``ENV=production``) a URL without ``sslmode`` requires TLS instead, and one asking for
 ``allow`` or ``prefer`` is refused: plaintext only when the URL says ``sslmode=disable``.
-A parameter neither libpq's TLS nor asyncpg's own is refused with one line naming it.
+asyncpg's own ``ssl=<mode>`` (``true``: ``require``) is read the same way. A parameter neither
+libpq's TLS nor asyncpg's own is refused with one line naming it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ LIBPQ_TLS = frozenset(("sslmode", "sslpassword", *FILES))
 #: ``host`` may be given several times: ``?host=db1:5432&host=db2:5432`` (with
 #: ``target_session_attrs=read-write``, the one that takes writes).
 _DIALECT = frozenset(("prepared_statement_cache_size", "host"))
-_ASYNCPG = frozenset(inspect.signature(asyncpg.connect).parameters) - {"dsn", "loop", "ssl"}
+_ASYNCPG = frozenset(inspect.signature(asyncpg.connect).parameters) - {"dsn", "loop"}
+_ASYNCPG_SSL = {"true": "require", "false": "disable"}
 
 
 def _error(problem: str, key: str = "DATABASE_URL") -> ConfigError:
@@ -49,8 +51,13 @@ def split(url: URL, *, production: bool = False) -> tuple[URL, object]:
         if name not in LIBPQ_TLS | _DIALECT | _ASYNCPG:
             raise _error(f"unknown parameter {name!r} (libpq's ssl* and asyncpg's are taken)")
     params = {name: _one(url.query[name], name) for name in LIBPQ_TLS if name in url.query}
-    stripped = url.difference_update_query(LIBPQ_TLS)
+    stripped = url.difference_update_query((*LIBPQ_TLS, "ssl"))
     mode = params.get("sslmode")
+    if "ssl" in url.query:  # asyncpg's own spelling (SQLAlchemy's documented one): same modes
+        if mode is not None:
+            raise _error("both ssl and sslmode are given: keep sslmode", key="sslmode")
+        given = _one(url.query["ssl"], "ssl")
+        mode = _ASYNCPG_SSL.get(given.lower(), given)
     if mode is None:  # certificate files ask for TLS; production asks for it anyway
         if not production and not any(name in params for name in FILES):
             return stripped, None

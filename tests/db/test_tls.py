@@ -45,6 +45,10 @@ def test_modes_that_accept_plaintext_pass_as_asyncpgs_own(mode: str, argument: o
 def test_require_encrypts_without_checking_the_certificate() -> None:
     made = context("sslmode=require")
     assert made.verify_mode == ssl.CERT_NONE and not made.check_hostname
+    for asyncpgs in ("ssl=require", "ssl=true"):  # asyncpg's own spelling: the same
+        same = context(asyncpgs)
+        assert same.verify_mode == ssl.CERT_NONE and not same.check_hostname
+    assert tls("ssl=disable") == (URL, False)
 
 
 def test_verify_ca_checks_the_chain_against_sslrootcert_and_verify_full_the_host_too() -> None:
@@ -77,6 +81,7 @@ def test_in_production_no_sslmode_requires_tls_and_only_disable_allows_plaintext
         ("sslmode=verify-full&sslrootcert=/nonexistent/root.crt", "sslrootcert"),
         ("sslmode=require&sslcert=/nonexistent/client.crt", "sslcert"),
         ("sslmode=require&sslmode=disable", "'sslmode' is given more than once"),
+        ("sslmode=require&ssl=require", "both ssl and sslmode"),
     ],
 )
 def test_a_parameter_asyncpg_cannot_take_is_refused_in_one_line_naming_it(
