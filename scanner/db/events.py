@@ -41,8 +41,8 @@ async def append(
     notification: nothing is ever committed)."""
     if not rows:
         return
-    postgres = is_postgres(session) and serialized
-    if postgres:
+    postgres = is_postgres(session)
+    if postgres and serialized:
         await events_xact_lock(session)
     places = await _counts(session, {str(row.payment_key) for row in rows}, postgres)
     stamp = now()
@@ -59,7 +59,7 @@ async def append(
             (row.payment_key, event.type, event.status_from, event.status_to, data, stamp, key)
         )
     await bulk.insert(session, table("payment_events"), _COLUMNS, values)
-    if postgres:
+    if postgres and serialized:
         await session.execute(text("NOTIFY payment_events"))
 
 
