@@ -166,7 +166,7 @@ class Anvil:
         cls, *, port: int | None = None, ready_timeout: float = START_TIMEOUT_S, **options: Any
     ) -> Anvil:
         """Start a node and wait until it answers `eth_chainId`; ``options``: `_anvil_args`."""
-        args = _anvil_args(**options)
+        args = cls._args(**options)
         attempts = 1 if port is not None else PORT_RETRIES
         for attempt in range(attempts):
             node = cls._spawn(port if port is not None else free_port(), args)
@@ -188,7 +188,7 @@ class Anvil:
 
         The process is spawned in the calling (event-loop) thread so PDEATHSIG is tied to it.
         """
-        args = _anvil_args(**options)
+        args = cls._args(**options)
         node = cls._spawn(port if port is not None else free_port(), args)
         try:
             await node.await_ready(ready_timeout)
@@ -198,9 +198,17 @@ class Anvil:
         return node
 
     @classmethod
-    def _spawn(cls, port: int, args: Sequence[str]) -> Anvil:
+    def _args(cls, **options: Any) -> list[str]:
+        return _anvil_args(**options)
+
+    @classmethod
+    def _command(cls, port: int, args: Sequence[str]) -> list[str]:
+        return [find_anvil(), "--host", "127.0.0.1", "--port", str(port), *args]
+
+    @classmethod
+    def _spawn(cls, port: int, args: Sequence[str]) -> Self:
         workdir = Path(tempfile.mkdtemp(prefix="anvil-"))
-        cmd = [find_anvil(), "--host", "127.0.0.1", "--port", str(port), *args]
+        cmd = cls._command(port, args)
         with open(workdir / "anvil.log", "wb") as log:
             process = subprocess.Popen(
                 cmd,
