@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 import structlog
 
+from scanner.chain.shapes import peek
 from scanner.errors import MalformedResponse, RpcError, RpcResponseError, RpcTransportError
 from scanner.secrets import redact_url, scrub
 
@@ -210,9 +211,12 @@ class HeadSubscription:
                 continue
             if isinstance(answer.get("result"), str):
                 return str(answer["result"])
-            error = answer.get("error") or {}
+            error = answer.get("error")
+            error = error if isinstance(error, dict) else {}
+            said = error.get("message")
+            text = said[:200] if isinstance(said, str) else peek(answer)
             raise RpcResponseError(
-                scrub(f"eth_subscribe refused: {error.get('message', answer)}", [self.url]),
+                scrub(f"eth_subscribe refused: {text}", [self.url]),
                 chain=self.chain,
                 method="eth_subscribe",
                 code=error.get("code"),

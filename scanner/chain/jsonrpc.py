@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from scanner.chain.limits import classify_range_error, error_text, requested_size
+from scanner.chain.shapes import show
 from scanner.errors import (
     BlockNotAvailable,
     MalformedResponse,
@@ -212,10 +213,12 @@ def malformed(where: Where, detail: str, kind: str = "malformed") -> MalformedRe
     return MalformedResponse(where.say(detail), chain=where.chain, method=where.method, kind=kind)
 
 
-def _norm_id(value: Any) -> Any:
-    if isinstance(value, str) and value.isdigit():
+def _norm_id(value: Any) -> int | str | None:
+    """An answer's id as the request's (an int; some servers echo it as a string); None for an
+    id no request carries (an object, a list, a boolean)."""
+    if isinstance(value, str) and value.isdecimal() and len(value) < 20:
         return int(value)
-    return value
+    return value if type(value) in (int, str) else None
 
 
 def _json_or_none(content: bytes) -> Any:
@@ -232,18 +235,24 @@ def _peek(value: Any, redact: Callable[[str], str], length: int = 80) -> str:
     if isinstance(value, bytes):
         text = repr(value[:_PEEK_WINDOW].decode("utf-8", "replace"))
     else:
-        text = repr(value)[:_PEEK_WINDOW]
+        text = show(value, _PEEK_WINDOW)
     return redact(text)[:length]
 
 
-def _redact_data(data: Any, redact: Callable[[str], str]) -> Any:
-    """Error data with secrets scrubbed from every string in it (providers echo URLs, keys)."""
+_DATA_DEPTH = 8  # error data nested deeper is cut (a provider's data is a level or two deep)
+
+
+def _redact_data(data: Any, redact: Callable[[str], str], depth: int = 0) -> Any:
+    """Error data with secrets scrubbed from every string in it (providers echo URLs, keys),
+    cut below :data:`_DATA_DEPTH` levels (JSON nested 1,000 deep would break what reads it)."""
     if isinstance(data, str):
         return redact(data)
+    if isinstance(data, dict | list) and depth >= _DATA_DEPTH:
+        return "…"
     if isinstance(data, dict):
-        return {k: _redact_data(v, redact) for k, v in data.items()}
+        return {k: _redact_data(v, redact, depth + 1) for k, v in data.items()}
     if isinstance(data, list):
-        return [_redact_data(v, redact) for v in data]
+        return [_redact_data(v, redact, depth + 1) for v in data]
     return data
 
 

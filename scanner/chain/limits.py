@@ -143,7 +143,15 @@ def parse_count(text: str) -> int:
 
 
 def _hinted_size(pattern: RangePattern, match: re.Match[str]) -> int | None:
-    """The block count that the matched message says will work, before clamping."""
+    """The block count that the matched message says will work, before clamping (None when
+    the number is not one Python reads: thousands of digits)."""
+    try:
+        return _hinted(pattern, match)
+    except ValueError:
+        return None
+
+
+def _hinted(pattern: RangePattern, match: re.Match[str]) -> int | None:
     if pattern.hint is Hint.HEX_RANGE:
         return int(match.group(2), 16) - int(match.group(1), 16) + 1
     if pattern.hint is Hint.MAX:

@@ -1,27 +1,26 @@
 """Typed reads of what the scanner needs from a node: heads, headers, logs, blocks, receipts.
 
-Results are raw JSON-RPC dicts and ints: no web3 formatters on the hot path (they cost ~80 µs a
-log; orjson's raw dicts cost ~5). Only what the caller relies on is checked: a header's number,
-hashes and timestamp, the shape of a list. A block or receipt the node cannot show (``null``) is
-never skipped: it raises the transient :class:`~scanner.errors.BlockNotAvailable`, which the
+Every result is parsed here, at the edge, into typed values (:mod:`scanner.chain.shapes`): a
+header's number, hashes and timestamp, a log's shape, a receipt, a transaction. An answer of the
+wrong shape is a :class:`~scanner.errors.MalformedResponse`, whatever it is; nothing above
+``chain/`` meets a node's JSON unchecked. No web3 formatters on the hot path (they cost ~80 µs a
+log; orjson's dicts, shape-checked, cost ~7). A block or receipt the node cannot show (``null``)
+is never skipped: it raises the transient :class:`~scanner.errors.BlockNotAvailable`, which the
 client retries, and which the scan layer treats as "wait", never as "nothing there".
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scanner.chain import shapes
 from scanner.chain.rpc import RpcClient
-from scanner.core.decode import strict_hex_int
-from scanner.core.model import Header
+from scanner.chain.shapes import Fail, Receipt, Transaction
+from scanner.core.model import Header, Log
 from scanner.errors import BlockNotAvailable, MalformedResponse, ReceiptNotAvailable
 
 DECIMALS_SELECTOR = "0x313ce567"  # keccak256("decimals()")[:4]
-_HASH = re.compile(r"0x[0-9a-f]{64}")
-
-_Fail = Callable[[str], MalformedResponse]
 
 
 class ChainReader:
@@ -67,10 +66,7 @@ class ChainReader:
         """``decimals()`` of an ERC-20 contract (``eth_call`` at the latest block)."""
 
         def parse(value: Any) -> int:
-            number = strict_hex_int(value) if isinstance(value, str) and len(value) == 66 else None
-            if number is None:
-                raise self._malformed("eth_call", f"decimals() returned {value!r:.80}")
-            return number
+            return int(shapes.fixed_hex(value, self._fail("eth_call"), "decimals()", 66), 16)
 
         call = {"to": token, "data": DECIMALS_SELECTOR}
         return await self.client.call("eth_call", [call, "latest"], parse=parse)
@@ -97,15 +93,13 @@ class ChainReader:
         return await self.client.batch(calls, parse=parse) if calls else []
 
     async def blocks_with_transactions(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Full blocks of ``start..end`` (transactions as objects), raw, in order."""
+        """Full blocks of ``start..end`` (transactions as objects, shape-checked), in order."""
         calls = [("eth_getBlockByNumber", [hex(n), True]) for n in range(start, end + 1)]
 
         def parse(index: int, block: Any) -> dict[str, Any]:
             expected = start + index
             self._header(block, expected)
-            if not isinstance(block.get("transactions"), list):
-                raise self._malformed("eth_getBlockByNumber", f"block {expected}: no transactions")
-            return block  # type: ignore[no-any-return]
+            return shapes.full_block(block, expected, self._fail("eth_getBlockByNumber"))
 
         return await self.client.batch(calls, parse=parse)
 
@@ -119,8 +113,8 @@ class ChainReader:
         end: int,
         *,
         to_topics: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """``eth_getLogs`` of ``addresses`` with ``topic0`` in ``start..end``, raw.
+    ) -> list[Log]:
+        """``eth_getLogs`` of ``addresses`` with ``topic0`` in ``start..end``, shape-checked.
 
         ``to_topics`` filters the third topic (a Transfer's recipient, 32-byte padded). An empty
         ``addresses`` returns ``[]`` without asking: to a node, no address means *every* contract.
@@ -138,7 +132,7 @@ class ChainReader:
 
     async def logs_by_block_hash(
         self, addresses: Sequence[str], topic0: str, block_hash: str
-    ) -> list[dict[str, Any]]:
+    ) -> list[Log]:
         """``eth_getLogs`` of one block by hash (EIP-234): a node that does not know the block
         fails (BlockNotAvailable) instead of answering an empty list."""
         if not addresses:
@@ -158,11 +152,26 @@ class ChainReader:
         statuses = await self.client.batch(calls, parse=parse)
         return {h.lower(): s for h, s in zip(tx_hashes, statuses, strict=True)}
 
+    async def receipt(self, tx_hash: str) -> Receipt | None:
+        """A transaction's receipt, or None when the node answers ``null`` (the verifier tells
+        "not yet" from "no such transaction" by the node's head)."""
+        fail = self._fail("eth_getTransactionReceipt")
+        return await self.client.call(
+            "eth_getTransactionReceipt", [tx_hash], parse=lambda v: shapes.receipt(v, fail)
+        )
+
+    async def transaction(self, tx_hash: str) -> Transaction | None:
+        """A transaction's recipient and value, or None when the node answers ``null``."""
+        fail = self._fail("eth_getTransactionByHash")
+        return await self.client.call(
+            "eth_getTransactionByHash", [tx_hash], parse=lambda v: shapes.transaction(v, fail)
+        )
+
     # -- validation ------------------------------------------------------------------------
 
     def _quantity(self, method: str) -> Callable[[Any], int]:
         def parse(value: Any) -> int:
-            return _hex_int(value, lambda why: self._malformed(method, why))
+            return shapes.quantity(value, self._fail(method), method)
 
         return parse
 
@@ -176,15 +185,13 @@ class ChainReader:
                 block=expected,
             )
         if not isinstance(block, dict):
-            raise self._malformed("eth_getBlockByNumber", f"block {expected} is not an object")
-        return _parse_header(
-            block, expected, lambda why: self._malformed("eth_getBlockByNumber", why)
-        )
+            raise self._malformed(
+                "eth_getBlockByNumber", f"block {expected} is not an object: {shapes.peek(block)}"
+            )
+        return _parse_header(block, expected, self._fail("eth_getBlockByNumber"))
 
-    def _log_list(self, value: Any) -> list[dict[str, Any]]:
-        if not isinstance(value, list):
-            raise self._malformed("eth_getLogs", f"expected a list, got {type(value).__name__}")
-        return value
+    def _log_list(self, value: Any) -> list[Log]:
+        return shapes.logs(value, self._fail("eth_getLogs"))
 
     def _status(self, receipt: Any, tx_hash: str) -> int:
         method = "eth_getTransactionReceipt"
@@ -197,10 +204,13 @@ class ChainReader:
             )
         if not isinstance(receipt, dict):
             raise self._malformed(method, f"receipt of {tx_hash} is not an object")
-        return _hex_int(receipt.get("status"), lambda why: self._malformed(method, why))
+        return shapes.quantity(receipt.get("status"), self._fail(method), "receipt status")
 
     def _malformed(self, method: str, why: str) -> MalformedResponse:
         return MalformedResponse(f"{self.chain}: {method}: {why}", chain=self.chain, method=method)
+
+    def _fail(self, method: str) -> Fail:
+        return lambda why: self._malformed(method, why)
 
 
 def _topics(topic0: str, to_topics: Sequence[str] | None) -> list[Any]:
@@ -209,27 +219,14 @@ def _topics(topic0: str, to_topics: Sequence[str] | None) -> list[Any]:
     return [topic0, None, list(to_topics)]
 
 
-def _hex_int(value: Any, fail: _Fail) -> int:
-    """An EVM quantity (``"0x1a"``) as an int, by the core's one strict parser."""
-    number = strict_hex_int(value)
-    if number is None:
-        raise fail(f"expected a hex quantity, got {value!r:.40}")
-    return number
-
-
-def _parse_header(block: dict[str, Any], expected: int | str, fail: _Fail) -> Header:
+def _parse_header(block: dict[str, Any], expected: int | str, fail: Fail) -> Header:
     """Number, hash, parent hash and timestamp, checked; hashes lower-cased."""
-    number = _hex_int(block.get("number"), fail)
+    number = shapes.quantity(block.get("number"), fail, "block number")
     if isinstance(expected, int) and number != expected:
         raise fail(f"asked for block {expected}, got {number}")
-    block_hash = _hash(block.get("hash"), fail)
-    parent_hash = _hash(block.get("parentHash"), fail)
-    timestamp = _hex_int(block.get("timestamp"), fail)
-    return Header(number=number, hash=block_hash, parent_hash=parent_hash, timestamp=timestamp)
-
-
-def _hash(value: Any, fail: _Fail) -> str:
-    text = value.lower() if isinstance(value, str) else ""
-    if not _HASH.fullmatch(text):
-        raise fail(f"expected a 32-byte hash, got {value!r:.80}")
-    return text
+    return Header(
+        number=number,
+        hash=shapes.fixed_hex(block.get("hash"), fail, "block hash", 66),
+        parent_hash=shapes.fixed_hex(block.get("parentHash"), fail, "block parentHash", 66),
+        timestamp=shapes.quantity(block.get("timestamp"), fail, "block timestamp"),
+    )

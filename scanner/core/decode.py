@@ -119,7 +119,7 @@ def decode_transfer_logs(
     checked = _Checked()
     for log in logs:
         if recipients is not None:
-            shortcut = _not_ours(log, recipients)
+            shortcut = _not_ours(log, recipients, checked)
             if shortcut is not None:
                 if shortcut:
                     skipped[shortcut] = skipped.get(shortcut, 0) + 1
@@ -146,9 +146,10 @@ def recipients_of(logs: Sequence[Mapping[str, Any]]) -> set[str]:
     return out
 
 
-def _not_ours(log: Mapping[str, Any], recipients: Container[str]) -> str | None:
+def _not_ours(log: Mapping[str, Any], recipients: Container[str], checked: _Checked) -> str | None:
     """``""`` for a well-shaped Transfer log to an address outside ``recipients`` (pass it
-    over), ``"zero_value"`` for such a log of value 0 (count it), None to decode it in full."""
+    over), ``"zero_value"`` for such a log of value 0 (count it), None to decode it in full.
+    A recipient that is not hex raises MalformedResponse: it might be a watched one, garbled."""
     topics = log.get("topics")
     data = log.get("data")
     if not (type(topics) is list and len(topics) == 3 and type(data) is str and len(data) == 66):
@@ -158,6 +159,7 @@ def _not_ours(log: Mapping[str, Any], recipients: Container[str]) -> str | None:
         return None
     if "0x" + recipient[26:].lower() in recipients:
         return None
+    checked.hash(recipient, "log topic")
     return "zero_value" if data == _ZERO_DATA else ""
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NotRequired, TypedDict
 from uuid import UUID
 
 Status = Literal["pending", "confirming", "confirmed", "expired"]
@@ -29,6 +29,23 @@ FINAL_STATES: Final[frozenset[Status]] = frozenset({"confirmed", "expired"})
 
 #: ``log_index`` of a native-coin transfer (a transaction makes at most one).
 NATIVE_LOG_INDEX: Final = -1
+
+
+class Log(TypedDict):
+    """One ``eth_getLogs`` entry as the node spelled it, its shape checked at the edge
+    (:mod:`scanner.chain.shapes`): every field a string of the JSON-RPC kind (``0x``-hex; block
+    number, block hash, log index and address already parsed once), ``topics`` a list of strings.
+    The core decodes the rest (topics, data, the transaction hash) where a Transfer needs them."""
+
+    blockNumber: str
+    blockHash: str
+    logIndex: str
+    transactionHash: str
+    address: str
+    topics: list[str]
+    data: str
+    removed: NotRequired[bool]
+    blockTimestamp: NotRequired[str]
 
 
 @dataclass(frozen=True, slots=True)

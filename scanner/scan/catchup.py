@@ -23,7 +23,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.core.model import Header, Transfer
+from scanner.core.model import Header, Log, Transfer
 from scanner.core.plan import CATCH_UP, invalid_outbox
 from scanner.core.ranges import RangeSizer
 from scanner.db import cursor, events, payments
@@ -168,7 +168,7 @@ async def _look_back(
         since = row.created_at - ctx.grace
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
-    logs: list[dict[str, Any]] = []
+    logs: list[Log] = []
     sizer = RangeSizer(cursor + 1)  # the whole window in one call, unless the node refuses
     earliest = cursor
     native: list[Transfer] = []

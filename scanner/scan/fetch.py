@@ -11,14 +11,13 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.core.decode import TRANSFER_TOPIC, hex_hash, hex_quantity, native_transfers
 from scanner.core.finality import timed_blocks
-from scanner.core.model import Header, Transfer
+from scanner.core.model import Header, Log, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.db import payments
 from scanner.errors import MalformedResponse, RangeInconsistent, RangeTooLarge
@@ -60,7 +59,7 @@ class RangeData:
     start: int
     end: int
     headers: tuple[Header, ...]
-    logs: tuple[dict[str, Any], ...]
+    logs: tuple[Log, ...]
     native: tuple[Transfer, ...] = field(default=())
     #: A range far below the head, read without a header per block (:func:`fetch_deep`):
     #: ``headers`` are those of the blocks whose times the plan reads (and ``end``), ``times``
@@ -134,7 +133,7 @@ async def fetch_logs(
     *,
     to_topics: Sequence[str] | None = None,
     split: int = LOG_PIECES,
-) -> list[dict[str, Any]]:
+) -> list[Log]:
     """All Transfer logs of ``tokens`` in ``start..end`` (to ``to_topics`` recipients when
     given), read as up to ``split`` sub-ranges at once (a node answers several smaller queries
     faster than one large one), each split further when the provider refuses it as too large."""
@@ -164,8 +163,8 @@ async def _fetch_piece(
     end: int,
     sizer: RangeSizer,
     to_topics: Sequence[str] | None,
-) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+) -> list[Log]:
+    out: list[Log] = []
     cursor = start
     while cursor <= end:
         stop = min(end, cursor + sizer.size - 1)
@@ -299,7 +298,7 @@ def _number(header: Header) -> int:
     return header.number
 
 
-def log_blocks(logs: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], dict[int, int]]:
+def log_blocks(logs: Sequence[Log]) -> tuple[dict[int, str], dict[int, int]]:
     """The logs' blocks: their hashes, and their times where the node gives ``blockTimestamp``
     (else the block's header is read). Each block's fields are parsed once, from its first
     log; whether its other logs agree is :func:`~scanner.core.reorg.logs_agree`'s question."""
@@ -307,21 +306,21 @@ def log_blocks(logs: Sequence[Mapping[str, Any]]) -> tuple[dict[int, str], dict[
     times: dict[int, int] = {}
     seen: set[str] = set()
     for log in logs:
-        raw = log.get("blockNumber")
-        if type(raw) is str and raw in seen:
+        raw = log["blockNumber"]
+        if raw in seen:
             continue
         number = hex_quantity(raw, "log blockNumber")
-        hashes[number] = hex_hash(log.get("blockHash"), "log blockHash")
+        hashes[number] = hex_hash(log["blockHash"], "log blockHash")
         stamp = log.get("blockTimestamp")
         if stamp is not None:
             times[number] = hex_quantity(stamp, "log blockTimestamp")
-        seen.add(str(raw))
+        seen.add(raw)
     return hashes, times
 
 
 async def _logs_by_hash(
     reader: ChainReader, tokens: Sequence[str], headers: Sequence[Header]
-) -> list[dict[str, Any]]:
+) -> list[Log]:
     if not tokens:
         return []
     parts = await asyncio.gather(

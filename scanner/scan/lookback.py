@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from scanner.chain.reader import ChainReader
-from scanner.core.model import Transfer
+from scanner.core.model import Log, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.errors import BlockNotAvailable
 from scanner.scan.fetch import fetch_logs, fetch_native
@@ -138,12 +137,12 @@ async def token_logs(
     start: int,
     end: int,
     sizer: RangeSizer,
-) -> list[dict[str, Any]]:
+) -> list[Log]:
     """The Transfer logs of ``token`` in ``start..end`` to ``addresses`` (lower-case): with a
     recipient filter for a few addresses, else the token's logs whole, a range at a time, kept
     only where they pay one of them (memory follows the matches, not the window)."""
     topics = sorted("0x" + "0" * 24 + a[2:] for a in addresses)
-    out: list[dict[str, Any]] = []
+    out: list[Log] = []
     if len(topics) <= WHOLE_LOGS_ABOVE:
         for i in range(0, len(topics), ADDRESS_TOPICS_PER_CALL):
             part = topics[i : i + ADDRESS_TOPICS_PER_CALL]
@@ -152,8 +151,8 @@ async def token_logs(
     wanted = set(topics)
     for a, b in split_range(start, end, WINDOW_RANGE):
         for entry in await fetch_logs(reader, [token], a, b, sizer):
-            entry_topics: Sequence[Any] = entry.get("topics") or ()
-            if len(entry_topics) > 2 and str(entry_topics[2]).lower() in wanted:
+            entry_topics = entry["topics"]
+            if len(entry_topics) > 2 and entry_topics[2].lower() in wanted:
                 out.append(entry)
     return out
 
@@ -177,7 +176,7 @@ async def read_window(
     start: Start,
     end: int,
     sizer: RangeSizer,
-) -> tuple[Start, list[dict[str, Any]], list[Transfer]]:
+) -> tuple[Start, list[Log], list[Transfer]]:
     """The logs (or, for the native coin, the transfers) to ``addresses`` from ``start`` to
     ``end``; when the node cannot show a block of the window, from the lowest block it shows
     (the start returned says so)."""

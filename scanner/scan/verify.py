@@ -23,16 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
+from scanner.chain.shapes import Transaction
 from scanner.config import ChainSettings
-from scanner.core.decode import TRANSFER_TOPIC
-from scanner.core.model import Event
+from scanner.core.decode import TRANSFER_TOPIC, strict_hex_int
+from scanner.core.model import Event, Log
 from scanner.core.plan import OutboxRow
 from scanner.db import events
 from scanner.db import verify as stored
@@ -69,6 +70,7 @@ class Verifier:
             max_attempts=2,
             observer=metrics,
         )
+        self.reader = ChainReader(self.client)
         self.clock = clock or (lambda: datetime.now(UTC))  # when a credit is due again
 
     async def aclose(self) -> None:
@@ -156,21 +158,21 @@ class Verifier:
 
     async def _check(self, row: stored.Awaiting) -> list[str]:
         """What the provider disagrees on (empty: it agrees)."""
-        receipt = await self.client.call("eth_getTransactionReceipt", [row.tx_hash])
+        receipt = await self.reader.receipt(row.tx_hash)
         if receipt is None:
-            head = int(await self.client.call("eth_blockNumber", []), 16)
+            head = await self.reader.head()
             if head < row.block_number:
                 raise Lagging(f"the verifier's head {head} is below block {row.block_number}")
             return ["transaction"]  # past the block, and no such transaction
         problems = []
-        if str(receipt.get("blockHash", "")).lower() != row.block_hash.lower():
+        if receipt.block_hash != row.block_hash.lower():
             problems.append("block_hash")
-        if receipt.get("status") not in ("0x1", 1):
+        if receipt.status != 1:
             problems.append("status")
         if row.log_index < 0:
-            tx = await self.client.call("eth_getTransactionByHash", [row.tx_hash])
+            tx = await self.reader.transaction(row.tx_hash)
             return problems + _native_problems(tx, row)
-        return problems + _log_problems(receipt.get("logs") or [], row)
+        return problems + _log_problems(receipt.logs, row)
 
 
 def retry_in(tries: int) -> timedelta:
@@ -178,40 +180,33 @@ def retry_in(tries: int) -> timedelta:
     return timedelta(seconds=min(RETRY_FIRST * 2 ** min(tries, 32), RETRY_MAX))
 
 
-def _log_problems(logs: list[Any], row: stored.Awaiting) -> list[str]:
-    found = [e for e in logs if _int(e.get("logIndex")) == row.log_index]
+def _log_problems(logs: tuple[Log, ...], row: stored.Awaiting) -> list[str]:
+    found = [e for e in logs if strict_hex_int(e["logIndex"]) == row.log_index]
     if not found:
         return ["log_index"]
     entry = found[0]
-    topics = [str(t).lower() for t in entry.get("topics") or []]
+    topics = [t.lower() for t in entry["topics"]]
     problems = []
-    if str(entry.get("address", "")).lower() != row.token:
+    if entry["address"].lower() != row.token:
         problems.append("token")
     if len(topics) != 3 or topics[0] != TRANSFER_TOPIC:
         return [*problems, "event"]
     if "0x" + topics[2][-40:] != row.to_address:
         problems.append("recipient")
-    if _int(entry.get("data")) != row.value:
+    if strict_hex_int(entry["data"]) != row.value:
         problems.append("value")
     return problems
 
 
-def _native_problems(tx: Any, row: stored.Awaiting) -> list[str]:
-    if not isinstance(tx, dict):
+def _native_problems(tx: Transaction | None, row: stored.Awaiting) -> list[str]:
+    if tx is None:
         return ["transaction"]
     problems = []
-    if str(tx.get("to") or "").lower() != row.to_address:
+    if tx.to != row.to_address:
         problems.append("recipient")
-    if _int(tx.get("value")) != row.value:
+    if tx.value != row.value:
         problems.append("value")
     return problems
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(str(value), 16) if isinstance(value, str) else int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _uuid(key: object) -> UUID:

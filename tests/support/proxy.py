@@ -123,6 +123,7 @@ class Rule:
     max_blocks: int = 0
     message: str = ""
     in_data: bool = False
+    result: Any = None
 
     def matches(self, method: str) -> bool:
         return self.times != 0 and self.method in ("*", method)
@@ -271,6 +272,10 @@ class FaultProxy:
         """Answer the matching items with ``"result": null`` (a block the node showed a moment
         ago, answered by a replica that does not have it)."""
         return self._add(Rule("null", method, times))
+
+    def answer(self, method: str, result: Any, *, times: int | None = None) -> Rule:
+        """Answer the matching items with ``"result": result`` (any JSON: a malformed shape)."""
+        return self._add(Rule("result", method, times, result=result))
 
     def prune_below(self, number: int | None) -> None:
         """Act as a pruned node (or one started from a snapshot) that has no block below
@@ -427,6 +432,8 @@ class FaultProxy:
             return {"jsonrpc": "2.0", "id": item.get("id"), "error": rule.error}, item, _same
         if self._take(("null",), [method]) is not None:
             return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}, item, _same
+        if (rule := self._take(("result",), [method])) is not None:
+            return {"jsonrpc": "2.0", "id": item.get("id"), "result": rule.result}, item, _same
         pruned = self._pruned(item, method)
         if pruned is not None:
             return pruned, item, _same
