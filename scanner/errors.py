@@ -25,7 +25,8 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     ├── RangeRejected               a range read from the node cannot be committed as it is
     │   ├── ReorgDetected           it does not link to the stored blocks: walk back first
     │   ├── CursorMoved             the cursor is not where the range began: drop the range
-    │   └── RangeInconsistent       its logs and headers name different blocks: read it again
+    │   ├── RangeInconsistent       its logs and headers name different blocks: read it again
+    │   └── StoredBlocksDisagree    a backfill's node and the live scan's blocks disagree
     └── ChainHalted                 a chain must stop until an operator resumes it
         ├── ChainIdMismatch         the node serves another chain
         ├── DeepReorg               a reorg deeper than max_reorg_depth
@@ -220,6 +221,20 @@ class CursorMoved(RangeRejected):
 class RangeInconsistent(RangeRejected):
     """Logs name block hashes the headers do not: the node changed under us. Like every
     :class:`ScannerError` that does not halt a chain, the chain retries it with backoff."""
+
+
+class StoredBlocksDisagree(RangeRejected):
+    """A backfill's node names a block the live scan stored by another hash (a stale replica,
+    or a reorg the live scan has not followed yet): nothing of the range is written."""
+
+    def __init__(self, chain: str, block: int) -> None:
+        super().__init__(
+            f"chain {chain!r}: the node names block {block} by another hash than the live scan"
+            " stored (a stale replica, or a reorg the live scan has not followed yet); nothing"
+            " written: run the backfill again once the live scan has caught up"
+        )
+        self.chain = chain
+        self.block = block
 
 
 class ChainHalted(ScannerError):

@@ -71,6 +71,25 @@ def check_sparse_link(
     return None
 
 
+def disagrees_with_stored(
+    stored: Sequence[Header], headers: Sequence[Header], hashes: Mapping[int, str], start: int
+) -> int | None:
+    """The first stored block (``start - 1`` and up) that a range read disagrees with, or
+    ``None``: the range's header at ``start`` must name the stored ``start - 1`` as its parent,
+    and every block the range has a hash for (``hashes``) must have the stored hash. A range
+    read by another process (a backfill) beside the live scan checks this: the live scan's
+    stored blocks are what it linked, and a node that names them otherwise serves another fork
+    (a stale replica) or one the live scan has not followed yet."""
+    first = next((h for h in headers if h.number == start), None)
+    for block in stored:
+        if block.number == start - 1:
+            if first is not None and first.parent_hash != block.hash:
+                return block.number
+        elif hashes.get(block.number, block.hash) != block.hash:
+            return block.number
+    return None
+
+
 def logs_agree(
     logs: Sequence[Mapping[str, Any]], headers: Sequence[Header], *, complete: bool = True
 ) -> bool:

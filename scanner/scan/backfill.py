@@ -28,7 +28,7 @@ from scanner.db import cursor, jobs, payments, scratch
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import BackfillJobLost, ConfigError
 from scanner.observe.metrics import Metrics
-from scanner.scan.batch import BatchReport, run_range, verify_links
+from scanner.scan.batch import BatchReport, run_range, verify_links, verify_stored
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import (
     NativeWatch,
@@ -289,11 +289,22 @@ class Backfill:
             await chain_xact_lock(session, ctx.name)
         live = await cursor.get_cursor(session, ctx.name)
         floor = live[0] if live is not None else -1
+        await verify_stored(session, ctx, data)  # the blocks the live scan linked, if any
+        # Inside the reorg window only what the live scan linked is final (its cursor), not
+        # what this node says; without a live scan, the backfill's own linked reads.
+        end_checked = live is None or data.end <= ctx.deep_end(self._head, self._tag)
         tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
         # A dry run writes into its one transaction's temporary copies, without row locks.
         mode = DRY_RUN if self.dry_run else BACKFILL
         result = await run_range(
-            session, ctx, data, mode, tag_block=tag_block, below=window, checked_floor=floor
+            session,
+            ctx,
+            data,
+            mode,
+            tag_block=tag_block,
+            below=window,
+            checked_floor=floor,
+            end_checked=end_checked,
         )
         if not self.dry_run:
             await self._advance(session, ctx.name, summary, data)

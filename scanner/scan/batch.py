@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Event, Transfer
 from scanner.core.plan import Mode, RangePlan, plan_range, status_changes
-from scanner.core.reorg import check_link, check_sparse_link, logs_agree
+from scanner.core.reorg import check_link, check_sparse_link, disagrees_with_stored, logs_agree
+from scanner.db import cursor
 from scanner.db.persist import write_plan
-from scanner.errors import RangeInconsistent, ReorgDetected
+from scanner.errors import RangeInconsistent, ReorgDetected, StoredBlocksDisagree
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
 from scanner.scan.load import load_edits, load_range, load_rewind, load_tick
@@ -78,6 +79,15 @@ def verify_links(data: RangeData, parent: tuple[int, str] | None) -> None:
         raise RangeInconsistent("logs and headers name different block hashes; reading again")
 
 
+async def verify_stored(session: AsyncSession, ctx: ChainContext, data: RangeData) -> None:
+    """Raise StoredBlocksDisagree when a range read beside the live scan (a backfill) does not
+    agree with the blocks the live scan stored from just below it to its end."""
+    stored = await cursor.stored_headers(session, ctx.name, data.start - 1, data.end)
+    block = disagrees_with_stored(stored, data.headers, data.hashes, data.start)
+    if block is not None:
+        raise StoredBlocksDisagree(ctx.name, block)
+
+
 async def run_range(
     session: AsyncSession,
     ctx: ChainContext,
@@ -87,10 +97,18 @@ async def run_range(
     tag_block: int | None,
     below: Mapping[int, int],
     checked_floor: int = -1,
+    end_checked: bool = True,
 ) -> BatchReport:
     """Load, plan and write one range read from the node."""
     inp, skipped = await load_range(
-        session, ctx, data, mode, tag_block=tag_block, below=below, checked_floor=checked_floor
+        session,
+        ctx,
+        data,
+        mode,
+        tag_block=tag_block,
+        below=below,
+        checked_floor=checked_floor,
+        end_checked=end_checked,
     )
     plan = plan_range(inp)
     await write_plan(session, ctx.name, plan)

@@ -45,13 +45,16 @@ async def load_range(
     tag_block: int | None,
     below: Mapping[int, int],
     checked_floor: int = -1,
+    end_checked: bool = True,
 ) -> tuple[RangeInput, dict[str, int]]:
     """The range's input to the plan, and the decoder's skipped-log counts by reason.
 
     ``below`` maps block numbers just below the range to their timestamps (stored blocks, or the
-    backfill's previous range), so finality can be judged at every block boundary.
+    backfill's previous range), so finality can be judged at every block boundary. Finality
+    counts against the range's end (unless ``end_checked`` is False: a backfill range inside the
+    reorg window) or ``checked_floor`` (the live cursor), the higher.
     """
-    checked = max(data.end, checked_floor)
+    checked = max(data.end if end_checked else -1, checked_floor)
     timestamps = await _timestamps(session, ctx, data, below, checked)
     finality = ctx.rules.finality(checked, tag_block, timestamps)
     replaced = []
@@ -84,7 +87,7 @@ async def _timestamps(
 ) -> dict[int, int]:
     """Block times from below the range through ``checked`` (stored ones above the range)."""
     timestamps = {**below, **data.timestamps}
-    if checked > data.end:
+    if not data.start <= checked <= data.end:
         low = checked - ctx.reorg_depth
         timestamps.update(await cursor.stored_timestamps(session, ctx.name, low, checked))
     return timestamps

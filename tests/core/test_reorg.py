@@ -9,6 +9,7 @@ from scanner.core.model import Header
 from scanner.core.reorg import (
     check_link,
     check_sparse_link,
+    disagrees_with_stored,
     find_common_ancestor,
     logs_agree,
     replaced_credits,
@@ -53,6 +54,35 @@ class TestCheckSparseLink:
     def test_a_range_without_its_first_header_cannot_be_linked(self) -> None:
         with pytest.raises(MalformedResponse):
             check_sparse_link(self.sparse(12, 30), 11, (10, block_hash(10)))
+
+
+class TestDisagreesWithStored:
+    """A range read beside the live scan against the blocks the live scan stored."""
+
+    def test_the_same_blocks_agree(self) -> None:
+        read = chain(11, 20)
+        hashes = {h.number: h.hash for h in read}
+        assert disagrees_with_stored(chain(8, 15), read, hashes, 11) is None
+
+    def test_another_fork_of_a_stored_block(self) -> None:
+        read = chain(11, 20, variant=2, fork_at=14)
+        hashes = {h.number: h.hash for h in read}
+        assert disagrees_with_stored(chain(8, 15), read, hashes, 11) == 14
+
+    def test_a_first_block_on_another_parent(self) -> None:
+        read = chain(10, 20, variant=2, fork_at=10)[1:]  # from 11, whose parent is a fork's 10
+        hashes = {h.number: h.hash for h in read}
+        assert disagrees_with_stored(chain(8, 10), read, hashes, 11) == 10
+
+    def test_nothing_stored_in_the_range(self) -> None:
+        read = chain(11, 20, variant=2, fork_at=11)
+        assert disagrees_with_stored([], read, {h.number: h.hash for h in read}, 11) is None
+
+    def test_a_sparse_read_is_judged_where_it_has_hashes(self) -> None:
+        read = [h for h in chain(11, 20, variant=2, fork_at=16) if h.number in (11, 20)]
+        hashes = {h.number: h.hash for h in read}
+        assert disagrees_with_stored(chain(8, 15), read, hashes, 11) is None
+        assert disagrees_with_stored(chain(8, 20), read, hashes, 11) == 20
 
 
 class TestCheckLink:
