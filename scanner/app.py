@@ -57,7 +57,7 @@ def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
         max_attempts=chain.rpc_max_attempts,
         observer=metrics,
     )
-    return ChainReader(client)
+    return ChainReader(client, recent=chain.reorg_depth)
 
 
 class App:

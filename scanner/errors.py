@@ -21,7 +21,9 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   ├── MalformedResponse       not JSON-RPC, or a result of the wrong shape (``kind``;
     │   │                           a garbled body or batch is transient: retried)
     │   └── BlockNotAvailable       null block / unknown block (lagging)    (transient: retried)
-    │       └── ReceiptNotAvailable a null transaction receipt               (transient: retried)
+    │       ├── ReceiptNotAvailable a null transaction receipt               (transient: retried)
+    │       └── HistoryUnavailable  a block far below the node's head that it cannot show
+    │                               (pruned, a snapshot, history expiry): not "yet"
     ├── RangeRejected               a range read from the node cannot be committed as it is
     │   ├── ReorgDetected           it does not link to the stored blocks: walk back first
     │   ├── CursorMoved             the cursor is not where the range began: drop the range
@@ -200,6 +202,18 @@ class ReceiptNotAvailable(BlockNotAvailable):
     """The node answered ``null`` for a receipt (lagging, or the tx was reorged out)."""
 
     tx_hash: str = ""
+
+
+class HistoryUnavailable(BlockNotAvailable):
+    """A block the node cannot show, not one it has not got *yet*: it stayed unavailable through
+    the retries while lying more than the chain's reorg window below the node's own head, or the
+    node said its history is pruned (EIP-4444's code 4444). A pruned node, one started from a
+    snapshot, or one whose history expired. A look-back over history stops above it and says so
+    (``catch_up_truncated``); a range the scan must cover is never passed over: it waits.
+    ``head``: the node's head when it was judged (None: the node said so itself)."""
+
+    transient = False
+    head: int | None = None
 
 
 class RangeRejected(ScannerError):

@@ -8,7 +8,8 @@ Mapping of a JSON-RPC error object (first rule that applies):
 1. "rate limit" / "too many requests" text, or code 429       → RpcRateLimited (``retry_after``
    from ``data.backoff_seconds`` when the provider sends it)
 2. an ``eth_getLogs`` error matching PROVIDER-LIMITS.md        → RangeTooLarge
-3. "unknown block" / "header not found" / "block not found"     → BlockNotAvailable
+3. "unknown block" / "header not found" / "block not found"     → BlockNotAvailable;
+   code 4444 or "pruned history" (EIP-4444: geth's expired history) → HistoryUnavailable
 4. "no backend is currently healthy" (a one-block request), or an error object sent with HTTP
    5xx                                                          → RpcTransportError
 5. anything else                                                → RpcResponseError
@@ -29,6 +30,7 @@ from scanner.chain.limits import classify_range_error, error_text, requested_siz
 from scanner.chain.shapes import show
 from scanner.errors import (
     BlockNotAvailable,
+    HistoryUnavailable,
     MalformedResponse,
     RangeTooLarge,
     RpcError,
@@ -46,6 +48,8 @@ _NOT_AVAILABLE = re.compile(
     re.IGNORECASE,
 )
 _PEEK_WINDOW = 65_536
+_PRUNED = re.compile(r"pruned history|history (has been )?pruned", re.IGNORECASE)
+PRUNED_HISTORY = 4444  # EIP-4444: the node no longer keeps the block (geth's history expiry)
 _TRANSIENT = re.compile(r"no backend is currently healthy|temporarily unavailable", re.IGNORECASE)
 
 
@@ -124,6 +128,8 @@ def map_error(error: Any, where: Where, params: Any, http_status: int = 200) -> 
                 suggested_size=too_large.suggested_size,
                 **kw,
             )
+    if code == PRUNED_HISTORY or _PRUNED.search(text):
+        return HistoryUnavailable(where.say(text), block=_block_of(params), **kw)
     if _NOT_AVAILABLE.search(text):
         return BlockNotAvailable(where.say(text), block=_block_of(params), **kw)
     if _TRANSIENT.search(text) or http_status >= 500:

@@ -7,28 +7,42 @@ wrong shape is a :class:`~scanner.errors.MalformedResponse`, whatever it is; not
 log; orjson's dicts, shape-checked, cost ~7). A block or receipt the node cannot show (``null``)
 is never skipped: it raises the transient :class:`~scanner.errors.BlockNotAvailable`, which the
 client retries, and which the scan layer treats as "wait", never as "nothing there".
+
+One rule tells "not yet" from "never": a block still unavailable after the retries that lies more
+than ``recent`` blocks (the chain's reorg window) below the node's own head is one the node cannot
+show (a pruned node, one started from a snapshot, expired history): every block read raises
+:class:`~scanner.errors.HistoryUnavailable` for it, and ``eth_getLogs`` too when its range's first
+block is such a block. Near or above the head it stays "not yet" (a lagging replica).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from scanner.chain import shapes
 from scanner.chain.rpc import RpcClient
 from scanner.chain.shapes import Fail, Receipt, Transaction
 from scanner.core.model import Header, Log
-from scanner.errors import BlockNotAvailable, MalformedResponse, ReceiptNotAvailable
+from scanner.errors import (
+    BlockNotAvailable,
+    HistoryUnavailable,
+    MalformedResponse,
+    ReceiptNotAvailable,
+)
 
 DECIMALS_SELECTOR = "0x313ce567"  # keccak256("decimals()")[:4]
+RECENT_BLOCKS = 128  # below the head, how far a missing block may be one not there *yet*
+T = TypeVar("T")
 
 
 class ChainReader:
     """The node's view of one chain, through an :class:`RpcClient`."""
 
-    def __init__(self, client: RpcClient) -> None:
+    def __init__(self, client: RpcClient, *, recent: int = RECENT_BLOCKS) -> None:
         self.client = client
         self.chain = client.chain
+        self.recent = recent  # the chain's reorg window: a block missing below it is gone
 
     def __repr__(self) -> str:
         return f"ChainReader({self.client!r})"
@@ -80,7 +94,7 @@ class ChainReader:
         def parse(index: int, block: Any) -> Header:
             return self._header(block, start + index)
 
-        return await self.client.batch(calls, parse=parse)
+        return await self._blocks(calls, parse)
 
     async def headers_at(self, numbers: Sequence[int]) -> list[Header]:
         """Headers of the blocks ``numbers`` (any set, ascending in the answer); one batch."""
@@ -90,7 +104,7 @@ class ChainReader:
         def parse(index: int, block: Any) -> Header:
             return self._header(block, wanted[index])
 
-        return await self.client.batch(calls, parse=parse) if calls else []
+        return await self._blocks(calls, parse) if calls else []
 
     async def blocks_with_transactions(self, start: int, end: int) -> list[dict[str, Any]]:
         """Full blocks of ``start..end`` (transactions as objects, shape-checked), in order."""
@@ -101,7 +115,38 @@ class ChainReader:
             self._header(block, expected)
             return shapes.full_block(block, expected, self._fail("eth_getBlockByNumber"))
 
-        return await self.client.batch(calls, parse=parse)
+        return await self._blocks(calls, parse)
+
+    async def _blocks(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], parse: Callable[[int, Any], T]
+    ) -> list[T]:
+        """A batch of block reads; a block that stays unavailable far below the head is
+        HistoryUnavailable (see the module docstring)."""
+        try:
+            return await self.client.batch(calls, parse=parse)
+        except BlockNotAvailable as exc:
+            judged = await self._judged(exc)
+            if judged is exc:
+                raise
+            raise judged from exc
+
+    async def _judged(self, exc: BlockNotAvailable) -> BlockNotAvailable:
+        """``exc``, or HistoryUnavailable when its block lies more than ``recent`` blocks below
+        the node's head."""
+        block = exc.block
+        if isinstance(exc, HistoryUnavailable) or not isinstance(block, int):
+            return exc
+        head = await self.head()
+        if head - block <= self.recent:
+            return exc  # not there yet: a lagging replica
+        return HistoryUnavailable(
+            f"{self.chain}: the node cannot show block {block}, {head - block} blocks below its"
+            " head (pruned, started from a snapshot, or its history expired)",
+            chain=self.chain,
+            method=exc.method,
+            block=block,
+            head=head,
+        )
 
     # -- logs ------------------------------------------------------------------------------
 
@@ -128,7 +173,15 @@ class ChainReader:
             "address": list(addresses),
             "topics": _topics(topic0, to_topics),
         }
-        return await self.client.call("eth_getLogs", [flt], parse=self._log_list)
+        try:
+            return await self.client.call("eth_getLogs", [flt], parse=self._log_list)
+        except HistoryUnavailable:
+            raise
+        except BlockNotAvailable:
+            # "header not found": HistoryUnavailable when the range's first block is one the node
+            # cannot show; else (a block near the head missing) not yet, as it was
+            await self.headers(start, start)
+            raise
 
     async def logs_by_block_hash(
         self, addresses: Sequence[str], topic0: str, block_hash: str

@@ -14,7 +14,6 @@ again in full, a hundred at a time (top-level transfers to their addresses, rece
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext, lock_chain
 from scanner.scan.fetch import RangeData
-from scanner.scan.lookback import Start, block_at_time, read_window
+from scanner.scan.lookback import Start, block_at_time, read_window, window_headers
 from scanner.scan.report import report_batch
 from scanner.scan.rows import PaymentRow, read_rows
 
@@ -81,7 +80,7 @@ async def _catch_up_page(
     known = {h.number: h.timestamp for h in window}
     usable, invalid = read_rows(rows, ctx)
     behind = _behind(ctx, usable, known.get(now_block))
-    data = await _look_back(reader, ctx, behind, now_block, known, metrics) if behind else None
+    data = await _look_back(reader, ctx, behind, now_block, window, metrics) if behind else None
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
         return 0, []  # a reorg is under way: the live tick walks back first
@@ -158,9 +157,36 @@ async def _look_back(
     ctx: ChainContext,
     rows: Sequence[PaymentRow],
     cursor: int,
-    known: Mapping[int, int],
+    window: Sequence[Header],
     metrics: Metrics | None,
 ) -> RangeData | None:
+    known = {h.number: h.timestamp for h in window}
+    stored = {h.number: h for h in window}
+    sizer = RangeSizer(cursor + 1)  # the whole window in one call, unless the node refuses
+    floor = max(0, cursor - ctx.catch_up_max_blocks)
+    earliest, headers = cursor, dict[int, Header]()
+    logs: list[Log] = []
+    native: list[Transfer] = []
+    for token, addresses in _since(ctx, rows).items():
+        start = await block_at_time(reader, min(addresses.values()), cursor, known, floor=floor)
+        start, found, paid = await read_window(reader, token, addresses, start, cursor, sizer)
+        start, found, paid, read = await window_headers(
+            reader, start, cursor, (found, paid), stored
+        )
+        logs.extend(found)
+        native.extend(paid)
+        headers.update((h.number, h) for h in read)
+        earliest = min(earliest, start.block)
+        if start.truncated is not None:
+            await _report_truncated(reader, ctx, token, rows, (start, known), metrics)
+    if not logs and not native:
+        return None
+    ordered = tuple(headers[n] for n in sorted(headers))
+    return RangeData(earliest, cursor, ordered, tuple(logs), tuple(native))
+
+
+def _since(ctx: ChainContext, rows: Sequence[PaymentRow]) -> dict[str | None, dict[str, float]]:
+    """Per token (None: the native coin), each address's earliest ``created_at − grace``."""
     by_token: dict[str | None, dict[str, float]] = defaultdict(dict)
     tokens = ctx.token_by_id()
     for row in rows:
@@ -168,25 +194,7 @@ async def _look_back(
         since = row.created_at - ctx.grace
         address = row.address.lower()
         by_token[token][address] = min(since, by_token[token].get(address, since))
-    logs: list[Log] = []
-    sizer = RangeSizer(cursor + 1)  # the whole window in one call, unless the node refuses
-    earliest = cursor
-    native: list[Transfer] = []
-    floor = max(0, cursor - ctx.catch_up_max_blocks)
-    for token, addresses in by_token.items():
-        start = await block_at_time(reader, min(addresses.values()), cursor, known, floor=floor)
-        start, found, paid = await read_window(reader, token, addresses, start, cursor, sizer)
-        logs.extend(found)
-        native.extend(paid)
-        earliest = min(earliest, start.block)
-        if start.truncated is not None:
-            await _report_truncated(reader, ctx, token, rows, start, metrics)
-    if not logs and not native:
-        return None
-    numbers = {int(entry["blockNumber"], 16) for entry in logs}
-    numbers |= {t.block_number for t in native}
-    headers = await _headers_for(reader, sorted(numbers))
-    return RangeData(earliest, cursor, tuple(headers), tuple(logs), tuple(native))
+    return by_token
 
 
 async def _report_truncated(
@@ -194,16 +202,21 @@ async def _report_truncated(
     ctx: ChainContext,
     token: str | None,
     rows: Sequence[PaymentRow],
-    start: Start,
+    truncated: tuple[Start, Mapping[int, int]],
     metrics: Metrics | None,
 ) -> None:
     """One ``catch_up_truncated`` warning and count per payment whose look-back should have
-    started before ``start``: transfers to it before that block are not looked for."""
-    (header,) = await reader.headers(start.block, start.block)
+    started before ``start``: transfers to it before that block are not looked for. The start
+    block's time comes from the stored blocks (``known``) when they hold it, else from the node
+    (which showed it)."""
+    start, known = truncated
+    at = known.get(start.block)
+    if at is None:
+        at = (await reader.headers(start.block, start.block))[0].timestamp
     tokens = ctx.token_by_id()
     for row in rows:
         row_token = tokens[row.token_id].address if row.token_id is not None else None
-        if row_token != token or row.created_at - ctx.grace >= header.timestamp:
+        if row_token != token or row.created_at - ctx.grace >= at:
             continue
         log.warning(
             "catch_up_truncated",
@@ -216,8 +229,3 @@ async def _report_truncated(
         )
         if metrics is not None:
             metrics.catch_up_truncated.labels(ctx.name, start.truncated).inc()
-
-
-async def _headers_for(reader: ChainReader, numbers: Sequence[int]) -> list[Header]:
-    parts = await asyncio.gather(*(reader.headers(n, n) for n in numbers))
-    return [header for part in parts for header in part]

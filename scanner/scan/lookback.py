@@ -4,8 +4,10 @@ A look-back starts at the first block whose time is at or after the payment's ``
 grace``. It is found from the stored blocks (the usual case: a payment written minutes late),
 else by a search below them that starts where the chain's block time puts the moment and never
 goes lower than ``catch_up_max_blocks`` below the cursor. A block the node cannot show (a pruned
-node, one started from a snapshot) is a floor too: the look-back reads what the node has and says
-so (:class:`Start` ``truncated``), it never stalls the chain on it.
+node, one started from a snapshot, expired history: :class:`~scanner.errors.HistoryUnavailable`,
+far below the node's head) is a floor too: the look-back reads what the node has and says so
+(:class:`Start` ``truncated``), it never stalls the chain on it. A block the node has not got
+*yet* (near its head) is waited for: the look-back fails and is tried again next tick.
 
 Many addresses of one token are read as a scan reads: the token's logs over the window, in
 ranges, kept only where they pay one of the addresses; a few are read with a recipient filter.
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from scanner.chain.reader import ChainReader
-from scanner.core.model import Log, Transfer
+from scanner.core.model import Header, Log, Transfer
 from scanner.core.ranges import RangeSizer, split_range
-from scanner.errors import BlockNotAvailable
+from scanner.errors import HistoryUnavailable
 from scanner.scan.fetch import fetch_logs, fetch_native
 
 ADDRESS_TOPICS_PER_CALL = 50
@@ -79,14 +82,14 @@ class _Search:
         self.reader, self.moment = reader, moment
         self.low, self.high = low, high
         self.floor = low
-        self.missing: BlockNotAvailable | None = None
+        self.missing: HistoryUnavailable | None = None
 
     async def _at_or_after(self, number: int) -> bool | None:
         """Whether block ``number`` is at or after the moment; None when the node cannot
         show it (the blocks up to it count as gone: the search goes on above)."""
         try:
             header = (await self.reader.headers(number, number))[0]
-        except BlockNotAvailable as exc:
+        except HistoryUnavailable as exc:
             self.missing = exc
             self.low = self.floor = number + 1
             return None
@@ -185,8 +188,40 @@ async def read_window(
             if token is None:
                 return start, [], await native_window(reader, addresses, start.block, end)
             return start, await token_logs(reader, token, addresses, start.block, end, sizer), []
-        except BlockNotAvailable as exc:  # a pruned node: go on from what it shows
+        except HistoryUnavailable as exc:  # a pruned node: go on from what it shows
             if start.block >= end:
                 raise
             lowest = await lowest_available(reader, start.block + 1, end)
             start = Start(lowest, "not_available", str(exc))
+
+
+Found = tuple[list[Log], list[Transfer]]  # a window's logs and native transfers
+
+
+async def window_headers(
+    reader: ChainReader, start: Start, end: int, found: Found, stored: Mapping[int, Header]
+) -> tuple[Start, list[Log], list[Transfer], list[Header]]:
+    """The headers of the blocks that hold ``found`` (the stored ones from the database, the
+    others from the node), with what was found and where the look-back starts. When the node
+    cannot show one of those blocks (it served their logs, yet has no header: HistoryUnavailable)
+    the look-back starts above the blocks it cannot show, drops what it found there, and says so.
+    """
+    logs, native = found
+    while True:
+        numbers = {_block_of(e) for e in logs} | {t.block_number for t in native}
+        try:
+            read = await reader.headers_at([n for n in numbers if n not in stored])
+        except HistoryUnavailable as exc:
+            if not isinstance(exc.block, int):
+                raise
+            lowest = await lowest_available(reader, exc.block + 1, end)
+            start = Start(lowest, "not_available", str(exc))
+            logs = [e for e in logs if _block_of(e) >= lowest]
+            native = [t for t in native if t.block_number >= lowest]
+            continue
+        kept = [stored[n] for n in numbers if n in stored]
+        return start, logs, native, sorted([*read, *kept], key=attrgetter("number"))
+
+
+def _block_of(entry: Log) -> int:
+    return int(entry["blockNumber"], 16)

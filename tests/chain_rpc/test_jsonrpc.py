@@ -12,6 +12,7 @@ from scanner.chain import jsonrpc
 from scanner.chain.jsonrpc import Where
 from scanner.errors import (
     BlockNotAvailable,
+    HistoryUnavailable,
     MalformedResponse,
     RangeTooLarge,
     RpcRateLimited,
@@ -116,6 +117,20 @@ def test_unknown_block_is_not_available(message: str) -> None:
     assert isinstance(mapped, BlockNotAvailable)
     assert mapped.transient
     assert mapped.block == "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"code": 4444, "message": "Pruned history unavailable"},  # geth's expired history
+        {"code": -32000, "message": "pruned history unavailable"},
+    ],
+)
+def test_pruned_history_is_a_block_the_node_cannot_show(error: dict[str, object]) -> None:
+    params = [{"fromBlock": "0x5", "toBlock": "0x9"}]
+    mapped = jsonrpc.map_error(error, where(), params)
+    assert isinstance(mapped, HistoryUnavailable)
+    assert not mapped.transient and mapped.block == 5
 
 
 def test_unhealthy_backend_on_one_block_is_transient() -> None:

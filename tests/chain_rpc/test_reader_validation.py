@@ -12,7 +12,7 @@ import pytest
 
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
-from scanner.errors import BlockNotAvailable, MalformedResponse
+from scanner.errors import BlockNotAvailable, HistoryUnavailable, MalformedResponse
 from tests.chain_rpc.conftest import FAST
 
 H1 = "0x" + "AB" * 32
@@ -88,12 +88,28 @@ async def test_bad_headers_are_malformed(bad: Any) -> None:
 
 
 async def test_null_block_is_not_available() -> None:
-    async with fake_reader(lambda m, p: None) as reader:
+    async with fake_reader(lambda m, p: "0x9" if m == "eth_blockNumber" else None) as reader:
         with pytest.raises(BlockNotAvailable) as caught:
             await reader.headers(7, 9)
-        assert caught.value.block == 7
+        assert caught.value.block == 7 and caught.value.transient
+        assert not isinstance(caught.value, HistoryUnavailable)  # near the head: not yet
         with pytest.raises(BlockNotAvailable):
             await reader.tag_block("finalized")
+
+
+async def test_a_null_block_far_below_the_head_is_one_the_node_cannot_show() -> None:
+    """More than ``recent`` (the chain's reorg window) below the node's head, a block that stays
+    ``null`` through the retries is gone (pruned, a snapshot, expired history), not late."""
+    head = 7 + 128 + 1
+    async with fake_reader(lambda m, p: hex(head) if m == "eth_blockNumber" else None) as reader:
+        with pytest.raises(HistoryUnavailable, match="cannot show block 7") as caught:
+            await reader.headers(7, 9)
+        assert (caught.value.block, caught.value.head, caught.value.transient) == (7, head, False)
+        with pytest.raises(HistoryUnavailable):
+            await reader.headers_at([7, 100])
+        with pytest.raises(BlockNotAvailable) as near:
+            await reader.headers(8, 8)  # 128 below the head: still not yet
+        assert not isinstance(near.value, HistoryUnavailable)
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,8 @@ async def scan_through(h: Harness, url: str, **overrides: Any) -> ChainScanner:
         observer=h.metrics,
         backoff=FAST,
     )
-    h.scanner = ChainScanner(chain, ChainReader(client), h.sessions, metrics=h.metrics)
+    reader = ChainReader(client, recent=chain.reorg_depth)
+    h.scanner = ChainScanner(chain, reader, h.sessions, metrics=h.metrics)
     await h.scanner.prepare()
     return h.scanner
 

@@ -152,6 +152,8 @@ class FaultProxy:
         self.lag_every_other = False
         self.lagged_requests = 0  # HTTP requests answered by the lagging replica
         self.pruned_below: int | None = None
+        self.pruned_logs = True
+        self.pruned_expired = False
         self._balancer = random.Random(10)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -277,22 +279,29 @@ class FaultProxy:
         """Answer the matching items with ``"result": result`` (any JSON: a malformed shape)."""
         return self._add(Rule("result", method, times, result=result))
 
-    def prune_below(self, number: int | None) -> None:
+    def prune_below(self, number: int | None, *, logs: bool = True, expired: bool = False) -> None:
         """Act as a pruned node (or one started from a snapshot) that has no block below
         ``number``: a header answers ``null``, ``eth_getLogs`` from such a block the error
-        geth gives ("header not found"). None: show every block again."""
+        geth gives ("header not found"); with ``logs=False`` the logs are still served (an
+        index or another replica behind the same URL has them); with ``expired`` both answer
+        what geth answers for expired history (EIP-4444: code 4444, "pruned history
+        unavailable"). None: show every block again."""
         self.pruned_below = number
+        self.pruned_logs = logs
+        self.pruned_expired = expired
 
     def _pruned(self, item: Json, method: str) -> Json | None:
         if self.pruned_below is None:
             return None
         first = (item.get("params") or [None])[0]
-        if method == "eth_getLogs" and isinstance(first, dict):
+        if method == "eth_getLogs" and isinstance(first, dict) and self.pruned_logs:
             first = first.get("fromBlock")
         if not (isinstance(first, str) and first.startswith("0x")):
             return None
         if int(first, 16) >= self.pruned_below:
             return None
+        if self.pruned_expired and method in ("eth_getLogs", "eth_getBlockByNumber"):
+            return _err(item, 4444, "pruned history unavailable")
         if method == "eth_getLogs":
             return _err(item, -32000, "header not found")
         if method == "eth_getBlockByNumber":
