@@ -72,6 +72,7 @@ class Verifier:
         )
         self.reader = ChainReader(self.client)
         self.clock = clock or (lambda: datetime.now(UTC))  # when a credit is due again
+        self._head: int | None = None  # the verifier's head, read once a round
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -79,7 +80,7 @@ class Verifier:
     async def run(self, ctx: ChainContext, final_block: int) -> int:
         """Check a page of the chain's unverified final credits that are due; how many were
         verified."""
-        at = self.clock()
+        at, self._head = self.clock(), None
         async with self.sessions() as session:
             rows = await stored.awaiting(session, ctx.name, final_block, at)
         verdicts: list[tuple[stored.Awaiting, list[str]]] = []
@@ -160,7 +161,7 @@ class Verifier:
         """What the provider disagrees on (empty: it agrees)."""
         receipt = await self.reader.receipt(row.tx_hash)
         if receipt is None:
-            head = await self.reader.head()
+            head = await self._head_at_least(row.block_number)
             if head < row.block_number:
                 raise Lagging(f"the verifier's head {head} is below block {row.block_number}")
             return ["transaction"]  # past the block, and no such transaction
@@ -173,6 +174,13 @@ class Verifier:
             tx = await self.reader.transaction(row.tx_hash)
             return problems + _native_problems(tx, row)
         return problems + _log_problems(receipt.logs, row)
+
+    async def _head_at_least(self, block: int) -> int:
+        """The verifier's head: read once a round (a page of missing receipts costs one call,
+        not one each), again only when it was below ``block``."""
+        if self._head is None or self._head < block:
+            self._head = await self.reader.head()
+        return self._head
 
 
 def retry_in(tries: int) -> timedelta:
