@@ -30,6 +30,7 @@ from scanner.core.plan import PaymentUpdate
 from scanner.db import bulk
 from scanner.db.sql import (
     OPEN,
+    NotIndexed,
     chunks,
     compare,
     in_strings,
@@ -198,8 +199,9 @@ def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any
     statement with ``OR`` between them would read every open payment."""
     p, t = table("payments"), table("transactions")
     unfinal = select(t.c.payment_id).where(t.c.chain == chain, t.c.status == "pending")
-    # also a confirmed payment's fresh overpayment
-    statements = [_select().where(p.c.chain == chain, p.c.id.in_(unfinal))]
+    # also a confirmed payment's fresh overpayment; the primary key serves it, never the
+    # chain's index (SQLite without statistics would read the chain's whole book)
+    statements = [_select().where(NotIndexed(p.c.chain) == chain, p.c.id.in_(unfinal))]
     if expiry_cutoff is not None:
         expiring = compare(p.c.expires_at, "<", expiry_cutoff)
         statements.append(_select().where(p.c.chain == chain, p.c.status == "pending", expiring))

@@ -15,6 +15,8 @@ import orjson
 from sqlalchemy import String, Table, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
 
 from scanner.db.models import Base
 
@@ -71,6 +73,29 @@ def in_strings(session: AsyncSession, expr: Any, values: Collection[str]) -> Any
         return expr == any_(bindparam(None, items, type_=ARRAY(String)))
     rows = func.json_each(bindparam(None, orjson.dumps(items).decode(), type_=String))
     return expr.in_(select(rows.table_valued("value").c.value).scalar_subquery())
+
+
+class NotIndexed(ColumnElement[Any]):
+    """A column that no index may serve in this term: SQLite's documented ``+column`` (unary
+    plus), the column itself elsewhere. SQLite gathers no statistics by itself, and without them
+    it guesses: it took ``payments.chain = ?`` through ``ix_payments_lookup`` (every payment
+    of the chain) over a primary-key lookup of a few ids."""
+
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(NotIndexed)
+def _not_indexed(element: NotIndexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(NotIndexed, "sqlite")
+def _not_indexed_sqlite(element: NotIndexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
 
 
 def compare(column: Any, op: str, instant: datetime) -> Any:
