@@ -42,6 +42,7 @@ from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
 from scanner.scan.leases import ChainLease, LeaseKeeper
 from scanner.scan.live import ChainScanner
+from scanner.scan.sweep import Sweep
 from scanner.scan.verify import Verifier
 from scanner.scan.writer import ChainWriterLock
 
@@ -95,6 +96,9 @@ class App:
                 if chain.verify_urls:
                     scanner.verifier = Verifier(chain, sessions, metrics=self.metrics)
                     stack.push_async_callback(scanner.verifier.aclose)
+                if chain.sweep:
+                    scanner.sweep = Sweep(chain, reader, sessions, metrics=self.metrics)
+                    stack.push_async_callback(scanner.sweep.aclose)
                 scanners.append(scanner)
                 self.health.register(chain.name, chain.poll_interval, chain.max_lag_blocks)
                 self.metrics.add_chain(chain.name)

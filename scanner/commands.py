@@ -174,6 +174,7 @@ async def _chain_status(session: Any, chain: Any) -> dict[str, Any]:
         await reader.client.aclose()
     cursor = state.last_scanned_block if state else None
     reorg_at = state.last_reorg_at if state else None
+    missed_at = state.last_logs_missed_at if state else None
     return {
         "chain": chain.name,
         "head": head,
@@ -182,6 +183,9 @@ async def _chain_status(session: Any, chain: Any) -> dict[str, Any]:
         "open_payments": int(open_count),
         "last_reorg": reorg_at.isoformat() if reorg_at else None,
         "last_reorg_depth": state.last_reorg_depth if state else None,
+        "swept_block": state.swept_block if state else None,
+        "logs_missed": state.logs_missed if state else 0,
+        "last_logs_missed": missed_at.isoformat() if missed_at else None,
     }
 
 
@@ -194,6 +198,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         "open_payments",
         "last_reorg",
         "last_reorg_depth",
+        "swept_block",
+        "logs_missed",
         "holder",
     ]
     table = [headers] + [["-" if r[h] is None else _cell(r[h]) for h in headers] for r in rows]

@@ -47,6 +47,8 @@ class ChainSettings(Strict):
     rpc_urls: list[RpcUrl] = Field(min_length=1)
     ws_url: Annotated[RpcUrl, AfterValidator(check_ws_url)] | None = None  # newHeads wakes ticks
     verify_urls: list[RpcUrl] = Field(default_factory=list)  # a second provider's word (README)
+    sweep: bool = True  # final ranges' logs read once more, for logs a node left out (README)
+    sweep_blocks: int = Field(default=16, ge=1)  # final blocks gathered before a sweep reads
     confirmations: int | None = Field(default=None, ge=1)
     finality: Literal["finalized", "safe"] | None = None
     poll_interval: float = Field(default=3.0, gt=0)

@@ -77,6 +77,7 @@ METRICS = {
     "scanner_chain_halted",
     "scanner_verification_failed_total",
     "scanner_verification_delayed_total",
+    "scanner_logs_missed_total",
     "scanner_finality_violations_total",
     "scanner_webhook_deliveries_total",
     "scanner_webhook_deliveries_failed_total",
@@ -879,6 +880,7 @@ _ALERT_TEST_SERIES = {
     f"scanner_reorg_depth_count{{{_ETH}}}": "0 0 1 2 2",
     f"scanner_finality_violations_total{{{_ETH}}}": "0 0 0 1 1",
     f"scanner_verification_failed_total{{{_ETH}}}": "0 0 0 1 1",
+    f"scanner_logs_missed_total{{{_ETH}}}": "0 0 0 1 1",
     # endpoint 0 falls behind (over 15 minutes old from 3m on); endpoint 1 stays current
     'scanner_webhook_oldest_pending_age_seconds{job="scanner", instance="s:9464", endpoint="0"}': (
         "0 600+300x20"
@@ -908,6 +910,8 @@ _ALERT_EXPECTATIONS: list[tuple[int, str, dict[str, str] | None]] = [
     (4, "FinalityViolation", {**_CHAIN, "severity": "critical"}),
     (2, "VerificationFailed", None),
     (4, "VerificationFailed", {**_CHAIN, "severity": "critical"}),
+    (2, "LogsMissed", None),
+    (4, "LogsMissed", {**_CHAIN, "severity": "warning"}),
     (7, "WebhookBacklog", None),  # over 15 minutes old from 3m, held for 5
     (8, "WebhookBacklog", {"job": "scanner", "endpoint": "0", "severity": "warning"}),
     (2, "WebhookDeliveriesFailed", None),

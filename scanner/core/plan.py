@@ -64,6 +64,9 @@ DRY_RUN = Mode(
 )
 #: A look-back for payments written behind the cursor: its blocks are the live scan's.
 CATCH_UP = Mode("catch_up", moves_cursor=False, orphans_replaced=False, locks_rows=True)
+#: A final range read again for logs the first read left out: only the transfers it lacks,
+#: credited in their real blocks against the live cursor (already final).
+SWEEP = Mode("sweep", moves_cursor=False, orphans_replaced=False, locks_rows=True, settles=True)
 #: Following the gateway's edits of payment rows (recomputed from their credits).
 EDIT = Mode("edit", moves_cursor=False, orphans_replaced=False, locks_rows=True)
 #: Undoing the blocks above a reorg's common ancestor; the rescan counts confirmations again.

@@ -8,6 +8,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Header
+from scanner.db import sweep
 from scanner.db.sql import moment, now, table, unix
 
 
@@ -30,15 +31,22 @@ async def init_cursor(
     exists = (await session.execute(select(cs.c.chain).where(cs.c.chain == chain))).first()
     if exists is None:
         values = dict(last_scanned_block=block, last_scanned_hash=block_hash, updated_at=now())
+        values["swept_block"] = block  # a fresh chain's sweep begins where its scan does
         await session.execute(insert(cs).values(chain=chain, **values))
 
 
 async def set_cursor(session: AsyncSession, chain: str, block: int, block_hash: str | None) -> None:
+    """The cursor; the sweep's block goes no higher (a walk-back's blocks are swept again)."""
     cs = table("chain_states")
     await session.execute(
         update(cs)
         .where(cs.c.chain == chain)
-        .values(last_scanned_block=block, last_scanned_hash=block_hash, updated_at=now())
+        .values(
+            last_scanned_block=block,
+            last_scanned_hash=block_hash,
+            swept_block=sweep.clamp(block),
+            updated_at=now(),
+        )
     )
 
 

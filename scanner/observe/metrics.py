@@ -168,6 +168,11 @@ class Metrics:
             "Verification rounds put off: no verify_urls provider answered.",
             CHAIN,
         )
+        self.logs_missed = self._counter(
+            "scanner_logs_missed",
+            "Transfers the sweep of final ranges found that the first read had left out.",
+            CHAIN,
+        )
 
     def _state_metrics(self) -> None:
         self.payment_status_changes = self._counter(
@@ -228,6 +233,7 @@ class Metrics:
             self.chain_locks_lost,
             self.verification_failed,
             self.verification_delayed,
+            self.logs_missed,
         ):
             counter.labels(chain)
         self.reorg_depth.labels(chain)  # _count 0: "no reorg yet", not "no data"

@@ -42,6 +42,7 @@ from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind, stored_window
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
+from scanner.scan.sweep import Sweep
 from scanner.scan.tokens import TokenWatch
 from scanner.scan.verify import Verifier
 
@@ -104,6 +105,9 @@ class ChainScanner:
         self._open_counted_at = -OPEN_COUNT_EVERY
         # verify_urls: a second provider checks final credits before payments are confirmed.
         self.verifier: Verifier | None = None
+        # Final ranges read once more, after each tick, for logs a node left out.
+        self.sweep: Sweep | None = None
+        self._tag: Header | None = None  # the tick's finality tag block (tag mode)
 
     @property
     def name(self) -> str:
@@ -149,13 +153,16 @@ class ChainScanner:
         """One step; a payment row the gateway holds locked is reported, then raised (the
         chain's loop retries with backoff)."""
         try:
-            return await self._tick()
+            outcome = await self._tick()
         except PaymentLocked as exc:
             ids = [str(k) for k in exc.keys]
             self.log.warning("payment_locked", payment_ids=ids, cursor=self.cursor)
             if self.metrics is not None:
                 self.metrics.payment_locked.labels(self.name).inc()
             raise
+        if self.sweep is not None and not (outcome.reorg or outcome.waiting or self.stopping()):
+            await self.sweep.run(self.ctx, self._tag)
+        return outcome
 
     async def _tick(self) -> TickOutcome:
         head = await self.read_head()
@@ -165,7 +172,7 @@ class ChainScanner:
         if head < cursor:
             self.log.warning("node_behind_cursor", head=head, cursor=cursor)
             return TickOutcome(head, cursor, waiting=True)
-        tag = await self._tag_header()
+        tag = self._tag = await self._tag_header()
         await self._refresh_tokens()
         await self._follow_edits(cursor, tag)  # an edited row is then looked back for again
         await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)

@@ -25,6 +25,8 @@ COLUMNS = [
     "open_payments",
     "last_reorg",
     "last_reorg_depth",
+    "swept_block",
+    "logs_missed",
     "holder",
 ]
 
@@ -59,11 +61,23 @@ async def test_status_shows_head_cursor_lag_open_payments_and_last_reorg(
     assert row["last_reorg"] is not None and row["last_reorg"][:4].isdigit()
     assert row["last_reorg_depth"] == 1
     assert row["holder"] is None  # no instance runs (the holder is tested in test_instances)
+    assert (row["swept_block"], row["logs_missed"]) == (-1, 0)  # no sweep ran (test_sweep)
 
     header, line = table.stdout.strip().splitlines()
     assert header.split() == COLUMNS
     cells = line.split()
-    assert cells == ["anvil", str(cursor + 4), str(cursor), "4", "2", row["last_reorg"], "1", "-"]
+    assert cells == [
+        "anvil",
+        str(cursor + 4),
+        str(cursor),
+        "4",
+        "2",
+        row["last_reorg"],
+        "1",
+        "-1",
+        "0",
+        "-",
+    ]
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)

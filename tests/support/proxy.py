@@ -279,6 +279,24 @@ class FaultProxy:
         """Answer the matching items with ``"result": result`` (any JSON: a malformed shape)."""
         return self._add(Rule("result", method, times, result=result))
 
+    def hide_log(self, tx_hash: str, *, times: int | None = 1) -> Rule:
+        """Leave the logs of transaction ``tx_hash`` out of ``eth_getLogs`` answers (the next
+        ``times`` answers that hold them): a replica that has not indexed them yet."""
+        return self._add(Rule("hide_log", "eth_getLogs", times, message=tx_hash.lower()))
+
+    def _hide_logs(self, answer: Json) -> Json:
+        result = answer.get("result")
+        if not isinstance(result, list):
+            return answer
+        for rule in self.rules:
+            if rule.kind != "hide_log" or not rule.matches("eth_getLogs"):
+                continue
+            kept = [e for e in result if str(e.get("transactionHash")).lower() != rule.message]
+            if len(kept) < len(result):
+                rule.use()
+                result = kept
+        return {**answer, "result": result}
+
     def prune_below(self, number: int | None, *, logs: bool = True, expired: bool = False) -> None:
         """Act as a pruned node (or one started from a snapshot) that has no block below
         ``number``: a header answers ``null``, ``eth_getLogs`` from such a block the error
@@ -428,7 +446,10 @@ class FaultProxy:
             upstream = await self._upstream([f[1] for f in forward])
             by_id = {a.get("id"): a for a in upstream}
             for n, item2, post in forward:
-                answers[n] = post(by_id.get(item2.get("id"), _err(item2, -32603, "no answer")))
+                answer = post(by_id.get(item2.get("id"), _err(item2, -32603, "no answer")))
+                if item2.get("method") == "eth_getLogs":
+                    answer = self._hide_logs(answer)
+                answers[n] = answer
         return [a for a in answers if a is not None]
 
     async def _prepare(

@@ -21,6 +21,11 @@ class ChainState(Base):
     # The newest reorg the live scan walked back from (``scanner status`` shows it).
     last_reorg_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_reorg_depth: Mapped[int | None] = mapped_column(Integer)
+    # The sweep (scan/sweep.py): the newest final block whose logs were read again (None: not
+    # begun), how many transfers it found that the first read had left out, and when last.
+    swept_block: Mapped[int | None] = mapped_column(BigInteger)
+    logs_missed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    last_logs_missed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), server_default=utcnow(), onupdate=utcnow()
     )
