@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.db import transactions
 from scanner.db.sql import in_strings, now, table
 
 
@@ -53,10 +52,19 @@ async def watched_among(session: AsyncSession, chain: str, addresses: Collection
 
 
 async def stored_keys(
-    session: AsyncSession, chain: str, start: int, end: int
+    session: AsyncSession, chain: str, tx_hashes: Collection[str]
 ) -> set[tuple[str, int]]:
-    """The (tx_hash, log_index) of the credits (not orphaned) stored in blocks ``start..end``."""
-    return {row.key for row in await transactions.in_blocks(session, chain, start, end)}
+    """The (tx_hash, log_index) of the credits (not orphaned) of ``tx_hashes``, in whatever
+    block they are stored (the chain's unique key serves it)."""
+    if not tx_hashes:
+        return set()
+    t = table("transactions")
+    stmt = select(t.c.tx_hash, t.c.log_index).where(
+        t.c.chain == chain,
+        in_strings(session, t.c.tx_hash, tx_hashes),
+        t.c.status != "orphaned",
+    )
+    return {(str(r[0]), int(r[1])) for r in await session.execute(stmt)}
 
 
 async def status(session: AsyncSession, chain: str) -> tuple[int | None, int, datetime | None]:

@@ -160,8 +160,8 @@ class ChainScanner:
             if self.metrics is not None:
                 self.metrics.payment_locked.labels(self.name).inc()
             raise
-        if self.sweep is not None and not (outcome.reorg or outcome.waiting or self.stopping()):
-            await self.sweep.run(self.ctx, self._tag)
+        if self.sweep is not None and not (outcome.waiting or self.stopping()):
+            await self.sweep.run(self.ctx, outcome.cursor, self._tag)
         return outcome
 
     async def _tick(self) -> TickOutcome:

@@ -87,6 +87,10 @@ class Sweep:
         self.limit = chain.filter_recipients_max
         self.sizer = RangeSizer(chain.batch_size)
         self.log = structlog.get_logger(__name__).bind(chain=chain.name)
+        # The swept block as last read or written (None: read it). The stored one is never
+        # higher; a walk-back may lower it, so it is read again after one.
+        self._swept: int | None = None
+        self._checked = -1
         self._own: RpcClient | None = None
         self.reader = reader
         if chain.verify_urls:
@@ -103,41 +107,46 @@ class Sweep:
         if self._own is not None:
             await self._own.aclose()
 
-    async def run(self, ctx: ChainContext, tag: Header | None) -> Swept | None:
-        """Sweep the next span when enough final blocks wait (None: nothing was swept). What
-        fails on the way is put off to the next tick, never in the live scan's way."""
+    async def run(self, ctx: ChainContext, checked: int, tag: Header | None) -> Swept | None:
+        """Sweep the next span when enough blocks are final with the cursor at ``checked``
+        (None: nothing was swept). What fails on the way is put off to the next tick, never in
+        the live scan's way."""
         try:
-            return await self._run(ctx, tag)
+            return await self._run(ctx, checked, tag)
         except (RpcError, RangeRejected, PaymentLocked) as exc:
+            self._swept = None  # read again
             self.log.warning("sweep_delayed", reason=str(exc), error=type(exc).__name__)
             return None
 
-    async def _run(self, ctx: ChainContext, tag: Header | None) -> Swept | None:
-        span = await self._next_span(ctx, tag)
+    async def _run(self, ctx: ChainContext, checked: int, tag: Header | None) -> Swept | None:
+        if checked < self._checked:
+            self._swept = None  # a walk-back: the stored swept block may have gone down with it
+        self._checked = checked
+        span = await self._next_span(ctx, _final(ctx, checked, tag))
         if span is None:
             return None
         start, end = span
         logs = await self._read(ctx, start, end)
-        missing = await self._missing(ctx, logs, start, end)
+        missing = await self._missing(logs, start, end)
         data = await self._blocks(ctx, missing, start, end) if missing else None
         return await self._commit(ctx, tag, start, end, data)
 
-    async def _next_span(self, ctx: ChainContext, tag: Header | None) -> tuple[int, int] | None:
-        """The blocks to sweep now: from the swept block up to the final block, at most
-        ``span`` of them, once at least ``sweep_blocks`` wait. A chain whose sweep has not
-        begun (a database from before the sweep) begins at its final block."""
-        async with self.sessions() as session:
-            at = await cursor.get_cursor(session, self.name)
-            swept = await stored.swept(session, self.name)
-        if at is None:
+    async def _next_span(self, ctx: ChainContext, final: int) -> tuple[int, int] | None:
+        """The blocks to sweep now: from the swept block up to the ``final`` block, at most
+        ``span`` of them, once at least ``sweep_blocks`` wait (a tick with fewer asks nothing
+        of the database). A chain whose sweep has not begun (a database from before the sweep)
+        begins at its final block."""
+        if self._swept is not None and final - self._swept < self.every:
             return None
-        final = _final(ctx, at[0], tag)
+        async with self.sessions() as session:
+            swept = self._swept = await stored.swept(session, self.name)
         if swept is None:
             async with self.sessions() as session, session.begin():
                 await lock_chain(session, ctx)
                 if await stored.swept(session, self.name) is None:
                     await stored.advance(session, self.name, final)
             self.log.info("sweep_begun", swept_block=final)
+            self._swept = None
             return None
         if final - swept < self.every:
             return None
@@ -152,27 +161,17 @@ class Sweep:
         tokens = ctx.token_addresses
         return await fetch_logs(self.reader, tokens, start, end, self.sizer, to_topics=topics)
 
-    async def _missing(
-        self, ctx: ChainContext, logs: Sequence[Log], start: int, end: int
-    ) -> list[Log]:
-        """The logs to a watched address whose transfer has no credit stored (or only an
-        orphaned one: re-mined in a block the first read left out)."""
+    async def _missing(self, logs: Sequence[Log], start: int, end: int) -> list[Log]:
+        """The logs to a watched address whose transfer has no credit stored, in whatever block
+        (or only an orphaned one: re-mined in a block the first read left out)."""
+        logs = _valid(logs, start, end)
         if not logs:
             return []
         async with self.sessions() as session:
             watched = await stored.watched_among(session, self.name, recipients_of(logs))
-            if not watched:
-                return []
-            have = await stored.stored_keys(session, self.name, start, end)
-        out = []
-        for entry in logs:
-            if not isinstance(entry, dict):
-                raise MalformedResponse(f"a log that is no object: {entry!r:.80}")
-            if entry.get("removed") is True or _recipient(entry) not in watched:
-                continue
-            if _key(entry) not in have:
-                out.append(entry)
-        return out
+            ours = [e for e in logs if _recipient(e) in watched]
+            have = await stored.stored_keys(session, self.name, {_key(e)[0] for e in ours})
+        return [e for e in ours if _key(e) not in have]
 
     async def _blocks(
         self, ctx: ChainContext, logs: Sequence[Log], start: int, end: int
@@ -209,12 +208,14 @@ class Sweep:
             swept = await stored.swept(session, self.name)
             if at is None or swept != start - 1 or _final(ctx, at[0], tag) < end:
                 self.log.info("sweep_deferred", from_block=start, to_block=end)
+                self._swept = None
                 return None
             result = await self._credit(session, ctx, data, at[0], tag) if data else None
             missed = _detected(result)
             await stored.advance(session, self.name, end, len(missed))
             if ctx.fence is not None:  # again, last: a holder frozen meanwhile writes nothing
                 await ctx.fence(session)
+        self._swept = end
         self._report(result, missed, start, end, time.perf_counter() - started)
         return Swept(start, end, missed)
 
@@ -273,6 +274,18 @@ def _detected(result: BatchReport | None) -> tuple[Event, ...]:
     if result is None:
         return ()
     return tuple(e for e in result.events if e.type == TRANSFER_DETECTED)
+
+
+def _valid(logs: Sequence[Log], start: int, end: int) -> list[Log]:
+    """The logs that are not ``removed``; an entry that is no object, or of a block outside
+    ``start..end`` (what was asked for), is the node's fault."""
+    for entry in logs:
+        if not isinstance(entry, dict):
+            raise MalformedResponse(f"a log that is no object: {entry!r:.80}")
+        number = hex_quantity(entry.get("blockNumber"), "log blockNumber")
+        if not start <= number <= end:
+            raise MalformedResponse(f"a log of block {number}, outside {start}..{end}")
+    return [e for e in logs if e.get("removed") is not True]
 
 
 def _recipient(entry: Log) -> str | None:
