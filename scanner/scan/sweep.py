@@ -83,7 +83,8 @@ class Sweep:
         self.sessions = sessions
         self.metrics = metrics
         self.every = chain.sweep_blocks
-        self.span = chain.batch_size * chain.concurrency  # what one tick of the live scan reads
+        # at most what one tick of the live scan reads (so it keeps up), at least sweep_blocks
+        self.span = max(chain.batch_size * chain.concurrency, chain.sweep_blocks)
         self.limit = chain.filter_recipients_max
         self.sizer = RangeSizer(chain.batch_size)
         self.log = structlog.get_logger(__name__).bind(chain=chain.name)
