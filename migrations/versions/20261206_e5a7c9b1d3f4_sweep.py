@@ -1,7 +1,7 @@
 """sweep: each chain's swept block and the logs its sweep found missing (scanner status)
 
-Revision ID: 5e1c0a7b9d24
-Revises: a3c5e7f9b1d2
+Revision ID: e5a7c9b1d3f4
+Revises: c4e8a2f6b1d9
 Create Date: 2026-12-06 05:30:00
 
 - ``chain_states.swept_block``: the newest final block whose Transfer logs the sweep read a
@@ -20,8 +20,8 @@ from alembic import op
 
 from scanner.db.types import UTCDateTime
 
-revision: str = "5e1c0a7b9d24"
-down_revision: str | Sequence[str] | None = "a3c5e7f9b1d2"
+revision: str = "e5a7c9b1d3f4"
+down_revision: str | Sequence[str] | None = "c4e8a2f6b1d9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
