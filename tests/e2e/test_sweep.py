@@ -225,3 +225,23 @@ async def test_blocks_a_walk_back_went_over_are_swept_again(h: Harness, proxy: F
     assert credit["block_number"] == first + 1 == block_of(h, tx)
     assert credit["status"] == "confirmed"
     assert (await swept_state(h))[1] == 1
+
+
+async def test_with_the_tokens_logs_read_whole_only_watched_transfers_are_credited(
+    h: Harness, proxy: FaultProxy
+) -> None:
+    """A book of more addresses than ``filter_recipients_max`` (here 0): the sweep reads the
+    tokens' logs whole and keeps the transfers to watched addresses that are not stored."""
+    await sweeping(h, proxy, filter_recipients_max=0)
+    alice = await h.create_payment(ALICE, "5")
+    hidden = pay(h, ALICE, 5_000_000)
+    stranger = pay(h, "0x" + "99" * 20, 7_000_000)  # to no payment: never stored
+    proxy.hide_log(hidden)
+    proxy.hide_log(stranger)
+    await h.scan()
+    h.mine(3)
+    with capture_logs() as logs:
+        await h.scan()
+    assert [e["tx_hash"] for e in missed(logs)] == [hidden]
+    assert await h.status(alice) == "confirmed"
+    assert [t["tx_hash"] for t in await h.transactions()] == [hidden]
