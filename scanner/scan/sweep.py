@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -36,7 +35,7 @@ from scanner.chain.rpc import RpcClient
 from scanner.config import ChainSettings
 from scanner.core.decode import hex_hash, hex_quantity, recipients_of
 from scanner.core.events import TRANSFER_DETECTED
-from scanner.core.model import Event, Header
+from scanner.core.model import Event, Header, Log
 from scanner.core.plan import SWEEP
 from scanner.core.ranges import RangeSizer
 from scanner.core.reorg import logs_agree
@@ -55,8 +54,6 @@ from scanner.scan.batch import BatchReport, run_range
 from scanner.scan.context import ChainContext, lock_chain
 from scanner.scan.fetch import RangeData, fetch_logs, log_blocks, recipient_topic
 from scanner.scan.report import report_batch
-
-Log = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +275,9 @@ def _detected(result: BatchReport | None) -> tuple[Event, ...]:
 
 
 def _valid(logs: Sequence[Log], start: int, end: int) -> list[Log]:
-    """The logs that are not ``removed``; an entry that is no object, or of a block outside
-    ``start..end`` (what was asked for), is the node's fault."""
+    """The logs that are not ``removed`` (their shape is checked at the edge); one of a block
+    outside ``start..end``, what was asked for, is the node's fault."""
     for entry in logs:
-        if not isinstance(entry, dict):
-            raise MalformedResponse(f"a log that is no object: {entry!r:.80}")
         number = hex_quantity(entry.get("blockNumber"), "log blockNumber")
         if not start <= number <= end:
             raise MalformedResponse(f"a log of block {number}, outside {start}..{end}")
