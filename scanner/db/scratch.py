@@ -66,8 +66,9 @@ async def _sqlite(session: AsyncSession, chain: str) -> None:
             f"({names}) AND type IN ('table', 'index') AND sql IS NOT NULL ORDER BY type DESC"
         )
     )
-    for kind, sql in rows.all():  # tables first, then their indexes
-        await session.execute(text(_temporary(kind, sql)))
+    conn = await session.connection()
+    for kind, sql in rows.all():  # tables first, then their indexes; as stored, no bind syntax
+        await conn.exec_driver_sql(_temporary(kind, sql))
     for name, rows_of in _COPIED.items():
         where = rows_of.format(schema="main")
         await session.execute(
