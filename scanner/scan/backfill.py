@@ -174,7 +174,9 @@ class Backfill:
                 yield
             finally:
                 self._dry_session = None
-                await session.rollback()
+                # ended by closing its connection (the server rolls it back), never pooled
+                # again: nothing it prepared against the copies is reused
+                await session.invalidate()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
