@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.chain.heads import HeadSubscription
+from scanner.chain.heads import HEAD_MESSAGE_BYTES, HeadSubscription
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.chain.stall import HeadWatch
@@ -55,6 +55,7 @@ def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
         chain.name,
         [u.get_secret_value() for u in chain.rpc_urls],
         timeout=chain.rpc_timeout,
+        max_response_bytes=chain.rpc_max_response_bytes,
         max_attempts=chain.rpc_max_attempts,
         observer=metrics,
     )
@@ -259,7 +260,12 @@ class App:
         """The chain's newHeads subscription (``ws_url``): it wakes ticks; polling stays."""
         if chain.ws_url is None:
             return None
-        return HeadSubscription(chain.name, chain.ws_url.get_secret_value(), observer=self.metrics)
+        return HeadSubscription(
+            chain.name,
+            chain.ws_url.get_secret_value(),
+            observer=self.metrics,
+            max_message_bytes=min(chain.rpc_max_response_bytes, HEAD_MESSAGE_BYTES),
+        )
 
     def _watch_head(self, scanner: ChainScanner, heads: HeadSubscription | None = None) -> None:
         """Heads come through a stall watch; the first one read counts towards READY=1. The

@@ -60,7 +60,8 @@ class ChainSettings(Strict):
     catch_up_max_blocks: int = Field(default=100_000, ge=1)
     filter_recipients_max: int = Field(default=1_000, ge=0, le=100_000)
     max_lag_blocks: int = Field(default=50, ge=0)
-    rpc_timeout: float = Field(default=15.0, gt=0)
+    rpc_timeout: float = Field(default=15.0, gt=0)  # one whole attempt
+    rpc_max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     rpc_max_attempts: int = Field(default=6, ge=1)
     stall_after: float | None = Field(default=None, gt=0)
     native_symbol: str = "ETH"

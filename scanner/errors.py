@@ -174,9 +174,11 @@ class MalformedResponse(RpcError):
     ``kind`` says which, and is its metric label: ``not_json`` (an HTML error page, even with
     HTTP 200), ``truncated`` (a body cut short, or empty), ``batch_incomplete`` (a batch answer
     without some items), ``http_status`` (401, 403, 404: a wrong URL or key), ``malformed`` (a
-    result of the wrong shape). A truncated body and an incomplete batch are transient (cut or
-    dropped on the way): retried, and failed over to the next URL. The others are not: repeating
-    a wrong URL's HTML page only burns quota; the chain's next tick tries again.
+    result of the wrong shape), ``too_large`` (an answer beyond the byte cap: a batch is asked
+    again in halves; an ``eth_getLogs`` answer is a RangeTooLarge instead). A truncated body
+    and an incomplete batch are transient (cut or dropped on the way): retried, and failed over
+    to the next URL. The others are not: repeating a wrong URL's HTML page only burns quota;
+    the chain's next tick tries again.
     """
 
     TRANSIENT_KINDS = frozenset({"truncated", "batch_incomplete"})

@@ -34,6 +34,7 @@ from scanner.secrets import redact_url, scrub
 QUIET_BLOCKS = 3  # the poll this many blocks ahead of the subscription: it went quiet
 HEARTBEAT_S = 20.0  # a ping every 20 s; no pong within 10 s closes the connection
 CONNECT_TIMEOUT_S = 10.0  # the handshake and the subscription's answer
+HEAD_MESSAGE_BYTES = 1024 * 1024  # the largest message read (a head is a kilobyte or two)
 SUBSCRIBE = orjson.dumps(
     {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
 ).decode()
@@ -71,6 +72,7 @@ class HeadSubscription:
         observer: HeadsObserver | None = None,
         backoff: WsBackoff = WsBackoff(),
         heartbeat: float = HEARTBEAT_S,
+        max_message_bytes: int = HEAD_MESSAGE_BYTES,
     ) -> None:
         self.chain = chain
         self.url = url
@@ -78,6 +80,7 @@ class HeadSubscription:
         self.observer = observer
         self.backoff = backoff
         self.heartbeat = heartbeat
+        self.max_message_bytes = max_message_bytes
         self.connected = False
         self.newest: int | None = None  # newest head delivered (or the poll's, at connect)
         self.polled_head: int | None = None
@@ -186,7 +189,7 @@ class HeadSubscription:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 ws = await session.ws_connect(
-                    self.url, heartbeat=self.heartbeat, max_msg_size=16 * 1024 * 1024
+                    self.url, heartbeat=self.heartbeat, max_msg_size=self.max_message_bytes
                 )
                 try:
                     await ws.send_str(SUBSCRIBE)
@@ -228,7 +231,7 @@ class HeadSubscription:
             if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self._message(message.data)
             elif message.type is aiohttp.WSMsgType.ERROR:
-                exc = ws.exception()
+                exc = message.data if isinstance(message.data, Exception) else ws.exception()
                 raise self._error(str(exc) if exc else "websocket error", exc)
 
     def _message(self, data: str | bytes) -> None:

@@ -76,7 +76,7 @@ def request(id_: int, method: str, params: Sequence[Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
 
 
-def decode(content: bytes, where: Where) -> Any:
+def decode(content: bytes | bytearray, where: Where) -> Any:
     """The body as JSON, or MalformedResponse (not JSON: an HTML error page, a truncated body)."""
     try:
         return orjson.loads(content)
@@ -137,7 +137,9 @@ def map_error(error: Any, where: Where, params: Any, http_status: int = 200) -> 
     return RpcResponseError(where.say(f"error {code}: {text}"), code=code, data=data, **kw)
 
 
-def http_error(status: int, headers: Mapping[str, str], content: bytes, where: Where) -> RpcError:
+def http_error(
+    status: int, headers: Mapping[str, str], content: bytes | bytearray, where: Where
+) -> RpcError:
     """The error for a non-2xx HTTP answer.
 
     429 is a rate limit (with ``Retry-After``). A JSON-RPC error object in the body is mapped as
@@ -157,6 +159,16 @@ def http_error(status: int, headers: Mapping[str, str], content: bytes, where: W
     return MalformedResponse(
         where.say(f"HTTP {status}: {_peek(content, where.redact)}"), kind="http_status", **kw
     )
+
+
+def too_large(where: Where, limit: int) -> RpcError:
+    """An answer longer than ``limit`` bytes: for ``eth_getLogs`` a RangeTooLarge (the range
+    shrinks, as for a provider's own cap), else a MalformedResponse of kind ``too_large`` (not
+    retried: the same question gets the same answer; a batch is asked in halves)."""
+    detail = f"answer larger than {limit:,} bytes (rpc_max_response_bytes)"
+    if where.method == "eth_getLogs":
+        return RangeTooLarge(where.say(detail), chain=where.chain, method=where.method)
+    return malformed(where, detail, "too_large")
 
 
 def order_batch(answers: Any, ids: Sequence[int], where: Where) -> list[Any]:
@@ -227,7 +239,7 @@ def _norm_id(value: Any) -> int | str | None:
     return value if type(value) in (int, str) else None
 
 
-def _json_or_none(content: bytes) -> Any:
+def _json_or_none(content: bytes | bytearray) -> Any:
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -238,7 +250,7 @@ def _peek(value: Any, redact: Callable[[str], str], length: int = 80) -> str:
     """The start of what the node sent, for an error message: scrubbed first, then cut (a key
     cut in two would leave a piece the scrubber no longer knows). Only the first
     ``_PEEK_WINDOW`` characters are looked at: the message shows fewer than that."""
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray):
         text = repr(value[:_PEEK_WINDOW].decode("utf-8", "replace"))
     else:
         text = show(value, _PEEK_WINDOW)

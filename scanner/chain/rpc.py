@@ -5,6 +5,12 @@ failure leaves here as a :class:`~scanner.errors.RpcError` (see :mod:`scanner.ch
 the mapping); transient ones are retried with tenacity (exponential backoff with jitter, bounded
 attempts, ``Retry-After`` honoured) and each retry is reported to an :class:`RpcObserver`.
 
+Bounds: one attempt (connect, send, the whole answer, its parsing) has one deadline, ``timeout``
+(``asyncio.timeout``: a node dripping a byte at a time cannot hold it longer), and an answer is
+read as a stream up to ``max_response_bytes``: a longer one is refused without reading on (an
+``eth_getLogs`` answer as RangeTooLarge, so the range shrinks; a batch is split in two; any other
+as MalformedResponse ``too_large``).
+
 Failover: the client keeps one active URL; a transport failure (connection refused, timeout,
 HTTP 5xx) or a garbled answer (a truncated body, a batch with items missing) moves it to the
 next configured URL, so the retry goes elsewhere. Rate limits and
@@ -19,88 +25,36 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, Self, TypeVar, overload
+from typing import Any, Self, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
 
 from scanner.chain import jsonrpc
 from scanner.chain.jsonrpc import Where
+from scanner.chain.retrying import Backoff, NullObserver, RpcObserver, Wait, is_transient
 from scanner.errors import (
     ConfigError,
     MalformedResponse,
     RpcError,
-    RpcRateLimited,
     RpcTransportError,
 )
 from scanner.secrets import redact_url, scrub
 
 T = TypeVar("T")
 
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a sane provider's largest answer, with room
+ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-2xx answer's body (an error object)
+
 _HEADERS = {
     "Content-Type": "application/json",
     "Accept": "application/json",
     "User-Agent": "ctrip-scanner",
 }
-
-
-class RpcObserver(Protocol):
-    """Where the client reports what it did: the metrics and logging layer plugs in here."""
-
-    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None:
-        """One HTTP round trip finished (``outcome``: ``ok`` or an error label)."""
-
-    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None:
-        """Attempt number ``attempt`` failed with a transient ``error``; another one follows."""
-
-
-class NullObserver:
-    """The default observer: records nothing."""
-
-    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None:
-        """Ignore."""
-
-    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None:
-        """Ignore."""
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Waits between attempts: ``initial``·2ⁿ plus up to ``initial`` of jitter, at most
-    ``maximum``; a rate limit's ``Retry-After`` is waited in full, up to ``max_retry_after``."""
-
-    initial: float = 0.25
-    maximum: float = 10.0
-    max_retry_after: float = 60.0
-
-
-def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, RpcError) and error.transient
-
-
-class _Wait(wait_base):
-    """``initial``·2ⁿ⁻¹ plus up to ``initial`` of jitter, capped at ``maximum``; on a rate
-    limit, at least the server's Retry-After (itself capped at ``max_retry_after``)."""
-
-    def __init__(self, backoff: Backoff) -> None:
-        self._backoff = backoff
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        b = self._backoff
-        exponent = min(retry_state.attempt_number - 1, 32)
-        wait = min(b.initial * 2.0**exponent + random.uniform(0, b.initial), b.maximum)
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if isinstance(error, RpcRateLimited) and error.retry_after is not None:
-            wait = max(wait, min(error.retry_after, b.max_retry_after))
-        return wait
 
 
 class _RedactUrls(logging.Filter):
@@ -141,7 +95,8 @@ def _check_url(chain: str, url: str) -> str:
 class RpcClient:
     """JSON-RPC over HTTP for one chain: calls, batches, retries, failover, error mapping.
 
-    ``timeout`` bounds each phase of one HTTP attempt (connect, write, read, pool);
+    ``timeout`` bounds one whole attempt (connect, send, read the answer, parse it);
+    ``max_response_bytes`` bounds what is read of one answer;
     ``max_attempts`` bounds the attempts of one call or one batch chunk; ``backoff`` shapes the
     waits; ``batch_size`` caps the items of one JSON-RPC batch; ``max_connections`` bounds the
     keep-alive pool; ``trust_env`` lets httpx read proxy settings from the environment (off:
@@ -154,6 +109,7 @@ class RpcClient:
         urls: Sequence[str],
         *,
         timeout: float = 15.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_attempts: int = 6,
         observer: RpcObserver | None = None,
         backoff: Backoff | None = None,
@@ -173,7 +129,9 @@ class RpcClient:
         self._active = 0
         self._ids = itertools.count(1)
         self._max_attempts = max_attempts
-        self._wait = _Wait(backoff or Backoff())
+        self._timeout = timeout
+        self._max_bytes = max_response_bytes
+        self._wait = Wait(backoff or Backoff())
         self._batch_size = batch_size
         self._observer: RpcObserver = observer or NullObserver()
         self._http = httpx.AsyncClient(
@@ -292,7 +250,17 @@ class RpcClient:
                 return values
             return [parse(offset + n, v) for n, v in enumerate(values)]
 
-        return await self._retrying(label, send)
+        try:
+            return await self._retrying(label, send)
+        except MalformedResponse as error:
+            if error.kind != "too_large" or len(chunk) < 2:
+                raise
+        half = len(chunk) // 2  # an answer too large for one read: ask in two halves
+        first, second = await asyncio.gather(
+            self._batch_chunk(chunk[:half], offset, parse),
+            self._batch_chunk(chunk[half:], offset + half, parse),
+        )
+        return first + second
 
     # -- the attempt loop ------------------------------------------------------------------
 
@@ -307,7 +275,7 @@ class RpcClient:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_attempts),
             wait=self._wait,
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(is_transient),
             before_sleep=report,
             reraise=True,
         )
@@ -319,7 +287,7 @@ class RpcClient:
         where = Where(self.chain, label, self._shown[index], self._redact)
         started = time.perf_counter()
         try:
-            result = await send(where, self._urls[index])
+            result = await self._within_deadline(send, where, self._urls[index])
         except RpcError as error:
             self._observer.request_done(
                 self.chain, label, jsonrpc.outcome_of(error), time.perf_counter() - started
@@ -331,6 +299,19 @@ class RpcClient:
             raise
         self._observer.request_done(self.chain, label, "ok", time.perf_counter() - started)
         return result
+
+    async def _within_deadline(
+        self, send: Callable[[Where, str], Awaitable[T]], where: Where, url: str
+    ) -> T:
+        """``send`` under the attempt's one deadline; running out of it is a transport error."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await send(where, url)
+        except TimeoutError:
+            detail = f"no whole answer within {self._timeout:g} s (rpc_timeout)"
+            raise RpcTransportError(
+                where.say(detail), chain=self.chain, method=where.method
+            ) from None
 
     @property
     def active_url(self) -> str:
@@ -349,21 +330,45 @@ class RpcClient:
         if self._active == failed and len(self._urls) > 1:
             self._active = (failed + 1) % len(self._urls)
 
-    async def _post(self, url: str, body: bytes, where: Where) -> bytes:
-        """POST ``body``; the raw answer of a 2xx, else the mapped HTTP error."""
+    async def _post(self, url: str, body: bytes, where: Where) -> bytes | bytearray:
+        """POST ``body``; the raw answer of a 2xx (at most ``max_response_bytes``), else the
+        mapped HTTP error (read from the first :data:`ERROR_BODY_BYTES` of its body)."""
         try:
-            response = await self._http.post(url, content=body)
+            async with self._http.stream("POST", url, content=body) as response:
+                ok = 200 <= response.status_code < 300
+                limit = self._max_bytes if ok else ERROR_BODY_BYTES
+                content = await _read_capped(response, limit, where, refuse=ok)
         except httpx.HTTPError as exc:
             detail = f"{type(exc).__name__}: {exc}"
             error = RpcTransportError(where.say(detail), chain=self.chain, method=where.method)
             # keep httpx's error as the cause only if its text holds no secret
             raise error from (exc if self._redact(str(exc)) == str(exc) else None)
-        if 200 <= response.status_code < 300:
-            return response.content
-        raise jsonrpc.http_error(response.status_code, response.headers, response.content, where)
+        if ok:
+            return content
+        raise jsonrpc.http_error(response.status_code, response.headers, content, where)
 
     def _redact(self, text: str) -> str:
         return scrub(text, self._secrets)
+
+
+async def _read_capped(
+    response: httpx.Response, limit: int, where: Where, *, refuse: bool
+) -> bytearray:
+    """The body, read as it arrives, up to ``limit`` bytes (decompressed). Beyond it, ``refuse``
+    raises the too-large error at once (a declared ``Content-Length`` beyond it, before reading
+    anything); else the body is cut there (an error page: its start says enough)."""
+    declared = response.headers.get("content-length", "")
+    if refuse and declared.isdecimal() and int(declared) > limit:
+        raise jsonrpc.too_large(where, limit)
+    buffer = bytearray()
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        if len(buffer) > limit:
+            if refuse:
+                raise jsonrpc.too_large(where, limit)
+            del buffer[limit:]
+            break
+    return buffer
 
 
 def _batch_results(

@@ -67,6 +67,7 @@ class Verifier:
             chain.name,
             [u.get_secret_value() for u in chain.verify_urls],
             timeout=chain.rpc_timeout,
+            max_response_bytes=chain.rpc_max_response_bytes,
             max_attempts=2,
             observer=metrics,
         )

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from tests.ops.support import (
     wait_until,
     write_config,
 )
+from tests.support.hostile import HostileNode, drip
 
 pytestmark = pytest.mark.slow
 SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -181,3 +183,25 @@ async def test_rewind_usage_errors_exit_2(h: Harness, db_url: str, tmp_path: Pat
     )
     assert_one_line(negative, 2, "--to-block -1", "negative")
     assert_one_line(above, 2, f"--to-block {head + 100}", f"head {head}")
+
+
+@SQLITE_ONLY
+async def test_check_against_a_node_dripping_its_answers_ends_within_rpc_timeout(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A byte a second keeps each of httpx's reads alive; ``rpc_timeout = 5`` bounds the whole
+    attempt, so ``check`` names the node within seconds instead of hanging."""
+    async with HostileNode() as node:
+        for method in ("eth_chainId", "eth_blockNumber", "eth_call"):
+            node.handlers[method] = lambda request, body: node.stream(request, drip(1.0))
+        url = f"{node.url}/v3/{RPC_SECRET}"
+        config = write_config(tmp_path / "scanner.toml", url, TOKENS)  # rpc_timeout = 5.0
+        started = time.monotonic()
+        check = await asyncio.to_thread(
+            run_cli, ["check", "--config", str(config)], scanner_env(db_url), timeout=30
+        )
+    assert time.monotonic() - started < 20
+    assert check.returncode == 1, check.stdout + check.stderr
+    (problem,) = [ln for ln in check.stdout.splitlines() if ln.startswith("problem: anvil")]
+    assert "eth_chainId" in problem and "no whole answer within 5 s" in problem
+    assert RPC_SECRET not in check.stdout + check.stderr
