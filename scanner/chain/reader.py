@@ -164,6 +164,11 @@ class ChainReader:
         ``to_topics`` filters the third topic (a Transfer's recipient, 32-byte padded). An empty
         ``addresses`` returns ``[]`` without asking: to a node, no address means *every* contract.
         RangeTooLarge passes through untouched: the scan layer shrinks the range.
+
+        A replica behind a load balancer that lacks some of the blocks answers by number with
+        the logs it has (``[]`` above its head), as if that were all. So the query goes in one
+        HTTP request (one replica) with ``eth_blockNumber``: an answer from a node whose head is
+        below ``end`` is not taken (BlockNotAvailable, retried, never "nothing there").
         """
         if not addresses:
             return []
@@ -173,8 +178,13 @@ class ChainReader:
             "address": list(addresses),
             "topics": _topics(topic0, to_topics),
         }
+        calls = [("eth_getLogs", [flt]), ("eth_blockNumber", [])]
+
+        def parse(index: int, value: Any) -> list[Log]:
+            return self._log_list(value) if index == 0 else self._covers(value, end)
+
         try:
-            return await self.client.call("eth_getLogs", [flt], parse=self._log_list)
+            logs, _ = await self.client.batch(calls, parse=parse, label="eth_getLogs")
         except HistoryUnavailable:
             raise
         except BlockNotAvailable:
@@ -182,6 +192,7 @@ class ChainReader:
             # cannot show; else (a block near the head missing) not yet, as it was
             await self.headers(start, start)
             raise
+        return logs
 
     async def logs_by_block_hash(
         self, addresses: Sequence[str], topic0: str, block_hash: str
@@ -242,6 +253,20 @@ class ChainReader:
                 "eth_getBlockByNumber", f"block {expected} is not an object: {shapes.peek(block)}"
             )
         return _parse_header(block, expected, self._fail("eth_getBlockByNumber"))
+
+    def _covers(self, value: Any, end: int) -> list[Log]:
+        """The answering node's head (``eth_blockNumber``) must reach ``end``: else its logs
+        are not taken (BlockNotAvailable, transient: the client asks again)."""
+        head = self._quantity("eth_blockNumber")(value)
+        if head < end:
+            raise BlockNotAvailable(
+                f"{self.chain}: the node that answered eth_getLogs up to block {end} has its"
+                f" head at {head}",
+                chain=self.chain,
+                method="eth_getLogs",
+                block=head + 1,
+            )
+        return []
 
     def _log_list(self, value: Any) -> list[Log]:
         return shapes.logs(value, self._fail("eth_getLogs"))

@@ -200,11 +200,17 @@ class RpcClient:
     # -- batches ---------------------------------------------------------------------------
 
     @overload
-    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]: ...
+    async def batch(
+        self, calls: Sequence[tuple[str, Sequence[Any]]], *, label: str | None = None
+    ) -> list[Any]: ...
 
     @overload
     async def batch(
-        self, calls: Sequence[tuple[str, Sequence[Any]]], *, parse: Callable[[int, Any], T]
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        parse: Callable[[int, Any], T],
+        label: str | None = None,
     ) -> list[T]: ...
 
     async def batch(
@@ -212,17 +218,19 @@ class RpcClient:
         calls: Sequence[tuple[str, Sequence[Any]]],
         *,
         parse: Callable[[int, Any], Any] | None = None,
+        label: str | None = None,
     ) -> list[Any]:
         """Many calls in JSON-RPC batches of at most ``batch_size``; results in call order.
 
         An error in any item raises (the most transient one, so that a rate-limited item retries
         the chunk). ``parse(index, result)`` runs inside the retry loop, as for :meth:`call`;
         ``index`` is the item's position in ``calls``. Chunks are sent concurrently (the
-        connection pool bounds how many at once).
+        connection pool bounds how many at once). ``label``: what metrics and logs call the
+        request (default ``batch:<method>``, or ``batch:mixed``).
         """
         parts = await asyncio.gather(
             *(
-                self._batch_chunk(calls[offset : offset + self._batch_size], offset, parse)
+                self._batch_chunk(calls[offset : offset + self._batch_size], offset, parse, label)
                 for offset in range(0, len(calls), self._batch_size)
             )
         )
@@ -233,9 +241,11 @@ class RpcClient:
         chunk: Sequence[tuple[str, Sequence[Any]]],
         offset: int,
         parse: Callable[[int, Any], Any] | None,
+        label: str | None = None,
     ) -> list[Any]:
-        methods = {m for m, _ in chunk}
-        label = f"batch:{methods.pop() if len(methods) == 1 else 'mixed'}"
+        if label is None:
+            methods = {m for m, _ in chunk}
+            label = f"batch:{methods.pop() if len(methods) == 1 else 'mixed'}"
         items = [(m, list(p)) for m, p in chunk]
 
         async def send(where: Where, url: str) -> list[Any]:

@@ -46,7 +46,6 @@ from scanner.scan.sweep import Sweep
 from scanner.scan.tokens import TokenWatch
 from scanner.scan.verify import Verifier
 
-NEAR_HEAD = 16  # ranges this close to the head read logs by block hash (EIP-234)
 # The open-payments gauge counts the whole book: at most once this often, between ticks, never
 # as part of one.
 OPEN_COUNT_EVERY = 5.0
@@ -65,13 +64,14 @@ class TickOutcome:
         return self.waiting or (self.cursor >= self.head and not self.reorg)
 
 
-def _cut_near_head(span: tuple[int, int], head: int) -> list[tuple[int, int]]:
-    """A range ending near the head reads its logs block by block (by hash, one call a block).
-    When it also holds at least NEAR_HEAD blocks farther back (a catch-up), those are cut off
-    into a range of their own, read by number, so that only the last blocks go one by one."""
+def _cut_near_head(span: tuple[int, int], head: int, near: int) -> list[tuple[int, int]]:
+    """A range ending within ``near`` blocks of the head (the chain's reorg window) reads its
+    logs block by block (by hash, one call a block). When it also holds at least ``near``
+    blocks farther back (a catch-up), those are cut off into a range of their own, read by
+    number, so that only the last blocks go one by one."""
     start, stop = span
-    far = head - NEAR_HEAD  # ranges ending here or below are read by number
-    if stop <= far or far - start + 1 < NEAR_HEAD:
+    far = head - near  # ranges ending here or below are read by number
+    if stop <= far or far - start + 1 < near:
         return [span]
     return [(start, far), (far + 1, stop)]
 
@@ -199,10 +199,11 @@ class ChainScanner:
 
     async def _scan(self, cursor: int, end: int, head: int, tag: Header | None) -> TickOutcome:
         deep_to = self.ctx.deep_end(head, tag.number if tag else None)
+        near = self.ctx.reorg_depth  # a replica may lag: inside the window, logs by block hash
         ranges = [
             piece
             for span in split_range(cursor + 1, end, self.sizer.size)
-            for piece in _cut_near_head(span, head)
+            for piece in _cut_near_head(span, head, near)
         ]
         native = await self._native_watched()
         done = 0
@@ -220,7 +221,7 @@ class ChainScanner:
                 stop,
                 native_watched=native,
                 sizer=self.sizer,
-                by_hash=head - stop < NEAR_HEAD,
+                by_hash=head - stop < near,
             )
 
         try:

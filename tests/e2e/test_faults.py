@@ -199,7 +199,7 @@ async def test_a_provider_range_cap_shrinks_the_range_and_it_grows_back(
     for n, address in enumerate((ALICE, BOB, CAROL, DAVE)):
         pay(h, address, 2_000_000)
         h.mine(5 + n * 3)
-    h.mine(40)  # every transfer far from the head: read by range, not by block hash
+    h.mine(80)  # every transfer beyond the reorg window (64): read by range, not by block hash
     proxy.cap_logs_range(4)  # Alchemy: "... this block range should work: [0x.., 0x..]"
     await h.scan()
     assert sizer.sizes[:2] == [32, 4]  # straight to the size the provider named

@@ -137,3 +137,35 @@ async def test_a_load_balancer_over_a_replica_three_blocks_behind_loses_nothing(
         assert await h.status(pid) == "confirmed"
         await credited_once(h, pid, 1_000_000)
     assert 10 <= proxy.lagged_requests <= proxy.http_requests - 10  # both views answered
+
+
+@pytest.mark.parametrize(
+    ("behind", "window"),
+    [
+        (40, None),  # inside the reorg window (64), below what used to count as the head (16)
+        (40, 5),  # below a small reorg window: read far below the head, without headers
+    ],
+)
+async def test_logs_from_a_replica_behind_the_range_are_never_taken(
+    h: Harness, proxy: FaultProxy, behind: int, window: int | None
+) -> None:
+    """The balancer sends every eth_getLogs to a replica ``behind + 10`` blocks behind: its
+    answer by number stops at its head, silently. The payment's block is never passed over:
+    the tick fails (``not_available``) until the replica has the range, then credits it."""
+    scanner = await scan_through(h, proxy.url, max_reorg_depth=window)
+    pid = await h.create_payment(ALICE, "3")
+    await h.scan()
+    cursor = await stored_cursor(h)
+    pay(h, ALICE, 3_000_000)  # the next block
+    h.mine(behind)
+    proxy.lag(behind + 10, only="eth_getLogs")
+    with pytest.raises(BlockNotAvailable):
+        await scanner.tick()
+    assert await stored_cursor(h) == cursor  # nothing passed over
+    assert requests(h, "eth_getLogs", "not_available") > 0
+
+    proxy.lag(0)  # the replica catches up
+    await h.scan()
+    assert await h.status(pid) == "confirmed"
+    await credited_once(h, pid, 3_000_000)
+    assert await stored_cursor(h) == h.chain.head()

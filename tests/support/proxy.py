@@ -150,6 +150,7 @@ class FaultProxy:
         self.frozen_at: int | None = None
         self.reversed_batches = False
         self.lag_every_other = False
+        self.lag_only: str | None = None
         self.lagged_requests = 0  # HTTP requests answered by the lagging replica
         self.pruned_below: int | None = None
         self.pruned_logs = True
@@ -337,14 +338,17 @@ class FaultProxy:
         self._add(Rule("hold", method, times, gate=gate))
         return gate
 
-    def lag(self, blocks: int, *, every_other: bool = False) -> None:
+    def lag(self, blocks: int, *, every_other: bool = False, only: str | None = None) -> None:
         """Act as a replica ``blocks`` behind upstream (0 stops): head−N for eth_blockNumber,
         null for blocks and receipts above it, getLogs clamped to it, unknown block hashes
         above it. ``every_other``: a load balancer over a synced node and that replica, which
         answers half the HTTP requests (drawn from a seeded generator: a strict alternation
-        would lock into the client's own request pattern, which no real balancer does)."""
+        would lock into the client's own request pattern, which no real balancer does).
+        ``only``: the replica answers just the HTTP requests that hold this method (a balancer
+        that routes, say, every eth_getLogs to it), every item of such a request."""
         self.lag_blocks = blocks
         self.lag_every_other = every_other
+        self.lag_only = only
         self._balancer = random.Random(10)
 
     async def freeze(self) -> int:
@@ -433,6 +437,8 @@ class FaultProxy:
     async def _answer_items(self, items: list[Json]) -> list[Json]:
         """Answer each item: from a rule, from the lag model, or from upstream (one batch)."""
         lagging = self.lag_blocks and not (self.lag_every_other and self._balancer.random() < 0.5)
+        if self.lag_only is not None and all(i.get("method") != self.lag_only for i in items):
+            lagging = 0
         self.lagged_requests += 1 if lagging else 0
         head = await self._lagged_head() if lagging or self.frozen_at is not None else None
         answers: list[Json | None] = []
