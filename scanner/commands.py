@@ -177,6 +177,7 @@ async def _chain_status(session: Any, chain: Any) -> dict[str, Any]:
     missed_at = state.last_logs_missed_at if state else None
     return {
         "chain": chain.name,
+        "kind": chain.kind,
         "head": head,
         "last_scanned_block": cursor,
         "lag": head - cursor if head is not None and cursor is not None else None,
@@ -262,7 +263,8 @@ async def _check_chain(
 
 
 async def _check_decimals(chain: ChainSettings, reader: Any, stored: dict[str, int]) -> list[str]:
-    wanted = {token.address: token.decimals for token in chain.tokens} | stored
+    kind = chain.kind_rules  # the node is asked in hex; shown as the chain's users write it
+    wanted = {kind.parse_address(t.address): t.decimals for t in chain.tokens} | stored
     problems = []
     for address, decimals in sorted(wanted.items()):
         try:
@@ -274,7 +276,7 @@ async def _check_decimals(chain: ChainSettings, reader: Any, stored: dict[str, i
         if actual != decimals:
             where = "the tokens table" if address in stored else "the configuration"
             problems.append(
-                f"{chain.name}: token {address}: {where} says {decimals} decimals,"
+                f"{chain.name}: token {kind.show(address)}: {where} says {decimals} decimals,"
                 f" the contract's decimals() says {actual}"
             )
     return problems
@@ -291,7 +293,7 @@ async def _stored_tokens(settings: Settings) -> dict[str, dict[str, int]]:
             for chain in settings.chains:
                 for row in await read_tokens(session, chain.name):
                     with suppress(ValueError):
-                        token = parse_token(tuple(row))
+                        token = parse_token(tuple(row), chain.kind_rules)
                         if token.enabled:
                             out.setdefault(chain.name, {})[token.info.address] = token.info.decimals
     finally:

@@ -28,7 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from scanner.config_types import CHAIN_NAME, Address, RpcUrl, Strict, check_ws_url
+from scanner.config_types import CHAIN_NAME, RpcUrl, Strict, WrittenAddress, check_ws_url
+from scanner.core.kinds import ChainKind, kind_of
 from scanner.errors import ConfigError
 from scanner.secrets import redact_url
 
@@ -37,12 +38,13 @@ DEFAULT_SQLITE_URL = "sqlite:///./scanner.db"
 
 class TokenSettings(Strict):
     symbol: str = Field(min_length=1, max_length=32)
-    address: Address
+    address: WrittenAddress  # as the chain's users write it (checked by the chain's kind)
     decimals: int = Field(ge=0, le=77)
 
 
 class ChainSettings(Strict):
     name: str
+    kind: Literal["evm", "tron"] = "evm"
     chain_id: int = Field(gt=0)
     rpc_urls: list[RpcUrl] = Field(min_length=1)
     ws_url: Annotated[RpcUrl, AfterValidator(check_ws_url)] | None = None  # newHeads wakes ticks
@@ -83,8 +85,23 @@ class ChainSettings(Strict):
                 raise ValueError(f"RPC URL must be http(s): {url}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_default(cls, data: Any) -> Any:
+        """The kind's default finality when neither rule is set (TRON: the solidified block)."""
+        if isinstance(data, dict) and data.get("kind") in ("evm", "tron"):
+            default = kind_of(data["kind"]).default_finality
+            if default and data.get("confirmations") is None and data.get("finality") is None:
+                data = {**data, "finality": default}
+        return data
+
     @model_validator(mode="after")
     def _finality(self) -> ChainSettings:
+        if self.finality in self.kind_rules.refused_tags:
+            raise ValueError(
+                f"finality {self.finality!r} is not answered by a {self.kind} node: use"
+                " 'finalized' or 'confirmations'"
+            )
         if (self.confirmations is None) == (self.finality is None):
             raise ValueError("set exactly one of 'confirmations' or 'finality'")
         if (
@@ -95,10 +112,16 @@ class ChainSettings(Strict):
             raise ValueError("max_reorg_depth must be at least 'confirmations'")
         seen: set[str] = set()
         for token in self.tokens:
-            if token.address in seen:
+            key = self.kind_rules.parse_address(token.address)
+            if key in seen:
                 raise ValueError(f"token {token.address} is listed twice")
-            seen.add(token.address)
+            seen.add(key)
         return self
+
+    @property
+    def kind_rules(self) -> ChainKind:
+        """What the chain's kind changes (:mod:`scanner.core.kinds`)."""
+        return kind_of(self.kind)
 
     @property
     def reorg_depth(self) -> int:

@@ -20,6 +20,19 @@ def address(value: str) -> str:
 
 
 Address = Annotated[str, AfterValidator(address)]
+_WRITTEN = re.compile(r"^(0x[0-9a-fA-F]{40}|41[0-9a-fA-F]{40}|T[1-9A-HJ-NP-Za-km-z]{33})$")
+
+
+def written_address(value: str) -> str:
+    """An address in one of the spellings some chain kind takes: ``0x…`` hex (lower-cased, as
+    before), or TRON's ``41…`` hex and base58 ``T…`` (kept as written; the chain's kind checks
+    that it is its own)."""
+    if not _WRITTEN.match(value):
+        raise ValueError(f"not an address (0x…, 41… or T…): {value!r:.60}")
+    return value.lower() if value.startswith("0x") else value
+
+
+WrittenAddress = Annotated[str, AfterValidator(written_address)]
 
 
 class Strict(BaseModel):

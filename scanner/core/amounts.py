@@ -3,6 +3,7 @@ gateway's address spelling. Money is exact: base units are ints, amounts Decimal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Context, Decimal
 from functools import lru_cache
 from typing import Final
@@ -98,13 +99,22 @@ def normalize_address(text: str) -> str | None:
     return "0x" + body.lower()
 
 
-def parse_payment_fields(address: str, amount: Decimal, decimals: int) -> tuple[str, int]:
+def parse_payment_fields(
+    address: str,
+    amount: Decimal,
+    decimals: int,
+    parse_address: Callable[[str], str] | None = None,
+) -> tuple[str, int]:
     """A gateway row's address and amount → (lower-case address, base units > 0).
 
     Raises ValueError with the reason for an ``invalid_payment`` event: an address that is not
-    20 bytes of hex, an amount that is not positive, or one with more decimal places than the token.
+    20 bytes of hex (or that ``parse_address``, the chain kind's parser, refuses), an amount
+    that is not positive, or one with more decimal places than the token.
     """
-    normalized = normalize_address(address)
+    if parse_address is not None:
+        normalized: str | None = parse_address(address)
+    else:
+        normalized = normalize_address(address)
     if normalized is None:
         raise ValueError(f"address {address!r:.60} is not 20 bytes of hex")
     units = to_base_units(amount, decimals)

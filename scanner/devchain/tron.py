@@ -29,8 +29,9 @@ It follows java-tron 4.8.1's code and 4.8.2's documentation:
 - Reorgs switch only to a longer branch, never below the solidified block.
 
 Test controls (methods of their own, as anvil's ``anvil_*``): ``sim_transfer``, ``sim_mine``,
-``sim_reorg``, ``sim_hideLogs`` (a transaction's logs vanish from ``eth_getLogs`` but stay in
-its receipt: java-tron #4447, #6037, #6384), ``sim_rateLimit``, ``sim_solidDistance``.
+``sim_reorg``, ``sim_token`` (a contract's ``decimals()`` for ``eth_call``), ``sim_hideLogs``
+(a transaction's logs vanish from ``eth_getLogs`` but stay in its receipt: java-tron #4447,
+#6037, #6384), ``sim_rateLimit``, ``sim_solidDistance``.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class TronChain:
         self.pending: list[Tx] = []
         self.solid_distance = solid_distance
         self.rps: float | None = None
+        self.decimals: dict[str, int] = {}  # TRC-20 contracts and their decimals()
         self._window: list[float] = []
         self._tx_seq = 0
         self._fork = 0
@@ -184,17 +186,19 @@ class TronChain:
         self.pending.append(Tx(tx_hash, sender.lower(), (via or token).lower(), logs, success))
         return tx_hash
 
-    def reorg(self, depth: int, length: int) -> list[str]:
+    def reorg(self, depth: int, length: int, keep: bool = True) -> list[str]:
         """Replace the newest ``depth`` blocks with a branch of ``length`` new ones (TRON takes
         only a longer branch); never at or below the solidified block. Their transactions wait
-        for the new branch's first block, as a node's pool keeps them."""
+        for the new branch's first block, as a node's pool keeps them (``keep=False``: the
+        branch never includes them, as when a conflicting transaction won)."""
         if length <= depth:
             raise RpcError(-32602, "a TRON node switches only to a longer branch")
         if self.head.number - depth < self.solid:
             raise RpcError(-32602, "cannot reorganize at or below the solidified block")
         dropped = self.blocks[len(self.blocks) - depth :]
         del self.blocks[len(self.blocks) - depth :]
-        self.pending = [tx for b in dropped for tx in b.txs] + self.pending
+        if keep:
+            self.pending = [tx for b in dropped for tx in b.txs] + self.pending
         self._fork += 1
         return self.mine(length, salt=f"fork-{self._fork}")
 
@@ -461,6 +465,23 @@ def _block_receipts(chain: TronChain, which: Json) -> Json:
     return block_receipts(block)
 
 
+DECIMALS_SELECTOR = "0x313ce567"
+
+
+def _call(chain: TronChain, call: Json, tag: Json) -> Json:
+    """``eth_call`` of ``decimals()`` on a contract ``sim_token`` made; ``0x`` for anything else
+    (a call to an account with no code returns nothing). ``latest`` only, as java-tron
+    (``TronJsonRpcImpl.call``: ``-32602 TAG … not supported`` for another tag)."""
+    if tag != "latest":
+        raise RpcError(-32602, "TAG [earliest | pending | finalized] not supported")
+    to = str(call.get("to", "")).lower()
+    data = str(call.get("data") or call.get("input") or "")
+    contract = "0x" + to.removeprefix("0x")
+    if contract in chain.decimals and data.lower() == DECIMALS_SELECTOR:
+        return _word(chain.decimals[contract])
+    return "0x"
+
+
 def _control(chain: TronChain, name: str, params: list[Json]) -> Json:
     if name == "sim_transfer":
         spec = params[0]
@@ -469,10 +490,13 @@ def _control(chain: TronChain, name: str, params: list[Json]) -> Json:
             success=spec.get("success", True),
             also=[(a, int(v)) for a, v in spec.get("also", [])],
         )  # fmt: skip
+    if name == "sim_token":
+        chain.decimals[str(params[0]).lower()] = int(params[1])
+        return True
     if name == "sim_mine":
         return chain.mine(int(params[0]) if params else 1)
     if name == "sim_reorg":
-        return chain.reorg(int(params[0]), int(params[1]))
+        return chain.reorg(int(params[0]), int(params[1]), bool(params[2]) if params[2:] else True)
     if name == "sim_hideLogs":
         chain.hide_logs(params[0])
         return True
@@ -497,8 +521,9 @@ METHODS: Mapping[str, Method] = {
     "eth_getLogs": lambda c, p: get_logs(c, p[0]),
     "eth_getTransactionReceipt": lambda c, p: _receipt(c, p[0]),
     "eth_getBlockReceipts": lambda c, p: _block_receipts(c, p[0]),
+    "eth_call": lambda c, p: _call(c, p[0], p[1]),
 }
-ARITY = {"eth_getBlockByNumber": 2, "eth_getBlockByHash": 2}
+ARITY = {"eth_getBlockByNumber": 2, "eth_getBlockByHash": 2, "eth_call": 2}
 
 
 def answer_one(chain: TronChain, request: Json) -> Json:
@@ -617,8 +642,12 @@ class TronNode(Anvil):
     def mine(self, count: int = 1) -> list[str]:
         return list(self.rpc("sim_mine", [count]))
 
-    def reorg(self, depth: int, length: int) -> list[str]:
-        return list(self.rpc("sim_reorg", [depth, length]))
+    def token(self, address: str, decimals: int) -> None:
+        """Make ``address`` a TRC-20 contract whose ``decimals()`` answers ``decimals``."""
+        self.rpc("sim_token", [address, decimals])
+
+    def reorg(self, depth: int, length: int, keep: bool = True) -> list[str]:
+        return list(self.rpc("sim_reorg", [depth, length, keep]))
 
     def head(self) -> int:
         return int(self.rpc("eth_blockNumber"), 16)

@@ -245,10 +245,13 @@ class Backfill:
         async with self._transaction() as session:
             limit = self.settings.filter_recipients_max
             watched = await payments.watched_addresses(session, ctx.name, limit)
-            if self.dry_run:  # its one session holds SQLite's connection: no lookups beside it
-                native: NativeWatch = await payments.native_addresses(session, ctx.name)
+            native: NativeWatch = ()
+            if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
+                native = await payments.native_addresses(session, ctx.name)
         if not self.dry_run:
-            native = await native_watch(self.sessions, ctx.name)
+            native = await native_watch(self.sessions, ctx.name, ctx.kind)
+        if watched is not None:  # as matched (TRON: rows written T… or 41… too)
+            watched = ctx.kind.match_keys(watched)
         # an address that is no 20-byte hex (a row the gateway wrote wrong) is paid by no log
         topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
         tokens, reader, sizer = ctx.token_addresses, self.reader, self.sizer

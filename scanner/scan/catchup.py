@@ -222,7 +222,7 @@ async def _report_truncated(
             "catch_up_truncated",
             chain=ctx.name,
             payment_id=str(row.key),
-            address=row.address.lower(),
+            address=ctx.kind.show(row.address),
             from_block=start.block,
             reason=start.truncated,
             detail=start.detail,

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.config import ChainSettings
 from scanner.core import finality
+from scanner.core.kinds import EVM, ChainKind
 from scanner.core.plan import ChainRules
 from scanner.db.locks import chain_xact_lock
 
@@ -54,6 +55,7 @@ class ChainContext:
     native_decimals: int
     tokens: Mapping[str, TokenInfo]
     catch_up_max_blocks: int = 100_000  # how far below the cursor a look-back may start
+    kind: ChainKind = EVM  # what the chain's kind changes (addresses, native coin, limits)
     fence: Fence | None = field(default=None, compare=False, repr=False)
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
@@ -77,6 +79,7 @@ class ChainContext:
             native_decimals=chain.native_decimals,
             tokens=dict(tokens),
             catch_up_max_blocks=chain.catch_up_max_blocks,
+            kind=chain.kind_rules,
         )
 
     def deep_end(self, head: int, tag_block: int | None) -> int:

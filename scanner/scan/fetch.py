@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.core.decode import TRANSFER_TOPIC, hex_hash, hex_quantity, native_transfers
 from scanner.core.finality import timed_blocks
+from scanner.core.kinds import EVM, ChainKind
 from scanner.core.model import Header, Log, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.db import payments
@@ -37,10 +38,14 @@ def watches_none(watched: NativeWatch) -> bool:
     return not callable(watched) and not watched
 
 
-async def native_watch(sessions: async_sessionmaker[AsyncSession], chain: str) -> NativeWatch:
+async def native_watch(
+    sessions: async_sessionmaker[AsyncSession], chain: str, kind: ChainKind = EVM
+) -> NativeWatch:
     """What a scan reads native transfers for: nothing while the chain has no open native-coin
-    payment, else a lookup of each range's recipients (a short read, before the range's
-    transaction), so that no set of the native book is held in memory."""
+    payment (or its kind follows none), else a lookup of each range's recipients (a short read,
+    before the range's transaction), so that no set of the native book is held in memory."""
+    if not kind.native:
+        return ()
     async with sessions() as session:
         if not await payments.any_native_open(session, chain):
             return ()

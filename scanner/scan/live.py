@@ -101,7 +101,7 @@ class ChainScanner:
         self.fence: Callable[[AsyncSession], Awaitable[None]] | None = None
         # Where the head comes from (the app puts a stall watch in front of the reader).
         self.read_head: Callable[[], Awaitable[int]] = reader.head
-        self.tokens = TokenWatch(chain.name, reader, metrics)
+        self.tokens = TokenWatch(chain.name, reader, metrics, chain.kind_rules)
         self._open_counted_at = -OPEN_COUNT_EVERY
         # verify_urls: a second provider checks final credits before payments are confirmed.
         self.verifier: Verifier | None = None
@@ -366,7 +366,7 @@ class ChainScanner:
         return (await self.reader.headers(number, number))[0]
 
     async def _native_watched(self) -> NativeWatch:
-        return await native_watch(self.sessions, self.name)
+        return await native_watch(self.sessions, self.name, self.ctx.kind)
 
     def _progress(self) -> None:
         if self.metrics is not None and self.head >= 0:

@@ -65,7 +65,8 @@ async def load_range(
     orphan_owners = {s.payment_key for s in replaced}
     await _add(session, rows, orphan_owners, mode.locks_rows)
     await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
-    watched = {row.address.lower() for row in rows.values() if isinstance(row.address, str)}
+    written = (row.address for row in rows.values() if isinstance(row.address, str))
+    watched = ctx.kind.match_keys(written)
     decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
     transfers = sorted(
         [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
@@ -247,7 +248,8 @@ async def _candidates(
     window: tuple[datetime, datetime] | None = None
     if times:
         window = (moment(min(times) + ctx.grace), moment(max(times) + ctx.grace))
-    found = await payments.by_address(session, ctx.name, recipients, lock=lock, window=window)
+    forms = ctx.kind.lookup_forms(recipients)  # every spelling a row may hold (TRON: three)
+    found = await payments.by_address(session, ctx.name, forms, lock=lock, window=window)
     return {row.key: row for row in found}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -73,8 +73,11 @@ def parse_row(row: PaymentRow, ctx: ChainContext) -> Holding:
     """The core's view of a followed row; RowInvalid when its address or amount is unusable."""
     token = ctx.token_by_id().get(row.token_id) if row.token_id is not None else None
     decimals = token.decimals if token is not None else ctx.native_decimals
+    if token is None and ctx.kind.native_reason is not None:
+        raise RowInvalid(row.key, ctx.kind.native_reason)
     try:
-        address, amount = parse_payment_fields(row.address, row.amount, decimals)
+        parse = ctx.kind.parse_address
+        address, amount = parse_payment_fields(row.address, row.amount, decimals, parse)
     except ValueError as exc:
         raise RowInvalid(row.key, str(exc)) from None
     payment = Payment(
@@ -106,16 +109,17 @@ def holdings(rows: Iterable[RawPayment], ctx: ChainContext) -> list[Holding]:
 def read_rows(
     rows: Iterable[RawPayment], ctx: ChainContext
 ) -> tuple[list[PaymentRow], dict[Any, str]]:
-    """The followed rows the scanner can use, and why each other one is invalid (by key; rows
-    of a token the chain does not scan are neither)."""
+    """The followed rows the scanner can use, each with its address as matched (lower-case hex),
+    and why each other one is invalid (by key; rows of a token the chain does not scan are
+    neither)."""
     usable: list[PaymentRow] = []
     invalid: dict[Any, str] = {}
     for raw in rows:
         try:
             row = read_row(raw)
             if followed(row, ctx):
-                parse_row(row, ctx)
-                usable.append(row)
+                holding = parse_row(row, ctx)
+                usable.append(replace(row, address=holding.payment.address))
         except RowInvalid as exc:
             invalid[raw.key] = exc.reason
     return usable, invalid

@@ -30,10 +30,11 @@ async def sync_tokens(session: AsyncSession, chain: ChainSettings) -> dict[str, 
     The table is the source of truth: a row with ``enabled = false`` stops that token, and an
     enabled row the configuration does not list is scanned too.
     """
+    kind = chain.kind_rules
     rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
-    stored = {row.address.lower(): row for row in rows}
+    stored = {kind.match_key(row.address): row for row in rows}
     for token in chain.tokens:
-        row = stored.get(token.address)
+        row = stored.get(kind.parse_address(token.address))
         if row is None:
             await session.execute(
                 insert(Token).values(
@@ -55,9 +56,9 @@ async def sync_tokens(session: AsyncSession, chain: ChainSettings) -> dict[str, 
             )
     rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
     tokens, duplicates = by_address(
-        TokenInfo(row.id, row.address.lower(), row.symbol, row.decimals)
+        TokenInfo(row.id, key, row.symbol, row.decimals)
         for row in rows
-        if row.enabled
+        if row.enabled and (key := kind.match_key(row.address)) is not None
     )
     for same in duplicates:
         log.warning(

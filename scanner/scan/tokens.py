@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.chain.reader import ChainReader
-from scanner.core.amounts import normalize_address
+from scanner.core.kinds import EVM, ChainKind
 from scanner.db.payments import raw, stored_key
 from scanner.db.sql import table
 from scanner.errors import RpcError
@@ -44,16 +44,17 @@ class TokenRow:
     info: TokenInfo
 
 
-def parse_token(row: Any) -> TokenRow:
-    """A ``tokens`` row (key, address, symbol, decimals, enabled); ValueError with the reason."""
+def parse_token(row: Any, kind: ChainKind = EVM) -> TokenRow:
+    """A ``tokens`` row (key, address, symbol, decimals, enabled); ValueError with the reason
+    (an address ``kind`` does not take: not 20 bytes of hex, a TRON address's bad checksum)."""
     key, address, symbol, decimals, enabled = row[:5]
     try:
         token_id = key if isinstance(key, UUID) else uuid.UUID(str(key).strip())
     except ValueError:
         raise ValueError(f"id {str(key)!r:.60} is not a uuid") from None
-    normalized = normalize_address(address) if isinstance(address, str) else None
-    if normalized is None:
+    if not isinstance(address, str):
         raise ValueError(f"address {str(address)!r:.60} is not 20 bytes of hex")
+    normalized = kind.parse_address(address)
     if isinstance(decimals, bool) or not isinstance(decimals, int):
         raise ValueError(f"decimals {decimals!r:.20} is not a whole number")
     if not 0 <= decimals <= MAX_DECIMALS:
@@ -84,6 +85,7 @@ class TokenWatch:
     chain: str
     reader: ChainReader
     metrics: Metrics | None = None
+    kind: ChainKind = EVM
     checked: dict[UUID, int] = field(default_factory=dict)  # decimals the contract confirmed
     halted: dict[UUID, tuple[int, str]] = field(default_factory=dict)  # decimals → reason
     reported: set[str] = field(default_factory=set)  # invalid rows already logged
@@ -121,7 +123,7 @@ class TokenWatch:
 
     def _parse(self, row: Any) -> TokenRow | None:
         try:
-            return parse_token(tuple(row[:5]))
+            return parse_token(tuple(row[:5]), self.kind)
         except ValueError as exc:
             self._report(row[0], str(exc))
             return None
@@ -149,7 +151,8 @@ class TokenWatch:
             self._halted_metric(info, False)
             return True
         self.halted[info.id] = (info.decimals, reason)
-        log.error("token_halted", chain=self.chain, token=info.address, reason=reason)
+        shown = self.kind.show(info.address)
+        log.error("token_halted", chain=self.chain, token=shown, reason=reason)
         self._halted_metric(info, True)
         return False
 

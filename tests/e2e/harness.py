@@ -92,7 +92,13 @@ class Harness:
         created = self.now() if created_at is None else created_at
         payment_id = str(uuid.uuid4())
         payment = NewPayment(
-            payment_id, token_id, CHAIN, address, str(amount), created + expires_in, created
+            payment_id,
+            token_id,
+            self.chain_settings.name,
+            address,
+            str(amount),
+            created + expires_in,
+            created,
         )
         async with self.engine.begin() as conn:
             await insert_payments(conn, [payment])
