@@ -50,6 +50,9 @@ log = structlog.get_logger(__name__)
 MAX_BACKOFF = 60.0
 
 
+DEFAULT_BATCH = 100  # requests in one JSON-RPC batch (a kind may allow fewer)
+
+
 def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
     client = RpcClient(
         chain.name,
@@ -58,6 +61,7 @@ def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
         max_response_bytes=chain.rpc_max_response_bytes,
         max_attempts=chain.rpc_max_attempts,
         observer=metrics,
+        batch_size=chain.kind_rules.max_batch or DEFAULT_BATCH,
     )
     return ChainReader(client, recent=chain.reorg_depth)
 

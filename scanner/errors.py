@@ -16,6 +16,7 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     ├── RpcError                    the node answered badly or not at all
     │   ├── RpcTransportError       connection refused, timeout, HTTP 5xx   (transient: retried)
     │   ├── RpcRateLimited          HTTP 429 / "rate limit" codes            (transient: retried)
+    │   │   └── RpcNodeBusy         a node's limiter body (java-tron, HTTP 200) (transient)
     │   ├── RpcResponseError        a JSON-RPC error object                  (not retried)
     │   │   └── RangeTooLarge       getLogs range or result too large: shrink the range
     │   ├── MalformedResponse       not JSON-RPC, or a result of the wrong shape (``kind``;
@@ -153,6 +154,13 @@ class RpcRateLimited(RpcError):
 
     transient = True
     retry_after: float | None = None
+
+
+class RpcNodeBusy(RpcRateLimited):
+    """A node's own limiter refused the request with a body of its own instead of a JSON-RPC
+    answer: java-tron's ``{"Error": "class java.lang.IllegalAccessException : lack of computing
+    resources"}`` with HTTP 200 (TronGrid's balancer, or ``rate.limiter`` in the node's config).
+    A rate limit: retried with backoff, counted under its own label."""
 
 
 class RpcResponseError(RpcError):

@@ -3,6 +3,9 @@
 Pure functions over decoded JSON: no I/O here, so every answer a provider can give is testable
 without a server. :mod:`scanner.chain.rpc` calls them for each HTTP answer.
 
+A body that is no JSON-RPC answer but java-tron's rate limiter (``{"Error": "… lack of computing
+resources"}``, HTTP 200) is RpcNodeBusy, a rate limit.
+
 Mapping of a JSON-RPC error object (first rule that applies):
 
 1. "rate limit" / "too many requests" text, or code 429       → RpcRateLimited (``retry_after``
@@ -34,6 +37,7 @@ from scanner.errors import (
     MalformedResponse,
     RangeTooLarge,
     RpcError,
+    RpcNodeBusy,
     RpcRateLimited,
     RpcResponseError,
     RpcTransportError,
@@ -47,6 +51,7 @@ _NOT_AVAILABLE = re.compile(
     r"unknown block|header not found|block not found|cannot query unfinalized data",
     re.IGNORECASE,
 )
+_BUSY = re.compile(r"lack of computing resources|IllegalAccessException", re.IGNORECASE)
 _PEEK_WINDOW = 65_536
 _PRUNED = re.compile(r"pruned history|history (has been )?pruned", re.IGNORECASE)
 PRUNED_HISTORY = 4444  # EIP-4444: the node no longer keeps the block (geth's history expiry)
@@ -95,6 +100,9 @@ def decode(content: bytes | bytearray, where: Where) -> Any:
 def result_of(envelope: Any, where: Where, params: Any, http_status: int = 200) -> Any:
     """The ``result`` of one response object, or the mapped error it carries."""
     if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
+        busy = node_busy(envelope, where)
+        if busy is not None:
+            raise busy
         shown = _peek(envelope, where.redact)
         raise malformed(where, f"not a JSON-RPC 2.0 response object: {shown}")
     error = envelope.get("error")
@@ -103,6 +111,18 @@ def result_of(envelope: Any, where: Where, params: Any, http_status: int = 200) 
     if "result" not in envelope:
         raise malformed(where, "response has neither result nor error")
     return envelope["result"]
+
+
+def node_busy(body: Any, where: Where) -> RpcNodeBusy | None:
+    """java-tron's rate limiter answers HTTP 200 with ``{"Error": "class java.lang.
+    IllegalAccessException : lack of computing resources"}`` (``RateLimiterServlet``; the body
+    has no ``jsonrpc``, ``id`` or ``error``): a rate limit, not a malformed answer."""
+    if not isinstance(body, dict) or set(body) != {"Error"} or not isinstance(body["Error"], str):
+        return None
+    if not _BUSY.search(body["Error"]):
+        return None
+    detail = where.say(f"the node's limiter refused: {body['Error'][:120]}")
+    return RpcNodeBusy(detail, chain=where.chain, method=where.method)
 
 
 def map_error(error: Any, where: Where, params: Any, http_status: int = 200) -> RpcError:
@@ -192,6 +212,7 @@ def order_batch(answers: Any, ids: Sequence[int], where: Where) -> list[Any]:
 
 _OUTCOMES: tuple[tuple[type[RpcError], str], ...] = (
     (RangeTooLarge, "range_too_large"),
+    (RpcNodeBusy, "node_busy"),
     (RpcRateLimited, "rate_limited"),
     (RpcTransportError, "transport_error"),
     (BlockNotAvailable, "not_available"),

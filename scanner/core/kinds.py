@@ -43,6 +43,7 @@ class ChainKind:
     max_log_range: int | None = None  # blocks in one eth_getLogs (inclusive span + 1)
     max_batch: int | None = None  # requests in one JSON-RPC batch
     cross_check_empty_logs: bool = False  # read receipts when eth_getLogs says nothing
+    case_sensitive: bool = False  # a written address's letter case matters (base58)
 
     @property
     def native(self) -> bool:
@@ -141,6 +142,7 @@ TRON: Final = TronKind(
     max_log_range=5_000,
     max_batch=100,
     cross_check_empty_logs=True,
+    case_sensitive=True,
 )
 _BY_NAME: Final = {kind.name: kind for kind in (EVM, TRON)}
 

@@ -354,12 +354,16 @@ async def native_addresses(session: AsyncSession, chain: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def watched_addresses(session: AsyncSession, chain: str, limit: int) -> set[str] | None:
+async def watched_addresses(
+    session: AsyncSession, chain: str, limit: int, *, as_written: bool = False
+) -> set[str] | None:
     """Every address (lower-case) a payment of ``chain`` uses, whatever its token or state (a
     transfer to any of them is recorded or reported), when there are at most ``limit``; None
-    when there are more. Reads at most ``limit + 1`` distinct entries of ``ix_payments_lookup``."""
+    when there are more. Reads at most ``limit + 1`` distinct entries of ``ix_payments_lookup``.
+    ``as_written``: the addresses as the gateway wrote them (a spelling whose letter case
+    matters, as TRON's base58, cannot be parsed once lower-cased)."""
     p = table("payments")
-    address = func.lower(p.c.address)
+    address = p.c.address if as_written else func.lower(p.c.address)
     stmt = select(address).where(p.c.chain == chain).distinct().limit(limit + 1)
     found = {r[0] for r in await session.execute(stmt) if isinstance(r[0], str)}
     return found if len(found) <= limit else None

@@ -244,7 +244,8 @@ class Backfill:
         are the live scan's catch-up's (their ``seen_at_block`` is NULL)."""
         async with self._transaction() as session:
             limit = self.settings.filter_recipients_max
-            watched = await payments.watched_addresses(session, ctx.name, limit)
+            written = ctx.kind.case_sensitive
+            watched = await payments.watched_addresses(session, ctx.name, limit, as_written=written)
             native: NativeWatch = ()
             if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
                 native = await payments.native_addresses(session, ctx.name)
