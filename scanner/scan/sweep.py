@@ -42,6 +42,7 @@ from scanner.core.reorg import logs_agree
 from scanner.db import cursor, payments
 from scanner.db import sweep as stored
 from scanner.errors import (
+    BlockNotAvailable,
     MalformedResponse,
     PaymentLocked,
     RangeInconsistent,
@@ -152,7 +153,13 @@ class Sweep:
 
     async def _read(self, ctx: ChainContext, start: int, end: int) -> list[Log]:
         """The span's Transfer logs: to the watched addresses alone while there are at most
-        ``filter_recipients_max`` of them, else the tokens' logs whole."""
+        ``filter_recipients_max`` of them, else the tokens' logs whole. Only from a provider
+        whose head covers the span: one behind it answers ``[]`` for blocks it does not have."""
+        head = await self.reader.head()
+        if head < end:
+            raise BlockNotAvailable(
+                f"the sweep's provider is at block {head}, below {end}", block=end
+            )
         async with self.sessions() as session:
             watched = await payments.watched_addresses(session, self.name, self.limit)
         topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]

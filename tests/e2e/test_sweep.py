@@ -245,3 +245,37 @@ async def test_with_the_tokens_logs_read_whole_only_watched_transfers_are_credit
     assert [e["tx_hash"] for e in missed(logs)] == [hidden]
     assert await h.status(alice) == "confirmed"
     assert [t["tx_hash"] for t in await h.transactions()] == [hidden]
+
+
+async def test_a_sweep_provider_behind_the_final_blocks_delays_the_sweep_and_skips_nothing(
+    h: Harness, proxy: FaultProxy
+) -> None:
+    """A replica behind the blocks to sweep answers ``[]`` for them: the sweep waits for one
+    whose head covers them, it never takes that answer as "nothing missing"."""
+    async with FaultProxy(h.chain.url) as second:
+        scanner = await sweeping(h, proxy, verify_urls=[RpcUrl(second.url)])
+        scanner.verifier = Verifier(scanner.settings, h.sessions, metrics=h.metrics)
+        try:
+            alice = await h.create_payment(ALICE, "5")
+            hidden = pay(h, ALICE, 5_000_000)
+            proxy.hide_log(hidden)
+            second.lag(20)
+            await h.scan()
+            h.mine(4)
+            with capture_logs() as logs:
+                await h.scan()
+            assert any(e["event"] == "sweep_delayed" for e in logs)
+            assert (await swept_state(h))[0] < block_of(h, hidden)
+            assert await h.status(alice) == "pending"
+
+            second.lag(0)
+            for _ in range(3):
+                await h.scan()
+                h.mine(1)
+            assert await h.status(alice) == "confirmed"
+            (row,) = await h.transactions(alice)
+            assert row["block_number"] == block_of(h, hidden)
+        finally:
+            await scanner.verifier.aclose()
+            assert scanner.sweep is not None
+            await scanner.sweep.aclose()
