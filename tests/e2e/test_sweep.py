@@ -6,6 +6,8 @@ Both databases.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -279,3 +281,46 @@ async def test_a_sweep_provider_behind_the_final_blocks_delays_the_sweep_and_ski
             await scanner.verifier.aclose()
             assert scanner.sweep is not None
             await scanner.sweep.aclose()
+
+
+async def test_a_sweep_cut_off_mid_read_is_done_once_after_a_restart(
+    h: Harness, proxy: FaultProxy
+) -> None:
+    """The process dies while the sweep's read is under way (the task is cancelled where a
+    kill would stop it): nothing of the sweep was written, and the next process sweeps the
+    same blocks, crediting the transfer once."""
+    async with FaultProxy(h.chain.url) as second:
+        scanner = await sweeping(h, proxy, verify_urls=[RpcUrl(second.url)])
+        alice = await h.create_payment(ALICE, "5")
+        hidden = pay(h, ALICE, 5_000_000)
+        proxy.hide_log(hidden)
+        await h.scan()
+        before, _ = await swept_state(h)
+        h.mine(4)
+        gate = second.hold("eth_getLogs")
+        tick = asyncio.create_task(h.scan())
+        async with asyncio.timeout(10):
+            await gate.wait_reached()
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+        assert scanner.sweep is not None
+        await scanner.sweep.aclose()
+        assert await swept_state(h) == (before, 0) and await h.status(alice) == "pending"
+
+        second.reset()
+        scanner = await sweeping(h, proxy, verify_urls=[RpcUrl(second.url)])
+        scanner.verifier = Verifier(scanner.settings, h.sessions, metrics=h.metrics)
+        try:
+            with capture_logs() as logs:
+                for _ in range(3):
+                    await h.scan()
+                    h.mine(1)
+        finally:
+            await scanner.verifier.aclose()
+            assert scanner.sweep is not None
+            await scanner.sweep.aclose()
+        spans = [(e["from_block"], e["to_block"]) for e in logs if e["event"] == "range_swept"]
+        assert spans[0][0] == before + 1
+        assert len(missed(logs)) == 1 and (await swept_state(h))[1] == 1
+        assert await h.status(alice) == "confirmed" and len(await h.transactions(alice)) == 1
