@@ -13,6 +13,7 @@ Tracebacks never include local variables: they may hold secrets in forms no scru
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -115,7 +116,13 @@ def _output_processors(scrubber: Scrubber, *, as_json: bool, colors: bool) -> li
 
 
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
-    return orjson.dumps(obj, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS).decode()
+    default = kwargs.get("default")
+    try:
+        return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (an 18-decimal token's amount in base units
+        # passes 2**64 at 18.4 tokens): the standard library writes them exactly
+        return json.dumps(obj, default=default, separators=(",", ":"), ensure_ascii=False)
 
 
 def _install_handler(stream: TextIO, formatter: logging.Formatter, level: int) -> None:

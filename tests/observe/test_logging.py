@@ -187,3 +187,15 @@ def test_secret_fragments() -> None:
     assert secret_fragments("https://rpc.example/?apikey=s3cr3t&chain=1") == ["s3cr3t"]
     assert secret_fragments("https://rpc.example/v2/short") == []
     assert secret_fragments("not a url") == []
+
+
+def test_an_amount_beyond_64_bits_is_written_exactly_not_lost() -> None:
+    """An 18-decimal token's amounts in base units pass 2**64 at 18.4 tokens: the record (here
+    the one alert of a finality violation) is written with the exact numbers."""
+    out = configure()
+    log = structlog.get_logger("scanner.test")
+    log.error("finality_violation", amount_received=80 * 10**18, values=[2**256 - 1], n=3)
+    (event,) = lines(out)
+    assert event["event"] == "finality_violation"
+    assert event["amount_received"] == 80 * 10**18
+    assert event["values"] == [2**256 - 1] and event["n"] == 3
