@@ -1,0 +1,109 @@
+"""One schedule from start to verdict: build the world, run the steps, end the faults, let the
+scanner reach the head, read the final chain and the gateway's rows, and check the database and
+the event stream against them (:mod:`tests.sim.check`)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tests.sim.disrupt
+import tests.sim.steps  # noqa: F401
+from scanner.db.engine import engine_for_url
+from tests.sim.check import check_all
+from tests.sim.oracle import FinalChain
+from tests.sim.schedule import Schedule
+from tests.sim.world import CONFIRMATIONS, World, build, cursor_at_head
+
+SETTLE_BOUND = 60.0  # seconds for the cursor to be back at the head once faults stop
+BACKFILL_BOUND = 60.0
+
+
+@dataclass
+class Result:
+    seed: int
+    steps: int
+    injected: Counter[str]
+    payments: int = 0
+    events: int = 0
+    transactions: int = 0
+    reorgs: int = 0
+    catch_up_seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+async def run_schedule(
+    seed: int,
+    db_url: str,
+    workdir: Path,
+    kinds: frozenset[str],
+    *,
+    seconds: float,
+    steps: int | None = None,
+) -> Result:
+    """Run the schedule of ``seed`` for ``seconds`` (or exactly ``steps`` steps)."""
+    engine = engine_for_url(db_url)
+    world = await build(workdir, db_url, engine)
+    schedule = Schedule(world, random.Random(seed), kinds)
+    try:
+        deadline = time.monotonic() + seconds
+        while (schedule.step_no < steps) if steps is not None else (time.monotonic() < deadline):
+            await schedule.step()
+        result = Result(seed, schedule.step_no, schedule.injected, log=schedule.log)
+        if await settle(world, schedule, result):
+            await verdict(world, result)
+        return result
+    finally:
+        world.close()
+        await engine.dispose()
+
+
+async def settle(world: World, schedule: Schedule, result: Result) -> bool:
+    """Faults stop; backfills end; the chain moves past the confirmations; one scanner runs
+    and brings the cursor to the head within the bound (False: it did not)."""
+    schedule.end_faults()
+    fleet = world.fleet
+    started = time.monotonic()
+    while fleet.backfills() and time.monotonic() - started < BACKFILL_BOUND:
+        await _sleep(0.2)
+    for proc in fleet.backfills():
+        result.failures.append(f"{proc.log.name}: not done {BACKFILL_BOUND} s on\n{proc.tail()}")
+    if not fleet.runners():
+        fleet.run()
+    world.chain.mine(CONFIRMATIONS + 1)
+    at_head = True
+    try:
+        result.catch_up_seconds = await cursor_at_head(world, SETTLE_BOUND)
+    except AssertionError as exc:
+        result.failures.append(str(exc))
+        at_head = False
+    result.failures += fleet.stop_all()
+    result.failures += fleet.problems()
+    return at_head
+
+
+async def verdict(world: World, result: Result) -> None:
+    chain = world.chain
+    tokens = list(world.tokens.values())
+    rows = await world.gateway.final_rows()
+    native = {r.address for r in rows if r.token is None}
+    final = FinalChain(
+        head=chain.head(),
+        confirmations=CONFIRMATIONS,
+        timestamps=chain.timestamps(),
+        transfers=(*chain.token_transfers(tokens), *chain.native_transfers(native)),
+    )
+    checked = await check_all(world.engine, rows, final, chain.reorgs, world.gateway.status_edits)
+    result.payments, result.events = checked.payments, checked.events
+    result.transactions, result.reorgs = checked.transactions, len(chain.reorgs)
+    result.failures += checked.failures
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)

@@ -1,0 +1,85 @@
+"""The fault simulation's entry point: ``SIM_SECONDS`` of seeded schedules per database, each
+judged by the oracle; a failure names its seed (see ``tests/sim/__init__.py``)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import migrated_database
+from tests.sim.faults import WEIGHTS, kinds_from_environment
+from tests.sim.run import Result, run_schedule
+
+SECONDS = float(os.environ.get("SIM_SECONDS", "45"))
+SCHEDULE_SECONDS = 60.0  # a long run is a sequence of schedules of about this length
+SEED = os.environ.get("SIM_SEED")
+STEPS = os.environ.get("SIM_STEPS")
+SETUP_AND_SETTLE = 150  # seconds a schedule may take beyond its steps
+
+fresh_database = contextmanager(migrated_database)
+
+
+def summary(backend: str, results: list[Result], kinds: frozenset[str]) -> str:
+    injected: Counter[str] = Counter()
+    for result in results:
+        injected.update(result.injected)
+    lines = [
+        f"fault simulation on {backend}: {len(results)} schedule(s), seeds"
+        f" {[r.seed for r in results]}, {sum(r.steps for r in results)} steps",
+        f"  payments checked {sum(r.payments for r in results)}, transactions"
+        f" {sum(r.transactions for r in results)}, events {sum(r.events for r in results)},"
+        f" reorgs {sum(r.reorgs for r in results)}",
+        "  cursor back at the head after the faults in at most"
+        f" {max((r.catch_up_seconds for r in results), default=0):.1f} s",
+        "  faults injected: " + ", ".join(f"{k} {n}" for k, n in sorted(injected.items())),
+        "  kinds off: " + (", ".join(sorted(set(WEIGHTS) - kinds)) or "-"),
+    ]
+    return "\n".join(lines)
+
+
+def failure(result: Result, backend: str) -> str:
+    shown = "\n".join(result.failures[:40])
+    more = len(result.failures) - 40
+    return (
+        f"the fault simulation failed on {backend}; replay with SIM_SEED={result.seed}"
+        f" SIM_STEPS={result.steps} SCANNER_TEST_BACKENDS={backend}\n{shown}"
+        + (f"\n... and {more} more" if more > 0 else "")
+        + "\nthe schedule's last steps:\n"
+        + "\n".join(result.log[-60:])
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SECONDS + SETUP_AND_SETTLE + 60)
+async def test_every_schedule_ends_as_the_oracle_says(
+    db_backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kinds = kinds_from_environment()
+    seeds = random.Random(int(SEED) if SEED else time.time_ns())
+    results: list[Result] = []
+    deadline = time.monotonic() + SECONDS
+    while not results or (SEED is None and time.monotonic() + SCHEDULE_SECONDS / 2 < deadline):
+        seed = int(SEED) if SEED else seeds.randrange(2**32)
+        workdir = tmp_path / f"schedule-{len(results)}"
+        workdir.mkdir()
+        length = min(SCHEDULE_SECONDS, max(5.0, deadline - time.monotonic()))
+        with fresh_database(db_backend, request, workdir / "scanner.db") as url:
+            result = await run_schedule(
+                seed, url, workdir, kinds, seconds=length, steps=int(STEPS) if STEPS else None
+            )
+        results.append(result)
+        if result.failures:
+            with capsys.disabled():
+                print("\n" + summary(db_backend, results, kinds))
+            pytest.fail(failure(result, db_backend), pytrace=False)
+    with capsys.disabled():
+        print("\n" + summary(db_backend, results, kinds))

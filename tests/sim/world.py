@@ -1,0 +1,123 @@
+"""Everything one schedule runs on: an anvil node with two tokens, a database, the fault proxy
+in front of the node, the ``scanner`` processes and the gateway; and reading the end state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scanner.devchain import DevChain
+from tests.sim.chain import SimChain
+from tests.sim.gateway import Asset, Gateway
+from tests.sim.processes import Fleet
+from tests.support.gateway import token_row_id
+from tests.support.proxy import ThreadedProxy
+from tests.support.settings import CHAIN
+
+CONFIRMATIONS = 4
+MAX_REORG_DEPTH = 12
+CUSTOMERS = 4  # dev accounts 1..4 hold tokens; the last dev account holds none
+MINTED = 10**40
+REVERTING = 6  # addresses whose code reverts: native payments to them always fail
+CHAIN_SETTINGS = f"max_reorg_depth = {MAX_REORG_DEPTH}\nconcurrency = 2"
+
+
+@dataclass
+class World:
+    dev: DevChain
+    chain: SimChain
+    proxy: ThreadedProxy
+    engine: AsyncEngine
+    fleet: Fleet
+    gateway: Gateway
+    customers: list[str]
+    poor: str  # holds ETH for gas, no token
+    tokens: dict[str, str] = field(default_factory=dict)  # symbol -> address
+
+    def close(self) -> None:
+        self.fleet.kill_all()
+        self.proxy.stop()
+        self.dev.close()
+
+
+def start_chain() -> tuple[DevChain, dict[str, str], list[str]]:
+    """A node with USDT (6 decimals) and DAI (18) minted to the customers; automine still on."""
+    dev = DevChain.start()
+    tokens = {
+        "USDT": dev.deploy_token("Tether USD", "USDT", 6),
+        "DAI": dev.deploy_token("Dai", "DAI", 18),
+    }
+    customers = dev.accounts[1 : 1 + CUSTOMERS]
+    for address in tokens.values():
+        for customer in customers:
+            dev.mint(address, customer, MINTED)
+    return dev, tokens, customers
+
+
+async def build(workdir: Path, db_url: str, engine: AsyncEngine) -> World:
+    dev, tokens, customers = start_chain()
+    reverting = ["0x" + f"{0xE0 + n:02x}" * 20 for n in range(REVERTING)]
+    chain = SimChain(dev, keep_snapshots=MAX_REORG_DEPTH + 2, confirmations=CONFIRMATIONS)
+    chain.make_reverting(reverting)
+    chain.start()
+    proxy = ThreadedProxy(dev.url)
+    proxy.start()
+    decimals = {"USDT": 6, "DAI": 18}
+    fleet = Fleet.make(
+        workdir,
+        db_url,
+        proxy.url,
+        [(s, a, decimals[s]) for s, a in tokens.items()],
+        CHAIN_SETTINGS,
+    )
+    fleet.run()
+    assets = await _assets(engine, tokens, decimals, fleet)
+    gateway = Gateway(engine, assets, reverting)
+    await gateway.keep_native_open(chain.timestamp)
+    return World(dev, chain, proxy, engine, fleet, gateway, customers, dev.accounts[-1], tokens)
+
+
+async def _assets(
+    engine: AsyncEngine, tokens: dict[str, str], decimals: dict[str, int], fleet: Fleet
+) -> list[Asset]:
+    """The tokens' rows, once the first scanner has inserted them."""
+    deadline = time.monotonic() + 30
+    while True:
+        async with engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM tokens"))).scalar_one()
+            if count >= len(tokens):
+                ids = {s: await token_row_id(conn, CHAIN, a) for s, a in tokens.items()}
+                break
+        if time.monotonic() > deadline:
+            raise AssertionError("no tokens rows after 30 s:\n" + fleet.procs[0].tail())
+        await asyncio.sleep(0.1)
+    assets = [Asset(s, a, decimals[s], ids[s]) for s, a in tokens.items()]
+    return [*assets, Asset("ETH", None, 18, None)]
+
+
+async def cursor(engine: AsyncEngine) -> int | None:
+    async with engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
+            )
+        ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+async def cursor_at_head(world: World, bound: float) -> float:
+    """Seconds until the stored cursor is at the node's head (which stays put); fails after
+    ``bound``."""
+    started = time.monotonic()
+    head = world.chain.head()
+    while (at := await cursor(world.engine)) != head:
+        if time.monotonic() - started > bound:
+            tails = "\n".join(p.tail() for p in world.fleet.runners())
+            raise AssertionError(f"cursor {at}, head {head}: not back {bound} s on\n{tails}")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
