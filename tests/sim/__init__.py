@@ -30,7 +30,7 @@ Modules: ``chain`` (the node, reorgs, the final chain), ``gateway``, ``processes
 ``steps`` and ``disrupt`` (the steps), ``oracle``, ``check``, ``run`` (one schedule to its
 verdict), ``test_sim`` (the entry point).
 
-Running it: ``pytest tests/sim`` runs ``SIM_SECONDS`` (default 45) of schedules per database;
+Running it: ``pytest tests/sim`` runs ``SIM_SECONDS`` (default 40) of schedules per database;
 ``SIM_SECONDS=1800`` runs long. A failure prints ``SIM_SEED=… SIM_STEPS=…``: set them to replay
 that schedule (same steps; the scanner's timing is the machine's). ``SIM_FAULTS`` picks the
 kinds (:mod:`tests.sim.faults`). Every run ends with a summary: schedules, faults by kind,

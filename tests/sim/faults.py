@@ -49,11 +49,9 @@ WEIGHTS: dict[str, int] = {
 # Kinds whose failures the scanner on main still shows; see the module docstring.
 KNOWN_FAILING: frozenset[str] = frozenset(
     {
-        "outage_long",  # a reorg during a long outage is never found
         "empty_logs",  # logs a node left out: no sweep of final ranges yet
         "malformed_shape",  # a malformed answer crashes the process
         "backfill_window",  # a backfill inside the reorg window trusts its own fork
-        "dry_run",  # a PostgreSQL dry run stalls the live scan
     }
 )
 

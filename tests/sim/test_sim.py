@@ -16,7 +16,7 @@ from tests.conftest import migrated_database
 from tests.sim.faults import WEIGHTS, kinds_from_environment
 from tests.sim.run import Result, run_schedule
 
-SECONDS = float(os.environ.get("SIM_SECONDS", "45"))
+SECONDS = float(os.environ.get("SIM_SECONDS", "40"))
 SCHEDULE_SECONDS = 60.0  # a long run is a sequence of schedules of about this length
 SEED = os.environ.get("SIM_SEED")
 STEPS = os.environ.get("SIM_STEPS")
