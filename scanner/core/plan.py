@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from uuid import UUID
 
@@ -154,10 +154,14 @@ class RangeInput:
     settled: Mapping[UUID, Settled] = field(default_factory=dict)
     #: the transfers' transaction hashes that had ``transactions`` rows when loaded
     stored_hashes: frozenset[str] = frozenset()
+    #: False for a backfill above the live cursor: the blocks between the cursor and its range
+    #: are nobody's yet, so what a payment received there is unknown and no expiry is judged
+    decides_expiry: bool = True
 
     def finality(self, checked: int | None = None) -> Finality:
         at = self.checked if checked is None else checked
-        return self.rules.finality(at, self.tag_block, self.timestamps)
+        found = self.rules.finality(at, self.tag_block, self.timestamps)
+        return found if self.decides_expiry else replace(found, final_timestamp=None)
 
 
 @dataclass(frozen=True, slots=True)

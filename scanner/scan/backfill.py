@@ -125,6 +125,7 @@ class Backfill:
         self.sizer = RangeSizer(chain.batch_size)
         self._dry_session: AsyncSession | None = None
         self._head = -1  # the node's head as the run began
+        self._from = 0  # the run's first block (a split backfill's whole range)
         self._tag: int | None = None  # and its finality tag's block (tag mode)
         # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
         self.worker: str | None = None
@@ -154,6 +155,7 @@ class Backfill:
         which ranges are far below it (:func:`~scanner.core.finality.deep_end`)."""
         self._head = await self.reader.head()
         validate_range(from_block, to_block, self._head)
+        self._from = from_block
         if self.settings.finality is not None:
             self._tag = await self.reader.tag_block(self.settings.finality)
 
@@ -311,6 +313,8 @@ class Backfill:
             below=window,
             checked_floor=floor,
             end_checked=end_checked,
+            # blocks between the live cursor and this run are nobody's yet: no expiry
+            decides_expiry=live is None or floor >= self._from - 1,
         )
         if not self.dry_run:
             await self._advance(session, ctx.name, summary, data)

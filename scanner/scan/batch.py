@@ -11,7 +11,7 @@ transaction; nothing here commits, so a crash anywhere leaves the database as it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,8 +98,10 @@ async def run_range(
     below: Mapping[int, int],
     checked_floor: int = -1,
     end_checked: bool = True,
+    decides_expiry: bool = True,
 ) -> BatchReport:
-    """Load, plan and write one range read from the node."""
+    """Load, plan and write one range read from the node (``decides_expiry``: see
+    :class:`~scanner.core.plan.RangeInput`)."""
     inp, skipped = await load_range(
         session,
         ctx,
@@ -110,7 +112,7 @@ async def run_range(
         checked_floor=checked_floor,
         end_checked=end_checked,
     )
-    plan = plan_range(inp)
+    plan = plan_range(replace(inp, decides_expiry=decides_expiry))
     await write_plan(session, ctx.name, plan)
     return BatchReport.of(plan, logs=len(data.logs), skipped=skipped)
 
