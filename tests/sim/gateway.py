@@ -65,12 +65,13 @@ class Gateway:
 
     async def create(self, rng: random.Random, now: int, life: int) -> Known:
         asset = rng.choice(self.assets)
-        address = "0x" + os.urandom(20).hex()
+        address = f"0x{rng.getrandbits(160):040x}"
         if asset.address is None and self.reverting and rng.random() < 0.15:
             address = self.reverting.pop()
         amount = rng.randrange(10 ** (asset.decimals - 2), 10 ** (asset.decimals + 2))
         created = now - rng.choice((0, 0, rng.randrange(BACKDATE_MAX)))
-        known = Known(str(uuid.uuid4()), asset, address, amount, created + life)
+        payment_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        known = Known(payment_id, asset, address, amount, created + life)
         row = NewPayment(
             known.id,
             asset.token_id,

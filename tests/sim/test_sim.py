@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
+import tempfile
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -43,15 +46,24 @@ def summary(backend: str, results: list[Result], kinds: frozenset[str]) -> str:
     return "\n".join(lines)
 
 
-def failure(result: Result, backend: str) -> str:
+def failure(result: Result, backend: str, workdir: Path) -> str:
     shown = "\n".join(result.failures[:40])
     more = len(result.failures) - 40
+    (workdir / "schedule.log").write_text("\n".join(result.log) + "\n", encoding="utf-8")
+    kept = Path(tempfile.gettempdir()) / "scanner-sim" / f"{backend}-{result.seed}"
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(workdir, kept, ignore=shutil.ignore_patterns("*.db*"))
+    named = {m[:8] for m in re.findall(r"payment ([0-9a-f-]{36})", shown)}
+    story = [line for line in result.log if any(n in line for n in named)]
     return (
         f"the fault simulation failed on {backend}; replay with SIM_SEED={result.seed}"
         f" SIM_STEPS={result.steps} SCANNER_TEST_BACKENDS={backend}\n{shown}"
         + (f"\n... and {more} more" if more > 0 else "")
+        + "\nthe steps that name those payments:\n"
+        + "\n".join(story[-60:])
         + "\nthe schedule's last steps:\n"
-        + "\n".join(result.log[-60:])
+        + "\n".join(result.log[-30:])
+        + f"\nthe whole schedule and every process's log: {kept}"
     )
 
 
@@ -80,6 +92,6 @@ async def test_every_schedule_ends_as_the_oracle_says(
         if result.failures:
             with capsys.disabled():
                 print("\n" + summary(db_backend, results, kinds))
-            pytest.fail(failure(result, db_backend), pytrace=False)
+            pytest.fail(failure(result, db_backend, workdir), pytrace=False)
     with capsys.disabled():
         print("\n" + summary(db_backend, results, kinds))
