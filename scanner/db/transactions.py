@@ -103,15 +103,6 @@ async def any_credited(session: AsyncSession, chain: str, start: int, end: int) 
     return (await session.execute(stmt)).first() is not None
 
 
-async def above(session: AsyncSession, chain: str, number: int) -> list[StoredTx]:
-    """Credited (not orphaned) rows stored for blocks above ``number``."""
-    t = table("transactions")
-    stmt = _stored_select().where(
-        t.c.chain == chain, t.c.block_number > number, t.c.status != "orphaned"
-    )
-    return _stored(await session.execute(stmt))
-
-
 def credits_statement(
     session: AsyncSession, whole: Collection[Any], partial: Collection[Any]
 ) -> Any:

@@ -152,10 +152,19 @@ async def run_edits(
 
 
 async def run_rewind(
-    session: AsyncSession, ctx: ChainContext, *, cursor: int, ancestor: int, tag_block: int | None
+    session: AsyncSession,
+    ctx: ChainContext,
+    *,
+    cursor: int,
+    ancestor: int,
+    tag_block: int | None,
+    whole: bool = False,
 ) -> tuple[BatchReport, int]:
-    """Undo every block above ``ancestor``; the report and how many credits were orphaned."""
-    inp = await load_rewind(session, ctx, old_cursor=cursor, ancestor=ancestor, tag_block=tag_block)
+    """Undo the blocks above ``ancestor`` (:func:`~scanner.scan.load.load_rewind`); the
+    report and how many credits were orphaned."""
+    inp = await load_rewind(
+        session, ctx, old_cursor=cursor, ancestor=ancestor, tag_block=tag_block, whole=whole
+    )
     plan = plan_range(inp)
     await write_plan(session, ctx.name, plan)
     return BatchReport.of(plan), len(inp.orphan)

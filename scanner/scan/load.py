@@ -136,9 +136,14 @@ async def load_rewind(
     old_cursor: int,
     ancestor: int,
     tag_block: int | None,
+    whole: bool = False,
 ) -> RangeInput:
-    """A walk-back to ``ancestor``: the credits above it and the payments holding them."""
-    dropped = await transactions.above(session, ctx.name, ancestor)
+    """A walk-back to ``ancestor``: the credits in the blocks it undoes and the payments
+    holding them. A reorg's walk-back undoes the blocks it stored, up to the cursor: a
+    backfill's credits above it were read from the chain as it is, and are judged by hash when
+    the live scan reads their blocks. ``whole`` (an operator's rewind): every block above."""
+    top = 2**62 if whole else old_cursor
+    dropped = await transactions.in_blocks(session, ctx.name, ancestor + 1, top)
     low = ancestor - ctx.reorg_depth
     timestamps = await cursor.stored_timestamps(session, ctx.name, low, ancestor)
     stored = await cursor.stored_headers(session, ctx.name, ancestor, ancestor)

@@ -52,7 +52,9 @@ async def rewind_chain(
         ctx = ChainContext.from_settings(chain, await sync_tokens(session, chain))
         await stored.delete_blocks_above(session, chain.name, to_block - 1)
         await stored.store_blocks(session, chain.name, [header])
-        outcome = await rewind(session, ctx, cursor=cursor[0], ancestor=to_block, tag_block=None)
+        outcome = await rewind(
+            session, ctx, cursor=cursor[0], ancestor=to_block, tag_block=None, whole=True
+        )
     log.warning(
         "chain_rewound",
         chain=chain.name,

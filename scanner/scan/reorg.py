@@ -74,10 +74,12 @@ async def rewind(
     cursor: int,
     ancestor: int,
     tag_block: int | None,
+    whole: bool = False,
 ) -> ReorgOutcome:
-    """Undo every block above ``ancestor`` inside the caller's transaction."""
+    """Undo the blocks above ``ancestor`` up to ``cursor`` (``whole``: every block above it,
+    a backfill's above the cursor too) inside the caller's transaction."""
     report, orphaned = await run_rewind(
-        session, ctx, cursor=cursor, ancestor=ancestor, tag_block=tag_block
+        session, ctx, cursor=cursor, ancestor=ancestor, tag_block=tag_block, whole=whole
     )
     return ReorgOutcome(
         old_cursor=cursor,

@@ -40,3 +40,34 @@ async def test_a_backfill_above_the_live_cursor_expires_nothing_paid_below_its_r
     assert (await h.payment(paid_below))["amount_received"] == 10
     assert await h.status(unpaid) == "expired"
     assert await h.status(paid_inside) == "confirmed"
+
+
+async def test_a_reorg_below_a_backfill_leaves_the_backfills_credits_on_the_chain_alone(
+    h: Harness,
+) -> None:
+    """The live scan walks back from a reorg at its cursor: what it undoes is the blocks it had
+    stored. A backfill's credits above the cursor were read from the chain as it is now; the
+    live scan judges them by hash when it gets there, and orphans nothing that stayed."""
+    paid = await h.create_payment(ALICE, "10")
+    h.mine(3)  # (the reorg below replaces empty blocks only)
+    await h.scan()
+    live_at = await stored_cursor(h)
+    assert live_at == h.chain.head()
+    h.chain.reorg(2)  # the live scan's two newest blocks are replaced ...
+    h.mine(3)
+    start = h.chain.head() + 1
+    pay(h, ALICE, 10_000_000)  # ... and a transfer lands above them, where a backfill reads
+    h.mine(5)
+    await backfill(small(h), h.sessions, start, h.chain.head())
+    assert await h.status(paid) == "confirmed"
+
+    await h.scan()  # finds the reorg at its cursor, walks back, scans on
+
+    assert await h.status(paid) == "confirmed"
+    assert [e[0] for e in await h.events(paid)] == [
+        "transfer_detected",
+        "status_changed",
+        "status_changed",
+    ]
+    (row,) = await h.transactions(paid)
+    assert row["status"] == "confirmed"
