@@ -47,13 +47,7 @@ WEIGHTS: dict[str, int] = {
 }
 
 # Kinds whose failures the scanner on main still shows; see the module docstring.
-KNOWN_FAILING: frozenset[str] = frozenset(
-    {
-        "empty_logs",  # logs a node left out: no sweep of final ranges yet
-        "malformed_shape",  # a malformed answer crashes the process
-        "backfill_window",  # a backfill inside the reorg window trusts its own fork
-    }
-)
+KNOWN_FAILING: frozenset[str] = frozenset()
 
 DEFAULT_KINDS: frozenset[str] = frozenset(WEIGHTS) - KNOWN_FAILING
 
