@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -81,8 +81,28 @@ def request(id_: int, method: str, params: Sequence[Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
 
 
-def decode(content: bytes | bytearray, where: Where) -> Any:
-    """The body as JSON, or MalformedResponse (not JSON: an HTML error page, a truncated body)."""
+#: What a JSON value costs once parsed (CPython and orjson, measured): an object about 190 bytes,
+#: an array 70, any other value 60 at most (counted by the comma before it); the text itself once.
+_COSTS: Final = ((b"{", 190), (b"[", 70), (b",", 60))
+_MOST_PER_BYTE: Final = 250  # no byte of JSON costs more once parsed
+
+
+def parsed_size(content: bytes | bytearray) -> int:
+    """About how many bytes ``content`` takes once parsed (an estimate from above): a log costs
+    about twice its text, a withdrawal or an access-list entry up to eight times, and
+    ``[{"a":1},…]`` (3 million objects in 24 MB) thirty times."""
+    return len(content) + sum(cost * content.count(char) for char, cost in _COSTS)
+
+
+def decode(content: bytes | bytearray, where: Where, budget: int | None = None) -> Any:
+    """The body as JSON, or MalformedResponse (not JSON: an HTML error page, a truncated body).
+
+    An answer whose parsed form would take more than ``budget`` bytes is not parsed: it is too
+    large (:func:`too_large`), as one beyond the byte cap is."""
+    size = len(content)
+    if budget is not None and size * _MOST_PER_BYTE > budget and parsed_size(content) > budget:
+        detail = f"an answer of {size:,} bytes that would take over {budget:,} once parsed"
+        raise too_large(where, detail)
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:
@@ -181,11 +201,10 @@ def http_error(
     )
 
 
-def too_large(where: Where, limit: int) -> RpcError:
-    """An answer longer than ``limit`` bytes: for ``eth_getLogs`` a RangeTooLarge (the range
-    shrinks, as for a provider's own cap), else a MalformedResponse of kind ``too_large`` (not
-    retried: the same question gets the same answer; a batch is asked in halves)."""
-    detail = f"answer larger than {limit:,} bytes (rpc_max_response_bytes)"
+def too_large(where: Where, detail: str) -> RpcError:
+    """An answer too large to read (``detail`` says how): for ``eth_getLogs`` a RangeTooLarge (the
+    range shrinks, as for a provider's own cap), else a MalformedResponse of kind ``too_large``
+    (not retried: the same question gets the same answer; a batch is asked in halves)."""
     if where.method == "eth_getLogs":
         return RangeTooLarge(where.say(detail), chain=where.chain, method=where.method)
     return malformed(where, detail, "too_large")

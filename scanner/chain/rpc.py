@@ -9,7 +9,9 @@ Bounds: one attempt (connect, send, the whole answer, its parsing) has one deadl
 (``asyncio.timeout``: a node dripping a byte at a time cannot hold it longer), and an answer is
 read as a stream up to ``max_response_bytes``: a longer one is refused without reading on (an
 ``eth_getLogs`` answer as RangeTooLarge, so the range shrinks; a batch is split in two; any other
-as MalformedResponse ``too_large``).
+as MalformedResponse ``too_large``). So is an answer whose parsed form would take more than
+``PARSED_PER_BYTE`` times the cap (JSON of tiny values, ``[{"a":1},…]``, grows thirty-fold once
+parsed; nothing a node sends grows more than eight-fold), estimated before it is parsed.
 
 Failover: the client keeps one active URL; a transport failure (connection refused, timeout,
 HTTP 5xx) or a garbled answer (a truncated body, a batch with items missing) moves it to the
@@ -48,6 +50,7 @@ from scanner.secrets import redact_url, scrub
 T = TypeVar("T")
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a sane provider's largest answer, with room
+PARSED_PER_BYTE = 8  # an answer may take this many times the cap once parsed, no more
 ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-2xx answer's body (an error object)
 
 _HEADERS = {
@@ -131,6 +134,7 @@ class RpcClient:
         self._max_attempts = max_attempts
         self._timeout = timeout
         self._max_bytes = max_response_bytes
+        self._budget = max_response_bytes * PARSED_PER_BYTE
         self._wait = Wait(backoff or Backoff())
         self._batch_size = batch_size
         self._observer: RpcObserver = observer or NullObserver()
@@ -191,7 +195,7 @@ class RpcClient:
 
         async def send(where: Where, url: str) -> Any:
             body = orjson.dumps(jsonrpc.request(next(self._ids), method, params))
-            envelope = jsonrpc.decode(await self._post(url, body, where), where)
+            envelope = jsonrpc.decode(await self._post(url, body, where), where, self._budget)
             result = jsonrpc.result_of(envelope, where, params)
             return parse(result) if parse is not None else result
 
@@ -253,7 +257,7 @@ class RpcClient:
             body = orjson.dumps(
                 [jsonrpc.request(i, m, p) for i, (m, p) in zip(ids, items, strict=True)]
             )
-            answers = jsonrpc.decode(await self._post(url, body, where), where)
+            answers = jsonrpc.decode(await self._post(url, body, where), where, self._budget)
             ordered = jsonrpc.order_batch(answers, ids, where)
             values = _batch_results(ordered, items, where)
             if parse is None:
@@ -369,16 +373,20 @@ async def _read_capped(
     anything); else the body is cut there (an error page: its start says enough)."""
     declared = response.headers.get("content-length", "")
     if refuse and declared.isdecimal() and int(declared) > limit:
-        raise jsonrpc.too_large(where, limit)
+        raise jsonrpc.too_large(where, _longer_than(limit))
     buffer = bytearray()
     async for chunk in response.aiter_bytes():
         buffer += chunk
         if len(buffer) > limit:
             if refuse:
-                raise jsonrpc.too_large(where, limit)
+                raise jsonrpc.too_large(where, _longer_than(limit))
             del buffer[limit:]
             break
     return buffer
+
+
+def _longer_than(limit: int) -> str:
+    return f"answer larger than {limit:,} bytes (rpc_max_response_bytes)"
 
 
 def _batch_results(

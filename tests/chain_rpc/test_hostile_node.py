@@ -20,7 +20,7 @@ from scanner.chain.heads import HeadSubscription, WsBackoff
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.core.ranges import RangeSizer
-from scanner.errors import MalformedResponse, RpcTransportError
+from scanner.errors import MalformedResponse, RangeTooLarge, RpcTransportError
 from scanner.scan.fetch import fetch_logs
 from tests.chain_rpc.conftest import FAST
 from tests.support.hostile import HostileNode, MiB, drip, endless_quantity
@@ -59,6 +59,47 @@ async def test_an_endless_answer_stops_at_the_cap_in_bounded_time_and_memory(
     assert time.monotonic() - started < 10
     assert peak < 16 * MiB  # the cap and a chunk or two, not the answer
     assert len(node.requests) == 1  # not retried: the same question gets the same answer
+
+
+async def test_an_answer_of_millions_of_tiny_objects_is_refused_before_it_is_parsed(
+    node: HostileNode,
+) -> None:
+    """24 MB of ``{"a":1}`` (3 million objects) is under the 64 MiB cap but would take about
+    750 MB once parsed: refused as too large (a getLogs range shrinks), never parsed; a sane
+    answer of the same size is read."""
+    tiny = b"[" + b",".join([b'{"a":1}'] * 3_000_000) + b"]"
+    log = orjson.dumps(
+        {
+            "address": TOKEN,
+            "topics": [HASH, HASH, HASH],
+            "data": HASH,
+            "blockNumber": "0x1",
+            "blockHash": HASH,
+            "transactionHash": HASH,
+            "transactionIndex": "0x0",
+            "logIndex": "0x0",
+            "removed": False,
+        }
+    )
+    sane = b"[" + b",".join([log] * (len(tiny) // len(log))) + b"]"
+    answers = iter([tiny, sane])
+
+    async def logs(request: web.Request, body: Any) -> web.StreamResponse:
+        result = next(answers)
+        return web.Response(body=b'{"jsonrpc":"2.0","id":%d,"result":%s}' % (body["id"], result))
+
+    node.handlers["eth_getLogs"] = logs
+    async with client(node) as rpc:
+        reader = ChainReader(rpc)
+        tracemalloc.start()
+        try:
+            with pytest.raises(RangeTooLarge, match="would take over"):
+                await reader.logs([TOKEN], HASH, 1, 1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 128 * MiB  # the answer's bytes, not 3 million objects
+        assert len(await reader.logs([TOKEN], HASH, 1, 1)) == len(tiny) // len(log)
 
 
 async def test_a_declared_length_above_the_cap_is_refused_before_reading(
