@@ -40,14 +40,15 @@ def clamp(block: int) -> Any:
     return case((column > block, block), else_=column)
 
 
-async def watched_among(session: AsyncSession, chain: str, addresses: Collection[str]) -> set[str]:
-    """The ``addresses`` (lower-case) that some payment of ``chain`` uses, whatever its token or
-    state (``ix_payments_lookup``)."""
-    if not addresses:
+async def watched_among(session: AsyncSession, chain: str, forms: Collection[str]) -> set[str]:
+    """The addresses, as written, of the payments of ``chain`` (whatever their token or state)
+    written in one of ``forms`` (lower-case spellings; ``ix_payments_lookup``)."""
+    if not forms:
         return set()
     p = table("payments")
-    address = func.lower(p.c.address)
-    stmt = select(address).where(p.c.chain == chain, in_strings(session, address, addresses))
+    stmt = select(p.c.address).where(
+        p.c.chain == chain, in_strings(session, func.lower(p.c.address), forms)
+    )
     return {r[0] for r in await session.execute(stmt.distinct()) if isinstance(r[0], str)}
 
 

@@ -126,7 +126,7 @@ class Sweep:
             return None
         start, end = span
         logs = await self._read(ctx, start, end)
-        missing = await self._missing(logs, start, end)
+        missing = await self._missing(ctx, logs, start, end)
         data = await self._blocks(ctx, missing, start, end) if missing else None
         return await self._commit(ctx, tag, start, end, data)
 
@@ -161,19 +161,26 @@ class Sweep:
                 f"the sweep's provider is at block {head}, below {end}", block=end
             )
         async with self.sessions() as session:
-            watched = await payments.watched_addresses(session, self.name, self.limit)
+            watched = await payments.watched_addresses(
+                session, self.name, self.limit, as_written=ctx.kind.case_sensitive
+            )
+        if watched is not None:  # as matched (TRON: rows written T… or 41… too)
+            watched = ctx.kind.match_keys(watched)
         topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
         tokens = ctx.token_addresses
         return await fetch_logs(self.reader, tokens, start, end, self.sizer, to_topics=topics)
 
-    async def _missing(self, logs: Sequence[Log], start: int, end: int) -> list[Log]:
+    async def _missing(
+        self, ctx: ChainContext, logs: Sequence[Log], start: int, end: int
+    ) -> list[Log]:
         """The logs to a watched address whose transfer has no credit stored, in whatever block
         (or only an orphaned one: re-mined in a block the first read left out)."""
         logs = _valid(logs, start, end)
         if not logs:
             return []
         async with self.sessions() as session:
-            watched = await stored.watched_among(session, self.name, recipients_of(logs))
+            forms = ctx.kind.lookup_forms(recipients_of(logs))  # every spelling a row may hold
+            watched = ctx.kind.match_keys(await stored.watched_among(session, self.name, forms))
             ours = [e for e in logs if _recipient(e) in watched]
             have = await stored.stored_keys(session, self.name, {_key(e)[0] for e in ours})
         return [e for e in ours if _key(e) not in have]
