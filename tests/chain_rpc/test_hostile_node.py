@@ -23,7 +23,7 @@ from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse, RangeTooLarge, RpcTransportError
 from scanner.scan.fetch import fetch_logs
 from tests.chain_rpc.conftest import FAST
-from tests.support.hostile import HostileNode, MiB, drip, endless_quantity
+from tests.support.hostile import HostileNode, MiB, answer, drip, endless_quantity
 from tests.support.settings import chain_settings
 
 TOKEN = "0x" + "11" * 20
@@ -86,7 +86,7 @@ async def test_an_answer_of_millions_of_tiny_objects_is_refused_before_it_is_par
 
     async def logs(request: web.Request, body: Any) -> web.StreamResponse:
         result = next(answers)
-        return web.Response(body=b'{"jsonrpc":"2.0","id":%d,"result":%s}' % (body["id"], result))
+        return answer(body, lambda item: result)
 
     node.handlers["eth_getLogs"] = logs
     async with client(node) as rpc:
@@ -136,17 +136,14 @@ async def test_a_getlogs_answer_over_the_cap_shrinks_the_range_until_it_fits(
 ) -> None:
     """More than 8 blocks answer 2 MiB; 8 or fewer an empty list: the range halves and reads."""
 
-    async def logs(request: web.Request, body: Any) -> web.StreamResponse:
-        flt = body["params"][0]
+    def logs(item: dict[str, Any]) -> bytes:
+        flt = item["params"][0]
         blocks = int(flt["toBlock"], 16) - int(flt["fromBlock"], 16) + 1
         if blocks > 8:
-            padding = b"[" + b",".join([b'"' + b"0" * 1000 + b'"'] * 2048) + b"]"
-            return web.Response(
-                body=b'{"jsonrpc":"2.0","id":%d,"result":%s}' % (body["id"], padding)
-            )
-        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": []})
+            return b"[" + b",".join([b'"' + b"0" * 1000 + b'"'] * 2048) + b"]"
+        return b"[]"
 
-    node.handlers["eth_getLogs"] = logs
+    node.handlers["eth_getLogs"] = lambda request, body: asyncio.sleep(0, answer(body, logs))
     sizer = RangeSizer(32)
     async with client(node, max_response_bytes=MiB) as rpc:
         found = await fetch_logs(ChainReader(rpc), [TOKEN], 1, 32, sizer, split=1)
