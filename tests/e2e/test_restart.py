@@ -32,6 +32,7 @@ from tests.support.settings import SCENARIO
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 5
+RUN_WINDOW = 3  # max_reorg_depth of the run: ranges below it read by number, one getLogs each
 WINDOW = 64  # max_reorg_depth of the scenario's chain (3 confirmations: the default)
 WALL_CLOCK = {"created_at", "updated_at", "scanner_rev"}
 
@@ -61,6 +62,7 @@ name = "{CHAIN}"
 chain_id = 31337
 rpc_urls = ["{rpc_url}"]
 confirmations = 3
+max_reorg_depth = {RUN_WINDOW}
 poll_interval = 0.05
 batch_size = {BATCH}
 concurrency = 1
@@ -232,7 +234,7 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
     # The interrupted run: killed while it waits for the logs of the range holding BOB's second
     # transfer, then started again.
     held_range = paid_at[4] // BATCH  # ranges are 0-4, 5-9, ...: one getLogs each, far from head
-    assert head - (held_range * BATCH + BATCH - 1) >= 16
+    assert head - (held_range * BATCH + BATCH - 1) >= RUN_WINDOW
     log = tmp_path / "scanner.log"
     with ThreadedProxy(h.chain.url) as tp:
         gates = [tp.proxy.hold("eth_getLogs") for _ in range(held_range + 1)]
@@ -274,7 +276,7 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
     async with h.engine.begin() as conn:  # forget the scan that only inserted the tokens
         await conn.execute(text("DELETE FROM blocks"))
         await conn.execute(text("DELETE FROM chain_states"))
-    h.scanner = h.make_scanner(batch_size=BATCH, concurrency=1)
+    h.scanner = h.make_scanner(batch_size=BATCH, concurrency=1, max_reorg_depth=RUN_WINDOW)
     scanner: ChainScanner = h.scanner
     await scanner.prepare()
     await scanner.scan_until_head()
