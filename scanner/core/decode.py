@@ -146,6 +146,16 @@ def recipients_of(logs: Sequence[Mapping[str, Any]]) -> set[str]:
     return out
 
 
+def pays_one_of(log: Mapping[str, Any], recipients: Container[str]) -> bool:
+    """Whether a log of three topics or more names one of ``recipients`` (lower-case addresses)
+    as its third (a Transfer's recipient). A third topic that is not 32 bytes of hex raises
+    MalformedResponse: it may be a watched address, garbled, and is never passed over."""
+    topics = log.get("topics")
+    if type(topics) is not list or len(topics) < 3:
+        return False
+    return "0x" + hex_hash(topics[2], "log topic")[26:] in recipients
+
+
 def _not_ours(log: Mapping[str, Any], recipients: Container[str], checked: _Checked) -> str | None:
     """``""`` for a well-shaped Transfer log to an address outside ``recipients`` (pass it
     over), ``"zero_value"`` for such a log of value 0 (count it), None to decode it in full.

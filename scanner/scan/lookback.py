@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from scanner.chain.reader import ChainReader
+from scanner.core.decode import pays_one_of
 from scanner.core.model import Header, Log, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.errors import HistoryUnavailable
@@ -151,11 +152,10 @@ async def token_logs(
             part = topics[i : i + ADDRESS_TOPICS_PER_CALL]
             out.extend(await fetch_logs(reader, [token], start, end, sizer, to_topics=part))
         return out
-    wanted = set(topics)
+    wanted = {a.lower() for a in addresses}
     for a, b in split_range(start, end, WINDOW_RANGE):
         for entry in await fetch_logs(reader, [token], a, b, sizer):
-            entry_topics = entry["topics"]
-            if len(entry_topics) > 2 and entry_topics[2].lower() in wanted:
+            if pays_one_of(entry, wanted):
                 out.append(entry)
     return out
 

@@ -31,12 +31,15 @@ from scanner.core.decode import (
     recipients_of,
 )
 from scanner.core.model import Header
+from scanner.core.ranges import RangeSizer
 from scanner.core.reorg import logs_agree
 from scanner.db.verify import Awaiting
-from scanner.errors import ScannerError
+from scanner.errors import MalformedResponse, ScannerError
 from scanner.scan.fetch import log_blocks
+from scanner.scan.lookback import WHOLE_LOGS_ABOVE, token_logs
 from scanner.scan.verify import _log_problems, _native_problems
 from tests.chain_rpc.conftest import FAST
+from tests.chain_rpc.test_reader_validation import fake_reader
 
 HASH = "0x" + "ab" * 32
 TOKEN = "0x" + "11" * 20
@@ -255,3 +258,20 @@ def test_a_log_that_may_pay_a_watched_address_is_never_passed_over() -> None:
     erc721 = {**LOG, "topics": [TRANSFER_TOPIC, HOLDER, HOLDER, HASH], "data": "0x"}
     result = decode_transfer_logs([erc721], {TOKEN}, _AnyTime())
     assert result.transfers == [] and result.skipped == {"topics": 1}
+
+
+async def test_a_window_read_whole_never_passes_over_a_garbled_recipient() -> None:
+    """The catch-up reads a token's logs whole for many addresses and keeps those that pay one:
+    a recipient topic that is not hex (here over a watched address) is an error, not a skip."""
+    watched = ["0x" + f"{i:040x}" for i in range(1, WHOLE_LOGS_ABOVE + 2)]
+    garbled = {**LOG, "topics": [TRANSFER_TOPIC, HOLDER, "0xZZ" + "00" * 11 + watched[0][2:]]}
+    fine = {**LOG, "topics": [TRANSFER_TOPIC, HOLDER, "0x" + "00" * 12 + watched[1][2:]]}
+
+    def node(logs: list[Any]) -> Callable[[str, list[Any]], Any]:
+        return lambda method, params: "0x100000" if method == "eth_blockNumber" else logs
+
+    async with fake_reader(node([fine])) as reader:
+        assert await token_logs(reader, TOKEN, watched, 1, 10, RangeSizer(10)) == [fine]
+    async with fake_reader(node([garbled, fine])) as reader:
+        with pytest.raises(MalformedResponse, match="log topic"):
+            await token_logs(reader, TOKEN, watched, 1, 10, RangeSizer(10))
