@@ -22,6 +22,7 @@ from bench import common
 from bench.chain import BenchChain
 from bench.database import watched_recipients
 from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.scan.parts import ChainParts
 
 
 @dataclass
@@ -47,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, work: Path) -> Outcome:
     start, end = chain.first_block, chain.head
     async with common.match_setup(chain, match, args, work) as setup:
-        job = Backfill(setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics)
+        job = Backfill(
+            ChainParts(setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics)
+        )
         summary, seconds = await common.measure(lambda: job.run(start, end), args, match)
         counts = await setup.db.counts()
     return Outcome(match, setup.payments, setup.raw, seconds, summary, counts)

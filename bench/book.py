@@ -43,6 +43,7 @@ from scanner.app import make_reader
 from scanner.core.amounts import to_amount
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
 from tests.support.postgres import PG_ADMIN_URL
 from tests.support.settings import SCENARIO, chain_settings
@@ -163,7 +164,7 @@ async def scan(db: BenchDB, job: Job) -> tuple[float, float, int]:
     settings = _settings(job)
     metrics = Metrics()
     reader = make_reader(settings, metrics)
-    scanner = ChainScanner(settings, reader, db.sessions, metrics=metrics)
+    scanner = ChainScanner(ChainParts(settings, reader, db.sessions, metrics=metrics))
     first_range: list[tuple[float, int]] = []
     commit = scanner._commit
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from bench import common
 from bench.chain import BenchChain
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 
 
 @dataclass
@@ -47,7 +48,7 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
     end = chain.head
     async with common.match_setup(chain, match, args, work) as setup:
         scanner = ChainScanner(
-            setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics
+            ChainParts(setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics)
         )
         await scanner.prepare()
         outcome, seconds = await common.measure(scanner.scan_until_head, args, match)

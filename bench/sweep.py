@@ -27,6 +27,7 @@ from scanner.app import make_reader
 from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from scanner.scan.sweep import Sweep
 from tests.support.gateway import NewPayment, insert_payments, token_row_id
 from tests.support.postgres import PG_ADMIN_URL
@@ -78,7 +79,9 @@ async def run_one(
         [("USDT", token, 6)],
         **defaults | {"confirmations": 12, "start_block": first, "sweep": swept},
     )
-    scanner = ChainScanner(settings, make_reader(settings, metrics), db.sessions, metrics=metrics)
+    scanner = ChainScanner(
+        ChainParts(settings, make_reader(settings, metrics), db.sessions, metrics=metrics)
+    )
     sweep_ms: list[float] = []
     try:
         await scanner.prepare()

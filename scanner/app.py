@@ -21,8 +21,9 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, suppress
+from dataclasses import replace
 
 import structlog
 from sqlalchemy import text
@@ -42,6 +43,7 @@ from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
 from scanner.scan.leases import ChainLease, LeaseKeeper
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from scanner.scan.sweep import Sweep
 from scanner.scan.verify import Verifier
 from scanner.scan.writer import ChainWriterLock
@@ -93,29 +95,38 @@ class App:
                 self.keeper = LeaseKeeper(sessions, names, ttl, metrics=self.metrics)
             server = await self._observe_server(sessions, stack)
             self._install_signals()
-            scanners = []
-            for chain in self.settings.chains:
-                reader = make_reader(chain, self.metrics)
-                stack.push_async_callback(reader.client.aclose)
-                scanner = ChainScanner(chain, reader, sessions, metrics=self.metrics)
-                if chain.verify_urls:
-                    scanner.verifier = Verifier(chain, sessions, metrics=self.metrics)
-                    stack.push_async_callback(scanner.verifier.aclose)
-                if chain.sweep:
-                    scanner.sweep = Sweep(chain, reader, sessions, metrics=self.metrics)
-                    stack.push_async_callback(scanner.sweep.aclose)
-                scanners.append(scanner)
-                self.health.register(chain.name, chain.poll_interval, chain.max_lag_blocks)
-                self.metrics.add_chain(chain.name)
-                self._started[chain.name] = asyncio.Event()
+            chains = [self._parts(chain, sessions, stack) for chain in self.settings.chains]
             log.info(
                 "scanner_started",
                 chains=[c.name for c in self.settings.chains],
                 metrics_port=server.port if server else None,
             )
-            await self._supervise(scanners, sessions)
+            await self._supervise(chains, sessions)
         log.info("scanner_stopped")
         return 0
+
+    def _parts(
+        self,
+        chain: ChainSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        stack: AsyncExitStack,
+    ) -> ChainParts:
+        """A chain's reader, verifier and sweep (closed with the app); its loop adds the rest."""
+        reader = make_reader(chain, self.metrics)
+        stack.push_async_callback(reader.client.aclose)
+        parts = ChainParts(chain, reader, sessions, metrics=self.metrics, stopping=self.stop.is_set)
+        if chain.verify_urls:
+            verifier = Verifier(chain, sessions, metrics=self.metrics)
+            stack.push_async_callback(verifier.aclose)
+            parts = replace(parts, verifier=verifier)
+        if chain.sweep:
+            sweep = Sweep(chain, reader, sessions, metrics=self.metrics)
+            stack.push_async_callback(sweep.aclose)
+            parts = replace(parts, sweep=sweep)
+        self.health.register(chain.name, chain.poll_interval, chain.max_lag_blocks)
+        self.metrics.add_chain(chain.name)
+        self._started[chain.name] = asyncio.Event()
+        return parts
 
     async def _observe_server(
         self, sessions: async_sessionmaker[AsyncSession], stack: AsyncExitStack
@@ -151,13 +162,13 @@ class App:
         return server
 
     async def _supervise(
-        self, scanners: list[ChainScanner], sessions: async_sessionmaker[AsyncSession]
+        self, chains: list[ChainParts], sessions: async_sessionmaker[AsyncSession]
     ) -> None:
         async with asyncio.TaskGroup() as group:
             deliver = await self._delivery_worker(sessions)  # its cursors before any scan
             if self.keeper is not None:
                 group.create_task(self.keeper.run())  # stopped below, after the chain loops
-            loops = [group.create_task(self._chain_loop(s, sessions)) for s in scanners]
+            loops = [group.create_task(self._chain_loop(parts)) for parts in chains]
             if deliver is not None:
                 loops.append(group.create_task(deliver.run(self.stop, self.engine)))
             helper = group.create_task(self._notify_ready())
@@ -207,18 +218,16 @@ class App:
         parts = [f"{name}: lag {info.get('lag')}" for name, info in chains.items()]
         return "; ".join(parts) or "no chains"
 
-    async def _chain_loop(
-        self, scanner: ChainScanner, sessions: async_sessionmaker[AsyncSession]
-    ) -> None:
-        structlog.contextvars.bind_contextvars(chain=scanner.name)
+    async def _chain_loop(self, parts: ChainParts) -> None:
+        structlog.contextvars.bind_contextvars(chain=parts.name)
         writer: ChainLease | ChainWriterLock
         if self.keeper is not None:
-            writer = self.keeper.chain(scanner.name)
+            writer = self.keeper.chain(parts.name)
         else:
-            writer = ChainWriterLock(self.settings, scanner.name)
-        scanner.fence = writer.fence
-        heads = self._subscription(scanner.settings)
-        self._watch_head(scanner, heads)
+            writer = ChainWriterLock(self.settings, parts.name)
+        heads = self._subscription(parts.settings)
+        read_head = self._head_reader(parts, heads)
+        scanner = ChainScanner(replace(parts, fence=writer.fence, read_head=read_head))
         backoff = 1.0
         try:
             if heads is not None:
@@ -271,26 +280,27 @@ class App:
             max_message_bytes=min(chain.rpc_max_response_bytes, HEAD_MESSAGE_BYTES),
         )
 
-    def _watch_head(self, scanner: ChainScanner, heads: HeadSubscription | None = None) -> None:
+    def _head_reader(
+        self, parts: ChainParts, heads: HeadSubscription | None
+    ) -> Callable[[], Awaitable[int]]:
         """Heads come through a stall watch; the first one read counts towards READY=1. The
         head read over HTTP is the subscription's watchdog (a quiet one reconnects)."""
-        watch = HeadWatch(scanner.reader, scanner.settings.stall_after, observer=self.metrics)
+        watch = HeadWatch(parts.reader, parts.settings.stall_after, observer=self.metrics)
 
         async def read_head() -> int:
             head = await watch.read()
             if heads is not None:
                 heads.polled(head)
-            self.health.stalled(scanner.name, watch.stalled)
-            self._started[scanner.name].set()
+            self.health.stalled(parts.name, watch.stalled)
+            self._started[parts.name].set()
             return head
 
-        scanner.read_head = read_head
+        return read_head
 
     async def _tick(self, scanner: ChainScanner) -> bool:
         """One tick; True when caught up (so the loop waits a poll interval)."""
         if not scanner.prepared:
             await scanner.prepare()
-        scanner.stopping = self.stop.is_set
         outcome = await scanner.tick()
         await scanner.count_open_payments()  # at most every few seconds
         self.health.ticked(scanner.name, outcome.head, outcome.cursor)

@@ -21,6 +21,7 @@ from scanner.db.models import ChainState, Payment
 from scanner.errors import ConfigError, RpcError, ScannerError
 from scanner.observe.redact import Scrubber
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
+from scanner.scan.parts import ChainParts
 from scanner.scan.split import SplitBackfill
 from scanner.secrets import redact_url
 
@@ -38,7 +39,9 @@ async def backfill(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings)
     reader = make_reader(chain, None)
     try:
-        job = Backfill(chain, reader, make_session_factory(engine), dry_run=args.dry_run)
+        job = Backfill(
+            ChainParts(chain, reader, make_session_factory(engine)), dry_run=args.dry_run
+        )
         if args.job_size is not None:  # several workers share the jobs: each logs its own
             split = SplitBackfill(job, args.job_size, settings.cluster.lease_seconds)
             summary = await split.run(args.from_block, args.to_block)

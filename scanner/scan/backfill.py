@@ -17,17 +17,14 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.chain.reader import ChainReader
-from scanner.config import ChainSettings
 from scanner.core.model import Header
 from scanner.core.plan import BACKFILL, DRY_RUN
-from scanner.core.ranges import RangeSizer, split_range
+from scanner.core.ranges import split_range
 from scanner.db import cursor, jobs, payments, scratch
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import BackfillJobLost, ConfigError
-from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_range, verify_links, verify_stored
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import (
@@ -40,6 +37,7 @@ from scanner.scan.fetch import (
     recipient_topic,
     watches_none,
 )
+from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch_ready
 from scanner.scan.report import report_batch
 from scanner.scan.startup import check_chain_id, sync_tokens
@@ -106,23 +104,10 @@ def validate_range(from_block: int, to_block: int, head: int) -> None:
         raise ConfigError(f"--to-block {to_block} is past the node's head {head}", key="--to-block")
 
 
-class Backfill:
-    def __init__(
-        self,
-        chain: ChainSettings,
-        reader: ChainReader,
-        sessions: async_sessionmaker[AsyncSession],
-        *,
-        metrics: Metrics | None = None,
-        dry_run: bool = False,
-    ) -> None:
-        self.settings = chain
-        self.reader = reader
-        self.sessions = sessions
-        self.metrics = metrics
+class Backfill(OnChain):
+    def __init__(self, parts: ChainParts, *, dry_run: bool = False) -> None:
+        super().__init__(parts, __name__)
         self.dry_run = dry_run
-        self.log = log.bind(chain=chain.name)
-        self.sizer = RangeSizer(chain.batch_size)
         self._dry_session: AsyncSession | None = None
         self._head = -1  # the node's head as the run began
         self._from = 0  # the run's first block (a split backfill's whole range)

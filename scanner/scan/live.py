@@ -10,23 +10,18 @@ height leaves no new block whose parent hash would tell).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
-import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.chain.reader import ChainReader
-from scanner.config import ChainSettings
 from scanner.core.model import Header
 from scanner.core.plan import LIVE
-from scanner.core.ranges import RangeSizer, split_range
+from scanner.core.ranges import split_range
 from scanner.db import cursor as stored
 from scanner.db import payments
 from scanner.db.locks import chain_xact_lock
 from scanner.errors import CursorMoved, PaymentLocked, ReorgDetected
-from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
@@ -38,13 +33,12 @@ from scanner.scan.fetch import (
     native_watch,
     watches_none,
 )
+from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind, stored_window
 from scanner.scan.report import report_batch
 from scanner.scan.startup import prepare_chain
-from scanner.scan.sweep import Sweep
 from scanner.scan.tokens import TokenWatch
-from scanner.scan.verify import Verifier
 
 # The open-payments gauge counts the whole book: at most once this often, between ticks, never
 # as part of one.
@@ -76,42 +70,22 @@ def _cut_near_head(span: tuple[int, int], head: int, near: int) -> list[tuple[in
     return [(start, far), (far + 1, stop)]
 
 
-class ChainScanner:
+class ChainScanner(OnChain):
     """Scans one chain; ``tick`` is one step, ``scan_until_head`` drives it in tests."""
 
-    def __init__(
-        self,
-        chain: ChainSettings,
-        reader: ChainReader,
-        sessions: async_sessionmaker[AsyncSession],
-        *,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.settings = chain
-        self.reader = reader
-        self.sessions = sessions
-        self.metrics = metrics
-        self.sizer = RangeSizer(chain.batch_size)
-        self.log = structlog.get_logger(__name__).bind(chain=chain.name)
+    def __init__(self, parts: ChainParts) -> None:
+        super().__init__(parts, __name__)
         self._ctx: ChainContext | None = None
         self.head = -1
         self.cursor = -1
-        self.stopping: Callable[[], bool] = lambda: False  # checked between ranges
-        # Checked in every writing transaction: raises when this process lost the chain.
-        self.fence: Callable[[AsyncSession], Awaitable[None]] | None = None
-        # Where the head comes from (the app puts a stall watch in front of the reader).
-        self.read_head: Callable[[], Awaitable[int]] = reader.head
-        self.tokens = TokenWatch(chain.name, reader, metrics, chain.kind_rules)
+        self.stopping = parts.stopping
+        self.read_head = parts.read_head or parts.reader.head
+        self.verifier = parts.verifier
+        self.sweep = parts.sweep
+        self.clock = parts.clock
+        self.tokens = TokenWatch(parts.name, parts.reader, parts.metrics, parts.kind)
         self._open_counted_at = -OPEN_COUNT_EVERY
-        # verify_urls: a second provider checks final credits before payments are confirmed.
-        self.verifier: Verifier | None = None
-        # Final ranges read once more, after each tick, for logs a node left out.
-        self.sweep: Sweep | None = None
         self._tag: Header | None = None  # the tick's finality tag block (tag mode)
-
-    @property
-    def name(self) -> str:
-        return self.settings.name
 
     @property
     def prepared(self) -> bool:
@@ -307,9 +281,9 @@ class ChainScanner:
     async def count_open_payments(self) -> None:
         """The open-payments gauge, refreshed at most every OPEN_COUNT_EVERY seconds: a count
         of the whole book, so never part of a tick (the app calls it between ticks)."""
-        if self.metrics is None or time.monotonic() - self._open_counted_at < OPEN_COUNT_EVERY:
+        if self.metrics is None or self.clock() - self._open_counted_at < OPEN_COUNT_EVERY:
             return
-        self._open_counted_at = time.monotonic()
+        self._open_counted_at = self.clock()
         async with self.sessions() as session:
             open_count = await payments.count_open(session, self.name)
         self.metrics.set_open_payments(self.name, open_count)

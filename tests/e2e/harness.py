@@ -21,6 +21,7 @@ from scanner.config import ChainSettings, Settings
 from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
 from tests.support.settings import CHAIN
 
@@ -45,7 +46,7 @@ class Harness:
             self.chain_settings.model_copy(update=overrides) if overrides else self.chain_settings
         )
         return ChainScanner(
-            chain, make_reader(chain, self.metrics), self.sessions, metrics=self.metrics
+            ChainParts(chain, make_reader(chain, self.metrics), self.sessions, metrics=self.metrics)
         )
 
     async def scan(self) -> None:

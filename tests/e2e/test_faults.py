@@ -24,6 +24,7 @@ from scanner.config import Settings
 from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
 from tests.support.gateway import NewPayment, db_id, insert_payments
@@ -58,7 +59,7 @@ async def scan_through(h: Harness, url: str, **overrides: Any) -> ChainScanner:
         backoff=FAST,
     )
     reader = ChainReader(client, recent=chain.reorg_depth)
-    h.scanner = ChainScanner(chain, reader, h.sessions, metrics=h.metrics)
+    h.scanner = ChainScanner(ChainParts(chain, reader, h.sessions, metrics=h.metrics))
     await h.scanner.prepare()
     return h.scanner
 

@@ -17,6 +17,7 @@ from scanner.config import RpcUrl
 from scanner.db.engine import make_session_factory
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from tests.e2e.harness import Harness
 from tests.ops.support import ensure_tokens, insert_payments, snapshot
 from tests.ops.test_backfill_reads import ReadsProxy, assert_same, statuses, token_scenario
@@ -37,7 +38,9 @@ async def scan_via(
     settings = h.chain_settings.model_copy(
         update={**SCAN, **chain, "rpc_urls": [RpcUrl(proxy.url)]}
     )
-    scanner = ChainScanner(settings, make_reader(settings, None), sessions, metrics=Metrics())
+    scanner = ChainScanner(
+        ChainParts(settings, make_reader(settings, None), sessions, metrics=Metrics())
+    )
     try:
         await scanner.prepare()
         await scanner.scan_until_head()

@@ -25,6 +25,7 @@ from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs
 from scanner.db import cursor as stored
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
 from tests.support.metrics import sample
 from tests.support.settings import chain_settings
@@ -284,7 +285,7 @@ async def test_scanner_credits_real_mainnet_transfers(
         await stored.init_cursor(session, CHAIN, FIRST - 1, BLOCKS[FIRST]["parent_hash"])
     metrics = Metrics()
     scanner = ChainScanner(
-        settings, make_reader(settings, metrics), session_factory, metrics=metrics
+        ChainParts(settings, make_reader(settings, metrics), session_factory, metrics=metrics)
     )
     await scanner.prepare()
     gateway = Gateway(engine)

@@ -20,6 +20,7 @@ from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import Backoff, RpcClient
 from scanner.chain.stall import HeadWatch, derived_stall_after
 from scanner.scan.live import ChainScanner
+from scanner.scan.parts import ChainParts
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
 from tests.support.proxy import FaultProxy
@@ -49,7 +50,7 @@ def watched_scanner(
     chain = chain_settings(urls[0], [("USDT", h.token, 6)], rpc_urls=urls)
     client = RpcClient(CHAIN, urls, max_attempts=2, observer=h.metrics, backoff=FAST)
     reader = ChainReader(client)
-    scanner = ChainScanner(chain, reader, h.sessions, metrics=h.metrics)
+    scanner = ChainScanner(ChainParts(chain, reader, h.sessions, metrics=h.metrics))
     watch = HeadWatch(reader, stall_after, observer=h.metrics, clock=clock)
     scanner.read_head = watch.read
     h.scanner = scanner

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.app import make_reader
 from scanner.config import ChainSettings, RpcUrl
 from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.scan.parts import ChainParts
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     RangeProxy,
@@ -51,7 +52,8 @@ async def backfill(
 ) -> BackfillSummary:
     reader = make_reader(chain, None)
     try:
-        return await Backfill(chain, reader, sessions, **options).run(start, end)
+        parts = ChainParts(chain, reader, sessions, metrics=options.pop("metrics", None))
+        return await Backfill(parts, **options).run(start, end)
     finally:
         await reader.client.aclose()
 
@@ -275,7 +277,7 @@ async def test_a_dry_run_holds_no_lock_the_live_scan_or_the_gateway_waits_for(
         gate = proxy.hold_logs_from(hold_from)
         reader = make_reader(chain, None)
         applied: list[int] = []
-        dry = Backfill(chain, reader, h.sessions, dry_run=True)
+        dry = Backfill(ChainParts(chain, reader, h.sessions), dry_run=True)
         task = asyncio.create_task(dry.run(0, head, lambda _, end: applied.append(end)))
         try:
             async with asyncio.timeout(10):

@@ -24,6 +24,7 @@ from scanner.core.decode import TRANSFER_TOPIC
 from scanner.scan import backfill
 from scanner.scan.backfill import Backfill, BackfillSummary, Progress
 from scanner.scan.fetch import TOPICS_PER_CALL, recipient_topic
+from scanner.scan.parts import ChainParts
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     PaymentSpec,
@@ -91,7 +92,7 @@ async def backfill_via(
     settings = h.chain_settings.model_copy(update=update)
     reader = make_reader(settings, None)
     end = h.chain.head() if to_block is None else to_block
-    job = Backfill(settings, reader, sessions)
+    job = Backfill(ChainParts(settings, reader, sessions))
     job.before_commit = before_commit
     try:
         return await job.run(0, end, progress)

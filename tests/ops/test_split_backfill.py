@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.app import make_reader
 from scanner.scan.backfill import Backfill
+from scanner.scan.parts import ChainParts
 from tests.conftest import BACKENDS
 from tests.e2e.harness import Harness
 from tests.ops.support import (
@@ -146,7 +147,7 @@ async def _one_clean_backfill(
     await insert_payments(engine, sc.payments)
     reader = make_reader(h.chain_settings, None)
     try:
-        await Backfill(h.chain_settings, reader, sessions).run(0, head)
+        await Backfill(ChainParts(h.chain_settings, reader, sessions)).run(0, head)
     finally:
         await reader.client.aclose()
     return await snapshot(sessions)

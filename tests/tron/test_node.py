@@ -18,6 +18,7 @@ from scanner.errors import MalformedResponse, RpcNodeBusy, RpcResponseError
 from scanner.observe.metrics import Metrics
 from scanner.scan.backfill import Backfill
 from scanner.scan.fetch import fetch_logs
+from scanner.scan.parts import ChainParts
 from tests.tron.conftest import SENDER, USDT_HEX, TronHarness, customer, tron_settings
 
 WHERE = Where("tron", "eth_blockNumber", "http://node/***", lambda s: s)
@@ -92,7 +93,8 @@ async def test_a_backfill_of_12000_blocks_crosses_the_5000_block_limit(th: TronH
     chain = th.chain_settings.model_copy(update={"batch_size": 12_000})
     reader = make_reader(chain, metrics)
     try:
-        summary = await Backfill(chain, reader, th.sessions, metrics=metrics).run(start, end)
+        parts = ChainParts(chain, reader, th.sessions, metrics=metrics)
+        summary = await Backfill(parts).run(start, end)
     finally:
         await reader.client.aclose()
     assert summary.to_block == end
