@@ -45,7 +45,7 @@ from scanner.errors import (
     RpcError,
     RpcTransportError,
 )
-from scanner.secrets import redact_url, scrub
+from scanner.secrets import key_labels, redact_url, scrub
 
 T = TypeVar("T")
 
@@ -78,10 +78,11 @@ def _guard_httpx_logger() -> None:
 
 
 def _secrets_of(url: str) -> list[str]:
-    """The parts of a URL that may be a key: the URL, path segments, query values, password."""
+    """The parts of a URL that may be a key: the URL, path segments, query values, password,
+    host labels that look like keys."""
     parts = urlsplit(url)
     pieces = [url, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
-    pieces += [parts.username or "", parts.password or ""]
+    pieces += [parts.username or "", parts.password or "", *key_labels(parts.hostname or "")]
     return sorted({p for p in pieces if len(p) >= 8}, key=len, reverse=True)
 
 

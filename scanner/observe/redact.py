@@ -3,8 +3,8 @@
 A :class:`Scrubber` is built from the secret strings the settings list
 (:meth:`scanner.config.Settings.secrets`). Besides each whole secret it also hides the parts
 of a secret URL that are secret on their own, because libraries often print them apart from
-the URL: the password of a database URL, API-key-like path segments and credential query
-values of an RPC URL.
+the URL: the password of a database URL, API-key-like path segments, host labels and
+credential query values of an RPC URL.
 """
 
 from __future__ import annotations
@@ -15,14 +15,27 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from structlog.typing import EventDict, WrappedLogger
 
-from scanner.secrets import redact_url, scrub
+from scanner.secrets import CREDENTIAL_WORD, URL_IN_TEXT, key_labels, redact_url, scrub
 
-# The same shape scanner.secrets looks for; used only when scrub() itself fails.
-_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>]+")
-_CREDENTIAL_KEY = re.compile(r"pass|secret|token|key|auth|sig", re.IGNORECASE)
 _MIN_FRAGMENT = 4  # shorter fragments would blank out ordinary words
 _MIN_KEY_LIKE = 16  # a path segment or query value this long is treated as an API key
 _MAX_DEPTH = 12
+# What a terminal acts on instead of showing: C0 and C1 controls (escape sequences, a carriage
+# return or a newline that starts a fake line), bidi and zero-width marks, lone surrogates.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print for a person: what a terminal would act on is shown escaped
+    (``\\x1b``, ``\\n``, ``\\u202e``), so an answer cannot clear the screen or fake a line."""
+    return _UNPRINTABLE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def secret_fragments(secret: str) -> list[str]:
@@ -38,8 +51,10 @@ def secret_fragments(secret: str) -> list[str]:
     if password:
         found += [password, unquote(password)]
     found += [seg for seg in parts.path.split("/") if len(seg) >= _MIN_KEY_LIKE]
+    host = parts.netloc.rpartition("@")[2]  # as written: the scrubber matches case
+    found += key_labels(host.rpartition(":")[0] if ":" in host else host)
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
-        if len(value) >= _MIN_KEY_LIKE or _CREDENTIAL_KEY.search(key):
+        if len(value) >= _MIN_KEY_LIKE or CREDENTIAL_WORD.search(key):
             found.append(value)
     return [f for f in found if len(f) >= _MIN_FRAGMENT]
 
@@ -86,7 +101,11 @@ class Scrubber:
         except ValueError:  # a URL-looking fragment urllib cannot parse (e.g. a bad port)
             for secret in self._secrets:
                 text = text.replace(secret, "***")
-            return _URL_IN_TEXT.sub("<redacted url>", text)
+            return URL_IN_TEXT.sub("<redacted url>", text)
+
+    def printable(self, text: str) -> str:
+        """``text`` scrubbed and escaped: safe to print for a person (:func:`printable`)."""
+        return printable(self.text(text))
 
     def value(self, value: object, depth: int = 0) -> object:
         """A copy of ``value`` safe to render: containers walked, other objects stringified."""

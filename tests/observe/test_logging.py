@@ -10,7 +10,8 @@ import structlog
 from scanner.config import LoggingSettings
 from scanner.errors import DatabaseError, RpcTransportError
 from scanner.observe.logging import _ScannerHandler, configure_logging
-from scanner.observe.redact import Scrubber, secret_fragments
+from scanner.observe.redact import Scrubber, printable, secret_fragments
+from scanner.secrets import redact_url
 
 DB_PASSWORD = "hunter2-Sup3rSecret"
 API_KEY = "AbCdEf0123456789kEyKeYkEy42"
@@ -199,3 +200,44 @@ def test_an_amount_beyond_64_bits_is_written_exactly_not_lost() -> None:
     assert event["event"] == "finality_violation"
     assert event["amount_received"] == 80 * 10**18
     assert event["values"] == [2**256 - 1] and event["n"] == 3
+
+
+HOST_KEY = "9f3c2a71b8e04d5f9A6c1e2b7d8f0a34"
+READABLE_HOSTS = [
+    "eth-mainnet.g.alchemy.com",
+    "mainnet.infura.io",
+    "still-wandering-river.quiknode.pro",
+    "nd-123-456-789.p2pify.com",
+    "ethereum-rpc.publicnode.com",
+    "polygon-mainnet-archive.example.com",
+    "api-eth-mainnet-1234.example.com",
+    "bsc-dataseed1.binance.org",
+    "127.0.0.1",
+]
+
+
+def test_a_host_label_that_looks_like_a_key_is_hidden_and_known_hosts_stay_readable() -> None:
+    shown = redact_url(f"https://{HOST_KEY}.eth.rpc.rivet.cloud/")
+    assert shown == "https://***.eth.rpc.rivet.cloud"
+    assert redact_url(f"wss://{HOST_KEY.lower()}.eth.ws.rivet.cloud:443") == (
+        "wss://***.eth.ws.rivet.cloud:443"
+    )
+    uuid_label = "3f2b8c1e-1111-4a3b-9c7d-0123456789ab"
+    assert redact_url(f"https://{uuid_label}.example.com") == "https://***.example.com"
+    for host in READABLE_HOSTS:
+        assert redact_url(f"https://{host}:8545") == f"https://{host}:8545"
+    # Printed apart from its URL (a resolver's message), the label is still a secret.
+    url = f"https://{HOST_KEY}.eth.rpc.rivet.cloud"
+    assert secret_fragments(url) == [HOST_KEY]
+    scrubber = Scrubber([url])
+    text = f"cannot resolve {HOST_KEY}.eth.rpc.rivet.cloud; {url}/v1: refused"
+    assert scrubber.text(text) == (
+        "cannot resolve ***.eth.rpc.rivet.cloud; https://***.eth.rpc.rivet.cloud/***: refused"
+    )
+
+
+def test_printable_escapes_what_a_terminal_would_act_on() -> None:
+    hostile = "\x1b[2J\x1b[Hcheck: ok\r\nfake\u202eabc\x85\x00"
+    assert printable(hostile) == ("\\x1b[2J\\x1b[Hcheck: ok\\x0d\\x0afake\\u202eabc\\x85\\x00")
+    assert printable("naïve 日本 — ok\tdone") == "naïve 日本 — ok\\x09done"
+    assert Scrubber([RPC_URL]).printable(f"\x1b]0;{API_KEY}\x07") == "\\x1b]0;***\\x07"
