@@ -2,6 +2,11 @@
 
 Exit codes: 0 done; 1 a runtime failure; 2 bad configuration or usage; 3 the database schema is
 not at this code's revision (behind with migrate_on_start off, or unknown / newer).
+
+Everything printed for a person is scrubbed of secrets and escaped (:func:`printable`): a node's
+or a database's text cannot move the cursor or fake a line. :func:`main` is the last handler: an
+error that is not a :class:`ScannerError` (a bug, a library's surprise) is logged with its
+traceback through the log pipeline (scrubbed, in the log format) and said in one line, exit 1.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
+import structlog
+
 from scanner import __version__
-from scanner.config import Settings, load_settings
+from scanner.config import LoggingSettings, Settings, load_settings
 from scanner.errors import ConfigError, ScannerError
 from scanner.observe.logging import configure_logging
+from scanner.observe.redact import Scrubber, printable
 from scanner.runtime import tune_gc
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SCHEMA = 0, 1, 2, 3
@@ -25,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        print(f"scanner: error: {message}", file=sys.stderr)
+        print(f"scanner: error: {printable(message)}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
 
 
@@ -116,13 +124,18 @@ def _migrate_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     rev.add_argument("--autogenerate", action="store_true")
 
 
-_secrets: list[str] = []  # the settings' secrets, for scrubbing the last error message
+class _Edge:
+    """What the last handler needs: the settings' secrets, whether logging is set up."""
+
+    secrets: tuple[str, ...] = ()
+    logging = False
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(getattr(args, "config", None))
-    _secrets[:] = settings.secrets()
+    _Edge.secrets = tuple(settings.secrets())
     configure_logging(settings.logging, secrets=settings.secrets())
+    _Edge.logging = True
     return settings
 
 
@@ -208,12 +221,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         current = migrate.current(settings)
         head = migrate.head_revision()
         label = "(head)" if current == head else f"(head is {head})"
-        print(f"{current or '<none>'} {label}")
+        print(printable(f"{current or '<none>'} {label}"))
     elif args.action == "history":
         for line in migrate.history(settings):
-            print(line)
+            print(printable(line))
     elif args.action == "revision":
-        print(migrate.revision(settings, args.message, args.autogenerate))
+        print(printable(migrate.revision(settings, args.message, args.autogenerate)))
     return EXIT_OK
 
 
@@ -235,13 +248,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ScannerError as exc:
-        _fail(exc)
+        _say(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last handler: nothing leaves unscrubbed or as a bare traceback
+        return _crashed(exc)
 
 
-def _fail(exc: ScannerError) -> None:
-    from scanner.observe.redact import Scrubber
+def _say(message: str) -> None:
+    print(f"scanner: {Scrubber(_Edge.secrets).printable(message)}", file=sys.stderr)
 
-    print(f"scanner: {Scrubber(_secrets).text(str(exc))}", file=sys.stderr)
+
+def _crashed(exc: Exception) -> int:
+    """An unexpected error: its traceback through the log pipeline, one line on stderr."""
+    if not _Edge.logging:
+        configure_logging(LoggingSettings(), secrets=_Edge.secrets)
+        _Edge.logging = True
+    first = _first_leaf(exc)
+    structlog.get_logger(__name__).error(
+        "command_crashed", error=type(first).__name__, message=str(first), exc_info=exc
+    )
+    _say(f"unexpected {type(first).__name__}: {first} (details in the log: command_crashed)")
+    return EXIT_FAILURE
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first error inside exception groups (a TaskGroup's), else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -19,7 +19,7 @@ from scanner.db.errors import translated
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.db.models import ChainState, Payment
 from scanner.errors import ConfigError, RpcError, ScannerError
-from scanner.observe.redact import Scrubber
+from scanner.observe.redact import Scrubber, printable
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
 from scanner.scan.parts import ChainParts
 from scanner.scan.split import SplitBackfill
@@ -209,7 +209,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     table = [headers] + [["-" if r[h] is None else _cell(r[h]) for h in headers] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+        print(printable("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row))))
 
 
 def _cell(value: Any) -> str:
@@ -220,15 +220,21 @@ def _cell(value: Any) -> str:
 
 
 async def check(settings: Settings) -> int:
-    """Validate everything that can be checked without scanning; exit 1 if anything is wrong."""
+    """Validate everything that can be checked without scanning; exit 1 if anything is wrong.
+    Every line is escaped (each problem was scrubbed where it was found): what a node or the
+    database said is shown, never acted on by the terminal."""
     problems: list[str] = []
-    print(f"config: ok ({settings.config_file or 'no file'}; {len(settings.chains)} chain(s))")
+    print(
+        printable(
+            f"config: ok ({settings.config_file or 'no file'}; {len(settings.chains)} chain(s))"
+        )
+    )
     problems += await _check_database(settings)
     stored = await _stored_tokens(settings) if not problems else {}
     for chain in settings.chains:
         problems += await _check_chain(settings, chain, stored.get(chain.name, {}))
     for problem in problems:
-        print(f"problem: {problem}")
+        print(f"problem: {printable(problem)}")
     print("check: ok" if not problems else f"check: {len(problems)} problem(s)")
     return 0 if not problems else 1
 
@@ -261,7 +267,7 @@ async def _check_chain(
                 f"{chain.name}: {shown} serves chain id {actual}, config says {chain.chain_id}"
             )
         else:
-            print(f"{chain.name}: {shown}: ok (chain id {actual}, head {head})")
+            print(printable(f"{chain.name}: {shown}: ok (chain id {actual}, head {head})"))
     return problems
 
 
@@ -322,7 +328,7 @@ async def _check_database(settings: Settings) -> list[str]:
             f"database {shown}: schema at {rev or '<none>'}, code expects {head} "
             "(run `scanner migrate upgrade`)"
         ]
-    print(f"database {shown}: ok (schema {rev})")
+    print(printable(f"database {shown}: ok (schema {rev})"))
     return []
 
 

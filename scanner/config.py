@@ -28,7 +28,14 @@ from pydantic import (
     model_validator,
 )
 
-from scanner.config_types import CHAIN_NAME, RpcUrl, Strict, WrittenAddress, check_ws_url
+from scanner.config_types import (
+    CHAIN_NAME,
+    RpcUrl,
+    Strict,
+    WrittenAddress,
+    check_url,
+    check_ws_url,
+)
 from scanner.core.kinds import ChainKind, kind_of
 from scanner.errors import ConfigError
 from scanner.secrets import redact_url
@@ -81,8 +88,7 @@ class ChainSettings(Strict):
     @classmethod
     def _urls(cls, value: list[RpcUrl]) -> list[RpcUrl]:
         for url in value:
-            if not url.get_secret_value().startswith(("http://", "https://")):
-                raise ValueError(f"RPC URL must be http(s): {url}")
+            check_url(url, "RPC URL")
         return value
 
     @model_validator(mode="before")
@@ -186,9 +192,7 @@ class WebhookSettings(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: RpcUrl) -> RpcUrl:
-        if not value.get_secret_value().startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http(s): {value}")
-        return value
+        return check_url(value, "webhook URL")
 
     @model_validator(mode="after")
     def _secret(self) -> WebhookSettings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
 
@@ -46,7 +47,23 @@ class RpcUrl(SecretStr):
         return redact_url(self.get_secret_value())
 
 
-def check_ws_url(url: RpcUrl) -> RpcUrl:
-    if not url.get_secret_value().startswith(("ws://", "wss://")):
-        raise ValueError(f"ws_url must be ws:// or wss://: {url}")
+_SCHEMES = {"http(s)": ("http://", "https://"), "ws:// or wss://": ("ws://", "wss://")}
+
+
+def check_url(url: RpcUrl, what: str, schemes: str = "http(s)") -> RpcUrl:
+    """``url`` if its scheme is one of ``schemes``, it names a host, and any port is 0-65535."""
+    value = url.get_secret_value()
+    if not value.startswith(_SCHEMES[schemes]):
+        raise ValueError(f"{what} must be {schemes}: {url}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port out of range or not a number)
+    except ValueError as exc:
+        raise ValueError(f"{what} {url}: {exc}") from None
+    if not parts.hostname:
+        raise ValueError(f"{what} {url} names no host")
     return url
+
+
+def check_ws_url(url: RpcUrl) -> RpcUrl:
+    return check_url(url, "ws_url", "ws:// or wss://")

@@ -24,7 +24,7 @@ from scanner.deliver.message import body, headers, iso_utc, payment_text
 from scanner.deliver.sender import Sender
 from scanner.deliver.worker import Endpoint, endpoints, utc_now
 from scanner.errors import ConfigError, ScannerError
-from scanner.observe.redact import Scrubber
+from scanner.observe.redact import Scrubber, printable
 from scanner.secrets import redact_url
 
 COLUMNS = ("delivery_id", "endpoint", "event_id", "type", "status", "attempts", "last_status")
@@ -93,7 +93,7 @@ async def list_command(settings: Settings, status: str | None, limit: int, *, as
     table = [headers_] + [["-" if r[h] is None else str(r[h]) for h in headers_] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers_))]
     for line in table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        print(printable("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip()))
     return 0
 
 
