@@ -235,8 +235,7 @@ class App:
             while not self.stop.is_set():
                 try:
                     if not await writer.acquire():
-                        self.health.standby(scanner.name)
-                        self._started[scanner.name].set()
+                        self._not_held(scanner.name, writer)
                         # look again as often as leases change hands, not only every poll
                         lease_step = self.settings.cluster.lease_seconds / 4
                         await self._sleep(min(scanner.settings.poll_interval, lease_step))
@@ -262,6 +261,15 @@ class App:
             if heads is not None:
                 await heads.aclose()
             await writer.release()
+
+    def _not_held(self, chain: str, writer: ChainLease | ChainWriterLock) -> None:
+        """A standby only while another live instance holds the chain (then READY=1 need not
+        wait for it); a chain nobody holds yet is not ready until this instance scans it."""
+        if writer.held_elsewhere():
+            self.health.standby(chain)
+            self._started[chain].set()
+        else:
+            self.health.unheld(chain)
 
     @staticmethod
     def _until_poll(scanner: ChainScanner, started: float) -> float:

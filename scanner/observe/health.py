@@ -128,14 +128,25 @@ class Health:
         state = self._chain(chain)
         state.since = self._clock()
         state.failing = self._scrubber.text(reason)
+        state.standby = False  # it tried to scan: the chain is this instance's, not another's
 
     def standby(self, chain: str) -> None:
-        """The chain's loop went round without scanning: another process holds the chain. Alive
-        (a restart would not help) and ready: a standby is healthy, the holder reports the chain's
-        progress (``scanner status`` shows who holds it)."""
+        """The chain's loop went round without scanning: another live process holds the chain.
+        Alive (a restart would not help) and ready: a standby is healthy, the holder reports the
+        chain's progress (``scanner status`` shows who holds it)."""
         state = self._chain(chain)
         state.since = self._clock()
         state.standby = True
+
+    def unheld(self, chain: str) -> None:
+        """The chain's loop went round without scanning, and no other live instance holds the
+        chain either (this one has not claimed it yet, or it is between holders). Alive; not a
+        standby: not ready before its first tick, nor once no tick has done its work for the
+        staleness bound."""
+        state = self._chain(chain)
+        state.since = self._clock()
+        state.standby = False
+        state.failing = "no live instance holds the chain"
 
     def stalled(self, chain: str, reason: str | None) -> None:
         """Every RPC URL of the chain is stalled (``reason``), or not any more (``None``).

@@ -66,6 +66,7 @@ class LeaseKeeper:
         self.pid = os.getpid()
         self._clock = clock
         self._held: set[str] = set()
+        self._elsewhere: set[str] = set()  # chains another live instance held at the last beat
         self._valid_until = 0.0
         self._done = asyncio.Event()
         offset = int(hashlib.sha256(self.instance.encode()).hexdigest(), 16) % max(len(chains), 1)
@@ -75,6 +76,11 @@ class LeaseKeeper:
     def holds(self, chain: str) -> bool:
         """Whether this instance may scan the chain now (its last renewal is recent enough)."""
         return chain in self._held and self._clock() < self._valid_until
+
+    def held_elsewhere(self, chain: str) -> bool:
+        """Whether another live instance held the chain at the last heartbeat (before the
+        first one, nobody is known to: the chain is not this instance's yet, nor a standby's)."""
+        return chain in self._elsewhere
 
     def drop(self, chain: str) -> bool:
         """The fence found the chain gone: forget it. True when it was thought held."""
@@ -122,6 +128,14 @@ class LeaseKeeper:
             if chain not in self._held and await self._claim(chain):
                 self._held.add(chain)
                 log.info("chain_lease_acquired", chain=chain, instance=self.instance)
+        await self._look_around()
+
+    async def _look_around(self) -> None:
+        """Which chains other live instances hold now (this instance waits for those as a
+        standby; a chain nobody holds is one it is about to claim, or a gap, not a standby)."""
+        async with self.sessions() as session:
+            held = await leases.holders(session)
+        self._elsewhere = {c for c, h in held.items() if h.instance != self.instance}
 
     async def _claim(self, chain: str) -> bool:
         async with self.sessions() as session, session.begin():
@@ -159,7 +173,7 @@ class ChainLease:
         held = self.keeper.holds(self.chain)
         if held and not self._was_held:
             self._elsewhere_logged = False
-        elif not held and not self._elsewhere_logged:
+        elif not held and not self._elsewhere_logged and self.held_elsewhere():
             self._elsewhere_logged = True
             log.info("chain_held_elsewhere", chain=self.chain)
         self._was_held = held
@@ -177,6 +191,10 @@ class ChainLease:
                 " nothing written",
                 chain=self.chain,
             )
+
+    def held_elsewhere(self) -> bool:
+        """After a refused :meth:`acquire`: another live instance holds the chain."""
+        return self.keeper.held_elsewhere(self.chain)
 
     async def lost(self, reason: str) -> None:
         if self.keeper.drop(self.chain):

@@ -75,6 +75,10 @@ class ChainWriterLock:
             _sqlite_second_process(self.path)
         return got
 
+    def held_elsewhere(self) -> bool:
+        """After a refused :meth:`acquire`: another process holds the lock file (a standby)."""
+        return not self._held
+
     def _flock(self) -> bool:
         assert self.path is not None
         held = _HELD_FILES.get(self.path)

@@ -106,3 +106,26 @@ async def test_a_frozen_holder_loses_its_chains_and_its_commits_are_fenced(
     lost = sorted(e["chain"] for e in logs if e["event"] == "chain_lease_lost")
     assert lost == mine
     assert not any(frozen.holds(n) for n in CHAINS)
+
+
+async def test_a_chain_is_held_elsewhere_only_while_another_live_instance_holds_it(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """What makes a chain loop a standby: not a claim this instance has not made yet, but a live
+    lease of another instance."""
+    a, b = keeper(session_factory), keeper(session_factory)
+    assert not any(a.held_elsewhere(n) or b.held_elsewhere(n) for n in CHAINS)  # before a beat
+    await a.beat()
+    assert not any(a.held_elsewhere(n) for n in CHAINS)  # its own, all five
+    await b.beat()  # two live: a holds all five, nothing free for b yet
+    assert all(b.held_elsewhere(n) and not b.holds(n) for n in CHAINS)
+    await a.beat()  # hands c4 and c5 over
+    assert not a.held_elsewhere("c4")  # handed over: nobody's until b claims it
+    await b.beat()  # claims them
+    await a.beat()  # sees it
+    assert [n for n in CHAINS if b.held_elsewhere(n)] == ["c1", "c2", "c3"]
+    assert [n for n in CHAINS if a.held_elsewhere(n)] == ["c4", "c5"]
+    async with session_factory() as session, session.begin():
+        await leases.leave(session, b.instance)  # b is gone: its chains are nobody's
+    await a.beat()
+    assert not any(a.held_elsewhere(n) for n in CHAINS)

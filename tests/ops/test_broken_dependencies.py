@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,8 @@ from tests.conftest import BACKENDS
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     NotifyListener,
+    ScannerProcess,
+    http_get,
     json_lines,
     run_cli,
     scanner_env,
@@ -29,6 +31,7 @@ from tests.ops.support import (
     write_config,
 )
 from tests.support.hostile import HostileNode, drip
+from tests.support.proxy import FaultProxy, ThreadedProxy
 
 pytestmark = pytest.mark.slow
 SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -205,3 +208,45 @@ async def test_check_against_a_node_dripping_its_answers_ends_within_rpc_timeout
     (problem,) = [ln for ln in check.stdout.splitlines() if ln.startswith("problem: anvil")]
     assert "eth_chainId" in problem and "no whole answer within 5 s" in problem
     assert RPC_SECRET not in check.stdout + check.stderr
+
+
+# What a node whose every answer fails can say (a revoked key, a broken provider), and the words
+# of the chain_error each one causes.
+REFUSALS: list[tuple[str, Callable[[FaultProxy], object]]] = [
+    ("HTTP 401", lambda p: p.fail_http("*", 401, body=b"invalid api key")),
+    ("HTTP 500", lambda p: p.fail_http("*", 500)),
+    ("not JSON", lambda p: p.malformed("*")),
+    ("project id revoked", lambda p: p.rpc_error("*", "project id revoked")),
+]
+
+
+def test_run_with_a_node_refusing_every_answer_is_never_ready(db_url: str, tmp_path: Path) -> None:
+    """The chain never scans: ``/readyz`` says so (not a standby: no other instance holds the
+    chain, on PostgreSQL as on SQLite), whatever the node answers, for as long as it runs."""
+    tp = ThreadedProxy("http://127.0.0.1:1")  # nothing is forwarded: every answer is a fault
+    tp.start()
+    port = free_port()
+    config = write_config(
+        tmp_path / "scanner.toml", f"{tp.url}/v3/{RPC_SECRET}", TOKENS, metrics_port=port
+    )
+    try:
+        with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
+            for words, refuse in REFUSALS:
+                tp.proxy.reset()
+                refuse(tp.proxy)
+                wait_until(lambda w=words: _chain_errors(proc, w), 40, what=words)
+                status, body = http_get(f"http://127.0.0.1:{port}/readyz")
+                ready = json.loads(body)
+                chain = ready["chains"]["anvil"]
+                assert status == 503 and ready["ready"] is False, (words, body)
+                assert chain["standby"] is False and chain["ticks"] == 0, (words, body)
+                (reason,) = ready["reasons"]  # not scanned yet, then no tick done for N s
+                assert reason.startswith("chain anvil: no"), (words, body)
+            assert proc.poll() is None and RPC_SECRET not in proc.err()
+    finally:
+        tp.stop()
+
+
+def _chain_errors(proc: ScannerProcess, words: str) -> list[dict[str, object]]:
+    events = json_lines(proc.err())
+    return [e for e in events if e.get("event") == "chain_error" and words in str(e["message"])]
