@@ -150,6 +150,10 @@ class MetricsSettings(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    # Connections open at once (the oldest idle one makes room), and seconds a connection has to
+    # send its request header: idle connections cannot use up the process's file descriptors.
+    max_connections: int = Field(default=64, ge=1, le=4096)
+    header_timeout: float = Field(default=5.0, gt=0, le=300)
 
 
 class ClusterSettings(Strict):

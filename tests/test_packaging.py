@@ -246,7 +246,7 @@ _UNIT_DIRECTIVES = """
     ProtectKernelModules=yes ProtectKernelLogs=yes ProtectControlGroups=yes ProtectClock=yes
     ProtectHostname=yes RestrictNamespaces=yes LockPersonality=yes MemoryDenyWriteExecute=yes
     RestrictRealtime=yes RestrictSUIDSGID=yes SystemCallArchitectures=native
-    SystemCallFilter=@system-service CapabilityBoundingSet= UMask=0077
+    SystemCallFilter=@system-service CapabilityBoundingSet= UMask=0077 LimitNOFILE=16384
 """
 UNIT_DIRECTIVES = _UNIT_DIRECTIVES.split()
 

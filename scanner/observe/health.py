@@ -21,6 +21,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from scanner.config import MetricsSettings
+from scanner.observe.guard import GuardedServer
 from scanner.observe.metrics import Metrics
 from scanner.observe.redact import Scrubber
 
@@ -202,7 +203,8 @@ class ObserveServer:
     """``GET /metrics``, ``/healthz`` and ``/readyz`` on ``settings.host:settings.port``.
 
     Port 0 picks a free port; :attr:`port` tells which once started. Whether to run the server
-    at all when ``settings.enabled`` is false is the caller's choice.
+    at all when ``settings.enabled`` is false is the caller's choice. Connections are capped and
+    must send their request header in time (:class:`~scanner.observe.guard.GuardedServer`).
     """
 
     def __init__(
@@ -219,7 +221,7 @@ class ObserveServer:
         self._health = health
         self._db_check = db_check
         self._shutdown_timeout = shutdown_timeout
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self._port: int | None = None
 
     @property
@@ -231,12 +233,21 @@ class ObserveServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(
-            self._app(), access_log=None, shutdown_timeout=self._shutdown_timeout
+        server = GuardedServer(
+            self._route,
+            max_connections=self._settings.max_connections,
+            header_timeout=self._settings.header_timeout,
         )
+        runner = web.ServerRunner(server, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._settings.host, self._settings.port).start()
+            # asyncio accepts up to ``backlog`` connections at a time before the cap sees any
+            await web.TCPSite(
+                runner,
+                self._settings.host,
+                self._settings.port,
+                backlog=self._settings.max_connections,
+            ).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -255,21 +266,23 @@ class ObserveServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def _app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", self._get_metrics)
-        app.router.add_get("/healthz", self._get_healthz)
-        app.router.add_get("/readyz", self._get_readyz)
-        return app
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        pages = {"/metrics": self._get_metrics, "/healthz": self._get_healthz}
+        page = self._get_readyz if request.path == "/readyz" else pages.get(request.path)
+        if page is None:
+            return web.Response(status=404, text="404: Not Found")
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, headers={"Allow": "GET, HEAD"})
+        return await page(request)
 
-    async def _get_metrics(self, request: web.Request) -> web.Response:
+    async def _get_metrics(self, request: web.BaseRequest) -> web.Response:
         body, content_type = self._metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    async def _get_healthz(self, request: web.Request) -> web.Response:
+    async def _get_healthz(self, request: web.BaseRequest) -> web.Response:
         ok, body = self._health.healthy()
         return web.json_response(body, status=200 if ok else 503)
 
-    async def _get_readyz(self, request: web.Request) -> web.Response:
+    async def _get_readyz(self, request: web.BaseRequest) -> web.Response:
         ok, body = await self._health.ready(self._db_check)
         return web.json_response(body, status=200 if ok else 503)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httpx
 import pytest
@@ -226,3 +227,109 @@ async def test_a_stalled_chain_is_alive_but_not_ready(health: Health, clock: Fak
     assert body["chains"]["eth"]["stalled"]
     health.stalled("eth", None)
     assert (await health.ready(db_ok))[0]
+
+
+async def test_a_chain_this_instance_fails_to_scan_is_no_standby(
+    health: Health, clock: FakeClock
+) -> None:
+    """The chain loop's first look came before the lease was claimed (a standby for a moment);
+    then every tick fails (a revoked key): not ready, and not shown as a standby."""
+    health.ticked("base", head=10, cursor=10)
+    health.standby("eth")
+    assert (await health.ready(db_ok))[0]
+    health.retrying("eth", "MalformedResponse: eth_chainId: HTTP 401")
+    ok, body = await health.ready(db_ok)
+    assert not ok and body["reasons"] == ["chain eth: not scanned yet"], body
+    assert body["chains"]["eth"]["standby"] is False and body["chains"]["eth"]["ticks"] == 0
+    clock.now += 11.0
+    health.retrying("eth", "MalformedResponse: eth_chainId: HTTP 401")
+    health.ticked("base", head=11, cursor=11)
+    ok, body = await health.ready(db_ok)
+    assert body["reasons"] == [
+        "chain eth: no tick done for 11 s: MalformedResponse: eth_chainId: HTTP 401"
+    ]
+
+
+async def test_a_chain_nobody_holds_is_no_standby(health: Health, clock: FakeClock) -> None:
+    """No other live instance holds the chain and this one has not claimed it (yet): alive, not
+    ready; it was scanned before (a hand-over): ready until the staleness bound, then not."""
+    health.ticked("base", head=10, cursor=10)
+    health.unheld("eth")
+    assert health.healthy()[0]
+    ok, body = await health.ready(db_ok)
+    assert not ok and body["reasons"] == ["chain eth: not scanned yet"]
+    assert body["chains"]["eth"]["standby"] is False
+    health.ticked("eth", head=10, cursor=10)
+    health.unheld("eth")
+    assert (await health.ready(db_ok))[0]
+    clock.now += 11.0
+    health.unheld("eth")
+    health.ticked("base", head=11, cursor=11)
+    ok, body = await health.ready(db_ok)
+    assert body["reasons"] == ["chain eth: no tick done for 11 s: no live instance holds the chain"]
+
+
+def idle_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to the port that send nothing (each closed if the next fails)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+async def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closed the connection (EOF) within ``within`` seconds."""
+    sock.settimeout(0)
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            return sock.recv(1) == b""
+        except BlockingIOError:
+            await asyncio.sleep(0.02)
+        except ConnectionResetError:
+            return True
+    return False
+
+
+async def test_idle_connections_do_not_keep_healthz_from_answering(health: Health) -> None:
+    """Forty connections that send nothing against a cap of eight: the oldest idle ones make
+    room, so the server holds at most eight, and /healthz still answers at once."""
+    settings = MetricsSettings(port=0, max_connections=8, header_timeout=30.0)
+    async with ObserveServer(settings, metrics=Metrics(), health=health, db_check=db_ok) as server:
+        socks = await asyncio.to_thread(idle_connections, server.port, 40)  # the loop accepts
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                response = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+            assert response.status_code == 200 and response.json()["healthy"] is True
+            closed = [await closed_by_server(s, 0.5) for s in socks]
+            assert sum(closed) >= 40 - 8 + 1, closed  # the 40 and the probe: 8 left at most
+            assert not any(closed[-7:])  # the newest stay
+        finally:
+            for s in socks:
+                s.close()
+
+
+async def test_a_connection_that_sends_no_whole_header_is_closed(health: Health) -> None:
+    settings = MetricsSettings(port=0, header_timeout=0.3)
+    async with ObserveServer(settings, metrics=Metrics(), health=health, db_check=db_ok) as server:
+        silent, dribbling = await asyncio.to_thread(idle_connections, server.port, 2)
+        try:
+            dribbling.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+            started = asyncio.get_running_loop().time()
+            assert await closed_by_server(silent, 3.0)
+            assert await closed_by_server(dribbling, 3.0)
+            assert asyncio.get_running_loop().time() - started < 2.0
+            async with httpx.AsyncClient(timeout=2.0) as client:  # a whole request is served
+                response = await client.get(f"http://127.0.0.1:{server.port}/healthz")
+                assert response.status_code == 200
+                assert (
+                    await client.post(f"http://127.0.0.1:{server.port}/healthz")
+                ).status_code == 405
+        finally:
+            silent.close()
+            dribbling.close()

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +373,57 @@ async def test_migrate_upgrade_then_current_shows_head(empty_db_url: str) -> Non
     current = await asyncio.to_thread(run_cli, ["migrate", "current"], env)
     assert current.returncode == 0, current.stderr
     assert current.stdout.strip() == f"{head} (head)"
+
+
+# -- the metrics port under a flood of idle connections ------------------------------------------
+
+FD_LIMIT = 200  # the scanner's descriptors in this test (systemd's default is 1,024)
+
+
+@contextmanager
+def descriptor_limit(limit: int) -> Iterator[None]:
+    """Processes started inside inherit a soft RLIMIT_NOFILE of ``limit``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@SQLITE_ONLY
+async def test_idle_connections_to_the_metrics_port_use_up_no_descriptors(
+    h: Harness, db_url: str, tmp_path: Path
+) -> None:
+    """More connections that send nothing than the process has descriptors: they are capped
+    (``max_connections``, lowered here to keep the test small), so /healthz and /readyz answer
+    and the chain goes on scanning, instead of every accept and socket failing."""
+    port = free_port()
+    config = write_config(tmp_path / "scanner.toml", h.chain.url, tokens_of(h), metrics_port=port)
+    text_ = config.read_text().replace("[metrics]\n", "[metrics]\nmax_connections = 16\n")
+    config.write_text(text_)
+    base = f"http://127.0.0.1:{port}"
+    with descriptor_limit(FD_LIMIT):
+        started = scanner_process(["run", "--config", str(config)], scanner_env(db_url))
+        proc = started.__enter__()
+    flood: list[socket.socket] = []
+    try:
+        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 30, what="/readyz 200")
+        for _ in range(FD_LIMIT + 50):
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        h.chain.mine(3)
+        head = h.chain.head()
+        for page in ("/healthz", "/readyz"):
+            status, body = await asyncio.to_thread(http_get, base + page, 3.0)
+            assert status == 200, (page, body)
+        scanned = lambda: [  # noqa: E731
+            e
+            for e in json_lines(proc.err())
+            if e.get("event") == "range_scanned" and e.get("to_block") == head
+        ]
+        wait_until(scanned, 20, what=f"block {head} scanned after the flood")
+        assert "Too many open files" not in proc.err()
+    finally:
+        for sock in flood:
+            sock.close()
+        started.__exit__(None, None, None)
