@@ -3,7 +3,7 @@
 #
 #   docker build -t ctrip-scanner .
 #   docker run --rm -v $PWD/scanner.toml:/etc/scanner/scanner.toml:ro \
-#       -e DATABASE_URL=postgresql://scanner:...@db/payments -p 9464:9464 \
+#       -e DATABASE_URL=postgresql://scanner:...@db/payments -p 127.0.0.1:9464:9464 \
 #       --stop-timeout 45 ctrip-scanner
 #   docker run --rm ... ctrip-scanner migrate upgrade      # any `scanner` subcommand
 #
