@@ -11,7 +11,10 @@ OUTCOMES = ("delivered", "http_error", "redirect", "timeout", "transport")
 
 
 class WebhookMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """Registered on ``registry``; without one, on a registry of their own nobody serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = CollectorRegistry() if registry is None else registry
         self.attempts = Counter(
             "scanner_webhook_deliveries",
             "Webhook delivery attempts, by endpoint index and outcome "

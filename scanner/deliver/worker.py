@@ -83,7 +83,7 @@ class DeliveryWorker:
         self._by_key = {e.key: e for e in self.endpoints}
         self.keys = [e.key for e in self.endpoints]
         self.sessions = sessions
-        self.metrics = metrics
+        self.metrics = metrics or WebhookMetrics()
         self.clock, self.rand = clock, rand
         self.poll_interval, self.batch = poll_interval, batch
         self.owner = str(uuid.uuid4())
@@ -92,9 +92,8 @@ class DeliveryWorker:
         self._scrub = Scrubber([*secrets, *(e.url for e in self.endpoints)])
         self._backlog_at = 0.0
         self.prepared = False
-        if metrics is not None:
-            for endpoint in self.endpoints:
-                metrics.add_endpoint(endpoint.index)
+        for endpoint in self.endpoints:
+            self.metrics.add_endpoint(endpoint.index)
 
     async def prepare(self) -> None:
         """Each endpoint's outbox cursor (new endpoints start at the newest event)."""
@@ -145,10 +144,9 @@ class DeliveryWorker:
         values = self._result(endpoint, claimed, outcome, self.clock())
         async with self.sessions() as session, session.begin():
             kept = await store.record(session, claimed.id, self.owner, values)
-        if self.metrics is not None:
-            self.metrics.attempted(endpoint.index, outcome.label, outcome.seconds)
-            if values["status"] == "failed":
-                self.metrics.gave_up(endpoint.index)
+        self.metrics.attempted(endpoint.index, outcome.label, outcome.seconds)
+        if values["status"] == "failed":
+            self.metrics.gave_up(endpoint.index)
         self._log(endpoint, claimed, outcome, values, kept)
 
     def _result(
@@ -218,8 +216,7 @@ class DeliveryWorker:
         for endpoint in self.endpoints:
             count, oldest = pending.get(endpoint.key, (0, None))
             age = (now - oldest).total_seconds() if oldest is not None else 0.0
-            if self.metrics is not None:
-                self.metrics.backlog(endpoint.index, count, max(0.0, age))
+            self.metrics.backlog(endpoint.index, count, max(0.0, age))
 
     # -- the loop --------------------------------------------------------------------------
 

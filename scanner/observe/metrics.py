@@ -317,3 +317,10 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of the registry, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class NullMetrics(Metrics):
+    """Metrics nobody serves, for a part built outside ``scanner run`` (the CLI's backfill, a
+    test): counted into a registry of its own and never exported, so that no caller asks
+    whether it has metrics (as :class:`~scanner.chain.retrying.NullObserver` is to the RPC
+    client)."""

@@ -265,8 +265,7 @@ class Backfill(OnChain):
         started = time.perf_counter()
         async with self._transaction() as session:
             result = await self._apply(session, ctx, data, window, summary)
-        if self.metrics is not None:
-            self.metrics.backfilled(ctx.name, data.end - data.start + 1)
+        self.metrics.backfilled(ctx.name, data.end - data.start + 1)
         report_batch(self.log, self.metrics, ctx.name, result, time.perf_counter() - started)
         return result
 

@@ -27,7 +27,7 @@ from scanner.core.plan import CATCH_UP, invalid_outbox
 from scanner.core.ranges import RangeSizer
 from scanner.db import cursor, events, payments
 from scanner.db.payments import RawPayment
-from scanner.observe.metrics import Metrics
+from scanner.observe.metrics import Metrics, NullMetrics
 from scanner.scan.batch import run_range
 from scanner.scan.context import ChainContext, lock_chain
 from scanner.scan.fetch import RangeData
@@ -48,10 +48,11 @@ async def catch_up(
 ) -> int:
     """Look at every payment not yet seen, ``page`` rows at a time (memory follows the page,
     not the book); return how many were looked back for."""
+    tally = metrics or NullMetrics()
     total = marked = 0
     previous: set[Any] = set()
     while True:
-        looked, keys = await _catch_up_page(sessions, reader, ctx, metrics, page)
+        looked, keys = await _catch_up_page(sessions, reader, ctx, tally, page)
         total, marked = total + looked, marked + len(keys)
         if len(keys) < page or not previous.isdisjoint(keys):
             break  # the last page; or rows not marked seen after all: no loop on them
@@ -65,7 +66,7 @@ async def _catch_up_page(
     sessions: async_sessionmaker[AsyncSession],
     reader: ChainReader,
     ctx: ChainContext,
-    metrics: Metrics | None,
+    metrics: Metrics,
     page: int,
 ) -> tuple[int, list[Any]]:
     """One page: (how many were looked back for, the keys of the rows marked seen)."""
@@ -108,7 +109,7 @@ async def _commit(
     data: RangeData | None,
     now_block: int,
     known: Mapping[int, int],
-    metrics: Metrics | None,
+    metrics: Metrics,
 ) -> bool:
     """Apply the look-back and mark the rows seen, in one transaction; False when the cursor
     went back meanwhile (a reorg: look again next tick)."""
@@ -128,14 +129,13 @@ async def _commit(
 
 
 async def _report_invalid(
-    session: AsyncSession, ctx: ChainContext, invalid: dict[Any, str], metrics: Metrics | None
+    session: AsyncSession, ctx: ChainContext, invalid: dict[Any, str], metrics: Metrics
 ) -> None:
     """One ``invalid_payment`` event per row (written against the id as stored), a log and a
     count."""
     for key, reason in invalid.items():
         log.warning("payment_invalid", chain=ctx.name, payment_id=str(key), reason=reason)
-        if metrics is not None:
-            metrics.invalid_rows.labels(ctx.name, "payments").inc()
+        metrics.invalid_rows.labels(ctx.name, "payments").inc()
     await events.append(session, [invalid_outbox(key, reason) for key, reason in invalid.items()])
 
 
@@ -158,7 +158,7 @@ async def _look_back(
     rows: Sequence[PaymentRow],
     cursor: int,
     window: Sequence[Header],
-    metrics: Metrics | None,
+    metrics: Metrics,
 ) -> RangeData | None:
     known = {h.number: h.timestamp for h in window}
     stored = {h.number: h for h in window}
@@ -203,7 +203,7 @@ async def _report_truncated(
     token: str | None,
     rows: Sequence[PaymentRow],
     truncated: tuple[Start, Mapping[int, int]],
-    metrics: Metrics | None,
+    metrics: Metrics,
 ) -> None:
     """One ``catch_up_truncated`` warning and count per payment whose look-back should have
     started before ``start``: transfers to it before that block are not looked for. The start
@@ -227,5 +227,4 @@ async def _report_truncated(
             reason=start.truncated,
             detail=start.detail,
         )
-        if metrics is not None:
-            metrics.catch_up_truncated.labels(ctx.name, start.truncated).inc()
+        metrics.catch_up_truncated.labels(ctx.name, start.truncated).inc()

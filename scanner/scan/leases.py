@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.db import leases
 from scanner.errors import ChainLockLost, ScannerError
-from scanner.observe.metrics import Metrics
+from scanner.observe.metrics import Metrics, NullMetrics
 
 log = structlog.get_logger(__name__)
 BEATS_PER_LEASE = 4
@@ -60,7 +60,7 @@ class LeaseKeeper:
     ) -> None:
         self.sessions = sessions
         self.ttl = ttl
-        self.metrics = metrics
+        self.metrics = metrics or NullMetrics()
         self.instance = str(uuid4())
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -143,8 +143,7 @@ class LeaseKeeper:
 
     def _lost(self, chain: str, reason: str) -> None:
         log.error("chain_lease_lost", chain=chain, reason=reason)
-        if self.metrics is not None:
-            self.metrics.chain_lock_lost(chain)
+        self.metrics.chain_lock_lost(chain)
 
     async def _leave(self) -> None:
         held, self._held = sorted(self._held), set()

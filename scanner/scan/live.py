@@ -131,8 +131,7 @@ class ChainScanner(OnChain):
         except PaymentLocked as exc:
             ids = [str(k) for k in exc.keys]
             self.log.warning("payment_locked", payment_ids=ids, cursor=self.cursor)
-            if self.metrics is not None:
-                self.metrics.payment_locked.labels(self.name).inc()
+            self.metrics.payment_locked.labels(self.name).inc()
             raise
         if self.sweep is not None and not (outcome.waiting or self.stopping()):
             await self.sweep.run(self.ctx, outcome.cursor, self._tag)
@@ -281,7 +280,7 @@ class ChainScanner(OnChain):
     async def count_open_payments(self) -> None:
         """The open-payments gauge, refreshed at most every OPEN_COUNT_EVERY seconds: a count
         of the whole book, so never part of a tick (the app calls it between ticks)."""
-        if self.metrics is None or self.clock() - self._open_counted_at < OPEN_COUNT_EVERY:
+        if self.clock() - self._open_counted_at < OPEN_COUNT_EVERY:
             return
         self._open_counted_at = self.clock()
         async with self.sessions() as session:
@@ -308,8 +307,7 @@ class ChainScanner(OnChain):
                 tag_block=tag.number if tag else None,
             )
         self.cursor = ancestor
-        if self.metrics is not None:
-            self.metrics.reorg_detected(self.name, outcome.depth)
+        self.metrics.reorg_detected(self.name, outcome.depth)
         self.log.warning(
             "reorg_detected",
             at_block=block,
@@ -343,5 +341,5 @@ class ChainScanner(OnChain):
         return await native_watch(self.sessions, self.name, self.ctx.kind)
 
     def _progress(self) -> None:
-        if self.metrics is not None and self.head >= 0:
+        if self.head >= 0:
             self.metrics.progressed(self.name, head=self.head, cursor=self.cursor)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
@@ -24,7 +24,7 @@ from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
 from scanner.core.kinds import ChainKind
 from scanner.core.ranges import RangeSizer
-from scanner.observe.metrics import Metrics
+from scanner.observe.metrics import Metrics, NullMetrics
 from scanner.scan.context import Fence
 
 if TYPE_CHECKING:  # both import the scan modules that take these parts
@@ -43,7 +43,7 @@ class ChainParts:
     settings: ChainSettings
     reader: ChainReader
     sessions: async_sessionmaker[AsyncSession]
-    metrics: Metrics | None = None
+    metrics: Metrics = field(default_factory=NullMetrics)
     #: checked in every writing transaction: raises when this process lost the chain
     fence: Fence | None = None
     #: ``verify_urls``: a second provider checks final credits before payments are confirmed

@@ -12,7 +12,7 @@ PER_EVENT_LOG_LIMIT = 200
 
 
 def report_batch(
-    log: Any, metrics: Metrics | None, chain: str, result: BatchReport, seconds: float
+    log: Any, metrics: Metrics, chain: str, result: BatchReport, seconds: float
 ) -> None:
     if result.end >= result.start:
         log.info(
@@ -37,8 +37,7 @@ def report_batch(
             value=str(transfer.value),
         )
     _log_events(log, result)
-    if metrics is not None:
-        _count(metrics, chain, result, seconds)
+    _count(metrics, chain, result, seconds)
 
 
 def _count(metrics: Metrics, chain: str, result: BatchReport, seconds: float) -> None:

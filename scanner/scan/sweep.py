@@ -49,7 +49,7 @@ from scanner.errors import (
     RangeRejected,
     RpcError,
 )
-from scanner.observe.metrics import Metrics
+from scanner.observe.metrics import Metrics, NullMetrics
 from scanner.scan.backfill import is_hex
 from scanner.scan.batch import BatchReport, run_range
 from scanner.scan.context import ChainContext, lock_chain
@@ -79,7 +79,7 @@ class Sweep:
     ) -> None:
         self.name = chain.name
         self.sessions = sessions
-        self.metrics = metrics
+        self.metrics = metrics or NullMetrics()
         self.every = chain.sweep_blocks
         # at most what one tick of the live scan reads (so it keeps up), at least sweep_blocks
         self.span = max(chain.batch_size * chain.concurrency, chain.sweep_blocks)
@@ -267,7 +267,7 @@ class Sweep:
                 from_block=start,
                 to_block=end,
             )
-        if self.metrics is not None and missed:
+        if missed:
             self.metrics.logs_missed.labels(self.name).inc(len(missed))
         if result is not None:
             # The events are told as any batch's; the span is no scanned range (no

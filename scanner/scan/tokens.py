@@ -29,7 +29,7 @@ from scanner.core.kinds import EVM, ChainKind
 from scanner.db.payments import raw, stored_key
 from scanner.db.sql import table
 from scanner.errors import RpcError
-from scanner.observe.metrics import Metrics
+from scanner.observe.metrics import Metrics, NullMetrics
 from scanner.scan.context import TokenInfo, by_address
 from scanner.scan.startup import duplicate
 
@@ -84,7 +84,7 @@ class TokenWatch:
 
     chain: str
     reader: ChainReader
-    metrics: Metrics | None = None
+    metrics: Metrics = field(default_factory=NullMetrics)
     kind: ChainKind = EVM
     checked: dict[UUID, int] = field(default_factory=dict)  # decimals the contract confirmed
     halted: dict[UUID, tuple[int, str]] = field(default_factory=dict)  # decimals → reason
@@ -134,8 +134,7 @@ class TokenWatch:
             return
         self.reported.add(f"{key}:{reason}")
         log.warning("token_invalid", chain=self.chain, token_id=str(key), reason=reason)
-        if self.metrics is not None:
-            self.metrics.invalid_rows.labels(self.chain, "tokens").inc()
+        self.metrics.invalid_rows.labels(self.chain, "tokens").inc()
 
     async def _agrees(self, info: TokenInfo) -> bool:
         """Whether the row's decimals are the contract's (asked once per row value)."""
@@ -176,5 +175,4 @@ class TokenWatch:
         return None
 
     def _halted_metric(self, info: TokenInfo, halted: bool) -> None:
-        if self.metrics is not None:
-            self.metrics.token_halted.labels(self.chain, info.address).set(1 if halted else 0)
+        self.metrics.token_halted.labels(self.chain, info.address).set(1 if halted else 0)

@@ -38,7 +38,7 @@ from scanner.core.plan import OutboxRow
 from scanner.db import events
 from scanner.db import verify as stored
 from scanner.errors import RpcError
-from scanner.observe.metrics import Metrics
+from scanner.observe.metrics import Metrics, NullMetrics
 from scanner.scan.context import ChainContext, lock_chain
 
 log = structlog.get_logger(__name__)
@@ -62,7 +62,7 @@ class Verifier:
     ) -> None:
         self.chain = chain.name
         self.sessions = sessions
-        self.metrics = metrics
+        self.metrics = metrics or NullMetrics()
         self.client = RpcClient(
             chain.name,
             [u.get_secret_value() for u in chain.verify_urls],
@@ -135,8 +135,7 @@ class Verifier:
             disagrees_on=problems,
             verifier=self.client.active_url,
         )
-        if self.metrics is not None:
-            self.metrics.verification_failed.labels(self.chain).inc()
+        self.metrics.verification_failed.labels(self.chain).inc()
         data = {
             "tx_hash": row.tx_hash,
             "log_index": row.log_index,
@@ -155,8 +154,7 @@ class Verifier:
             block=row.block_number,
             reason=str(exc),
         )
-        if self.metrics is not None:
-            self.metrics.verification_delayed.labels(self.chain).inc()
+        self.metrics.verification_delayed.labels(self.chain).inc()
 
     async def _check(self, row: stored.Awaiting) -> list[str]:
         """What the provider disagrees on (empty: it agrees)."""

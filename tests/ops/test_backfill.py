@@ -52,8 +52,7 @@ async def backfill(
 ) -> BackfillSummary:
     reader = make_reader(chain, None)
     try:
-        parts = ChainParts(chain, reader, sessions, metrics=options.pop("metrics", None))
-        return await Backfill(parts, **options).run(start, end)
+        return await Backfill(ChainParts(chain, reader, sessions), **options).run(start, end)
     finally:
         await reader.client.aclose()
 
