@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +13,20 @@ from scanner.db import sweep
 from scanner.db.sql import moment, now, table, unix
 
 
-async def get_cursor(session: AsyncSession, chain: str) -> tuple[int, str | None] | None:
+class Cursor(NamedTuple):
+    """Where a chain's live scan stands: its last scanned block and that block's hash (None
+    where no hash was stored)."""
+
+    block: int
+    hash: str | None
+
+    @property
+    def linked(self) -> tuple[int, str] | None:
+        """The block and hash the next range's first block must name as its parent, if any."""
+        return None if self.hash is None else (self.block, self.hash)
+
+
+async def get_cursor(session: AsyncSession, chain: str) -> Cursor | None:
     cs = table("chain_states")
     row = (
         await session.execute(
@@ -21,7 +35,7 @@ async def get_cursor(session: AsyncSession, chain: str) -> tuple[int, str | None
     ).first()
     if row is None or row[0] is None:
         return None
-    return int(row[0]), row[1]
+    return Cursor(int(row[0]), row[1])
 
 
 async def init_cursor(

@@ -2,14 +2,13 @@
 
 from scanner.observe.health import Health, ObserveServer
 from scanner.observe.logging import configure_logging
-from scanner.observe.metrics import Metrics, RpcObserver
+from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
 
 __all__ = [
     "Health",
     "Metrics",
     "ObserveServer",
-    "RpcObserver",
     "SystemdNotifier",
     "configure_logging",
 ]

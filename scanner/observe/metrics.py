@@ -11,7 +11,6 @@ in the ``reorg_detected`` log event.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import structlog
 from prometheus_client import (
@@ -35,20 +34,11 @@ REORG_DEPTH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 CHAIN = ("chain",)
 
 
-class RpcObserver(Protocol):
-    """What the JSON-RPC client reports; mirrors ``scanner.chain.rpc.RpcObserver``.
-
-    ``method`` is the JSON-RPC method, or ``batch:<method>`` / ``batch:mixed`` for a batch;
-    ``outcome`` is ``ok`` or a bounded error label (``transport_error``, ``rate_limited``, ...).
-    """
-
-    def request_done(self, chain: str, method: str, outcome: str, seconds: float) -> None: ...
-
-    def retried(self, chain: str, method: str, attempt: int, error: Exception) -> None: ...
-
-
 class Metrics:
-    """Every scanner metric; implements :class:`RpcObserver`."""
+    """Every scanner metric; the RPC client's observer
+    (:class:`scanner.chain.retrying.RpcObserver`: ``method`` is the JSON-RPC method, or
+    ``batch:<method>`` / ``batch:mixed`` for a batch; ``outcome`` is ``ok`` or a bounded error
+    label such as ``transport_error`` or ``rate_limited``)."""
 
     def __init__(self, *, secrets: Sequence[str] = ()) -> None:
         self.registry = CollectorRegistry()

@@ -280,7 +280,7 @@ class Backfill(OnChain):
         if not self.dry_run:
             await chain_xact_lock(session, ctx.name)
         live = await cursor.get_cursor(session, ctx.name)
-        floor = live[0] if live is not None else -1
+        floor = live.block if live is not None else -1
         await verify_stored(session, ctx, data)  # the blocks the live scan linked, if any
         # Inside the reorg window only what the live scan linked is final (its cursor), not
         # what this node says; without a live scan, the backfill's own linked reads.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Event, Transfer
-from scanner.core.plan import Mode, RangePlan, plan_range, status_changes
+from scanner.core.plan import Mode, RangeInput, RangePlan, plan_range, status_changes
 from scanner.core.reorg import check_link, check_sparse_link, disagrees_with_stored, logs_agree
 from scanner.db import cursor
 from scanner.db.persist import write_plan
@@ -88,6 +88,21 @@ async def verify_stored(session: AsyncSession, ctx: ChainContext, data: RangeDat
         raise StoredBlocksDisagree(ctx.name, block)
 
 
+async def _plan_and_write(
+    session: AsyncSession,
+    ctx: ChainContext,
+    inp: RangeInput,
+    *,
+    logs: int = 0,
+    skipped: Mapping[str, int] | None = None,
+) -> BatchReport:
+    """Plan (pure) and persist what was loaded, in the caller's transaction: every path's
+    last two steps; the report of what it did."""
+    plan = plan_range(inp)
+    await write_plan(session, ctx.name, plan)
+    return BatchReport.of(plan, logs=logs, skipped=skipped)
+
+
 async def run_range(
     session: AsyncSession,
     ctx: ChainContext,
@@ -112,9 +127,8 @@ async def run_range(
         checked_floor=checked_floor,
         end_checked=end_checked,
     )
-    plan = plan_range(replace(inp, decides_expiry=decides_expiry))
-    await write_plan(session, ctx.name, plan)
-    return BatchReport.of(plan, logs=len(data.logs), skipped=skipped)
+    inp = replace(inp, decides_expiry=decides_expiry)
+    return await _plan_and_write(session, ctx, inp, logs=len(data.logs), skipped=skipped)
 
 
 async def run_tick(
@@ -127,9 +141,7 @@ async def run_tick(
 ) -> BatchReport:
     """A tick with no new block: confirmations and expiry still move (the tag may have)."""
     inp = await load_tick(session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps)
-    plan = plan_range(inp)
-    await write_plan(session, ctx.name, plan)
-    return BatchReport.of(plan)
+    return await _plan_and_write(session, ctx, inp)
 
 
 async def run_edits(
@@ -146,9 +158,7 @@ async def run_edits(
     )
     if inp is None:
         return None
-    plan = plan_range(inp)
-    await write_plan(session, ctx.name, plan)
-    return BatchReport.of(plan)
+    return await _plan_and_write(session, ctx, inp)
 
 
 async def run_rewind(
@@ -165,6 +175,4 @@ async def run_rewind(
     inp = await load_rewind(
         session, ctx, old_cursor=cursor, ancestor=ancestor, tag_block=tag_block, whole=whole
     )
-    plan = plan_range(inp)
-    await write_plan(session, ctx.name, plan)
-    return BatchReport.of(plan), len(inp.orphan)
+    return await _plan_and_write(session, ctx, inp), len(inp.orphan)

@@ -75,9 +75,9 @@ async def _catch_up_page(
         at = await cursor.get_cursor(session, ctx.name) if rows else None
         if at is None:
             return 0, []
-        low = at[0] - ctx.rules.keep_blocks
-        window = await cursor.stored_headers(session, ctx.name, low, at[0])
-    now_block = at[0]
+        low = at.block - ctx.rules.keep_blocks
+        window = await cursor.stored_headers(session, ctx.name, low, at.block)
+    now_block = at.block
     known = {h.number: h.timestamp for h in window}
     usable, invalid = read_rows(rows, ctx)
     behind = _behind(ctx, usable, known.get(now_block))
@@ -116,7 +116,7 @@ async def _commit(
     async with sessions() as session, session.begin():
         await lock_chain(session, ctx)  # fenced: a live scan's
         again = await cursor.get_cursor(session, ctx.name)
-        if data is not None and (again is None or again[0] < now_block):
+        if data is not None and (again is None or again.block < now_block):
             return False
         await _report_invalid(session, ctx, invalid, metrics)
         if data is not None:

@@ -123,6 +123,13 @@ class ChainScanner(OnChain):
         if self.fence is not None:
             await self.fence(session)
 
+    async def _hold(self, session: AsyncSession, block: int) -> stored.Cursor | None:
+        """The chain's lock and fence, then the stored cursor if it still stands at ``block``
+        (None: another writer moved it since this process read it)."""
+        await self._lock(session)
+        at = await stored.get_cursor(session, self.name)
+        return at if at is not None and at.block == block else None
+
     async def tick(self) -> TickOutcome:
         """One step; a payment row the gateway holds locked is reported, then raised (the
         chain's loop retries with backoff)."""
@@ -214,13 +221,12 @@ class ChainScanner(OnChain):
     async def _commit(self, data: RangeData, tag: Header | None) -> BatchReport:
         started = time.perf_counter()
         async with self.sessions() as session, session.begin():
-            await self._lock(session)
-            at = await stored.get_cursor(session, self.name)
-            if at is None or at[0] != data.start - 1:
+            at = await self._hold(session, data.start - 1)
+            if at is None:
                 raise CursorMoved()
             low = data.start - self.ctx.reorg_depth - 1
             below = await stored.stored_timestamps(session, self.name, low, data.start - 1)
-            verify_links(data, (at[0], at[1]) if at[1] is not None else None)
+            verify_links(data, at.linked)
             if tag is not None:
                 below[tag.number] = tag.timestamp
             result = await run_range(
@@ -249,9 +255,7 @@ class ChainScanner(OnChain):
             if not await payments.any_edited(session, self.name):
                 return
         async with self.sessions() as session, session.begin():
-            await self._lock(session)
-            at = await stored.get_cursor(session, self.name)
-            if at is None or at[0] != cursor:
+            if await self._hold(session, cursor) is None:
                 return  # another writer moved it: next tick
             result = await run_edits(
                 session,
@@ -291,13 +295,11 @@ class ChainScanner(OnChain):
         """Walk back to the common ancestor and rewind, in one transaction."""
         async with self.sessions() as session:
             at = await stored.get_cursor(session, self.name)
-            cursor = at[0] if at else self.cursor
+            cursor = at.block if at else self.cursor
             window = await stored_window(session, self.ctx, cursor)
         ancestor = await find_ancestor(self.reader, self.ctx, window)
         async with self.sessions() as session, session.begin():
-            await self._lock(session)
-            again = await stored.get_cursor(session, self.name)
-            if again is None or again[0] != cursor:
+            if await self._hold(session, cursor) is None:
                 return
             outcome = await rewind(
                 session,
@@ -326,10 +328,10 @@ class ChainScanner(OnChain):
         (header,) = await self.reader.headers(cursor, cursor)
         return header.hash != cursor_hash
 
-    async def _read_cursor(self) -> tuple[int, str | None]:
+    async def _read_cursor(self) -> stored.Cursor:
         async with self.sessions() as session:
             at = await stored.get_cursor(session, self.name)
-        return at if at is not None else (self.cursor, None)
+        return at if at is not None else stored.Cursor(self.cursor, None)
 
     async def _tag_header(self) -> Header | None:
         if self.ctx.tag is None:

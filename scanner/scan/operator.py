@@ -45,15 +45,15 @@ async def rewind_chain(
         cursor = await stored.get_cursor(session, chain.name)
         if cursor is None:
             raise ConfigError(f"chain {chain.name!r} has no cursor yet", key="--chain")
-        if to_block > cursor[0]:
+        if to_block > cursor.block:
             raise ConfigError(
-                f"--to-block {to_block} is above the cursor {cursor[0]}", key="--to-block"
+                f"--to-block {to_block} is above the cursor {cursor.block}", key="--to-block"
             )
         ctx = ChainContext.from_settings(chain, await sync_tokens(session, chain))
         await stored.delete_blocks_above(session, chain.name, to_block - 1)
         await stored.store_blocks(session, chain.name, [header])
         outcome = await rewind(
-            session, ctx, cursor=cursor[0], ancestor=to_block, tag_block=None, whole=True
+            session, ctx, cursor=cursor.block, ancestor=to_block, tag_block=None, whole=True
         )
     log.warning(
         "chain_rewound",

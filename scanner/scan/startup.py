@@ -77,7 +77,7 @@ def duplicate(token: TokenInfo) -> str:
 
 async def init_cursor(
     session: AsyncSession, reader: ChainReader, chain: ChainSettings
-) -> tuple[int, str | None]:
+) -> stored.Cursor:
     """The stored cursor, or a fresh one at ``start_block - 1`` (default: the current head)."""
     cursor = await stored.get_cursor(session, chain.name)
     if cursor is not None:
@@ -91,7 +91,7 @@ async def init_cursor(
         await stored.store_blocks(session, chain.name, [header])
     await stored.init_cursor(session, chain.name, block, block_hash)
     log.info("cursor_initialized", chain=chain.name, block=block)
-    return block, block_hash
+    return stored.Cursor(block, block_hash)
 
 
 async def prepare_chain(
@@ -101,5 +101,5 @@ async def prepare_chain(
     await check_chain_id(reader, chain)
     async with sessions() as session, session.begin():
         tokens = await sync_tokens(session, chain)
-        cursor, _ = await init_cursor(session, reader, chain)
-    return ChainContext.from_settings(chain, tokens), cursor
+        cursor = await init_cursor(session, reader, chain)
+    return ChainContext.from_settings(chain, tokens), cursor.block

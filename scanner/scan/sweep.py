@@ -218,11 +218,11 @@ class Sweep:
             await lock_chain(session, ctx)
             at = await cursor.get_cursor(session, self.name)
             swept = await stored.swept(session, self.name)
-            if at is None or swept != start - 1 or _final(ctx, at[0], tag) < end:
+            if at is None or swept != start - 1 or _final(ctx, at.block, tag) < end:
                 self.log.info("sweep_deferred", from_block=start, to_block=end)
                 self._swept = None
                 return None
-            result = await self._credit(session, ctx, data, at[0], tag) if data else None
+            result = await self._credit(session, ctx, data, at.block, tag) if data else None
             missed = _detected(result)
             await stored.advance(session, self.name, end, len(missed))
             if ctx.fence is not None:  # again, last: a holder frozen meanwhile writes nothing

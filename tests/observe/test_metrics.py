@@ -4,10 +4,11 @@ from uuid import UUID
 
 import structlog
 
+from scanner.chain.retrying import RpcObserver
 from scanner.core.events import confirmed_reverted, status_changed
 from scanner.core.model import Credit
 from scanner.errors import RpcRateLimited
-from scanner.observe.metrics import Metrics, RpcObserver
+from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport
 from scanner.scan.report import report_batch
 
