@@ -39,7 +39,7 @@ from sqlalchemy import text
 from bench import common
 from bench.chain import CHAIN, DEFAULT_CACHE, SYMBOL, Shape, open_chain, recipient_addresses
 from bench.database import BenchDB, fresh_database, insert_token_row, workdir
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.core.amounts import to_amount
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
@@ -138,7 +138,7 @@ async def write_payments(db: BenchDB, job: Job) -> float:
 
 async def _block_time(job: Job, number: int) -> int:
     settings = _settings(job)
-    reader = make_reader(settings, Metrics())
+    reader = ChainReader.from_settings(settings, Metrics())
     try:
         return (await reader.headers(number, number))[0].timestamp
     finally:
@@ -163,7 +163,7 @@ async def scan(db: BenchDB, job: Job) -> tuple[float, float, int]:
     per block s, blocks after the first range)."""
     settings = _settings(job)
     metrics = Metrics()
-    reader = make_reader(settings, metrics)
+    reader = ChainReader.from_settings(settings, metrics)
     scanner = ChainScanner(ChainParts(settings, reader, db.sessions, metrics=metrics))
     first_range: list[tuple[float, int]] = []
     commit = scanner._commit

@@ -26,7 +26,6 @@ import orjson
 
 from bench.chain import DEFAULT_CACHE, BenchChain, Shape, bench_chain_settings, open_chain
 from bench.database import BenchDB, fresh_database, insert_payments, workdir
-from scanner.app import make_reader
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, LoggingSettings
 from scanner.core.decode import TRANSFER_TOPIC
@@ -227,7 +226,7 @@ async def match_setup(
             filter_recipients_max=args.filter_recipients_max,
         )
         metrics = Metrics()
-        reader = make_reader(settings, metrics)
+        reader = ChainReader.from_settings(settings, metrics)
         yield MatchSetup(raw, db, payments, settings, reader, metrics)
     finally:
         if reader is not None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from bench.common import configure_bench_logging
 from bench.database import fresh_database, workdir
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
@@ -79,9 +79,8 @@ async def run_one(
         [("USDT", token, 6)],
         **defaults | {"confirmations": 12, "start_block": first, "sweep": swept},
     )
-    scanner = ChainScanner(
-        ChainParts(settings, make_reader(settings, metrics), db.sessions, metrics=metrics)
-    )
+    reader = ChainReader.from_settings(settings, metrics)
+    scanner = ChainScanner(ChainParts(settings, reader, db.sessions, metrics=metrics))
     sweep_ms: list[float] = []
     try:
         await scanner.prepare()

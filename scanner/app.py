@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.chain.heads import HEAD_MESSAGE_BYTES, HeadSubscription
 from scanner.chain.reader import ChainReader
-from scanner.chain.rpc import RpcClient
 from scanner.chain.stall import HeadWatch
 from scanner.config import ChainSettings, Settings
 from scanner.db.engine import make_engine, make_session_factory
@@ -50,22 +49,6 @@ from scanner.scan.writer import ChainWriterLock
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF = 60.0
-
-
-DEFAULT_BATCH = 100  # requests in one JSON-RPC batch (a kind may allow fewer)
-
-
-def make_reader(chain: ChainSettings, metrics: Metrics | None) -> ChainReader:
-    client = RpcClient(
-        chain.name,
-        [u.get_secret_value() for u in chain.rpc_urls],
-        timeout=chain.rpc_timeout,
-        max_response_bytes=chain.rpc_max_response_bytes,
-        max_attempts=chain.rpc_max_attempts,
-        observer=metrics,
-        batch_size=chain.kind_rules.max_batch or DEFAULT_BATCH,
-    )
-    return ChainReader(client, recent=chain.reorg_depth)
 
 
 class App:
@@ -112,7 +95,7 @@ class App:
         stack: AsyncExitStack,
     ) -> ChainParts:
         """A chain's reader, verifier and sweep (closed with the app); its loop adds the rest."""
-        reader = make_reader(chain, self.metrics)
+        reader = ChainReader.from_settings(chain, self.metrics)
         stack.push_async_callback(reader.client.aclose)
         parts = ChainParts(chain, reader, sessions, metrics=self.metrics, stopping=self.stop.is_set)
         if chain.verify_urls:

@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 
 async def backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from scanner.app import make_reader
+    from scanner.chain.reader import ChainReader
 
     chain = settings.chain(args.chain)
     check_bounds(args.from_block, args.to_block)  # before touching the database or the node
@@ -37,7 +37,7 @@ async def backfill(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("--job-size takes a positive number, without --dry-run", key="--job-size")
     await ensure_schema(settings)
     engine = make_engine(settings)
-    reader = make_reader(chain, None)
+    reader = ChainReader.from_settings(chain, None)
     try:
         job = Backfill(
             ChainParts(chain, reader, make_session_factory(engine)), dry_run=args.dry_run
@@ -156,7 +156,7 @@ async def status(settings: Settings, *, as_json: bool) -> int:
 
 
 async def _chain_status(session: Any, chain: Any) -> dict[str, Any]:
-    from scanner.app import make_reader
+    from scanner.chain.reader import ChainReader
 
     state = (
         await session.execute(select(ChainState).where(ChainState.chain == chain.name))
@@ -168,7 +168,7 @@ async def _chain_status(session: Any, chain: Any) -> dict[str, Any]:
             .where(Payment.chain == chain.name, Payment.status.in_(("pending", "confirming")))
         )
     ).scalar_one()
-    reader = make_reader(chain, None)
+    reader = ChainReader.from_settings(chain, None)
     try:
         head: int | None = await reader.head()
     except ScannerError:
@@ -244,14 +244,14 @@ async def _check_chain(
 ) -> list[str]:
     """Each RPC URL serves the chain; each token's decimals (the tokens table's where it has
     the row, else the configuration's) are its contract's ``decimals()``."""
-    from scanner.app import make_reader
+    from scanner.chain.reader import ChainReader
 
     problems: list[str] = []
     scrubber = Scrubber(settings.secrets())
     for url in chain.rpc_urls:
         shown = redact_url(url.get_secret_value())
         probe = chain.model_copy(update={"rpc_urls": [url], "rpc_max_attempts": 1})
-        reader = make_reader(probe, None)
+        reader = ChainReader.from_settings(probe, None)
         try:
             actual = await reader.chain_id()
             head = await reader.head()
@@ -334,7 +334,7 @@ async def _check_database(settings: Settings) -> list[str]:
 
 async def rewind(settings: Settings, chain_name: str, to_block: int) -> int:
     """Undo every block above ``to_block`` on a chain and set its cursor there."""
-    from scanner.app import make_reader
+    from scanner.chain.reader import ChainReader
     from scanner.scan.operator import rewind_chain
 
     chain = settings.chain(chain_name)
@@ -342,7 +342,7 @@ async def rewind(settings: Settings, chain_name: str, to_block: int) -> int:
         raise ConfigError(f"--to-block {to_block} must not be negative", key="--to-block")
     await ensure_schema(settings)
     engine = make_engine(settings)
-    reader = make_reader(chain, None)
+    reader = ChainReader.from_settings(chain, None)
     try:
         outcome = await rewind_chain(chain, reader, make_session_factory(engine), to_block)
     finally:

@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from scanner.chain import shapes
+from scanner.chain.retrying import RpcObserver
 from scanner.chain.rpc import RpcClient
 from scanner.chain.shapes import Fail, Receipt, Transaction
+from scanner.config import ChainSettings
 from scanner.core.model import Header, Log
 from scanner.errors import (
     BlockNotAvailable,
@@ -34,6 +36,7 @@ from scanner.errors import (
 DECIMALS_SELECTOR = "0x313ce567"  # keccak256("decimals()")[:4]
 RECENT_BLOCKS = 128  # below the head, how far a missing block may be one not there *yet*
 T = TypeVar("T")
+DEFAULT_BATCH = 100  # requests in one JSON-RPC batch (a kind may allow fewer)
 
 
 class ChainReader:
@@ -43,6 +46,20 @@ class ChainReader:
         self.client = client
         self.chain = client.chain
         self.recent = recent  # the chain's reorg window: a block missing below it is gone
+
+    @classmethod
+    def from_settings(cls, chain: ChainSettings, observer: RpcObserver | None) -> ChainReader:
+        """A chain's reader over its ``rpc_urls``, as its settings shape the client."""
+        client = RpcClient(
+            chain.name,
+            [u.get_secret_value() for u in chain.rpc_urls],
+            timeout=chain.rpc_timeout,
+            max_response_bytes=chain.rpc_max_response_bytes,
+            max_attempts=chain.rpc_max_attempts,
+            observer=observer,
+            batch_size=chain.kind_rules.max_batch or DEFAULT_BATCH,
+        )
+        return cls(client, recent=chain.reorg_depth)
 
     def __repr__(self) -> str:
         return f"ChainReader({self.client!r})"

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from scanner.app import make_reader
 from scanner.chain.heads import HeadSubscription, WsBackoff
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
@@ -187,7 +186,7 @@ async def test_the_scanner_caps_answers_at_64_mib_by_default_and_as_configured(
         request, endless_quantity()
     )
     for overrides, cap in (({}, "67,108,864"), ({"rpc_max_response_bytes": 256 * 1024}, "262,144")):
-        reader = make_reader(chain_settings(node.url, [], **overrides), None)
+        reader = ChainReader.from_settings(chain_settings(node.url, [], **overrides), None)
         try:
             async with asyncio.timeout(30):
                 with pytest.raises(MalformedResponse, match=f"larger than {cap} bytes"):

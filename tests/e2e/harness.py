@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, Settings
 from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
@@ -45,9 +45,8 @@ class Harness:
         chain = (
             self.chain_settings.model_copy(update=overrides) if overrides else self.chain_settings
         )
-        return ChainScanner(
-            ChainParts(chain, make_reader(chain, self.metrics), self.sessions, metrics=self.metrics)
-        )
+        reader = ChainReader.from_settings(chain, self.metrics)
+        return ChainScanner(ChainParts(chain, reader, self.sessions, metrics=self.metrics))
 
     async def scan(self) -> None:
         if self.scanner is None:

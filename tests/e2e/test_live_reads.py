@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.config import RpcUrl
 from scanner.db.engine import make_session_factory
 from scanner.observe.metrics import Metrics
@@ -39,7 +39,7 @@ async def scan_via(
         update={**SCAN, **chain, "rpc_urls": [RpcUrl(proxy.url)]}
     )
     scanner = ChainScanner(
-        ChainParts(settings, make_reader(settings, None), sessions, metrics=Metrics())
+        ChainParts(settings, ChainReader.from_settings(settings, None), sessions, metrics=Metrics())
     )
     try:
         await scanner.prepare()

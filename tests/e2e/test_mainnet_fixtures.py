@@ -19,7 +19,7 @@ from eth_utils.address import to_checksum_address
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.core.amounts import to_amount
 from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs
 from scanner.db import cursor as stored
@@ -284,9 +284,8 @@ async def test_scanner_credits_real_mainnet_transfers(
     async with session_factory() as session, session.begin():  # the scan starts at FIRST
         await stored.init_cursor(session, CHAIN, FIRST - 1, BLOCKS[FIRST]["parent_hash"])
     metrics = Metrics()
-    scanner = ChainScanner(
-        ChainParts(settings, make_reader(settings, metrics), session_factory, metrics=metrics)
-    )
+    reader = ChainReader.from_settings(settings, metrics)
+    scanner = ChainScanner(ChainParts(settings, reader, session_factory, metrics=metrics))
     await scanner.prepare()
     gateway = Gateway(engine)
     created = BLOCKS[FIRST]["timestamp"] - 60

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, RpcUrl
 from scanner.scan.backfill import Backfill, BackfillSummary
 from scanner.scan.parts import ChainParts
@@ -50,7 +50,7 @@ async def backfill(
     end: int,
     **options: Any,
 ) -> BackfillSummary:
-    reader = make_reader(chain, None)
+    reader = ChainReader.from_settings(chain, None)
     try:
         return await Backfill(ChainParts(chain, reader, sessions), **options).run(start, end)
     finally:
@@ -274,7 +274,7 @@ async def test_a_dry_run_holds_no_lock_the_live_scan_or_the_gateway_waits_for(
     async with RangeProxy(h.chain.url) as proxy:
         chain = small(h, rpc_urls=[RpcUrl(proxy.url)], concurrency=1)
         gate = proxy.hold_logs_from(hold_from)
-        reader = make_reader(chain, None)
+        reader = ChainReader.from_settings(chain, None)
         applied: list[int] = []
         dry = Backfill(ChainParts(chain, reader, h.sessions), dry_run=True)
         task = asyncio.create_task(dry.run(0, head, lambda _, end: applied.append(end)))

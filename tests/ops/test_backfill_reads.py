@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.config import RpcUrl
 from scanner.core.decode import TRANSFER_TOPIC
 from scanner.scan import backfill
@@ -90,7 +90,7 @@ async def backfill_via(
     """Backfill blocks 0..to_block (the head) through ``proxy`` into ``sessions``' database."""
     update = {**DEEP, **chain, "rpc_urls": [RpcUrl(proxy.url)]}
     settings = h.chain_settings.model_copy(update=update)
-    reader = make_reader(settings, None)
+    reader = ChainReader.from_settings(settings, None)
     end = h.chain.head() if to_block is None else to_block
     job = Backfill(ChainParts(settings, reader, sessions))
     job.before_commit = before_commit

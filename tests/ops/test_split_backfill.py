@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.scan.backfill import Backfill
 from scanner.scan.parts import ChainParts
 from tests.conftest import BACKENDS
@@ -145,7 +145,7 @@ async def _one_clean_backfill(
 ) -> dict[str, Any]:
     await ensure_tokens(sessions, h.chain_settings)
     await insert_payments(engine, sc.payments)
-    reader = make_reader(h.chain_settings, None)
+    reader = ChainReader.from_settings(h.chain_settings, None)
     try:
         await Backfill(ChainParts(h.chain_settings, reader, sessions)).run(0, head)
     finally:

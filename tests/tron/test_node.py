@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from scanner.app import make_reader
 from scanner.chain.jsonrpc import Where, result_of
 from scanner.chain.limits import classify_range_error
 from scanner.chain.reader import ChainReader
@@ -48,7 +47,7 @@ async def test_a_limited_node_is_retried_and_counted_under_its_own_label() -> No
     with TronNode.start(blocks=3, ready_timeout=60.0) as node:
         node.rpc("sim_rateLimit", [2])
         metrics = Metrics()
-        reader = make_reader(tron_settings(node.url, rpc_max_attempts=30), metrics)
+        reader = ChainReader.from_settings(tron_settings(node.url, rpc_max_attempts=30), metrics)
         try:
             heads = [await reader.head() for _ in range(6)]
         finally:
@@ -62,7 +61,7 @@ async def test_batches_hold_at_most_100_requests() -> None:
     # java-tron v4.8.2 release notes, item 8 (PR #6728): more than 100 requests in a batch are
     # refused with one -32005 object
     with TronNode.start(blocks=250, ready_timeout=60.0) as node:
-        reader = make_reader(tron_settings(node.url), None)
+        reader = ChainReader.from_settings(tron_settings(node.url), None)
         wide = ChainReader(RpcClient("tron", [node.url], max_attempts=1, batch_size=250))
         try:
             headers = await reader.headers(1, 250)
@@ -91,7 +90,7 @@ async def test_a_backfill_of_12000_blocks_crosses_the_5000_block_limit(th: TronH
     assert end - start + 1 >= 12_000
     metrics = Metrics()
     chain = th.chain_settings.model_copy(update={"batch_size": 12_000})
-    reader = make_reader(chain, metrics)
+    reader = ChainReader.from_settings(chain, metrics)
     try:
         parts = ChainParts(chain, reader, th.sessions, metrics=metrics)
         summary = await Backfill(parts).run(start, end)
@@ -111,7 +110,7 @@ async def test_a_range_the_node_refuses_as_too_wide_is_read_in_pieces_it_takes()
             node.transfer(USDT_HEX, SENDER, hex20, 1_000_000)
             node.mine(gap)
         metrics = Metrics()
-        reader = make_reader(tron_settings(node.url), metrics)
+        reader = ChainReader.from_settings(tron_settings(node.url), metrics)
         sizer = RangeSizer(12_000)
         try:
             logs = await fetch_logs(reader, [USDT_HEX], 1, 12_000, sizer, split=1)
