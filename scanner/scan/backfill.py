@@ -33,10 +33,10 @@ from scanner.scan.fetch import (
     fetch_deep,
     fetch_range,
     joined,
-    native_watch,
     recipient_topic,
     watches_none,
 )
+from scanner.scan.native import native_watch
 from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch_ready
 from scanner.scan.report import report_batch

@@ -12,15 +12,11 @@ import functools
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from scanner.chain.reader import ChainReader
 from scanner.core.decode import TRANSFER_TOPIC, hex_hash, hex_quantity, native_transfers
 from scanner.core.finality import timed_blocks
-from scanner.core.kinds import EVM, ChainKind
 from scanner.core.model import Header, Log, Transfer
 from scanner.core.ranges import RangeSizer, split_range
-from scanner.db import payments
 from scanner.errors import MalformedResponse, RangeInconsistent, RangeTooLarge
 
 # The native-coin recipients to keep: a set, or a lookup of the range's recipients (async).
@@ -36,25 +32,6 @@ class _Anyone:
 def watches_none(watched: NativeWatch) -> bool:
     """Whether no native-coin transfer is looked for (then no full block is read)."""
     return not callable(watched) and not watched
-
-
-async def native_watch(
-    sessions: async_sessionmaker[AsyncSession], chain: str, kind: ChainKind = EVM
-) -> NativeWatch:
-    """What a scan reads native transfers for: nothing while the chain has no open native-coin
-    payment (or its kind follows none), else a lookup of each range's recipients (a short read,
-    before the range's transaction), so that no set of the native book is held in memory."""
-    if not kind.native:
-        return ()
-    async with sessions() as session:
-        if not await payments.any_native_open(session, chain):
-            return ()
-
-    async def lookup(addresses: set[str]) -> set[str]:
-        async with sessions() as session:
-            return await payments.native_among(session, chain, addresses)
-
-    return lookup
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,9 @@ from scanner.scan.fetch import (
     RangeData,
     fetch_deep,
     fetch_range,
-    native_watch,
     watches_none,
 )
+from scanner.scan.native import native_watch
 from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind, stored_window
