@@ -35,8 +35,9 @@ from scanner.chain.stall import HeadWatch
 from scanner.config import ChainSettings, Settings
 from scanner.db.engine import make_engine, make_session_factory
 from scanner.db.migrate import ensure_schema, head_revision
+from scanner.deliver.commands import need_webhooks
 from scanner.deliver.worker import DeliveryWorker
-from scanner.errors import ChainHalted, ChainLockLost, ConfigError, ScannerError
+from scanner.errors import EXIT_INTERRUPTED, ChainHalted, ChainLockLost, ConfigError, ScannerError
 from scanner.observe.health import Health, ObserveServer
 from scanner.observe.metrics import Metrics
 from scanner.observe.sdnotify import SystemdNotifier
@@ -318,10 +319,17 @@ class App:
         self._signals += 1
         if self._signals > 1:
             log.warning("second_signal_exiting_now", signal=sig.name)
-            os._exit(130)
+            os._exit(EXIT_INTERRUPTED)
         log.info("signal_received", signal=sig.name)
         self.stop.set()
 
 
 async def run(settings: Settings, environ: Mapping[str, str] | None = None) -> int:
     return await App(settings, environ).run()
+
+
+async def deliver(settings: Settings) -> int:
+    """``scanner deliver``: the delivery worker alone, ``scanner run``'s lifecycle with no chain
+    to scan."""
+    need_webhooks(settings)
+    return await run(settings.model_copy(update={"chains": []}))

@@ -20,12 +20,17 @@ import structlog
 
 from scanner import __version__
 from scanner.config import LoggingSettings, Settings, load_settings
-from scanner.errors import ConfigError, ScannerError
+from scanner.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    ScannerError,
+)
 from scanner.observe.logging import configure_logging
 from scanner.observe.redact import Scrubber, printable
 from scanner.runtime import tune_gc
-
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_SCHEMA = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,7 +187,7 @@ DEMO_EXTRA_MODULES = frozenset({"web3", "eth_abi", "eth_utils", "requests"})
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
-    from scanner.deliver.commands import deliver
+    from scanner.app import deliver
 
     return asyncio.run(deliver(_settings(args)))
 
@@ -204,7 +209,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"demo: the demo extra (web3) is not installed ({missing} is missing): "
             "pip install 'ctrip-scanner[demo]'"
         ) from exc
-    return run_demo(payments=args.payments, seconds=args.seconds)
+    from scanner.devchain.node import AnvilStartError
+
+    try:
+        return run_demo(payments=args.payments, seconds=args.seconds)
+    except AnvilStartError as exc:
+        _say(str(exc))
+        return EXIT_FAILURE
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -251,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # the last handler: nothing leaves unscrubbed or as a bare traceback
         return _crashed(exc)
 

@@ -10,7 +10,6 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
     │   └── SchemaUnknown           a revision this code does not know (newer schema)
     ├── DatabaseError               the database is unreachable or refused a statement
     │   └── PaymentLocked           a payment row the gateway holds locked: retried, reported
-    ├── AnvilStartError             the local dev chain (scanner demo, tests) did not start
     ├── ChainLockLost               this process no longer holds the chain (its lock or lease)
     ├── BackfillJobLost             a split backfill's job is another worker's now: drop it
     ├── RpcError                    the node answered badly or not at all
@@ -36,7 +35,8 @@ adapter that calls them (``raise ... from exc``); everything above the adapters 
         └── TokenConfigConflict     configured decimals disagree with the tokens table
 
 The local dev chain (:mod:`scanner.devchain`) raises :class:`RpcResponseError` for the node's
-JSON-RPC errors, like the scanner's own client.
+JSON-RPC errors, like the scanner's own client; that anvil did not start is its own
+``AnvilStartError``, no error of the scanner's.
 
 Errors carry data (``chain``, ``method``, revisions, ...) as attributes, not only in the message.
 No message may contain a secret: URLs are passed through :func:`scanner.secrets.redact_url`
@@ -45,17 +45,24 @@ before they reach an error.
 
 from __future__ import annotations
 
+# The process's exit codes, each in this one place (the errors below carry theirs).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a ScannerError, or an unexpected one
+EXIT_CONFIG = 2  # bad settings or arguments
+EXIT_SCHEMA = 3  # the database's revision is not the code's
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), or a second signal during shutdown
+
 
 class ScannerError(Exception):
     """Base of every error the scanner raises on purpose."""
 
-    exit_code: int = 1
+    exit_code: int = EXIT_FAILURE
 
 
 class ConfigError(ScannerError):
     """Invalid configuration: names the key and the file."""
 
-    exit_code = 2
+    exit_code = EXIT_CONFIG
 
     def __init__(self, message: str, *, key: str | None = None, file: str | None = None) -> None:
         super().__init__(message)
@@ -66,7 +73,7 @@ class ConfigError(ScannerError):
 class SchemaError(ScannerError):
     """The database schema is not at the code's revision."""
 
-    exit_code = 3
+    exit_code = EXIT_SCHEMA
 
     def __init__(self, message: str, *, current: str | None, head: str) -> None:
         super().__init__(message)
@@ -84,10 +91,6 @@ class SchemaUnknown(SchemaError):
 
 class DatabaseError(ScannerError):
     """The database could not be reached or refused a statement."""
-
-
-class AnvilStartError(ScannerError):
-    """anvil (the local dev chain) is not installed, exited, or did not answer in time."""
 
 
 class PaymentLocked(DatabaseError):

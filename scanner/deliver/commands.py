@@ -30,18 +30,10 @@ from scanner.secrets import redact_url
 COLUMNS = ("delivery_id", "endpoint", "event_id", "type", "status", "attempts", "last_status")
 
 
-def _need_webhooks(settings: Settings) -> list[Endpoint]:
+def need_webhooks(settings: Settings) -> list[Endpoint]:
     if not settings.webhooks:
         raise ConfigError("no [[webhooks]] configured", key="webhooks", file=settings.config_file)
     return endpoints(settings.webhooks)
-
-
-async def deliver(settings: Settings) -> int:
-    """The delivery worker alone: ``scanner run``'s lifecycle with no chain to scan."""
-    from scanner.app import run
-
-    _need_webhooks(settings)
-    return await run(settings.model_copy(update={"chains": []}))
 
 
 async def webhooks(settings: Settings, args: argparse.Namespace) -> int:
@@ -136,7 +128,7 @@ def test_payload(endpoint: Endpoint) -> dict[str, Any]:
 
 async def test_command(settings: Settings, index: int) -> int:
     """One signed test event to endpoint ``index``, sent now (not stored); exit 1 unless 2xx."""
-    configured = _need_webhooks(settings)
+    configured = need_webhooks(settings)
     if not 0 <= index < len(configured):
         raise ConfigError(
             f"--endpoint {index}: [[webhooks]] has {len(configured)} endpoint(s), from 0",

@@ -26,10 +26,10 @@ from scanner.config import WebhookSettings
 from scanner.db.errors import DRIVER_ERRORS
 from scanner.deliver import store
 from scanner.deliver.message import backoff, body, endpoint_key, headers
-from scanner.deliver.metrics import WebhookMetrics
 from scanner.deliver.sender import Outcome, Sender
 from scanner.errors import ScannerError
 from scanner.observe.redact import Scrubber
+from scanner.observe.webhook_metrics import WebhookMetrics
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]

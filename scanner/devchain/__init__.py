@@ -8,8 +8,7 @@
 
 from scanner.devchain.actions import ChainActions
 from scanner.devchain.contracts import FAST_BULK_ARGS, DevChain, build_bulk_chain, load_artifact
-from scanner.devchain.node import Anvil, find_anvil
-from scanner.errors import AnvilStartError
+from scanner.devchain.node import Anvil, AnvilStartError, find_anvil
 
 __all__ = [
     "FAST_BULK_ARGS",

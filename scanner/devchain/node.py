@@ -29,7 +29,7 @@ from typing import Any, Self
 
 import httpx
 
-from scanner.errors import AnvilStartError, RpcResponseError
+from scanner.errors import RpcResponseError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NPM_ANVIL = REPO_ROOT / "tests/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
@@ -41,6 +41,11 @@ POLL_INTERVAL_S = 0.02
 PORT_RETRIES = 3
 
 _PR_SET_PDEATHSIG = 1
+
+
+class AnvilStartError(Exception):
+    """anvil (the local dev chain) is not installed, exited, or did not answer in time: the
+    demo's and the tests' trouble, outside the scanner's error tree."""
 
 
 # --------------------------------------------------------------------------- process
