@@ -29,8 +29,8 @@ from scanner.errors import (
     ScannerError,
 )
 from scanner.observe.logging import configure_logging
-from scanner.observe.redact import Scrubber, printable
 from scanner.runtime import tune_gc
+from scanner.secrets import Scrubber, printable
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,11 +19,10 @@ from scanner.db.errors import translated
 from scanner.db.migrate import ensure_schema, head_revision
 from scanner.db.models import ChainState, Payment
 from scanner.errors import ConfigError, RpcError, ScannerError
-from scanner.observe.redact import Scrubber, printable
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
 from scanner.scan.parts import ChainParts
 from scanner.scan.split import SplitBackfill
-from scanner.secrets import redact_url
+from scanner.secrets import Scrubber, printable, redact_url
 
 log = structlog.get_logger(__name__)
 

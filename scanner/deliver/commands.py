@@ -24,8 +24,7 @@ from scanner.deliver.message import body, headers, iso_utc, payment_text
 from scanner.deliver.sender import Sender
 from scanner.deliver.worker import Endpoint, endpoints, utc_now
 from scanner.errors import ConfigError, ScannerError
-from scanner.observe.redact import Scrubber, printable
-from scanner.secrets import redact_url
+from scanner.secrets import Scrubber, printable, redact_url
 
 COLUMNS = ("delivery_id", "endpoint", "event_id", "type", "status", "attempts", "last_status")
 

@@ -28,8 +28,8 @@ from scanner.deliver import store
 from scanner.deliver.message import backoff, body, endpoint_key, headers
 from scanner.deliver.sender import Outcome, Sender
 from scanner.errors import ScannerError
-from scanner.observe.redact import Scrubber
 from scanner.observe.webhook_metrics import WebhookMetrics
+from scanner.secrets import Scrubber
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]

@@ -23,7 +23,7 @@ from aiohttp import web
 from scanner.config import MetricsSettings
 from scanner.observe.guard import GuardedServer
 from scanner.observe.metrics import Metrics
-from scanner.observe.redact import Scrubber
+from scanner.secrets import Scrubber
 
 Clock = Callable[[], float]
 DbCheck = Callable[[], Awaitable[str | None]]

@@ -5,7 +5,7 @@ standard library (``structlog.stdlib.LoggerFactory``) to that handler, whose
 ``ProcessorFormatter`` gives foreign records (SQLAlchemy, web3, aiohttp, httpx, ...) the same
 fields: ISO UTC ``timestamp``, ``level``, ``logger`` and whatever ``bind_contextvars`` bound in
 the current task (``chain``). Then, for every record, exceptions are rendered, every string is
-scrubbed (:class:`scanner.observe.redact.Scrubber`), and the line is rendered: JSON when the
+scrubbed (:class:`scanner.secrets.Scrubber`), and the line is rendered: JSON when the
 stream is not a terminal or ``format = "json"``, coloured console output otherwise.
 
 Tracebacks never include local variables: they may hold secrets in forms no scrubber knows.
@@ -26,7 +26,7 @@ from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
 from scanner.config import LoggingSettings
-from scanner.observe.redact import Scrubber
+from scanner.secrets import Scrubber
 
 LEVELS = {
     "debug": logging.DEBUG,

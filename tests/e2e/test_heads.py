@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from scanner.app import App
 from scanner.config import ChainSettings
-from scanner.observe.redact import Scrubber
+from scanner.secrets import Scrubber
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, until
 from tests.support.settings import chain_settings, settings_from

@@ -10,8 +10,7 @@ import structlog
 from scanner.config import LoggingSettings
 from scanner.errors import DatabaseError, RpcTransportError
 from scanner.observe.logging import _ScannerHandler, configure_logging
-from scanner.observe.redact import Scrubber, printable, secret_fragments
-from scanner.secrets import redact_url
+from scanner.secrets import Scrubber, printable, redact_url, secret_fragments
 
 DB_PASSWORD = "hunter2-Sup3rSecret"
 API_KEY = "AbCdEf0123456789kEyKeYkEy42"
