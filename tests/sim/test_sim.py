@@ -28,12 +28,12 @@ SETUP_AND_SETTLE = 150  # seconds a schedule may take beyond its steps
 fresh_database = contextmanager(migrated_database)
 
 
-def summary(backend: str, results: list[Result], kinds: frozenset[str]) -> str:
+def summary(backend: str, results: list[Result], kinds: frozenset[str], *, failed: int) -> str:
     injected: Counter[str] = Counter()
     for result in results:
         injected.update(result.injected)
     lines = [
-        f"fault simulation on {backend}: {len(results)} schedule(s), seeds"
+        f"fault simulation on {backend}: {len(results)} schedule(s) ({failed} failed), seeds"
         f" {[r.seed for r in results]}, {sum(r.steps for r in results)} steps",
         f"  payments checked {sum(r.payments for r in results)}, transactions"
         f" {sum(r.transactions for r in results)}, events {sum(r.events for r in results)},"
@@ -78,6 +78,7 @@ async def test_every_schedule_ends_as_the_oracle_says(
     kinds = kinds_from_environment()
     seeds = random.Random(int(SEED) if SEED else time.time_ns())
     results: list[Result] = []
+    failed: list[str] = []
     deadline = time.monotonic() + SECONDS
     while not results or (SEED is None and time.monotonic() + SCHEDULE_SECONDS / 2 < deadline):
         seed = int(SEED) if SEED else seeds.randrange(2**32)
@@ -90,8 +91,11 @@ async def test_every_schedule_ends_as_the_oracle_says(
             )
         results.append(result)
         if result.failures:
+            failed.append(failure(result, db_backend, workdir))
             with capsys.disabled():
-                print("\n" + summary(db_backend, results, kinds))
-            pytest.fail(failure(result, db_backend, workdir), pytrace=False)
+                print(f"\n{failed[-1]}\n")
+        shutil.rmtree(workdir, ignore_errors=True)  # a long run makes many
     with capsys.disabled():
-        print("\n" + summary(db_backend, results, kinds))
+        print("\n" + summary(db_backend, results, kinds, failed=len(failed)))
+    if failed:
+        pytest.fail("\n\n".join(failed[:3]), pytrace=False)
