@@ -42,7 +42,7 @@ class Fleet:
     db_url: str
     config: Path
     procs: list[Proc] = field(default_factory=list)
-    started = 0
+    started: int = 0  # processes so far (numbers their logs)
 
     @classmethod
     def make(
