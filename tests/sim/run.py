@@ -17,9 +17,14 @@ from scanner.db.engine import engine_for_url
 from tests.sim.check import check_all
 from tests.sim.oracle import FinalChain
 from tests.sim.schedule import Schedule
-from tests.sim.world import CONFIRMATIONS, World, build, cursor_at_head
+from tests.sim.world import CONFIRMATIONS, World, build, cursor, cursor_at_head
 
-SETTLE_BOUND = 60.0  # seconds for the cursor to be back at the head once faults stop
+# The bound for the cursor to be back at the head once faults stop: the scanner's longest pause
+# after failures (its backoff doubles up to 60 s), then a generous rate for the blocks it is
+# behind (a long outage leaves hundreds; 2 cores shared with other work).
+LONGEST_PAUSE = 60.0
+SETTLE_MARGIN = 30.0
+SECONDS_PER_BLOCK_BEHIND = 0.1
 BACKFILL_BOUND = 60.0
 
 
@@ -33,6 +38,7 @@ class Result:
     transactions: int = 0
     reorgs: int = 0
     catch_up_seconds: float = 0.0
+    behind: int = 0  # blocks the cursor was behind the head when the faults stopped
     failures: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
@@ -79,7 +85,10 @@ async def settle(world: World, schedule: Schedule, result: Result) -> bool:
     world.chain.mine(CONFIRMATIONS + 1)
     at_head = True
     try:
-        result.catch_up_seconds = await cursor_at_head(world, SETTLE_BOUND)
+        behind = world.chain.head() - (await cursor(world.engine) or -1)
+        bound = LONGEST_PAUSE + SETTLE_MARGIN + SECONDS_PER_BLOCK_BEHIND * behind
+        result.behind = behind
+        result.catch_up_seconds = await cursor_at_head(world, bound)
     except AssertionError as exc:
         result.failures.append(str(exc))
         at_head = False

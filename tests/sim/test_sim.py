@@ -39,7 +39,8 @@ def summary(backend: str, results: list[Result], kinds: frozenset[str], *, faile
         f" {sum(r.transactions for r in results)}, events {sum(r.events for r in results)},"
         f" reorgs {sum(r.reorgs for r in results)}",
         "  cursor back at the head after the faults in at most"
-        f" {max((r.catch_up_seconds for r in results), default=0):.1f} s",
+        f" {max((r.catch_up_seconds for r in results), default=0):.1f} s (at most"
+        f" {max((r.behind for r in results), default=0)} blocks behind when they stopped)",
         "  faults injected: " + ", ".join(f"{k} {n}" for k, n in sorted(injected.items())),
         "  kinds off: " + (", ".join(sorted(set(WEIGHTS) - kinds)) or "-"),
     ]
