@@ -18,6 +18,7 @@ a chain whose every node is stalled waits and is not ready (:mod:`scanner.chain.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import time
@@ -47,6 +48,7 @@ from scanner.scan.parts import ChainParts
 from scanner.scan.sweep import Sweep
 from scanner.scan.verify import Verifier
 from scanner.scan.writer import ChainWriterLock
+from scanner.secrets import redact_url
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF = 60.0
@@ -64,6 +66,7 @@ class App:
         self.stop = asyncio.Event()
         self._signals = 0
         self._started: dict[str, asyncio.Event] = {}
+        self._standby: set[str] = set()  # chains another process holds, while it does
         self.engine: AsyncEngine | None = None
         self.keeper: LeaseKeeper | None = None  # PostgreSQL: chains shared under leases
 
@@ -83,6 +86,7 @@ class App:
             log.info(
                 "scanner_started",
                 chains=[c.name for c in self.settings.chains],
+                database=redact_url(self.settings.database_url.get_secret_value()),
                 metrics_port=server.port if server else None,
             )
             await self._supervise(chains, sessions)
@@ -137,8 +141,8 @@ class App:
         except OSError as exc:  # the address is taken, or not this host's
             where = f"{self.settings.metrics.host}:{self.settings.metrics.port}"
             raise ConfigError(
-                f"metrics address {where} cannot be served: {exc.strerror or exc} "
-                "(set [metrics] port or SCANNER_METRICS_ADDR)",
+                f"metrics address {where} cannot be served: {exc.strerror or exc}{_taken(exc)} "
+                "(set [metrics] port or SCANNER_METRICS_ADDR; port 0 takes any free port)",
                 key="metrics.port",
             ) from None
         stack.push_async_callback(server.stop)
@@ -191,7 +195,9 @@ class App:
     async def _notify_ready(self) -> None:
         await asyncio.gather(*(e.wait() for e in self._started.values()))
         self.notifier.ready()
-        log.info("scanner_ready")
+        standby = sorted(self._standby)
+        scanning = sorted(set(self._started) - self._standby)
+        log.info("scanner_ready", scanning=scanning, standing_by=standby)
         while True:
             self.notifier.status(self._status_line())
             await asyncio.sleep(5)
@@ -224,6 +230,7 @@ class App:
                         lease_step = self.settings.cluster.lease_seconds / 4
                         await self._sleep(min(scanner.settings.poll_interval, lease_step))
                         continue
+                    self._standby.discard(scanner.name)
                     started = time.monotonic()
                     outcome = await self._tick(scanner)
                     backoff = 1.0
@@ -250,6 +257,7 @@ class App:
         """A standby only while another live instance holds the chain (then READY=1 need not
         wait for it); a chain nobody holds yet is not ready until this instance scans it."""
         if writer.held_elsewhere():
+            self._standby.add(chain)
             self.health.standby(chain)
             self._started[chain].set()
         else:
@@ -322,6 +330,17 @@ class App:
             os._exit(EXIT_INTERRUPTED)
         log.info("signal_received", signal=sig.name)
         self.stop.set()
+
+
+def _taken(exc: OSError) -> str:
+    """What a taken port most often means: another scanner on this host (each instance needs
+    its own port; a second one on SQLite would only stand by)."""
+    if exc.errno != errno.EADDRINUSE:
+        return ""
+    return (
+        " (another process listens there, often another `scanner run` on this host: each"
+        " instance needs its own metrics port)"
+    )
 
 
 async def run(settings: Settings, environ: Mapping[str, str] | None = None) -> int:

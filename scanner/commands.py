@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 import time
 from contextlib import suppress
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from scanner.config import ChainSettings, Settings
 from scanner.db import leases
 from scanner.db.engine import make_engine, make_session_factory
-from scanner.db.errors import translated
-from scanner.db.migrate import ensure_schema, head_revision
+from scanner.db.migrate import ensure_schema, require_head
 from scanner.db.models import ChainState, Payment
 from scanner.errors import ConfigError, RpcError, ScannerError
 from scanner.scan.backfill import Backfill, BackfillSummary, check_bounds
@@ -136,6 +137,7 @@ def _print_summary(summary: BackfillSummary) -> None:
 
 async def status(settings: Settings, *, as_json: bool) -> int:
     """Each chain's head, cursor, lag, open payments and last reorg."""
+    require_head(settings)  # a missing or other schema: one sentence, nothing created
     engine = make_engine(settings)
     try:
         sessions = make_session_factory(engine)
@@ -228,8 +230,10 @@ async def check(settings: Settings) -> int:
             f"config: ok ({settings.config_file or 'no file'}; {len(settings.chains)} chain(s))"
         )
     )
-    problems += await _check_database(settings)
-    stored = await _stored_tokens(settings) if not problems else {}
+    problems += _check_webhook_secrets(settings)
+    database = await _check_database(settings)
+    problems += database
+    stored = await _stored_tokens(settings) if not database else {}
     for chain in settings.chains:
         problems += await _check_chain(settings, chain, stored.get(chain.name, {}))
     for problem in problems:
@@ -275,6 +279,9 @@ async def _check_decimals(chain: ChainSettings, reader: Any, stored: dict[str, i
     wanted = {kind.parse_address(t.address): t.decimals for t in chain.tokens} | stored
     problems = []
     for address, decimals in sorted(wanted.items()):
+        if not await reader.has_code(address):
+            problems.append(f"{chain.name}: token {kind.show(address)}: no contract at the address")
+            continue
         try:
             actual = await reader.token_decimals(address)
         except RpcError as exc:
@@ -309,24 +316,22 @@ async def _stored_tokens(settings: Settings) -> dict[str, dict[str, int]]:
     return out
 
 
+def _check_webhook_secrets(settings: Settings) -> list[str]:
+    """Each ``secret_env`` of ``[[webhooks]]`` is set where check runs (as where run runs)."""
+    return [
+        f"webhooks[{n}].secret_env: environment variable {hook.secret_env} is not set"
+        for n, hook in enumerate(settings.webhooks)
+        if hook.secret_env is not None and not os.environ.get(hook.secret_env)
+    ]
+
+
 async def _check_database(settings: Settings) -> list[str]:
+    """The schema is at this code's head (read without creating or migrating anything)."""
     shown = redact_url(settings.database_url.get_secret_value())
-    engine = make_engine(settings)
     try:
-        async with translated(shown, settings.secrets()), engine.connect() as conn:
-            rev = (
-                await conn.execute(text("SELECT version_num FROM alembic_version"))
-            ).scalar_one_or_none()
+        rev = await asyncio.to_thread(require_head, settings)
     except ScannerError as exc:
-        return [str(exc)]
-    finally:
-        await engine.dispose()
-    head = head_revision()
-    if rev != head:
-        return [
-            f"database {shown}: schema at {rev or '<none>'}, code expects {head} "
-            "(run `scanner migrate upgrade`)"
-        ]
+        return [Scrubber(settings.secrets()).text(str(exc))]
     print(printable(f"database {shown}: ok (schema {rev})"))
     return []
 

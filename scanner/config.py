@@ -41,6 +41,7 @@ from scanner.errors import ConfigError
 from scanner.secrets import redact_url
 
 DEFAULT_SQLITE_URL = "sqlite:///./scanner.db"
+DEFAULT_SQLITE_SOURCE = "the default ./scanner.db"
 
 
 class TokenSettings(Strict):
@@ -174,6 +175,7 @@ WebhookEvent = Literal[
     "paid_late",
     "confirmed_reverted",
     "invalid_payment",
+    "transfer_unmatched",
     "verification_failed",
 ]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)
@@ -259,6 +261,9 @@ class Settings(Strict):
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     config_file: str | None = None
+    # Where database_url came from, and why a DATABASE_URL that is set was not taken (if so).
+    database_source: str = DEFAULT_SQLITE_SOURCE
+    database_url_ignored: str | None = None
 
     def chain(self, name: str) -> ChainSettings:
         for chain in self.chains:
@@ -269,7 +274,8 @@ class Settings(Strict):
 
     def secrets(self) -> list[str]:
         """Every secret string, for scrubbing free text."""
-        out = [self.database_url.get_secret_value()]
+        url = self.database_url.get_secret_value()
+        out = [] if url.startswith("sqlite") else [url]  # a file's path is no secret
         for chain in self.chains:
             out.extend(u.get_secret_value() for u in chain.rpc_urls + chain.verify_urls)
             out.extend(u.get_secret_value() for u in [chain.ws_url] if u is not None)
@@ -285,14 +291,19 @@ def _loc(error: Mapping[str, Any]) -> str:
     return "".join(parts) or "<root>"
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    """Pydantic's message, without its ``Value error,`` prefix (our validators' own words)."""
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
 def _config_error(exc: ValidationError, file: str | None) -> ConfigError:
     first = exc.errors()[0]
     key = _loc(first)
     where = f" in {file}" if file else ""
-    problems = "; ".join(
-        f"{_loc(e)}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
-        for e in exc.errors()
-    )
+    problems = "; ".join(f"{_loc(e)}: {_message(e)}" for e in exc.errors())
     return ConfigError(f"invalid configuration{where}: {problems}", key=key, file=file)
 
 
@@ -326,9 +337,11 @@ def _env_bool(environ: Mapping[str, str], name: str) -> bool | None:
 
 def _resolve_database_url(
     env: str, file_url: SecretStr | None, environ: Mapping[str, str]
-) -> SecretStr:
+) -> tuple[SecretStr, str]:
+    """The database URL and where it came from (a variable's name, the file, the default)."""
+    from_file = file_url.get_secret_value() if file_url else None
     if env == "production":
-        url = environ.get("DATABASE_URL") or (file_url.get_secret_value() if file_url else None)
+        url = environ.get("DATABASE_URL") or from_file
         if not url:
             raise ConfigError(
                 "ENV=production requires DATABASE_URL (a postgresql:// URL)", key="DATABASE_URL"
@@ -338,18 +351,32 @@ def _resolve_database_url(
                 f"DATABASE_URL must be PostgreSQL in production, got {redact_url(url)}",
                 key="DATABASE_URL",
             )
-        return SecretStr(url)
-    url = environ.get("DATABASE_URL_DEV") or (file_url.get_secret_value() if file_url else None)
-    return SecretStr(url or DEFAULT_SQLITE_URL)
+        return SecretStr(url), "DATABASE_URL" if environ.get("DATABASE_URL") else "[database] url"
+    if environ.get("DATABASE_URL_DEV"):
+        return SecretStr(environ["DATABASE_URL_DEV"]), "DATABASE_URL_DEV"
+    if from_file:
+        return SecretStr(from_file), "[database] url"
+    return SecretStr(DEFAULT_SQLITE_URL), DEFAULT_SQLITE_SOURCE
+
+
+def _ignored_database_url(env: str, source: str, environ: Mapping[str, str]) -> str | None:
+    """Why a DATABASE_URL that is set is not the database in use (None: it is, or is unset)."""
+    if env == "production" or not environ.get("DATABASE_URL"):
+        return None
+    return (
+        f"DATABASE_URL is read only when ENV=production (ENV is {env}); the database in use "
+        f"comes from {source} (set ENV=production, or DATABASE_URL_DEV for another database)"
+    )
 
 
 def _resolve_webhooks(
-    hooks: list[WebhookSettings], environ: Mapping[str, str], file: str | None
+    hooks: list[WebhookSettings], environ: Mapping[str, str], file: str | None, *, needed: bool
 ) -> list[WebhookSettings]:
-    """Each ``secret_env`` read from the environment into ``secret``; a missing one is an error."""
+    """Each ``secret_env`` read from the environment into ``secret``; a missing one is an error
+    where the secrets are ``needed`` (a command that sends no webhook leaves them unread)."""
     out = []
     for n, hook in enumerate(hooks):
-        if hook.secret_env is not None:
+        if hook.secret_env is not None and needed:
             value = environ.get(hook.secret_env, "")
             if not value:
                 where = f" in {file}" if file else ""
@@ -365,9 +392,15 @@ def _resolve_webhooks(
 
 
 def load_settings(
-    config_path: str | None = None, environ: Mapping[str, str] | None = None
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    webhook_secrets: bool = True,
 ) -> Settings:
-    """Read the config file (``config_path`` or ``SCANNER_CONFIG``) and the environment."""
+    """Read the config file (``config_path`` or ``SCANNER_CONFIG``) and the environment.
+
+    ``webhook_secrets=False``: a command that sends no webhook does not need (nor read) their
+    secrets' environment variables."""
     environ = os.environ if environ is None else environ
     path = config_path or environ.get("SCANNER_CONFIG") or None
     file_settings, file = read_config_file(path)
@@ -395,16 +428,21 @@ def load_settings(
             metrics = MetricsSettings(
                 enabled=metrics.enabled, host=host or "127.0.0.1", port=int(port)
             )
+        database_url, source = _resolve_database_url(env, file_settings.database.url, environ)
         return Settings(
             env=env,
-            database_url=_resolve_database_url(env, file_settings.database.url, environ),
+            database_url=database_url,
+            database_source=source,
+            database_url_ignored=_ignored_database_url(env, source, environ),
             migrate_on_start=migrate,
             shutdown_timeout=file_settings.shutdown_timeout,
             database=file_settings.database,
             metrics=metrics,
             logging=logging,
             chains=file_settings.chains,
-            webhooks=_resolve_webhooks(file_settings.webhooks, environ, file),
+            webhooks=_resolve_webhooks(
+                file_settings.webhooks, environ, file, needed=webhook_secrets
+            ),
             cluster=file_settings.cluster,
             config_file=file,
         )

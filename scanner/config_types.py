@@ -47,6 +47,13 @@ class RpcUrl(SecretStr):
         return redact_url(self.get_secret_value())
 
 
+def url_start(url: str) -> str:
+    """What a URL begins with, up to its first ``:``, ``/``, ``?`` or ``@``: enough to recognise
+    the mistake, never a key in its path, query or user part."""
+    start = re.split(r"[:/?@#]", url.strip(), maxsplit=1)[0]
+    return start[:40] or url.strip()[:1]
+
+
 _SCHEMES = {"http(s)": ("http://", "https://"), "ws:// or wss://": ("ws://", "wss://")}
 
 
@@ -54,7 +61,10 @@ def check_url(url: RpcUrl, what: str, schemes: str = "http(s)") -> RpcUrl:
     """``url`` if its scheme is one of ``schemes``, it names a host, and any port is 0-65535."""
     value = url.get_secret_value()
     if not value.startswith(_SCHEMES[schemes]):
-        raise ValueError(f"{what} must be {schemes}: {url}")
+        wanted = " or ".join(_SCHEMES[schemes])
+        raise ValueError(
+            f"{what} must start with {wanted}; this one starts with {url_start(value)!r}"
+        )
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (raises on a port out of range or not a number)

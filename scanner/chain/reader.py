@@ -102,6 +102,16 @@ class ChainReader:
         call = {"to": token, "data": DECIMALS_SELECTOR}
         return await self.client.call("eth_call", [call, "latest"], parse=parse)
 
+    async def has_code(self, address: str) -> bool:
+        """Whether a contract lives at ``address`` (``eth_getCode`` at the latest block)."""
+
+        def parse(value: Any) -> bool:
+            if not isinstance(value, str) or not value.startswith("0x"):
+                raise self._fail("eth_getCode")(f"expected a hex string, got {value!r:.40}")
+            return len(value) > 2
+
+        return await self.client.call("eth_getCode", [address, "latest"], parse=parse)
+
     # -- blocks ----------------------------------------------------------------------------
 
     async def headers(self, start: int, end: int) -> list[Header]:

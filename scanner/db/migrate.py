@@ -37,6 +37,7 @@ from scanner.db.errors import DRIVER_ERRORS, database_error
 from scanner.db.locks import MIGRATION_LOCK_KEY, advisory_lock
 from scanner.db.models import metadata
 from scanner.errors import DatabaseError, ScannerError, SchemaBehind, SchemaUnknown
+from scanner.secrets import redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -266,3 +267,56 @@ def _known(script: ScriptDirectory, rev: str) -> bool:
         return script.get_revision(rev) is not None
     except CommandError:
         return False
+
+
+# -- one-off commands --------------------------------------------------------------------------
+
+
+def _missing_sqlite_file(settings: Settings) -> Path | None:
+    """The file of a SQLite URL that does not exist yet (None: PostgreSQL, memory, present)."""
+    from scanner.db.engine import async_url
+
+    url = async_url(settings.database_url.get_secret_value())
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    return None if path.exists() else path
+
+
+def stored_revision(settings: Settings) -> str | None:
+    """The database's revision, read without creating anything: a SQLite file that does not
+    exist is an empty database (``None``), left uncreated."""
+    if _missing_sqlite_file(settings) is not None:
+        return None
+    return current(settings)
+
+
+def require_head(settings: Settings) -> str:
+    """For a command that reads the scanner's tables: the schema is at this code's head, else a
+    :class:`SchemaError` that says what to run. Creates nothing, migrates nothing."""
+    head = head_revision()
+    rev = stored_revision(settings)
+    if rev == head:
+        return head
+    shown = redact_url(settings.database_url.get_secret_value())
+    if rev is None:
+        raise SchemaBehind(
+            f"database {shown}: the schema is missing: run `{UPGRADE_COMMAND}`",
+            current=None,
+            head=head,
+        )
+    if not _known(script_directory(), rev):
+        raise SchemaUnknown(
+            f"database {shown}: schema at {rev}, which this scanner does not know (its newest "
+            f"is {head}): it was migrated by a newer version",
+            current=rev,
+            head=head,
+        )
+    raise SchemaBehind(
+        f"database {shown}: schema at {rev}, this scanner needs {head}: run `{UPGRADE_COMMAND}`",
+        current=rev,
+        head=head,
+    )

@@ -40,7 +40,7 @@ async def webhooks(settings: Settings, args: argparse.Namespace) -> int:
         return await list_command(settings, args.status, args.limit, as_json=args.json)
     if args.action == "redeliver":
         return await redeliver_command(settings, args.delivery_id)
-    return await test_command(settings, args.endpoint)
+    return await test_command(settings, args.endpoint, as_json=args.json)
 
 
 def _moment(value: datetime | None) -> str | None:
@@ -125,7 +125,7 @@ def test_payload(endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
-async def test_command(settings: Settings, index: int) -> int:
+async def test_command(settings: Settings, index: int, *, as_json: bool = False) -> int:
     """One signed test event to endpoint ``index``, sent now (not stored); exit 1 unless 2xx."""
     configured = need_webhooks(settings)
     if not 0 <= index < len(configured):
@@ -153,5 +153,13 @@ async def test_command(settings: Settings, index: int) -> int:
         "error": Scrubber(settings.secrets()).text(outcome.error) if outcome.error else None,
         "seconds": round(outcome.seconds, 3),
     }
-    print(json.dumps(result), file=sys.stdout)
+    print(json.dumps(result) if as_json else _test_sentence(result), file=sys.stdout)
     return 0 if outcome.delivered else 1
+
+
+def _test_sentence(result: dict[str, Any]) -> str:
+    where = f"endpoint {result['endpoint']} ({result['url']})"
+    took = f"in {result['seconds']} s"
+    if result["outcome"] == "delivered":
+        return f"{where} accepted the signed test event (HTTP {result['http_status']}) {took}"
+    return f"{where} did not accept the test event: {result['error'] or result['outcome']} {took}"

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -34,7 +35,8 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
-# Chatty below WARNING; shown in full only at level = "debug".
+# Chatty below WARNING: kept at WARNING whatever the level, unless named (a prefix of the
+# logger's name) in SCANNER_DEBUG_LOGGERS, e.g. ``sqlalchemy.engine,httpx``.
 NOISY_LOGGERS = (
     "sqlalchemy",
     "web3",
@@ -45,6 +47,7 @@ NOISY_LOGGERS = (
     "aiosqlite",
     "asyncpg",
     "urllib3",
+    "alembic",
 )
 
 
@@ -79,8 +82,9 @@ def configure_logging(
         foreign_pre_chain=_shared_processors(),
         processors=_output_processors(Scrubber(secrets), as_json=as_json, colors=_isatty(out)),
     )
+    wanted = debug_loggers(os.environ)
     _install_handler(out, formatter, level)
-    _quiet_noisy_loggers(level)
+    _quiet_noisy_loggers(level, wanted)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -136,7 +140,15 @@ def _install_handler(stream: TextIO, formatter: logging.Formatter, level: int) -
     root.setLevel(level)
 
 
-def _quiet_noisy_loggers(level: int) -> None:
-    quiet = logging.NOTSET if level <= logging.DEBUG else max(level, logging.WARNING)
+def _quiet_noisy_loggers(level: int, wanted: Sequence[str] = ()) -> None:
+    quiet = max(level, logging.WARNING)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    for name in wanted:  # asked for by name: everything they log, debug included
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def debug_loggers(environ: Mapping[str, str]) -> list[str]:
+    """The libraries named in ``SCANNER_DEBUG_LOGGERS`` (comma- or space-separated)."""
+    raw = environ.get("SCANNER_DEBUG_LOGGERS", "")
+    return [name for name in raw.replace(",", " ").split() if name]

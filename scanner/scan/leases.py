@@ -69,6 +69,7 @@ class LeaseKeeper:
         self._elsewhere: set[str] = set()  # chains another live instance held at the last beat
         self._valid_until = 0.0
         self._done = asyncio.Event()
+        self.first_beat = asyncio.Event()  # set once the first round of claims has been tried
         offset = int(hashlib.sha256(self.instance.encode()).hexdigest(), 16) % max(len(chains), 1)
         ordered = sorted(chains)
         self.chains = ordered[offset:] + ordered[:offset]  # instances try chains in other orders
@@ -100,6 +101,7 @@ class LeaseKeeper:
                     await self.beat()
                 except ScannerError as exc:
                     log.error("lease_heartbeat_failed", error=type(exc).__name__, message=str(exc))
+                self.first_beat.set()
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._done.wait(), self.ttl / BEATS_PER_LEASE)
         finally:
@@ -169,6 +171,9 @@ class ChainLease:
         self._elsewhere_logged = False
 
     async def acquire(self) -> bool:
+        if not self.keeper.first_beat.is_set():  # a fresh instance claims before it judges
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.keeper.first_beat.wait(), self.keeper.ttl)
         held = self.keeper.holds(self.chain)
         if held and not self._was_held:
             self._elsewhere_logged = False

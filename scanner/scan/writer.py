@@ -2,8 +2,9 @@
 
 SQLite runs one ``scanner run`` at a time; the chains of that process share the lock (an
 ``flock`` taken through a second open file would refuse them). A second process stands by, says
-so loudly (``sqlite_single_process``), and takes over when the first exits. On PostgreSQL
-several instances share the chains under leases instead (:mod:`scanner.scan.leases`).
+so (``sqlite_single_process``, a warning: standing by is no error), and takes over when the
+first exits. On PostgreSQL several instances share the chains under leases instead
+(:mod:`scanner.scan.leases`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _sqlite_second_process(path: str) -> None:
     if path in _SAID:
         return
     _SAID.add(path)
-    log.error(
+    log.warning(
         "sqlite_single_process",
         lock_file=path,
         message="SQLite runs one scanning process at a time: another scanner holds this "

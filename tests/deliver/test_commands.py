@@ -111,11 +111,15 @@ async def test_list_redeliver_and_test_and_no_secret_anywhere(
 
     tested = await cli("test", "--endpoint", "0")
     assert tested.returncode == 0, tested.stderr
+    assert tested.stdout.startswith("endpoint 0 (") and "accepted the signed test event" in (
+        tested.stdout
+    )
+    tested = await cli("test", "--endpoint", "0", "--json")
     assert json.loads(tested.stdout)["outcome"] == "delivered"
     probe = receiver.requests[-1]
     assert probe.verified() and probe.json["type"] == "test" and probe.json["id"] == 0
     mode["status"] = 503
-    failing = await cli("test", "--endpoint", "0")
+    failing = await cli("test", "--endpoint", "0", "--json")
     assert failing.returncode == 1 and json.loads(failing.stdout)["http_status"] == 503
     wrong = await cli("test", "--endpoint", "3")
     assert wrong.returncode == 2 and "has 1 endpoint(s)" in wrong.stderr
@@ -169,7 +173,7 @@ async def test_webhooks_test_reports_a_hostile_answer_in_one_line_never_a_traceb
 
     receiver.answer = answer
     cli = Cli(config(tmp_path, receiver.port), db_url)
-    tested = await cli("test", "--endpoint", "0")
+    tested = await cli("test", "--endpoint", "0", "--json")
     assert tested.returncode == 1, tested.stderr
     assert "Traceback" not in tested.stderr
     result = json.loads(tested.stdout)

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import structlog
@@ -478,3 +479,44 @@ async def test_a_held_back_delivery_does_not_make_the_worker_spin(
         "transfer_detected",
         "status_changed",
     ]
+
+
+async def test_every_event_type_the_scanner_writes_can_be_chosen_and_is_delivered(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    """The default list is every type; ``transfer_unmatched`` alone may be chosen and arrives."""
+    from scanner.config import WEBHOOK_EVENTS
+    from scanner.core import events as core_events
+    from scanner.scan.verify import VERIFICATION_FAILED
+
+    written = {v for k, v in vars(core_events).items() if k.isupper() and isinstance(v, str)}
+    assert set(WEBHOOK_EVENTS) == written | {VERIFICATION_FAILED}
+    assert hook(receiver.url()).events == list(WEBHOOK_EVENTS)
+
+    unmatched = hook(receiver.url("/unmatched"), events=["transfer_unmatched"])
+    worker = DeliveryWorker([unmatched], session_factory, poll_interval=0.05)
+    await worker.prepare()
+    pid = await add_payment(engine)
+    other_token = detected(pid)
+    strays = core_events.transfer_unmatched(pid, _credit_of(other_token))
+    await add_events(session_factory, other_token, strays)
+    await drive(worker, lambda: receiver.requests, engine=engine)
+    await asyncio.sleep(0.3)
+    got = [(r.path, r.json["type"], r.json["data"]["value"]) for r in receiver.requests]
+    assert got == [("/unmatched", "transfer_unmatched", "25500000")]
+
+
+def _credit_of(event: Any) -> Any:
+    from scanner.core.model import Credit
+
+    data = event.data
+    return Credit(
+        tx_hash=data["tx_hash"],
+        log_index=data["log_index"] + 1,
+        block_number=data["block_number"],
+        block_hash="0x" + "77" * 32,
+        block_timestamp=0,
+        value=data["value"],
+        late=False,
+        orphaned=False,
+    )

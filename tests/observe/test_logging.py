@@ -5,6 +5,7 @@ import json
 import logging
 from typing import Any
 
+import pytest
 import structlog
 
 from scanner.config import LoggingSettings
@@ -100,7 +101,7 @@ def test_foreign_records_share_the_pipeline() -> None:
     }
 
 
-def test_levels_and_noisy_libraries() -> None:
+def test_levels_and_noisy_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
     out = configure(level="info")
     log = structlog.get_logger("scanner.test")
     log.debug("hidden_debug")
@@ -110,10 +111,19 @@ def test_levels_and_noisy_libraries() -> None:
     logging.getLogger("scanner.other").info("stdlib_info")
     assert [e["event"] for e in lines(out)] == ["shown_info", "httpx_warning", "stdlib_info"]
 
-    out = configure(level="debug")
+    out = configure(level="debug")  # the scanner's debug; a library's only when named
     log.debug("shown_debug")
     logging.getLogger("sqlalchemy.engine").info("SELECT 1")
-    assert [e["event"] for e in lines(out)] == ["shown_debug", "SELECT 1"]
+    logging.getLogger("aiosqlite").debug("executing")
+    assert [e["event"] for e in lines(out)] == ["shown_debug"]
+
+    monkeypatch.setenv("SCANNER_DEBUG_LOGGERS", "sqlalchemy.engine")
+    out = configure(level="info")
+    logging.getLogger("sqlalchemy.engine").debug("SELECT 2")
+    logging.getLogger("aiosqlite").debug("executing")
+    log.debug("hidden_debug")
+    assert [e["event"] for e in lines(out)] == ["SELECT 2"]
+    monkeypatch.delenv("SCANNER_DEBUG_LOGGERS")
 
     out = configure(level="error")
     logging.getLogger("web3").warning("web3_warning")

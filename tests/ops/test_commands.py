@@ -89,18 +89,21 @@ async def test_check_passes_when_all_is_well_and_names_each_problem(
     unreachable = write_config(tmp_path / "unreachable.toml", "http://127.0.0.1:1", tokens)
     wrong_chain = write_config(tmp_path / "wrong.toml", h.chain.url, tokens, chain_id=1)
     wrong_decimals = write_config(tmp_path / "decimals.toml", h.chain.url, [("USDT", h.token, 18)])
+    nowhere = [("USDX", "0x" + "de" * 20, 6)]
+    no_contract = write_config(tmp_path / "nocode.toml", h.chain.url, nowhere)
     migrate.stamp(settings_from(other_db_url), "base")  # a database behind the code
     head = migrate.head_revision()
 
     def check(config: Path, url: str) -> Any:
         return run_cli(["check", "--config", str(config)], scanner_env(url))
 
-    ok, no_rpc, wrong, behind, decimals = await asyncio.gather(
+    ok, no_rpc, wrong, behind, decimals, nocode = await asyncio.gather(
         asyncio.to_thread(check, good, db_url),
         asyncio.to_thread(check, unreachable, db_url),
         asyncio.to_thread(check, wrong_chain, db_url),
         asyncio.to_thread(check, good, other_db_url),
         asyncio.to_thread(check, wrong_decimals, db_url),
+        asyncio.to_thread(check, no_contract, db_url),
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.strip().splitlines()[-1] == "check: ok"
@@ -116,9 +119,11 @@ async def test_check_passes_when_all_is_well_and_names_each_problem(
     (p,) = problems(wrong)
     assert "chain id 31337" in p and "config says 1" in p
     (p,) = problems(behind)
-    assert "schema at" in p and head in p and "scanner migrate upgrade" in p
+    assert "the schema is missing: run `scanner migrate upgrade`" in p
     (p,) = problems(decimals)
     assert "says 18 decimals" in p and "decimals() says 6" in p and h.token.lower() in p
+    (p,) = problems(nocode)  # decimals() of an address without code answers "0x"
+    assert p == f"problem: anvil: token {'0x' + 'de' * 20}: no contract at the address"
 
 
 @pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
