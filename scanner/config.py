@@ -28,6 +28,12 @@ from pydantic import (
     model_validator,
 )
 
+from scanner.config_sources import (
+    DEFAULT_SQLITE_SOURCE,
+    env_bool,
+    ignored_database_url,
+    resolve_database_url,
+)
 from scanner.config_types import (
     CHAIN_NAME,
     RpcUrl,
@@ -35,13 +41,10 @@ from scanner.config_types import (
     WrittenAddress,
     check_url,
     check_ws_url,
+    config_error,
 )
 from scanner.core.kinds import ChainKind, kind_of
 from scanner.errors import ConfigError
-from scanner.secrets import redact_url
-
-DEFAULT_SQLITE_URL = "sqlite:///./scanner.db"
-DEFAULT_SQLITE_SOURCE = "the default ./scanner.db"
 
 
 class TokenSettings(Strict):
@@ -284,29 +287,6 @@ class Settings(Strict):
         return out
 
 
-def _loc(error: Mapping[str, Any]) -> str:
-    parts: list[str] = []
-    for item in error.get("loc", ()):
-        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
-    return "".join(parts) or "<root>"
-
-
-def _message(error: Mapping[str, Any]) -> str:
-    """Pydantic's message, without its ``Value error,`` prefix (our validators' own words)."""
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    message = str(error["msg"])
-    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-
-
-def _config_error(exc: ValidationError, file: str | None) -> ConfigError:
-    first = exc.errors()[0]
-    key = _loc(first)
-    where = f" in {file}" if file else ""
-    problems = "; ".join(f"{_loc(e)}: {_message(e)}" for e in exc.errors())
-    return ConfigError(f"invalid configuration{where}: {problems}", key=key, file=file)
-
-
 def read_config_file(path: str | None) -> tuple[FileSettings, str | None]:
     if path is None:
         return FileSettings(), None
@@ -320,53 +300,7 @@ def read_config_file(path: str | None) -> tuple[FileSettings, str | None]:
     try:
         return FileSettings.model_validate(data), file
     except ValidationError as exc:
-        raise _config_error(exc, file) from exc
-
-
-def _env_bool(environ: Mapping[str, str], name: str) -> bool | None:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return None
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {raw!r}", key=name)
-
-
-def _resolve_database_url(
-    env: str, file_url: SecretStr | None, environ: Mapping[str, str]
-) -> tuple[SecretStr, str]:
-    """The database URL and where it came from (a variable's name, the file, the default)."""
-    from_file = file_url.get_secret_value() if file_url else None
-    if env == "production":
-        url = environ.get("DATABASE_URL") or from_file
-        if not url:
-            raise ConfigError(
-                "ENV=production requires DATABASE_URL (a postgresql:// URL)", key="DATABASE_URL"
-            )
-        if not url.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
-            raise ConfigError(
-                f"DATABASE_URL must be PostgreSQL in production, got {redact_url(url)}",
-                key="DATABASE_URL",
-            )
-        return SecretStr(url), "DATABASE_URL" if environ.get("DATABASE_URL") else "[database] url"
-    if environ.get("DATABASE_URL_DEV"):
-        return SecretStr(environ["DATABASE_URL_DEV"]), "DATABASE_URL_DEV"
-    if from_file:
-        return SecretStr(from_file), "[database] url"
-    return SecretStr(DEFAULT_SQLITE_URL), DEFAULT_SQLITE_SOURCE
-
-
-def _ignored_database_url(env: str, source: str, environ: Mapping[str, str]) -> str | None:
-    """Why a DATABASE_URL that is set is not the database in use (None: it is, or is unset)."""
-    if env == "production" or not environ.get("DATABASE_URL"):
-        return None
-    return (
-        f"DATABASE_URL is read only when ENV=production (ENV is {env}); the database in use "
-        f"comes from {source} (set ENV=production, or DATABASE_URL_DEV for another database)"
-    )
+        raise config_error(exc, file) from exc
 
 
 def _resolve_webhooks(
@@ -407,7 +341,7 @@ def load_settings(
     env = environ.get("ENV", "development").strip().lower() or "development"
     if env not in {"development", "production", "testing"}:
         raise ConfigError(f"ENV must be development, production or testing, not {env!r}", key="ENV")
-    migrate = _env_bool(environ, "SCANNER_MIGRATE_ON_START")
+    migrate = env_bool(environ, "SCANNER_MIGRATE_ON_START")
     if migrate is None:
         migrate = file_settings.migrate_on_start
     if migrate is None:
@@ -428,12 +362,12 @@ def load_settings(
             metrics = MetricsSettings(
                 enabled=metrics.enabled, host=host or "127.0.0.1", port=int(port)
             )
-        database_url, source = _resolve_database_url(env, file_settings.database.url, environ)
+        database_url, source = resolve_database_url(env, file_settings.database.url, environ)
         return Settings(
             env=env,
             database_url=database_url,
             database_source=source,
-            database_url_ignored=_ignored_database_url(env, source, environ),
+            database_url_ignored=ignored_database_url(env, source, environ),
             migrate_on_start=migrate,
             shutdown_timeout=file_settings.shutdown_timeout,
             database=file_settings.database,
@@ -447,6 +381,6 @@ def load_settings(
             config_file=file,
         )
     except ValidationError as exc:
-        raise _config_error(exc, "environment") from exc
+        raise config_error(exc, "environment") from exc
     except ValueError as exc:
         raise ConfigError(f"invalid environment setting: {exc}", key="environment") from exc

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, ValidationError
 
+from scanner.errors import ConfigError
 from scanner.secrets import redact_url
 
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -77,3 +79,26 @@ def check_url(url: RpcUrl, what: str, schemes: str = "http(s)") -> RpcUrl:
 
 def check_ws_url(url: RpcUrl) -> RpcUrl:
     return check_url(url, "ws_url", "ws:// or wss://")
+
+
+def _loc(error: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    for item in error.get("loc", ()):
+        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    """Pydantic's message, without its ``Value error,`` prefix (our validators' own words)."""
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def config_error(exc: ValidationError, file: str | None) -> ConfigError:
+    first = exc.errors()[0]
+    key = _loc(first)
+    where = f" in {file}" if file else ""
+    problems = "; ".join(f"{_loc(e)}: {_message(e)}" for e in exc.errors())
+    return ConfigError(f"invalid configuration{where}: {problems}", key=key, file=file)
