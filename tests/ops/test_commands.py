@@ -95,7 +95,7 @@ async def test_check_passes_when_all_is_well_and_names_each_problem(
     head = migrate.head_revision()
 
     def check(config: Path, url: str) -> Any:
-        return run_cli(["check", "--config", str(config)], scanner_env(url))
+        return run_cli(["check", "--config", str(config)], scanner_env(url), timeout=90)
 
     ok, no_rpc, wrong, behind, decimals, nocode = await asyncio.gather(
         asyncio.to_thread(check, good, db_url),
