@@ -2,7 +2,7 @@
 # Everything runs from the project's virtual environment (.venv), made by `make setup`.
 VENV := .venv/bin
 
-.PHONY: help setup lint format typecheck layers check test ci demo lock
+.PHONY: help setup lint format typecheck layers check docs config-reference test ci demo lock
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -10,11 +10,11 @@ setup:  ## the virtual environment, anvil and PostgreSQL (idempotent)
 	bash .ci/setup
 
 lint:  ## ruff over the package, the tests, bench and migrations; the formatting
-	$(VENV)/ruff check scanner tests bench migrations
+	$(VENV)/ruff check scanner tests bench migrations docs/examples
 	$(VENV)/ruff format --check scanner
 
 format:  ## apply ruff's fixes and formatting
-	$(VENV)/ruff check --fix scanner tests bench migrations
+	$(VENV)/ruff check --fix scanner tests bench migrations docs/examples
 	$(VENV)/ruff format scanner
 
 typecheck:  ## mypy, strict
@@ -25,6 +25,12 @@ layers:  ## the import contracts between the package's layers (pyproject: tool.i
 
 check:  ## every static check: the hooks of .pre-commit-config.yaml, over every file
 	$(VENV)/pre-commit run --all-files --show-diff-on-failure
+
+docs:  ## build the documentation site (docs/, mkdocs.yml) into site/, failing on any warning
+	NO_MKDOCS_2_WARNING=1 $(VENV)/mkdocs build --strict --quiet
+
+config-reference:  ## write docs/configuration.md from the settings model
+	$(VENV)/python -m scanner.config_reference > docs/configuration.md
 
 test:  ## the README's test command
 	bash .ci/setup && $(VENV)/python -m pytest

@@ -274,12 +274,22 @@ async def _check_chain(
     return problems
 
 
+async def _has_code(reader: Any, address: str) -> bool:
+    """Whether a contract is there; a node that does not answer ``eth_getCode`` is not asked."""
+    try:
+        return bool(await reader.has_code(address))
+    except RpcError as exc:
+        if exc.transient:
+            raise
+        return True
+
+
 async def _check_decimals(chain: ChainSettings, reader: Any, stored: dict[str, int]) -> list[str]:
     kind = chain.kind_rules  # the node is asked in hex; shown as the chain's users write it
     wanted = {kind.parse_address(t.address): t.decimals for t in chain.tokens} | stored
     problems = []
     for address, decimals in sorted(wanted.items()):
-        if not await reader.has_code(address):
+        if not await _has_code(reader, address):
             problems.append(f"{chain.name}: token {kind.show(address)}: no contract at the address")
             continue
         try:

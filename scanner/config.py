@@ -59,8 +59,8 @@ class ChainSettings(Strict):
     chain_id: int = Field(gt=0)
     rpc_urls: list[RpcUrl] = Field(min_length=1)
     ws_url: Annotated[RpcUrl, AfterValidator(check_ws_url)] | None = None  # newHeads wakes ticks
-    verify_urls: list[RpcUrl] = Field(default_factory=list)  # a second provider's word (README)
-    sweep: bool = True  # final ranges' logs read once more, for logs a node left out (README)
+    verify_urls: list[RpcUrl] = Field(default_factory=list)  # a second provider's word
+    sweep: bool = True  # logs of final ranges read again, for logs a node left out
     sweep_blocks: int = Field(default=16, ge=1)  # final blocks gathered before a sweep reads
     confirmations: int | None = Field(default=None, ge=1)
     finality: Literal["finalized", "safe"] | None = None
@@ -161,7 +161,7 @@ class MetricsSettings(Strict):
 
 
 class ClusterSettings(Strict):
-    """Several instances (PostgreSQL): chain leases last ``lease_seconds`` (README)."""
+    """Several instances (PostgreSQL): chain leases last ``lease_seconds`` (docs/operations.md)."""
 
     lease_seconds: float = Field(default=8.0, ge=2.0, le=600.0)
 

@@ -85,6 +85,14 @@ MEANING: dict[str, tuple[str, str]] = {
         "Listen port; `0` takes a free one, logged in "
         "`metrics_serving`. Each instance on a host needs its own.",
     ),
+    "metrics.max_connections": (
+        "",
+        "Connections open at once; beyond it the oldest idle one is closed to make room.",
+    ),
+    "metrics.header_timeout": (
+        "",
+        "Seconds a connection has to send its request header before it is closed.",
+    ),
     "logging.level": (
         "SCANNER_LOG_LEVEL (or LOG_LEVEL)",
         "The scanner's level. Libraries log "

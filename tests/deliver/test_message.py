@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -116,22 +118,69 @@ def test_payload_has_every_field_with_amounts_as_decimal_strings() -> None:
     assert b'"attempt":2' in raw and f'"delivery_id":"{did}"'.encode() in raw
 
 
-def test_the_readme_verification_snippet_accepts_our_signatures() -> None:
+def _docs_snippet(language: str) -> str:
+    """The verification code of docs/webhooks.md in ``language``."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("**Verifying a signature**") :]
-    code = section[section.index("```python") + len("```python") : section.index("```\n", 10)]
-    namespace: dict[str, object] = {}
-    exec(code, namespace)
-    check = namespace["verify"]
-    raw = b'{"id":7,"type":"test"}'
+    page = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text("utf-8")
+    section = page[page.index("## Verifying a signature") :]
+    start = section.index(f"```{language}\n") + len(f"```{language}\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_the_documented_python_verification_accepts_our_signatures() -> None:
     import time
 
+    namespace: dict[str, object] = {}
+    exec(_docs_snippet("python"), namespace)
+    check = namespace["verify"]
+    raw = b'{"id":7,"type":"test"}'
     header = signature("s3cret", int(time.time()), raw)
     assert check("s3cret", header, raw) is True  # type: ignore[operator]
     assert check("s3cret", header, raw + b"\n") is False  # type: ignore[operator]
     assert check("s3cret", signature("s3cret", int(time.time()) - 600, raw), raw) is False  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("language", ["javascript", "go"])
+def test_the_documented_node_and_go_verifications_accept_our_signatures(
+    language: str, tmp_path: Any
+) -> None:
+    """Each snippet judges a good signature, a changed body and an old timestamp, as a real
+    receiver would run it (skipped where the toolchain is not installed)."""
+    import shutil
+    import subprocess
+    import time
+
+    tool = "node" if language == "javascript" else "go"
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    raw = '{"id":7,"type":"test"}'
+    cases = [
+        (signature("s3cret", int(time.time()), raw.encode()), raw),
+        (signature("s3cret", int(time.time()), raw.encode()), raw + " "),
+        (signature("s3cret", int(time.time()) - 600, raw.encode()), raw),
+    ]
+    if language == "javascript":
+        calls = "".join(
+            f"console.log(verify('s3cret', {json.dumps(h)}, Buffer.from({json.dumps(b)})));"
+            for h, b in cases
+        )
+        source, command = _docs_snippet("javascript") + calls, ["node", "-e"]
+        out = subprocess.run([*command, source], capture_output=True, text=True, timeout=60)
+    else:
+        calls = "".join(
+            f"fmt.Println(Verify(\"s3cret\", {json.dumps(h)}, []byte({json.dumps(b)}), 300))\n"
+            for h, b in cases
+        )
+        body_ = _docs_snippet("go").replace("import (", 'import (\n\t"fmt"', 1)
+        (tmp_path / "main.go").write_text(
+            f"package main\n\n{body_}\nfunc main() {{\n{calls}}}\n", encoding="utf-8"
+        )
+        out = subprocess.run(
+            ["go", "run", str(tmp_path / "main.go")], capture_output=True, text=True, timeout=120
+        )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["true", "false", "false"]
 
 
 def test_amounts_pass_as_plain_decimals_and_bad_gateway_values_as_written() -> None:
