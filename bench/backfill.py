@@ -1,4 +1,4 @@
-"""The backfill against the raw read limit (issue 4's benchmark).
+"""The backfill against the raw read limit.
 
 Anvil with 5,000 blocks x 20 Transfer logs (100,000 logs to 5,000 recipients). In one run, for
 each ``--match`` fraction: raw ``eth_getLogs`` over the range (100-block ranges, 8 concurrent,

@@ -1,4 +1,4 @@
-"""The open-payment book (issue 8's benchmark): does a block cost the same with a big book?
+"""The open-payment book: does a block cost the same with a big book?
 
 Anvil with 200 blocks, each paying one payment (one Transfer log a block). Beside those 200
 payments, the database holds N other open payments, written by plain SQL as a gateway would

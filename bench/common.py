@@ -1,7 +1,7 @@
 """What the benchmark scripts share: options, the raw read, measuring, the table.
 
 - :func:`raw_get_logs` is the ceiling: ``eth_getLogs`` in 100-block ranges, 8 concurrent,
-  parsed with orjson (the method of ../shared/ANVIL.md).
+  parsed with orjson (the fastest way found to read anvil).
 - :func:`run_bench` is a script's main: the chain (:mod:`bench.chain`), then per ``--match`` the
   raw read, a fresh database with its payments (:mod:`bench.database`), and the scanner's run.
 """

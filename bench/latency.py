@@ -1,4 +1,4 @@
-"""Mined block → ``confirming``: polling against the newHeads subscription (issue 8, point 6).
+"""Mined block → ``confirming``: polling against the newHeads subscription.
 
     .venv/bin/python -m bench.latency [--samples 40] [--poll-interval 1.0]
 
@@ -13,7 +13,7 @@ A sample: a payment the gateway wrote beforehand (seen by the scanner), its tran
 mempool, a random pause (so blocks fall at random phases of the poll), then ``evm_mine``. The
 clock starts when ``evm_mine`` is sent and stops when the commit that makes the payment
 ``confirming`` is seen the way a gateway sees it: the ``NOTIFY payment_events`` that the commit
-sends (``LISTEN`` in this process), after which the row is read. Targets (issue 8), printed for
+sends (``LISTEN`` in this process), after which the row is read. Targets, printed for
 comparison, never an exit status: ws p50 ≤ 300 ms and p95 ≤ 600 ms; polling p50 ≤ half the poll
 interval + 150 ms.
 """

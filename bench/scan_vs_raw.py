@@ -1,4 +1,4 @@
-"""The live scan against the raw read limit (issue 3's benchmark).
+"""The live scan against the raw read limit.
 
 Anvil with 1,000 blocks x 20 Transfer logs (20,000 logs to 5,000 recipients). In one run, for
 each ``--match`` fraction: raw ``eth_getLogs`` over the range (100-block ranges, 8 concurrent,

@@ -1,4 +1,4 @@
-"""The database's own floor under "every log credited" (issue 8's 50,000 credited/s target).
+"""The database's own floor under "every log credited" (the 50,000 credited/s target).
 
 A credited transfer is a ``transactions`` row (six indexes, two foreign keys) and at least one
 ``payment_events`` row (an index, a foreign key), and every range rewrites its payments. This

@@ -2,7 +2,7 @@
 
 The sums (counted value; credits not yet final, how many unverified, the newest block among
 them) are kept as each credit is put or removed, so that a transfer costs the same whatever
-the payment's history in the batch (issue 8, cost independent of history). Their answers are
+the payment's history in the batch (cost independent of history). Their answers are
 :func:`~scanner.core.states.target_status`'s, from scratch, which the property tests hold the
 ledger to.
 """
@@ -19,7 +19,7 @@ Key = tuple[str, int]
 class Entry:
     """A loaded payment, its credits, and running sums over its counted credits, kept as each
     credit is put or removed, so that a transfer costs the same whatever the payment's history
-    in the batch (issue 8, cost independent of history)."""
+    in the batch (cost independent of history)."""
 
     __slots__ = (
         "_status",

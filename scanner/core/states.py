@@ -29,7 +29,7 @@ PATHS: Final[Mapping[tuple[Status, Status], tuple[Status, ...]]] = {
 @dataclass(frozen=True, slots=True)
 class Settled:
     """A payment's counted credits that were not loaded, all final (a range loads only the
-    not-yet-final ones of most payments: issue 8, cost independent of history): their total
+    not-yet-final ones of most payments: cost independent of history): their total
     value, how many, and the first and last blocks among them. They count like the credits
     they stand for and never change; :data:`NOTHING` when every credit is loaded."""
 

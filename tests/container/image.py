@@ -1,7 +1,7 @@
 """The project's container image, built and run on a machine without a Docker engine.
 
 ``.ci/container-image`` builds the unchanged ``Dockerfile`` with podman (``--isolation chroot``,
-a base image from Debian's packages; ../shared/CONTAINER.md). No OCI runtime works here, so a
+a base image from Debian's packages). No OCI runtime works here, so a
 "container" is what podman gives without one: ``podman create`` makes the image's writable layer
 and ``podman mount`` shows its root; commands run in that root through ``chroot`` as the image's
 ``USER``, with the image's ``Env``, ``WorkingDir`` and ``Entrypoint``, and nothing of the host's

@@ -3,7 +3,7 @@
 Written by the scanner beside every payment it updates, in the same transaction; never by the
 gateway (a copied or hand-written ``payments`` row has none, and is read in full). A range
 then loads only a payment's not-yet-final credits and takes the final ones from here, so its
-cost does not grow with the payment's history (issue 8).
+cost does not grow with the payment's history.
 """
 
 from __future__ import annotations
