@@ -223,35 +223,45 @@ class App:
             if heads is not None:
                 heads.start()
             while not self.stop.is_set():
-                try:
-                    if not await writer.acquire():
-                        self._not_held(scanner.name, writer)
-                        # look again as often as leases change hands, not only every poll
-                        lease_step = self.settings.cluster.lease_seconds / 4
-                        await self._sleep(min(scanner.settings.poll_interval, lease_step))
-                        continue
-                    self._standby.discard(scanner.name)
-                    started = time.monotonic()
-                    outcome = await self._tick(scanner)
-                    backoff = 1.0
-                    if outcome:  # polls keep their cadence; a new head ends the wait early
-                        await self._sleep(self._until_poll(scanner, started), heads)
-                except ChainHalted as exc:
-                    self._halt(scanner, exc)
-                    await self.stop.wait()
-                except ChainLockLost as exc:
-                    await writer.lost(str(exc))  # the next round takes it again, or waits
-                except ScannerError as exc:
-                    log.error(
-                        "chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff
-                    )
-                    self.health.retrying(scanner.name, f"{type(exc).__name__}: {exc}")
-                    await self._sleep(backoff)
-                    backoff = min(MAX_BACKOFF, backoff * 2)
+                backoff = await self._round(scanner, writer, heads, backoff)
         finally:
             if heads is not None:
                 await heads.aclose()
             await writer.release()
+
+    async def _round(
+        self,
+        scanner: ChainScanner,
+        writer: ChainLease | ChainWriterLock,
+        heads: HeadSubscription | None,
+        backoff: float,
+    ) -> float:
+        """One round of a chain's loop: a tick when this process holds the chain, and the wait
+        after it; the backoff the next error waits."""
+        try:
+            if not await writer.acquire():
+                self._not_held(scanner.name, writer)
+                # look again as often as leases change hands, not only every poll
+                lease_step = self.settings.cluster.lease_seconds / 4
+                await self._sleep(min(scanner.settings.poll_interval, lease_step))
+                return backoff
+            self._standby.discard(scanner.name)
+            started = time.monotonic()
+            outcome = await self._tick(scanner)
+            backoff = 1.0
+            if outcome:  # polls keep their cadence; a new head ends the wait early
+                await self._sleep(self._until_poll(scanner, started), heads)
+        except ChainHalted as exc:
+            self._halt(scanner, exc)
+            await self.stop.wait()
+        except ChainLockLost as exc:
+            await writer.lost(str(exc))  # the next round takes it again, or waits
+        except ScannerError as exc:
+            log.error("chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff)
+            self.health.retrying(scanner.name, f"{type(exc).__name__}: {exc}")
+            await self._sleep(backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+        return backoff
 
     def _not_held(self, chain: str, writer: ChainLease | ChainWriterLock) -> None:
         """A standby only while another live instance holds the chain (then READY=1 need not

@@ -229,19 +229,7 @@ class Backfill(OnChain):
         it holds. More, and the tokens' logs are read whole. Payments written during the run
         at another address cannot be paid by these blocks, unless written behind them: those
         are the live scan's catch-up's (their ``seen_at_block`` is NULL)."""
-        async with self._transaction() as session:
-            limit = self.settings.filter_recipients_max
-            written = ctx.kind.case_sensitive
-            watched = await payments.watched_addresses(session, ctx.name, limit, as_written=written)
-            native: NativeWatch = ()
-            if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
-                native = await payments.native_addresses(session, ctx.name)
-        if not self.dry_run:
-            native = await native_watch(self.sessions, ctx.name, ctx.kind)
-        if watched is not None:  # as matched (TRON: rows written T… or 41… too)
-            watched = ctx.kind.match_keys(watched)
-        # an address that is no 20-byte hex (a row the gateway wrote wrong) is paid by no log
-        topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
+        topics, native = await self._watched(ctx)
         tokens, reader, sizer = ctx.token_addresses, self.reader, self.sizer
 
         async def fetch(a: int, b: int) -> RangeData:
@@ -256,6 +244,24 @@ class Backfill(OnChain):
 
         span = self.sizer.size * (FILTERED_SPAN if topics is not None else 1)
         return fetch, span
+
+    async def _watched(self, ctx: ChainContext) -> tuple[list[str] | None, NativeWatch]:
+        """The recipient topics eth_getLogs asks for (None: every Transfer of the tokens), and
+        the native-coin recipients looked for."""
+        async with self._transaction() as session:
+            limit = self.settings.filter_recipients_max
+            written = ctx.kind.case_sensitive
+            watched = await payments.watched_addresses(session, ctx.name, limit, as_written=written)
+            native: NativeWatch = ()
+            if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
+                native = await payments.native_addresses(session, ctx.name)
+        if not self.dry_run:
+            native = await native_watch(self.sessions, ctx.name, ctx.kind)
+        if watched is not None:  # as matched (TRON: rows written T… or 41… too)
+            watched = ctx.kind.match_keys(watched)
+        # an address that is no 20-byte hex (a row the gateway wrote wrong) is paid by no log
+        topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
+        return topics, native
 
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary

@@ -36,6 +36,14 @@ Rows = dict[Any, RawPayment]  # by id as stored
 EDITS_PER_TICK = 500
 
 
+async def _replaced(
+    session: AsyncSession, ctx: ChainContext, data: RangeData
+) -> list[transactions.StoredTx]:
+    """The credits stored in the range's blocks that the node's blocks replaced."""
+    stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
+    return replaced_credits(stored, data.hashes, complete=data.dense)
+
+
 async def load_range(
     session: AsyncSession,
     ctx: ChainContext,
@@ -57,10 +65,7 @@ async def load_range(
     checked = max(data.end if end_checked else -1, checked_floor)
     timestamps = await _timestamps(session, ctx, data, below, checked)
     finality = ctx.rules.finality(checked, tag_block, timestamps)
-    replaced = []
-    if mode.orphans_replaced:
-        stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
-        replaced = replaced_credits(stored, data.hashes, complete=data.dense)
+    replaced = await _replaced(session, ctx, data) if mode.orphans_replaced else []
     rows = await _candidates(session, ctx, data, mode.locks_rows)
     orphan_owners = {s.payment_key for s in replaced}
     await _add(session, rows, orphan_owners, mode.locks_rows)

@@ -31,6 +31,24 @@ async def sync_tokens(session: AsyncSession, chain: ChainSettings) -> dict[str, 
     enabled row the configuration does not list is scanned too.
     """
     kind = chain.kind_rules
+    await _add_configured(session, chain)
+    rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
+    tokens, duplicates = by_address(
+        TokenInfo(row.id, key, row.symbol, row.decimals)
+        for row in rows
+        if row.enabled and (key := kind.match_key(row.address)) is not None
+    )
+    for same in duplicates:
+        log.warning(
+            "token_invalid", chain=chain.name, token_id=str(same.id), reason=duplicate(same)
+        )
+    return tokens
+
+
+async def _add_configured(session: AsyncSession, chain: ChainSettings) -> None:
+    """The configured tokens the table lacks, inserted; a configured one whose row says other
+    decimals raises :class:`TokenConfigConflict`."""
+    kind = chain.kind_rules
     rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
     stored = {kind.match_key(row.address): row for row in rows}
     for token in chain.tokens:
@@ -54,17 +72,6 @@ async def sync_tokens(session: AsyncSession, chain: ChainSettings) -> dict[str, 
                 configured=token.decimals,
                 stored=row.decimals,
             )
-    rows = (await session.execute(select(Token).where(Token.chain == chain.name))).scalars().all()
-    tokens, duplicates = by_address(
-        TokenInfo(row.id, key, row.symbol, row.decimals)
-        for row in rows
-        if row.enabled and (key := kind.match_key(row.address)) is not None
-    )
-    for same in duplicates:
-        log.warning(
-            "token_invalid", chain=chain.name, token_id=str(same.id), reason=duplicate(same)
-        )
-    return tokens
 
 
 def duplicate(token: TokenInfo) -> str:
