@@ -8,7 +8,7 @@
 #   docker run --rm ... ctrip-scanner migrate upgrade      # any `scanner` subcommand
 #
 # Without a Docker engine or a registry: `bash .ci/container-image` builds this same file with
-# podman (README, "Running as a service").
+# podman (docs/install.md, "Container").
 #
 # Layout: a virtualenv at /opt/venv (on PATH) holding the runtime dependencies and the scanner,
 # installed from a wheel (no source tree, no pip or setuptools); Alembic's scripts are the

@@ -62,7 +62,7 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
     for o in outcomes:
         s = o.summary
         # the same blocks of the same node: the raw read's time over the backfill's (the
-        # backfill may ask the node for fewer logs: a recipient filter, README)
+        # backfill may ask the node for fewer logs: a recipient filter, docs/operations.md)
         speed = o.raw.seconds / o.seconds if o.seconds > 0 else 0.0
         rows.append(
             [

@@ -161,7 +161,7 @@ def backoff(
 
 
 def schedule(max_attempts: int, base: float, cap: float) -> list[float]:
-    """The delays between attempts without jitter (for the README and tests)."""
+    """The delays between attempts without jitter (for the documentation and tests)."""
     return [backoff(n, base, cap, lambda: 0.5) for n in range(1, max_attempts)]
 
 
