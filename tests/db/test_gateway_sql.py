@@ -1,10 +1,11 @@
-"""The gateway's side of the interface: plain SQL, exactly as the README shows it."""
+"""The gateway's side of the interface: plain SQL, exactly as docs/gateway.md shows it."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,27 +15,27 @@ from scanner.db.models import Payment
 TOKEN_ID = uuid.UUID("5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80")
 PAYMENT_ID = uuid.UUID("0b6c8f2e-4d1a-4f3b-9c7e-5a2d1e0f9b84")
 
-# The README's statements. Amounts are quoted: SQLite parses an unquoted 1234567890.123456789
-# as a float before the column sees it. Ids are lower-case. Times are UTC.
+# docs/gateway.md's statements, read from the page. Amounts are quoted: SQLite parses an
+# unquoted 1234567890.123456789 as a float before the column sees it. Ids are lower-case.
+# Times are UTC.
 README_TOKEN_INSERT = """
 INSERT INTO tokens (id, chain, address, symbol, decimals)
 VALUES ('5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80', 'ethereum',
         '0x6b175474e89094c44da98b954eedeac495271d0f', 'DAI', 18)
 """
-README_PAYMENT_INSERT = {
-    "postgresql": """
-INSERT INTO payments (id, token_id, chain, address, amount, expires_at)
-VALUES ('0b6c8f2e-4d1a-4f3b-9c7e-5a2d1e0f9b84', '5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80',
-        'ethereum', '0xAbC0000000000000000000000000000000000DeF',
-        '1234567890.123456789', '2030-01-01 14:30:00+00')
-""",
-    "sqlite": """
-INSERT INTO payments (id, token_id, chain, address, amount, expires_at)
-VALUES ('0b6c8f2e-4d1a-4f3b-9c7e-5a2d1e0f9b84', '5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80',
-        'ethereum', '0xAbC0000000000000000000000000000000000DeF',
-        '1234567890.123456789', '2030-01-01 14:30:00.000000')
-""",
-}
+
+
+def _documented_inserts() -> dict[str, str]:
+    """The page's ``INSERT INTO payments`` for each database, as the gateway copies them."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "gateway.md").read_text("utf-8")
+    section = page[page.index("## Creating a payment") :]
+    sql = section[section.index("```sql\n") + 7 : section.index("```\n", section.index("```sql"))]
+    postgres, sqlite = sql.split("-- SQLite")
+    found = {"postgresql": postgres, "sqlite": sqlite.split("\n", 1)[1]}
+    return {k: v[v.index("INSERT") :].strip().rstrip(";") for k, v in found.items()}
+
+
+README_PAYMENT_INSERT = _documented_inserts()
 LOOKUP = (
     "SELECT id FROM payments WHERE chain = 'ethereum' "
     "AND token_id = '5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80' "

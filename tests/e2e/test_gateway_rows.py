@@ -1,5 +1,6 @@
 """Rows the gateway wrote wrong, against a real node and both databases: each gets what the
-README's table says, no row stops the chain, and the good payments beside them are credited."""
+table of docs/gateway.md says, no row stops the chain, and the good payments beside them are
+credited."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Every odd answer a provider gives, from a fault proxy in front of anvil: each ends with the
 payment credited once and nothing skipped, and is counted under its own outcome label of
-``scanner_rpc_requests_total`` (the README's fault table says the same)."""
+``scanner_rpc_requests_total`` (docs/providers.md's table says the same)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every command against each broken dependency, as real processes: the database down (a closed
 port), wrong credentials (a role that does not exist), the RPC node down, the metrics port
-taken. Each ends with the README's exit code and one line that says what is wrong (beside the
-JSON log records), never a traceback, never a secret."""
+taken. Each ends with the exit code docs/operations.md gives and one line that says what is
+wrong (beside the JSON log records), never a traceback, never a secret."""
 
 from __future__ import annotations
 

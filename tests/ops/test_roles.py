@@ -1,6 +1,7 @@
-"""The two PostgreSQL roles of README's *Database roles*, made by ``config/postgres-roles.sql``
-on a database that grants nothing to PUBLIC: the migration role migrates it (and owns the
-tables), the runtime role scans with row privileges alone and cannot change the schema."""
+"""The two PostgreSQL roles of *Database roles* in docs/operations.md, made by
+``config/postgres-roles.sql`` on a database that grants nothing to PUBLIC: the migration role
+migrates it (and owns the tables), the runtime role scans with row privileges alone and cannot
+change the schema."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ class Proc:
 
     def gave_up(self) -> bool:
         """A backfill that stopped on a node it could not reach: exit 1 and one line saying so
-        (what the README promises; the operator runs it again)."""
+        (what docs/operations.md promises; the operator runs it again)."""
         last = self.tail(600).strip().splitlines()[-1:] or [""]
         return self.name != "run" and self.popen.poll() == 1 and last[0].startswith("scanner: ")
 
