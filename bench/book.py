@@ -44,9 +44,9 @@ from scanner.core.amounts import to_amount
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
-from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
-from tests.support.postgres import PG_ADMIN_URL
-from tests.support.settings import SCENARIO, chain_settings
+from scanner.testkit.gateway import NewPayment, db_id, db_time, insert_payments
+from scanner.testkit.postgres import PG_ADMIN_URL
+from scanner.testkit.settings import SCENARIO, chain_settings
 
 BLOCKS = 200
 YEAR = 365 * 86_400

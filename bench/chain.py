@@ -17,7 +17,7 @@ from typing import Any
 
 from scanner.config import ChainSettings
 from scanner.devchain import FAST_BULK_ARGS, Anvil, DevChain, build_bulk_chain
-from tests.support.settings import CHAIN_ID, SCENARIO, chain_settings
+from scanner.testkit.settings import CHAIN_ID, SCENARIO, chain_settings
 
 CHAIN = "bench"
 SYMBOL = "BUSD"

@@ -32,7 +32,7 @@ from scanner.core.decode import TRANSFER_TOPIC
 from scanner.observe.logging import configure_logging
 from scanner.observe.metrics import Metrics
 from scanner.runtime import tune_gc
-from tests.support.postgres import PG_ADMIN_URL
+from scanner.testkit.postgres import PG_ADMIN_URL
 
 
 def configure_bench_logging(level: str, path: str | None) -> None:

@@ -36,10 +36,10 @@ from scanner.config import Settings
 from scanner.core.amounts import to_amount
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
-from tests.support.gateway import NewPayment, db_id
-from tests.support.gateway import insert_payments as gateway_insert
-from tests.support.postgres import PG_ADMIN_URL, pg_execute, pg_url
-from tests.support.settings import settings_from
+from scanner.testkit.gateway import NewPayment, db_id
+from scanner.testkit.gateway import insert_payments as gateway_insert
+from scanner.testkit.postgres import PG_ADMIN_URL, pg_execute, pg_url
+from scanner.testkit.settings import settings_from
 
 PAYMENT_LIFETIME_S = 30 * 24 * 3600
 CREATED_STEP_S = 0.001  # 100,000 payments span 100 s: within the scanner's default 300 s grace

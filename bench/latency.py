@@ -35,8 +35,8 @@ import asyncpg  # type: ignore[import-untyped]
 
 from bench.database import fresh_database, workdir
 from scanner.devchain import DevChain
-from tests.support.gateway import NewPayment, insert_payments, token_row_id
-from tests.support.postgres import PG_ADMIN_URL
+from scanner.testkit.gateway import NewPayment, insert_payments, token_row_id
+from scanner.testkit.postgres import PG_ADMIN_URL
 
 CHAIN = "bench"
 AMOUNT = 1_000_000  # 1 token of 6 decimals

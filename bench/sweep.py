@@ -29,11 +29,11 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
 from scanner.scan.sweep import Sweep
-from tests.support.gateway import NewPayment, insert_payments, token_row_id
-from tests.support.postgres import PG_ADMIN_URL
-from tests.support.settings import SCENARIO, chain_settings
+from scanner.testkit.gateway import NewPayment, insert_payments, token_row_id
+from scanner.testkit.postgres import PG_ADMIN_URL
+from scanner.testkit.settings import SCENARIO, chain_settings
 
-CHAIN = "anvil"  # tests.support.settings' chain (id 31337)
+CHAIN = "anvil"  # scanner.testkit.settings' chain (id 31337)
 RECIPIENTS = 200
 VALUE = 1_000_000
 

@@ -26,7 +26,7 @@ from decimal import Decimal
 import asyncpg  # type: ignore[import-untyped]
 
 from bench.database import fresh_database, workdir
-from tests.support.postgres import PG_ADMIN_URL
+from scanner.testkit.postgres import PG_ADMIN_URL
 
 CHAIN = "bench"
 TX_COLUMNS = (

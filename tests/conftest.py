@@ -34,9 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.config import Settings
 from scanner.db import migrate
 from scanner.db.engine import make_engine, make_session_factory
+from scanner.testkit.postgres import PG_ADMIN_URL, pg_execute, pg_url
+from scanner.testkit.settings import settings_from
 from tests.deliver.support import Receiver
-from tests.support.postgres import PG_ADMIN_URL, pg_execute, pg_url
-from tests.support.settings import settings_from
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ from scanner.chain.rpc import RpcClient
 from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse, RangeTooLarge, RpcTransportError
 from scanner.scan.fetch import fetch_logs
+from scanner.testkit.settings import chain_settings
 from tests.chain_rpc.conftest import FAST
 from tests.support.hostile import HostileNode, MiB, answer, drip, endless_quantity
-from tests.support.settings import chain_settings
 
 TOKEN = "0x" + "11" * 20
 HASH = "0x" + "ab" * 32

@@ -18,7 +18,7 @@ from sqlalchemy.sql.expression import ClauseElement, Executable
 from scanner.config import ChainSettings
 from scanner.db import payments, transactions
 from scanner.db.sql import locked
-from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
+from scanner.testkit.gateway import NewPayment, db_id, db_time, insert_payments
 
 CHAIN = "ethereum"
 TOKEN = "5f0e3c1a-9b7d-4c2e-8a61-3d4b5c6e7f80"

@@ -26,7 +26,7 @@ from scanner.core.plan import OutboxRow
 from scanner.db import events as outbox
 from scanner.deliver.message import verify
 from scanner.deliver.worker import DeliveryWorker
-from tests.support.gateway import NewPayment, db_id, insert_payments
+from scanner.testkit.gateway import NewPayment, db_id, insert_payments
 
 SECRET = "whsec_test_0123456789abcdef"
 CHAIN = "anvil"

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import Settings
 from scanner.devchain import DevChain
+from scanner.testkit.settings import chain_settings
 from tests.chain_fixtures import anvil, devchain  # noqa: F401
 from tests.e2e.harness import Harness
-from tests.support.settings import chain_settings
 
 
 @pytest.fixture

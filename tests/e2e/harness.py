@@ -22,8 +22,8 @@ from scanner.devchain import DevChain
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
-from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
-from tests.support.settings import CHAIN
+from scanner.testkit.gateway import NewPayment, db_id, insert_payments, token_row_id
+from scanner.testkit.settings import CHAIN
 
 
 @dataclass

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
+from scanner.testkit.gateway import db_id
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
-from tests.support.gateway import db_id
 
 SHOP = "0x" + "5a" * 20
 

@@ -16,14 +16,14 @@ from structlog.testing import capture_logs
 from scanner.db import payments
 from scanner.scan import lookback
 from scanner.scan.catchup import catch_up
+from scanner.testkit.gateway import NewPayment, insert_payments
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.e2e.test_catchup import block_time
 from tests.e2e.test_faults import scan_through
-from tests.support.gateway import NewPayment, insert_payments
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
-from tests.support.settings import CHAIN
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

@@ -14,10 +14,10 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from scanner.app import App
+from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, until
 from tests.support.metrics import sample
-from tests.support.settings import chain_settings
 
 ALICE = "0x" + "a1" * 20
 

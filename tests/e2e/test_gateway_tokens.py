@@ -10,10 +10,10 @@ from decimal import Decimal
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
+from scanner.testkit.gateway import NewPayment, insert_payments
 from tests.e2e.actions import pay
 from tests.e2e.gateway import same_id, sql_literal
 from tests.e2e.harness import CHAIN, Harness
-from tests.support.gateway import NewPayment, insert_payments
 from tests.support.metrics import sample
 
 ALICE = "0x" + "a1" * 20

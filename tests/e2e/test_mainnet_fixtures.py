@@ -26,9 +26,9 @@ from scanner.db import cursor as stored
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
-from tests.support.gateway import NewPayment, db_id, insert_payments, token_row_id
+from scanner.testkit.gateway import NewPayment, db_id, insert_payments, token_row_id
+from scanner.testkit.settings import chain_settings
 from tests.support.metrics import sample
-from tests.support.settings import chain_settings
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mainnet"
 USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"

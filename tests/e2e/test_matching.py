@@ -8,10 +8,10 @@ from decimal import Decimal
 
 from eth_utils.address import to_checksum_address
 
+from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import mined, pay, skipped
 from tests.e2e.harness import Harness
 from tests.support.devchain import deploy_odd_emitter, emit_721, emit_long_data
-from tests.support.settings import chain_settings
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

@@ -15,13 +15,13 @@ from structlog.testing import capture_logs
 from scanner.core.decode import TRANSFER_TOPIC
 from scanner.errors import BlockNotAvailable
 from scanner.scan.lookback import Start, window_headers
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness, stored_cursor
 from tests.e2e.test_catchup import block_time
 from tests.e2e.test_faults import scan_through
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
-from tests.support.settings import CHAIN
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

@@ -14,12 +14,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from scanner.errors import RpcError
+from scanner.testkit.settings import SCENARIO
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness, stored_cursor
 from tests.e2e.test_faults import scan_through
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
-from tests.support.settings import SCENARIO
 
 ALICE = "0x" + "a1" * 20
 WINDOW = 64  # max_reorg_depth of the scenario's chain (3 confirmations: the default, 64)

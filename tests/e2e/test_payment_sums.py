@@ -21,10 +21,10 @@ from structlog.testing import capture_logs
 from scanner.core.states import Settled
 from scanner.db import sums
 from scanner.scan import load
+from scanner.testkit.gateway import db_id
 from tests.e2e.actions import pay
 from tests.e2e.gateway import edit, same_id, sql_literal
 from tests.e2e.harness import Harness, stored_cursor
-from tests.support.gateway import db_id
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

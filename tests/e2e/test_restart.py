@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scanner.db.locks import EVENTS_LOCK_KEY
 from scanner.db.models import Base
 from scanner.scan.live import ChainScanner
+from scanner.testkit.settings import SCENARIO
 from tests.e2e.actions import mined, pay
 from tests.e2e.harness import CHAIN, Harness
 from tests.support.proxy import ThreadedProxy
-from tests.support.settings import SCENARIO
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 5

@@ -21,11 +21,11 @@ from scanner.config import RpcUrl
 from scanner.scan.live import ChainScanner
 from scanner.scan.sweep import Sweep
 from scanner.scan.verify import Verifier
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
-from tests.support.settings import CHAIN
 
 ALICE, BOB = "0x" + "a1" * 20, "0x" + "b2" * 20
 KEY = "k3y0fth3pr0v1d3r"  # in the provider's URL: never in a log

@@ -20,12 +20,12 @@ from scanner.config import RpcUrl
 from scanner.db import payments
 from scanner.db import verify as stored
 from scanner.scan.verify import RETRY_FIRST, Verifier
+from scanner.testkit.gateway import NewPayment, insert_payments
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import mined, pay
 from tests.e2e.harness import Harness
-from tests.support.gateway import NewPayment, insert_payments
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
-from tests.support.settings import CHAIN
 
 ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20
 

@@ -30,9 +30,9 @@ from scanner.config import ChainSettings
 from scanner.db.models import Payment, PaymentEvent, Token, Transaction
 from scanner.devchain import DevChain
 from scanner.scan.startup import sync_tokens
+from scanner.testkit.gateway import NewPayment, token_row_id
+from scanner.testkit.gateway import insert_payments as gateway_insert
 from tests.e2e.harness import CHAIN
-from tests.support.gateway import NewPayment, token_row_id
-from tests.support.gateway import insert_payments as gateway_insert
 from tests.support.proxy import FaultProxy, Gate
 
 SCANNER = str(Path(sys.executable).with_name("scanner"))

@@ -17,6 +17,7 @@ from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, RpcUrl
 from scanner.scan.backfill import Backfill, BackfillSummary
 from scanner.scan.parts import ChainParts
+from scanner.testkit.gateway import db_id
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     RangeProxy,
@@ -34,7 +35,6 @@ from tests.ops.support import (
     snapshot,
     write_config,
 )
-from tests.support.gateway import db_id
 
 SMALL = {"batch_size": 4, "concurrency": 3}
 

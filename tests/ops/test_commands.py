@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from scanner.db import migrate
+from scanner.testkit.settings import settings_from
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.ops.support import run_cli, scanner_env, write_config
-from tests.support.settings import settings_from
 
 pytestmark = pytest.mark.slow
 ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20

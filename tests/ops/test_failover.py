@@ -24,14 +24,14 @@ from sqlalchemy import text
 
 from scanner.db import migrate
 from scanner.db.engine import engine_for_url
+from scanner.testkit.postgres import pg_execute
+from scanner.testkit.settings import settings_from
 from tests.conftest import BACKENDS
 from tests.deliver.support import SECRET, Receiver, wait_until
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.ops.support import json_lines, scanner_env, scanner_process, write_config
 from tests.support import replica
-from tests.support.postgres import pg_execute
-from tests.support.settings import settings_from
 
 pytestmark = [
     pytest.mark.slow,

@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import ChainSettings
 from scanner.devchain import DevChain
+from scanner.testkit.gateway import NewPayment, token_row_id
+from scanner.testkit.gateway import insert_payments as gateway_insert
 from tests.conftest import BACKENDS
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
@@ -41,8 +43,6 @@ from tests.ops.support import (
     wait_until,
 )
 from tests.ops.support import write_config as support_config
-from tests.support.gateway import NewPayment, token_row_id
-from tests.support.gateway import insert_payments as gateway_insert
 from tests.support.proxy import ThreadedProxy
 
 pytestmark = [

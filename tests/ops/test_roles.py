@@ -16,13 +16,13 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scanner.db.engine import engine_for_url
+from scanner.testkit.gateway import NewPayment, insert_payments
+from scanner.testkit.postgres import PG_ADMIN_URL, pg_execute
 from tests.conftest import BACKENDS
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness
 from tests.ops.support import json_lines, run_cli, scanner_env, scanner_process, wait_until
 from tests.ops.support import write_config as support_config
-from tests.support.gateway import NewPayment, insert_payments
-from tests.support.postgres import PG_ADMIN_URL, pg_execute
 
 pytestmark = [
     pytest.mark.slow,

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import make_url
 
 from scanner.devchain.node import free_port
+from scanner.testkit.postgres import pg_execute
 from tests.conftest import BACKENDS, _block_on, pg_admin
 from tests.e2e.harness import Harness
 from tests.ops.support import (
@@ -29,7 +30,6 @@ from tests.ops.support import (
     wait_until,
     write_config,
 )
-from tests.support.postgres import pg_execute
 from tests.support.proxy import ThreadedProxy
 
 PASSWORD = "S3cretPassw0rd_xyz"

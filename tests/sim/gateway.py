@@ -25,9 +25,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scanner.testkit.gateway import NewPayment, db_id, db_time, insert_payments
+from scanner.testkit.settings import CHAIN
 from tests.sim.oracle import GatewayRow
-from tests.support.gateway import NewPayment, db_id, db_time, insert_payments
-from tests.support.settings import CHAIN
 
 BACKDATE_MAX = 60
 OPEN = ("pending", "confirming")

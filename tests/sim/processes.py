@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scanner.testkit.settings import CHAIN
 from tests.ops.support import SCANNER, json_lines, scanner_env, write_config
-from tests.support.settings import CHAIN
 
 
 @dataclass

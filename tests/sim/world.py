@@ -12,12 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scanner.devchain import DevChain
+from scanner.testkit.gateway import token_row_id
+from scanner.testkit.settings import CHAIN
 from tests.sim.chain import SimChain
 from tests.sim.gateway import Asset, Gateway
 from tests.sim.processes import Fleet
-from tests.support.gateway import token_row_id
 from tests.support.proxy import ThreadedProxy
-from tests.support.settings import CHAIN
 
 CONFIRMATIONS = 4
 MAX_REORG_DEPTH = 12

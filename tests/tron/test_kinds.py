@@ -9,7 +9,7 @@ from scanner.config import FileSettings
 from scanner.core.kinds import EVM, TRON
 from scanner.errors import ConfigError
 from scanner.scan.tokens import parse_token
-from tests.support.settings import settings_from
+from scanner.testkit.settings import settings_from
 from tests.tron.conftest import USDT, USDT_HEX, tron_settings
 
 URL = "http://127.0.0.1:1/jsonrpc"

@@ -137,7 +137,7 @@ async def _reasons(th: TronHarness, payment: str) -> list[str]:
 
     from sqlalchemy import text
 
-    from tests.support.gateway import db_id
+    from scanner.testkit.gateway import db_id
 
     async with th.engine.connect() as conn:
         rows = await conn.execute(

@@ -1,6 +1,6 @@
 """Raw logs/s of ``ChainReader.logs`` against web3's ``w3.eth.get_logs`` on a bulk anvil chain.
 
-Not a test (not collected): ``python -m tests.chain_rpc.bench_logs [blocks] [per_block]``.
+``python -m bench.logs [blocks] [per_block]``.
 Builds ``blocks`` × ``per_block`` Transfer logs, then reads them in 100-block ranges, medians
 of 3 runs.
 """
@@ -11,17 +11,25 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
-from web3 import AsyncHTTPProvider, AsyncWeb3
+import requests
+from web3 import AsyncHTTPProvider, AsyncWeb3, HTTPProvider, Web3
 
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.core.decode import TRANSFER_TOPIC
 from scanner.devchain import FAST_BULK_ARGS, DevChain, build_bulk_chain
-from tests.support.devchain import web3_client
 
 STEP = 100
+
+
+@contextmanager
+def web3_client(chain: DevChain) -> Iterator[Web3]:
+    """A synchronous web3.py client of the chain's node, its HTTP session closed on exit."""
+    with requests.Session() as session:
+        yield Web3(HTTPProvider(chain.url, session=session))
 
 
 def ranges(first: int, last: int) -> list[tuple[int, int]]:
