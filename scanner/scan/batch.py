@@ -23,7 +23,7 @@ from scanner.db.persist import write_plan
 from scanner.errors import RangeInconsistent, ReorgDetected, StoredBlocksDisagree
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
-from scanner.scan.load import load_edits, load_range, load_rewind, load_tick
+from scanner.scan.load import load_edits, load_range, load_tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ async def verify_stored(session: AsyncSession, ctx: ChainContext, data: RangeDat
         raise StoredBlocksDisagree(ctx.name, block)
 
 
-async def _plan_and_write(
+async def plan_and_write(
     session: AsyncSession,
     ctx: ChainContext,
     inp: RangeInput,
@@ -128,7 +128,7 @@ async def run_range(
         end_checked=end_checked,
     )
     inp = replace(inp, decides_expiry=decides_expiry)
-    return await _plan_and_write(session, ctx, inp, logs=len(data.logs), skipped=skipped)
+    return await plan_and_write(session, ctx, inp, logs=len(data.logs), skipped=skipped)
 
 
 async def run_tick(
@@ -141,7 +141,7 @@ async def run_tick(
 ) -> BatchReport:
     """A tick with no new block: confirmations and expiry still move (the tag may have)."""
     inp = await load_tick(session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps)
-    return await _plan_and_write(session, ctx, inp)
+    return await plan_and_write(session, ctx, inp)
 
 
 async def run_edits(
@@ -158,21 +158,4 @@ async def run_edits(
     )
     if inp is None:
         return None
-    return await _plan_and_write(session, ctx, inp)
-
-
-async def run_rewind(
-    session: AsyncSession,
-    ctx: ChainContext,
-    *,
-    cursor: int,
-    ancestor: int,
-    tag_block: int | None,
-    whole: bool = False,
-) -> tuple[BatchReport, int]:
-    """Undo the blocks above ``ancestor`` (:func:`~scanner.scan.load.load_rewind`); the
-    report and how many credits were orphaned."""
-    inp = await load_rewind(
-        session, ctx, old_cursor=cursor, ancestor=ancestor, tag_block=tag_block, whole=whole
-    )
-    return await _plan_and_write(session, ctx, inp), len(inp.orphan)
+    return await plan_and_write(session, ctx, inp)

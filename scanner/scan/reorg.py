@@ -19,8 +19,9 @@ from scanner.core.reorg import find_common_ancestor, walk_back_plan
 from scanner.db import cursor as stored
 from scanner.db import transactions
 from scanner.errors import DeepReorg
-from scanner.scan.batch import BatchReport, run_rewind
+from scanner.scan.batch import BatchReport, plan_and_write
 from scanner.scan.context import ChainContext
+from scanner.scan.load import load_rewind
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +79,14 @@ async def rewind(
 ) -> ReorgOutcome:
     """Undo the blocks above ``ancestor`` up to ``cursor`` (``whole``: every block above it,
     a backfill's above the cursor too) inside the caller's transaction."""
-    report, orphaned = await run_rewind(
-        session, ctx, cursor=cursor, ancestor=ancestor, tag_block=tag_block, whole=whole
+    inp = await load_rewind(
+        session, ctx, old_cursor=cursor, ancestor=ancestor, tag_block=tag_block, whole=whole
     )
+    report = await plan_and_write(session, ctx, inp)
     return ReorgOutcome(
         old_cursor=cursor,
         ancestor=ancestor,
         depth=cursor - ancestor,
-        orphaned=orphaned,
+        orphaned=len(inp.orphan),
         report=report,
     )
