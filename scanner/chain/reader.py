@@ -199,12 +199,8 @@ class ChainReader:
         """
         if not addresses:
             return []
-        flt: dict[str, Any] = {
-            "fromBlock": hex(start),
-            "toBlock": hex(end),
-            "address": list(addresses),
-            "topics": _topics(topic0, to_topics),
-        }
+        flt = {"fromBlock": hex(start), "toBlock": hex(end), "address": list(addresses)}
+        flt["topics"] = _topics(topic0, to_topics)
         calls = [("eth_getLogs", [flt]), ("eth_blockNumber", [])]
 
         def parse(index: int, value: Any) -> list[Log]:

@@ -201,6 +201,23 @@ def _due(keys: Sequence[str], now: datetime) -> Any:
     return and_(_in_turn(keys), _table().c.next_attempt_at <= now, _unleased(now))
 
 
+async def _lease(
+    session: AsyncSession, ids: Sequence[Any], now: datetime, *, owner: str, lease: float
+) -> None:
+    """The deliveries ``ids`` held by ``owner`` for ``lease`` seconds, their attempt counted."""
+    d = _table()
+    await session.execute(
+        update(d)
+        .where(d.c.id.in_(ids))
+        .values(
+            claimed_by=owner,
+            lease_until=now + timedelta(seconds=lease),
+            attempts=d.c.attempts + 1,
+            updated_at=now,
+        )
+    )
+
+
 async def claim(
     session: AsyncSession,
     keys: Sequence[str],
@@ -224,17 +241,7 @@ async def claim(
     rows = (await session.execute(stmt)).mappings().all()
     if not rows:
         return []
-    ids = [row["id"] for row in rows]
-    await session.execute(
-        update(d)
-        .where(d.c.id.in_(ids))
-        .values(
-            claimed_by=owner,
-            lease_until=now + timedelta(seconds=lease),
-            attempts=d.c.attempts + 1,
-            updated_at=now,
-        )
-    )
+    await _lease(session, [row["id"] for row in rows], now, owner=owner, lease=lease)
     return [
         Claimed(
             r["id"],

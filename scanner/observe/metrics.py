@@ -50,6 +50,7 @@ class Metrics:
         self._progress_metrics()
         self._rpc_metrics()
         self._scan_metrics()
+        self._batch_metrics()
         self._verify_metrics()
         self._state_metrics()
         self._ws_metrics()
@@ -115,6 +116,10 @@ class Metrics:
             "Transfers to an address some payment uses that no payment could take.",
             CHAIN,
         )
+        self._row_metrics()
+
+    def _row_metrics(self) -> None:
+        """What the gateway's rows and tokens cost a scan."""
         self.token_halted = self._gauge(
             "scanner_token_halted",
             "1 while a token is halted (its row's decimals are not its contract's), else 0.",
@@ -136,6 +141,8 @@ class Metrics:
             "Gateway rows the scanner cannot use (reported and left alone), by table.",
             ("chain", "table"),
         )
+
+    def _batch_metrics(self) -> None:
         self.batch_duration = self._histogram(
             "scanner_batch_duration_seconds",
             "Time to scan one block range end to end.",
