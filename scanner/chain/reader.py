@@ -31,12 +31,14 @@ from scanner.errors import (
     HistoryUnavailable,
     MalformedResponse,
     ReceiptNotAvailable,
+    RpcResponseError,
 )
 
 DECIMALS_SELECTOR = "0x313ce567"  # keccak256("decimals()")[:4]
 RECENT_BLOCKS = 128  # below the head, how far a missing block may be one not there *yet*
 T = TypeVar("T")
 DEFAULT_BATCH = 100  # requests in one JSON-RPC batch (a kind may allow fewer)
+METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0: the node does not serve the method
 
 
 class ChainReader:
@@ -246,6 +248,28 @@ class ChainReader:
         return await self.client.call(
             "eth_getTransactionReceipt", [tx_hash], parse=lambda v: shapes.receipt(v, fail)
         )
+
+    async def block_receipts(self, number: int) -> list[Receipt] | None:
+        """The receipts of block ``number`` (``eth_getBlockReceipts``, in transaction order);
+        None when the node answers ``null`` (java-tron: a block it does not have, and block 0,
+        ``TronJsonRpcImpl.getBlockReceipts``) or lacks the method (``-32601``): the caller
+        asks per transaction instead."""
+        fail = self._fail("eth_getBlockReceipts")
+
+        def parse(value: Any) -> list[Receipt] | None:
+            if value is None:
+                return None
+            if type(value) is not list:
+                raise fail(f"block {number}: receipts are not a list: {shapes.peek(value)}")
+            found = [shapes.receipt(v, fail) for v in value]
+            return [r for r in found if r is not None]
+
+        try:
+            return await self.client.call("eth_getBlockReceipts", [hex(number)], parse=parse)
+        except RpcResponseError as exc:
+            if exc.code == METHOD_NOT_FOUND:
+                return None
+            raise
 
     async def transaction(self, tx_hash: str) -> Transaction | None:
         """A transaction's recipient and value, or None when the node answers ``null``."""

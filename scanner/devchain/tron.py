@@ -29,7 +29,8 @@ It follows java-tron 4.8.1's code and 4.8.2's documentation:
 - Reorgs switch only to a longer branch, never below the solidified block.
 
 Test controls (methods of their own, as anvil's ``anvil_*``): ``sim_transfer``, ``sim_mine``,
-``sim_reorg``, ``sim_token`` (a contract's ``decimals()`` for ``eth_call``), ``sim_hideLogs``
+``sim_reorg``, ``sim_token`` (a contract's ``decimals()`` for ``eth_call``), ``sim_disable``
+(a method answered ``-32601``, as by a node or proxy without it), ``sim_hideLogs``
 (a transaction's logs vanish from ``eth_getLogs`` but stay in its receipt: java-tron #4447,
 #6037, #6384), ``sim_rateLimit``, ``sim_solidDistance``.
 """
@@ -124,6 +125,7 @@ class TronChain:
         self.solid_distance = solid_distance
         self.rps: float | None = None
         self.decimals: dict[str, int] = {}  # TRC-20 contracts and their decimals()
+        self.disabled: set[str] = set()  # methods answered -32601 (sim_disable)
         self._window: list[float] = []
         self._tx_seq = 0
         self._fork = 0
@@ -490,6 +492,9 @@ def _control(chain: TronChain, name: str, params: list[Json]) -> Json:
             success=spec.get("success", True),
             also=[(a, int(v)) for a, v in spec.get("also", [])],
         )  # fmt: skip
+    if name == "sim_disable":  # a node (or a proxy before it) that does not serve a method
+        chain.disabled.add(str(params[0]))
+        return True
     if name == "sim_token":
         chain.decimals[str(params[0]).lower()] = int(params[1])
         return True
@@ -536,7 +541,7 @@ def answer_one(chain: TronChain, request: Json) -> Json:
             raise RpcError(-32602, "method parameters invalid")
         if name.startswith("sim_"):
             result = _control(chain, name, params)
-        elif name not in METHODS:
+        elif name not in METHODS or name in chain.disabled:
             raise RpcError(-32601, "method not found")
         else:
             if len(params) < ARITY.get(

@@ -25,6 +25,7 @@ from scanner.errors import CursorMoved, PaymentLocked, ReorgDetected
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
 from scanner.scan.catchup import catch_up
 from scanner.scan.context import ChainContext
+from scanner.scan.crosscheck import cross_check
 from scanner.scan.fetch import (
     NativeWatch,
     RangeData,
@@ -194,7 +195,7 @@ class ChainScanner(OnChain):
                 return await fetch_deep(
                     self.reader, tokens, start, stop, required=required, sizer=self.sizer
                 )
-            return await fetch_range(
+            data = await fetch_range(
                 self.reader,
                 self.ctx.token_addresses,
                 start,
@@ -203,6 +204,7 @@ class ChainScanner(OnChain):
                 sizer=self.sizer,
                 by_hash=head - stop < near,
             )
+            return await cross_check(self.reader, self.ctx, data, self.metrics)  # TRON
 
         try:
             async with aclosing(prefetch(ranges, fetch, self.settings.concurrency)) as stream:
