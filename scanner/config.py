@@ -76,6 +76,8 @@ class ChainSettings(Strict):
     rpc_timeout: float = Field(default=15.0, gt=0)  # one whole attempt
     rpc_max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     rpc_max_attempts: int = Field(default=6, ge=1)
+    rpc_max_rps: float | None = Field(default=None, gt=0)  # per URL (scanner.chain.budget)
+    rpc_headers: dict[str, dict[str, SecretStr]] = Field(default_factory=dict)  # by URL
     stall_after: float | None = Field(default=None, gt=0)
     native_symbol: str = "ETH"
     native_decimals: int = Field(default=18, ge=0, le=77)
@@ -127,6 +129,21 @@ class ChainSettings(Strict):
                 raise ValueError(f"token {token.address} is listed twice")
             seen.add(key)
         return self
+
+    @model_validator(mode="after")
+    def _headers(self) -> ChainSettings:
+        urls = {u.get_secret_value() for u in self.rpc_urls + self.verify_urls}
+        for n, url in enumerate(self.rpc_headers):
+            if url not in urls:
+                raise ValueError(f"rpc_headers[{n}]: not one of rpc_urls or verify_urls")
+        return self
+
+    def headers(self) -> dict[str, dict[str, str]]:
+        """``rpc_headers`` as plain strings, by URL (what the RPC client sends)."""
+        return {
+            url: {name: value.get_secret_value() for name, value in fields.items()}
+            for url, fields in self.rpc_headers.items()
+        }
 
     @property
     def kind_rules(self) -> ChainKind:
@@ -282,6 +299,7 @@ class Settings(Strict):
         for chain in self.chains:
             out.extend(u.get_secret_value() for u in chain.rpc_urls + chain.verify_urls)
             out.extend(u.get_secret_value() for u in [chain.ws_url] if u is not None)
+            out.extend(v for h in chain.headers().values() for v in h.values())
         for hook in self.webhooks:
             out += [hook.url.get_secret_value(), hook.secret_value]
         return out

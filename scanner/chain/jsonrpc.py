@@ -335,3 +335,19 @@ def _block_of(params: Any) -> int | str | None:
     if isinstance(first, str) and first.startswith("0x") and len(first) < 20:
         return int(first, 16)
     return first if isinstance(first, (str, int)) else None
+
+
+def batch_results(
+    answers: list[Any], items: Sequence[tuple[str, list[Any]]], where: Where
+) -> list[Any]:
+    """Each item's result; if any item failed, raise the most transient of the errors."""
+    values: list[Any] = []
+    errors: list[RpcError] = []
+    for answer, (method, params) in zip(answers, items, strict=True):
+        try:
+            values.append(result_of(answer, where.of(method), params))
+        except RpcError as error:
+            errors.append(error)
+    if errors:
+        raise next((e for e in errors if e.transient), errors[0])
+    return values

@@ -60,6 +60,8 @@ class ChainReader:
             max_attempts=chain.rpc_max_attempts,
             observer=observer,
             batch_size=chain.kind_rules.max_batch or DEFAULT_BATCH,
+            max_rps=chain.rpc_max_rps,
+            headers=chain.headers(),
         )
         return cls(client, recent=chain.reorg_depth)
 

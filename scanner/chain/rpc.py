@@ -15,11 +15,11 @@ parsed; nothing a node sends grows more than eight-fold), estimated before it is
 
 Failover: the client keeps one active URL; a transport failure (connection refused, timeout,
 HTTP 5xx) or a garbled answer (a truncated body, a batch with items missing) moves it to the
-next configured URL, so the retry goes elsewhere. Rate limits and
-JSON-RPC errors do not fail over: they are about the request or the plan, not the endpoint.
+next configured URL, so the retry goes elsewhere. Rate limits and JSON-RPC errors do not fail
+over: they are about the request or the plan, not the endpoint.
 
-Secrets: URLs carry API keys. They appear in errors, logs and ``repr`` only as
-:func:`scanner.secrets.redact_url` shows them; text from the node and from httpx is scrubbed too.
+Secrets: URLs (and per-URL headers) carry API keys. URLs appear in errors, logs and ``repr`` only
+as :func:`scanner.secrets.redact_url` shows them; text from the node and httpx is scrubbed too.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar, overload
 from urllib.parse import parse_qsl, urlsplit
 
@@ -36,7 +36,7 @@ import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from scanner.chain import jsonrpc
+from scanner.chain import budget, jsonrpc
 from scanner.chain.jsonrpc import Where
 from scanner.chain.retrying import Backoff, NullObserver, RpcObserver, Wait, is_transient
 from scanner.errors import (
@@ -104,7 +104,8 @@ class RpcClient:
     ``max_attempts`` bounds the attempts of one call or one batch chunk; ``backoff`` shapes the
     waits; ``batch_size`` caps the items of one JSON-RPC batch; ``max_connections`` bounds the
     keep-alive pool; ``trust_env`` lets httpx read proxy settings from the environment (off:
-    settings are explicit); ``transport`` replaces the network (hand-written fakes in tests).
+    settings are explicit); ``transport`` replaces the network (hand-written fakes in tests);
+    ``max_rps`` paces each URL (:mod:`~scanner.chain.budget`); ``headers`` go to their URL only.
     """
 
     def __init__(
@@ -121,6 +122,8 @@ class RpcClient:
         max_connections: int = 16,
         trust_env: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_rps: float | None = None,
+        headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if not urls:
             raise ConfigError(f"chain {chain!r}: no RPC URL")
@@ -129,7 +132,10 @@ class RpcClient:
         self.chain = chain
         self._urls = [_check_url(chain, u) for u in urls]
         self._shown = [redact_url(u) for u in self._urls]
+        self._headers = {u: dict(h) for u, h in (headers or {}).items()}  # per URL (secrets)
         self._secrets = [s for u in self._urls for s in _secrets_of(u)]
+        self._secrets += [v for h in self._headers.values() for v in h.values() if v]
+        self._budgets = {u: budget.shared(u, max_rps) for u in self._urls} if max_rps else {}
         self._active = 0
         self._ids = itertools.count(1)
         self._max_attempts = max_attempts
@@ -260,7 +266,7 @@ class RpcClient:
             )
             answers = jsonrpc.decode(await self._post(url, body, where), where, self._budget)
             ordered = jsonrpc.order_batch(answers, ids, where)
-            values = _batch_results(ordered, items, where)
+            values = jsonrpc.batch_results(ordered, items, where)
             if parse is None:
                 return values
             return [parse(offset + n, v) for n, v in enumerate(values)]
@@ -348,8 +354,10 @@ class RpcClient:
     async def _post(self, url: str, body: bytes, where: Where) -> bytes | bytearray:
         """POST ``body``; the raw answer of a 2xx (at most ``max_response_bytes``), else the
         mapped HTTP error (read from the first :data:`ERROR_BODY_BYTES` of its body)."""
+        await budget.take(self._budgets.get(url))
         try:
-            async with self._http.stream("POST", url, content=body) as response:
+            headers = self._headers.get(url)  # a provider's key: a secret, scrubbed as the URLs
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
                 ok = 200 <= response.status_code < 300
                 limit = self._max_bytes if ok else ERROR_BODY_BYTES
                 content = await _read_capped(response, limit, where, refuse=ok)
@@ -388,19 +396,3 @@ async def _read_capped(
 
 def _longer_than(limit: int) -> str:
     return f"answer larger than {limit:,} bytes (rpc_max_response_bytes)"
-
-
-def _batch_results(
-    answers: list[Any], items: Sequence[tuple[str, list[Any]]], where: Where
-) -> list[Any]:
-    """Each item's result; if any item failed, raise the most transient of the errors."""
-    values: list[Any] = []
-    errors: list[RpcError] = []
-    for answer, (method, params) in zip(answers, items, strict=True):
-        try:
-            values.append(jsonrpc.result_of(answer, where.of(method), params))
-        except RpcError as error:
-            errors.append(error)
-    if errors:
-        raise next((e for e in errors if e.transient), errors[0])
-    return values

@@ -30,7 +30,8 @@ It follows java-tron 4.8.1's code and 4.8.2's documentation:
 
 Test controls (methods of their own, as anvil's ``anvil_*``): ``sim_transfer``, ``sim_mine``,
 ``sim_reorg``, ``sim_token`` (a contract's ``decimals()`` for ``eth_call``), ``sim_disable``
-(a method answered ``-32601``, as by a node or proxy without it), ``sim_hideLogs``
+(a method answered ``-32601``, as by a node or proxy without it), ``sim_apiKey`` (TronGrid's
+``TRON-PRO-API-KEY`` header required, HTTP 401 without it), ``sim_hideLogs``
 (a transaction's logs vanish from ``eth_getLogs`` but stay in its receipt: java-tron #4447,
 #6037, #6384), ``sim_rateLimit``, ``sim_solidDistance``.
 """
@@ -58,6 +59,7 @@ MAX_RESULTS = 10_000
 MAX_BATCH = 100
 SOLID_DISTANCE = 18  # 27 super representatives, 70 % of them: head − 18 (DposService)
 BLOCK_SECONDS = 3
+NO_KEY = {"Error": "ApiKey not exists"}  # TronGrid, a request without a valid key
 RATE_LIMITED = {"Error": "class java.lang.IllegalAccessException : lack of computing resources"}
 Json = Any
 
@@ -126,6 +128,7 @@ class TronChain:
         self.rps: float | None = None
         self.decimals: dict[str, int] = {}  # TRC-20 contracts and their decimals()
         self.disabled: set[str] = set()  # methods answered -32601 (sim_disable)
+        self.api_key: str | None = None  # TronGrid's TRON-PRO-API-KEY header, when required
         self._window: list[float] = []
         self._tx_seq = 0
         self._fork = 0
@@ -495,6 +498,9 @@ def _control(chain: TronChain, name: str, params: list[Json]) -> Json:
     if name == "sim_disable":  # a node (or a proxy before it) that does not serve a method
         chain.disabled.add(str(params[0]))
         return True
+    if name == "sim_apiKey":  # from now on, a TRON-PRO-API-KEY header is required
+        chain.api_key = None if params[0] is None else str(params[0])
+        return True
     if name == "sim_token":
         chain.decimals[str(params[0]).lower()] = int(params[1])
         return True
@@ -592,6 +598,11 @@ def answer(chain: TronChain, document: Json) -> Json:
 
 def make_app(chain: TronChain, block_seconds: float | None = None) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
+        key = chain.api_key
+        if key is not None and request.headers.get("TRON-PRO-API-KEY") != key:
+            return web.Response(
+                status=401, text=json.dumps(NO_KEY), content_type="application/json"
+            )
         try:
             document = json.loads(await request.read())
         except ValueError:

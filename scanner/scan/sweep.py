@@ -99,6 +99,8 @@ class Sweep:
                 timeout=chain.rpc_timeout,
                 max_attempts=chain.rpc_max_attempts,
                 observer=metrics,
+                max_rps=chain.rpc_max_rps,
+                headers=chain.headers(),
             )
             self.reader = ChainReader(self._own)
 

@@ -70,6 +70,8 @@ class Verifier:
             max_response_bytes=chain.rpc_max_response_bytes,
             max_attempts=2,
             observer=metrics,
+            max_rps=chain.rpc_max_rps,
+            headers=chain.headers(),
         )
         self.reader = ChainReader(self.client)
         self.clock = clock or (lambda: datetime.now(UTC))  # when a credit is due again
