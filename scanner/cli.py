@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="local anvil chain + demo token + simulated gateway")
     demo.add_argument("--payments", type=int, default=3, help="payments to create (default 3)")
     demo.add_argument("--seconds", type=float, default=60.0, help="how long to run (0: forever)")
+    demo.add_argument(
+        "--chain", choices=("anvil", "tron"), default="anvil", help="tron: a java-tron simulator"
+    )
 
     _migrate_parsers(sub)
     for command in sub.choices.values():  # every command's --help: the environment, exit codes
@@ -256,6 +259,7 @@ def cmd_webhooks(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from scanner.devchain.demo import run_demo
+        from scanner.devchain.tron_demo import run_tron_demo
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in DEMO_EXTRA_MODULES:
@@ -266,8 +270,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ) from exc
     from scanner.devchain.node import AnvilStartError
 
+    run = run_tron_demo if args.chain == "tron" else run_demo
     try:
-        return run_demo(payments=args.payments, seconds=args.seconds)
+        return run(payments=args.payments, seconds=args.seconds)
     except AnvilStartError as exc:
         _say(str(exc))
         return EXIT_FAILURE

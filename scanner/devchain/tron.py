@@ -641,7 +641,10 @@ class TronNode(Anvil):
     @classmethod
     def _args(cls, **options: Any) -> list[str]:
         blocks, seconds = int(options.get("blocks", 0)), float(options.get("block_seconds", 0.0))
-        return ["--blocks", str(blocks), "--block-seconds", f"{seconds:g}"]
+        args = ["--blocks", str(blocks), "--block-seconds", f"{seconds:g}"]
+        if options.get("genesis_time") is not None:
+            args += ["--genesis-time", str(int(options["genesis_time"]))]
+        return args
 
     @classmethod
     def _command(cls, port: int, args: Sequence[str]) -> list[str]:
@@ -674,8 +677,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--block-seconds", type=float, default=0.0, help="0: mine on request")
     parser.add_argument("--blocks", type=int, default=0, help="blocks mined before serving")
+    parser.add_argument("--genesis-time", type=int, help="block 0's time (default: an hour ago)")
     args = parser.parse_args(argv)
-    chain = TronChain()
+    chain = TronChain(args.genesis_time)
     chain.mine(args.blocks)
     web.run_app(
         make_app(chain, args.block_seconds or None), host="127.0.0.1", port=args.port,

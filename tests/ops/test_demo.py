@@ -22,3 +22,21 @@ def test_the_quickstart_demo_confirms_its_payments(tmp_path: Path) -> None:
     assert names.count("payment_confirmed") == 2
     assert "demo_all_confirmed" in names
     assert (tmp_path / "scanner-demo.db").exists()
+
+
+def test_the_tron_demo_confirms_its_payments_at_the_solidified_block(tmp_path: Path) -> None:
+    # DposService.updateSolidBlock: confirmed once the solidified block (head - 18) passes it
+    done = run_cli(
+        ["demo", "--chain", "tron", "--payments", "2", "--seconds", "60"],
+        scanner_env(),
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = json_lines(done.stderr + done.stdout)
+    names = [e.get("event") for e in events]
+    assert names.count("payment_confirming") == 2
+    assert names.count("payment_confirmed") == 2
+    assert "demo_all_confirmed" in names
+    created = [e["address"] for e in events if e.get("event") == "demo_payment_created"]
+    assert len(created) == 2 and all(a.startswith("T") for a in created)
