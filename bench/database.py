@@ -73,8 +73,8 @@ async def insert_token(db: BenchDB, chain: BenchChain) -> Any:
     return await insert_token_row(db, chain.token, chain.shape.decimals)
 
 
-async def insert_token_row(db: BenchDB, address: str, decimals: int) -> Any:
-    """An enabled ``tokens`` row for ``address`` on the bench chain; its id."""
+async def insert_token_row(db: BenchDB, address: str, decimals: int, chain: str = CHAIN) -> Any:
+    """An enabled ``tokens`` row for ``address`` on the bench chain (or ``chain``); its id."""
     token_id = uuid.uuid4()
     async with db.engine.begin() as conn:
         await conn.execute(
@@ -84,7 +84,7 @@ async def insert_token_row(db: BenchDB, address: str, decimals: int) -> Any:
             ),
             {
                 "id": db_id(db.engine, token_id),
-                "chain": CHAIN,
+                "chain": chain,
                 "address": address,
                 "symbol": SYMBOL,
                 "decimals": decimals,

@@ -33,7 +33,8 @@ Test controls (methods of their own, as anvil's ``anvil_*``): ``sim_transfer``, 
 (a method answered ``-32601``, as by a node or proxy without it), ``sim_apiKey`` (TronGrid's
 ``TRON-PRO-API-KEY`` header required, HTTP 401 without it), ``sim_hideLogs``
 (a transaction's logs vanish from ``eth_getLogs`` but stay in its receipt: java-tron #4447,
-#6037, #6384), ``sim_rateLimit``, ``sim_solidDistance``.
+#6037, #6384), ``sim_rateLimit``, ``sim_solidDistance``, ``sim_bulk`` (many blocks of
+transfers at once).
 """
 
 from __future__ import annotations
@@ -190,6 +191,16 @@ class TronChain:
         )
         self.pending.append(Tx(tx_hash, sender.lower(), (via or token).lower(), logs, success))
         return tx_hash
+
+    def bulk(self, token: str, blocks: int, per_block: int, recipients: Sequence[str]) -> None:
+        """``blocks`` blocks of one transaction each, paying ``per_block`` transfers of 1.000000
+        to ``recipients`` in turn (an exchange's batched payouts)."""
+        n = 0
+        for _ in range(blocks):
+            pays = [(recipients[(n + i) % len(recipients)], 1_000_000) for i in range(per_block)]
+            n += per_block
+            self.transfer(token, "0x" + "a1" * 20, pays[0][0], pays[0][1], also=pays[1:])
+            self.mine(1)
 
     def reorg(self, depth: int, length: int, keep: bool = True) -> list[str]:
         """Replace the newest ``depth`` blocks with a branch of ``length`` new ones (TRON takes
@@ -504,6 +515,10 @@ def _control(chain: TronChain, name: str, params: list[Json]) -> Json:
     if name == "sim_token":
         chain.decimals[str(params[0]).lower()] = int(params[1])
         return True
+    if name == "sim_bulk":  # blocks of Transfer logs, built in-process (benchmarks)
+        spec = params[0]
+        chain.bulk(spec["token"], int(spec["blocks"]), int(spec["perBlock"]), spec["recipients"])
+        return _hex(chain.head.number)
     if name == "sim_mine":
         return chain.mine(int(params[0]) if params else 1)
     if name == "sim_reorg":
