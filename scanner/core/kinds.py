@@ -21,7 +21,7 @@ documentation:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -63,7 +63,12 @@ class ChainKind:
 
     def match_keys(self, addresses: Iterable[str]) -> set[str]:
         """The match keys of stored ``addresses`` (those that can match something)."""
-        return {a.lower() for a in addresses}
+        return set(map(str.lower, addresses))
+
+    @property
+    def row_parser(self) -> Callable[[str], str] | None:
+        """The parser of a payment row's address; None: the EVM default (20-byte hex)."""
+        return None
 
     def lookup_forms(self, addresses: Collection[str]) -> Collection[str]:
         """The lower-case spellings of ``addresses`` (hex) a row may hold, for the index."""
@@ -95,6 +100,10 @@ class TronKind(ChainKind):
     def match_keys(self, addresses: Iterable[str]) -> set[str]:
         keys = (self.match_key(a) for a in addresses)
         return {k for k in keys if k is not None}
+
+    @property
+    def row_parser(self) -> Callable[[str], str] | None:
+        return self.parse_address
 
     def lookup_forms(self, addresses: Collection[str]) -> Collection[str]:
         out: set[str] = set()

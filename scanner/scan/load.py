@@ -70,7 +70,7 @@ async def load_range(
     orphan_owners = {s.payment_key for s in replaced}
     await _add(session, rows, orphan_owners, mode.locks_rows)
     await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
-    written = (row.address for row in rows.values() if isinstance(row.address, str))
+    written = [row.address for row in rows.values() if isinstance(row.address, str)]
     watched = ctx.kind.match_keys(written)
     decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
     transfers = sorted(

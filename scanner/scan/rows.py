@@ -76,7 +76,7 @@ def parse_row(row: PaymentRow, ctx: ChainContext) -> Holding:
     if token is None and ctx.kind.native_reason is not None:
         raise RowInvalid(row.key, ctx.kind.native_reason)
     try:
-        parse = ctx.kind.parse_address
+        parse = ctx.kind.row_parser  # None on EVM: the default, at no cost
         address, amount = parse_payment_fields(row.address, row.amount, decimals, parse)
     except ValueError as exc:
         raise RowInvalid(row.key, str(exc)) from None
