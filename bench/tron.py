@@ -25,7 +25,7 @@ import orjson
 
 from bench.common import configure_bench_logging
 from bench.database import fresh_database, insert_token_row, workdir
-from scanner.app import make_reader
+from scanner.chain.reader import ChainReader
 from scanner.core.tron_address import to_base58
 from scanner.devchain.tron import TRANSFER_TOPIC, TronNode
 from scanner.scan.backfill import Backfill
@@ -82,7 +82,7 @@ async def backfill(url: str, first: int, last: int, since: int, args: argparse.N
         ]
         async with db.engine.begin() as conn:
             await insert_payments(conn, rows)
-        reader = make_reader(chain, None)
+        reader = ChainReader.from_settings(chain, None)
         started = time.perf_counter()
         try:
             summary = await Backfill(ChainParts(chain, reader, db.sessions)).run(first, last)

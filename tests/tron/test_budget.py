@@ -57,7 +57,8 @@ async def test_a_providers_key_goes_in_its_header_and_is_never_shown() -> None:
         node.rpc("sim_apiKey", [KEY])
         keyed = tron_settings(node.url, rpc_headers={node.url: {"TRON-PRO-API-KEY": KEY}})
         bare = tron_settings(node.url, rpc_max_attempts=1)
-        with_key, without = ChainReader.from_settings(keyed, None), make_reader(bare, None)
+        with_key = ChainReader.from_settings(keyed, None)
+        without = ChainReader.from_settings(bare, None)
         try:
             assert await with_key.head() == 3
             with capture_logs() as logs, pytest.raises(MalformedResponse) as refused:
