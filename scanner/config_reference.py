@@ -188,6 +188,16 @@ MEANING: dict[str, tuple[str, str]] = {
         "",
         "Attempts of one request, with backoff and failover, before the tick fails.",
     ),
+    "chains.rpc_max_rps": (
+        "",
+        "Requests a second to each RPC URL at most, paced before the provider refuses "
+        "(shared by every client of the URL in the process; TronGrid: about 15 a key).",
+    ),
+    "chains.rpc_headers": (
+        "",
+        "Headers sent to one URL only, by the URL as listed (a provider key such as "
+        "`TRON-PRO-API-KEY`); secrets, never logged.",
+    ),
     "chains.stall_after": (
         "",
         "Seconds the head block may be old before its node counts as "
