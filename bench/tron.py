@@ -26,13 +26,14 @@ import orjson
 from bench.common import configure_bench_logging
 from bench.database import fresh_database, insert_token_row, workdir
 from scanner.chain.reader import ChainReader
+from scanner.config import ChainSettings
 from scanner.core.tron_address import to_base58
 from scanner.devchain.tron import TRANSFER_TOPIC, TronNode
+from scanner.devchain.tron_demo import USDT, USDT_HEX
 from scanner.scan.backfill import Backfill
 from scanner.scan.parts import ChainParts
-from tests.support.gateway import NewPayment, insert_payments
-from tests.support.postgres import PG_ADMIN_URL
-from tests.tron.conftest import USDT, USDT_HEX, tron_settings
+from scanner.testkit.gateway import NewPayment, insert_payments
+from scanner.testkit.postgres import PG_ADMIN_URL
 
 RECIPIENTS = 200
 SPAN = 5_000  # java-tron's eth_getLogs range limit (LogFilterWrapper)
@@ -70,7 +71,15 @@ async def raw_read(url: str, first: int, last: int, per_block: int) -> tuple[int
 
 async def backfill(url: str, first: int, last: int, since: int, args: argparse.Namespace) -> str:
     db = await fresh_database(args.backend, workdir(), args.pg_url)
-    chain = tron_settings(url, batch_size=500, poll_interval=3.0)  # the product's defaults
+    chain = ChainSettings.model_validate(  # the product's defaults
+        {
+            "name": "tron",
+            "kind": "tron",
+            "chain_id": 728126428,
+            "rpc_urls": [url],
+            "tokens": [{"symbol": "USDT", "address": USDT, "decimals": 6}],
+        }
+    )
     try:
         token_id = await insert_token_row(db, USDT, 6, chain="tron")
         watched = [recipient(n) for n in range(0, RECIPIENTS, max(1, round(1 / args.match)))]
