@@ -38,6 +38,8 @@ from scanner.testkit.postgres import PG_ADMIN_URL, pg_execute, pg_url
 from scanner.testkit.settings import settings_from
 from tests.deliver.support import Receiver
 
+pytest_plugins = ["tests.chain_fixtures"]
+
 T = TypeVar("T")
 
 BACKENDS = [

@@ -23,7 +23,6 @@ from scanner.devchain import (
 from scanner.devchain.contracts import batch_calldata, calldata
 from scanner.devchain.node import free_port as real_free_port
 from scanner.errors import RpcResponseError, ScannerError
-from tests.chain_fixtures import anvil, devchain, module_devchain  # noqa: F401
 from tests.support.devchain import (
     deploy_odd_emitter,
     emit_721,
@@ -45,11 +44,11 @@ def topic_address(topic: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def token(module_devchain: DevChain) -> str:  # noqa: F811
+def token(module_devchain: DevChain) -> str:
     return module_devchain.deploy_token("Test USD", "TUSD", 6)
 
 
-def test_token_reports_decimals_name_and_symbol(module_devchain: DevChain) -> None:  # noqa: F811
+def test_token_reports_decimals_name_and_symbol(module_devchain: DevChain) -> None:
     chain = module_devchain
     for decimals in (6, 18):
         address = chain.deploy_token(f"Token{decimals}", f"T{decimals}", decimals)
@@ -63,12 +62,12 @@ def test_token_reports_decimals_name_and_symbol(module_devchain: DevChain) -> No
             assert contract.functions.symbol().call() == f"T{decimals}"
 
 
-def test_first_deploy_lands_at_the_well_known_address(devchain: DevChain) -> None:  # noqa: F811
+def test_first_deploy_lands_at_the_well_known_address(devchain: DevChain) -> None:
     assert devchain.deploy_token() == "0x5fbdb2315678afecb367f032d93f642f64180aa3"
 
 
 def test_batch_transfer_emits_one_standard_log_per_recipient(
-    module_devchain: DevChain,  # noqa: F811
+    module_devchain: DevChain,
     token: str,
 ) -> None:
     chain = module_devchain
@@ -94,7 +93,7 @@ def test_batch_transfer_emits_one_standard_log_per_recipient(
     assert chain.token_balance(token, sender) == 0
 
 
-def test_single_transfer_from_a_dev_account(module_devchain: DevChain, token: str) -> None:  # noqa: F811
+def test_single_transfer_from_a_dev_account(module_devchain: DevChain, token: str) -> None:
     chain = module_devchain
     sender, to = chain.accounts[1], addr(0x200)
     chain.wait_receipt(chain.mint(token, sender, 5))
@@ -103,7 +102,7 @@ def test_single_transfer_from_a_dev_account(module_devchain: DevChain, token: st
     assert chain.logs(receipt["blockNumber"], receipt["blockNumber"], token) == receipt["logs"]
 
 
-def test_odd_emitter_logs_have_the_wrong_shape(module_devchain: DevChain) -> None:  # noqa: F811
+def test_odd_emitter_logs_have_the_wrong_shape(module_devchain: DevChain) -> None:
     chain = module_devchain
     emitter = deploy_odd_emitter(chain)
     frm, to = addr(0x301), addr(0x302)
@@ -121,7 +120,7 @@ def test_odd_emitter_logs_have_the_wrong_shape(module_devchain: DevChain) -> Non
 
 
 def test_failing_eth_payment_to_a_contract_is_mined_with_status_0(
-    module_devchain: DevChain,  # noqa: F811
+    module_devchain: DevChain,
 ) -> None:
     chain = module_devchain
     tx_hash = send_failing_eth(chain, value=3 * 10**18)
@@ -133,7 +132,7 @@ def test_failing_eth_payment_to_a_contract_is_mined_with_status_0(
     assert chain.code(receipt["to"]) != "0x"  # a contract (Reverter code) stays there
 
 
-def test_failing_eth_payment_to_an_eoa_address(module_devchain: DevChain) -> None:  # noqa: F811
+def test_failing_eth_payment_to_an_eoa_address(module_devchain: DevChain) -> None:
     chain = module_devchain
     watched = addr(0xBEEF)
     before = chain.balance(watched)
@@ -148,7 +147,7 @@ def test_failing_eth_payment_to_an_eoa_address(module_devchain: DevChain) -> Non
     assert chain.code(watched) == "0x"  # looks like an EOA again
 
 
-def test_plain_eth_payment(module_devchain: DevChain) -> None:  # noqa: F811
+def test_plain_eth_payment(module_devchain: DevChain) -> None:
     chain = module_devchain
     to = addr(0xE7)
     receipt = chain.wait_receipt(chain.send_eth(addr(0xF00), to, 12345))  # impersonated sender
@@ -156,7 +155,7 @@ def test_plain_eth_payment(module_devchain: DevChain) -> None:  # noqa: F811
     assert chain.balance(to) == 12345
 
 
-def test_reorg_moves_a_transaction_to_another_block(devchain: DevChain) -> None:  # noqa: F811
+def test_reorg_moves_a_transaction_to_another_block(devchain: DevChain) -> None:
     chain = devchain
     token = chain.deploy_token()
     chain.wait_receipt(chain.mint(token, chain.deployer, 100))
@@ -178,7 +177,7 @@ def test_reorg_moves_a_transaction_to_another_block(devchain: DevChain) -> None:
     assert chain.block(height)["transactions"] == []
 
 
-def test_reorg_with_a_dict_transaction(devchain: DevChain) -> None:  # noqa: F811
+def test_reorg_with_a_dict_transaction(devchain: DevChain) -> None:
     chain = devchain
     chain.mine(3)
     to = addr(0x401)
@@ -189,7 +188,7 @@ def test_reorg_with_a_dict_transaction(devchain: DevChain) -> None:  # noqa: F81
 
 
 def test_snapshot_revert_then_mine_gives_another_hash_at_the_same_height(
-    devchain: DevChain,  # noqa: F811
+    devchain: DevChain,
 ) -> None:
     chain = devchain
     chain.mine(2)
@@ -207,7 +206,7 @@ def test_snapshot_revert_then_mine_gives_another_hash_at_the_same_height(
     assert second["hash"] != first["hash"]
 
 
-def test_time_and_automine_controls(devchain: DevChain) -> None:  # noqa: F811
+def test_time_and_automine_controls(devchain: DevChain) -> None:
     chain = devchain
     ts = int(chain.block()["timestamp"], 16) + 1000
     chain.set_next_timestamp(ts)
@@ -232,7 +231,7 @@ def test_time_and_automine_controls(devchain: DevChain) -> None:  # noqa: F811
     assert chain.head() == start + 7
 
 
-def test_build_bulk_chain_produces_the_expected_logs(devchain: DevChain) -> None:  # noqa: F811
+def test_build_bulk_chain_produces_the_expected_logs(devchain: DevChain) -> None:
     chain = devchain
     token = chain.deploy_token()
     recipients = [addr(0x1000 + i) for i in range(13)]
@@ -262,7 +261,7 @@ def test_fast_bulk_args_still_allow_reorgs() -> None:
         assert len(chain.logs(0, "latest", token)) == 1 + 20 * 5 - 10 * 5
 
 
-def test_build_bulk_chain_splits_big_blocks_into_several_txs(devchain: DevChain) -> None:  # noqa: F811
+def test_build_bulk_chain_splits_big_blocks_into_several_txs(devchain: DevChain) -> None:
     chain = devchain
     token = chain.deploy_token()
     chain.set_automine(False)
@@ -282,7 +281,7 @@ def test_batch_calldata_matches_the_abi_encoder() -> None:
     assert batch_calldata(recipients, amounts) == expected
 
 
-def test_rpc_errors_carry_the_node_message(anvil: Anvil) -> None:  # noqa: F811
+def test_rpc_errors_carry_the_node_message(anvil: Anvil) -> None:
     with pytest.raises(RpcResponseError) as caught:
         anvil.rpc("eth_noSuchMethod")
     assert isinstance(caught.value, ScannerError)  # the one exception tree
@@ -331,13 +330,13 @@ def test_find_anvil_explains_how_to_install_it(
         node_module.find_anvil()
 
 
-def test_a_busy_port_is_an_error_not_another_node(anvil: Anvil) -> None:  # noqa: F811
+def test_a_busy_port_is_an_error_not_another_node(anvil: Anvil) -> None:
     with pytest.raises(AnvilStartError, match="Address already in use"):
         Anvil.start(port=anvil.port, chain_id=5)
 
 
 def test_a_lost_port_race_is_retried_on_another_port(
-    anvil: Anvil,  # noqa: F811
+    anvil: Anvil,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     picked: list[int] = []

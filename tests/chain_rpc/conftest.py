@@ -15,7 +15,6 @@ import pytest
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import Backoff, RpcClient
 from scanner.devchain import Anvil
-from tests.chain_fixtures import anvil, devchain  # noqa: F401  (fixtures)
 from tests.support.proxy import FaultProxy
 
 SECRET = "SECRETKEY123"
@@ -51,7 +50,7 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-async def proxy(anvil: Anvil) -> AsyncIterator[FaultProxy]:  # noqa: F811
+async def proxy(anvil: Anvil) -> AsyncIterator[FaultProxy]:
     async with FaultProxy(anvil.url) as p:
         yield p
 

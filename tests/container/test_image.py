@@ -26,7 +26,6 @@ from scanner.config import load_settings
 from scanner.db.engine import make_engine
 from scanner.devchain import DevChain
 from scanner.devchain.node import free_port
-from tests.chain_fixtures import anvil, devchain  # noqa: F401
 from tests.container.image import (
     BASE,
     TAG,
@@ -160,7 +159,7 @@ def _pay(chain: DevChain, url: str, token: str) -> str:
 @pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
 def test_the_image_scanner_confirms_a_payment(
     box: Container,
-    devchain: DevChain,  # noqa: F811
+    devchain: DevChain,
     empty_db_url: str,
     tmp_path: Path,
 ) -> None:

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.chain_fixtures import anvil, devchain  # noqa: F401
 from tests.deliver.support import SECRET, Received, Receiver, event_ids, wait_until
-from tests.e2e.conftest import h  # noqa: F401
 from tests.e2e.harness import Harness
 from tests.ops.support import json_lines, scanner_env, scanner_process, write_config
 
@@ -22,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_kill_9_during_a_delivery_loses_no_event(
-    h: Harness,  # noqa: F811
+    h: Harness,
     db_url: str,
     receiver: Receiver,
     tmp_path: Path,

@@ -7,8 +7,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.db.engine import make_session_factory
-from tests.chain_fixtures import anvil, devchain  # noqa: F401
-from tests.e2e.conftest import h  # noqa: F401
 
 
 @pytest.fixture
