@@ -17,8 +17,6 @@ from scanner.config import Settings
 from scanner.devchain.tron import TronNode
 from scanner.errors import MalformedResponse
 from scanner.observe.metrics import Metrics
-from tests.chain_fixtures import anvil, devchain  # noqa: F401
-from tests.e2e.conftest import h  # noqa: F401
 from tests.e2e.harness import Harness
 from tests.tron.conftest import TronHarness, customer, tron_settings
 
@@ -78,7 +76,7 @@ def test_headers_name_a_configured_url() -> None:
 
 async def test_a_rate_limited_provider_slows_only_its_own_chain(
     th: TronHarness,
-    h: Harness,  # noqa: F811
+    h: Harness,
 ) -> None:
     # RateLimiterServlet: java-tron refusing for lack of computing resources, the TRON chain
     # backs off; the anvil chain beside it credits its payment meanwhile
