@@ -225,6 +225,7 @@ class App:
             while not self.stop.is_set():
                 backoff = await self._round(scanner, writer, heads, backoff)
         finally:
+            await scanner.stop_book()
             if heads is not None:
                 await heads.aclose()
             await writer.release()
@@ -255,6 +256,7 @@ class App:
             self._halt(scanner, exc)
             await self.stop.wait()
         except ChainLockLost as exc:
+            await scanner.stop_book()
             await writer.lost(str(exc))  # the next round takes it again, or waits
         except ScannerError as exc:
             log.error("chain_error", error=type(exc).__name__, message=str(exc), retry_in=backoff)

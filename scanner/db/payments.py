@@ -204,7 +204,11 @@ def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any
     statements = [_select().where(NotIndexed(p.c.chain) == chain, p.c.id.in_(unfinal))]
     if expiry_cutoff is not None:
         expiring = compare(p.c.expires_at, "<", expiry_cutoff)
-        statements.append(_select().where(p.c.chain == chain, p.c.status == "pending", expiring))
+        # a row not looked at yet waits for its look-back (it may hold a transfer in time)
+        looked_at = p.c.seen_at_block.is_not(None)
+        statements.append(
+            _select().where(p.c.chain == chain, p.c.status == "pending", expiring, looked_at)
+        )
     return statements
 
 
@@ -214,7 +218,8 @@ async def to_advance(
     """Open payments whose state can move with the checked block alone.
 
     Those holding a not-yet-final transaction (confirmations count up, confirming may confirm),
-    and pending ones whose ``expires_at`` is before the newest final block's time.
+    and pending ones whose ``expires_at`` is before the newest final block's time, once looked
+    at (an unseen row is expired after its look-back, which runs beside the scan).
     """
     found: dict[Any, RawPayment] = {}
     for stmt in advancing_statements(chain, expiry_cutoff):

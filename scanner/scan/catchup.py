@@ -10,12 +10,21 @@ more decimals than its token) gets one ``invalid_payment`` event and is left alo
 
 Native-coin payments are looked back for too, by reading the blocks since ``created_at − grace``
 again in full, a hundred at a time (top-level transfers to their addresses, receipts checked).
+
+The live scan runs this beside its ranges (a task of its own): a million unseen rows never hold up
+a new block. Each page commits under the chain's lock, after checking that the cursor still
+covers its window and that the stored blocks still name the hashes it read (a reorg rewound and
+rescanned meanwhile: the page is looked at again). A :class:`BookGuard` orders a page's commit
+with the scan's writes that make rows unseen again (an edit followed, a token enabled): a page
+read before such a write marks nothing after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -38,6 +47,15 @@ from scanner.scan.rows import PaymentRow, read_rows
 log = structlog.get_logger(__name__)
 
 
+@dataclass(slots=True)
+class BookGuard:
+    """Held by a page's commit, and by each write that makes rows unseen again; such a write
+    adds one to ``generation`` (under the lock), so a page read before it marks nothing."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    generation: int = 0
+
+
 async def catch_up(
     sessions: async_sessionmaker[AsyncSession],
     reader: ChainReader,
@@ -45,6 +63,7 @@ async def catch_up(
     *,
     metrics: Metrics | None = None,
     page: int = payments.UNSEEN_PAGE,
+    guard: BookGuard | None = None,
 ) -> int:
     """Look at every payment not yet seen, ``page`` rows at a time (memory follows the page,
     not the book); return how many were looked back for."""
@@ -52,7 +71,7 @@ async def catch_up(
     total = marked = 0
     previous: set[Any] = set()
     while True:
-        looked, keys = await _catch_up_page(sessions, reader, ctx, tally, page)
+        looked, keys = await _catch_up_page(sessions, reader, ctx, tally, (page, guard))
         total, marked = total + looked, marked + len(keys)
         if len(keys) < page or not previous.isdisjoint(keys):
             break  # the last page; or rows not marked seen after all: no loop on them
@@ -67,9 +86,12 @@ async def _catch_up_page(
     reader: ChainReader,
     ctx: ChainContext,
     metrics: Metrics,
-    page: int,
+    paging: tuple[int, BookGuard | None],
 ) -> tuple[int, list[Any]]:
     """One page: (how many were looked back for, the keys of the rows marked seen)."""
+    page, guard = paging
+    guard = guard if guard is not None else BookGuard()
+    generation = guard.generation
     async with sessions() as session:
         rows = await payments.unseen(session, ctx.name, page)
         at = await cursor.get_cursor(session, ctx.name) if rows else None
@@ -85,8 +107,11 @@ async def _catch_up_page(
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
         return 0, []  # a reorg is under way: the live tick walks back first
-    if not await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics):
-        return 0, []
+    async with guard.lock:
+        if guard.generation != generation:
+            return 0, []  # rows made unseen again meanwhile: looked at on the next pass
+        if not await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics):
+            return 0, []
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
     return len(behind), [r.key for r in rows]
@@ -112,11 +137,14 @@ async def _commit(
     metrics: Metrics,
 ) -> bool:
     """Apply the look-back and mark the rows seen, in one transaction; False when the cursor
-    went back meanwhile (a reorg: look again next tick)."""
+    went back meanwhile or the stored blocks no longer name what was read (a reorg, maybe
+    rescanned since: look again next tick)."""
     async with sessions() as session, session.begin():
         await lock_chain(session, ctx)  # fenced: a live scan's
         again = await cursor.get_cursor(session, ctx.name)
         if data is not None and (again is None or again.block < now_block):
+            return False
+        if data is not None and not await _still_stored(session, ctx, data, again):
             return False
         await _report_invalid(session, ctx, invalid, metrics)
         if data is not None:
@@ -137,6 +165,17 @@ async def _report_invalid(
         log.warning("payment_invalid", chain=ctx.name, payment_id=str(key), reason=reason)
         metrics.invalid_rows.labels(ctx.name, "payments").inc()
     await events.append(session, [invalid_outbox(key, reason) for key, reason in invalid.items()])
+
+
+async def _still_stored(
+    session: AsyncSession, ctx: ChainContext, data: RangeData, at: cursor.Cursor | None
+) -> bool:
+    """Inside the commit: the stored blocks (as the scan keeps them now) still agree with the
+    looked-back logs."""
+    if at is None:
+        return False
+    low = at.block - ctx.rules.keep_blocks
+    return _agrees(data, await cursor.stored_headers(session, ctx.name, low, at.block))
 
 
 def _agrees(data: RangeData, window: Sequence[Header]) -> bool:

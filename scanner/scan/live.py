@@ -1,14 +1,18 @@
 """The live scan of one chain: tick after tick from the cursor to the head.
 
-A tick reads the head, catches up payments written behind the cursor, reads the ranges up to the
-head (several at once, bounded) and commits them one by one, in order, each with the cursor in
-the same transaction. A reorg found on the way rewinds the cursor and the next tick rescans. A
-tick with no new block checks that the cursor's block is still the node's (a reorg that keeps the
-height leaves no new block whose parent hash would tell).
+A tick reads the head, reads the ranges up to the head (several at once, bounded) and commits them
+one by one, in order, each with the cursor in the same transaction. Payments written behind the
+cursor are looked for beside it: a tick starts that look (scan/catchup.py) as a task of its own
+when the last one has ended, and raises what the last one raised. A reorg found on the way
+rewinds the cursor and the next tick rescans. A tick with no new block checks that the cursor's
+block is still the node's (a reorg that keeps the height leaves no new block whose parent hash
+would tell).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, replace
@@ -21,9 +25,9 @@ from scanner.core.ranges import split_range
 from scanner.db import cursor as stored
 from scanner.db import payments
 from scanner.db.locks import chain_xact_lock
-from scanner.errors import CursorMoved, PaymentLocked, ReorgDetected
+from scanner.errors import CursorMoved, PaymentLocked, ReorgDetected, RpcError
 from scanner.scan.batch import BatchReport, run_edits, run_range, run_tick, verify_links
-from scanner.scan.catchup import catch_up
+from scanner.scan.catchup import BookGuard, catch_up
 from scanner.scan.context import ChainContext
 from scanner.scan.crosscheck import cross_check
 from scanner.scan.fetch import (
@@ -87,6 +91,9 @@ class ChainScanner(OnChain):
         self.tokens = TokenWatch(parts.name, parts.reader, parts.metrics, parts.kind)
         self._open_counted_at = -OPEN_COUNT_EVERY
         self._tag: Header | None = None  # the tick's finality tag block (tag mode)
+        self.catch_up_page = payments.UNSEEN_PAGE
+        self._book: asyncio.Task[int] | None = None  # the look at unseen payments, beside
+        self._guard = BookGuard()
 
     @property
     def prepared(self) -> bool:
@@ -108,11 +115,12 @@ class ChainScanner(OnChain):
     async def _refresh_tokens(self) -> None:
         """The tokens table, live: rows read every tick; a token enabled since the last one has
         its open payments looked back for (its logs were not read while it was off)."""
-        async with self.sessions() as session, session.begin():
+        async with self._guard.lock, self.sessions() as session, session.begin():
             tokens, enabled = await self.tokens.refresh(session)
             if enabled:
                 keys = [info.key if info.key is not None else info.id for info in enabled]
                 again = await payments.look_back_for_tokens(session, self.name, keys)
+                self._guard.generation += 1
                 self.log.info("tokens_enabled", tokens=[t.address for t in enabled], payments=again)
         if tokens != dict(self.ctx.tokens):
             self._ctx = replace(self.ctx, tokens=tokens)
@@ -156,7 +164,7 @@ class ChainScanner(OnChain):
         tag = self._tag = await self._tag_header()
         await self._refresh_tokens()
         await self._follow_edits(cursor, tag)  # an edited row is then looked back for again
-        await catch_up(self.sessions, self.reader, self.ctx, metrics=self.metrics)
+        self._look_at_book()
         if self.verifier is not None:  # confirmed by the plan of this tick's ranges or the next
             final = self.ctx.rules.finality(cursor, tag.number if tag else None, {})
             await self.verifier.run(self.ctx, final.final_block)
@@ -169,12 +177,56 @@ class ChainScanner(OnChain):
             return TickOutcome(head, cursor)
         return await self._scan(cursor, end, head, tag)
 
+    def _look_at_book(self) -> None:
+        """Start the look at unseen payments beside the scan, unless one runs; what the last
+        one raised is raised here (the chain's loop reports it and retries), but a node's
+        trouble: that look waits for the next pass, new blocks are not held up by it."""
+        done = self._book
+        if done is not None and not done.done():
+            return
+        self._book = None
+        if done is not None:
+            self._look_ended(done)
+        self._book = asyncio.create_task(
+            catch_up(
+                self.sessions,
+                self.reader,
+                self.ctx,
+                metrics=self.metrics,
+                page=self.catch_up_page,
+                guard=self._guard,
+            )
+        )
+
+    def _look_ended(self, done: asyncio.Task[int]) -> None:
+        try:
+            done.result()
+        except RpcError as exc:
+            self.log.warning("catch_up_failed", error=type(exc).__name__, message=str(exc))
+
+    async def book_looked_at(self) -> int:
+        """Wait for the look at unseen payments under way (raising what it raised); how many
+        it looked back for."""
+        task, self._book = self._book, None
+        return await task if task is not None else 0
+
+    async def stop_book(self) -> None:
+        """Cancel the look under way (the chain is given up, the process stops): its page's
+        transaction rolls back; the rows stay unseen for the next holder."""
+        task, self._book = self._book, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def scan_until_head(self, max_ticks: int = 100_000) -> TickOutcome:
-        """Tick until the cursor stands at the head (tests and the demo call this)."""
+        """Tick until the cursor stands at the head and the look at unseen payments ended
+        (tests and the demo call this)."""
         outcome = await self.tick()
         for _ in range(max_ticks):
-            if outcome.caught_up:
-                return outcome
+            if outcome.caught_up and not await self.book_looked_at():
+                return outcome  # (a look that credited something: its statuses move next tick)
             outcome = await self.tick()
         return outcome
 
@@ -256,9 +308,10 @@ class ChainScanner(OnChain):
         async with self.sessions() as session:
             if not await payments.any_edited(session, self.name):
                 return
-        async with self.sessions() as session, session.begin():
+        async with self._guard.lock, self.sessions() as session, session.begin():
             if await self._hold(session, cursor) is None:
                 return  # another writer moved it: next tick
+            self._guard.generation += 1  # edited rows become unseen: pages read before wait
             result = await run_edits(
                 session,
                 self.ctx,
