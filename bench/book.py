@@ -3,19 +3,23 @@
 Anvil with 200 blocks, each paying one payment (one Transfer log a block). Beside those 200
 payments, the database holds N other open payments, written by plain SQL as a gateway would
 (``INSERT … SELECT`` over a generated series), unseen by the scanner, created before the chain
-and expiring next year, at addresses no transfer pays. The scanner runs as ``scanner run`` does
-(``ChainScanner`` ticks, batch size 1, the product's other defaults) from the first of the 200
-blocks to the head. Measured per database and per N, each in a process of its own (so that
-peak RSS is that run's):
+and expiring next year, at addresses no transfer pays; nobody runs ``ANALYZE``. The scanner is
+the ``scanner run`` process users run (batch size 1, the product's other defaults, JSON logs
+read by the bench), from the first of the 200 blocks to the head, then stopped by SIGTERM.
+Measured per database and per N:
 
-- start to first range: from ``prepare()`` to the end of the first range's commit (the first
-  tick looks at the N unseen payments first);
-- per block: the rest of the scan (ticks, reads, commits) divided by the blocks it covered;
-- peak RSS of the scanner's process (``ru_maxrss``), the book's writing included (it runs in
-  the database server or the SQLite library, not in Python lists).
+- start to first range: from starting the process to the first ``range_scanned`` it logs (the
+  interpreter's start, the chain's preparation and the first slice of the look at the N unseen
+  payments included);
+- per block: from the first ``range_scanned`` to the head's, divided by the blocks between;
+- peak RSS of the scanner's process (``ru_maxrss`` of that child).
 
     python -m bench.book                              # 1,000 vs 1,000,000, SQLite and PostgreSQL
     python -m bench.book --book 1000 100000 --db sqlite
+    python -m bench.book --seen                       # the book already looked at
+
+With ``--seen`` the book is written as already looked at (``seen_at_block`` set): per block is
+then the statements' cost at N alone, without the first look running beside the scan.
 
 Figures are printed, never judged: the exit status is 0 whatever they are.
 """
@@ -25,12 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
+import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +48,6 @@ from bench.database import BenchDB, fresh_database, insert_token_row, workdir
 from scanner.chain.reader import ChainReader
 from scanner.core.amounts import to_amount
 from scanner.observe.metrics import Metrics
-from scanner.scan.live import ChainScanner
-from scanner.scan.parts import ChainParts
 from scanner.testkit.gateway import NewPayment, db_id, db_time, insert_payments
 from scanner.testkit.postgres import PG_ADMIN_URL
 from scanner.testkit.settings import SCENARIO, chain_settings
@@ -53,7 +57,8 @@ YEAR = 365 * 86_400
 DAY = 86_400
 TARGET_PER_BLOCK = 1.2  # x the per-block cost with 1,000 open payments
 TARGET_RSS_MB = 250
-TARGET_START_S = 60.0
+TARGET_START_S = 10.0
+SCAN_LIMIT_S = 1_200.0
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Job:
     backend: str
     book: int
     pg_url: str
+    seen: bool  # the book already looked at (seen_at_block set): no first look runs
+    root: str  # the checkout whose ``scanner`` package runs (A/B against another one)
 
 
 @dataclass
@@ -77,6 +84,7 @@ class Outcome:
     book: int
     write_s: float
     start_s: float
+    ready_s: float  # of start_s, after the process logged scanner_started
     per_block_ms: float
     blocks: int
     peak_rss_mb: float
@@ -96,12 +104,14 @@ async def write_book(db: BenchDB, job: Job, token_id: Any, created: float, expir
         "created": db_time(db.engine, created),
         "expires": db_time(db.engine, expires),
         "n": job.book,
+        "seen": job.first_block - 1 if job.seen else None,
     }
     if db.backend == "postgresql":
         sql = (
-            "INSERT INTO payments (id, token_id, chain, address, amount, expires_at, created_at)"
-            " SELECT gen_random_uuid(), :token, :chain, '0xee' || lpad(to_hex(i), 38, '0'),"
-            " '10', :expires, :created FROM generate_series(1, :n) AS i"
+            "INSERT INTO payments (id, token_id, chain, address, amount, expires_at, created_at,"
+            " seen_at_block) SELECT gen_random_uuid(), :token, :chain,"
+            " '0xee' || lpad(to_hex(i), 38, '0'), '10', :expires, :created,"
+            " CAST(:seen AS bigint) FROM generate_series(1, :n) AS i"
         )
     else:
         uuid_sql = (
@@ -111,9 +121,9 @@ async def write_book(db: BenchDB, job: Job, token_id: Any, created: float, expir
         )
         sql = (
             "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n)"
-            " INSERT INTO payments (id, token_id, chain, address, amount, expires_at, created_at)"
-            f" SELECT {uuid_sql}, :token, :chain, printf('0xee%038x', i), '10', :expires,"
-            " :created FROM s"
+            " INSERT INTO payments (id, token_id, chain, address, amount, expires_at, created_at,"
+            f" seen_at_block) SELECT {uuid_sql}, :token, :chain, printf('0xee%038x', i), '10',"
+            " :expires, :created, :seen FROM s"
         )
     async with db.engine.begin() as conn:
         await conn.execute(text(sql), params)
@@ -155,87 +165,95 @@ def _settings(job: Job) -> Any:
     )
 
 
-# --------------------------------------------------------------------------- one run (a child)
+# --------------------------------------------------------------------------- one run
 
 
-async def scan(db: BenchDB, job: Job) -> tuple[float, float, int]:
-    """``scanner run``'s ticks from the first block to the head: (start to first range s,
-    per block s, blocks after the first range)."""
-    settings = _settings(job)
-    metrics = Metrics()
-    reader = ChainReader.from_settings(settings, metrics)
-    scanner = ChainScanner(ChainParts(settings, reader, db.sessions, metrics=metrics))
-    first_range: list[tuple[float, int]] = []
-    commit = scanner._commit
+def config_toml(job: Job) -> str:
+    """``scanner run``'s configuration: the bench chain, batch size 1, the product's defaults
+    otherwise; JSON logs on stdout (the bench reads ``range_scanned`` from them)."""
+    return (
+        '[metrics]\nenabled = false\n\n[logging]\nlevel = "info"\nformat = "json"\n\n'
+        f'[[chains]]\nname = "{CHAIN}"\nchain_id = 31337\nrpc_urls = ["{job.url}"]\n'
+        f"confirmations = 12\nbatch_size = 1\nstart_block = {job.first_block}\n\n"
+        f'[[chains.tokens]]\nsymbol = "{SYMBOL}"\naddress = "{job.token}"\n'
+        f"decimals = {job.decimals}\n"
+    )
 
-    async def timed_commit(data: Any, tag: Any) -> Any:
-        result = await commit(data, tag)
-        if not first_range:
-            first_range.append((time.perf_counter(), data.end))
-        return result
 
-    scanner._commit = timed_commit  # type: ignore[method-assign]
+def _ranges(log: Path) -> list[tuple[float, int]]:
+    """(unix time, last block) of ``scanner_started`` (block -1), then of each
+    ``range_scanned`` the process logged so far."""
+    out = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"range_scanned"' not in line and '"scanner_started"' not in line:
+            continue
+        event = json.loads(line)
+        at = datetime.fromisoformat(event["timestamp"]).timestamp()
+        out.append((at, int(event.get("to_block", -1))))
+    return out
+
+
+def run_scanner(db: BenchDB, job: Job, work: Path) -> tuple[float, float, float, int, float]:
+    """``scanner run`` from the first block to the head, in a process of its own: (start to
+    first range s, of which after ``scanner_started`` s, per block s, blocks after the first
+    range, peak RSS MB). Started, then stopped by SIGTERM once it logged the head's range."""
+    config, log = work / "scanner.toml", work / "scanner.log"
+    config.write_text(config_toml(job), encoding="utf-8")
+    env = {**os.environ, "ENV": "development", "DATABASE_URL_DEV": db.url}
+    started = time.time()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scanner", "run", "--config", str(config)],
+            env=env, stdout=out, stderr=out, cwd=job.root,
+        )  # fmt: skip
     try:
-        started = time.perf_counter()
-        await scanner.prepare()
-        outcome = await scanner.scan_until_head()
-        ended = time.perf_counter()
+        ranges = _wait_for_head(proc, log, job.head)
     finally:
-        await reader.client.aclose()
-    if outcome.cursor != job.head:
-        print(f"WARNING: the scan stopped at {outcome.cursor}, not {job.head}", file=sys.stderr)
-    at, first_end = first_range[0]
+        proc.send_signal(signal.SIGTERM)
+        _, _, usage = os.wait4(proc.pid, 0)
+    (ready_at, _), (first_at, first_end), (last_at, _) = ranges[0], ranges[1], ranges[-1]
     blocks = job.head - first_end
-    return at - started, (ended - at) / max(1, blocks), blocks
+    per_block = (last_at - first_at) / max(1, blocks)
+    return first_at - started, first_at - ready_at, per_block, blocks, usage.ru_maxrss / 1024
 
 
-async def run_child(job: Job) -> Outcome:
-    work = workdir()
+def _wait_for_head(proc: subprocess.Popen[bytes], log: Path, head: int) -> list[tuple[float, int]]:
+    deadline = time.monotonic() + SCAN_LIMIT_S
+    while time.monotonic() < deadline:
+        ranges = _ranges(log)
+        if ranges and ranges[-1][1] >= head:
+            return ranges
+        if proc.poll() is not None:
+            raise RuntimeError(f"scanner run exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    raise RuntimeError(f"scanner run did not reach {head} in {SCAN_LIMIT_S} s")
+
+
+async def prepare(job: Job, work: Path) -> tuple[BenchDB, float]:
     db = await fresh_database(job.backend, work, job.pg_url)
     try:
-        write_s = await write_payments(db, job)
-        start_s, per_block, blocks = await scan(db, job)
-        paid = "SELECT count(*) FROM payments WHERE status IN ('confirmed', 'confirming')"
+        return db, await write_payments(db, job)
+    finally:
+        await db.engine.dispose()
+
+
+async def confirmed(db: BenchDB) -> int:
+    paid = "SELECT count(*) FROM payments WHERE status IN ('confirmed', 'confirming')"
+    try:
         async with db.engine.connect() as conn:
-            confirmed = (await conn.execute(text(paid))).scalar_one()
+            return int((await conn.execute(text(paid))).scalar_one())
     finally:
         await db.close()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_one(job: Job) -> Outcome:
+    work = workdir()
+    db, write_s = asyncio.run(prepare(job, work))
+    start_s, ready_s, per_block, blocks, rss = run_scanner(db, job, work)
+    paid = asyncio.run(confirmed(db))
     return Outcome(
-        job.backend,
-        job.book,
-        write_s,
-        start_s,
-        per_block * 1000,
-        blocks,
-        peak_kb / 1024,
-        int(confirmed),
+        job.backend, job.book, write_s, start_s, ready_s, per_block * 1000, blocks, rss, paid
     )
-
-
-def child_main(raw: str) -> int:
-    common.configure_bench_logging("info", None)
-    job = Job(**json.loads(raw))
-    outcome = asyncio.run(run_child(job))
-    print(json.dumps(asdict(outcome)), flush=True)
-    return 0
-
-
-# --------------------------------------------------------------------------- the parent
-
-
-def run_in_child(job: Job) -> Outcome:
-    """One (database, book) in a fresh interpreter: its peak RSS is that run's alone."""
-    answer = subprocess.run(
-        [sys.executable, "-m", "bench.book", "--child", json.dumps(asdict(job))],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if answer.returncode != 0:
-        raise RuntimeError(f"bench child failed ({job.backend}, {job.book}):\n{answer.stderr}")
-    sys.stderr.write(answer.stderr)
-    return Outcome(**json.loads(answer.stdout.strip().splitlines()[-1]))
 
 
 def report(outcomes: list[Outcome]) -> None:
@@ -248,7 +266,7 @@ def report(outcomes: list[Outcome]) -> None:
                 o.backend,
                 f"{o.book:,}",
                 f"{o.write_s:.1f}",
-                f"{o.start_s:.2f}",
+                f"{o.start_s:.2f} ({o.ready_s:.2f})",
                 f"{o.per_block_ms:.1f}",
                 f"{ratio:.2f}x",
                 f"{o.peak_rss_mb:.0f}",
@@ -261,7 +279,7 @@ def report(outcomes: list[Outcome]) -> None:
             "db",
             "open payments",
             "book written s",
-            "start to first range s",
+            "start to first range s (after scanner_started)",
             "per block ms",
             "vs smallest book",
             "peak RSS MB",
@@ -284,14 +302,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pg-url", default=PG_ADMIN_URL)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--seen",
+        action="store_true",
+        help="write the book as already looked at: per block without the first look beside it",
+    )
+    parser.add_argument(
+        "--scanner-root",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="the checkout whose scanner package runs (default: this one; for an A/B)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.child is not None:
-        return child_main(args.child)
     shape = Shape(BLOCKS, 1, BLOCKS)
     chain = open_chain(shape, args.cache_dir)
     try:
@@ -309,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                     backend,
                     book,
                     args.pg_url,
+                    args.seen,
+                    str(args.scanner_root),
                 )
-                outcome = run_in_child(job)
+                outcome = run_one(job)
                 print(f"  {backend} {book:,}: {json.dumps(asdict(outcome))}", flush=True)
                 outcomes.append(outcome)
         report(outcomes)
