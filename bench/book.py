@@ -199,7 +199,7 @@ def run_scanner(db: BenchDB, job: Job, work: Path) -> tuple[float, float, float,
     range, peak RSS MB). Started, then stopped by SIGTERM once it logged the head's range."""
     config, log = work / "scanner.toml", work / "scanner.log"
     config.write_text(config_toml(job), encoding="utf-8")
-    env = {**os.environ, "ENV": "development", "DATABASE_URL_DEV": db.url}
+    env = {**os.environ, "ENV": "development", "DATABASE_URL_DEV": db.url, "PYTHONUNBUFFERED": "1"}
     started = time.time()
     with log.open("wb") as out:
         proc = subprocess.Popen(
