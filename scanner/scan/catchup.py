@@ -22,6 +22,8 @@ read before such a write marks nothing after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,13 +49,31 @@ from scanner.scan.rows import PaymentRow, read_rows
 log = structlog.get_logger(__name__)
 
 
+# While the live scan is behind the head, the look rests this many times as long as its last
+# page took before the next one (at most a sixth of the time; it goes on at once when the scan
+# reaches the head).
+REST_FACTOR = 5.0
+
+
 @dataclass(slots=True)
 class BookGuard:
     """Held by a page's commit, and by each write that makes rows unseen again; such a write
-    adds one to ``generation`` (under the lock), so a page read before it marks nothing."""
+    adds one to ``generation`` (under the lock), so a page read before it marks nothing.
+    ``idle`` is set while the live scan stands at the head: the look then takes page after
+    page; else it rests between pages, and new blocks go first."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generation: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def rest(self, spent: float) -> None:
+        """After a page that took ``spent`` seconds: nothing while the scan is idle, else up
+        to ``REST_FACTOR × spent``, ended early when the scan reaches the head."""
+        if self.idle.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REST_FACTOR * spent):
+                await self.idle.wait()
 
 
 async def catch_up(
@@ -71,11 +91,14 @@ async def catch_up(
     total = marked = 0
     previous: set[Any] = set()
     while True:
+        started = time.monotonic()
         looked, keys = await _catch_up_page(sessions, reader, ctx, tally, (page, guard))
         total, marked = total + looked, marked + len(keys)
         if len(keys) < page or not previous.isdisjoint(keys):
             break  # the last page; or rows not marked seen after all: no loop on them
         previous = set(keys)
+        if guard is not None:
+            await guard.rest(time.monotonic() - started)
     if marked >= payments.VACUUM_AFTER:
         await payments.vacuum(sessions, ctx.name, marked)
     return total

@@ -169,6 +169,7 @@ class ChainScanner(OnChain):
             final = self.ctx.rules.finality(cursor, tag.number if tag else None, {})
             await self.verifier.run(self.ctx, final.final_block)
         end = min(head, cursor + self.sizer.size * self.settings.concurrency)
+        self._scan_idle(end <= cursor)
         if end <= cursor:
             if await self._tip_replaced(cursor, cursor_hash):
                 await self.handle_reorg(cursor, tag)
@@ -197,6 +198,14 @@ class ChainScanner(OnChain):
                 guard=self._guard,
             )
         )
+
+    def _scan_idle(self, idle: bool) -> None:
+        """Whether the scan stands at the head: the look beside it goes on at full speed only
+        then (a scan that is behind goes first)."""
+        if idle:
+            self._guard.idle.set()
+        else:
+            self._guard.idle.clear()
 
     def _look_ended(self, done: asyncio.Task[int]) -> None:
         try:

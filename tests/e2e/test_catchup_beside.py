@@ -5,11 +5,13 @@ by the scan or by the look-back, and credited once."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from scanner.db import payments
+from scanner.scan.catchup import REST_FACTOR, BookGuard
 from scanner.scan.live import ChainScanner
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
@@ -83,3 +85,19 @@ async def test_new_blocks_are_credited_beside_the_first_look_and_each_transfer_o
         assert payment["amount_received"] == Decimal("1"), address
         assert [t["value"] for t in await h.transactions(pid)] == [1_000_000]
     await scanner.reader.client.aclose()
+
+
+async def test_the_look_rests_between_pages_while_the_scan_is_behind() -> None:
+    """New blocks go first: behind the head, the look waits REST_FACTOR times its last page
+    between pages, and goes on at once when the scan reaches the head."""
+    guard = BookGuard()
+    started = time.monotonic()
+    await guard.rest(0.05)
+    assert time.monotonic() - started >= REST_FACTOR * 0.05 * 0.9  # the scan is behind
+    asyncio.get_running_loop().call_later(0.1, guard.idle.set)
+    started = time.monotonic()
+    await guard.rest(10.0)
+    assert time.monotonic() - started < 5.0  # the scan reached the head: no more rest
+    started = time.monotonic()
+    await guard.rest(10.0)
+    assert time.monotonic() - started < 1.0
