@@ -1,9 +1,8 @@
 """The live scan of one chain: tick after tick from the cursor to the head.
 
 A tick reads the head, reads the ranges up to the head (several at once, bounded) and commits them
-one by one, in order, each with the cursor in the same transaction. Payments written behind the
-cursor are looked for beside it: a tick starts that look (scan/catchup.py) as a task of its own
-when the last one has ended, and raises what the last one raised. A reorg found on the way
+one by one, in order, each with the cursor in the same transaction; payments written behind the
+cursor are looked for beside it (scan/catchup.py, a task of its own). A reorg found on the way
 rewinds the cursor and the next tick rescans. A tick with no new block checks that the cursor's
 block is still the node's (a reorg that keeps the height leaves no new block whose parent hash
 would tell).
@@ -179,15 +178,17 @@ class ChainScanner(OnChain):
         return await self._scan(cursor, end, head, tag)
 
     def _look_at_book(self) -> None:
-        """Start the look at unseen payments beside the scan, unless one runs; what the last
-        one raised is raised here (the chain's loop reports it and retries), but a node's
-        trouble: that look waits for the next pass, new blocks are not held up by it."""
+        """Start the look at unseen payments beside the scan, unless one runs; raise what the
+        last one raised, but a node's trouble (logged: that look waits for the next pass)."""
         done = self._book
         if done is not None and not done.done():
             return
         self._book = None
-        if done is not None:
-            self._look_ended(done)
+        try:
+            if done is not None:
+                done.result()
+        except RpcError as exc:
+            self.log.warning("catch_up_failed", error=type(exc).__name__, message=str(exc))
         self._book = asyncio.create_task(
             catch_up(
                 self.sessions,
@@ -200,32 +201,19 @@ class ChainScanner(OnChain):
         )
 
     def _scan_idle(self, idle: bool) -> None:
-        """Whether the scan stands at the head: the look beside it goes on at full speed only
-        then (a scan that is behind goes first)."""
-        if idle:
-            self._guard.idle.set()
-        else:
-            self._guard.idle.clear()
-
-    def _look_ended(self, done: asyncio.Task[int]) -> None:
-        try:
-            done.result()
-        except RpcError as exc:
-            self.log.warning("catch_up_failed", error=type(exc).__name__, message=str(exc))
+        """At the head the look goes on at full speed; behind it, new blocks go first."""
+        (self._guard.idle.set if idle else self._guard.idle.clear)()
 
     async def book_looked_at(self) -> int:
-        """Wait for the look at unseen payments under way (raising what it raised); how many
-        it looked back for."""
+        """Wait for the look under way (raising what it raised); how many it looked back for."""
         task, self._book = self._book, None
         return await task if task is not None else 0
 
     async def stop_book(self) -> None:
-        """Cancel the look under way (the chain is given up, the process stops): its page's
-        transaction rolls back; the rows stay unseen for the next holder."""
+        """Cancel the look under way (chain given up, process stopping): its page rolls back."""
         task, self._book = self._book, None
-        if task is not None and not task.done():
-            task.cancel()
         if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
