@@ -13,11 +13,11 @@ from typing import Any
 from scanner.db import payments
 from scanner.scan.catchup import REST_FACTOR, BookGuard
 from scanner.scan.live import ChainScanner
+from scanner.testkit.gateway import NewPayment, insert_payments
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.e2e.test_catchup import block_time
-from tests.support.gateway import NewPayment, insert_payments
-from tests.support.settings import CHAIN
 
 PAGE = 8  # rows a catch-up page: the book below is four pages
 OLD = ["0x" + f"{0xA0000 + n:040x}" for n in range(16)]  # paid before the book was written
