@@ -20,6 +20,7 @@ from scanner.db import migrate
 from scanner.db.locks import MIGRATION_LOCK_KEY
 from scanner.db.migrate import SchemaStatus, ensure_schema
 from scanner.errors import ConfigError, DatabaseError, SchemaBehind, SchemaUnknown
+from tests.support.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("ensure_schema_child.py")
@@ -157,14 +158,6 @@ async def _held_sqlite_lock(url: str) -> AsyncIterator[Callable[[], Awaitable[in
         conn.close()
 
 
-async def _wait_until(predicate: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(400):  # 20 s: pg_locks can only be polled
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("the children never blocked on the lock")
-
-
 async def test_two_processes_starting_together_migrate_exactly_once(
     empty_db_url: str, db_backend: str, settings_for: Callable[..., Settings]
 ) -> None:
@@ -178,7 +171,7 @@ async def test_two_processes_starting_together_migrate_exactly_once(
         async def both_blocked() -> bool:
             return await waiting() >= 2
 
-        await _wait_until(both_blocked)
+        await until(both_blocked, 20, "the children blocking on the lock")
         await asyncio.sleep(0.2 if db_backend == "sqlite" else 0)
         assert all(child.returncode is None for child in children)
     outputs = [await asyncio.wait_for(child.communicate(), 60) for child in children]

@@ -5,7 +5,6 @@ scanner writes them; and a worker run until a condition holds."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 import uuid
@@ -27,6 +26,7 @@ from scanner.db import events as outbox
 from scanner.deliver.message import verify
 from scanner.deliver.worker import DeliveryWorker
 from scanner.testkit.gateway import NewPayment, db_id, insert_payments
+from tests.support.wait import holds
 
 SECRET = "whsec_test_0123456789abcdef"
 CHAIN = "anvil"
@@ -180,7 +180,7 @@ async def drive(
     task = asyncio.create_task(worker.run(stop, engine))
     try:
         deadline = time.monotonic() + within
-        while not await _holds(until):
+        while not await holds(until):
             if task.done():
                 task.result()
                 raise AssertionError("the worker stopped")
@@ -190,22 +190,6 @@ async def drive(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-
-
-async def _holds(check: Callable[[], Any]) -> bool:
-    value = check()
-    if inspect.isawaitable(value):
-        value = await value
-    return bool(value)
-
-
-async def wait_until(check: Callable[[], Any], within: float, what: str) -> None:
-    """Poll ``check`` (sync or async) every 50 ms until it holds; fail after ``within`` s."""
-    for _ in range(int(within / 0.05) + 1):
-        if await _holds(check):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not reached in {within} s")
 
 
 def utc(seconds: float) -> datetime:

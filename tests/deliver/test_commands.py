@@ -26,9 +26,9 @@ from tests.deliver.support import (
     deliveries,
     detected,
     drive,
-    wait_until,
 )
 from tests.ops.support import json_lines, run_cli, scanner_env, scanner_process
+from tests.support.wait import until
 
 SECRETS = ("hunter2pw", "tok_0123456789abcdef", "k_abcdefabcdef12", SECRET)
 
@@ -142,9 +142,9 @@ async def test_scanner_deliver_runs_the_worker_alone_and_stops_on_sigterm(
     path = config(tmp_path, receiver.port)
     env = scanner_env(db_url, HOOK_SECRET=SECRET)
     with scanner_process(["deliver", "--config", str(path)], env) as proc:
-        await wait_until(lambda: "webhook_worker_started" in proc.err(), 20, "the worker started")
+        await until(lambda: "webhook_worker_started" in proc.err(), 20, "the worker started")
         await add_events(session_factory, detected(await add_payment(engine)))
-        await wait_until(lambda: receiver.requests, 20, "the event delivered")
+        await until(lambda: receiver.requests, 20, "the event delivered")
         proc.send_signal(signal.SIGTERM)
         code, _ = proc.exit_within(15)
         err = proc.err()

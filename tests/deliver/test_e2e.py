@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.deliver.support import SECRET, Received, Receiver, event_ids, wait_until
+from tests.deliver.support import SECRET, Received, Receiver, event_ids
 from tests.e2e.harness import Harness
 from tests.ops.support import json_lines, scanner_env, scanner_process, write_config
+from tests.support.wait import until
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ async def test_kill_9_during_a_delivery_loses_no_event(
     # paid before the scanner starts: its outbox cursor is set before the first scan
     h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 25_500_000))
     with scanner_process(["run", "--config", str(config)], env) as first:
-        await wait_until(lambda: receiver.requests, 20, "the first delivery")
+        await until(lambda: receiver.requests, 20, "the first delivery")
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait(10)
     hold.set()
@@ -64,7 +65,7 @@ async def test_kill_9_during_a_delivery_loses_no_event(
             wanted = set(await event_ids(h.engine))
             return len(wanted) >= 3 and wanted <= {r.json["id"] for r in answered}
 
-        await wait_until(complete, 40, "every event delivered")
+        await until(complete, 40, "every event delivered")
         second.send_signal(signal.SIGTERM)
         code, _ = second.exit_within(15)
         err = second.err()

@@ -6,9 +6,7 @@ the head with no sleeps; assertions read rows. Times come from the node's block 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -174,12 +172,3 @@ async def stored_cursor(h: Harness) -> int:
         ).scalar_one()
     return int(value)
 
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (at most 15 s) for a condition that the App's loops bring about: Health has no
-    event to wait on, so poll it; never a fixed sleep."""
-    for _ in range(750):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in 15 s")

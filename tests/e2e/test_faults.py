@@ -28,9 +28,10 @@ from scanner.scan.parts import ChainParts
 from scanner.testkit.gateway import NewPayment, db_id, insert_payments
 from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
+from tests.e2e.harness import CHAIN, Harness, stored_cursor
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
+from tests.support.wait import until
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

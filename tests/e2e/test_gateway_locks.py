@@ -16,8 +16,9 @@ from structlog.testing import capture_logs
 from scanner.app import App
 from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, until
+from tests.e2e.harness import CHAIN, Harness
 from tests.support.metrics import sample
+from tests.support.wait import until
 
 ALICE = "0x" + "a1" * 20
 

@@ -22,7 +22,8 @@ from scanner.config import ChainSettings
 from scanner.secrets import Scrubber
 from scanner.testkit.settings import chain_settings, settings_from
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, until
+from tests.e2e.harness import CHAIN, Harness
+from tests.support.wait import until
 from tests.support.wsproxy import WsProxy
 
 ALICE, BOB, CAROL = "0x" + "a1" * 20, "0x" + "b2" * 20, "0x" + "c3" * 20

@@ -12,10 +12,11 @@ from scanner.app import App
 from scanner.devchain import DevChain
 from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, until
+from tests.e2e.harness import CHAIN, Harness
 from tests.e2e.test_reorg import _chain, _cursor, app_settings
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
+from tests.support.wait import until
 
 ALICE = "0x" + "a1" * 20
 

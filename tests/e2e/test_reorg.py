@@ -21,10 +21,11 @@ from scanner.errors import DeepReorg
 from scanner.scan.operator import rewind_chain
 from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
+from tests.e2e.harness import CHAIN, Harness, stored_cursor
 from tests.ops.support import ensure_tokens
 from tests.ops.test_backfill import backfill
 from tests.support.metrics import sample
+from tests.support.wait import until
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

@@ -23,8 +23,9 @@ from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
 from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor, until
+from tests.e2e.harness import CHAIN, Harness, stored_cursor
 from tests.support.proxy import FaultProxy
+from tests.support.wait import until
 
 ALICE, BOB = "0x" + "a1" * 20, "0x" + "b2" * 20
 FAST = Backoff(initial=0.01, maximum=0.05, max_retry_after=0.05)

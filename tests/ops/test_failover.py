@@ -27,11 +27,12 @@ from scanner.db.engine import engine_for_url
 from scanner.testkit.postgres import pg_execute
 from scanner.testkit.settings import settings_from
 from tests.conftest import BACKENDS
-from tests.deliver.support import SECRET, Receiver, wait_until
+from tests.deliver.support import SECRET, Receiver
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.ops.support import json_lines, scanner_env, scanner_process, write_config
 from tests.support import replica
+from tests.support.wait import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -129,7 +130,7 @@ async def _settle(h: Harness, receiver: Receiver, payments: list[str], within: f
         h.mine(1)
         return set(payments) <= _confirmed(receiver)
 
-    await wait_until(delivered, within, "every payment's confirmed delivered")
+    await until(delivered, within, "every payment's confirmed delivered")
 
 
 async def _keys(port: int) -> dict[int, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from tests.ops.support import (
     snapshot,
     write_config,
 )
+from tests.support.wait import until
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,15 +53,6 @@ async def jobs(engine: AsyncEngine) -> list[tuple[int, int, int, str, str | None
             )
         )
         return [tuple(r) for r in rows]  # type: ignore[misc]
-
-
-async def until(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    """Poll without blocking the loop (the proxy in front of a worker runs on it)."""
-    async with asyncio.timeout(seconds):
-        while not (value := await check()):  # noqa: ASYNC110 - rows and logs, not events
-            await asyncio.sleep(0.05)
-    assert value, what
-    return value
 
 
 def claims(err: str) -> list[dict[str, Any]]:
