@@ -1,4 +1,4 @@
-"""Pytest fixtures for a real local chain (anvil). Needs `npm ci --prefix tests/chain`.
+"""Pytest fixtures for a real local chain (anvil). Needs `npm ci --prefix devchain`.
 
 Registered for every test by ``pytest_plugins`` in ``tests/conftest.py``: a test names the
 fixture it uses, never imports it.

@@ -326,7 +326,7 @@ def test_find_anvil_explains_how_to_install_it(
     monkeypatch.delenv("ANVIL_BIN")
     monkeypatch.setattr(node_module, "NPM_ANVIL", tmp_path / "missing")
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(AnvilStartError, match="npm ci --prefix tests/chain"):
+    with pytest.raises(AnvilStartError, match="npm ci --prefix devchain"):
         node_module.find_anvil()
 
 

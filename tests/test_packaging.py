@@ -496,7 +496,7 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 def test_dockerignore_excludes_local_state() -> None:
     patterns = _dockerignore()
-    local = ".git .venv node_modules tests/chain/node_modules scanner.db data/payments.db"
+    local = ".git .venv node_modules devchain/node_modules scanner.db data/payments.db"
     for path in local.split():
         assert _ignored(path, patterns), f"{path} is sent to the build context"
 

@@ -1,6 +1,6 @@
 """The committed test contracts on a dev chain: artifacts, deploys, ERC-20 calls, bulk chains.
 
-The artifacts (ABI + bytecode) are compiled by ``tests/chain/build.js`` into ``artifacts/``.
+The artifacts (ABI + bytecode) are compiled by ``devchain/build.js`` into ``artifacts/``.
 `DevChain` is :class:`~scanner.devchain.actions.ChainActions` plus the TestToken: deploy it, mint,
 transfer, pay many holders in one transaction. `build_bulk_chain` fills a chain with many
 Transfer logs quickly (benchmarks, tests).

@@ -32,7 +32,7 @@ import httpx
 from scanner.errors import RpcResponseError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NPM_ANVIL = REPO_ROOT / "tests/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+NPM_ANVIL = REPO_ROOT / "devchain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 START_TIMEOUT_S = 10.0
@@ -52,7 +52,7 @@ class AnvilStartError(Exception):
 
 
 def find_anvil() -> str:
-    """Path of the anvil binary: $ANVIL_BIN, the npm copy in tests/chain, or PATH."""
+    """Path of the anvil binary: $ANVIL_BIN, the npm copy in devchain/, or PATH."""
     env = os.environ.get("ANVIL_BIN")
     if env:
         return env
@@ -62,7 +62,7 @@ def find_anvil() -> str:
     if found:
         return found
     raise AnvilStartError(
-        f"anvil not found: set ANVIL_BIN, or run `npm ci --prefix tests/chain` "
+        f"anvil not found: set ANVIL_BIN, or run `npm ci --prefix devchain` "
         f"(expected {NPM_ANVIL}), or put anvil on PATH"
     )
 

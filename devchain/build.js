@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Compile tests/chain/contracts/TestToken.sol with solc-js and write the artifacts
+// Compile devchain/contracts/TestToken.sol with solc-js and write the artifacts
 // (abi + bytecode, nothing else) to scanner/devchain/artifacts/, which are committed.
-// Usage: npm ci --prefix tests/chain && node tests/chain/build.js
+// Usage: npm ci --prefix devchain && node devchain/build.js
 'use strict';
 
 const fs = require('fs');
@@ -9,7 +9,7 @@ const path = require('path');
 const solc = require('solc');
 
 const HERE = __dirname;
-const REPO = path.resolve(HERE, '..', '..');
+const REPO = path.resolve(HERE, '..');
 const SOURCE = path.join(HERE, 'contracts', 'TestToken.sol');
 const OUT_DIR = path.join(REPO, 'scanner', 'devchain', 'artifacts');
 const CONTRACTS = ['TestToken', 'OddEmitter', 'Reverter'];
@@ -21,7 +21,7 @@ function findImports(importPath) {
   }
   const file = path.join(NODE_MODULES, importPath);
   if (!file.startsWith(NODE_MODULES + path.sep) || !fs.existsSync(file)) {
-    return { error: `not found: ${importPath} (run npm ci --prefix tests/chain)` };
+    return { error: `not found: ${importPath} (run npm ci --prefix devchain)` };
   }
   return { contents: fs.readFileSync(file, 'utf8') };
 }

@@ -12,7 +12,7 @@ import pytest
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.errors import ConfigError, RpcError
-from tests.chain_rpc.conftest import FAST, SECRET
+from tests.chain.conftest import FAST, SECRET
 from tests.support.proxy import FaultProxy
 
 QUERY_SECRET = "QUERYTOKEN987654"

@@ -23,7 +23,7 @@ from scanner.errors import (
     RpcResponseError,
     RpcTransportError,
 )
-from tests.chain_rpc.conftest import FAST, Recorder, keyed
+from tests.chain.conftest import FAST, Recorder, keyed
 from tests.support.proxy import FaultProxy
 
 TOKEN = "0x5fbdb2315678afecb367f032d93f642f64180aa3"

@@ -11,7 +11,7 @@ from scanner.chain.reader import ChainReader
 from scanner.core.decode import TRANSFER_TOPIC
 from scanner.devchain import DevChain
 from scanner.errors import BlockNotAvailable, ReceiptNotAvailable
-from tests.chain_rpc.conftest import Recorder
+from tests.chain.conftest import Recorder
 from tests.support.devchain import send_failing_eth
 from tests.support.proxy import FaultProxy
 

@@ -38,8 +38,8 @@ from scanner.errors import MalformedResponse, ScannerError
 from scanner.scan.fetch import log_blocks
 from scanner.scan.lookback import WHOLE_LOGS_ABOVE, token_logs
 from scanner.scan.verify import _log_problems, _native_problems
-from tests.chain_rpc.conftest import FAST
-from tests.chain_rpc.test_reader_validation import fake_reader
+from tests.chain.conftest import FAST
+from tests.chain.test_reader_validation import fake_reader
 
 HASH = "0x" + "ab" * 32
 TOKEN = "0x" + "11" * 20

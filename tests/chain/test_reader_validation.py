@@ -13,7 +13,7 @@ import pytest
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.errors import BlockNotAvailable, HistoryUnavailable, MalformedResponse
-from tests.chain_rpc.conftest import FAST
+from tests.chain.conftest import FAST
 
 H1 = "0x" + "AB" * 32
 H0 = "0x" + "cd" * 32

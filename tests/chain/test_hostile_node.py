@@ -22,7 +22,7 @@ from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse, RangeTooLarge, RpcTransportError
 from scanner.scan.fetch import fetch_logs
 from scanner.testkit.settings import chain_settings
-from tests.chain_rpc.conftest import FAST
+from tests.chain.conftest import FAST
 from tests.support.hostile import HostileNode, MiB, answer, drip, endless_quantity
 
 TOKEN = "0x" + "11" * 20
