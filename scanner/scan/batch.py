@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Unpack
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +24,7 @@ from scanner.db.persist import write_plan
 from scanner.errors import RangeInconsistent, ReorgDetected, StoredBlocksDisagree
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
-from scanner.scan.load import load_edits, load_range, load_tick
+from scanner.scan.load import RangeTerms, load_edits, load_range, load_tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,24 +110,12 @@ async def run_range(
     data: RangeData,
     mode: Mode,
     *,
-    tag_block: int | None,
-    below: Mapping[int, int],
-    checked_floor: int = -1,
-    end_checked: bool = True,
     decides_expiry: bool = True,
+    **terms: Unpack[RangeTerms],
 ) -> BatchReport:
-    """Load, plan and write one range read from the node (``decides_expiry``: see
-    :class:`~scanner.core.plan.RangeInput`)."""
-    inp, skipped = await load_range(
-        session,
-        ctx,
-        data,
-        mode,
-        tag_block=tag_block,
-        below=below,
-        checked_floor=checked_floor,
-        end_checked=end_checked,
-    )
+    """Load (:func:`~scanner.scan.load.load_range`, under ``terms``), plan and write one range
+    read from the node (``decides_expiry``: see :class:`~scanner.core.plan.RangeInput`)."""
+    inp, skipped = await load_range(session, ctx, data, mode, **terms)
     inp = replace(inp, decides_expiry=decides_expiry)
     return await plan_and_write(session, ctx, inp, logs=len(data.logs), skipped=skipped)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Required, TypedDict
 from uuid import UUID
 
 import structlog
@@ -42,6 +42,15 @@ async def _replaced(
     """The credits stored in the range's blocks that the node's blocks replaced."""
     stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
     return replaced_credits(stored, data.hashes, complete=data.dense)
+
+
+class RangeTerms(TypedDict, total=False):
+    """What :func:`load_range` judges a range's finality by, as its callers pass it on."""
+
+    tag_block: Required[int | None]
+    below: Required[Mapping[int, int]]
+    checked_floor: int
+    end_checked: bool
 
 
 async def load_range(
