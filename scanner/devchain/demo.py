@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -31,8 +32,6 @@ DEMO_DB = "scanner-demo.db"
 
 def demo_settings(rpc_url: str, token: str, database: str = DEMO_DB) -> Settings:
     """The settings ``scanner run`` would build from a dev config file, for this node."""
-    import tempfile
-
     body = f"""
 [metrics]
 port = 0
@@ -49,6 +48,14 @@ symbol = "USDT"
 address = "{token}"
 decimals = 6
 """
+    return settings_from_file(body, database)
+
+
+def settings_from_file(body: str, database: str) -> Settings:
+    """The settings ``scanner run`` builds from a config file holding ``body``, on the SQLite
+    file ``database``."""
+    import tempfile
+
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
         handle.write(body)
     try:
@@ -110,13 +117,45 @@ async def _all_confirmed(settings: Settings, count: int) -> bool:
     return int(confirmed) >= count
 
 
-async def _demo(payments: int, seconds: float) -> int:
-    from scanner.app import App
-    from scanner.observe.logging import configure_logging
-
-    for suffix in ("", "-wal", "-shm"):  # a fresh chain needs a fresh database
+def fresh_database() -> None:
+    """The demo's SQLite file removed: a fresh chain needs a fresh database."""
+    for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(DEMO_DB + suffix)
+
+
+async def run_beside(
+    settings: Settings,
+    gateway: Callable[[], Awaitable[None]],
+    confirmed: Callable[[], Awaitable[bool]],
+    payments: int,
+    seconds: float,
+) -> int:
+    """``scanner run`` while the gateway writes its payments, until they are all confirmed or
+    ``seconds`` passed (0: until stopped)."""
+    from scanner.app import App
+
+    app = App(settings)
+    runner = asyncio.create_task(app.run())
+    try:
+        await asyncio.sleep(2.0)
+        await gateway()
+        deadline = asyncio.get_running_loop().time() + (seconds or float("inf"))
+        while asyncio.get_running_loop().time() < deadline:
+            if seconds and await confirmed():
+                log.info("demo_all_confirmed", payments=payments)
+                break
+            await asyncio.sleep(1.0)
+    finally:
+        app.stop.set()
+        await runner
+    return 0
+
+
+async def _demo(payments: int, seconds: float) -> int:
+    from scanner.observe.logging import configure_logging
+
+    fresh_database()
     with DevChain.start() as chain:
         # Deploy while automining (deploying waits for the receipt), then mine a block a second,
         # like a real chain, so confirmations arrive on their own.
@@ -125,21 +164,13 @@ async def _demo(payments: int, seconds: float) -> int:
         settings = demo_settings(chain.url, token)
         configure_logging(settings.logging, secrets=settings.secrets())
         log.info("demo_chain_started", rpc=chain.url, token=token, database="embedded SQLite")
-        app = App(settings)
-        runner = asyncio.create_task(app.run())
-        try:
-            await asyncio.sleep(2.0)
-            await _gateway(settings, chain, token, payments)
-            deadline = asyncio.get_running_loop().time() + (seconds or float("inf"))
-            while asyncio.get_running_loop().time() < deadline:
-                if seconds and await _all_confirmed(settings, payments):
-                    log.info("demo_all_confirmed", payments=payments)
-                    break
-                await asyncio.sleep(1.0)
-        finally:
-            app.stop.set()
-            await runner
-    return 0
+        return await run_beside(
+            settings,
+            lambda: _gateway(settings, chain, token, payments),
+            lambda: _all_confirmed(settings, payments),
+            payments,
+            seconds,
+        )
 
 
 def run_demo(*, payments: int = 3, seconds: float = 60.0) -> int:

@@ -8,9 +8,7 @@ confirmed``, confirmed once the solidified block (head − 18) passes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,10 +17,10 @@ from decimal import Decimal
 import structlog
 from sqlalchemy import text
 
-from scanner.config import Settings, load_settings
+from scanner.config import Settings
 from scanner.core.tron_address import to_base58
 from scanner.db.engine import make_engine
-from scanner.devchain.demo import DEMO_DB
+from scanner.devchain.demo import DEMO_DB, fresh_database, run_beside, settings_from_file
 from scanner.devchain.tron import TronNode
 
 log = structlog.get_logger("scanner.demo")
@@ -48,12 +46,7 @@ symbol = "USDT"
 address = "{USDT}"
 decimals = 6
 """
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
-        handle.write(body)
-    try:
-        return load_settings(handle.name, environ={"DATABASE_URL_DEV": f"sqlite:///{database}"})
-    finally:
-        os.unlink(handle.name)
+    return settings_from_file(body, database)
 
 
 async def _create(settings: Settings, address: str, amount: Decimal) -> str:
@@ -112,12 +105,9 @@ async def _confirmed(settings: Settings) -> int:
 
 
 async def _demo(payments: int, seconds: float) -> int:
-    from scanner.app import App
     from scanner.observe.logging import configure_logging
 
-    for suffix in ("", "-wal", "-shm"):  # a fresh chain needs a fresh database
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(DEMO_DB + suffix)
+    fresh_database()
     genesis = int(time.time()) - 60  # its blocks' times (3 s apart) pass the clock at once
     node = TronNode.start(blocks=5, block_seconds=0.5, genesis_time=genesis, ready_timeout=60.0)
     assert isinstance(node, TronNode)
@@ -126,21 +116,13 @@ async def _demo(payments: int, seconds: float) -> int:
         settings = tron_demo_settings(node.url)
         configure_logging(settings.logging, secrets=settings.secrets())
         log.info("demo_chain_started", rpc=node.url, token=USDT, database="embedded SQLite")
-        app = App(settings)
-        runner = asyncio.create_task(app.run())
-        try:
-            await asyncio.sleep(2.0)
-            await _gateway(settings, node, payments)
-            deadline = asyncio.get_running_loop().time() + (seconds or float("inf"))
-            while asyncio.get_running_loop().time() < deadline:
-                if seconds and await _confirmed(settings) >= payments:
-                    log.info("demo_all_confirmed", payments=payments)
-                    break
-                await asyncio.sleep(1.0)
-        finally:
-            app.stop.set()
-            await runner
-    return 0
+
+        async def confirmed() -> bool:
+            return await _confirmed(settings) >= payments
+
+        return await run_beside(
+            settings, lambda: _gateway(settings, node, payments), confirmed, payments, seconds
+        )
 
 
 def run_tron_demo(*, payments: int = 3, seconds: float = 60.0) -> int:
