@@ -11,11 +11,11 @@ setup:  ## the virtual environment, anvil and PostgreSQL (idempotent)
 
 lint:  ## ruff over the package, the tests, bench and migrations; the formatting
 	$(VENV)/ruff check scanner tests bench migrations docs/examples
-	$(VENV)/ruff format --check scanner
+	$(VENV)/ruff format --check scanner tests bench migrations
 
 format:  ## apply ruff's fixes and formatting
 	$(VENV)/ruff check --fix scanner tests bench migrations docs/examples
-	$(VENV)/ruff format scanner
+	$(VENV)/ruff format scanner tests bench migrations
 
 typecheck:  ## mypy, strict
 	$(VENV)/mypy

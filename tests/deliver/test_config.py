@@ -45,7 +45,11 @@ def test_defaults_and_a_secret_from_the_environment(tmp_path: Path) -> None:
         ('url = "URL"\nsecret = "s"\nretries = 3', "webhooks[0].retries", "unknown key"),
         ('url = "URL"', "webhooks[0]", "exactly one of 'secret' or 'secret_env'"),
         ('url = "URL"\nsecret = "s"\nsecret_env = "X"', "webhooks[0]", "exactly one"),
-        ('url = "ftp://x/y"\nsecret = "s"', "webhooks[0].url", "must start with http:// or https://"),
+        (
+            'url = "ftp://x/y"\nsecret = "s"',
+            "webhooks[0].url",
+            "must start with http:// or https://",
+        ),
         ('url = "URL"\nsecret = "s"\nevents = ["paid"]', "webhooks[0].events[0]", "Input should"),
         ('url = "URL"\nsecret = "s"\nchains = ["polygon"]', "<root>", "unknown chain(s) polygon"),
         ('url = "URL"\nsecret = "s"\ntimeout = 0', "webhooks[0].timeout", "greater than 0"),

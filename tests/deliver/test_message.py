@@ -169,7 +169,7 @@ def test_the_documented_node_and_go_verifications_accept_our_signatures(
         out = subprocess.run([*command, source], capture_output=True, text=True, timeout=60)
     else:
         calls = "".join(
-            f"fmt.Println(Verify(\"s3cret\", {json.dumps(h)}, []byte({json.dumps(b)}), 300))\n"
+            f'fmt.Println(Verify("s3cret", {json.dumps(h)}, []byte({json.dumps(b)}), 300))\n'
             for h, b in cases
         )
         body_ = _docs_snippet("go").replace("import (", 'import (\n\t"fmt"', 1)

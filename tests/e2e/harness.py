@@ -171,4 +171,3 @@ async def stored_cursor(h: Harness) -> int:
             )
         ).scalar_one()
     return int(value)
-

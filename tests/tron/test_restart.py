@@ -17,7 +17,7 @@ from tests.tron.conftest import MAINNET_ID, USDT, TronHarness, customer
 
 def config(path: Path, url: str) -> Path:
     path.write_text(
-        "[metrics]\nenabled = false\n[logging]\nformat = \"json\"\n"
+        '[metrics]\nenabled = false\n[logging]\nformat = "json"\n'
         f'[[chains]]\nname = "tron"\nkind = "tron"\nchain_id = {MAINNET_ID}\n'
         f'rpc_urls = ["{url}"]\npoll_interval = 0.2\nbatch_size = 7\nstart_block = 0\n'
         f'[[chains.tokens]]\nsymbol = "USDT"\naddress = "{USDT}"\ndecimals = 6\n',
