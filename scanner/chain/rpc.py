@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar, overload
@@ -37,6 +36,7 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from scanner.chain import budget, jsonrpc
+from scanner.chain.http import http_client
 from scanner.chain.jsonrpc import Where
 from scanner.chain.retrying import Backoff, NullObserver, RpcObserver, Wait, is_transient
 from scanner.errors import (
@@ -52,29 +52,6 @@ T = TypeVar("T")
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a sane provider's largest answer, with room
 PARSED_PER_BYTE = 8  # an answer may take this many times the cap once parsed, no more
 ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-2xx answer's body (an error object)
-
-_HEADERS = {
-    "Content-Type": "application/json",
-    "Accept": "application/json",
-    "User-Agent": "ctrip-scanner",
-}
-
-
-class _RedactUrls(logging.Filter):
-    """Scrubs URLs from httpx's own request log lines (``HTTP Request: POST <url>``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                scrub(str(a)) if isinstance(a, (str, httpx.URL)) else a for a in record.args
-            )
-        return True
-
-
-def _guard_httpx_logger() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _RedactUrls) for f in logger.filters):
-        logger.addFilter(_RedactUrls())
 
 
 def _secrets_of(url: str) -> list[str]:
@@ -145,18 +122,7 @@ class RpcClient:
         self._wait = Wait(backoff or Backoff())
         self._batch_size = batch_size
         self._observer: RpcObserver = observer or NullObserver()
-        self._http = httpx.AsyncClient(
-            headers=_HEADERS,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            http1=True,
-            http2=False,
-            trust_env=trust_env,
-            transport=transport,
-        )
-        _guard_httpx_logger()
+        self._http = http_client(timeout, max_connections, trust_env, transport)
 
     def __repr__(self) -> str:
         return f"RpcClient(chain={self.chain!r}, urls={self._shown!r})"
