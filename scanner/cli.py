@@ -87,6 +87,20 @@ def _webhook_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         _config_arg(action, nested=True)
 
 
+def _backfill_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    backfill = sub.add_parser("backfill", help="scan a fixed block range once")
+    _config_arg(backfill)
+    backfill.add_argument("--chain", required=True, help="the [[chains]] name to read")
+    backfill.add_argument("--from-block", type=int, required=True, help="first block, inclusive")
+    backfill.add_argument("--to-block", type=int, required=True, help="last block, inclusive")
+    backfill.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    backfill.add_argument(
+        "--job-size",
+        type=int,
+        help="cut the range into jobs of N blocks that several processes share (PostgreSQL)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scanner",
@@ -100,18 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="scan every configured chain until stopped")
     _config_arg(run)
 
-    backfill = sub.add_parser("backfill", help="scan a fixed block range once")
-    _config_arg(backfill)
-    backfill.add_argument("--chain", required=True, help="the [[chains]] name to read")
-    backfill.add_argument("--from-block", type=int, required=True, help="first block, inclusive")
-    backfill.add_argument("--to-block", type=int, required=True, help="last block, inclusive")
-    backfill.add_argument("--dry-run", action="store_true", help="report, write nothing")
-    backfill.add_argument(
-        "--job-size",
-        type=int,
-        help="cut the range into jobs of N blocks that several processes share (PostgreSQL)",
-    )
-
+    _backfill_parser(sub)
     status = sub.add_parser("status", help="each chain's head, cursor, lag, open payments")
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="every column, as JSON")
