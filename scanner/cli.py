@@ -101,6 +101,17 @@ def _backfill_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
 
 
+def _rewind_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    rewind = sub.add_parser(
+        "rewind", help="resume a chain halted by a deep reorg: undo blocks above N, rescan"
+    )
+    _config_arg(rewind)
+    rewind.add_argument("--chain", required=True, help="the halted chain's name")
+    rewind.add_argument(
+        "--to-block", type=int, required=True, help="keep blocks up to N, undo and rescan above"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="scanner",
@@ -122,14 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate config, database and RPC endpoints")
     _config_arg(check)
 
-    rewind = sub.add_parser(
-        "rewind", help="resume a chain halted by a deep reorg: undo blocks above N, rescan"
-    )
-    _config_arg(rewind)
-    rewind.add_argument("--chain", required=True, help="the halted chain's name")
-    rewind.add_argument(
-        "--to-block", type=int, required=True, help="keep blocks up to N, undo and rescan above"
-    )
+    _rewind_parser(sub)
 
     _webhook_parsers(sub)
 

@@ -235,8 +235,7 @@ class ChainScanner(OnChain):
             for span in split_range(cursor + 1, end, self.sizer.size)
             for piece in _cut_near_head(span, head, near)
         ]
-        native = await self._native_watched()
-        done = 0
+        native, done = await self._native_watched(), 0
 
         async def fetch(start: int, stop: int) -> RangeData:
             if stop <= deep_to and watches_none(native):
