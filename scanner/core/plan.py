@@ -47,11 +47,19 @@ class Mode:
     settles: bool = False
     #: writes temporary copies of the tables (a dry run): no lock serializes its events
     scratch: bool = False
+    #: a backfill: it reads the history itself, so it expires a pending row whether or not the
+    #: live scan's look-back has looked at it yet (the live side waits for that look)
+    reads_history: bool = False
 
 
 LIVE = Mode("live", moves_cursor=True, orphans_replaced=True, locks_rows=True, settles=True)
 BACKFILL = Mode(
-    "backfill", moves_cursor=False, orphans_replaced=True, locks_rows=True, settles=True
+    "backfill",
+    moves_cursor=False,
+    orphans_replaced=True,
+    locks_rows=True,
+    settles=True,
+    reads_history=True,
 )
 #: A backfill --dry-run: written into temporary copies, in one transaction always rolled back.
 DRY_RUN = Mode(
@@ -61,6 +69,7 @@ DRY_RUN = Mode(
     locks_rows=False,
     settles=True,
     scratch=True,
+    reads_history=True,
 )
 #: A look-back for payments written behind the cursor: its blocks are the live scan's.
 CATCH_UP = Mode("catch_up", moves_cursor=False, orphans_replaced=False, locks_rows=True)

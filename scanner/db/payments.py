@@ -192,7 +192,9 @@ async def by_key(session: AsyncSession, keys: Collection[Any], *, lock: bool) ->
     return await _rows(session, _select().where(in_keys(session, p.c.id, keys)), lock)
 
 
-def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any]:
+def advancing_statements(
+    chain: str, expiry_cutoff: datetime | None, *, looked_at_only: bool = True
+) -> list[Any]:
     """The statements of :func:`to_advance`, one per question, each served by its own index:
     the payments holding a not-yet-final transaction (``ix_transactions_chain_status``, then the
     primary key), and the pending ones the cutoff expires (``ix_payments_expiring``). One
@@ -204,16 +206,22 @@ def advancing_statements(chain: str, expiry_cutoff: datetime | None) -> list[Any
     statements = [_select().where(NotIndexed(p.c.chain) == chain, p.c.id.in_(unfinal))]
     if expiry_cutoff is not None:
         expiring = compare(p.c.expires_at, "<", expiry_cutoff)
-        # a row not looked at yet waits for its look-back (it may hold a transfer in time)
-        looked_at = p.c.seen_at_block.is_not(None)
-        statements.append(
-            _select().where(p.c.chain == chain, p.c.status == "pending", expiring, looked_at)
-        )
+        # the live scan: a row not looked at yet waits for its look-back (which runs beside
+        # the scan and may find a transfer in time); a backfill reads the history itself
+        terms = [p.c.chain == chain, p.c.status == "pending", expiring]
+        if looked_at_only:
+            terms.append(p.c.seen_at_block.is_not(None))
+        statements.append(_select().where(*terms))
     return statements
 
 
 async def to_advance(
-    session: AsyncSession, chain: str, expiry_cutoff: datetime | None, *, lock: bool
+    session: AsyncSession,
+    chain: str,
+    expiry_cutoff: datetime | None,
+    *,
+    lock: bool,
+    looked_at_only: bool = True,
 ) -> list[RawPayment]:
     """Open payments whose state can move with the checked block alone.
 
@@ -222,7 +230,7 @@ async def to_advance(
     at (an unseen row is expired after its look-back, which runs beside the scan).
     """
     found: dict[Any, RawPayment] = {}
-    for stmt in advancing_statements(chain, expiry_cutoff):
+    for stmt in advancing_statements(chain, expiry_cutoff, looked_at_only=looked_at_only):
         for row in await _rows(session, stmt, lock):
             found.setdefault(row.key, row)
     return list(found.values())

@@ -78,7 +78,7 @@ async def load_range(
     rows = await _candidates(session, ctx, data, mode.locks_rows)
     orphan_owners = {s.payment_key for s in replaced}
     await _add(session, rows, orphan_owners, mode.locks_rows)
-    await _add_advancing(session, ctx, rows, finality, mode.locks_rows)
+    await _add_advancing(session, ctx, rows, finality, mode.locks_rows, live=not mode.reads_history)
     written = [row.address for row in rows.values() if isinstance(row.address, str)]
     watched = ctx.kind.match_keys(written)
     decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
@@ -279,9 +279,17 @@ async def _add(session: AsyncSession, rows: Rows, keys: set[Any], lock: bool) ->
 
 
 async def _add_advancing(
-    session: AsyncSession, ctx: ChainContext, rows: Rows, finality: Finality, lock: bool
+    session: AsyncSession,
+    ctx: ChainContext,
+    rows: Rows,
+    finality: Finality,
+    lock: bool,
+    *,
+    live: bool = True,
 ) -> None:
-    """The open payments whose confirmations or expiry the checked block moves."""
+    """The open payments whose confirmations or expiry the checked block moves (for the live
+    scan, of the unseen ones only those its look-back has looked at)."""
     cutoff = None if finality.final_timestamp is None else moment(finality.final_timestamp)
-    for row in await payments.to_advance(session, ctx.name, cutoff, lock=lock):
+    found = await payments.to_advance(session, ctx.name, cutoff, lock=lock, looked_at_only=live)
+    for row in found:
         rows.setdefault(row.key, row)
