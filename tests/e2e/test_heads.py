@@ -183,6 +183,6 @@ def test_ws_url_is_a_websocket_url_and_a_secret() -> None:
     assert KEY not in Scrubber(settings.secrets()).text(f"connect to {url} failed")
     with pytest.raises(
         ValidationError,
-        match="ws_url must start with ws:// or wss://; this one starts with .https.",
+        match=r"ws_url must start with ws:// or wss://; this one starts with .https.",
     ):
         chain_settings("http://127.0.0.1:8545", [], ws_url="https://eth.example/")
