@@ -25,10 +25,14 @@ class Proc:
         return self.popen.poll() is None
 
     def gave_up(self) -> bool:
-        """A backfill that stopped on a node it could not reach: exit 1 and one line saying so
-        (what docs/operations.md promises; the operator runs it again)."""
+        """A backfill that stopped on a node it could not reach (exit 1), or that a lagging
+        node refused to start (its end past the node's head: exit 2), with one line saying so:
+        what docs/operations.md promises; the operator runs it again."""
         last = self.tail(600).strip().splitlines()[-1:] or [""]
-        return self.name != "run" and self.popen.poll() == 1 and last[0].startswith("scanner: ")
+        if self.name == "run" or not last[0].startswith("scanner: "):
+            return False
+        code = self.popen.poll()
+        return code == 1 or (code == 2 and "past the node's head" in last[0])
 
     def tail(self, chars: int = 2500) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-chars:]
