@@ -90,19 +90,43 @@ async def _rows(session: AsyncSession, stmt: Any, lock: bool) -> list[RawPayment
 
 
 async def _locked_rows(session: AsyncSession, stmt: Any) -> list[RawPayment]:
-    """``stmt`` FOR UPDATE under a savepoint: when a row lock is not granted within the lock
-    timeout, the rows another transaction holds are named (those ``SKIP LOCKED`` leaves out)
-    and :class:`~scanner.errors.PaymentLocked` raised; the transaction stays usable."""
+    rows = await _lock_or_name(session, stmt)
+    return [RawPayment(stored_key(row[0]), *row[1:]) for row in rows]
+
+
+async def _lock_or_name(session: AsyncSession, stmt: Any) -> list[Any]:
+    """``stmt`` (its first column the payment's id) FOR UPDATE under a savepoint: when a row
+    lock is not granted within the lock timeout, the rows another transaction holds are named
+    (those ``SKIP LOCKED`` leaves out) and :class:`~scanner.errors.PaymentLocked` raised; the
+    transaction stays usable."""
     try:
         async with session.begin_nested():
-            result = await session.execute(stmt.with_for_update())
-            return [RawPayment(stored_key(row[0]), *row[1:]) for row in result]
+            return list(await session.execute(stmt.with_for_update()))
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
             raise
     free = {row[0] for row in await session.execute(stmt.with_for_update(skip_locked=True))}
     held = [stored_key(row[0]) for row in await session.execute(stmt) if row[0] not in free]
     raise PaymentLocked(held)
+
+
+async def _write_keys(session: AsyncSession, keys: Sequence[Any], stmt: Any) -> None:
+    """Run ``stmt``, an UPDATE of the rows ``keys``, under a savepoint (PostgreSQL): a row the
+    gateway holds past the lock timeout is named by :class:`~scanner.errors.PaymentLocked`,
+    never left to fail the transaction as a bare lock timeout."""
+    if not is_postgres(session):
+        await session.execute(stmt)
+        return
+    try:
+        async with session.begin_nested():
+            await session.execute(stmt)
+            return
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+    p = table("payments")
+    await _lock_or_name(session, select(p.c.id).where(in_keys(session, p.c.id, keys)))
+    await session.execute(stmt)  # the locks came free meanwhile: held now
 
 
 def address_statement(
@@ -323,7 +347,7 @@ async def mark_seen(session: AsyncSession, keys: Sequence[Any], block: int | Non
     p = table("payments")
     for chunk in chunks(list(keys), 10_000):
         where = in_keys(session, p.c.id, chunk)
-        await session.execute(sql_update(p).where(where).values(seen_at_block=block))
+        await _write_keys(session, chunk, sql_update(p).where(where).values(seen_at_block=block))
 
 
 async def count_open(session: AsyncSession, chain: str) -> int:

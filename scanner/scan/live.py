@@ -144,9 +144,7 @@ class ChainScanner(OnChain):
         try:
             outcome = await self._tick()
         except PaymentLocked as exc:
-            ids = [str(k) for k in exc.keys]
-            self.log.warning("payment_locked", payment_ids=ids, cursor=self.cursor)
-            self.metrics.payment_locked.labels(self.name).inc()
+            self._report_locked(exc)
             raise
         if self.sweep is not None and not (outcome.waiting or self.stopping()):
             await self.sweep.run(self.ctx, outcome.cursor, self._tag)
@@ -176,6 +174,11 @@ class ChainScanner(OnChain):
             await self._advance_only(cursor, tag)
             return TickOutcome(head, cursor)
         return await self._scan(cursor, end, head, tag)
+
+    def _report_locked(self, exc: PaymentLocked) -> None:
+        ids = [str(k) for k in exc.keys]
+        self.log.warning("payment_locked", payment_ids=ids, cursor=self.cursor)
+        self.metrics.payment_locked.labels(self.name).inc()
 
     def _look_at_book(self) -> None:
         """Start the look at unseen payments beside the scan, unless one runs; raise what the
@@ -207,7 +210,11 @@ class ChainScanner(OnChain):
     async def book_looked_at(self) -> int:
         """Wait for the look under way (raising what it raised); how many it looked back for."""
         task, self._book = self._book, None
-        return await task if task is not None else 0
+        try:
+            return await task if task is not None else 0
+        except PaymentLocked as exc:
+            self._report_locked(exc)
+            raise
 
     async def stop_book(self) -> None:
         """Cancel the look under way (chain given up, process stopping): its page rolls back."""

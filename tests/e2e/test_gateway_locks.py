@@ -14,6 +14,7 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from scanner.app import App
+from scanner.errors import PaymentLocked
 from scanner.testkit.settings import chain_settings
 from tests.e2e.actions import pay
 from tests.e2e.harness import CHAIN, Harness
@@ -97,3 +98,29 @@ async def until_status(h: Harness, pid: str, status: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"payment never {status}: {await h.payment(pid)}")
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+async def test_the_look_at_a_new_row_the_gateway_holds_locked_names_it(h: Harness) -> None:
+    """The look at a payment created behind the cursor marks it seen: a row the gateway holds
+    is named as the credit path names it, never a bare lock timeout that says no payment."""
+    await h.scan()
+    pid = await h.create_payment(ALICE, "5")
+    gateway = await h.engine.connect()
+    try:
+        held = await gateway.begin()
+        await gateway.execute(
+            text("SELECT id FROM payments WHERE id = CAST(:id AS uuid) FOR UPDATE"), {"id": pid}
+        )
+        with capture_logs() as logs, pytest.raises(PaymentLocked):
+            await h.scan()
+        assert [e["payment_ids"] for e in logs if e["event"] == "payment_locked"] == [[pid]]
+        await held.rollback()
+    finally:
+        await gateway.close()
+    await h.scan()  # the gateway's transaction ended: the look goes through
+    async with h.engine.connect() as conn:
+        seen = await conn.execute(
+            text("SELECT seen_at_block FROM payments WHERE id = CAST(:id AS uuid)"), {"id": pid}
+        )
+        assert seen.scalar_one() is not None
