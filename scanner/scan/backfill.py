@@ -272,7 +272,9 @@ class Backfill(OnChain):
         async with self._transaction() as session:
             result = await self._apply(session, ctx, data, window, summary)
         self.metrics.backfilled(ctx.name, data.end - data.start + 1)
-        report_batch(self.log, self.metrics, ctx.name, result, time.perf_counter() - started)
+        report_batch(
+            self.log, self.metrics, ctx.name, result, time.perf_counter() - started, ctx.kind
+        )
         return result
 
     async def _apply(

@@ -174,7 +174,7 @@ async def _commit(
             result = await run_range(
                 session, ctx, data, CATCH_UP, tag_block=None, below=known, checked_floor=now_block
             )
-            report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0)
+            report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0, ctx.kind)
         await payments.mark_seen(session, [r.key for r in rows], now_block)
     return True
 

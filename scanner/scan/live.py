@@ -120,10 +120,11 @@ class ChainScanner(OnChain):
                 keys = [info.key if info.key is not None else info.id for info in enabled]
                 again = await payments.look_back_for_tokens(session, self.name, keys)
                 self._guard.generation += 1
-                self.log.info("tokens_enabled", tokens=[t.address for t in enabled], payments=again)
+                shown = [self.ctx.kind.show(t.address) for t in enabled]
+                self.log.info("tokens_enabled", tokens=shown, payments=again)
         if tokens != dict(self.ctx.tokens):
             self._ctx = replace(self.ctx, tokens=tokens)
-            self.log.info("tokens_changed", tokens=sorted(tokens))
+            self.log.info("tokens_changed", tokens=sorted(map(self.ctx.kind.show, tokens)))
 
     async def _lock(self, session: AsyncSession) -> None:
         """The chain's transaction lock, then the fence (this process still holds the chain)."""
@@ -293,7 +294,9 @@ class ChainScanner(OnChain):
                 await self.fence(session)
         self.cursor = data.end
         self._progress()
-        report_batch(self.log, self.metrics, self.name, result, time.perf_counter() - started)
+        report_batch(
+            self.log, self.metrics, self.name, result, time.perf_counter() - started, self.ctx.kind
+        )
         return result
 
     async def _timestamps(
@@ -323,7 +326,7 @@ class ChainScanner(OnChain):
                 timestamps=await self._timestamps(session, cursor, tag),
             )
         if result is not None:
-            report_batch(self.log, self.metrics, self.name, result, 0.0)
+            report_batch(self.log, self.metrics, self.name, result, 0.0, self.ctx.kind)
 
     async def _advance_only(self, cursor: int, tag: Header | None) -> None:
         async with self.sessions() as session, session.begin():
@@ -337,7 +340,7 @@ class ChainScanner(OnChain):
                 timestamps=timestamps,
             )
         if result.events:
-            report_batch(self.log, self.metrics, self.name, result, 0.0)
+            report_batch(self.log, self.metrics, self.name, result, 0.0, self.ctx.kind)
 
     async def count_open_payments(self) -> None:
         """The open-payments gauge, refreshed at most every OPEN_COUNT_EVERY seconds: a count
@@ -376,7 +379,7 @@ class ChainScanner(OnChain):
             ancestor=ancestor,
             orphaned=outcome.orphaned,
         )
-        report_batch(self.log, self.metrics, self.name, outcome.report, 0.0)
+        report_batch(self.log, self.metrics, self.name, outcome.report, 0.0, self.ctx.kind)
 
     async def _tip_replaced(self, cursor: int, cursor_hash: str | None) -> bool:
         """With no new block to link to, whether the node replaced the cursor's block (a reorg

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from scanner.core.kinds import ChainKind
 from scanner.observe.metrics import Metrics
 from scanner.scan.batch import BatchReport
 
@@ -12,8 +13,9 @@ PER_EVENT_LOG_LIMIT = 200
 
 
 def report_batch(
-    log: Any, metrics: Metrics, chain: str, result: BatchReport, seconds: float
+    log: Any, metrics: Metrics, chain: str, result: BatchReport, seconds: float, kind: ChainKind
 ) -> None:
+    """Addresses are shown as the chain's users write them (``kind``: base58 on TRON)."""
     if result.end >= result.start:
         log.info(
             "range_scanned",
@@ -32,8 +34,8 @@ def report_batch(
             tx_hash=transfer.tx_hash,
             log_index=transfer.log_index,
             block_number=transfer.block_number,
-            address=transfer.to_address,
-            token=transfer.token,
+            address=kind.show(transfer.to_address),
+            token=None if transfer.token is None else kind.show(transfer.token),
             value=str(transfer.value),
         )
     _log_events(log, result)

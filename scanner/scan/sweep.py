@@ -230,7 +230,7 @@ class Sweep:
             if ctx.fence is not None:  # again, last: a holder frozen meanwhile writes nothing
                 await ctx.fence(session)
         self._swept = end
-        self._report(result, missed, start, end, time.perf_counter() - started)
+        self._report(ctx, result, missed, (start, end), time.perf_counter() - started)
         return Swept(start, end, missed)
 
     async def _credit(
@@ -249,12 +249,13 @@ class Sweep:
 
     def _report(
         self,
+        ctx: ChainContext,
         result: BatchReport | None,
         missed: Sequence[Event],
-        start: int,
-        end: int,
+        span: tuple[int, int],
         seconds: float,
     ) -> None:
+        start, end = span
         provider = self.reader.client.active_url  # redacted
         self.log.info("range_swept", from_block=start, to_block=end, missed=len(missed))
         for event in missed:
@@ -276,7 +277,7 @@ class Sweep:
             # range_scanned, no batch metrics), and transfers nobody can take are the live
             # scan's to tell.
             told = replace(result, end=result.start - 1, unmatched=())
-            report_batch(self.log, self.metrics, self.name, told, seconds)
+            report_batch(self.log, self.metrics, self.name, told, seconds, ctx.kind)
 
 
 def _final(ctx: ChainContext, checked: int, tag: Header | None) -> int:

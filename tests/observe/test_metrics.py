@@ -6,6 +6,7 @@ import structlog
 
 from scanner.chain.retrying import RpcObserver
 from scanner.core.events import confirmed_reverted, status_changed
+from scanner.core.kinds import EVM
 from scanner.core.model import Credit
 from scanner.errors import RpcRateLimited
 from scanner.observe.metrics import Metrics
@@ -165,7 +166,7 @@ def test_a_batch_counts_every_status_change_by_status() -> None:
     ]
     report = BatchReport(1, 5, events=tuple(events))
     for _ in range(2):
-        report_batch(structlog.get_logger(), metrics, "eth", report, 0.1)
+        report_batch(structlog.get_logger(), metrics, "eth", report, 0.1, EVM)
     series = "\n".join(line for lines in rendered_series(metrics).values() for line in lines)
     changes = "scanner_payment_status_changes_total"
     assert f'{changes}{{chain="eth",status="confirming"}} 14.0' in series

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from structlog.testing import capture_logs
+
 from scanner.core.tron_address import to_base58
-from tests.tron.conftest import EXCHANGE, SENDER, USDT_HEX, TronHarness, customer
+from tests.tron.conftest import EXCHANGE, SENDER, USDT, USDT_HEX, TronHarness, customer
 
 EXPIRES = 3600
 
@@ -152,3 +154,17 @@ async def _reasons(th: TronHarness, payment: str) -> list[str]:
 def test_customer_addresses_are_base58() -> None:
     assert to_base58(SENDER).startswith("T")
     assert USDT_HEX == "0xa614f803b6fd780986a42c78ec9c7f77e6ded13c"
+
+
+async def test_logs_show_tron_addresses_in_base58(th: TronHarness) -> None:
+    # Wallet.encode58Check: what wallets and the gateway show; the JSON-RPC speaks 20-byte hex
+    hex20, base58 = customer(12)
+    with capture_logs() as logs:
+        await th.scan()
+        await th.create_payment(base58, "5", created_at=th.now() + 86_400)  # after the transfer
+        th.pay(hex20, 5_000_000)
+        await th.scan()
+    [tokens] = [e["tokens"] for e in logs if e["event"] == "tokens_changed"]
+    assert tokens == [USDT]
+    [stray] = [e for e in logs if e["event"] == "transfer_unmatched"]
+    assert (stray["address"], stray["token"], stray["value"]) == (base58, USDT, "5000000")
