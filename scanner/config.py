@@ -356,41 +356,19 @@ def load_settings(
     environ = os.environ if environ is None else environ
     path = config_path or environ.get("SCANNER_CONFIG") or None
     file_settings, file = read_config_file(path)
-    env = environ.get("ENV", "development").strip().lower() or "development"
-    if env not in {"development", "production", "testing"}:
-        raise ConfigError(f"ENV must be development, production or testing, not {env!r}", key="ENV")
-    migrate = env_bool(environ, "SCANNER_MIGRATE_ON_START")
-    if migrate is None:
-        migrate = file_settings.migrate_on_start
-    if migrate is None:
-        migrate = env != "production"
-    logging = file_settings.logging
-    level = environ.get("SCANNER_LOG_LEVEL") or environ.get("LOG_LEVEL")
-    log_format = environ.get("SCANNER_LOG_FORMAT")
+    env = _env_name(environ)
     try:
-        if level or log_format:
-            logging = LoggingSettings(
-                level=(level or logging.level).lower(),
-                format=(log_format or logging.format).lower(),
-            )
-        metrics = file_settings.metrics
-        metrics_addr = environ.get("SCANNER_METRICS_ADDR")
-        if metrics_addr:
-            host, _, port = metrics_addr.rpartition(":")
-            metrics = MetricsSettings(
-                enabled=metrics.enabled, host=host or "127.0.0.1", port=int(port)
-            )
         database_url, source = resolve_database_url(env, file_settings.database.url, environ)
         return Settings(
             env=env,
             database_url=database_url,
             database_source=source,
             database_url_ignored=ignored_database_url(env, source, environ),
-            migrate_on_start=migrate,
+            migrate_on_start=_migrate_on_start(environ, file_settings, env),
             shutdown_timeout=file_settings.shutdown_timeout,
             database=file_settings.database,
-            metrics=metrics,
-            logging=logging,
+            metrics=_metrics(environ, file_settings.metrics),
+            logging=_logging(environ, file_settings.logging),
             chains=file_settings.chains,
             webhooks=_resolve_webhooks(
                 file_settings.webhooks, environ, file, needed=webhook_secrets
@@ -402,3 +380,37 @@ def load_settings(
         raise config_error(exc, "environment") from exc
     except ValueError as exc:
         raise ConfigError(f"invalid environment setting: {exc}", key="environment") from exc
+
+
+def _env_name(environ: Mapping[str, str]) -> str:
+    env = environ.get("ENV", "development").strip().lower() or "development"
+    if env not in {"development", "production", "testing"}:
+        raise ConfigError(f"ENV must be development, production or testing, not {env!r}", key="ENV")
+    return env
+
+
+def _migrate_on_start(environ: Mapping[str, str], file_settings: FileSettings, env: str) -> bool:
+    """The environment over the file; unset in both: migrate unless in production."""
+    migrate = env_bool(environ, "SCANNER_MIGRATE_ON_START")
+    if migrate is None:
+        migrate = file_settings.migrate_on_start
+    return env != "production" if migrate is None else migrate
+
+
+def _logging(environ: Mapping[str, str], logging: LoggingSettings) -> LoggingSettings:
+    level = environ.get("SCANNER_LOG_LEVEL") or environ.get("LOG_LEVEL")
+    log_format = environ.get("SCANNER_LOG_FORMAT")
+    if not (level or log_format):
+        return logging
+    return LoggingSettings(
+        level=(level or logging.level).lower(), format=(log_format or logging.format).lower()
+    )
+
+
+def _metrics(environ: Mapping[str, str], metrics: MetricsSettings) -> MetricsSettings:
+    """``SCANNER_METRICS_ADDR`` (``host:port``) over the file's address."""
+    addr = environ.get("SCANNER_METRICS_ADDR")
+    if not addr:
+        return metrics
+    host, _, port = addr.rpartition(":")
+    return MetricsSettings(enabled=metrics.enabled, host=host or "127.0.0.1", port=int(port))
