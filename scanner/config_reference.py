@@ -137,7 +137,8 @@ MEANING: dict[str, tuple[str, str]] = {
     ),
     "chains.sweep": (
         "",
-        "Read the Transfer logs of final blocks once more, for logs a provider left out.",
+        "Read the Transfer logs of final blocks once more, for logs a provider left out; an"
+        " expiry waits until the blocks in its time are read again.",
     ),
     "chains.sweep_blocks": ("", "Final blocks gathered before a sweep reads them."),
     "chains.confirmations": (

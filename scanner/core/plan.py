@@ -166,11 +166,21 @@ class RangeInput:
     #: False for a backfill above the live cursor: the blocks between the cursor and its range
     #: are nobody's yet, so what a payment received there is unknown and no expiry is judged
     decides_expiry: bool = True
+    #: with the sweep on: the first block it has not read again, and that block's time (None:
+    #: not known here). An expiry waits until every block in time is swept: a log the node
+    #: left out of the first read may still pay the payment, and ``expired`` is final.
+    unswept: tuple[int, int | None] | None = None
 
     def finality(self, checked: int | None = None) -> Finality:
+        """What is final as of ``checked``; ``final_timestamp``, the time an expiry is judged
+        by, only as far as the sweep has read (none where no expiry is judged)."""
         at = self.checked if checked is None else checked
         found = self.rules.finality(at, self.tag_block, self.timestamps)
-        return found if self.decides_expiry else replace(found, final_timestamp=None)
+        if not self.decides_expiry:
+            return replace(found, final_timestamp=None)
+        if self.unswept is not None and found.final_block >= self.unswept[0]:
+            return replace(found, final_timestamp=self.unswept[1])
+        return found
 
 
 @dataclass(frozen=True, slots=True)

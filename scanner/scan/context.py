@@ -56,6 +56,7 @@ class ChainContext:
     tokens: Mapping[str, TokenInfo]
     catch_up_max_blocks: int = 100_000  # how far below the cursor a look-back may start
     kind: ChainKind = EVM  # what the chain's kind changes (addresses, native coin, limits)
+    sweeps: bool = False  # final ranges are read again: an expiry waits for that read
     fence: Fence | None = field(default=None, compare=False, repr=False)
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
@@ -80,6 +81,7 @@ class ChainContext:
             tokens=dict(tokens),
             catch_up_max_blocks=chain.catch_up_max_blocks,
             kind=chain.kind_rules,
+            sweeps=chain.sweep,
         )
 
     def deep_end(self, head: int, tag_block: int | None) -> int:

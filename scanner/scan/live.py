@@ -107,7 +107,8 @@ class ChainScanner(OnChain):
     async def prepare(self) -> None:
         """Chain id, tokens, cursor; raises ChainHalted when the chain must not scan."""
         ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
-        self._ctx = replace(ctx, fence=self.fence)  # the catch-up's transactions are fenced too
+        # the catch-up's transactions are fenced too; an expiry waits for a sweep that runs
+        self._ctx = replace(ctx, fence=self.fence, sweeps=self.sweep is not None)
         await self._refresh_tokens()
         self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self.ctx.tokens))
 

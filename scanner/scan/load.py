@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scanner.core.amounts import to_base_units
 from scanner.core.decode import decode_transfer_logs, recipients_of
 from scanner.core.model import Credit, Finality, Transfer
-from scanner.core.plan import EDIT, LIVE, REWIND, Mode, RangeInput, Rewind
+from scanner.core.plan import EDIT, LIVE, REWIND, SWEEP, Mode, RangeInput, Rewind
 from scanner.core.reorg import replaced_credits
 from scanner.core.states import NOTHING, Settled
 from scanner.db import cursor, payments, sums, transactions
+from scanner.db import sweep as sweep_state
 from scanner.db.payments import RawPayment
 from scanner.db.sql import moment
 from scanner.db.types import to_decimal
@@ -90,6 +91,8 @@ async def load_range(
     )
     orphan = tuple(s.key for s in replaced)
     inp = replace(inp, start=data.start, end=data.end, headers=data.headers, orphan=orphan)
+    if mode is SWEEP and inp.unswept is not None:  # the sweep's own span is read again now
+        inp = replace(inp, unswept=await _unswept(session, ctx, timestamps, data.end))
     return inp, dict(decoded.skipped)
 
 
@@ -195,6 +198,7 @@ async def _input(
     held = [h for h in held if h.row_key not in broken]  # left alone until the row is fixed
     credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
     settled = {h.payment.id: totals[h.row_key] for h in held if h.row_key in totals}
+    swept = await sweep_state.swept(session, ctx.name) if ctx.sweeps else None
     return RangeInput(
         rules=ctx.rules,
         mode=mode,
@@ -210,7 +214,22 @@ async def _input(
         look_back=tuple(broken),
         settled=settled,
         stored_hashes=stored,
+        unswept=await _unswept(session, ctx, timestamps, swept),
     )
+
+
+async def _unswept(
+    session: AsyncSession, ctx: ChainContext, timestamps: Mapping[int, int], swept: int | None
+) -> tuple[int, int | None] | None:
+    """The first block the sweep has not read again and its time (a stored block's; None when
+    not stored), or None: no sweep (off, or not begun) bounds the expiry."""
+    if swept is None:
+        return None
+    first = swept + 1
+    time = timestamps.get(first)
+    if time is None:
+        time = (await cursor.stored_timestamps(session, ctx.name, first, first)).get(first)
+    return first, time
 
 
 async def _credits(

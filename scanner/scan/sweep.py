@@ -51,7 +51,7 @@ from scanner.errors import (
 )
 from scanner.observe.metrics import Metrics, NullMetrics
 from scanner.scan.backfill import is_hex
-from scanner.scan.batch import BatchReport, run_range
+from scanner.scan.batch import BatchReport, run_range, run_tick
 from scanner.scan.context import ChainContext, lock_chain
 from scanner.scan.fetch import RangeData, fetch_logs, log_blocks, recipient_topic
 from scanner.scan.report import report_batch
@@ -227,6 +227,8 @@ class Sweep:
             result = await self._credit(session, ctx, data, at.block, tag) if data else None
             missed = _detected(result)
             await stored.advance(session, self.name, end, len(missed))
+            if result is None:  # (a credit's plan judged them already)
+                result = await self._expire(session, ctx, at.block, tag)
             if ctx.fence is not None:  # again, last: a holder frozen meanwhile writes nothing
                 await ctx.fence(session)
         self._swept = end
@@ -245,6 +247,20 @@ class Sweep:
         tag_block = tag.number if tag is not None else None
         return await run_range(
             session, ctx, data, SWEEP, tag_block=tag_block, below=below, checked_floor=checked
+        )
+
+    async def _expire(
+        self, session: AsyncSession, ctx: ChainContext, checked: int, tag: Header | None
+    ) -> BatchReport:
+        """The expiries that waited for the blocks just swept, judged as the swept block moves
+        (an expiry never waits for the next tick of the live scan)."""
+        low = checked - ctx.reorg_depth
+        timestamps = await cursor.stored_timestamps(session, self.name, low, checked)
+        if tag is not None:
+            timestamps[tag.number] = tag.timestamp
+        tag_block = tag.number if tag is not None else None
+        return await run_tick(
+            session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps
         )
 
     def _report(

@@ -13,7 +13,7 @@ from scanner.core.finality import (
 )
 from scanner.core.ledger import credit_confirmations as reexported
 from scanner.core.model import Finality
-from scanner.core.plan import ChainRules
+from scanner.core.plan import LIVE, ChainRules, RangeInput
 from tests.core.builders import TIMESTAMPS, ts
 
 
@@ -128,3 +128,20 @@ def test_deep_ranges_end_below_the_reorg_window_and_in_tag_mode_at_the_tag() -> 
     assert deep_end(1_000, 128, tag_mode=True, tag_block=950) == 872  # the window is lower
     assert deep_end(1_000, 32, tag_mode=True, tag_block=900) == 900  # the tag is lower
     assert deep_end(1_000, 32, tag_mode=True, tag_block=None) == -1  # no tag yet: none deep
+
+
+def _input(unswept: tuple[int, int | None] | None) -> RangeInput:
+    rules = ChainRules("eth", required=3, tag=None, grace=0, reorg_depth=8)
+    times = {n: 1_000 + 10 * n for n in range(30)}
+    return RangeInput(rules, LIVE, 21, 20, 20, None, times, (), (), (), {}, unswept=unswept)
+
+
+def test_an_expiry_is_judged_only_as_far_as_the_sweep_has_read() -> None:
+    # final block 18 (time 1180); the sweep has read through 15: expiries are judged by block
+    # 16's time (every block at or before it in time is swept), never by the final block's
+    assert _input(None).finality().final_timestamp == 1_180
+    assert _input((16, 1_160)).finality().final_timestamp == 1_160
+    assert _input((16, None)).finality().final_timestamp is None  # its time unknown: wait
+    assert _input((19, 1_190)).finality().final_timestamp == 1_180  # swept past the final block
+    capped = _input((16, 1_160)).finality()
+    assert (capped.final_block, capped.checked) == (18, 20)  # confirmations count as before

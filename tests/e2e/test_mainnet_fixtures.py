@@ -243,8 +243,16 @@ class Gateway:
         payment_id = str(uuid.uuid4())
         async with self.engine.begin() as conn:
             token_id = await token_row_id(conn, CHAIN, token)
+            # looked at already (the stub holds two blocks: no look-back below them)
             payment = NewPayment(
-                payment_id, token_id, CHAIN, address, amount, created_at + 3600, created_at
+                payment_id,
+                token_id,
+                CHAIN,
+                address,
+                amount,
+                created_at + 3600,
+                created_at,
+                seen_at_block=FIRST - 1,
             )
             await insert_payments(conn, [payment])
         return payment_id

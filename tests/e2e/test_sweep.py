@@ -113,6 +113,36 @@ async def test_a_transfer_the_first_read_left_out_is_credited_in_its_real_block(
     assert status["swept_block"] == (await swept_state(h))[0] >= block_of(h, hidden)
 
 
+async def test_an_expiry_waits_until_the_sweep_has_read_the_blocks_in_time(
+    h: Harness, proxy: FaultProxy
+) -> None:
+    """A transfer in time that the first read left out: the block past ``expires_at`` becomes
+    final before the sweep reads the paying block again, and the payment is not expired on
+    blocks nobody has read twice; the sweep credits it, and ``expired`` (final for the gateway)
+    is never written."""
+    await sweeping(h, proxy)
+    start = h.now()
+    pid = await h.create_payment(ALICE, "5", created_at=start, expires_in=100)
+    h.chain.set_next_timestamp(start + 50)
+    hidden = pay(h, ALICE, 5_000_000)
+    proxy.hide_log(hidden)
+    h.chain.set_next_timestamp(start + 101)
+    h.mine(1)  # the first block past expires_at
+    await h.scan()
+    assert await h.status(pid) == "pending"
+    h.mine(2)  # that block is final; the paying block is not swept yet as the range commits
+    await h.scan()
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("confirmed", 5)
+    assert await h.events(pid) == [
+        ("transfer_detected", None, None),
+        ("status_changed", "pending", "confirming"),
+        ("status_changed", "confirming", "confirmed"),
+    ]
+    (credit,) = await h.transactions(pid)
+    assert (credit["tx_hash"], bool(credit["late"])) == (hidden, False)
+
+
 async def test_a_sweep_across_restarts_neither_misses_nor_counts_twice(
     h: Harness, proxy: FaultProxy
 ) -> None:

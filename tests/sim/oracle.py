@@ -19,8 +19,9 @@ The rules, per payment (times are the blocks' timestamps):
 - a gateway status (``cancelled``) is kept as it is;
 - otherwise: received ≥ amount → ``confirmed`` once every counted transfer is final (at least
   ``confirmations`` deep below the head the scanner has reached), else ``confirming``;
-  received < amount → ``expired`` once the first block after ``expires_at`` is final, else
-  ``pending``.
+  received < amount → ``expired`` once the first block after ``expires_at`` is final and the
+  scanner's sweep has read every block before it a second time (a log a node left out of the
+  first read may still pay it), else ``pending``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class FinalChain:
     confirmations: int
     timestamps: Mapping[int, int]  # block number -> timestamp
     transfers: tuple[ChainTransfer, ...]
+    swept: int | None = None  # the sweep's newest block read twice (None: no sweep)
 
     def final(self, block: int) -> bool:
         return self.head - block + 1 >= self.confirmations
@@ -93,4 +95,6 @@ def _status(
     if received >= row.amount:
         return "confirmed" if all(chain.final(t.block_number) for t in counted) else "confirming"
     after = chain.first_block_after(row.expires_at)
-    return "expired" if after is not None and chain.final(after) else "pending"
+    if after is None or not chain.final(after):
+        return "pending"
+    return "expired" if chain.swept is None or after <= chain.swept + 1 else "pending"

@@ -17,7 +17,7 @@ from scanner.db.engine import engine_for_url
 from tests.sim.check import check_all
 from tests.sim.oracle import FinalChain
 from tests.sim.schedule import Schedule
-from tests.sim.world import CONFIRMATIONS, World, build, cursor, cursor_at_head
+from tests.sim.world import CONFIRMATIONS, World, build, cursor, cursor_at_head, swept
 
 # The bound for the cursor to be back at the head once faults stop: the scanner's longest pause
 # after failures (its backoff doubles up to 60 s), then a generous rate for the blocks it is
@@ -107,6 +107,7 @@ async def verdict(world: World, result: Result) -> None:
         confirmations=CONFIRMATIONS,
         timestamps=chain.timestamps(),
         transfers=(*chain.token_transfers(tokens), *chain.native_transfers(native)),
+        swept=await swept(world.engine),
     )
     checked = await check_all(world.engine, rows, final, chain.reorgs, world.gateway.status_edits)
     result.payments, result.events = checked.payments, checked.events

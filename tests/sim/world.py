@@ -110,6 +110,17 @@ async def cursor(engine: AsyncEngine) -> int | None:
     return None if value is None else int(value)
 
 
+async def swept(engine: AsyncEngine) -> int | None:
+    """The newest block the scanner's sweep has read a second time (None: not begun)."""
+    async with engine.connect() as conn:
+        value = (
+            await conn.execute(
+                text("SELECT swept_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
+            )
+        ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
 async def cursor_at_head(world: World, bound: float) -> float:
     """Seconds until the stored cursor is at the node's head (which stays put); fails after
     ``bound``."""
