@@ -320,13 +320,15 @@ def test_systemd_analyze_verify(tmp_path: Path, source: Path, name: str) -> None
 
 
 def _env_file(path: Path) -> dict[str, str]:
+    """An environment file (systemd's EnvironmentFile, compose's ``env_file``): KEY=value lines,
+    # comments."""
     env: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, sep, value = line.partition("=")
             assert sep, f"not KEY=value: {line}"
-            env[key] = value
+            env[key.strip()] = value.strip()
     return env
 
 
@@ -544,19 +546,12 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def _env_file(path: str) -> dict[str, str]:
-    """A compose ``env_file``: KEY=value lines, # comments."""
-    lines = (ROOT / path).read_text(encoding="utf-8").splitlines()
-    pairs = [line.partition("=") for line in lines if line.strip() and not line.startswith("#")]
-    return {key.strip(): value.strip() for key, _, value in pairs}
-
-
 def _service_env(service: dict[str, Any]) -> dict[str, str]:
     """What a service's process gets: its env files, then its ``environment``."""
     files = service.get("env_file", [])
     environment: dict[str, str] = {}
     for path in [files] if isinstance(files, str) else files:
-        environment |= _env_file(path)
+        environment |= _env_file(ROOT / path)
     return environment | {k: str(v) for k, v in service.get("environment", {}).items()}
 
 

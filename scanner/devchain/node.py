@@ -169,7 +169,7 @@ class Anvil:
     @classmethod
     def start(
         cls, *, port: int | None = None, ready_timeout: float = START_TIMEOUT_S, **options: Any
-    ) -> Anvil:
+    ) -> Self:
         """Start a node and wait until it answers `eth_chainId`; ``options``: `_anvil_args`."""
         args = cls._args(**options)
         attempts = 1 if port is not None else PORT_RETRIES
@@ -188,7 +188,7 @@ class Anvil:
     @classmethod
     async def astart(
         cls, *, port: int | None = None, ready_timeout: float = START_TIMEOUT_S, **options: Any
-    ) -> Anvil:
+    ) -> Self:
         """Like `start`, without blocking the event loop while the node boots.
 
         The process is spawned in the calling (event-loop) thread so PDEATHSIG is tied to it.

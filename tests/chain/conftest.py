@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from scanner.chain.reader import ChainReader
-from scanner.chain.rpc import Backoff, RpcClient
+from scanner.chain.retrying import Backoff
+from scanner.chain.rpc import RpcClient
 from scanner.devchain import Anvil
 from tests.support.proxy import FaultProxy
 

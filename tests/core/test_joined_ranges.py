@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.core.model import Header
+from scanner.core.model import Header, Log
 from scanner.errors import RangeInconsistent
 from scanner.scan.fetch import RangeData, joined
 from tests.core.builders import block_hash
@@ -14,8 +14,16 @@ def header(n: int, variant: int = 0) -> Header:
     return Header(n, block_hash(n, variant), block_hash(n - 1), 1_000 + 12 * n)
 
 
-def log(n: int, index: int) -> dict[str, object]:
-    return {"blockNumber": hex(n), "blockHash": block_hash(n), "logIndex": hex(index)}
+def log(n: int, index: int) -> Log:
+    return Log(
+        blockNumber=hex(n),
+        blockHash=block_hash(n),
+        logIndex=hex(index),
+        transactionHash="0x" + f"{n:02x}{index:02x}" * 16,
+        address="0x" + "ab" * 20,
+        topics=[],
+        data="0x",
+    )
 
 
 def dense(start: int, end: int) -> RangeData:

@@ -269,7 +269,7 @@ def test_batch_boundaries_do_not_change_the_events(
     assert {p: db_outcome(all_at_once, p) for p in all_at_once.payments} == final
 
 
-def db_outcome(db: Database, payment_id: UUID) -> tuple[Status, int, int | None]:
+def db_outcome(db: Database, payment_id: UUID) -> tuple[str, int, int | None]:
     outcome = db.outcomes.get(payment_id)
     status = db.payments[payment_id].status
     if outcome is None:

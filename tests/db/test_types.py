@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
 from sqlalchemy.dialects.sqlite import aiosqlite as sqlite_aiosqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.types import TypeEngine
 
 from scanner.db.models import Block, Payment, PaymentEvent, Token, Transaction
 from scanner.db.models.payment_events import EVENT_DATA
@@ -314,16 +316,20 @@ _BULK_VALUES: dict[str, list[object]] = {
 
 
 @pytest.mark.parametrize("kind", sorted(_BULK_VALUES))
-@pytest.mark.parametrize("dialect", [pg_asyncpg.dialect(), sqlite_aiosqlite.dialect()])
-def test_bulk_binder_gives_what_the_column_type_gives(kind: str, dialect: Any) -> None:
+@pytest.mark.parametrize(
+    "dialect",
+    [pg_asyncpg.dialect(), sqlite_aiosqlite.dialect()],  # type: ignore[no-untyped-call]
+)
+def test_bulk_binder_gives_what_the_column_type_gives(kind: str, dialect: Dialect) -> None:
     """A bulk write's shortcut per value stores exactly what the type's own conversion stores,
     and refuses what it refuses (with the same error)."""
-    column_type = {
+    column_types: dict[str, TypeEngine[Any]] = {
         "uuid": UUIDType(),
         "exact": ExactDecimal(),
         "units": BaseUnits(),
         "json": EVENT_DATA,
-    }.get(kind, UTCDateTime())
+    }
+    column_type = column_types.get(kind, UTCDateTime())
     full = column_type.dialect_impl(dialect).bind_processor(dialect)
     fast = bulk_binder(column_type, dialect)
     assert full is not None and fast is not None
@@ -336,5 +342,6 @@ def test_bulk_binder_gives_what_the_column_type_gives(kind: str, dialect: Any) -
             continue
         got = fast(value)
         if kind == "json":  # jsonb stores the value parsed: the text's spacing is not kept
+            assert isinstance(got, str) and isinstance(expected, str)
             got, expected = json.loads(got), json.loads(expected)
         assert (type(got), got) == (type(expected), expected), value

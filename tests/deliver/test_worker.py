@@ -28,8 +28,8 @@ from scanner.deliver import store
 from scanner.deliver.commands import list_command
 from scanner.deliver.worker import DeliveryWorker, utc_now
 from scanner.observe.metrics import Metrics
+from scanner.testkit.settings import CHAIN
 from tests.deliver.support import (
-    CHAIN,
     Received,
     Receiver,
     add_events,

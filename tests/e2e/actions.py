@@ -7,7 +7,8 @@ scenario waits for its receipt first.
 
 from __future__ import annotations
 
-from tests.e2e.harness import CHAIN, Harness
+from scanner.testkit.settings import CHAIN
+from tests.e2e.harness import Harness
 from tests.support.metrics import sample
 
 

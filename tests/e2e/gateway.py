@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from tests.e2e.harness import CHAIN, Harness
+from scanner.testkit.settings import CHAIN
+from tests.e2e.harness import Harness
 
 
 def sql_literal(value: Any) -> str:

@@ -67,7 +67,7 @@ async def test_new_blocks_are_credited_beside_the_first_look_and_each_transfer_o
         return await unseen(*args, **kwargs)
 
     first_done = asyncio.Event()
-    payments.unseen = page_held_until_scanned  # type: ignore[assignment]
+    payments.unseen = page_held_until_scanned
     try:
         first = await asyncio.wait_for(scanner.tick(), 60)  # not after the whole book
         assert (first.cursor, first.head) == (h.chain.head(), h.chain.head())
@@ -75,7 +75,7 @@ async def test_new_blocks_are_credited_beside_the_first_look_and_each_transfer_o
         first_done.set()
         await scanner.book_looked_at()
     finally:
-        payments.unseen = unseen  # type: ignore[assignment]
+        payments.unseen = unseen
     assert pages > len(ids) // PAGE  # every page, and the one that finds none left
 
     rows = await h.transactions()

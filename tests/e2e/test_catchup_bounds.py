@@ -6,7 +6,7 @@ chain goes on scanning."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -37,7 +37,7 @@ async def proxy(h: Harness) -> AsyncIterator[FaultProxy]:
         yield fault_proxy
 
 
-def truncations(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+def truncations(logs: Sequence[Mapping[str, object]]) -> list[Mapping[str, object]]:
     return [e for e in logs if e["event"] == "catch_up_truncated"]
 
 
@@ -130,11 +130,11 @@ async def test_many_payments_behind_the_cursor_are_looked_back_for_in_pages_from
         catch_up_pages += 1
         return await original(*args, **kwargs)
 
-    payments.unseen = counted  # type: ignore[assignment]
+    payments.unseen = counted
     try:
         found = await catch_up(h.sessions, scanner.reader, scanner.ctx, page=PAGE)
     finally:
-        payments.unseen = original  # type: ignore[assignment]
+        payments.unseen = original
     assert found == len(others) + len(ours)
     assert found == PAGE + 103 and catch_up_pages == 2
     # the first page (300 addresses) reads the token's logs whole: one call, where a recipient

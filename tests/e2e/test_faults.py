@@ -19,16 +19,17 @@ from sqlalchemy import event, text
 
 from scanner.app import App
 from scanner.chain.reader import ChainReader
-from scanner.chain.rpc import Backoff, RpcClient
+from scanner.chain.retrying import Backoff
+from scanner.chain.rpc import RpcClient
 from scanner.config import Settings
 from scanner.core.ranges import RangeSizer
 from scanner.errors import MalformedResponse
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
 from scanner.testkit.gateway import NewPayment, db_id, insert_payments
-from scanner.testkit.settings import chain_settings
+from scanner.testkit.settings import CHAIN, chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor
+from tests.e2e.harness import Harness, stored_cursor
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
 from tests.support.wait import until

@@ -8,9 +8,10 @@ from decimal import Decimal
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.gateway import edit, iso
-from tests.e2e.harness import CHAIN, Harness
+from tests.e2e.harness import Harness
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

@@ -85,15 +85,17 @@ CASES = [
 
 
 def _spelled(case: Case) -> str:
+    """The row's id: a new uuid as ``case.id`` names its spelling, else ``case.id`` itself."""
     value = _uuid()
+    if case.id is None:
+        return str(value)
     spellings = {
-        None: str(value),
         "UPPER": str(value).upper(),
         "HEX": value.hex,
         "BRACED": "{" + str(value) + "}",
         "URN": value.urn,
     }
-    return spellings.get(case.id, case.id)  # type: ignore[arg-type]
+    return spellings.get(case.id, case.id)
 
 
 def _time(spec: object, now: int) -> object:

@@ -11,9 +11,10 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from scanner.testkit.gateway import NewPayment, insert_payments
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.gateway import same_id, sql_literal
-from tests.e2e.harness import CHAIN, Harness
+from tests.e2e.harness import Harness
 from tests.support.metrics import sample
 
 ALICE = "0x" + "a1" * 20

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.config import RpcUrl
+from scanner.config_types import RpcUrl
 from scanner.db.engine import make_session_factory
 from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner

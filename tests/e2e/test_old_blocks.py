@@ -6,7 +6,7 @@ replica lacks is waited for, never skipped."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 
 import pytest
@@ -33,7 +33,7 @@ async def proxy(h: Harness) -> AsyncIterator[FaultProxy]:
         yield fault_proxy
 
 
-def truncations(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+def truncations(logs: Sequence[Mapping[str, object]]) -> list[Mapping[str, object]]:
     return [e for e in logs if e["event"] == "catch_up_truncated"]
 
 

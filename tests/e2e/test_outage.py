@@ -14,9 +14,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from scanner.errors import RpcError
-from scanner.testkit.settings import SCENARIO
+from scanner.testkit.settings import CHAIN, SCENARIO
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor
+from tests.e2e.harness import Harness, stored_cursor
 from tests.e2e.test_faults import scan_through
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy

@@ -13,8 +13,9 @@ import pytest
 
 from scanner.errors import BlockNotAvailable, MalformedResponse, RpcResponseError
 from scanner.scan.live import ChainScanner
+from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor
+from tests.e2e.harness import Harness, stored_cursor
 from tests.e2e.test_faults import credited_once, scan_through
 from tests.support.proxy import FaultProxy
 

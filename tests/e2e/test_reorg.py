@@ -19,9 +19,9 @@ from scanner.config import Settings
 from scanner.devchain import DevChain
 from scanner.errors import DeepReorg
 from scanner.scan.operator import rewind_chain
-from scanner.testkit.settings import chain_settings
+from scanner.testkit.settings import CHAIN, chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor
+from tests.e2e.harness import Harness, stored_cursor
 from tests.ops.support import ensure_tokens
 from tests.ops.test_backfill import backfill
 from tests.support.metrics import sample

@@ -8,7 +8,7 @@ clock forward (``increase_time``) instead of sleeping, and give the watch a cloc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -17,13 +17,14 @@ from structlog.testing import capture_logs
 
 from scanner.app import App
 from scanner.chain.reader import ChainReader
-from scanner.chain.rpc import Backoff, RpcClient
+from scanner.chain.retrying import Backoff
+from scanner.chain.rpc import RpcClient
 from scanner.chain.stall import HeadWatch, derived_stall_after
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
-from scanner.testkit.settings import chain_settings
+from scanner.testkit.settings import CHAIN, chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness, stored_cursor
+from tests.e2e.harness import Harness, stored_cursor
 from tests.support.proxy import FaultProxy
 from tests.support.wait import until
 
@@ -62,7 +63,7 @@ def metric(h: Harness, name: str) -> float:
     return float(h.metrics.registry.get_sample_value(name, {"chain": CHAIN}) or 0.0)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from scanner import commands
-from scanner.config import RpcUrl
+from scanner.config_types import RpcUrl
 from scanner.scan.live import ChainScanner
 from scanner.scan.sweep import Sweep
 from scanner.scan.verify import Verifier
@@ -67,7 +67,7 @@ async def swept_state(h: Harness) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def missed(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def missed(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [e for e in logs if e["event"] == "logs_missed"]
 
 

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from scanner.config import RpcUrl
+from scanner.config_types import RpcUrl
 from scanner.db import payments
 from scanner.db import verify as stored
 from scanner.scan.verify import RETRY_FIRST, Verifier
@@ -214,14 +214,14 @@ async def test_credits_that_disagree_for_good_never_hold_back_a_newer_one(
     assert {await h.status(str(p.id)) for p in old[:3]} == {"confirming"}
 
     await verify_through(h, proxy, clock)  # a restart: the schedule is stored
-    before = proxy.count("eth_getTransactionReceipt")
+    receipts = proxy.count("eth_getTransactionReceipt")
     h.mine(1)
     await h.scan()
-    assert proxy.count("eth_getTransactionReceipt") == before
+    assert proxy.count("eth_getTransactionReceipt") == receipts
     clock.advance(RETRY_FIRST)  # due again: a page a tick, each reported once only
     h.mine(1)
     await h.scan()
-    assert proxy.count("eth_getTransactionReceipt") - before == stored.PAGE
+    assert proxy.count("eth_getTransactionReceipt") - receipts == stored.PAGE
     assert verification_failures(h) == many
 
     proxy.forgotten.clear()  # the provider finds its receipts again: every payment confirmed

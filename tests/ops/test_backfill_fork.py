@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from scanner.config import RpcUrl
+from scanner.config_types import RpcUrl
 from scanner.devchain import DevChain
 from scanner.errors import StoredBlocksDisagree
 from tests.e2e.actions import pay

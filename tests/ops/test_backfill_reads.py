@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.config import RpcUrl
+from scanner.config_types import RpcUrl
 from scanner.core.decode import TRANSFER_TOPIC
 from scanner.scan import backfill
 from scanner.scan.backfill import Backfill, BackfillSummary, Progress
@@ -209,7 +209,7 @@ async def test_reads_joined_into_few_commits_write_what_a_commit_a_read_writes(
     """Few logs a read: the reads already in when a commit begins are one commit (a commit's
     cost does not depend on its logs), and the rows and events are those of a commit a read."""
     sc, token_payments = await token_scenario(h, empty_blocks=10)
-    whole = {"filter_recipients_max": 0}  # reads of batch_size blocks, 4
+    whole: dict[str, Any] = {"filter_recipients_max": 0}  # reads of batch_size blocks, 4
 
     async def slow_commit() -> None:  # the reads ahead (3 at once) come in meanwhile
         await asyncio.sleep(0.2)
@@ -311,7 +311,7 @@ async def test_get_logs_asks_for_the_payments_addresses_alone_while_they_are_few
     sc, token_payments = await token_scenario(h)
     topics = sorted(recipient_topic(p.address) for p in token_payments)
     assert len(topics) == 8
-    chain = {} if limit is None else {"filter_recipients_max": limit}
+    chain: dict[str, Any] = {} if limit is None else {"filter_recipients_max": limit}
     async with ReadsProxy(h.chain.url) as proxy:
         summary = await backfill_via(h, h.sessions, proxy, **chain)
     assert proxy.filters

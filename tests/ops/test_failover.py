@@ -200,7 +200,7 @@ async def test_a_multi_host_url_with_target_session_attrs_reaches_the_primary(
     try:
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT pg_is_in_recovery()"))).scalar() is False
-            port = (await conn.execute(text("SELECT current_setting('port')"))).scalar()
+            port = (await conn.execute(text("SELECT current_setting('port')"))).scalar_one()
     finally:
         await engine.dispose()
     assert int(port) == pair.primary.port

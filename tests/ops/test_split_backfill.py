@@ -52,7 +52,7 @@ async def jobs(engine: AsyncEngine) -> list[tuple[int, int, int, str, str | None
                 " FROM backfill_jobs ORDER BY from_block"
             )
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
 
 def claims(err: str) -> list[dict[str, Any]]:

@@ -8,15 +8,14 @@ import time
 from decimal import Decimal
 
 import pytest
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from scanner.chain.budget import Budget
 from scanner.chain.reader import ChainReader
-from scanner.config import Settings
 from scanner.devchain.tron import TronNode
 from scanner.errors import MalformedResponse
 from scanner.observe.metrics import Metrics
+from scanner.testkit.settings import settings_from
 from tests.e2e.harness import Harness
 from tests.tron.conftest import TronHarness, customer, tron_settings
 
@@ -65,7 +64,7 @@ async def test_a_providers_key_goes_in_its_header_and_is_never_shown() -> None:
             await with_key.client.aclose()
             await without.client.aclose()
     assert KEY not in str(keyed) + repr(keyed) + str(refused.value) + str(logs)
-    settings = Settings.model_construct(chains=[keyed], database_url=SecretStr("x"), webhooks=[])
+    settings = settings_from("sqlite+aiosqlite://").model_copy(update={"chains": [keyed]})
     assert KEY in settings.secrets()  # scrubbed from free text like the URLs
 
 

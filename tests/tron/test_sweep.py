@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from structlog.testing import capture_logs
 
-from scanner.config import RpcUrl
+from scanner.config_types import RpcUrl
 from scanner.scan.sweep import Sweep
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
