@@ -30,6 +30,7 @@ from tests.support.devchain import (
     send_failing_eth,
     web3_client,
 )
+from tests.support.wait import until_sync
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 REPO = Path(__file__).resolve().parents[1]
@@ -373,10 +374,7 @@ def test_node_dies_with_its_parent_process() -> None:
     assert _alive(pid)
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(pid)
+    until_sync(lambda: not _alive(pid), 5, "the orphaned node gone")
     shutil.rmtree(workdir)  # the killed parent could not clean up after its node
 
 

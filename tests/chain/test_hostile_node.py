@@ -24,6 +24,7 @@ from scanner.scan.fetch import fetch_logs
 from scanner.testkit.settings import chain_settings
 from tests.chain.conftest import FAST
 from tests.support.hostile import HostileNode, MiB, answer, drip, endless_quantity
+from tests.support.wait import until
 
 TOKEN = "0x" + "11" * 20
 HASH = "0x" + "ab" * 32
@@ -207,10 +208,7 @@ async def test_a_websocket_message_larger_than_any_head_drops_the_connection(
             asyncio.timeout(20),
             HeadSubscription("hostile", url, backoff=WsBackoff(initial=5.0)),
         ):
-            for _ in range(1000):
-                if any(e["event"] == "ws_disconnected" for e in logs):
-                    break
-                await asyncio.sleep(0.02)
+            await until(lambda: any(e["event"] == "ws_disconnected" for e in logs), 20)
     (dropped,) = [e for e in logs if e["event"] == "ws_disconnected"]
     assert dropped["reason"] == "error"
     assert "message size" in dropped["message"].lower()

@@ -26,6 +26,7 @@ from scanner.config import load_settings
 from scanner.db.engine import make_engine
 from scanner.devchain import DevChain
 from scanner.devchain.node import free_port
+from scanner.testkit.settings import CHAIN
 from tests.container.image import (
     BASE,
     TAG,
@@ -38,15 +39,14 @@ from tests.container.image import (
     unusable_reason,
     walk_names,
 )
-from tests.e2e.harness import CHAIN
 from tests.ops.support import (
     PaymentSpec,
     http_get,
     insert_payments,
     json_lines,
-    wait_until,
     write_config,
 )
+from tests.support.wait import until_sync
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -180,17 +180,20 @@ def test_the_image_scanner_confirms_a_payment(
     assert box.healthcheck(env).returncode != 0, "healthy with nothing listening"
 
     with running(box, box.scanner(), env) as proc:
-        wait_until(
+        until_sync(
             lambda: _sql(empty_db_url, "SELECT 1 FROM tokens WHERE chain = :c", c=CHAIN),
-            timeout=30,
-            what=f"the scanner's start-up:\n{proc.output()[-2000:]}",
+            within=30,
+            what="the scanner's start-up",
+            ignoring=(OSError,),
+            detail=lambda: proc.output()[-2000:],
         )
         payment = _pay(devchain, empty_db_url, token)
         query = "SELECT status FROM payments WHERE id = :id"
-        wait_until(
+        until_sync(
             lambda: _sql(empty_db_url, query, id=payment) == [("confirmed",)],
-            timeout=60,
+            within=60,
             what="the payment's confirmation",
+            ignoring=(OSError,),
         )
         health = box.healthcheck(env)
         assert health.returncode == 0, health.stderr

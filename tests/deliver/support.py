@@ -26,7 +26,7 @@ from scanner.db import events as outbox
 from scanner.deliver.message import verify
 from scanner.deliver.worker import DeliveryWorker
 from scanner.testkit.gateway import NewPayment, db_id, insert_payments
-from tests.support.wait import holds
+from tests.support.wait import holds, until
 
 SECRET = "whsec_test_0123456789abcdef"
 CHAIN = "anvil"
@@ -170,23 +170,24 @@ async def deliveries(engine: AsyncEngine) -> list[dict[str, Any]]:
 
 async def drive(
     worker: DeliveryWorker,
-    until: Callable[[], Any],
+    done: Callable[[], Any],
     *,
     within: float = 20.0,
     engine: AsyncEngine | None = None,
 ) -> None:
-    """Run the worker's loop until ``until()`` holds (checked every 20 ms), then stop it."""
+    """Run the worker's loop until ``done()`` holds (polled as :mod:`tests.support.wait`
+    polls), then stop it; fails if the worker stops first."""
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop, engine))
+
+    async def reached() -> Any:
+        if not (value := await holds(done)) and task.done():
+            task.result()
+            raise AssertionError("the worker stopped")
+        return value
+
     try:
-        deadline = time.monotonic() + within
-        while not await holds(until):
-            if task.done():
-                task.result()
-                raise AssertionError("the worker stopped")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not reached in {within} s")
-            await asyncio.sleep(0.02)
+        await until(reached, within, "the worker's condition")
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

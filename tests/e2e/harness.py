@@ -7,6 +7,7 @@ the head with no sleeps; assertions read rows. Times come from the node's block 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
 from scanner.testkit.gateway import NewPayment, db_id, insert_payments, token_row_id
 from scanner.testkit.settings import CHAIN
+from tests.support.wait import EVERY, WITHIN, until
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Harness:
         token_address = self.token if token is True else (None if token is False else token)
         if self.scanner is None:
             await self.scan()  # tokens rows exist once the scanner has started
-        token_id = await self.token_id(token_address)  # type: ignore[arg-type]
+        token_id = await self.token_id(token_address)
         created = self.now() if created_at is None else created_at
         payment_id = str(uuid.uuid4())
         payment = NewPayment(
@@ -126,6 +128,23 @@ class Harness:
 
     async def status(self, payment_id: str) -> str:
         return str((await self.payment(payment_id))["status"])
+
+    async def until_status(
+        self,
+        payment_id: str,
+        status: str,
+        within: float = WITHIN,
+        every: float = EVERY,
+        detail: Callable[[], Any] | None = None,
+    ) -> None:
+        """Until the payment's row shows ``status``, written by a scanner that runs beside the
+        test (a task, a process); fails showing ``detail()``, by default the row as it is."""
+
+        async def shows() -> bool:
+            return await self.status(payment_id) == status
+
+        show = detail or (lambda: self.payment(payment_id))
+        await until(shows, within, f"payment {status}", every, detail=show)
 
     async def transactions(self, payment_id: str | None = None) -> list[dict[str, Any]]:
         where, params = "", {}

@@ -15,9 +15,9 @@ from structlog.testing import capture_logs
 
 from scanner.app import App
 from scanner.errors import PaymentLocked
-from scanner.testkit.settings import chain_settings
+from scanner.testkit.settings import CHAIN, chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness
+from tests.e2e.harness import Harness
 from tests.support.metrics import sample
 from tests.support.wait import until
 
@@ -29,7 +29,7 @@ async def _ok() -> str | None:
 
 
 def _chain(app: App) -> dict[str, Any]:
-    chains: dict[str, Any] = app.health.healthy()[1]["chains"]
+    chains: dict[str, dict[str, Any]] = app.health.healthy()[1]["chains"]
     return chains.get(CHAIN, {})
 
 
@@ -61,7 +61,7 @@ async def test_a_row_the_gateway_holds_locked_is_waited_for_loudly(h: Harness) -
             assert app.health.healthy()[0]  # alive all along: a restart would not help
             await held.rollback()  # the gateway's transaction ends
             h.mine(3)
-            await until_status(h, pid, "confirmed")
+            await h.until_status(pid, "confirmed", 30, 0.05)
         locked = [e for e in logs if e["event"] == "payment_locked"]
         assert locked and all(e["payment_ids"] == [pid] for e in locked)
         assert sample(h.metrics, "scanner_payment_locked_total", chain=CHAIN) >= 1
@@ -73,31 +73,19 @@ async def test_a_row_the_gateway_holds_locked_is_waited_for_loudly(h: Harness) -
 
 
 async def _until_not_ready(app: App) -> None:
-    for _ in range(400):
+    async def not_ready() -> dict[str, Any] | None:
         ready, body = await app.health.ready(_ok)
-        if not ready:
-            assert any("PaymentLocked" in reason for reason in body["reasons"]), body
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("never not ready")
+        return None if ready else body
+
+    body = await until(not_ready, 20, "not ready", 0.05)
+    assert any("PaymentLocked" in reason for reason in body["reasons"]), body
 
 
 async def _until_ready(app: App) -> None:
-    body: dict[str, Any] = {}
-    for _ in range(100):
-        ready, body = await app.health.ready(_ok)
-        if ready:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never ready again: {body}")
+    async def ready() -> bool:
+        return (await app.health.ready(_ok))[0]
 
-
-async def until_status(h: Harness, pid: str, status: str) -> None:
-    for _ in range(600):
-        if (await h.payment(pid))["status"] == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"payment never {status}: {await h.payment(pid)}")
+    await until(ready, 5, "ready again", 0.05, detail=lambda: app.health.ready(_ok))
 
 
 @pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -20,9 +20,9 @@ from structlog.testing import capture_logs
 from scanner.app import App
 from scanner.config import ChainSettings
 from scanner.secrets import Scrubber
-from scanner.testkit.settings import chain_settings, settings_from
+from scanner.testkit.settings import CHAIN, chain_settings, settings_from
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness
+from tests.e2e.harness import Harness
 from tests.support.wait import until
 from tests.support.wsproxy import WsProxy
 
@@ -40,7 +40,7 @@ def metric(app: App, name: str, **labels: str) -> float:
     return float(app.metrics.registry.get_sample_value(name, {"chain": CHAIN, **labels}) or 0.0)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
@@ -75,11 +75,8 @@ class Running:
 async def seconds_until(h: Harness, pid: str, status: str, limit: float = 15.0) -> float:
     """Seconds until the payment's row shows ``status`` (read every 10 ms)."""
     started = time.monotonic()
-    while time.monotonic() - started < limit:
-        if await h.status(pid) == status:
-            return time.monotonic() - started
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"payment not {status} within {limit} s: {await h.payment(pid)}")
+    await h.until_status(pid, status, limit, every=0.01)
+    return time.monotonic() - started
 
 
 async def idle_after_tick(run: Running, ticks: int) -> None:
@@ -133,9 +130,10 @@ async def test_a_dropped_subscription_falls_back_to_polling_and_reconnects(
             await until(lambda: not run.connected())
             pay(h, CAROL, 3_000_000)  # no subscription: the poll finds it
             await seconds_until(h, pid, "confirming", limit=5.0)
-            refused = lambda: metric(  # noqa: E731
-                run.app, "scanner_ws_disconnects_total", reason="error"
-            )
+
+            def refused() -> float:
+                return metric(run.app, "scanner_ws_disconnects_total", reason="error")
+
             await until(lambda: refused() >= 1)  # a reconnect was tried, and refused
             assert proxy.connections == 1
             proxy.refuse = False

@@ -10,9 +10,9 @@ import pytest
 
 from scanner.app import App
 from scanner.devchain import DevChain
-from scanner.testkit.settings import chain_settings
+from scanner.testkit.settings import CHAIN, chain_settings
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness
+from tests.e2e.harness import Harness
 from tests.e2e.test_reorg import _chain, _cursor, app_settings
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
@@ -79,9 +79,10 @@ async def test_a_provider_answering_malformed_shapes_stops_only_its_own_chain(
 
 
 async def until_confirmed(h: Harness, pid: str, task: asyncio.Task[int]) -> None:
-    for _ in range(750):
-        if await h.status(pid) == "confirmed" or task.done():
-            break
-        await asyncio.sleep(0.02)
-    assert not task.done(), task.exception()
-    assert await h.status(pid) == "confirmed"
+    """Until the payment is confirmed, the app (``task``) running all along."""
+
+    async def confirmed() -> bool:
+        assert not task.done(), task.exception()
+        return await h.status(pid) == "confirmed"
+
+    await until(confirmed, what="payment confirmed", detail=lambda: h.payment(pid))

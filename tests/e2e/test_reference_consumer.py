@@ -16,6 +16,7 @@ from sqlalchemy import text
 from scanner.db.engine import async_url
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
+from tests.support.wait import until
 
 ALICE = "0x" + "a7" * 20
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "consumer.py"
@@ -74,10 +75,7 @@ async def test_the_reference_consumer_handles_each_event_of_a_real_scan_once(
             late = await h.create_payment("0x" + "b8" * 20, "1")
             pay(h, "0x" + "b8" * 20, 1_000_000)
             await h.scan()
-            for _ in range(100):
-                if len(handled) == 5:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: len(handled) == 5, 5, "five events handled", 0.05)
             stop.set()
             await asyncio.wait_for(running, 65)
             assert [e[0] for e in handled[3:]] == ["transfer_detected", "status_changed"]

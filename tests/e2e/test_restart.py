@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scanner.db.locks import EVENTS_LOCK_KEY
 from scanner.db.models import Base
 from scanner.scan.live import ChainScanner
-from scanner.testkit.settings import SCENARIO
+from scanner.testkit.settings import CHAIN, SCENARIO
 from tests.e2e.actions import mined, pay
-from tests.e2e.harness import CHAIN, Harness
+from tests.e2e.harness import Harness
 from tests.support.proxy import ThreadedProxy
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 5
@@ -121,13 +121,12 @@ async def wait_for_cursor(
     engine: AsyncEngine, block: int, process: subprocess.Popen[bytes], log: Path
 ) -> None:
     """Poll the database until the subprocess has scanned up to ``block``."""
-    import asyncio
 
-    deadline = time.monotonic() + 15
-    while (await cursor_of(engine) or -1) < block:
+    async def scanned() -> bool:
         assert process.poll() is None, tail(log)
-        assert time.monotonic() < deadline, tail(log)
-        await asyncio.sleep(0.05)
+        return (await cursor_of(engine) or -1) >= block
+
+    await until(scanned, 15, f"block {block} scanned", 0.05, detail=lambda: tail(log))
 
 
 def build_history(h: Harness, ids: dict[str, str]) -> list[int]:
@@ -160,8 +159,6 @@ async def kill_inside_a_transaction(
 ) -> None:
     """PostgreSQL: stop a batch inside its database transaction, after it wrote transactions and
     payments and before its commit, by holding the events lock it takes there; SIGKILL it."""
-    import asyncio
-
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'"
@@ -171,12 +168,14 @@ async def kill_inside_a_transaction(
         await holder.commit()
         process = start_scanner(config, db_url, log)
         try:
-            deadline = time.monotonic() + 15
-            while not (await holder.execute(waiting)).scalar_one():
+
+            async def blocked() -> bool:
+                count = (await holder.execute(waiting)).scalar_one()
                 await holder.commit()
                 assert process.poll() is None, tail(log)
-                assert time.monotonic() < deadline, tail(log)
-                await asyncio.sleep(0.05)
+                return bool(count)
+
+            await until(blocked, 15, "the batch waits for the lock", 0.05, detail=lambda: tail(log))
             os.kill(process.pid, signal.SIGKILL)
             assert process.wait(10) == -signal.SIGKILL
         finally:

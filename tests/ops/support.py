@@ -32,8 +32,9 @@ from scanner.devchain import DevChain
 from scanner.scan.startup import sync_tokens
 from scanner.testkit.gateway import NewPayment, token_row_id
 from scanner.testkit.gateway import insert_payments as gateway_insert
-from tests.e2e.harness import CHAIN
+from scanner.testkit.settings import CHAIN
 from tests.support.proxy import FaultProxy, Gate
+from tests.support.wait import Errors, until_sync
 
 SCANNER = str(Path(sys.executable).with_name("scanner"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ def _addr(n: int) -> str:
     return "0x" + f"{n:02x}" * 20
 
 
-Step = Callable[[], Awaitable[None]]
+Step = Callable[[], Awaitable[object]]  # what it returns is left unread
 NewPayments = Callable[[list[PaymentSpec]], Awaitable[None]]
 
 
@@ -538,39 +539,26 @@ class NotifyListener:
                 return
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
+        """The first message, kept or arriving within ``timeout`` s, that ``predicate`` takes."""
+
+        def found() -> str | None:
             self.drain()
-            for message in self.messages[seen:]:
-                if predicate(message):
-                    return message
-            seen = len(self.messages)
-        raise AssertionError(f"no matching sd_notify message in {timeout} s: {self.messages}")
+            return next((m for m in self.messages if predicate(m)), None)
+
+        message: str = until_sync(
+            found, timeout, "a matching sd_notify message", detail=lambda: self.messages
+        )
+        return message
 
     def close(self) -> None:
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# What :func:`http_get` raises while the server is not up yet: a wait on it ignores these.
+NOT_LISTENING: Errors = (httpx.HTTPError, OSError)
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
     response = httpx.get(url, timeout=timeout)
     return response.status_code, response.text
-
-
-def wait_until(
-    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Poll ``check`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (httpx.HTTPError, OSError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or check}: {last!r}")

@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
-from scanner.config import ChainSettings, RpcUrl
+from scanner.config import ChainSettings
+from scanner.config_types import RpcUrl
 from scanner.scan.backfill import Backfill, BackfillSummary
 from scanner.scan.parts import ChainParts
 from scanner.testkit.gateway import db_id
@@ -35,6 +36,7 @@ from tests.ops.support import (
     snapshot,
     write_config,
 )
+from tests.support.wait import until
 
 SMALL = {"batch_size": 4, "concurrency": 3}
 
@@ -131,6 +133,7 @@ async def test_backfill_beside_the_live_scan_credits_once(
     async with RangeProxy(h.chain.url) as proxy:
         via_proxy = {"rpc_urls": [RpcUrl(proxy.url)], "concurrency": 1}
         gate = proxy.hold_logs_from(8)
+        task: asyncio.Task[object]  # a live scan's or a backfill's
         if held == "live":
             scanner = h.make_scanner(**{**SMALL, **via_proxy})
             h.scanner = scanner
@@ -177,8 +180,11 @@ async def test_interrupted_backfill_resumes_where_it_stopped(
         task = asyncio.create_task(backfill(chain, h.sessions, 0, head))
         async with asyncio.timeout(10):
             await gate.wait_reached()
-            while await next_block(h.engine) != stop_at:  # noqa: ASYNC110 - the ranges before it commit
-                await asyncio.sleep(0.02)
+
+        async def committed_before() -> bool:  # the ranges before the held one commit
+            return await next_block(h.engine) == stop_at
+
+        await until(committed_before, 10, f"next block {stop_at}")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -281,8 +287,7 @@ async def test_a_dry_run_holds_no_lock_the_live_scan_or_the_gateway_waits_for(
         try:
             async with asyncio.timeout(10):
                 await gate.wait_reached()
-                while not applied or applied[-1] < hold_from - 1:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
+            await until(lambda: applied and applied[-1] >= hold_from - 1, 10, "ranges applied")
             async with asyncio.timeout(15):
                 await h.scan()
                 paid = sc.payments[0].id

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,11 @@ from tests.ops.support import (
     run_cli,
     scanner_env,
     scanner_process,
-    wait_until,
     write_config,
 )
 from tests.support.hostile import HostileNode, drip
 from tests.support.proxy import FaultProxy, ThreadedProxy
+from tests.support.wait import until_sync
 
 pytestmark = pytest.mark.slow
 SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -144,7 +145,7 @@ def test_run_with_the_rpc_node_down_keeps_trying_and_is_never_ready(
     try:
         env = scanner_env(db_url, NOTIFY_SOCKET=listener.path)
         with scanner_process(["run", "--config", str(rpc_down_config)], env) as proc:
-            wait_until(
+            until_sync(
                 lambda: [e for e in json_lines(proc.err()) if e.get("event") == "chain_error"],
                 20,
                 what="a failed first head",
@@ -234,7 +235,7 @@ def test_run_with_a_node_refusing_every_answer_is_never_ready(db_url: str, tmp_p
             for words, refuse in REFUSALS:
                 tp.proxy.reset()
                 refuse(tp.proxy)
-                wait_until(lambda w=words: _chain_errors(proc, w), 40, what=words)
+                until_sync(partial(_chain_errors, proc, words), 40, what=words)
                 status, body = http_get(f"http://127.0.0.1:{port}/readyz")
                 ready = json.loads(body)
                 chain = ready["chains"]["anvil"]

@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import BACKENDS
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
-from tests.ops.support import json_lines, scanner_env, scanner_process, wait_until, write_config
+from tests.ops.support import json_lines, scanner_env, scanner_process, write_config
+from tests.support.wait import until_sync
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,9 +65,9 @@ async def test_lost_connections_keep_the_lease_and_a_taken_lease_fences_every_wr
     )
     env = scanner_env(db_url)
     with scanner_process(["run", "--config", str(config)], env) as first:
-        wait_until(lambda: _events(first.err(), "chain_lease_acquired"), 20, what="first lease")
+        until_sync(lambda: _events(first.err(), "chain_lease_acquired"), 20, what="first lease")
         with scanner_process(["run", "--config", str(config)], env) as second:
-            wait_until(lambda: _events(second.err(), "chain_held_elsewhere"), 20, what="waits")
+            until_sync(lambda: _events(second.err(), "chain_held_elsewhere"), 20, what="waits")
             await _lose_the_lease_and_go_on(h, db_url, first, second)
     for pid in ids.values():
         (tx,) = await h.transactions(pid)
@@ -77,12 +78,12 @@ async def test_lost_connections_keep_the_lease_and_a_taken_lease_fences_every_wr
 
 async def _lose_the_lease_and_go_on(h: Harness, db_url: str, first: Any, second: Any) -> None:
     h.mine(3)
-    wait_until(lambda: _ranges(first.err()), 20, what="first scans")
+    until_sync(lambda: _ranges(first.err()), 20, what="first scans")
     assert await sql(db_url, KILL_ALL) >= 1  # a DBA kills every connection: the lease is a row
     pay(h, BOB, 1_000_000)
     h.mine(1)
     head = h.chain.head()
-    wait_until(lambda: max(r[1] for r in _ranges(first.err())) >= head, 20, what="first goes on")
+    until_sync(lambda: max(r[1] for r in _ranges(first.err())) >= head, 20, what="first goes on")
     assert not _events(first.err(), "chain_lease_lost")
 
     # The lease is taken from under the holder (as when it froze and another took over): its
@@ -93,7 +94,7 @@ async def _lose_the_lease_and_go_on(h: Harness, db_url: str, first: Any, second:
         " lease_expires_at = clock_timestamp() + interval '1 hour' RETURNING chain",
     )
     h.mine(2)
-    wait_until(lambda: _events(first.err(), "chain_lease_lost"), 20, what="the loss noticed")
+    until_sync(lambda: _events(first.err(), "chain_lease_lost"), 20, what="the loss noticed")
     before = _ranges(first.err()) + _ranges(second.err())
     pay(h, CAROL, 1_000_000)
     h.mine(4)
@@ -106,7 +107,7 @@ async def _lose_the_lease_and_go_on(h: Harness, db_url: str, first: Any, second:
     def scanned_to() -> int:
         return max((r[1] for r in _ranges(first.err()) + _ranges(second.err())), default=0)
 
-    wait_until(lambda: scanned_to() >= head, 30, what="the head scanned")
+    until_sync(lambda: scanned_to() >= head, 30, what="the head scanned")
     committed = sorted(_ranges(first.err()) + _ranges(second.err()))
     for (_, end), (start, _) in itertools.pairwise(committed):
         assert start > end, f"a range was committed twice: {committed}"
@@ -125,7 +126,7 @@ async def test_sigterm_exits_0_after_every_connection_was_terminated(
         tmp_path / "scanner.toml", h.chain.url, [("USDT", h.token, 6)], poll_interval=5.0
     )
     with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
-        wait_until(lambda: _events(proc.err(), "scanner_ready"), 20, what="ready")
+        until_sync(lambda: _events(proc.err(), "scanner_ready"), 20, what="ready")
         killed = await sql(db_url, KILL_ALL)  # every connection of the scanner
         assert killed >= 1
         proc.send_signal(signal.SIGTERM)  # mid-sleep: the loop has not seen the loss yet

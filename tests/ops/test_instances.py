@@ -7,7 +7,6 @@ Six chains, each on an anvil of its own, every one with its own payments."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
@@ -31,6 +30,7 @@ from tests.conftest import BACKENDS
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
 from tests.ops.support import (
+    NOT_LISTENING,
     ScannerProcess,
     differences,
     ensure_tokens,
@@ -40,10 +40,10 @@ from tests.ops.support import (
     scanner_env,
     scanner_process,
     snapshot,
-    wait_until,
 )
 from tests.ops.support import write_config as support_config
 from tests.support.proxy import ThreadedProxy
+from tests.support.wait import until, until_sync
 
 pytestmark = [
     pytest.mark.slow,
@@ -195,12 +195,10 @@ async def _at_heads(engine: AsyncEngine, nodes: Sequence[tuple[DevChain, str]]) 
 
 
 async def _wait_heads(engine: AsyncEngine, nodes: Any, seconds: float, what: str) -> float:
+    """Seconds until every chain is scanned to its node's head."""
     started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if await _at_heads(engine, nodes):
-            return time.monotonic() - started
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what}: not every chain scanned to its head within {seconds} s")
+    await until(lambda: _at_heads(engine, nodes), seconds, f"{what}: every chain at its head", 0.2)
+    return time.monotonic() - started
 
 
 async def _run_the_cluster(
@@ -210,10 +208,10 @@ async def _run_the_cluster(
     args = ["run", "--config", str(config)]
     with instances() as start:
         a, b, c = (start(args, env) for _ in range(3))
-        settled = wait_until(
+        settled = until_sync(
             lambda: (s := spread(holders(env, config))) and sorted(s.values()) == [2, 2, 2] and s,
             40,
-            0.5,
+            every=0.5,
             what="six chains spread over three instances",
         )
         assert set(settled) == {a.proc.pid, b.proc.pid, c.proc.pid}
@@ -223,10 +221,10 @@ async def _run_the_cluster(
         mark = await _stop_a_holder(b, c, gateway, env, config, engine)
         b.send_signal(signal.SIGCONT)
         d = start(args, env)
-        wait_until(
+        until_sync(
             lambda: sorted(spread(holders(env, config)).values()) == [2, 2, 2],
             40,
-            0.5,
+            every=0.5,
             what="six chains spread again over b, c and the newcomer d",
         )
         gateway.pay(2, 2 * USDT)
@@ -268,10 +266,10 @@ async def _stop_a_holder(
     """SIGSTOP: its leases expire, the one live instance holds every chain and scans on; where
     the stopped one's log stood (what it writes after SIGCONT is checked from there)."""
     b.send_signal(signal.SIGSTOP)
-    wait_until(
+    until_sync(
         lambda: spread(holders(env, config)) == {c.proc.pid: 6},
         30,
-        0.5,
+        every=0.5,
         what="the one live instance holds every chain",
     )
     gateway.pay(2, 3 * USDT)
@@ -308,16 +306,19 @@ async def test_a_standby_instance_is_ready_on_a_metrics_port_of_its_own(
     env = scanner_env(db_url, SCANNER_METRICS_ADDR="127.0.0.1:0")  # wins over the file's
     args = ["run", "--config", str(config)]
     with scanner_process(args, env) as first:
-        wait_until(lambda: _named(first, "chain_lease_acquired"), 20, what="first holds")
+        until_sync(lambda: _named(first, "chain_lease_acquired"), 20, what="first holds")
         with scanner_process(args, env) as second:
-            wait_until(lambda: _named(second, "chain_held_elsewhere"), 20, what="standby")
+            until_sync(lambda: _named(second, "chain_held_elsewhere"), 20, what="standby")
             ports = [int(_named(p, "metrics_serving")[0]["port"]) for p in (first, second)]
             assert 0 not in ports and ports[0] != ports[1]
             status, body = http_get(f"http://127.0.0.1:{ports[1]}/readyz")
             assert status == 200, body  # holds nothing: a ready standby
             assert json.loads(body)["chains"]["anvil"]["standby"] is True
-            wait_until(
-                lambda: http_get(f"http://127.0.0.1:{ports[0]}/readyz")[0] == 200, 20, what="ready"
+            until_sync(
+                lambda: http_get(f"http://127.0.0.1:{ports[0]}/readyz")[0] == 200,
+                20,
+                what="ready",
+                ignoring=NOT_LISTENING,
             )
             table = run_cli(["status", "--config", str(config)], env)
             assert f":{first.proc.pid} (" in table.stdout.splitlines()[1], table.stdout
@@ -349,21 +350,21 @@ async def test_a_holder_frozen_with_a_range_in_flight_writes_nothing_when_it_wak
             tmp_path / "direct.toml", op.url, tokens, poll_interval=0.1, extra_top=cluster
         )
         with scanner_process(["run", "--config", str(slow)], env) as frozen:
-            wait_until(lambda: _named(frozen, "chain_lease_acquired"), 20, what="it holds")
+            until_sync(lambda: _named(frozen, "chain_lease_acquired"), 20, what="it holds")
             h.mine(1)
-            wait_until(lambda: _named(frozen, "range_scanned"), 20, what="it scans")
+            until_sync(lambda: _named(frozen, "range_scanned"), 20, what="it scans")
             gate = tp.proxy.hold("eth_getLogs")
             pay(h, "0x" + "a1" * 20, 1_000_000)
             assert gate.wait_reached_sync(20), "the range's read is held"
             frozen.send_signal(signal.SIGSTOP)
             other_gate = op.proxy.hold("eth_getLogs")
             with scanner_process(["run", "--config", str(direct)], env) as other:
-                wait_until(lambda: _named(other, "chain_lease_acquired"), 30, what="taken over")
+                until_sync(lambda: _named(other, "chain_lease_acquired"), 30, what="taken over")
                 assert other_gate.wait_reached_sync(20), "the new holder's read is held"
                 mark = len(frozen.err())
                 gate.release()
                 frozen.send_signal(signal.SIGCONT)
-                wait_until(  # its tick with the stale range has ended: it stands by
+                until_sync(  # its tick with the stale range has ended: it stands by
                     lambda: any(
                         e.get("event") == "chain_held_elsewhere" for e in _after(frozen, mark)
                     ),
@@ -377,9 +378,9 @@ async def test_a_holder_frozen_with_a_range_in_flight_writes_nothing_when_it_wak
                 ]
                 assert not stale, stale
                 other_gate.release()
-                wait_until(lambda: _named(other, "transfer_detected"), 30, what="it credits")
+                until_sync(lambda: _named(other, "transfer_detected"), 30, what="it credits")
                 h.mine(3)
-                wait_until(lambda: len(_named(other, "range_scanned")) >= 2, 20, what="goes on")
+                until_sync(lambda: len(_named(other, "range_scanned")) >= 2, 20, what="goes on")
                 for proc in (frozen, other):
                     proc.send_signal(signal.SIGTERM)
                 for proc in (frozen, other):

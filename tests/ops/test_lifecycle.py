@@ -8,7 +8,6 @@ import asyncio
 import resource
 import signal
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,6 +23,7 @@ from scanner.db import migrate
 from scanner.devchain.node import free_port
 from tests.e2e.harness import Harness
 from tests.ops.support import (
+    NOT_LISTENING,
     NotifyListener,
     RangeProxy,
     chain_state_rows,
@@ -37,10 +37,10 @@ from tests.ops.support import (
     scanner_process,
     scenario_in,
     snapshot,
-    wait_until,
     write_config,
 )
 from tests.support.proxy import ThreadedProxy
+from tests.support.wait import until_sync
 
 pytestmark = pytest.mark.slow
 SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
@@ -93,8 +93,10 @@ async def assert_consistent(
     from tests.ops.test_backfill import backfill, small
 
     async with h.engine.connect() as conn:
-        top_tx = (await conn.execute(text("SELECT max(block_number) FROM transactions"))).scalar()
-        top_block = (await conn.execute(text("SELECT max(number) FROM blocks"))).scalar()
+        top_tx = (
+            await conn.execute(text("SELECT max(block_number) FROM transactions"))
+        ).scalar_one()
+        top_block = (await conn.execute(text("SELECT max(number) FROM blocks"))).scalar_one()
     assert top_tx is None or int(top_tx) <= cursor
     assert int(top_block) == cursor
     await ensure_tokens(other_sessions, h.chain_settings)
@@ -217,7 +219,12 @@ async def test_a_running_scanner_notifies_systemd_serves_metrics_and_health(
         with scanner_process(["run", "--config", str(config)], env) as proc:
             listener.wait_for(lambda m: "READY=1" in m.splitlines())
             assert (await asyncio.to_thread(http_get, base + "/healthz"))[0] == 200
-            wait_until(lambda: http_get(base + "/readyz")[0] == 200, what="/readyz 200")
+            until_sync(
+                lambda: http_get(base + "/readyz")[0] == 200,
+                10,
+                what="/readyz 200",
+                ignoring=NOT_LISTENING,
+            )
 
             # A payment: a poisoning zero-value transfer, then the real one, then 3 blocks.
             address = "0x" + "5e" * 20
@@ -226,7 +233,7 @@ async def test_a_running_scanner_notifies_systemd_serves_metrics_and_health(
             h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 0))
             h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 12_500_000))
             h.chain.mine(3)
-            await wait_status(h, pid, "confirmed")
+            await h.until_status(pid, "confirmed", 10, 0.1)
             head = h.chain.head()
 
             def settled() -> Any:
@@ -235,7 +242,9 @@ async def test_a_running_scanner_notifies_systemd_serves_metrics_and_health(
                 idle = value(values, "scanner_open_payments", chain="anvil") == 0
                 return (kinds, values) if done and idle else None
 
-            kinds, values = await asyncio.to_thread(wait_until, settled, 10.0, 0.1, "metrics")
+            kinds, values = await asyncio.to_thread(
+                until_sync, settled, 10.0, "metrics", 0.1, ignoring=NOT_LISTENING
+            )
             watchdog = listener.wait_for(lambda m: m == "WATCHDOG=1")
             status = listener.wait_for(lambda m: m.startswith("STATUS="))
             health = await asyncio.to_thread(http_get, base + "/healthz")
@@ -302,7 +311,9 @@ async def test_a_halted_chain_is_not_ready_but_alive(
             status, body = http_get(base + "/readyz")
             return (status, body) if "halted" in body else None
 
-        ready = await asyncio.to_thread(wait_until, halted, 10.0, 0.1, "a halted /readyz")
+        ready = await asyncio.to_thread(
+            until_sync, halted, 10.0, "a halted /readyz", 0.1, ignoring=NOT_LISTENING
+        )
         health = await asyncio.to_thread(http_get, base + "/healthz")
         _, values = samples((await asyncio.to_thread(http_get, base + "/metrics"))[1])
         proc.send_signal(signal.SIGTERM)
@@ -322,17 +333,6 @@ async def insert_payment(h: Harness, pid: str, address: str, amount: str) -> Non
     now = h.now()
     spec = PaymentSpec("p", pid, address, amount, h.token, now, now + 3600)
     await insert_payments(h.engine, [spec])
-
-
-async def wait_status(h: Harness, pid: str, status: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    current = None
-    while time.monotonic() < deadline:
-        current = await h.status(pid)
-        if current == status:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"payment is {current}, not {status}, after {seconds} s")
 
 
 # -- start-up exit codes and migrations -----------------------------------------------------------
@@ -408,7 +408,12 @@ async def test_idle_connections_to_the_metrics_port_use_up_no_descriptors(
         proc = started.__enter__()
     flood: list[socket.socket] = []
     try:
-        wait_until(lambda: http_get(base + "/readyz")[0] == 200, 30, what="/readyz 200")
+        until_sync(
+            lambda: http_get(base + "/readyz")[0] == 200,
+            30,
+            what="/readyz 200",
+            ignoring=NOT_LISTENING,
+        )
         for _ in range(FD_LIMIT + 50):
             flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         h.chain.mine(3)
@@ -421,7 +426,7 @@ async def test_idle_connections_to_the_metrics_port_use_up_no_descriptors(
             for e in json_lines(proc.err())
             if e.get("event") == "range_scanned" and e.get("to_block") == head
         ]
-        wait_until(scanned, 20, what=f"block {head} scanned after the flood")
+        until_sync(scanned, 20, what=f"block {head} scanned after the flood")
         assert "Too many open files" not in proc.err()
     finally:
         for sock in flood:

@@ -12,9 +12,9 @@ from tests.ops.support import (
     json_lines,
     scanner_env,
     scanner_process,
-    wait_until,
     write_config,
 )
+from tests.support.wait import until_sync
 
 
 def _events(text: str) -> list[str]:
@@ -36,30 +36,30 @@ async def test_a_second_process_waits_for_the_chain_and_takes_over(
     )
     env = scanner_env(db_url)
     with scanner_process(["run", "--config", str(config)], env) as first:
-        wait_until(lambda: acquired in _events(first.err()), 20, what="first lock")
-        wait_until(lambda: "scanner_ready" in _events(first.err()), 20, what="first ready")
+        until_sync(lambda: acquired in _events(first.err()), 20, what="first lock")
+        until_sync(lambda: "scanner_ready" in _events(first.err()), 20, what="first ready")
         assert waiting not in _events(first.err())  # alone: it takes the chain, never waits
         (ready,) = [e for e in json_lines(first.err()) if e.get("event") == "scanner_ready"]
         assert (ready["scanning"], ready["standing_by"]) == (["anvil"], [])
         started = next(e for e in json_lines(first.err()) if e.get("event") == "scanner_started")
         assert started["database"] and "secret" not in started["database"]
         with scanner_process(["run", "--config", str(config)], env) as second:
-            wait_until(lambda: waiting in _events(second.err()), 20, what="waiting")
+            until_sync(lambda: waiting in _events(second.err()), 20, what="waiting")
             assert ("sqlite_single_process" in _events(second.err())) is sqlite
-            wait_until(lambda: "scanner_ready" in _events(second.err()), 20, what="standby")
+            until_sync(lambda: "scanner_ready" in _events(second.err()), 20, what="standby")
             levels = {e.get("event"): e.get("level") for e in json_lines(second.err())}
             assert not [name for name, level in levels.items() if level == "error"], levels
             ready = next(e for e in json_lines(second.err()) if e.get("event") == "scanner_ready")
             assert (ready["scanning"], ready["standing_by"]) == ([], ["anvil"])
             h.mine(3)  # the first keeps scanning; the second must not touch the chain
-            wait_until(lambda: "range_scanned" in _events(first.err()), 20, what="first scans")
+            until_sync(lambda: "range_scanned" in _events(first.err()), 20, what="first scans")
             assert acquired not in _events(second.err())
             assert "range_scanned" not in _events(second.err())
 
             first.send_signal(signal.SIGTERM)
             assert first.exit_within(15)[0] == 0
-            wait_until(lambda: acquired in _events(second.err()), 20, what="take-over")
+            until_sync(lambda: acquired in _events(second.err()), 20, what="take-over")
             h.mine(2)
-            wait_until(lambda: "range_scanned" in _events(second.err()), 20, what="second scans")
+            until_sync(lambda: "range_scanned" in _events(second.err()), 20, what="second scans")
             second.send_signal(signal.SIGTERM)
             assert second.exit_within(15)[0] == 0

@@ -18,11 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scanner.db.engine import engine_for_url
 from scanner.testkit.gateway import NewPayment, insert_payments
 from scanner.testkit.postgres import PG_ADMIN_URL, pg_execute
+from scanner.testkit.settings import CHAIN
 from tests.conftest import BACKENDS
 from tests.e2e.actions import pay
-from tests.e2e.harness import CHAIN, Harness
-from tests.ops.support import json_lines, run_cli, scanner_env, scanner_process, wait_until
+from tests.e2e.harness import Harness
+from tests.ops.support import json_lines, run_cli, scanner_env, scanner_process
 from tests.ops.support import write_config as support_config
+from tests.support.wait import until, until_sync
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,7 +38,7 @@ ALICE = "0x" + "a1" * 20
 async def apply_script(names: dict[str, str], database_url: str) -> None:
     """``psql -v NAME=VALUE -f config/postgres-roles.sql`` as the administrator: each
     ``:"NAME"`` becomes the quoted identifier; ``\\connect`` moves to the scanner's database."""
-    url, statements = PG_ADMIN_URL, []
+    url, statements = PG_ADMIN_URL, list[str]()
     for line in SCRIPT.read_text(encoding="utf-8").splitlines():
         line = re.sub(r':"(\w+)"', lambda m: '"' + names[m.group(1)] + '"', line)
         line = line.split("--", 1)[0].strip()
@@ -102,7 +104,7 @@ async def scan_and_confirm(h: Harness, admin: AsyncEngine, runtime: str, tmp_pat
         def prepared() -> bool:
             return any(e.get("event") == "chain_prepared" for e in json_lines(proc.err()))
 
-        wait_until(prepared, 30, what="the chain starts")
+        until_sync(prepared, 30, what="the chain starts")
         payment = str(uuid.uuid4())
         async with admin.begin() as conn:
             token = (await conn.execute(text("SELECT id FROM tokens"))).scalar_one()
@@ -112,9 +114,11 @@ async def scan_and_confirm(h: Harness, admin: AsyncEngine, runtime: str, tmp_pat
             )
         pay(h, ALICE, 5_000_000)
         h.mine(3)
-        async with asyncio.timeout(30):
-            while await _status(admin, payment) != "confirmed":  # noqa: ASYNC110 - a row
-                await asyncio.sleep(0.2)
+
+        async def confirmed() -> bool:
+            return await _status(admin, payment) == "confirmed"
+
+        await until(confirmed, 30, "the payment confirmed", 0.2, detail=lambda: proc.err()[-2000:])
         proc.send_signal(signal.SIGTERM)
         code, _ = proc.exit_within(20)
         assert code == 0, proc.err()[-2000:]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from scanner.testkit.postgres import pg_execute
 from tests.conftest import BACKENDS, _block_on, pg_admin
 from tests.e2e.harness import Harness
 from tests.ops.support import (
+    NOT_LISTENING,
     PaymentSpec,
     ensure_tokens,
     http_get,
@@ -27,10 +29,10 @@ from tests.ops.support import (
     run_cli,
     scanner_env,
     scanner_process,
-    wait_until,
     write_config,
 )
 from tests.support.proxy import ThreadedProxy
+from tests.support.wait import until_sync
 
 PASSWORD = "S3cretPassw0rd_xyz"
 API_KEY = "APIKEY_abcdef1234567890"
@@ -84,6 +86,11 @@ def leaks(name: str, *texts: str) -> list[str]:
     ]
 
 
+def page(url: str) -> str:
+    """The body of a GET (empty while the server has nothing to say yet)."""
+    return http_get(url)[1]
+
+
 def secret_rpc(base: str) -> str:
     return f"{base}/v3/{API_KEY}?key={QUERY_KEY}"
 
@@ -128,16 +135,11 @@ async def test_no_secret_in_any_line_written(
             h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 3_000_000))
             h.chain.mine(3)
 
-            async def confirmed() -> bool:
-                for _ in range(150):
-                    if await h.status(pid) == "confirmed":
-                        return True
-                    await asyncio.sleep(0.1)
-                return False
-
-            assert await confirmed(), proc.err()[-3000:]
+            await h.until_status(pid, "confirmed", 15, 0.1, lambda: proc.err()[-3000:])
             pages = [
-                await asyncio.to_thread(wait_until, lambda p=p: http_get(base + p)[1], 5.0)
+                await asyncio.to_thread(
+                    until_sync, partial(page, base + p), 5.0, ignoring=NOT_LISTENING
+                )
                 for p in ("/metrics", "/healthz", "/readyz")
             ]
             proc.send_signal(signal.SIGTERM)
@@ -192,14 +194,14 @@ async def test_no_secret_in_any_line_written(
         "backfill-rpc-failing": 1,
         "run-unreachable-database": 1,
     }, {name: r.stderr[-800:] for name, r in zip(runs, results, strict=True)}
-    out = {name: r.stdout + r.stderr for name, r in zip(runs, results, strict=True)}
+    printed = {name: r.stdout + r.stderr for name, r in zip(runs, results, strict=True)}
     # The errors still say what is wrong, and where (host and port, user and database).
-    assert "problem: anvil: http://127.0.0.1:1/***" in out["check-unreachable-rpc"]
+    assert "problem: anvil: http://127.0.0.1:1/***" in printed["check-unreachable-rpc"]
     user_at = f"{make_url(secret_db_url).username}:***@127.0.0.1:1/"
-    assert "problem: database postgresql://" + user_at in out["check-unreachable-database"]
-    assert "Connect" in out["check-unreachable-database"]
-    assert "HTTP 500" in out["backfill-rpc-failing"]
-    assert user_at in out["run-unreachable-database"]
+    assert "problem: database postgresql://" + user_at in printed["check-unreachable-database"]
+    assert "Connect" in printed["check-unreachable-database"]
+    assert "HTTP 500" in printed["backfill-rpc-failing"]
+    assert user_at in printed["run-unreachable-database"]
     for name, result in zip(runs, results, strict=True):
         found += leaks(name, result.stdout, result.stderr)
     assert not found, "\n".join(found)

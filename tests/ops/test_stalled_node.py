@@ -19,14 +19,15 @@ from scanner.devchain import DevChain
 from scanner.devchain.node import free_port
 from tests.e2e.harness import Harness
 from tests.ops.support import (
+    NOT_LISTENING,
     http_get,
     json_lines,
     scanner_env,
     scanner_process,
-    wait_until,
     write_config,
 )
 from tests.support.proxy import ThreadedProxy
+from tests.support.wait import until_sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)]
 
@@ -77,27 +78,35 @@ def test_a_stalled_node_is_failed_over_and_all_stalled_is_not_ready(
             extra_chain="stall_after = 2.0",
         )
         with scanner_process(["run", "--config", str(config)], scanner_env(db_url)) as proc:
-            wait_until(lambda: readyz(port)[0] == 200, 20, what="ready")
+            until_sync(lambda: readyz(port)[0] == 200, 20, what="ready", ignoring=NOT_LISTENING)
             frozen = one.call(one.proxy.freeze())
-            (stalled,) = wait_until(
+            (stalled,) = until_sync(
                 lambda: _events(proc.err(), "node_stalled"), 15, what="node_stalled"
             )
             assert stalled["head"] == frozen and stalled["url"].startswith(one.url)
             assert "KEYONE" not in proc.err()
-            wait_until(
+            until_sync(
                 lambda: readyz(port)[1]["chains"]["anvil"]["cursor"] > frozen + 2,
                 15,
                 what="scanning on through the second URL",
+                ignoring=NOT_LISTENING,
             )
             assert readyz(port)[0] == 200
 
             two.call(two.proxy.freeze())  # now every node is stalled
-            _, body = wait_until(lambda: (r := readyz(port))[0] == 503 and r, 15, what="not ready")
+            _, body = until_sync(
+                lambda: (r := readyz(port))[0] == 503 and r,
+                15,
+                what="not ready",
+                ignoring=NOT_LISTENING,
+            )
             assert any("stalled" in reason for reason in body["reasons"]), body
             assert _events(proc.err(), "nodes_stalled")
             assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200  # alive: waiting
 
             two.proxy.thaw()
-            wait_until(lambda: readyz(port)[0] == 200, 15, what="ready again")
+            until_sync(
+                lambda: readyz(port)[0] == 200, 15, what="ready again", ignoring=NOT_LISTENING
+            )
             proc.send_signal(signal.SIGTERM)
             assert proc.exit_within(15)[0] == 0

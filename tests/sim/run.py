@@ -4,10 +4,10 @@ the event stream against them (:mod:`tests.sim.check`)."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from tests.sim.check import check_all
 from tests.sim.oracle import FinalChain
 from tests.sim.schedule import Schedule
 from tests.sim.world import CONFIRMATIONS, World, build, cursor, cursor_at_head, swept
+from tests.support.wait import until
 
 # The bound for the cursor to be back at the head once faults stop: the scanner's longest pause
 # after failures (its backoff doubles up to 60 s), then a generous rate for the blocks it is
@@ -74,11 +75,9 @@ async def settle(world: World, schedule: Schedule, result: Result) -> bool:
     and brings the cursor to the head within the bound (False: it did not)."""
     schedule.end_faults()
     fleet = world.fleet
-    for _ in range(int(BACKFILL_BOUND / 0.2)):  # backfills end on their own, within the bound
-        if not fleet.backfills():
-            break
-        await asyncio.sleep(0.2)
-    for proc in fleet.backfills():
+    with suppress(AssertionError):  # backfills end on their own, within the bound
+        await until(lambda: not fleet.backfills(), BACKFILL_BOUND, "backfills done", 0.2)
+    for proc in fleet.backfills():  # those that did not
         result.failures.append(f"{proc.log.name}: not done {BACKFILL_BOUND} s on\n{proc.tail()}")
     if not fleet.runners():
         fleet.run()

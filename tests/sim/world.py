@@ -3,10 +3,10 @@ in front of the node, the ``scanner`` processes and the gateway; and reading the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +18,7 @@ from tests.sim.chain import SimChain
 from tests.sim.gateway import Asset, Gateway
 from tests.sim.processes import Fleet
 from tests.support.proxy import ThreadedProxy
+from tests.support.wait import until
 
 CONFIRMATIONS = 4
 MAX_REORG_DEPTH = 12
@@ -86,16 +87,15 @@ async def _assets(
     engine: AsyncEngine, tokens: dict[str, str], decimals: dict[str, int], fleet: Fleet
 ) -> list[Asset]:
     """The tokens' rows, once the first scanner has inserted them."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def inserted() -> dict[str, Any] | None:
         async with engine.connect() as conn:
             count = (await conn.execute(text("SELECT count(*) FROM tokens"))).scalar_one()
-            if count >= len(tokens):
-                ids = {s: await token_row_id(conn, CHAIN, a) for s, a in tokens.items()}
-                break
-        if time.monotonic() > deadline:
-            raise AssertionError("no tokens rows after 30 s:\n" + fleet.procs[0].tail())
-        await asyncio.sleep(0.1)
+            if count < len(tokens):
+                return None
+            return {s: await token_row_id(conn, CHAIN, a) for s, a in tokens.items()}
+
+    ids = await until(inserted, 30, "the tokens rows", 0.1, detail=fleet.procs[0].tail)
     assets = [Asset(s, a, decimals[s], ids[s]) for s, a in tokens.items()]
     return [*assets, Asset("ETH", None, 18, None)]
 
@@ -126,9 +126,13 @@ async def cursor_at_head(world: World, bound: float) -> float:
     ``bound``."""
     started = time.monotonic()
     head = world.chain.head()
-    while (at := await cursor(world.engine)) != head:
-        if time.monotonic() - started > bound:
-            tails = "\n".join(p.tail() for p in world.fleet.runners())
-            raise AssertionError(f"cursor {at}, head {head}: not back {bound} s on\n{tails}")
-        await asyncio.sleep(0.1)
+
+    async def at_head() -> bool:
+        return await cursor(world.engine) == head
+
+    async def where() -> str:
+        tails = "\n".join(p.tail() for p in world.fleet.runners())
+        return f"cursor {await cursor(world.engine)}, head {head}\n{tails}"
+
+    await until(at_head, bound, "the cursor back at the head", 0.1, detail=where)
     return time.monotonic() - started

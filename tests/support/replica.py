@@ -20,13 +20,13 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from scanner.devchain.node import free_port
+from tests.support.wait import until_sync
 
 PG_BIN = (
     Path("/usr/lib/postgresql")
@@ -201,14 +201,13 @@ class ReplicatedPair:
 
 def wait_replayed(pair: ReplicatedPair, timeout: float = 30.0) -> None:
     """Until the standby has replayed everything the primary has written."""
-    deadline = time.monotonic() + timeout
     query = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication"
-    while time.monotonic() < deadline:
-        done = _psql(pair.primary.port, query)
-        if done.strip() == "0":
-            return
-        time.sleep(0.1)
-    raise AssertionError("the standby did not catch up")
+    until_sync(
+        lambda: _psql(pair.primary.port, query).strip() == "0",
+        timeout,
+        "the standby caught up",
+        0.1,
+    )
 
 
 def _psql(port: int, query: str) -> str:

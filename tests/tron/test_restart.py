@@ -3,7 +3,6 @@ transfer is credited once, and every payment ends confirmed at the solidified bl
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from decimal import Decimal
@@ -12,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from tests.ops.support import scanner_env, scanner_process
+from tests.support.wait import until
 from tests.tron.conftest import MAINNET_ID, USDT, TronHarness, customer
 
 
@@ -48,20 +48,22 @@ async def test_a_kill_9_and_a_restart_credit_each_transfer_once(
     path = config(tmp_path / "tron.toml", th.node.url)
     env = scanner_env(th.settings.database_url.get_secret_value())
     with scanner_process(["run", "--config", str(path)], env) as first:
-        for _ in range(300):
-            if await credits(th) >= 1:
-                break
-            await asyncio.sleep(0.1)
+
+        async def credited() -> bool:
+            return await credits(th) >= 1
+
+        await until(credited, 30, "a first credit", 0.1, detail=lambda: first.err()[-2000:])
         os.kill(first.proc.pid, signal.SIGKILL)
         assert first.proc.wait(10) == -signal.SIGKILL
     for hex20, _ in owners[3:]:
         th.pay(hex20, 2_000_000)
     th.mine(20)  # solidified above every transfer
     with scanner_process(["run", "--config", str(path)], env) as second:
-        for _ in range(600):
-            if await statuses(th, ids) == ["confirmed"] * len(ids):
-                break
-            await asyncio.sleep(0.1)
+
+        async def confirmed() -> bool:
+            return await statuses(th, ids) == ["confirmed"] * len(ids)
+
+        await until(confirmed, 60, "every payment confirmed", 0.1, detail=lambda: statuses(th, ids))
         second.send_signal(signal.SIGTERM)
         assert second.exit_within(20)[0] == 0, second.err()[-2000:]
     assert await statuses(th, ids) == ["confirmed"] * len(ids)
