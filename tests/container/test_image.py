@@ -42,7 +42,7 @@ from tests.container.image import (
 from tests.ops.support import (
     PaymentSpec,
     http_get,
-    insert_payments,
+    insert_specs,
     json_lines,
     write_config,
 )
@@ -129,7 +129,7 @@ def _create_payment(url: str, spec: PaymentSpec) -> None:
     async def go() -> None:
         engine = make_engine(load_settings(environ={"ENV": "testing", "DATABASE_URL_DEV": url}))
         try:
-            await insert_payments(engine, [spec])
+            await insert_specs(engine, [spec])
         finally:
             await engine.dispose()
 

@@ -26,10 +26,10 @@ from scanner.db import events as outbox
 from scanner.deliver.message import verify
 from scanner.deliver.worker import DeliveryWorker
 from scanner.testkit.gateway import NewPayment, db_id, insert_payments
+from scanner.testkit.settings import CHAIN
 from tests.support.wait import holds, until
 
 SECRET = "whsec_test_0123456789abcdef"
-CHAIN = "anvil"
 
 
 @dataclass
@@ -110,8 +110,9 @@ async def add_payment(
     chain: str = CHAIN,
     pid: uuid.UUID | str | None = None,
 ) -> Any:
-    """A payment as a gateway writes it (native coin, so no token row is needed); ``pid`` as
-    the gateway spells it (a new uuid by default)."""
+    """A payment as a gateway writes it (the test kit's row; native coin, so no token row is
+    needed), ``pid`` as the gateway spells it (a new uuid by default); then paid in full with one
+    confirmation, as the scanner leaves it (what a webhook's body reads back)."""
     pid = uuid.uuid4() if pid is None else pid
     now = time.time()
     row = NewPayment(pid, None, chain, "0x" + "ab" * 20, amount, now + 3600, now)

@@ -19,7 +19,7 @@ from scanner.observe.metrics import Metrics
 from scanner.scan.live import ChainScanner
 from scanner.scan.parts import ChainParts
 from tests.e2e.harness import Harness
-from tests.ops.support import ensure_tokens, insert_payments, snapshot
+from tests.ops.support import ensure_tokens, insert_specs, snapshot
 from tests.ops.test_backfill_reads import ReadsProxy, assert_same, statuses, token_scenario
 
 WINDOW = 3  # max_reorg_depth: the least the scenario's 3 confirmations allow
@@ -61,7 +61,7 @@ async def test_a_scan_far_behind_reads_few_headers_and_writes_what_a_dense_scan_
     assert proxy.blocks_read >= set(range(head - WINDOW, head + 1))  # the window: every header
 
     await ensure_tokens(other_sessions, h.chain_settings)
-    await insert_payments(other_engine, payments)
+    await insert_specs(other_engine, payments)
     async with ReadsProxy(h.chain.url) as dense:
         assert await scan_via(h, other_sessions, dense, max_reorg_depth=100_000) == head
     assert dense.blocks_read >= set(range(head + 1))

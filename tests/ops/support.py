@@ -24,14 +24,13 @@ import httpx
 import orjson
 from aiohttp import web
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import ChainSettings
 from scanner.db.models import Payment, PaymentEvent, Token, Transaction
 from scanner.devchain import DevChain
 from scanner.scan.startup import sync_tokens
-from scanner.testkit.gateway import NewPayment, token_row_id
-from scanner.testkit.gateway import insert_payments as gateway_insert
+from scanner.testkit.gateway import NewPayment, insert_payments, token_row_id
 from scanner.testkit.settings import CHAIN
 from tests.support.proxy import FaultProxy, Gate
 from tests.support.wait import Errors, until_sync
@@ -45,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class PaymentSpec:
+    """A scenario's payment. Its token is named by contract, not by row id: the same payments
+    go into two databases, whose ``tokens`` rows have ids of their own."""
+
     name: str
     id: str
     address: str
@@ -52,6 +54,13 @@ class PaymentSpec:
     token: str | None  # a token contract, None for the native coin
     created: int
     expires: int
+
+    async def row(self, conn: AsyncConnection) -> NewPayment:
+        """The row the gateway writes for it in ``conn``'s database."""
+        token = None if self.token is None else await token_row_id(conn, CHAIN, self.token)
+        return NewPayment(
+            self.id, token, CHAIN, self.address, self.amount, self.expires, self.created
+        )
 
 
 @dataclass
@@ -78,7 +87,7 @@ async def scenario_in(h: Any) -> Scenario:
     await ensure_tokens(h.sessions, h.chain_settings)
 
     async def created(payments: list[PaymentSpec]) -> None:
-        await insert_payments(h.engine, payments)
+        await insert_specs(h.engine, payments)
 
     return await build_scenario(h.chain, h.token, h.token18, h.customer, on_payments=created)
 
@@ -175,26 +184,17 @@ async def build_scenario(
 
 
 async def ensure_tokens(sessions: async_sessionmaker[AsyncSession], chain: ChainSettings) -> None:
+    """The ``tokens`` rows of ``chain``'s configured tokens, as the scanner writes them when it
+    starts (the scanner's own code): a database no scanner has started on yet gets them."""
     async with sessions() as session, session.begin():
         await sync_tokens(session, chain)
 
 
-async def insert_payments(engine: AsyncEngine, payments: Sequence[PaymentSpec]) -> None:
-    """INSERT the payments as a gateway does (plain SQL), with the given ids and times."""
+async def insert_specs(engine: AsyncEngine, payments: Sequence[PaymentSpec]) -> None:
+    """The payments' rows in ``engine``'s database, written by the test kit's gateway
+    (:func:`scanner.testkit.gateway.insert_payments`), in one transaction."""
     async with engine.begin() as conn:
-        rows = [
-            NewPayment(
-                p.id,
-                None if p.token is None else await token_row_id(conn, CHAIN, p.token),
-                CHAIN,
-                p.address,
-                p.amount,
-                p.expires,
-                p.created,
-            )
-            for p in payments
-        ]
-        await gateway_insert(conn, rows)
+        await insert_payments(conn, [await p.row(conn) for p in payments])
 
 
 # -- comparing databases -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from tests.ops.support import (
     count_rows,
     differences,
     ensure_tokens,
-    insert_payments,
+    insert_specs,
     json_lines,
     run_cli,
     scanner_env,
@@ -78,7 +78,7 @@ async def test_backfill_ends_in_the_same_rows_as_the_live_scan(
     await live.prepare()
 
     async def created(payments: Any) -> None:
-        await insert_payments(h.engine, payments)
+        await insert_specs(h.engine, payments)
 
     sc = await build_scenario(
         h.chain, h.token, h.token18, h.customer, on_payments=created, on_step=live.scan_until_head
@@ -95,7 +95,7 @@ async def test_backfill_ends_in_the_same_rows_as_the_live_scan(
     # The same range, backfilled into a fresh database, as history.
     chain = small(h)
     await ensure_tokens(other_sessions, chain)
-    await insert_payments(other_engine, sc.payments)
+    await insert_specs(other_engine, sc.payments)
     summary = await backfill(chain, other_sessions, 0, head)
     diff = differences(await snapshot(other_sessions), reference)
     assert not diff, "\n".join(diff)
@@ -162,7 +162,7 @@ async def test_backfill_beside_the_live_scan_credits_once(
 
     # The same rows as one backfill alone.
     await ensure_tokens(other_sessions, h.chain_settings)
-    await insert_payments(other_engine, sc.payments)
+    await insert_specs(other_engine, sc.payments)
     await backfill(small(h), other_sessions, 0, head)
     diff = differences(await snapshot(other_sessions), both)
     assert not diff, "\n".join(diff)
@@ -204,7 +204,7 @@ async def test_interrupted_backfill_resumes_where_it_stopped(
     resumed = await snapshot(h.sessions)
     assert statuses(resumed, sc) == sc.expected
     await ensure_tokens(other_sessions, h.chain_settings)
-    await insert_payments(other_engine, sc.payments)
+    await insert_specs(other_engine, sc.payments)
     await backfill(small(h), other_sessions, 0, head)
     diff = differences(await snapshot(other_sessions), resumed)
     assert not diff, "\n".join(diff)

@@ -32,7 +32,7 @@ from tests.ops.support import (
     build_scenario,
     differences,
     ensure_tokens,
-    insert_payments,
+    insert_specs,
     scenario_in,
     snapshot,
 )
@@ -108,7 +108,7 @@ async def token_scenario(h: Harness, empty_blocks: int = 0) -> tuple[Scenario, l
         h.chain.mine(empty_blocks)
 
     async def created(payments: list[PaymentSpec]) -> None:
-        await insert_payments(h.engine, [p for p in payments if p.token is not None])
+        await insert_specs(h.engine, [p for p in payments if p.token is not None])
 
     sc = await build_scenario(h.chain, h.token, h.token18, h.customer, on_payments=created)
     return sc, [p for p in sc.payments if p.token is not None]
@@ -124,7 +124,7 @@ async def reference(
 ) -> Snapshot:
     """The rows of a backfill that reads every header and whole logs, in a second database."""
     await ensure_tokens(sessions, h.chain_settings)
-    await insert_payments(engine, payments)
+    await insert_specs(engine, payments)
     async with ReadsProxy(h.chain.url) as proxy:
         await backfill_via(h, sessions, proxy, to_block, **{**chain, **DENSE_WHOLE})
     end = h.chain.head() if to_block is None else to_block
@@ -160,7 +160,7 @@ async def paid_in_part_then_expired(h: Harness) -> PaymentSpec:
     h.chain.mine(10)
     t0 = h.now()
     payment = PaymentSpec("part", str(uuid.uuid4()), PART, "10", h.token, t0, t0 + 100)
-    await insert_payments(h.engine, [payment])
+    await insert_specs(h.engine, [payment])
     pay(h, PART, 4_000_000)
     h.chain.increase_time(1_000)
     h.chain.mine(10)
@@ -225,7 +225,7 @@ async def test_reads_joined_into_few_commits_write_what_a_commit_a_read_writes(
     monkeypatch.setattr(backfill, "COMMIT_LOGS", -1)  # each read its own commit
     apart: list[int] = []
     await ensure_tokens(other_sessions, h.chain_settings)
-    await insert_payments(other_engine, token_payments)
+    await insert_specs(other_engine, token_payments)
     async with ReadsProxy(h.chain.url) as proxy:
         await backfill_via(
             h, other_sessions, proxy, progress=lambda _, end: apart.append(end), **whole
@@ -332,7 +332,7 @@ async def test_many_addresses_are_asked_for_in_chunks(
     for the 708 recipients in two eth_getLogs, at most TOPICS_PER_CALL (500) each."""
     _, token_payments = await token_scenario(h, empty_blocks=10)
     spread = [unpaid(f"0x{n * 2**160 // 700:040x}", token_payments[0]) for n in range(700)]
-    await insert_payments(h.engine, spread)
+    await insert_specs(h.engine, spread)
     everyone = [*token_payments, *spread]
     async with ReadsProxy(h.chain.url) as proxy:
         await backfill_via(h, h.sessions, proxy)
@@ -392,7 +392,7 @@ async def test_a_row_with_an_unusable_address_does_not_stop_a_filtered_backfill(
     """No log can pay it: the other payments' addresses alone are asked for (before
     c891b9b its address went into the topic filter, and the node refused every eth_getLogs)."""
     sc, token_payments = await token_scenario(h)
-    await insert_payments(h.engine, [unpaid(address, token_payments[0])])
+    await insert_specs(h.engine, [unpaid(address, token_payments[0])])
     async with ReadsProxy(h.chain.url) as proxy:
         await backfill_via(h, h.sessions, proxy)
     topics = sorted(recipient_topic(p.address) for p in token_payments)

@@ -24,8 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import ChainSettings
 from scanner.devchain import DevChain
-from scanner.testkit.gateway import NewPayment, token_row_id
-from scanner.testkit.gateway import insert_payments as gateway_insert
+from scanner.testkit.gateway import NewPayment, insert_payments, token_row_id
 from tests.conftest import BACKENDS
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness
@@ -107,7 +106,7 @@ class Gateway:
                 )
                 for pid, chain, addr, created in self.rows
             ]
-            await gateway_insert(conn, payments)
+            await insert_payments(conn, payments)
 
     def pay(self, n: int, amount: int) -> None:
         for node, token, name in self.chains():

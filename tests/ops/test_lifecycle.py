@@ -30,7 +30,7 @@ from tests.ops.support import (
     differences,
     ensure_tokens,
     http_get,
-    insert_payments,
+    insert_specs,
     json_lines,
     run_cli,
     scanner_env,
@@ -100,7 +100,7 @@ async def assert_consistent(
     assert top_tx is None or int(top_tx) <= cursor
     assert int(top_block) == cursor
     await ensure_tokens(other_sessions, h.chain_settings)
-    await insert_payments(other_engine, sc.payments)
+    await insert_specs(other_engine, sc.payments)
     await backfill(small(h), other_sessions, 0, cursor)
     diff = differences(await snapshot(h.sessions), await snapshot(other_sessions))
     assert not diff, "\n".join(diff)
@@ -332,7 +332,7 @@ async def insert_payment(h: Harness, pid: str, address: str, amount: str) -> Non
     await ensure_tokens(h.sessions, h.chain_settings)
     now = h.now()
     spec = PaymentSpec("p", pid, address, amount, h.token, now, now + 3600)
-    await insert_payments(h.engine, [spec])
+    await insert_specs(h.engine, [spec])
 
 
 # -- start-up exit codes and migrations -----------------------------------------------------------

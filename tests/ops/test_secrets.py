@@ -25,7 +25,7 @@ from tests.ops.support import (
     PaymentSpec,
     ensure_tokens,
     http_get,
-    insert_payments,
+    insert_specs,
     run_cli,
     scanner_env,
     scanner_process,
@@ -129,7 +129,7 @@ async def test_no_secret_in_any_line_written(
             await ensure_tokens(h.sessions, h.chain_settings)
             now = h.now()
             pid, address = str(uuid.uuid4()), "0x" + "7a" * 20
-            await insert_payments(
+            await insert_specs(
                 h.engine, [PaymentSpec("p", pid, address, "3", h.token, now, now + 3600)]
             )
             h.chain.wait_receipt(h.chain.transfer(h.token, h.customer, address, 3_000_000))

@@ -26,7 +26,7 @@ from tests.ops.support import (
     RangeProxy,
     differences,
     ensure_tokens,
-    insert_payments,
+    insert_specs,
     json_lines,
     scanner_env,
     scanner_process,
@@ -135,7 +135,7 @@ async def _one_clean_backfill(
     head: int,
 ) -> dict[str, Any]:
     await ensure_tokens(sessions, h.chain_settings)
-    await insert_payments(engine, sc.payments)
+    await insert_specs(engine, sc.payments)
     reader = ChainReader.from_settings(h.chain_settings, None)
     try:
         await Backfill(ChainParts(h.chain_settings, reader, sessions)).run(0, head)
