@@ -17,7 +17,7 @@ format:  ## apply ruff's fixes and formatting
 	$(VENV)/ruff check --fix scanner tests bench migrations docs/examples
 	$(VENV)/ruff format scanner tests bench migrations
 
-typecheck:  ## mypy, strict
+typecheck:  ## mypy, strict: the package, the tests and bench (pyproject: tool.mypy)
 	$(VENV)/mypy
 
 layers:  ## the import contracts between the package's layers (pyproject: tool.importlinter)
