@@ -16,11 +16,11 @@ Two kinds of bad input, told apart on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from scanner.core.model import NATIVE_LOG_INDEX, Header, Transfer
+from scanner.core.model import NATIVE_LOG_INDEX, BlockRef, Header, Transfer
 from scanner.errors import MalformedResponse
 
 T = TypeVar("T")
@@ -32,6 +32,8 @@ TRANSFER_TOPIC: Final = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55
 SKIP_REASONS: Final = ("removed", "unknown_token", "topics", "data", "zero_value")
 
 _ZERO_PAD: Final = "0" * 24  # the upper 12 bytes of an address topic, as hex
+#: How a topic that holds an address begins (its upper 12 bytes zero).
+ADDRESS_TOPIC: Final = "0x" + _ZERO_PAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,24 +104,25 @@ def decode_transfer_logs(
     logs: Sequence[Mapping[str, Any]],
     tokens: Container[str],
     timestamps: Mapping[int, int],
-    recipients: Container[str] | None = None,
+    recipients: Iterable[str] | None = None,
 ) -> DecodeResult:
     """Decode raw ``eth_getLogs`` entries into transfers of the watched ``tokens``.
 
     ``tokens`` holds lower-case contract addresses; ``timestamps`` maps block number → block
     timestamp for every block the logs name (a missing one raises MalformedResponse).
 
-    ``recipients`` (lower-case addresses), when given, is the hot path's filter: a well-shaped
-    Transfer log (three topics, 32 bytes of data) to anyone else is passed over without being
-    decoded; a zero-value one is still counted as skipped. Every other log is decoded and
-    checked in full, so wrong-shaped logs are counted whoever they name.
+    ``recipients`` (lower-case addresses), when given, is the hot path's filter: a log that
+    :func:`passed_over` lets go (a well-shaped Transfer log to anyone else) is not decoded; a
+    zero-value one is still counted as skipped. Every other log is decoded and checked in full,
+    so wrong-shaped logs are counted whoever they name.
     """
     transfers: list[Transfer] = []
     skipped: dict[str, int] = {}
-    checked = _Checked()
+    checked = Checked()
+    watched = None if recipients is None else watched_topics(recipients)
     for log in logs:
-        if recipients is not None:
-            shortcut = _not_ours(log, recipients, checked)
+        if watched is not None:
+            shortcut = passed_over(log.get("topics"), log.get("data"), watched, checked)
             if shortcut is not None:
                 if shortcut:
                     skipped[shortcut] = skipped.get(shortcut, 0) + 1
@@ -156,44 +159,66 @@ def pays_one_of(log: Mapping[str, Any], recipients: Container[str]) -> bool:
     return "0x" + hex_hash(topics[2], "log topic")[26:] in recipients
 
 
-def _not_ours(log: Mapping[str, Any], recipients: Container[str], checked: _Checked) -> str | None:
-    """``""`` for a well-shaped Transfer log to an address outside ``recipients`` (pass it
-    over), ``"zero_value"`` for such a log of value 0 (count it), None to decode it in full.
-    A recipient that is not hex raises MalformedResponse: it might be a watched one, garbled."""
-    topics = log.get("topics")
-    data = log.get("data")
-    if not (type(topics) is list and len(topics) == 3 and type(data) is str and len(data) == 66):
+def block_ref(log: Mapping[str, Any]) -> BlockRef:
+    """The block a raw log names, as the node spelled it: ``(blockNumber, blockHash,
+    blockTimestamp)`` (None when it has no ``blockTimestamp``); MalformedResponse without the
+    first two."""
+    try:
+        return log["blockNumber"], log["blockHash"], log.get("blockTimestamp")
+    except (KeyError, TypeError, AttributeError):
+        raise MalformedResponse(f"log without a block number and hash: {log!r:.80}") from None
+
+
+def watched_topics(addresses: Iterable[str]) -> frozenset[str]:
+    """The recipient topics (32 bytes, lower-case) of lower-case 20-byte hex ``addresses``: the
+    keys :func:`passed_over` looks a log's third topic up by, as the node spells it."""
+    return frozenset(ADDRESS_TOPIC + address[2:] for address in addresses)
+
+
+def passed_over(topics: Any, data: Any, watched: Container[str], checked: Checked) -> str | None:
+    """The one rule by which a log may be let go undecoded: ``""`` for a well-shaped Transfer
+    log to an address outside ``watched`` (recipient topics: :func:`watched_topics`), pass it
+    over; ``"zero_value"`` for such a log of value 0 (count it); None to decode it in full.
+
+    Well-shaped: three topics, 32 bytes of data, and a third topic of 32 bytes of hex whose upper
+    12 bytes are zero (an address). A third topic that is not hex raises MalformedResponse: it
+    might be a watched address, garbled. Any other shape is decoded, and so counted or refused,
+    whoever it names. Reads no other field of the log."""
+    if type(topics) is not list or len(topics) != 3 or type(data) is not str or len(data) != 66:
         return None
     recipient = topics[2]
     if type(recipient) is not str or len(recipient) != 66:
         return None
-    if "0x" + recipient[26:].lower() in recipients:
+    key = checked.topics.get(recipient)
+    if key is None:
+        key = checked.hash(recipient, "log topic")
+    if key in watched or not key.startswith(ADDRESS_TOPIC):
         return None
-    checked.hash(recipient, "log topic")
     return "zero_value" if data == _ZERO_DATA else ""
 
 
-class _Checked:
+class Checked:
     """The hex strings one decoding call has already validated, with their values.
 
     The logs of a range repeat the same block numbers, block hashes, log indexes, transaction
     hashes, token addresses and often holders: each distinct string is checked (and converted)
     once per call instead of once per log. Only successes are remembered, and only exact ``str``
-    values, so a malformed value raises exactly as it would without this.
+    values, so a malformed value raises exactly as it would without this. ``topics`` (the
+    32-byte values checked, lower-cased) may be read directly: a miss is checked by :meth:`hash`.
     """
 
-    __slots__ = ("_addresses", "_hashes", "_quantities")
+    __slots__ = ("_addresses", "_quantities", "topics")
 
     def __init__(self) -> None:
         self._quantities: dict[str, int] = {}
-        self._hashes: dict[str, str] = {}
+        self.topics: dict[str, str] = {}
         self._addresses: dict[str, str] = {}
 
     def quantity(self, value: object, what: str) -> int:
         return _memo(self._quantities, hex_quantity, value, what)
 
     def hash(self, value: object, what: str) -> str:
-        return _memo(self._hashes, hex_hash, value, what)
+        return _memo(self.topics, hex_hash, value, what)
 
     def address(self, value: object, what: str) -> str:
         return _memo(self._addresses, hex_address, value, what)
@@ -212,10 +237,10 @@ def _decode_log(
     log: Mapping[str, Any],
     tokens: Container[str],
     timestamps: Mapping[int, int],
-    checked: _Checked | None = None,
+    checked: Checked | None = None,
 ) -> Transfer | str:
     """One log → a Transfer, or the reason it is skipped; raises on a malformed log."""
-    checked = _Checked() if checked is None else checked
+    checked = Checked() if checked is None else checked
     raw_number, raw_index, raw_tx, raw_block, raw_token, topics, data = _log_fields(log)
     block_number = checked.quantity(raw_number, "log blockNumber")
     log_index = checked.quantity(raw_index, "log logIndex")
@@ -270,10 +295,10 @@ def _log_fields(log: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _transfer_payload(
-    topics: list[Any], data: object, checked: _Checked | None = None
+    topics: list[Any], data: object, checked: Checked | None = None
 ) -> tuple[str, str, int] | str:
     """(from, to, value) of an ERC-20 Transfer's topics and data, or the reason to skip it."""
-    checked = _Checked() if checked is None else checked
+    checked = Checked() if checked is None else checked
     if len(topics) != 3:
         return "topics"
     signature, sender, recipient = topics

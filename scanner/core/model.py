@@ -48,6 +48,29 @@ class Log(TypedDict):
     blockTimestamp: NotRequired[str]
 
 
+#: A block as logs name it, the node's spelling: ``(blockNumber, blockHash, blockTimestamp)``
+#: (the last None when the node does not send it).
+BlockRef = tuple[str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOver:
+    """The logs of a range passed over as they were read, unread beyond their shape: each a
+    well-shaped Transfer log to no watched recipient (:func:`~scanner.core.decode.passed_over`).
+    ``count`` them, ``blocks`` the blocks they name (once per run of logs of one block: the
+    reorg checks compare every log's block hash, these included), ``zero_value`` those of value
+    0 (counted as skipped, as a decoded one would be)."""
+
+    count: int = 0
+    blocks: tuple[BlockRef, ...] = ()
+    zero_value: int = 0
+
+    def __add__(self, other: PassedOver) -> PassedOver:
+        return PassedOver(
+            self.count + other.count, self.blocks + other.blocks, self.zero_value + other.zero_value
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Header:
     """A block header, as far as reorg checks and expiry need it."""

@@ -370,3 +370,12 @@ class TestRecipientFilter:
     def test_recipients_of_names_the_third_topics_lower_case(self) -> None:
         logs = [raw_log(topics=[TRANSFER_TOPIC, topic(FROM), topic("0x" + "AB" * 20)])]
         assert recipients_of(logs) == {"0x" + "ab" * 20}
+
+    @pytest.mark.parametrize("who", ["0x" + "56" * 20, TO])
+    def test_a_recipient_topic_that_is_no_address_is_counted_whoever_it_names(
+        self, who: str
+    ) -> None:
+        """Upper 12 bytes not zero: not an address, so not a transfer to anyone; skipped and
+        counted as a wrong shape, as without the filter, never passed over unseen."""
+        dirty = raw_log(topics=[TRANSFER_TOPIC, topic(FROM), "0x" + "01" + "0" * 22 + who[2:]])
+        assert self.run(dirty) == ([], {"topics": 1})
