@@ -17,15 +17,15 @@ block is such a block. Near or above the head it stays "not yet" (a lagging repl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Container, Sequence
+from typing import Any, TypeVar, cast
 
 from scanner.chain import shapes
 from scanner.chain.retrying import RpcObserver
 from scanner.chain.rpc import RpcClient
 from scanner.chain.shapes import Fail, Receipt, Transaction
 from scanner.config import ChainSettings
-from scanner.core.model import Header, Log
+from scanner.core.model import Header, Log, PassedOver
 from scanner.errors import (
     BlockNotAvailable,
     HistoryUnavailable,
@@ -203,12 +203,45 @@ class ChainReader:
         """
         if not addresses:
             return []
+        return await self._get_logs(addresses, topic0, start, end, to_topics, self._log_list)
+
+    async def sifted_logs(
+        self,
+        addresses: Sequence[str],
+        topic0: str,
+        start: int,
+        end: int,
+        *,
+        watched: Container[str],
+        to_topics: Sequence[str] | None = None,
+    ) -> tuple[list[Log], PassedOver]:
+        """:meth:`logs`, the answer sifted as it is parsed (:func:`~scanner.chain.shapes.sifted`):
+        the logs that may pay one of the ``watched`` recipient topics, or that must be decoded
+        to be counted or refused, and what is kept of the others."""
+        if not addresses:
+            return [], PassedOver()
+        fail = self._fail("eth_getLogs")
+        return await self._get_logs(
+            addresses, topic0, start, end, to_topics, lambda v: shapes.sifted(v, fail, watched)
+        )
+
+    async def _get_logs(
+        self,
+        addresses: Sequence[str],
+        topic0: str,
+        start: int,
+        end: int,
+        to_topics: Sequence[str] | None,
+        parse_logs: Callable[[Any], T],
+    ) -> T:
+        """One ``eth_getLogs`` beside ``eth_blockNumber`` (:meth:`logs`), parsed by
+        ``parse_logs``."""
         flt = {"fromBlock": hex(start), "toBlock": hex(end), "address": list(addresses)}
         flt["topics"] = _topics(topic0, to_topics)
         calls = [("eth_getLogs", [flt]), ("eth_blockNumber", [])]
 
-        def parse(index: int, value: Any) -> list[Log]:
-            return self._log_list(value) if index == 0 else self._covers(value, end)
+        def parse(index: int, value: Any) -> Any:
+            return parse_logs(value) if index == 0 else self._covers(value, end)
 
         try:
             logs, _ = await self.client.batch(calls, parse=parse, label="eth_getLogs")
@@ -219,7 +252,7 @@ class ChainReader:
             # cannot show; else (a block near the head missing) not yet, as it was
             await self.headers(start, start)
             raise
-        return logs
+        return cast(T, logs)
 
     async def logs_by_block_hash(
         self, addresses: Sequence[str], topic0: str, block_hash: str

@@ -17,12 +17,13 @@ MalformedResponse too, so a log is never skipped for being malformed.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final, cast
 
-from scanner.core.decode import strict_hex_int
-from scanner.core.model import Log
+from scanner.core.decode import ADDRESS_TOPIC, Checked, passed_over, strict_hex_int
+from scanner.core.model import BlockRef, Log, PassedOver
 from scanner.errors import MalformedResponse
 
 Fail = Callable[[str], MalformedResponse]
@@ -69,57 +70,157 @@ _STRINGS: Final = ("blockNumber", "blockHash", "logIndex", "transactionHash", "a
 def logs(value: Any, fail: Fail) -> list[Log]:
     """An ``eth_getLogs`` result (or a receipt's ``logs``): a list of well-shaped logs, whose
     block number and hash, log index, address and block time are parsed (once per value)."""
+    entries = _log_list(value, fail)
+    _check(entries, fail)
+    return cast(list[Log], entries)
+
+
+def sifted(value: Any, fail: Fail, watched: Container[str]) -> tuple[list[Log], PassedOver]:
+    """:func:`logs`, passing over the logs :func:`~scanner.core.decode.passed_over` lets go
+    (well-shaped Transfer logs to none of the ``watched`` recipient topics): the other logs,
+    and what is kept of those passed over (:class:`~scanner.core.model.PassedOver`). Every log
+    is checked as :func:`logs` checks it, and the third topic of each one passed over must be
+    32 bytes of hex: a malformed log raises, whoever it names.
+
+    The sieve compares the node's strings as they are, allocating nothing per log it passes
+    over; the topics it passed over are then checked at once (lower-case hex), and an answer
+    where one is not is sifted again log by log, by :func:`passed_over` itself."""
+    entries = _log_list(value, fail)
+    _check(entries, fail)
+    kept, passed, over = _sift(entries, watched)
+    if not _lower_hex(passed):
+        return _sifted_slowly(entries, fail, watched)
+    return kept, over
+
+
+def _sift(entries: list[Any], watched: Container[str]) -> tuple[list[Log], list[str], PassedOver]:
+    """The logs to keep, the third topics of those passed over (to check), and what is kept of
+    those: a log is passed over when its shape is a Transfer's (three topics, 32 bytes of data)
+    and its third topic, as the node spells it, is an address topic outside ``watched``."""
+    kept: list[Log] = []
+    passed: list[str] = []
+    blocks: list[BlockRef] = []
+    zero = 0
+    number = block_hash = None
+    for entry in entries:
+        topics, data = entry["topics"], entry["data"]
+        recipient = topics[2] if len(topics) == 3 and len(data) == 66 else _NOT_A_TOPIC
+        if recipient in watched or len(recipient) != 66 or not recipient.startswith(ADDRESS_TOPIC):
+            kept.append(entry)
+            continue
+        passed.append(recipient)
+        zero += data == _ZERO_DATA
+        if entry["blockHash"] != block_hash or entry["blockNumber"] != number:
+            number, block_hash = entry["blockNumber"], entry["blockHash"]
+            blocks.append((number, block_hash, entry.get("blockTimestamp")))
+    return kept, passed, PassedOver(len(passed), tuple(blocks), zero)
+
+
+_NOT_A_TOPIC: Final = ""
+_ZERO_DATA: Final = "0x" + "0" * 64
+_LOWER_HEX: Final = b"0123456789abcdef"
+
+
+def _lower_hex(topics: list[str]) -> bool:
+    """Whether each of ``topics`` (66 characters, ``0x`` first) is lower-case hex after it."""
+    try:
+        text = "".join(topics).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return len(text.translate(None, _LOWER_HEX)) == len(topics)  # each one's "x" is left
+
+
+def _sifted_slowly(
+    entries: list[Any], fail: Fail, watched: Container[str]
+) -> tuple[list[Log], PassedOver]:
+    """:func:`sifted` log by log, by :func:`~scanner.core.decode.passed_over` (an answer with
+    a third topic in upper case, or not hex: it raises, unless the log is decoded in full)."""
+    checked = Checked()
+    kept: list[Log] = []
+    blocks: list[BlockRef] = []
+    count = zero = 0
+    for position, entry in enumerate(entries):
+        try:
+            why = passed_over(entry["topics"], entry["data"], watched, checked)
+        except MalformedResponse as exc:
+            raise fail(f"log {position}: {exc}") from None
+        if why is None:
+            kept.append(entry)
+            continue
+        count, zero = count + 1, zero + (why == "zero_value")
+        ref = (entry["blockNumber"], entry["blockHash"], entry.get("blockTimestamp"))
+        if not blocks or blocks[-1][:2] != ref[:2]:
+            blocks.append(ref)
+    return kept, PassedOver(count, tuple(blocks), zero)
+
+
+def _log_list(value: Any, fail: Fail) -> list[Any]:
     if type(value) is not list:
         raise fail(f"expected a list of logs, got {peek(value)}")
-    numbers: set[str] = set()
-    hashes: set[str] = set()
-    indexes: set[str] = set()
-    addresses: set[str] = set()
-    times: set[str] = set()
-    for position, entry in enumerate(value):
-        if not _well_shaped(entry):
-            raise _shape_error(entry, position, fail)
-        text = entry["blockNumber"]
-        if text not in numbers:
-            quantity(text, fail, f"log {position} blockNumber")
-            numbers.add(text)
-        text = entry["blockHash"]
-        if text not in hashes:
-            fixed_hex(text, fail, f"log {position} blockHash", 66)
-            hashes.add(text)
-        text = entry["logIndex"]
-        if text not in indexes:
-            quantity(text, fail, f"log {position} logIndex")
-            indexes.add(text)
-        text = entry["address"]
-        if text not in addresses:
-            fixed_hex(text, fail, f"log {position} address", 42)
-            addresses.add(text)
-        text = entry.get("blockTimestamp")
-        if text is not None and text not in times:
-            quantity(text, fail, f"log {position} blockTimestamp")
-            times.add(text)
-    return cast(list[Log], value)
+    return value
+
+
+def _check(entries: list[Any], fail: Fail) -> None:
+    """Every log's shape, then each distinct block number and hash, log index, address and
+    block time, parsed once (the logs of an answer repeat them)."""
+    if not all(map(_well_shaped, entries)):
+        position = next(i for i, entry in enumerate(entries) if not _well_shaped(entry))
+        raise _shape_error(entries[position], position, fail)
+    for key, length in _PARSED:
+        for text in set(map(dict.get, entries, repeat(key))):
+            if text is None or _hex_of(text, length):  # no blockTimestamp: a node may omit it
+                continue
+            what = f"log {_first(entries, key, text)} {key}"
+            if length:
+                fixed_hex(text, fail, what, length)
+            quantity(text, fail, what)
+
+
+def _hex_of(text: str, length: int) -> bool:
+    """Whether ``text`` is strict hex, of ``length`` characters when that is not 0."""
+    return (not length or len(text) == length) and strict_hex_int(text) is not None
+
+
+def _first(entries: list[Any], key: str, text: str) -> int:
+    return next(i for i, entry in enumerate(entries) if entry.get(key) == text)
+
+
+#: The fields parsed once per distinct value: hex of a fixed length, or a quantity (0).
+_PARSED: Final = (
+    ("blockNumber", 0),
+    ("blockHash", 66),
+    ("logIndex", 0),
+    ("address", 42),
+    ("blockTimestamp", 0),
+)
 
 
 def _well_shaped(entry: Any) -> bool:
     """Whether a log's fields have the JSON types of a log (the hot path: no loop per key)."""
     if type(entry) is not dict:
         return False
-    topics = entry.get("topics")
-    if not (
-        type(entry.get("blockNumber")) is str
-        and type(entry.get("blockHash")) is str
-        and type(entry.get("logIndex")) is str
-        and type(entry.get("transactionHash")) is str
-        and type(entry.get("address")) is str
-        and type(entry.get("data")) is str
-        and type(topics) is list
-        and type(entry.get("removed", False)) is bool
-        and type(entry.get("blockTimestamp", "")) is str
-    ):
+    try:
+        topics = entry["topics"]
+        if not (
+            type(entry["blockNumber"]) is str
+            and type(entry["blockHash"]) is str
+            and type(entry["logIndex"]) is str
+            and type(entry["transactionHash"]) is str
+            and type(entry["address"]) is str
+            and type(entry["data"]) is str
+            and type(topics) is list
+        ):
+            return False
+    except KeyError:
         return False
-    return all(type(topic) is str for topic in topics)
+    if type(entry.get("removed", False)) is not bool:
+        return False
+    if type(entry.get("blockTimestamp", "")) is not str:
+        return False
+    for topic in topics:  # noqa: SIM110 - a generator in all() costs a third of the check
+        if type(topic) is not str:
+            return False
+    return True
 
 
 def _shape_error(entry: Any, position: int, fail: Fail) -> MalformedResponse:

@@ -1,0 +1,222 @@
+"""Sifting an ``eth_getLogs`` answer as it is parsed (``shapes.sifted``): the logs kept, decoded,
+give exactly what decoding every log against the watched recipients gives (the same transfers,
+the same skipped counts, the same errors), and a log is passed over only when it is a
+well-shaped Transfer to nobody watched, whatever the node sends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from scanner.chain import shapes
+from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, watched_topics
+from scanner.core.model import PassedOver, Transfer
+from scanner.errors import MalformedResponse
+from tests.chain.test_reader_validation import fake_reader
+
+TOKEN = "0x" + "11" * 20
+OTHER_TOKEN = "0x" + "12" * 20
+SENDER = "0x" + "00" * 12 + "22" * 20
+WATCHED = ["0x" + "a1" * 20, "0x" + "b2" * 20]
+NOBODY = ["0x" + "c3" * 20, "0x" + "d4" * 20]
+SIEVE = watched_topics(WATCHED)
+PAD = "0x" + "00" * 12
+
+
+def topic(address: str) -> str:
+    return PAD + address[2:]
+
+
+def word(value: int) -> str:
+    return "0x" + format(value, "064x")
+
+
+class _AnyTime(Mapping[int, int]):
+    def __getitem__(self, key: int) -> int:
+        return 100
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def fail(why: str) -> MalformedResponse:
+    return MalformedResponse(f"eth_getLogs: {why}")
+
+
+def log(**fields: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "address": TOKEN,
+        "topics": [TRANSFER_TOPIC, SENDER, topic(NOBODY[0])],
+        "data": word(5),
+        "blockNumber": "0x7",
+        "blockHash": "0x" + "07" * 32,
+        "blockTimestamp": "0x64",
+        "transactionHash": "0x" + "ab" * 32,
+        "logIndex": "0x0",
+        "removed": False,
+    }
+    entry.update(fields)
+    return {k: v for k, v in entry.items() if v is not _GONE}
+
+
+_GONE = object()
+
+# a log's third topic: an address topic (watched or not, any letter case), or not quite one
+RECIPIENTS = st.sampled_from(
+    WATCHED + NOBODY
+).flatmap(
+    lambda a: st.sampled_from(
+        [
+            topic(a),
+            topic(a).upper().replace("0X", "0x"),
+            "0x" + "01" + "00" * 11 + a[2:],  # upper 12 bytes not zero
+            PAD + a[2:-2] + "zz",  # not hex
+            PAD + a[2:-2] + "\u0661\u0661",  # digits int() reads, not ASCII
+            PAD + a[2:-2] + "_1",  # an underscore int() skips
+            topic(a)[:-1] + " ",  # a space int() strips
+            topic(a)[:-2],  # 31 bytes
+            "0X" + topic(a)[2:],
+        ]
+    )
+)
+DATA = st.sampled_from([word(5), word(0), word(2**256 - 1), "0x", word(1) + "00" * 32, "0xzz"])
+BLOCKS = st.sampled_from(
+    [("0x7", "0x" + "07" * 32), ("0x8", "0x" + "08" * 32), ("0x8", "0x" + "f8" * 32)]
+)
+
+
+@st.composite
+def logs(draw: st.DrawFn) -> dict[str, Any]:
+    count = draw(st.sampled_from([3, 3, 3, 3, 2, 4]))
+    topics = [TRANSFER_TOPIC, SENDER, draw(RECIPIENTS), word(1)][:count]
+    number, block_hash = draw(BLOCKS)
+    entry = log(
+        topics=topics,
+        data=draw(DATA),
+        address=draw(st.sampled_from([TOKEN, TOKEN, OTHER_TOKEN])),
+        blockNumber=number,
+        blockHash=block_hash,
+        blockTimestamp=draw(st.sampled_from(["0x64", _GONE])),
+        logIndex=hex(draw(st.integers(0, 3))),
+        removed=draw(st.sampled_from([False, _GONE, True])),
+    )
+    broken = draw(st.sampled_from([None] * 12 + ["data", "topics", "transactionHash", "removed"]))
+    if broken is not None:  # a field gone, or of another JSON type
+        entry[broken] = draw(st.sampled_from([_GONE, 7, None, ["x"]]))
+        entry = {k: v for k, v in entry.items() if v is not _GONE}
+    return entry
+
+
+def reference(answer: list[Any]) -> tuple[list[Transfer], dict[str, int]] | type[Exception]:
+    """What the scan made of an answer before sifting: every log checked, then decoded against
+    the watched recipients (a well-shaped Transfer to anyone else passed over)."""
+    try:
+        found = shapes.logs(answer, fail)
+        result = decode_transfer_logs(found, {TOKEN}, _AnyTime(), recipients=WATCHED)
+    except MalformedResponse:
+        return MalformedResponse
+    return result.transfers, result.skipped
+
+
+def sifted(answer: list[Any]) -> tuple[list[Transfer], dict[str, int]] | type[Exception]:
+    """The same answer sifted as it is parsed, then its kept logs decoded as the scan does."""
+    try:
+        kept, passed = shapes.sifted(answer, fail, SIEVE)
+        result = decode_transfer_logs(kept, {TOKEN}, _AnyTime(), recipients=WATCHED)
+    except MalformedResponse:
+        return MalformedResponse
+    assert len(kept) + passed.count == len(answer)
+    skipped = dict(result.skipped)
+    if passed.zero_value:
+        skipped["zero_value"] = skipped.get("zero_value", 0) + passed.zero_value
+    return result.transfers, skipped
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.lists(logs(), max_size=12))
+@example([log(topics=[TRANSFER_TOPIC, SENDER, topic(WATCHED[0]).upper().replace("0X", "0x")])])
+@example([log(), log(topics=[TRANSFER_TOPIC, SENDER, PAD + "zz" * 20])])
+def test_sifting_gives_what_decoding_every_log_gives(answer: list[dict[str, Any]]) -> None:
+    assert sifted(answer) == reference(answer)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(logs(), max_size=12))
+def test_no_transfer_to_a_watched_address_is_passed_over(answer: list[dict[str, Any]]) -> None:
+    """Whatever else the answer holds, every log that decodes to a transfer to a watched
+    address is kept, and every log passed over names its block among the blocks kept."""
+    try:
+        kept, passed = shapes.sifted(answer, fail, SIEVE)
+        every = decode_transfer_logs(answer, {TOKEN}, _AnyTime()).transfers
+    except MalformedResponse:
+        return  # the answer is refused (the test above: as it was before sifting)
+    ours = decode_transfer_logs(kept, {TOKEN}, _AnyTime()).transfers
+    assert [t for t in every if t.to_address in WATCHED] == [
+        t for t in ours if t.to_address in WATCHED
+    ]
+    kept_ids = {id(entry) for entry in kept}
+    named = {(e["blockNumber"], e["blockHash"]) for e in answer if id(e) not in kept_ids}
+    assert named == {(n, h) for n, h, _ in passed.blocks}
+
+
+def test_a_well_shaped_transfer_to_nobody_watched_is_passed_over_and_counted() -> None:
+    zero = log(data=word(0), logIndex="0x1")
+    ours = log(topics=[TRANSFER_TOPIC, SENDER, topic(WATCHED[0])], logIndex="0x2")
+    later = log(blockNumber="0x8", blockHash="0x" + "08" * 32, blockTimestamp=_GONE)
+    kept, passed = shapes.sifted([log(), zero, ours, later], fail, SIEVE)
+    assert kept == [ours]
+    assert passed == PassedOver(
+        3, (("0x7", "0x" + "07" * 32, "0x64"), ("0x8", "0x" + "08" * 32, None)), 1
+    )
+
+
+@pytest.mark.parametrize(
+    "third",
+    [
+        topic(WATCHED[0]).upper().replace("0X", "0x"),  # a watched address in capitals
+        "0x" + "01" + "00" * 11 + WATCHED[0][2:],  # not an address: decoded, and skipped
+        "0x" + "01" + "00" * 11 + NOBODY[0][2:],
+        topic(NOBODY[0])[:-2],  # 31 bytes
+    ],
+)
+def test_a_log_that_is_not_plainly_to_someone_else_is_kept(third: str) -> None:
+    entry = log(topics=[TRANSFER_TOPIC, SENDER, third])
+    kept, passed = shapes.sifted([log(), entry], fail, SIEVE)
+    assert kept == [entry] and passed.count == 1
+
+
+@pytest.mark.parametrize(
+    "third",
+    [
+        PAD + "zz" * 20,
+        PAD + "11" * 19 + "\u0661\u0661",
+        PAD + "11" * 19 + "_1",
+        PAD + "11" * 19 + "1 ",
+    ],
+)
+async def test_a_garbled_recipient_of_a_log_to_nobody_watched_is_refused(third: str) -> None:
+    """Through the reader: the answer is malformed (not retried as a log to skip)."""
+    answer = [log(), log(topics=[TRANSFER_TOPIC, SENDER, third], logIndex="0x1")]
+
+    def node(method: str, params: list[Any]) -> Any:
+        return "0x100000" if method == "eth_blockNumber" else answer
+
+    async with fake_reader(node) as reader:
+        with pytest.raises(MalformedResponse, match=r"eth_getLogs.*log 1.*log topic"):
+            await reader.sifted_logs([TOKEN], TRANSFER_TOPIC, 1, 10, watched=SIEVE)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("transactionHash", 7), ("data", None), ("topics", "x"), ("blockNumber", _GONE)],
+)
+def test_a_log_of_the_wrong_shape_is_refused_whoever_it_pays(field: str, value: Any) -> None:
+    with pytest.raises(MalformedResponse, match="log 1"):
+        shapes.sifted([log(), log(**{field: value})], fail, SIEVE)
