@@ -12,13 +12,14 @@ the reorg is deeper than ``max_reorg_depth``, which halts the chain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol, TypeVar
 
-from scanner.core.decode import hex_hash, hex_quantity
-from scanner.core.model import Header
+from scanner.core.decode import block_ref, hex_hash, hex_quantity
+from scanner.core.model import BlockRef, Header
 from scanner.errors import DeepReorg, MalformedResponse
 
 
@@ -91,9 +92,15 @@ def disagrees_with_stored(
 
 
 def logs_agree(
-    logs: Sequence[Mapping[str, Any]], headers: Sequence[Header], *, complete: bool = True
+    logs: Sequence[Mapping[str, Any]],
+    headers: Sequence[Header],
+    *,
+    complete: bool = True,
+    passed: Iterable[BlockRef] = (),
 ) -> bool:
-    """Whether every raw log's ``blockHash`` is the hash of the header at its ``blockNumber``.
+    """Whether every raw log's ``blockHash`` is the hash of the header at its ``blockNumber``,
+    and so every block ``passed`` names (the logs read and passed over unread:
+    :attr:`~scanner.core.model.PassedOver.blocks`).
 
     ``complete``: the headers cover every block of the range, and a log in a block they do not
     cover disagrees too (the node answered for another view of the chain). Otherwise (a range
@@ -102,23 +109,19 @@ def logs_agree(
     raises MalformedResponse. Each distinct number and hash string is parsed once.
     """
     hashes: dict[int, str] = {header.number: header.hash for header in headers}
-    seen: dict[tuple[str, str], bool] = {}
-    for log in logs:
-        try:
-            raw = (log["blockNumber"], log["blockHash"])
-        except (KeyError, TypeError):
-            raise MalformedResponse(f"log without a block number and hash: {log!r:.80}") from None
-        hashable = type(raw[0]) is str and type(raw[1]) is str
-        if hashable and raw in seen:
+    seen: set[tuple[str, str]] = set()
+    for raw_number, raw_hash, _ in itertools.chain(map(block_ref, logs), passed):
+        hashable = type(raw_number) is str and type(raw_hash) is str
+        if hashable and (raw_number, raw_hash) in seen:
             continue
-        number = hex_quantity(raw[0], "log blockNumber")
-        block_hash = hex_hash(raw[1], "log blockHash")
+        number = hex_quantity(raw_number, "log blockNumber")
+        block_hash = hex_hash(raw_hash, "log blockHash")
         if not complete:
             hashes.setdefault(number, block_hash)
         if hashes.get(number) != block_hash:
             return False
         if hashable:
-            seen[raw] = True
+            seen.add((raw_number, raw_hash))
     return True
 
 

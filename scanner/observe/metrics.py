@@ -101,7 +101,9 @@ class Metrics:
 
     def _scan_metrics(self) -> None:
         self.logs_processed = self._counter(
-            "scanner_logs_processed", "Logs read and decoded.", CHAIN
+            "scanner_logs_processed",
+            "Logs read (decoded, or passed over: paying nobody watched).",
+            CHAIN,
         )
         self.transfers_matched = self._counter(
             "scanner_transfers_matched", "Transfers matched to a payment.", CHAIN

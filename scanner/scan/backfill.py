@@ -19,6 +19,7 @@ from uuid import UUID
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scanner.core.decode import watched_topics
 from scanner.core.model import Header
 from scanner.core.plan import BACKFILL, DRY_RUN
 from scanner.core.ranges import split_range
@@ -44,6 +45,7 @@ from scanner.scan.startup import check_chain_id, sync_tokens
 
 log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
+SIEVE_MAX = 200_000  # watched addresses whole answers are sifted by as they are parsed (~30 MB)
 COMMIT_LOGS = 20_000  # logs one commit holds at most when it joins several reads
 
 
@@ -223,45 +225,63 @@ class Backfill(OnChain):
         the run began) and with no native-coin payment to look for, a range is read without a
         header per block (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments
         use at most ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them
-        alone, and
-        a commit spans :data:`FILTERED_SPAN` times ``batch_size`` blocks (still read
-        ``batch_size`` blocks a call): few logs come back, and a commit costs the same whatever
-        it holds. More, and the tokens' logs are read whole. Payments written during the run
-        at another address cannot be paid by these blocks, unless written behind them: those
-        are the live scan's catch-up's (their ``seen_at_block`` is NULL)."""
-        topics, native = await self._watched(ctx)
-        tokens, reader, sizer = ctx.token_addresses, self.reader, self.sizer
+        alone, a range spanning :data:`FILTERED_SPAN` times ``batch_size`` blocks; more, and
+        the tokens' logs are read whole, sifted by those addresses as they are parsed. Payments
+        written during the run at another address cannot be paid by these blocks, unless
+        written behind them: the live scan's catch-up's (``seen_at_block`` NULL)."""
+        (topics, sieve, native), tokens = await self._watched(ctx), ctx.token_addresses
+        reader, sizer = self.reader, self.sizer
 
         async def fetch(a: int, b: int) -> RangeData:
             if b <= deep_to and watches_none(native):
-                required = ctx.required
                 return await fetch_deep(
-                    reader, tokens, a, b, required=required, sizer=sizer, to_topics=topics
+                    reader,
+                    tokens,
+                    a,
+                    b,
+                    required=ctx.required,
+                    sizer=sizer,
+                    to_topics=topics,
+                    watched=sieve,
                 )
             return await fetch_range(
-                reader, tokens, a, b, native_watched=native, sizer=sizer, to_topics=topics
+                reader,
+                tokens,
+                a,
+                b,
+                native_watched=native,
+                sizer=sizer,
+                to_topics=topics,
+                watched=sieve,
             )
 
-        span = self.sizer.size * (FILTERED_SPAN if topics is not None else 1)
-        return fetch, span
+        return fetch, self.sizer.size * (FILTERED_SPAN if topics is not None else 1)
 
-    async def _watched(self, ctx: ChainContext) -> tuple[list[str] | None, NativeWatch]:
-        """The recipient topics eth_getLogs asks for (None: every Transfer of the tokens), and
-        the native-coin recipients looked for."""
+    async def _watched(
+        self, ctx: ChainContext
+    ) -> tuple[list[str] | None, frozenset[str] | None, NativeWatch]:
+        """The recipient topics eth_getLogs asks for (None: every Transfer of the tokens), those
+        whole answers are sifted by (None: every log kept, with more than :data:`SIEVE_MAX`),
+        and the native-coin recipients looked for."""
         async with self._transaction() as session:
             limit = self.settings.filter_recipients_max
             written = ctx.kind.case_sensitive
-            watched = await payments.watched_addresses(session, ctx.name, limit, as_written=written)
+            watched = await payments.watched_addresses(
+                session, ctx.name, max(limit, SIEVE_MAX), as_written=written
+            )
             native: NativeWatch = ()
             if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
                 native = await payments.native_addresses(session, ctx.name)
         if not self.dry_run:
             native = await native_watch(self.sessions, ctx.name, ctx.kind)
-        if watched is not None:  # as matched (TRON: rows written T… or 41… too)
-            watched = ctx.kind.match_keys(watched)
-        # an address that is no 20-byte hex (a row the gateway wrote wrong) is paid by no log
-        topics = None if watched is None else [recipient_topic(a) for a in watched if is_hex(a)]
-        return topics, native
+        if watched is None:
+            return None, None, native
+        # as matched (TRON: rows written T… or 41… too); an address that is no 20-byte hex (a
+        # row the gateway wrote wrong) is paid by no log
+        keys = [a for a in ctx.kind.match_keys(watched) if is_hex(a)]
+        if len(watched) <= limit:
+            return [recipient_topic(a) for a in keys], None, native
+        return None, watched_topics(keys), native
 
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary

@@ -76,7 +76,7 @@ def verify_links(data: RangeData, parent: tuple[int, str] | None) -> None:
         broken = check_sparse_link(data.headers, data.start, parent)
     if broken is not None:
         raise ReorgDetected(broken)
-    if not logs_agree(data.logs, data.headers, complete=data.dense):
+    if not logs_agree(data.logs, data.headers, complete=data.dense, passed=data.passed.blocks):
         raise RangeInconsistent("logs and headers name different block hashes; reading again")
 
 
@@ -117,7 +117,7 @@ async def run_range(
     read from the node (``decides_expiry``: see :class:`~scanner.core.plan.RangeInput`)."""
     inp, skipped = await load_range(session, ctx, data, mode, **terms)
     inp = replace(inp, decides_expiry=decides_expiry)
-    return await plan_and_write(session, ctx, inp, logs=len(data.logs), skipped=skipped)
+    return await plan_and_write(session, ctx, inp, logs=data.read, skipped=skipped)
 
 
 async def run_tick(

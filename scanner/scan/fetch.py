@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+import itertools
+import operator
+from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scanner.chain.reader import ChainReader
-from scanner.core.decode import TRANSFER_TOPIC, hex_hash, hex_quantity, native_transfers
+from scanner.core.decode import (
+    TRANSFER_TOPIC,
+    block_ref,
+    hex_hash,
+    hex_quantity,
+    native_transfers,
+)
 from scanner.core.finality import timed_blocks
-from scanner.core.model import Header, Log, Transfer
+from scanner.core.model import BlockRef, Header, Log, PassedOver, Transfer
 from scanner.core.ranges import RangeSizer, split_range
 from scanner.errors import MalformedResponse, RangeInconsistent, RangeTooLarge
 
@@ -48,6 +56,14 @@ class RangeData:
     #: adds the logs' ``blockTimestamp``.
     times: Mapping[int, int] | None = None
     log_hashes: Mapping[int, str] = field(default_factory=dict)  # the logs' blockHash (deep)
+    #: The logs read and passed over unread (:func:`~scanner.chain.shapes.sifted`): ``logs``
+    #: holds only the others.
+    passed: PassedOver = field(default_factory=PassedOver)
+
+    @property
+    def read(self) -> int:
+        """How many logs the node answered: those kept and those passed over."""
+        return len(self.logs) + self.passed.count
 
     @property
     def dense(self) -> bool:
@@ -93,6 +109,7 @@ def joined(first: RangeData, second: RangeData) -> RangeData:
         first.native + second.native,
         times=times,
         log_hashes={**first.log_hashes, **second.log_hashes},
+        passed=first.passed + second.passed,
     )
 
 
@@ -119,8 +136,28 @@ async def fetch_logs(
     """All Transfer logs of ``tokens`` in ``start..end`` (to ``to_topics`` recipients when
     given), read as up to ``split`` sub-ranges at once (a node answers several smaller queries
     faster than one large one), each split further when the provider refuses it as too large."""
+    logs, _ = await fetch_sifted(
+        reader, tokens, start, end, sizer, to_topics=to_topics, split=split, watched=None
+    )
+    return logs
+
+
+async def fetch_sifted(
+    reader: ChainReader,
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    sizer: RangeSizer | None = None,
+    *,
+    to_topics: Sequence[str] | None = None,
+    split: int = LOG_PIECES,
+    watched: Container[str] | None,
+) -> tuple[list[Log], PassedOver]:
+    """:func:`fetch_logs`, each answer sifted as it is parsed when ``watched`` (recipient
+    topics, :func:`~scanner.core.decode.watched_topics`) is given: the logs that may pay one
+    of them or must be decoded to be counted or refused, and what is kept of the others."""
     if not tokens or (to_topics is not None and not to_topics):
-        return []
+        return [], PassedOver()
     if sizer is None:
         sizer = RangeSizer(end - start + 1)
     piece = _piece(start, end, split)
@@ -130,12 +167,13 @@ async def fetch_logs(
         filters = [ordered[i : i + step] for i in range(0, len(ordered), step)]
     parts = await asyncio.gather(
         *(
-            _fetch_piece(reader, tokens, a, b, sizer, topics)
+            _fetch_piece(reader, tokens, a, b, sizer, topics, watched)
             for a, b in split_range(start, end, piece)
             for topics in filters
         )
     )
-    return [log for part in parts for log in part]
+    passed = functools.reduce(operator.add, (p for _, p in parts), PassedOver())
+    return [log for logs, _ in parts for log in logs], passed
 
 
 async def _fetch_piece(
@@ -145,21 +183,41 @@ async def _fetch_piece(
     end: int,
     sizer: RangeSizer,
     to_topics: Sequence[str] | None,
-) -> list[Log]:
+    watched: Container[str] | None,
+) -> tuple[list[Log], PassedOver]:
     out: list[Log] = []
+    passed = PassedOver()
     cursor = start
     while cursor <= end:
         stop = min(end, cursor + sizer.size - 1)
         try:
-            out.extend(await reader.logs(tokens, TRANSFER_TOPIC, cursor, stop, to_topics=to_topics))
+            logs, more = await _read_logs(reader, tokens, cursor, stop, to_topics, watched)
         except RangeTooLarge as exc:
             if stop == cursor:
                 raise
             sizer.shrink(exc.suggested_size, refused=stop - cursor + 1)
             continue
         sizer.succeeded()
+        out.extend(logs)
+        passed += more
         cursor = stop + 1
-    return out
+    return out, passed
+
+
+async def _read_logs(
+    reader: ChainReader,
+    tokens: Sequence[str],
+    start: int,
+    end: int,
+    to_topics: Sequence[str] | None,
+    watched: Container[str] | None,
+) -> tuple[list[Log], PassedOver]:
+    if watched is None:
+        logs = await reader.logs(tokens, TRANSFER_TOPIC, start, end, to_topics=to_topics)
+        return logs, PassedOver()
+    return await reader.sifted_logs(
+        tokens, TRANSFER_TOPIC, start, end, watched=watched, to_topics=to_topics
+    )
 
 
 async def fetch_native(
@@ -193,25 +251,30 @@ async def fetch_range(
     sizer: RangeSizer | None = None,
     by_hash: bool = False,
     to_topics: Sequence[str] | None = None,
+    watched: Container[str] | None = None,
 ) -> RangeData:
     """Headers and logs of one range; logs must agree with the headers.
 
-    Far from the head, headers and logs are read concurrently by number. Near the head
-    (``by_hash``), logs are read by block hash (EIP-234) after the headers: a node behind a load
-    balancer that has not imported a block yet answers an empty list by number, but fails loudly
-    for a hash it does not know, so a block is never passed over as empty.
+    Far from the head, headers and logs are read concurrently by number, the logs sifted by
+    ``watched`` when given (:func:`fetch_sifted`). Near the head (``by_hash``), logs are read
+    by block hash (EIP-234) after the headers: a node behind a load balancer that has not
+    imported a block yet answers an empty list by number, but fails loudly for a hash it does
+    not know, so a block is never passed over as empty.
     """
+    passed = PassedOver()
     if by_hash:
         headers = await reader.headers(start, end)
         _check_headers(headers, start, end)
         logs = await _logs_by_hash(reader, tokens, headers)
     else:
         headers_task = reader.headers(start, end)
-        logs_task = fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics)
-        headers, logs = await asyncio.gather(headers_task, logs_task)
+        logs_task = fetch_sifted(
+            reader, tokens, start, end, sizer, to_topics=to_topics, watched=watched
+        )
+        headers, (logs, passed) = await asyncio.gather(headers_task, logs_task)
         _check_headers(headers, start, end)
     native = await fetch_native(reader, start, end, native_watched)
-    return RangeData(start, end, tuple(headers), tuple(logs), tuple(native))
+    return RangeData(start, end, tuple(headers), tuple(logs), tuple(native), passed=passed)
 
 
 async def fetch_deep(
@@ -223,9 +286,11 @@ async def fetch_deep(
     required: int | None,
     sizer: RangeSizer | None = None,
     to_topics: Sequence[str] | None = None,
+    watched: Container[str] | None = None,
 ) -> RangeData:
     """A range far below the head (older than the reorg window), read near the node's limit:
-    its logs (to ``to_topics`` recipients when given), then the headers of only the blocks
+    its logs (to ``to_topics`` recipients when given; sifted by ``watched`` when given,
+    :func:`fetch_sifted`), then the headers of only the blocks
     whose times the plan reads (:func:`~scanner.core.finality.timed_blocks`) that the logs'
     ``blockTimestamp`` did not give, and always ``start`` (whose parent hash links the range to
     the block stored below it) and ``end`` (what the next range links to). No native transfers:
@@ -235,7 +300,7 @@ async def fetch_deep(
     (the node reads one's headers while it still scans another's logs)."""
     parts = await asyncio.gather(
         *(
-            _deep_piece(reader, tokens, a, b, (start, end), required, sizer, to_topics)
+            _deep_piece(reader, tokens, a, b, (start, end), required, sizer, to_topics, watched)
             for a, b in split_range(start, end, _piece(start, end, LOG_PIECES))
         )
     )
@@ -251,15 +316,20 @@ async def _deep_piece(
     required: int | None,
     sizer: RangeSizer | None,
     to_topics: Sequence[str] | None,
+    watched: Container[str] | None,
 ) -> RangeData:
     """One sub-range of :func:`fetch_deep` (``whole``: the range's first and last blocks),
     read as it is. The blocks the next range reads (from the last block's final block to the
     last block) are read by the sub-range that ends there, the first block by the one that
-    starts there."""
+    starts there. The plan reads the times of the kept logs' blocks alone: those passed over
+    pay nobody (their hashes are still checked)."""
     first, last = whole
-    logs = await fetch_logs(reader, tokens, start, end, sizer, to_topics=to_topics, split=1)
-    hashes, times = log_blocks(logs)
-    wanted = timed_blocks(hashes, last, required) - times.keys()
+    logs, passed = await fetch_sifted(
+        reader, tokens, start, end, sizer, to_topics=to_topics, split=1, watched=watched
+    )
+    hashes, times = log_blocks(logs, passed.blocks)
+    paying = log_blocks(logs)[0] if passed.count else hashes
+    wanted = timed_blocks(paying, last, required) - times.keys()
     if end == last:
         wanted.add(last)
     else:
@@ -268,7 +338,9 @@ async def _deep_piece(
         wanted.add(first)
     headers = await reader.headers_at(sorted(wanted))
     times.update((h.number, h.timestamp) for h in headers)
-    return RangeData(start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes)
+    return RangeData(
+        start, end, tuple(headers), tuple(logs), times=times, log_hashes=hashes, passed=passed
+    )
 
 
 def _piece(start: int, end: int, pieces: int) -> int:
@@ -280,20 +352,21 @@ def _number(header: Header) -> int:
     return header.number
 
 
-def log_blocks(logs: Sequence[Log]) -> tuple[dict[int, str], dict[int, int]]:
-    """The logs' blocks: their hashes, and their times where the node gives ``blockTimestamp``
-    (else the block's header is read). Each block's fields are parsed once, from its first
-    log; whether its other logs agree is :func:`~scanner.core.reorg.logs_agree`'s question."""
+def log_blocks(
+    logs: Sequence[Log], passed: Iterable[BlockRef] = ()
+) -> tuple[dict[int, str], dict[int, int]]:
+    """The logs' blocks (and those ``passed`` names: :attr:`PassedOver.blocks`): their hashes,
+    and their times where the node gives ``blockTimestamp`` (else the block's header is read).
+    Each block's fields are parsed once, from its first log; whether its other logs agree is
+    :func:`~scanner.core.reorg.logs_agree`'s question."""
     hashes: dict[int, str] = {}
     times: dict[int, int] = {}
     seen: set[str] = set()
-    for log in logs:
-        raw = log["blockNumber"]
+    for raw, block_hash, stamp in itertools.chain(map(block_ref, logs), passed):
         if raw in seen:
             continue
         number = hex_quantity(raw, "log blockNumber")
-        hashes[number] = hex_hash(log["blockHash"], "log blockHash")
-        stamp = log.get("blockTimestamp")
+        hashes[number] = hex_hash(block_hash, "log blockHash")
         if stamp is not None:
             times[number] = hex_quantity(stamp, "log blockTimestamp")
         seen.add(raw)

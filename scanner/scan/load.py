@@ -93,7 +93,15 @@ async def load_range(
     inp = replace(inp, start=data.start, end=data.end, headers=data.headers, orphan=orphan)
     if mode is SWEEP and inp.unswept is not None:  # the sweep's own span is read again now
         inp = replace(inp, unswept=await _unswept(session, ctx, timestamps, data.end))
-    return inp, dict(decoded.skipped)
+    return inp, _counted(decoded.skipped, data.passed.zero_value)
+
+
+def _counted(skipped: Mapping[str, int], zero_value: int) -> dict[str, int]:
+    """The decoder's skipped logs and the zero-value ones passed over unread, by reason."""
+    out = dict(skipped)
+    if zero_value:
+        out["zero_value"] = out.get("zero_value", 0) + zero_value
+    return out
 
 
 async def _timestamps(

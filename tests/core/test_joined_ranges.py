@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from scanner.core.model import Header, Log
+from scanner.core.model import Header, Log, PassedOver
 from scanner.errors import RangeInconsistent
+from scanner.scan.batch import verify_links
 from scanner.scan.fetch import RangeData, joined
 from tests.core.builders import block_hash
 
@@ -78,3 +81,24 @@ def test_reads_that_do_not_follow_each_other_or_differ_in_kind_do_not_join(
 ) -> None:
     with pytest.raises(ValueError, match="do not join"):
         joined(first, second)
+
+
+def passed(n: int, count: int, variant: int = 0) -> PassedOver:
+    """``count`` logs of block ``n`` passed over unread, the block named by ``variant``."""
+    return PassedOver(count, ((hex(n), block_hash(n, variant), None),), 1)
+
+
+def test_logs_passed_over_are_counted_and_their_blocks_checked_like_the_logs_kept() -> None:
+    """A log passed over (no watched recipient) that names another hash than its block's
+    header: the node answered for another view of the chain, and the range is read again."""
+    first = replace(dense(10, 12), passed=passed(11, 5))
+    second = replace(dense(13, 15), passed=passed(14, 2))
+    both = joined(first, second)
+    assert (both.read, both.passed.count, both.passed.zero_value) == (9, 7, 2)
+    verify_links(both, None)
+    forked = replace(second, passed=passed(14, 2, variant=1))
+    with pytest.raises(RangeInconsistent):
+        verify_links(joined(first, forked), None)
+    deep_forked = replace(deep(13, 20, [13, 20], [14]), passed=passed(14, 1, variant=1))
+    with pytest.raises(RangeInconsistent):
+        verify_links(deep_forked, None)

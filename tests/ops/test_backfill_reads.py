@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config_types import RpcUrl
 from scanner.core.decode import TRANSFER_TOPIC
+from scanner.devchain import DevChain
+from scanner.errors import MalformedResponse
+from scanner.observe.metrics import Metrics
 from scanner.scan import backfill
 from scanner.scan.backfill import Backfill, BackfillSummary, Progress
 from scanner.scan.fetch import TOPICS_PER_CALL, recipient_topic
@@ -36,6 +39,7 @@ from tests.ops.support import (
     scenario_in,
     snapshot,
 )
+from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy, Json
 
 REORG_DEPTH = 3  # the least the scenario's 3 confirmations allow: most blocks are far below
@@ -56,6 +60,7 @@ class ReadsProxy(FaultProxy):
         self.filters: list[Json] = []
         self.blocks_read: set[int] = set()
         self.strip_times = strip_times
+        self.logs: list[Json] = []  # every log answered
 
     async def _answer_items(self, items: list[Json]) -> list[Json]:
         for item in items:
@@ -65,11 +70,18 @@ class ReadsProxy(FaultProxy):
             elif item.get("method") == "eth_getBlockByNumber" and str(first).startswith("0x"):
                 self.blocks_read.add(int(first, 16))
         answers = await super()._answer_items(items)
-        for answer in answers if self.strip_times else ():
+        for item, answer in zip(items, answers, strict=True):
             result = answer.get("result")
-            for log in result if isinstance(result, list) else ():
-                log.pop("blockTimestamp", None)
+            if item.get("method") == "eth_getLogs" and isinstance(result, list):
+                self.logs.extend(result)
+                for log in result:
+                    self.rewrite(log)
         return answers
+
+    def rewrite(self, log: Json) -> None:
+        """Changes a log answered, in place."""
+        if self.strip_times:
+            log.pop("blockTimestamp", None)
 
 
 def recipients(flt: Json) -> list[str] | None:
@@ -85,6 +97,7 @@ async def backfill_via(
     to_block: int | None = None,
     progress: Progress | None = None,
     before_commit: Callable[[], Awaitable[None]] | None = None,
+    metrics: Metrics | None = None,
     **chain: Any,
 ) -> BackfillSummary:
     """Backfill blocks 0..to_block (the head) through ``proxy`` into ``sessions``' database."""
@@ -92,7 +105,7 @@ async def backfill_via(
     settings = h.chain_settings.model_copy(update=update)
     reader = ChainReader.from_settings(settings, None)
     end = h.chain.head() if to_block is None else to_block
-    job = Backfill(ChainParts(settings, reader, sessions))
+    job = Backfill(ChainParts(settings, reader, sessions, metrics=metrics or Metrics()))
     job.before_commit = before_commit
     try:
         return await job.run(0, end, progress)
@@ -380,6 +393,119 @@ async def test_a_deep_rerun_keeps_the_native_coin_credits_it_does_not_read(h: Ha
     assert native_block not in proxy.blocks_read
     assert_same(await snapshot(h.sessions), first)
     assert again.events == 0
+
+
+# -- logs read whole: sifted as they are parsed ---------------------------------------------------
+
+NOBODY = "0x" + "5e" * 20  # paid, but no payment's address
+WHOLE: dict[str, Any] = {"filter_recipients_max": 0}  # more addresses than the node is asked for
+ZERO_DATA = "0x" + "00" * 32
+
+
+class GarblingProxy(ReadsProxy):
+    """The third topic of the logs to :data:`NOBODY` answered is no hex."""
+
+    def rewrite(self, log: Json) -> None:
+        topics = log["topics"]
+        if len(topics) == 3 and topics[2].endswith(NOBODY[2:]):
+            topics[2] = topics[2][:-2] + "zz"
+
+
+def pay_nobody(h: Harness) -> None:
+    """Transfers to an address no payment uses, one of value 0, among the scenario's."""
+    for units in (7_000_000, 0, 1):
+        pay(h, NOBODY, units)
+    h.chain.mine(10)
+
+
+async def test_logs_read_whole_are_counted_and_credited_as_when_each_is_decoded(
+    h: Harness,
+    other_engine: AsyncEngine,
+    other_sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The logs to nobody watched are passed over as they are parsed: the rows, the events and
+    what is counted (logs read, zero-value logs skipped) are those of a backfill that decodes
+    every log against the payments of its ranges (no sieve)."""
+    _, token_payments = await token_scenario(h, empty_blocks=10)
+    pay_nobody(h)
+    sifted, every = Metrics(), Metrics()
+    async with ReadsProxy(h.chain.url) as proxy:
+        summary = await backfill_via(h, h.sessions, proxy, metrics=sifted, **WHOLE)
+    monkeypatch.setattr(backfill, "SIEVE_MAX", 0)  # too many addresses to sift by
+    await ensure_tokens(other_sessions, h.chain_settings)
+    await insert_specs(other_engine, token_payments)
+    async with ReadsProxy(h.chain.url) as plain:
+        decoded = await backfill_via(h, other_sessions, plain, metrics=every, **WHOLE)
+    assert_same(await snapshot(h.sessions), await snapshot(other_sessions))
+    zero = sum(1 for log in proxy.logs if log["data"] == ZERO_DATA)
+    assert zero >= 1 and summary.logs == decoded.logs == len(proxy.logs) > summary.matched
+    chain = h.chain_settings.name
+    for metrics in (sifted, every):
+        assert sample(metrics, "scanner_logs_processed_total", chain=chain) == len(proxy.logs)
+        skipped = sample(metrics, "scanner_skipped_logs_total", chain=chain, reason="zero_value")
+        assert skipped == zero
+
+
+@pytest.mark.parametrize("sieve", [True, False], ids=["sifted", "decoded"])
+async def test_a_garbled_recipient_of_a_log_read_whole_stops_the_backfill(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, sieve: bool
+) -> None:
+    """A third topic that is not hex may be a watched address, garbled: the answer is refused,
+    whether the log would be passed over or decoded, and the range is not committed."""
+    await token_scenario(h, empty_blocks=10)
+    pay_nobody(h)
+    if not sieve:
+        monkeypatch.setattr(backfill, "SIEVE_MAX", 0)
+    async with GarblingProxy(h.chain.url) as proxy:
+        with pytest.raises(MalformedResponse, match="log topic"):
+            await backfill_via(h, h.sessions, proxy, **WHOLE)
+    garbled = [log for log in proxy.logs if log["topics"][-1].endswith("zz")]
+    first = min(int(log["blockNumber"], 16) for log in garbled)
+    stored = await snapshot(h.sessions)
+    assert all(t["block_number"] < first for t in stored["transactions"])
+
+
+BOB = "0x" + "b0" * 20
+
+
+@pytest.mark.parametrize("sieve", [True, False], ids=["sifted", "decoded"])
+async def test_a_block_named_by_logs_passed_over_alone_orphans_the_credit_it_replaced(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, sieve: bool
+) -> None:
+    """A rerun through a node on another fork, far below its head: there block N holds only a
+    transfer to nobody watched, where the first run credited one to BOB. The log passed over
+    still names block N by its hash on that fork, and the credit stored in the other is
+    orphaned, as when every log is decoded."""
+    if not sieve:
+        monkeypatch.setattr(backfill, "SIEVE_MAX", 0)
+    await ensure_tokens(h.sessions, h.chain_settings)
+    h.chain.mine(5)
+    t0 = h.now()
+    await insert_specs(
+        h.engine, [PaymentSpec("bob", str(uuid.uuid4()), BOB, "5", h.token, t0, t0 + 10_000)]
+    )
+    with DevChain.start() as fork:
+        fork.rpc("anvil_loadState", [h.chain.rpc("anvil_dumpState")])
+        pay(h, BOB, 5_000_000)
+        fork.wait_receipt(fork.transfer(h.token, h.customer, NOBODY, 5_000_000))  # block N too
+        h.chain.mine(10)
+        fork.mine(10)
+        async with ReadsProxy(h.chain.url) as proxy:
+            await backfill_via(h, h.sessions, proxy, batch_size=20, **WHOLE)
+        ((credit, block),) = [(t["status"], t["block_number"]) for t in await txs(h)]
+        assert credit == "confirmed"
+        async with ReadsProxy(fork.url) as proxy:
+            await backfill_via(h, h.sessions, proxy, batch_size=20, **WHOLE)
+    assert [log["blockNumber"] for log in proxy.logs if log["topics"][2].endswith("5e")] == [
+        hex(block)
+    ]
+    assert block not in proxy.blocks_read  # far below the head: named by that log alone
+    assert [t["status"] for t in await txs(h)] == ["orphaned"]
+
+
+async def txs(h: Harness) -> list[dict[str, Any]]:
+    return list((await snapshot(h.sessions))["transactions"])
 
 
 # -- rows the gateway wrote wrong, tag mode ----------------------------------------------------
