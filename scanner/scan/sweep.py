@@ -130,7 +130,20 @@ class Sweep:
         logs = await self._read(ctx, start, end)
         missing = await self._missing(ctx, logs, start, end)
         data = await self._blocks(ctx, missing, start, end) if missing else None
-        return await self._commit(ctx, tag, start, end, data)
+        known = {end + 1: await self._time_after(end)}  # what the expiries are judged by
+        if tag is not None:
+            known[tag.number] = tag.timestamp
+        return await self._commit(ctx, tag, (start, end), data, known)
+
+    async def _time_after(self, end: int) -> int:
+        """The time of the block after a span (stored, else the node's): once it is swept, a
+        payment that expired before that time has had every block in its time read twice."""
+        async with self.sessions() as session:
+            kept = await cursor.stored_timestamps(session, self.name, end + 1, end + 1)
+        if end + 1 in kept:
+            return kept[end + 1]
+        (header,) = await self.reader.headers_at([end + 1])
+        return header.timestamp
 
     async def _next_span(self, ctx: ChainContext, final: int) -> tuple[int, int] | None:
         """The blocks to sweep now: from the swept block up to the ``final`` block, at most
@@ -210,11 +223,18 @@ class Sweep:
         return RangeData(start, end, ordered, tuple(logs), times=times, log_hashes=hashes)
 
     async def _commit(
-        self, ctx: ChainContext, tag: Header | None, start: int, end: int, data: RangeData | None
+        self,
+        ctx: ChainContext,
+        tag: Header | None,
+        span: tuple[int, int],
+        data: RangeData | None,
+        known: dict[int, int],
     ) -> Swept | None:
-        """Credit what was missing and move the swept block, in one transaction under the
-        chain's lock and fence; None when the chain moved meanwhile (a walk-back, another
-        writer): the span is read again next tick."""
+        """Credit what was missing, move the swept block and judge the expiries that waited
+        for it, in one transaction under the chain's lock and fence (``known``: block times
+        the plan may need beyond the stored ones); None when the chain moved meanwhile (a
+        walk-back, another writer): the span is read again next tick."""
+        start, end = span
         started = time.perf_counter()
         async with self.sessions() as session, session.begin():
             await lock_chain(session, ctx)
@@ -224,11 +244,12 @@ class Sweep:
                 self.log.info("sweep_deferred", from_block=start, to_block=end)
                 self._swept = None
                 return None
-            result = await self._credit(session, ctx, data, at.block, tag) if data else None
+            tag_block = tag.number if tag is not None else None
+            result = await self._credit(session, ctx, data, (at.block, tag_block), known)
             missed = _detected(result)
             await stored.advance(session, self.name, end, len(missed))
-            if result is None:  # (a credit's plan judged them already)
-                result = await self._expire(session, ctx, at.block, tag)
+            if data is None:  # (a credit's plan judged them already)
+                result = await self._expire(session, ctx, (at.block, tag_block), known)
             if ctx.fence is not None:  # again, last: a holder frozen meanwhile writes nothing
                 await ctx.fence(session)
         self._swept = end
@@ -239,28 +260,31 @@ class Sweep:
         self,
         session: AsyncSession,
         ctx: ChainContext,
-        data: RangeData,
-        checked: int,
-        tag: Header | None,
-    ) -> BatchReport:
-        below = {tag.number: tag.timestamp} if tag is not None else {}
-        tag_block = tag.number if tag is not None else None
+        data: RangeData | None,
+        at: tuple[int, int | None],
+        known: dict[int, int],
+    ) -> BatchReport | None:
+        if data is None:
+            return None
+        checked, tag_block = at
         return await run_range(
-            session, ctx, data, SWEEP, tag_block=tag_block, below=below, checked_floor=checked
+            session, ctx, data, SWEEP, tag_block=tag_block, below=known, checked_floor=checked
         )
 
     async def _expire(
-        self, session: AsyncSession, ctx: ChainContext, checked: int, tag: Header | None
+        self,
+        session: AsyncSession,
+        ctx: ChainContext,
+        at: tuple[int, int | None],
+        known: dict[int, int],
     ) -> BatchReport:
         """The expiries that waited for the blocks just swept, judged as the swept block moves
         (an expiry never waits for the next tick of the live scan)."""
+        checked, tag_block = at
         low = checked - ctx.reorg_depth
         timestamps = await cursor.stored_timestamps(session, self.name, low, checked)
-        if tag is not None:
-            timestamps[tag.number] = tag.timestamp
-        tag_block = tag.number if tag is not None else None
         return await run_tick(
-            session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps
+            session, ctx, checked=checked, tag_block=tag_block, timestamps=timestamps | known
         )
 
     def _report(

@@ -143,6 +143,44 @@ async def test_an_expiry_waits_until_the_sweep_has_read_the_blocks_in_time(
     assert (credit["tx_hash"], bool(credit["late"])) == (hidden, False)
 
 
+async def test_an_expiry_is_judged_as_the_sweep_passes_it_far_below_the_head(
+    h: Harness, proxy: FaultProxy
+) -> None:
+    """A sweep left behind the blocks the scan keeps (its provider failed for a while): when
+    it passes a payment's expiry, the payment expires then, judged by the time of the block
+    after the span it swept, not whenever the stored blocks happen to reach that far down."""
+    async with FaultProxy(h.chain.url) as second:
+        scanner = await sweeping(
+            h, proxy, verify_urls=[RpcUrl(second.url)], batch_size=10, max_reorg_depth=3
+        )
+        try:
+            start = h.now()
+            pid = await h.create_payment(ALICE, "5", created_at=start, expires_in=10)
+            h.chain.set_next_timestamp(start + 11)
+            h.mine(1)
+            after = h.chain.head()  # the first block past expires_at
+            second.fail_http("eth_getLogs", 503)  # until reset
+            h.mine(60)
+            await h.scan()
+            assert await h.status(pid) == "pending"  # the blocks in its time are not swept
+            second.reset()
+            await h.scan()  # at the head: one tick, one span swept from far below
+            swept, _ = await swept_state(h)
+            async with h.engine.connect() as conn:
+                kept = (
+                    await conn.execute(
+                        text("SELECT count(*) FROM blocks WHERE chain = :c AND number = :n"),
+                        {"c": CHAIN, "n": swept + 1},
+                    )
+                ).scalar_one()
+            assert after <= swept + 1 and kept == 0  # swept past it; no stored block says so
+            assert await h.status(pid) == "expired"
+            assert await h.events(pid) == [("status_changed", "pending", "expired")]
+        finally:
+            assert scanner.sweep is not None
+            await scanner.sweep.aclose()
+
+
 async def test_a_sweep_across_restarts_neither_misses_nor_counts_twice(
     h: Harness, proxy: FaultProxy
 ) -> None:

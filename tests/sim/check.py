@@ -123,7 +123,8 @@ def _compare_transactions(
         live[key] = tx
     for key in sorted(set(live) | want.credits):
         if key not in live:
-            out.append(f"transfer {key} of the final chain not credited")
+            block = on_chain[key].block_number if key in on_chain else None
+            out.append(f"transfer {key} of the final chain (block {block}) not credited")
             continue
         if key not in want.credits:
             out.append(f"transfer {key} credited, not on the final chain (to this payment)")
