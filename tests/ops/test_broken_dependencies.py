@@ -104,7 +104,10 @@ def broken_databases() -> Iterator[tuple[str, str, str]]:
         yield "credentials", f"postgresql://{role}:{DB_SECRET}@127.0.0.1:5432/nosuchdb", role
 
 
-@pytest.mark.parametrize(("what", "url", "says"), list(broken_databases()))
+@pytest.mark.parametrize(
+    ("what", "url", "says"),
+    [pytest.param(*case, id=case[0]) for case in broken_databases()],  # ids the same per worker
+)
 async def test_every_command_with_the_database_broken_exits_1_in_one_line(
     what: str, url: str, says: str, rpc_down_config: Path
 ) -> None:
