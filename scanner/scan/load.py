@@ -204,9 +204,6 @@ async def _input(
     whole = owners | set(whole)
     found, totals, broken = await _credits(session, tokens, received, mode.settles, whole)
     held = [h for h in held if h.row_key not in broken]  # left alone until the row is fixed
-    credits = {h.payment.id: tuple(found.get(h.row_key, ())) for h in held}
-    settled = {h.payment.id: totals[h.row_key] for h in held if h.row_key in totals}
-    swept = await sweep_state.swept(session, ctx.name) if ctx.sweeps else None
     return RangeInput(
         rules=ctx.rules,
         mode=mode,
@@ -218,12 +215,16 @@ async def _input(
         headers=(),
         transfers=tuple(transfers),
         holdings=tuple(held),
-        credits=credits,
+        credits={h.payment.id: tuple(found.get(h.row_key, ())) for h in held},
         look_back=tuple(broken),
-        settled=settled,
+        settled={h.payment.id: totals[h.row_key] for h in held if h.row_key in totals},
         stored_hashes=stored,
-        unswept=await _unswept(session, ctx, timestamps, swept),
+        unswept=await _unswept(session, ctx, timestamps, await _swept(session, ctx)),
     )
+
+
+async def _swept(session: AsyncSession, ctx: ChainContext) -> int | None:
+    return await sweep_state.swept(session, ctx.name) if ctx.sweeps else None
 
 
 async def _unswept(
