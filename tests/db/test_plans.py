@@ -229,6 +229,9 @@ class Recording:
         self.statements.append(statement)
         return await self.session.execute(statement, *args, **kw)
 
+    def get_bind(self) -> Any:
+        return self.session.get_bind()
+
 
 @pytest.mark.usefixtures("book")
 async def test_watched_addresses_stop_after_the_limit_in_the_lookup_index(
@@ -246,6 +249,48 @@ async def test_watched_addresses_stop_after_the_limit_in_the_lookup_index(
         assert not re.search(r"Sort|HashAggregate|TEMP B-TREE", text_), text_
         everyone = await payments.watched_addresses(session, CHAIN, BOOK)
     assert everyone == {f"0x{n:040x}" for n in range(BOOK)}
+
+
+async def test_watched_addresses_walk_the_lookup_index_on_a_table_not_analyzed_yet(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    """A gateway's fresh rows have no statistics yet: the addresses are still read through
+    ``ix_payments_lookup``, one by one, planned as the database plans them (PostgreSQL hashed
+    every payment of the chain for a ``SELECT DISTINCT … LIMIT``: a second each sweep at
+    1,000,000). Several payments share an address, some written in capitals."""
+    rows = [
+        NewPayment(uuid.uuid4(), TOKEN, CHAIN, _spelled(n), "10", START + YEAR, START + n)
+        for n in range(3_000)
+    ]
+    async with session_factory() as session:
+        await session.execute(text(INSERT_TOKEN))
+        await insert_payments(await session.connection(), rows)
+        await session.commit()
+    lower = {r.address.lower() for r in rows}
+    written = {r.address for r in rows}
+    assert (len(lower), len(written)) == (1_500, 1_515)
+    async with session_factory() as session, session.begin():
+        recording = Recording(session)
+        assert await payments.watched_addresses(recording, CHAIN, 1_000) is None  # type: ignore[arg-type]
+        assert await payments.watched_addresses(recording, CHAIN, 1_500) == lower  # type: ignore[arg-type]
+        assert await payments.watched_addresses(recording, CHAIN, 1_499) is None  # type: ignore[arg-type]
+        everyone = await payments.watched_addresses(recording, CHAIN, 5_000, as_written=True)  # type: ignore[arg-type]
+        assert everyone == written
+        too_many = len(written) - 1
+        assert await payments.watched_addresses(session, CHAIN, too_many, as_written=True) is None
+        for statement in recording.statements:
+            text_ = await plan(session, statement, db_backend, prefer_index=False)
+            assert "ix_payments_lookup" in text_, text_
+            assert not re.search(r"Sort|HashAggregate|TEMP B-TREE", text_), text_
+            assert not re.search(r"(Seq|Bitmap Heap) Scan on payments|SCAN payments", text_), text_
+        assert len(recording.statements) == 4 + 15  # the walks, then each address in capitals
+
+
+def _spelled(n: int) -> str:
+    """Payment ``n``'s address: 1,500 addresses, two payments each; the second payment of one
+    address in a hundred writes it in capitals."""
+    written = f"0xab{n % 1_500:038x}"
+    return written.upper() if n >= 1_500 and n % 100 == 0 else written
 
 
 @pytest.mark.usefixtures("book")
