@@ -251,6 +251,45 @@ async def test_watched_addresses_stop_after_the_limit_in_the_lookup_index(
     assert everyone == {f"0x{n:040x}" for n in range(BOOK)}
 
 
+async def test_a_page_of_unseen_rows_is_read_by_an_index_scan_that_stops_after_it(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    """The look marks the unseen rows seen a page at a time; each page is read with bitmap
+    scans off (PostgreSQL, without statistics at 1,000,000 rows, planned one: the whole of
+    ``ix_payments_unseen``, the entries of the rows marked before included, every page), then
+    the server's setting is back."""
+    rows = [
+        NewPayment(uuid.uuid4(), TOKEN, CHAIN, f"0x{n:040x}", "10", START + YEAR, START + n)
+        for n in range(3_000)
+    ]
+    async with session_factory() as session:
+        await session.execute(text(INSERT_TOKEN))
+        await insert_payments(await session.connection(), rows)
+        await session.commit()
+    async with session_factory() as session, session.begin():
+        first = await payments.unseen(session, CHAIN, 1_000)
+        await payments.mark_seen(session, [r.key for r in first], 7)
+    statement = payments.unseen_statement(CHAIN, 1_000)
+    async with session_factory() as session, session.begin():
+        async with payments.index_scan_only(session):
+            text_ = await plan(session, statement, db_backend, prefer_index=False)
+            settings = await _bitmap_scans(session, db_backend)
+        assert_served(text_, "ix_payments_unseen", db_backend)
+        assert "Bitmap" not in text_, text_
+        settings += await _bitmap_scans(session, db_backend)
+        second = await payments.unseen(session, CHAIN, 1_000)
+        settings += await _bitmap_scans(session, db_backend)
+    assert settings == (["off", "on", "on"] if db_backend == "postgresql" else [])
+    assert len(first) == len(second) == 1_000
+    assert not {r.key for r in first} & {r.key for r in second}
+
+
+async def _bitmap_scans(session: AsyncSession, backend: str) -> list[str]:
+    if backend != "postgresql":
+        return []
+    return [str((await session.execute(text("SHOW enable_bitmapscan"))).scalar_one())]
+
+
 async def test_watched_addresses_walk_the_lookup_index_on_a_table_not_analyzed_yet(
     session_factory: async_sessionmaker[AsyncSession], db_backend: str
 ) -> None:
