@@ -50,9 +50,13 @@ log = structlog.get_logger(__name__)
 
 
 # While the live scan is behind the head, the look rests this many times as long as its last
-# page took before the next one (at most a sixth of the time; it goes on at once when the scan
-# reaches the head).
-REST_FACTOR = 5.0
+# page took before the next one (at most a tenth of the time; it goes on at once when the scan
+# reaches the head). The scan gains little while a page runs (the page's rows are read and
+# checked on the scan's event loop, and its commit holds the chain's lock while PostgreSQL
+# updates 2,000 rows and their index entries), so the look's share of the time is about what
+# a block costs more (bench/README.md: five times a page cost a PostgreSQL block 13-16%
+# more, ten times 4-6%).
+REST_FACTOR = 10.0
 
 
 @dataclass(slots=True)
