@@ -31,7 +31,8 @@ Modules: ``chain`` (the node, reorgs, the final chain), ``gateway``, ``processes
 verdict), ``test_sim`` (the entry point).
 
 Running it: ``pytest tests/sim`` runs ``SIM_SECONDS`` (default 40) of schedules per database;
-``SIM_SECONDS=1800 pytest tests/sim -n 0 -s`` runs long and prints each failure as it happens. A failure prints ``SIM_SEED=… SIM_STEPS=…``: set them to replay
+``SIM_SECONDS=1800 pytest tests/sim -n 0 -s`` runs long and prints each failure as it happens.
+A failure prints ``SIM_SEED=… SIM_STEPS=…``: set them to replay
 that schedule (same steps; the scanner's timing is the machine's). ``SIM_FAULTS`` picks the
 kinds (:mod:`tests.sim.faults`). Every run ends with a summary: schedules, faults by kind,
 payments, transactions and events checked.
