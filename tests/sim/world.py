@@ -101,21 +101,19 @@ async def _assets(
 
 
 async def cursor(engine: AsyncEngine) -> int | None:
-    async with engine.connect() as conn:
-        value = (
-            await conn.execute(
-                text("SELECT last_scanned_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
-            )
-        ).scalar_one_or_none()
-    return None if value is None else int(value)
+    return await _chain_state(engine, "last_scanned_block")
 
 
 async def swept(engine: AsyncEngine) -> int | None:
     """The newest block the scanner's sweep has read a second time (None: not begun)."""
+    return await _chain_state(engine, "swept_block")
+
+
+async def _chain_state(engine: AsyncEngine, column: str) -> int | None:
     async with engine.connect() as conn:
         value = (
             await conn.execute(
-                text("SELECT swept_block FROM chain_states WHERE chain = :c"), {"c": CHAIN}
+                text(f"SELECT {column} FROM chain_states WHERE chain = :c"), {"c": CHAIN}
             )
         ).scalar_one_or_none()
     return None if value is None else int(value)
