@@ -34,7 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 BATCH = 5
 RUN_WINDOW = 3  # max_reorg_depth of the run: ranges below it read by number, one getLogs each
 WINDOW = 64  # max_reorg_depth of the scenario's chain (3 confirmations: the default)
-WALL_CLOCK = {"created_at", "updated_at", "scanner_rev"}
+# Bookkeeping of when, not of what: seen_at_block is the cursor at the moment the look at a
+# row ran, and the look runs beside the scan.
+WALL_CLOCK = {"created_at", "updated_at", "scanner_rev", "seen_at_block"}
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20
