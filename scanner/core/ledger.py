@@ -132,12 +132,11 @@ class Ledger:
         previous = self._owner.get(key)
         if previous is not None:
             old = self._entries[previous].credits[key]
-            if (
-                not old.orphaned
-                and old.block_hash == transfer.block_hash
-                and not self._reclaims(transfer, old, views)
-            ):
-                return None
+            if not old.orphaned and old.block_hash == transfer.block_hash:
+                if not self._reclaims(transfer, old, views):
+                    return None
+                if (retimed := self._retime(previous, old, transfer, views)) is not None:
+                    return retimed
             if not old.orphaned:
                 self._orphan_key(key)
                 views = self._views([view.id for view in views], transfer)
@@ -302,6 +301,22 @@ class Ledger:
             and not choice.late
             and self._entries[choice.payment_id].status in OPEN_STATES
         )
+
+    def _retime(
+        self, owner: UUID, old: Credit, transfer: Transfer, views: Sequence[PaymentView]
+    ) -> Credit | None:
+        """A late credit that its own payment now takes in time (the gateway moved its expiry
+        later): re-timed where it stands, as :meth:`revise` does; no reorg moved it, so no
+        ``transfer_orphaned``. None when the transfer goes to another payment."""
+        choice = choose(transfer, views, self._grace)
+        if choice is None or choice.payment_id != owner:
+            return None
+        credit = replace(old, late=False)
+        self._entries[owner].put(credit)
+        self._dirty_credits[credit.key] = None
+        self._touched[owner] = None
+        self._settle(owner)
+        return credit
 
     def _credit(self, payment_id: UUID, transfer: Transfer, late: bool) -> Credit:
         credit = Credit(

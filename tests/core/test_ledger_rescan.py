@@ -63,3 +63,18 @@ def test_a_counted_credit_never_moves() -> None:
     ledger = Ledger([older, exact], {P1: [stored(t, late=False)]}, GRACE)
     assert ledger.apply(t, [P1, P2]) is None
     assert ledger.events() == []
+
+
+def test_a_late_credit_its_own_payment_now_takes_in_time_is_re_timed_where_it_stands() -> None:
+    """The gateway reopened the payment with a later expiry: a rescan (a backfill reading the
+    same block) re-times the credit as following the edit does, never an orphaning that no
+    reorg explains."""
+    t = transfer(1, 10, 5)
+    reopened = payment(1, 5, created=ts(1), expires=ts(50))  # expired at ts(3) before the edit
+    ledger = Ledger([reopened], {P1: [stored(t, late=True)]}, GRACE)
+    credited = ledger.apply(t, [P1])
+    assert credited is not None and not credited.late
+    assert ledger.credits()[t.key] == (P1, credited)
+    assert ledger.outcome(P1).status == "confirming"
+    assert [(e.payment_id, e.type) for e in ledger.events()] == [(P1, "status_changed")]
+    assert ledger.apply(t, [P1]) is None  # and there it stays
