@@ -104,11 +104,16 @@ async def _lock_or_name(session: AsyncSession, stmt: Any) -> list[Any]:
         async with session.begin_nested():
             return list(await session.execute(stmt.with_for_update()))
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-            raise
+        _unless_lock_timeout(exc)
     free = {row[0] for row in await session.execute(stmt.with_for_update(skip_locked=True))}
     held = [stored_key(row[0]) for row in await session.execute(stmt) if row[0] not in free]
     raise PaymentLocked(held)
+
+
+def _unless_lock_timeout(exc: DBAPIError) -> None:
+    """Raise ``exc`` again unless a row lock was not granted within the lock timeout."""
+    if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+        raise exc
 
 
 async def _write_keys(session: AsyncSession, keys: Sequence[Any], stmt: Any) -> None:
@@ -123,8 +128,7 @@ async def _write_keys(session: AsyncSession, keys: Sequence[Any], stmt: Any) -> 
             await session.execute(stmt)
             return
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
-            raise
+        _unless_lock_timeout(exc)
     p = table("payments")
     await _lock_or_name(session, select(p.c.id).where(in_keys(session, p.c.id, keys)))
     await session.execute(stmt)  # the locks came free meanwhile: held now
