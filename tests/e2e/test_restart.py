@@ -109,6 +109,13 @@ def tail(log: Path) -> str:
     return log.read_text()[-3000:]
 
 
+def _at(engine: AsyncEngine, block: int) -> Any:
+    async def check() -> bool:
+        return await cursor_of(engine) == block
+
+    return check
+
+
 async def cursor_of(engine: AsyncEngine) -> int | None:
     async with engine.connect() as conn:
         value = (
@@ -245,6 +252,12 @@ async def test_a_restart_mid_run_ends_in_the_rows_of_an_uninterrupted_run(
         first = start_scanner(config, other_db_url, log)
         try:
             assert gates[-1].wait_reached_sync(20), tail(log)
+            # ranges are read ahead of their commits: the ones before it commit meanwhile
+            await until(
+                _at(other_engine, held_range * BATCH - 1),
+                what="the ranges before the held one committed",
+                detail=lambda: tail(log),
+            )
             os.kill(first.pid, signal.SIGKILL)
             assert first.wait(10) == -signal.SIGKILL
         finally:
