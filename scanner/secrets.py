@@ -161,6 +161,15 @@ def secret_fragments(secret: str) -> list[str]:
     return [f for f in found if len(f) >= _MIN_FRAGMENT]
 
 
+def url_secrets(url: str) -> list[str]:
+    """What to scrub from a node's text for ``url`` (longest first): the URL and its parts that
+    may be a key (path segments, query values, user, password, host labels that look like keys)."""
+    parts = urlsplit(url)
+    pieces = [url, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
+    pieces += [parts.username or "", parts.password or "", *key_labels(parts.hostname or "")]
+    return sorted({p for p in pieces if len(p) >= 8}, key=len, reverse=True)
+
+
 def _expand(secrets: Iterable[str]) -> tuple[str, ...]:
     expanded: set[str] = set()
     for secret in secrets:

@@ -27,14 +27,15 @@ import aiohttp
 import orjson
 import structlog
 
-from scanner.chain.shapes import peek
+from scanner.chain.shapes import show
 from scanner.errors import MalformedResponse, RpcError, RpcResponseError, RpcTransportError
-from scanner.secrets import redact_url, scrub
+from scanner.secrets import redact_url, scrub, url_secrets
 
 QUIET_BLOCKS = 3  # the poll this many blocks ahead of the subscription: it went quiet
 HEARTBEAT_S = 20.0  # a ping every 20 s; no pong within 10 s closes the connection
 CONNECT_TIMEOUT_S = 10.0  # the handshake and the subscription's answer
 HEAD_MESSAGE_BYTES = 1024 * 1024  # the largest message read (a head is a kilobyte or two)
+SHOWN_WINDOW = 4096  # what of a refusal is scrubbed; 200 characters of it are shown
 SUBSCRIBE = orjson.dumps(
     {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
 ).decode()
@@ -77,6 +78,7 @@ class HeadSubscription:
         self.chain = chain
         self.url = url
         self.shown = redact_url(url)
+        self._secrets = url_secrets(url)  # the URL and the keys in it
         self.observer = observer
         self.backoff = backoff
         self.heartbeat = heartbeat
@@ -146,7 +148,7 @@ class HeadSubscription:
                 try:
                     reason, message = await self._connection(session)
                 except Exception as exc:  # unforeseen: never let it end the chain's loop
-                    reason, message = "error", scrub(f"{type(exc).__name__}: {exc}", [self.url])
+                    reason, message = "error", scrub(f"{type(exc).__name__}: {exc}", self._secrets)
                 if self._delivered:
                     delay = self.backoff.initial
                 wait = delay + random.uniform(0, delay / 2)
@@ -217,9 +219,10 @@ class HeadSubscription:
             error = answer.get("error")
             error = error if isinstance(error, dict) else {}
             said = error.get("message")
-            text = said[:200] if isinstance(said, str) else peek(answer)
+            text = said if isinstance(said, str) else show(answer, SHOWN_WINDOW)
+            text = scrub(text[:SHOWN_WINDOW], self._secrets)[:200]  # scrubbed whole, then cut
             raise RpcResponseError(
-                scrub(f"eth_subscribe refused: {text}", [self.url]),
+                f"eth_subscribe refused: {text}",
                 chain=self.chain,
                 method="eth_subscribe",
                 code=error.get("code"),
@@ -273,4 +276,4 @@ class HeadSubscription:
 
     def _error(self, message: str, exc: BaseException | None) -> RpcError:
         kind = MalformedResponse if isinstance(exc, ValueError) else RpcTransportError
-        return kind(scrub(message, [self.url]), chain=self.chain, method="eth_subscribe")
+        return kind(scrub(message, self._secrets), chain=self.chain, method="eth_subscribe")

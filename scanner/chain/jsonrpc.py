@@ -141,7 +141,8 @@ def node_busy(body: Any, where: Where) -> RpcNodeBusy | None:
         return None
     if not _BUSY.search(body["Error"]):
         return None
-    detail = where.say(f"the node's limiter refused: {body['Error'][:120]}")
+    said = where.redact(body["Error"][:_PEEK_WINDOW])[:120]  # scrubbed whole, then cut
+    detail = where.say(f"the node's limiter refused: {said}")
     return RpcNodeBusy(detail, chain=where.chain, method=where.method)
 
 

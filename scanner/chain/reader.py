@@ -39,6 +39,7 @@ RECENT_BLOCKS = 128  # below the head, how far a missing block may be one not th
 T = TypeVar("T")
 DEFAULT_BATCH = 100  # requests in one JSON-RPC batch (a kind may allow fewer)
 METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0: the node does not serve the method
+WHY_SHOWN = 160  # characters of a malformed answer's description shown (its picture last)
 
 
 class ChainReader:
@@ -111,7 +112,7 @@ class ChainReader:
 
         def parse(value: Any) -> bool:
             if not isinstance(value, str) or not value.startswith("0x"):
-                raise self._fail("eth_getCode")(f"expected a hex string, got {value!r:.40}")
+                raise self._fail("eth_getCode")(f"expected a hex string, got {shapes.peek(value)}")
             return len(value) > 2
 
         return await self.client.call("eth_getCode", [address, "latest"], parse=parse)
@@ -367,7 +368,11 @@ class ChainReader:
         return shapes.quantity(receipt.get("status"), self._fail(method), "receipt status")
 
     def _malformed(self, method: str, why: str) -> MalformedResponse:
-        return MalformedResponse(f"{self.chain}: {method}: {why}", chain=self.chain, method=method)
+        """``why`` quotes the node's answer (:func:`shapes.peek`): scrubbed whole, then cut, so a
+        key the cut would split leaves no piece the scrubber no longer knows."""
+        shown = self.client.redact(why)[:WHY_SHOWN]
+        message = f"{self.chain}: {method}: {shown}"
+        return MalformedResponse(message, chain=self.chain, method=method)
 
     def _fail(self, method: str) -> Fail:
         return lambda why: self._malformed(method, why)

@@ -29,7 +29,6 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar, overload
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import orjson
@@ -45,22 +44,13 @@ from scanner.errors import (
     RpcError,
     RpcTransportError,
 )
-from scanner.secrets import key_labels, redact_url, scrub
+from scanner.secrets import redact_url, scrub, url_secrets
 
 T = TypeVar("T")
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a sane provider's largest answer, with room
 PARSED_PER_BYTE = 8  # an answer may take this many times the cap once parsed, no more
 ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-2xx answer's body (an error object)
-
-
-def _secrets_of(url: str) -> list[str]:
-    """The parts of a URL that may be a key: the URL, path segments, query values, password,
-    host labels that look like keys."""
-    parts = urlsplit(url)
-    pieces = [url, *parts.path.split("/"), *(v for _, v in parse_qsl(parts.query))]
-    pieces += [parts.username or "", parts.password or "", *key_labels(parts.hostname or "")]
-    return sorted({p for p in pieces if len(p) >= 8}, key=len, reverse=True)
 
 
 def _check_url(chain: str, url: str) -> str:
@@ -110,7 +100,7 @@ class RpcClient:
         self._urls = [_check_url(chain, u) for u in urls]
         self._shown = [redact_url(u) for u in self._urls]
         self._headers = {u: dict(h) for u, h in (headers or {}).items()}  # per URL (secrets)
-        self._secrets = [s for u in self._urls for s in _secrets_of(u)]
+        self._secrets = [s for u in self._urls for s in url_secrets(u)]
         self._secrets += [v for h in self._headers.values() for v in h.values() if v]
         self._budgets = {u: budget.shared(u, max_rps) for u in self._urls} if max_rps else {}
         self._active = 0
@@ -271,7 +261,7 @@ class RpcClient:
     async def _attempt(self, label: str, send: Callable[[Where, str], Awaitable[T]]) -> T:
         """One round trip, timed and reported; a transport failure fails over."""
         index = self._active
-        where = Where(self.chain, label, self._shown[index], self._redact)
+        where = Where(self.chain, label, self._shown[index], self.redact)
         started = time.perf_counter()
         try:
             result = await self._within_deadline(send, where, self._urls[index])
@@ -331,12 +321,13 @@ class RpcClient:
             detail = f"{type(exc).__name__}: {exc}"
             error = RpcTransportError(where.say(detail), chain=self.chain, method=where.method)
             # keep httpx's error as the cause only if its text holds no secret
-            raise error from (exc if self._redact(str(exc)) == str(exc) else None)
+            raise error from (exc if self.redact(str(exc)) == str(exc) else None)
         if ok:
             return content
         raise jsonrpc.http_error(response.status_code, response.headers, content, where)
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
+        """``text`` with this client's URLs and every key in them scrubbed."""
         return scrub(text, self._secrets)
 
 

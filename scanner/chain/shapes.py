@@ -42,9 +42,14 @@ def show(value: object, window: int) -> str:
     return shown.repr(value)[:window]
 
 
+PEEK_WINDOW: Final = 4096
+
+
 def peek(value: object) -> str:
-    """A short picture of any decoded JSON value, for error messages (80 characters)."""
-    return show(value, 80)
+    """A picture of any decoded JSON value for an error message, of up to :data:`PEEK_WINDOW`
+    characters: the maker of the error scrubs it whole, then cuts it short (a picture cut first
+    could leave a piece of a key the scrubber no longer knows)."""
+    return show(value, PEEK_WINDOW)
 
 
 def quantity(value: Any, fail: Fail, what: str) -> int:

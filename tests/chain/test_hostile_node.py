@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -19,11 +19,11 @@ from scanner.chain.heads import HeadSubscription, WsBackoff
 from scanner.chain.reader import ChainReader
 from scanner.chain.rpc import RpcClient
 from scanner.core.ranges import RangeSizer
-from scanner.errors import MalformedResponse, RangeTooLarge, RpcTransportError
+from scanner.errors import MalformedResponse, RangeTooLarge, RpcError, RpcTransportError
 from scanner.scan.fetch import fetch_logs
 from scanner.testkit.settings import chain_settings
 from tests.chain.conftest import FAST
-from tests.support.hostile import HostileNode, MiB, answer, drip, endless_quantity
+from tests.support.hostile import Handler, HostileNode, MiB, answer, drip, endless_quantity
 from tests.support.wait import until
 
 TOKEN = "0x" + "11" * 20
@@ -212,3 +212,70 @@ async def test_a_websocket_message_larger_than_any_head_drops_the_connection(
     (dropped,) = [e for e in logs if e["event"] == "ws_disconnected"]
     assert dropped["reason"] == "error"
     assert "message size" in dropped["message"].lower()
+
+
+KEY = "SEKRETRPCKEY0123456789abcdef"  # a provider's key in the URL's path, 28 characters
+
+
+def pieces_of(key: str, text: str) -> list[str]:
+    """The pieces of ``key`` (six characters or more) that ``text`` shows."""
+    return [key[i : i + 6] for i in range(len(key) - 5) if key[i : i + 6] in text]
+
+
+async def test_a_key_the_node_quotes_across_a_cut_leaves_no_piece_in_any_error(
+    node: HostileNode,
+) -> None:
+    """The node echoes the key from the URL it was asked on, after ``before`` characters, in
+    an HTTP error page, a limiter's refusal, an answer of the wrong shape (a receipt, a code, a
+    log) and a refused subscription. Each error quotes a few dozen characters of what the node
+    sent, scrubbed whole and then cut: wherever the cut falls, no piece of the key is shown."""
+    said = {"text": ""}
+
+    def text() -> str:
+        return said["text"]
+
+    def wrong_shape(value: Callable[[], object]) -> Handler:
+        return lambda request, body: asyncio.sleep(
+            0, answer(body, lambda item: orjson.dumps(value()))
+        )
+
+    async def http_401(request: web.Request, body: Any) -> web.StreamResponse:
+        return web.Response(status=401, text=text())
+
+    async def busy(request: web.Request, body: Any) -> web.StreamResponse:
+        refused = {"Error": "lack of computing resources: " + text()}
+        return web.Response(body=orjson.dumps(refused), content_type="application/json")
+
+    node.handlers |= {
+        "eth_chainId": http_401,
+        "eth_blockNumber": busy,
+        "eth_getTransactionReceipt": wrong_shape(lambda: {"blockHash": text()}),
+        "eth_getCode": wrong_shape(text),
+        "eth_getLogs": wrong_shape(lambda: [text()]),
+    }
+    rpc = RpcClient("hostile", [f"{node.url}/v3/{KEY}"], max_attempts=1, backoff=FAST)
+    ws = f"{node.url.replace('http://', 'ws://')}/ws/{KEY}"
+    async with rpc:
+        reader = ChainReader(rpc)
+        for before in range(1, 230, 7):  # every cut (60 to 200 characters) is crossed
+            said["text"] = "x" * before + KEY + " and more"
+            shown: list[str] = []
+            for read in (
+                reader.chain_id(),
+                reader.head(),
+                reader.receipt(HASH),
+                reader.has_code(TOKEN),
+                reader.logs([TOKEN], HASH, 1, 1),
+            ):
+                with pytest.raises(RpcError) as caught:
+                    await read
+                shown.append(str(caught.value))
+            node.subscribe_answer = orjson.dumps(
+                {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": text()}}
+            )
+            with capture_logs() as logs:
+                async with asyncio.timeout(20), HeadSubscription("hostile", ws):
+                    await until(lambda: any(e["event"] == "ws_disconnected" for e in logs), 20)
+            shown += [str(e["message"]) for e in logs if e["event"] == "ws_disconnected"]
+            assert len(shown) == 6 and all("x" * min(before, 20) in s for s in shown), shown
+            assert [s for s in shown if pieces_of(KEY, s)] == [], before

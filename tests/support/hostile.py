@@ -1,6 +1,7 @@
 """A hostile JSON-RPC node on loopback (aiohttp): each method answers as a test's handler says,
 with helpers for answers without end and answers dripped a byte at a time; ``/ws`` is a
-websocket that subscribes and then sends a "head" of 2 MiB.
+websocket that subscribes and then sends a "head" of 2 MiB (or answers the subscription with
+``subscribe_answer`` when a test sets it).
 
     async with HostileNode() as node:
         node.handlers["eth_blockNumber"] = lambda request, body: node.stream(request, drip(1.0))
@@ -27,13 +28,14 @@ class HostileNode:
         self.handlers: dict[str, Handler] = {}
         self.sent = 0  # bytes of streamed answers written
         self.requests: list[dict[str, Any] | list[Any]] = []
+        self.subscribe_answer: bytes | None = None  # the websocket's answer to eth_subscribe
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def __aenter__(self) -> HostileNode:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
-        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/ws{tail:.*}", self._websocket)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -69,7 +71,9 @@ class HostileNode:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         async for message in ws:
-            if message.type is WSMsgType.TEXT and "eth_subscribe" in message.data:
+            if message.type is WSMsgType.TEXT and self.subscribe_answer is not None:
+                await ws.send_bytes(self.subscribe_answer)
+            elif message.type is WSMsgType.TEXT and "eth_subscribe" in message.data:
                 await ws.send_str('{"jsonrpc":"2.0","id":1,"result":"0xsub"}')
                 head = {"number": "0x1", "padding": "x" * (2 * MiB)}  # a "head" of 2 MiB
                 note = {"subscription": "0xsub", "result": head}
