@@ -50,6 +50,27 @@ def test_no_page_links_outside_the_repository() -> None:
         assert not re.search(r"\b[Ii]ssues? [0-9]+\b", text), page.name
 
 
+SOURCES = ("scanner", "tests", "bench", "docs", "config", "monitoring", "systemd", "migrations")
+TEXT = {".py", ".md", ".toml", ".yml", ".yaml", ".txt", ".ini", ".sh", ".json", ".service"}
+
+
+def test_no_file_names_a_document_outside_the_repository() -> None:
+    """Docstrings, comments and pages cite documents the repository has (``docs/design.md``,
+    ``docs/providers.md``), never a sibling folder's ``DESIGN.md`` or ``PROVIDER-LIMITS.md``."""
+    files = [p for d in SOURCES for p in (ROOT / d).rglob("*") if p.suffix in TEXT]
+    files += [p for p in ROOT.iterdir() if p.is_file() and p.suffix in TEXT | {""}]
+    have = {p.name for p in ROOT.rglob("*.md") if ".venv" not in p.parts}
+    cited: dict[str, str] = {}
+    for path in files:
+        if ".venv" in path.parts or "__pycache__" in path.parts or path == Path(__file__):
+            continue  # this file names what it looks for
+        text = path.read_text("utf-8", errors="replace")
+        assert "../shared" not in text, path
+        for name in re.findall(r"\b[A-Z][A-Z0-9_-]*\.md\b", text):
+            cited.setdefault(name, str(path.relative_to(ROOT)))
+    assert {n: where for n, where in cited.items() if n not in have} == {}
+
+
 class _Anchors(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

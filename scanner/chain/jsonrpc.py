@@ -10,7 +10,7 @@ Mapping of a JSON-RPC error object (first rule that applies):
 
 1. "rate limit" / "too many requests" text, or code 429       → RpcRateLimited (``retry_after``
    from ``data.backoff_seconds`` when the provider sends it)
-2. an ``eth_getLogs`` error matching PROVIDER-LIMITS.md        → RangeTooLarge
+2. an ``eth_getLogs`` error of docs/providers.md's table         → RangeTooLarge
 3. "unknown block" / "header not found" / "block not found"     → BlockNotAvailable;
    code 4444 or "pruned history" (EIP-4444: geth's expired history) → HistoryUnavailable
 4. "no backend is currently healthy" (a one-block request), or an error object sent with HTTP

@@ -1,6 +1,6 @@
 """What providers answer when an ``eth_getLogs`` range or result is too large.
 
-The table below is data: one row per answer listed in ``PROVIDER-LIMITS.md``, tried in order (more
+The table below is data: one row per answer listed in ``docs/providers.md``, tried in order (more
 specific rows first). :func:`classify_range_error` turns a JSON-RPC error into a
 :class:`~scanner.errors.RangeTooLarge` with ``suggested_size`` when the provider named a range or
 a maximum, so the scan layer can jump straight to a size that works instead of halving blindly.

@@ -1,4 +1,4 @@
-"""The payment state machine (DESIGN.md, "Payment states"): the money-critical part of the core.
+"""The payment state machine (docs/design.md, "Payment states"): the core's money-critical part.
 
     pending ──(received ≥ amount)──▶ confirming ──(every counted credit final)──▶ confirmed
        │                                  │

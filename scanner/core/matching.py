@@ -1,4 +1,4 @@
-"""Which payment a transfer goes to (DESIGN.md, "Matching").
+"""Which payment a transfer goes to (docs/design.md, "Matching").
 
 A transfer's *candidates* are the payments on the same chain, token and address that were created
 no later than the transfer's block timestamp plus ``grace`` (clock skew between the gateway and
@@ -10,11 +10,11 @@ reused. Candidates are ordered by ``(created_at, id)``. The transfer goes, whole
 3. else the oldest ``confirming`` in-time candidate (an overpayment);
 4. else the newest candidate, whatever its state or time.
 
-Refinement of DESIGN.md (rules 1–3 only look at candidates *in time*): a candidate is in time for
-a transfer when ``expires_at >= block_timestamp``. Without this, a payment that the table still
+Refinement of docs/design.md (rules 1–3 only look at candidates *in time*): a candidate is in time
+for a transfer when ``expires_at >= block_timestamp``. Without this, a payment that the table still
 shows as ``pending`` (its expiry not yet final) but whose ``expires_at`` is before the transfer's
-block would swallow, as a late payment, funds meant for a newer payment on the same reused
-address. Rule 4 still sees every candidate, so funds sent to a known address are never dropped.
+block would swallow, as a late payment, funds meant for a newer payment on the same reused address.
+Rule 4 still sees every candidate, so funds sent to a known address are never dropped.
 
 ``late`` is always ``block_timestamp > expires_at`` of the chosen payment: a late credit is
 recorded (and gets a ``paid_late`` event) but never counts towards ``amount_received``.

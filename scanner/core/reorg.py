@@ -1,4 +1,4 @@
-"""Reorg detection and the walk back to the common ancestor (DESIGN.md, "Confirmations,
+"""Reorg detection and the walk back to the common ancestor (docs/design.md, "Confirmations,
 finality, reorgs").
 
 Each batch checks that its headers link to each other and to the stored block just below the

@@ -1,4 +1,4 @@
-"""The payment states from scratch (DESIGN.md, "Payment states"): what a payment's credits and
+"""The payment states from scratch (docs/design.md, "Payment states"): what a payment's credits and
 the finality make of it, as plain functions. The :class:`~scanner.core.ledger.Ledger` keeps a
 batch's payments at exactly these answers (final states aside, which are sticky)."""
 

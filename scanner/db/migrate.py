@@ -3,10 +3,11 @@
 Every function takes the resolved :class:`~scanner.config.Settings` and opens its own short-lived
 connection (no pool). The sync functions may be called with or without a running event loop.
 
-Start-up (:func:`ensure_schema`), as DESIGN.md says: the database's revision equal to the code's
-head goes on; behind is upgraded when ``migrate_on_start`` is set, else :class:`SchemaBehind`;
-a revision this code does not know is refused with :class:`SchemaUnknown`. On PostgreSQL the
-check and the upgrade run under an advisory lock, so replicas starting together migrate once.
+Start-up (:func:`ensure_schema`), as docs/design.md says: the database's revision equal to the
+code's head goes on; behind is upgraded when ``migrate_on_start`` is set, else
+:class:`SchemaBehind`; a revision this code does not know is refused with :class:`SchemaUnknown`. On
+PostgreSQL the check and the upgrade run under an advisory lock, so replicas starting together
+migrate once.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def schema_diff(settings: Settings, target: MetaData | None = None) -> list[Any]
 
 
 async def ensure_schema(settings: Settings) -> SchemaStatus:
-    """Check the database's revision against the code's head; upgrade if allowed (DESIGN.md)."""
+    """Compare the revision with the code's head; upgrade if allowed (docs/design.md, start-up)."""
     status = await _on_connection(settings, lambda conn: _check_and_upgrade(conn, settings))
     if status.upgraded:
         log.info("schema_upgraded", from_revision=status.current, to_revision=status.head)

@@ -1,4 +1,4 @@
-"""Every provider answer of PROVIDER-LIMITS.md becomes RangeTooLarge with the right size.
+"""Every provider answer of docs/providers.md becomes RangeTooLarge with the right size.
 
 Table-driven, no node. ``requested`` is the number of blocks that was refused; ``expected`` is
 ``suggested_size`` (``None``: the provider said nothing usable, the caller halves).

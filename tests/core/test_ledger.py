@@ -1,4 +1,4 @@
-"""The payment state machine of DESIGN.md ("Payment states" and "Matching"), rule by rule."""
+"""The payment state machine of docs/design.md ("Payment states" and "Matching"), rule by rule."""
 
 from __future__ import annotations
 

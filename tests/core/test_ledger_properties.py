@@ -90,7 +90,7 @@ def candidates(payments: Sequence[Payment], t: Transfer) -> list[UUID]:
 
 
 def oracle_status(p: Payment, credits: Sequence[Credit], f: Finality | None) -> Status:
-    """DESIGN.md's states, written out again independently of the ledger's code."""
+    """docs/design.md's states, written out again independently of the ledger's code."""
     counted = [c for c in credits if not c.orphaned and not c.late]
     if sum(c.value for c in counted) >= p.amount:
         if f is not None and all(c.block_number <= f.final_block for c in counted):

@@ -1,4 +1,4 @@
-"""The matching rules of DESIGN.md, on :func:`scanner.core.matching.choose` directly."""
+"""The matching rules of docs/design.md, on :func:`scanner.core.matching.choose` directly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Payments written behind the cursor are caught up (DESIGN.md, "Matching", last rules): the
+"""Payments written behind the cursor are caught up (docs/design.md, "Matching", last rules): the
 scanner looks back for the payment's address from ``created_at − grace`` to the cursor."""
 
 from __future__ import annotations

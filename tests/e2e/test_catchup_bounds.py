@@ -1,4 +1,4 @@
-"""A catch-up never stalls the chain (DESIGN.md, "Matching"): the look-back is bounded by
+"""A catch-up never stalls the chain (docs/design.md, "Matching"): the look-back is bounded by
 ``catch_up_max_blocks``, and a node that cannot show an old block (pruned, started from a
 snapshot) ends the look-back there; both are reported (``catch_up_truncated``, a metric) and the
 chain goes on scanning."""

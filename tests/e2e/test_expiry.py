@@ -1,4 +1,4 @@
-"""Expiry by the chain's time (DESIGN.md, "Payment states"): block timestamps set with
+"""Expiry by the chain's time (docs/design.md, "Payment states"): block timestamps set with
 ``evm_setNextBlockTimestamp`` / ``evm_increaseTime``, never the test's clock. Three confirmations
 are required, so the block at ``head − 2`` is the newest final one."""
 

@@ -1,4 +1,4 @@
-"""Matching scenarios (DESIGN.md, "Matching") against a real node, real ERC-20s and both
+"""Matching scenarios (docs/design.md, "Matching") against a real node, real ERC-20s and both
 databases: partial, over- and underpayments, case-insensitive addresses, look-alike tokens,
 batched transfers, several payments on one address, the created-at cut-off, wrong-shaped logs."""
 
