@@ -59,6 +59,9 @@ def _shown_host(host: str) -> str:
     return ".".join("***" if key_like_label(label) else label for label in host.split("."))
 
 
+DATABASE_SCHEMES = ("postgres", "sqlite", "mysql")
+
+
 def redact_url(url: str) -> str:
     """``scheme://host[:port]`` plus a marker where a path, query or credentials were; a host
     label that looks like a key is ``***`` too.
@@ -72,7 +75,7 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-        if parts.scheme.startswith(("postgres", "sqlite", "mysql")):
+        if parts.scheme.startswith(DATABASE_SCHEMES):
             return _redact_database_url(url)
         host = _shown_host(parts.hostname or "")
         if parts.port is not None:
@@ -152,7 +155,8 @@ def secret_fragments(secret: str) -> list[str]:
     found: list[str] = []
     if password:
         found += [password, unquote(password)]
-    found += [seg for seg in parts.path.split("/") if len(seg) >= _MIN_KEY_LIKE]
+    if not parts.scheme.startswith(DATABASE_SCHEMES):  # a database's path is its name, no key
+        found += [seg for seg in parts.path.split("/") if len(seg) >= _MIN_KEY_LIKE]
     host = parts.netloc.rpartition("@")[2]  # as written: the scrubber matches case
     found += key_labels(host.rpartition(":")[0] if ":" in host else host)
     for key, value in parse_qsl(parts.query, keep_blank_values=False):

@@ -197,6 +197,11 @@ def test_secret_fragments() -> None:
     assert secret_fragments("https://rpc.example/?apikey=s3cr3t&chain=1") == ["s3cr3t"]
     assert secret_fragments("https://rpc.example/v2/short") == []
     assert secret_fragments("not a url") == []
+    # a database's name is no key, however long: the logs name the database in use
+    long_name = f"postgresql://app:{DB_PASSWORD}@db:5432/payments_production_eu"
+    assert set(secret_fragments(long_name)) == {DB_PASSWORD}
+    shown = Scrubber([long_name]).text(f"database {long_name}")
+    assert shown == "database postgresql://app:***@db:5432/payments_production_eu"
 
 
 def test_an_amount_beyond_64_bits_is_written_exactly_not_lost() -> None:

@@ -11,14 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from scanner.cli import build_parser
 from scanner.db import migrate
+from scanner.secrets import redact_url
 from tests.ops.support import json_lines, run_cli, scanner_env, write_config
 
 pytestmark = pytest.mark.slow
 UNREACHABLE = "http://127.0.0.1:1"
 HOOK = '[[webhooks]]\nurl = "http://127.0.0.1:1/hooks"\nsecret_env = "SHOP_HOOK_SECRET"\n'
+PASSWORD = "s3cretpass"  # the test server trusts local connections: any password is accepted
+
+
+def _with_password(url: str) -> tuple[str, str]:
+    """A PostgreSQL URL with a password in it (and that password); SQLite's as it is."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return url, PASSWORD
+    if parsed.password is None:
+        parsed = parsed.set(password=PASSWORD)
+    return parsed.render_as_string(hide_password=False), str(parsed.password)
 
 
 def _events(stderr: str) -> dict[str, dict[str, Any]]:
@@ -38,10 +51,11 @@ def test_every_command_names_its_database_and_an_unused_database_url_is_a_warnin
     """``DATABASE_URL`` is read in production only: elsewhere it is set and not used, loudly."""
     config = write_config(tmp_path / "s.toml", UNREACHABLE, [])
     unused = "postgresql://shop:hunter2pass@db.example/shop"
-    env = scanner_env(db_url, DATABASE_URL=unused, ENV="development")
+    used, password = _with_password(db_url)
+    env = scanner_env(used, DATABASE_URL=unused, ENV="development")
     upgraded, current = _run(
         (["migrate", "upgrade", "--config", str(config)], env),
-        (["migrate", "current"], scanner_env(db_url)),
+        (["migrate", "current"], scanner_env(used)),
     )
     assert upgraded.returncode == 0 and current.returncode == 0, upgraded.stderr + current.stderr
     events = _events(upgraded.stderr)
@@ -51,6 +65,9 @@ def test_every_command_names_its_database_and_an_unused_database_url_is_a_warnin
         "development",
         "info",
     )
+    assert in_use["database"] == redact_url(used)  # the URL in use, its password hidden
+    for output in (upgraded.stderr, upgraded.stdout, current.stderr, current.stdout):
+        assert password not in output
     ignored = events["database_url_ignored"]
     assert ignored["level"] == "warning"
     assert "read only when ENV=production" in ignored["reason"]
@@ -83,7 +100,8 @@ def test_an_unmigrated_database_is_one_sentence_and_nothing_is_created(
     empty_db_url: str, db_backend: str, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "s.toml", UNREACHABLE, [])
-    env = scanner_env(empty_db_url)
+    url, password = _with_password(empty_db_url)
+    env = scanner_env(url)
     status, check, current = _run(
         (["status", "--config", str(config)], env),
         (["check", "--config", str(config)], env),
@@ -96,6 +114,8 @@ def test_an_unmigrated_database_is_one_sentence_and_nothing_is_created(
     for result in (status, check, current):
         assert "OperationalError" not in result.stderr + result.stdout
         assert "Traceback" not in result.stderr
+        assert password not in result.stderr + result.stdout  # redacted on both databases
+        assert _events(result.stderr)["database_in_use"]["database"] == redact_url(url)
     if db_backend == "sqlite":
         assert not (tmp_path / "empty.db").exists()  # no command created the file
     upgraded = run_cli(["migrate", "upgrade"], env)
