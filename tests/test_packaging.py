@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel
 
 from scanner.config import (
+    WEBHOOK_EVENTS,
     ChainSettings,
     ClusterSettings,
     DatabaseSettings,
@@ -171,6 +172,14 @@ def test_example_config_uses_the_defaults_it_shows() -> None:
         for key, value in data[table].items():
             assert value == defaults[key], f"[{table}] {key} = {value!r}, default {defaults[key]!r}"
     assert data["shutdown_timeout"] == DEFAULT_SHUTDOWN_TIMEOUT
+
+
+def test_example_config_shows_every_event_type_as_the_webhooks_default() -> None:
+    """The commented ``events`` line is the default: every type the outbox holds, each one
+    deliverable (``transfer_unmatched`` and ``verification_failed`` included)."""
+    (line,) = re.findall(r"^# events = (\[.*\])", EXAMPLE_TOML.read_text("utf-8"), re.MULTILINE)
+    shown = tomllib.loads(f"events = {line.split('#')[0]}")["events"]
+    assert shown == list(WEBHOOK_EVENTS) == WebhookSettings(url="http://h/", secret="s").events
 
 
 def test_dev_config_is_the_local_anvil() -> None:
