@@ -391,9 +391,19 @@ class ChainScanner(OnChain):
         return header.hash != cursor_hash
 
     async def _read_cursor(self) -> stored.Cursor:
+        """The stored cursor. A row the database no longer has (a failover to a standby that
+        never got the chain's first commits) is made again as a first start makes it: the cursor
+        this process holds is ahead of the database and never stands in for it."""
         async with self.sessions() as session:
             at = await stored.get_cursor(session, self.name)
-        return at if at is not None else stored.Cursor(self.cursor, None)
+        if at is None:
+            self.log.warning("cursor_missing", cursor=self.cursor)
+            await self.prepare()
+            async with self.sessions() as session:
+                at = await stored.get_cursor(session, self.name)
+        if at is None:
+            raise CursorMoved("the chain's cursor is not in the database")
+        return at
 
     async def _tag_header(self) -> Header | None:
         if self.ctx.tag is None:
