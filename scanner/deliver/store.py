@@ -114,8 +114,16 @@ async def fan_out(
     session: AsyncSession, routes: Sequence[Route], now: datetime, limit: int = FANOUT_PAGE
 ) -> int:
     """Turn the next outbox events into pending deliveries; the number of events read (a full
-    page means: call again). Events are read in id order from each endpoint's cursor."""
-    cursors = await _lock_cursors(session, [r.key for r in routes])
+    page means: call again). Events are read in id order from each endpoint's cursor.
+
+    An endpoint whose cursor the database does not have (a failover to a standby that never got
+    it) gets one again, at the newest event, as a newly configured endpoint does: that this
+    process made one before is never taken for the database's word."""
+    keys = [r.key for r in routes]
+    cursors = await _lock_cursors(session, keys)
+    if missing := [k for k in keys if k not in cursors]:  # or held by another instance
+        await ensure_cursors(session, missing)  # (a held one is kept, and not waited for)
+        cursors.update(await _lock_cursors(session, missing))
     if not cursors:
         return 0
     events = await _events_after(session, min(cursors.values()), limit)

@@ -41,6 +41,7 @@ from tests.deliver.support import (
     event_ids,
     hook,
 )
+from tests.support import lost
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -363,6 +364,43 @@ async def test_new_endpoints_start_at_the_newest_event(
     await drive(worker, lambda: receiver.requests, engine=engine)
     await asyncio.sleep(0.2)
     assert [r.json["type"] for r in receiver.requests] == ["status_changed"]
+
+
+@pytest.mark.parametrize("standby_had", ["the cursor", "no cursor"])
+async def test_a_worker_whose_database_went_back_delivers_from_what_it_shows(
+    engine: AsyncEngine,
+    session_factory: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+    standby_had: str,
+) -> None:
+    """A failover to a standby that lacked the newest commits: the events, deliveries and the
+    outbox cursor the worker moved are gone (``no cursor``: the cursor's row too, made after the
+    standby's last replayed commit: the endpoint starts again at the newest event, as a new one
+    does), and the ids are handed out again. The worker's position is the database's: the new
+    events are delivered, under keys of their own."""
+    worker = DeliveryWorker([hook(receiver.url())], session_factory, poll_interval=0.05)
+    pid = await add_payment(engine)
+    if standby_had == "the cursor":
+        await worker.prepare()
+    standby = await lost.taken(engine)
+    try:
+        if standby_had == "no cursor":
+            await worker.prepare()
+        await add_events(session_factory, detected(pid), changed(pid, "pending", "confirming"))
+        await drive(worker, lambda: len(receiver.requests) >= 2, engine=engine)
+        await standby.restore()
+        assert await worker.run_once() is False  # a pass on the promoted standby: nothing due
+        await add_events(session_factory, detected(pid, 5), changed(pid, "pending", "paid"))
+        await drive(worker, lambda: len(receiver.requests) >= 4, engine=engine)
+    finally:
+        await standby.drop()
+    got = [
+        (r.json["id"], r.json["event_key"], r.json["data"].get("log_index"))
+        for r in receiver.requests
+    ]
+    assert [log_index for *_, log_index in got] == [3, None, 5, None]
+    assert [i for i, *_ in got[2:]] == [i for i, *_ in got[:2]]  # the ids, handed out again
+    assert len({key for _, key, _ in got}) == 4  # each event a key of its own
 
 
 @pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
