@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import WebhookSettings
 from scanner.db.errors import DRIVER_ERRORS
@@ -37,6 +37,7 @@ LEASE_MARGIN = 10.0  # seconds a lease outlives the attempt's timeout (the resul
 BACKLOG_EVERY = 5.0  # seconds between backlog gauge refreshes
 ERROR_BACKOFF_MAX = 60.0
 IDLE_MIN = 0.05  # seconds: the shortest sleep when nothing could be claimed
+RELISTEN_EVERY = 5.0  # seconds between attempts to listen again
 
 
 def utc_now() -> datetime:
@@ -92,6 +93,10 @@ class DeliveryWorker:
         self._scrub = Scrubber([*secrets, *(e.url for e in self.endpoints)])
         self._backlog_at = 0.0
         self.prepared = False
+        self._listening: AsyncConnection | None = None
+        self._listen_lost = False  # the listening connection ended, or could not be made
+        self._listen_after = 0.0  # (monotonic) no new attempt before
+        self._driver: object | None = None  # the driver's connection listened on
         for endpoint in self.endpoints:
             self.metrics.add_endpoint(endpoint.index)
 
@@ -225,15 +230,18 @@ class DeliveryWorker:
         Errors are logged and retried with backoff; they never end the task (nor the scans)."""
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.aclose)
+            stack.push_async_callback(self._unlisten)
             if engine is not None:
-                await self._listen(engine, stack)
+                await self._listen(engine)
             log.info("webhook_worker_started", endpoints=len(self.endpoints))
             pause = 1.0
             while not stop.is_set():
                 try:
+                    self.wake.clear()  # (before the look at the listener: its end wakes again)
+                    if engine is not None and self._listen_lost:
+                        await self._listen(engine)
                     if not self.prepared:
                         await self.prepare()
-                    self.wake.clear()
                     if not await self.run_once():
                         await self._idle(stop)
                     pause = 1.0
@@ -266,19 +274,44 @@ class DeliveryWorker:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _listen(self, engine: AsyncEngine, stack: AsyncExitStack) -> None:
-        """``LISTEN payment_events`` on a connection of its own (PostgreSQL only)."""
-        if engine.dialect.name != "postgresql":
+    async def _listen(self, engine: AsyncEngine) -> None:
+        """``LISTEN payment_events`` on a connection of its own (PostgreSQL only). A connection
+        that ends (a failover, a restarted server) wakes the worker, which listens again on its
+        next pass (at most every :data:`RELISTEN_EVERY` s while that fails)."""
+        if engine.dialect.name != "postgresql" or time.monotonic() < self._listen_after:
             return
+        await self._unlisten()
         try:
-            conn = await engine.connect()
-            stack.push_async_callback(conn.close)
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.add_listener(  # type: ignore[union-attr]
-                "payment_events", lambda *_: self.wake.set()
-            )
+            self._listening = conn = await engine.connect()
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            await driver.add_listener("payment_events", lambda *_: self.wake.set())
+            driver.add_termination_listener(self._lost_listener)
+            self._driver = driver
         except DRIVER_ERRORS as exc:  # a raw connection: not a translating session
-            log.warning("webhook_listen_failed", error=type(exc).__name__, poll=self.poll_interval)
+            self._listen_after = time.monotonic() + RELISTEN_EVERY
+            if not self._listen_lost:  # said once until it listens again
+                log.warning(
+                    "webhook_listen_failed", error=type(exc).__name__, poll=self.poll_interval
+                )
+            self._listen_lost = True
+            return
+        if self._listen_lost:
+            log.info("webhook_listening_again")
+        self._listen_lost = False
+
+    def _lost_listener(self, driver: object, *_: object) -> None:
+        if driver is self._driver:  # (not one this worker closed itself)
+            self._listen_lost = True
+            self.wake.set()
+
+    async def _unlisten(self) -> None:
+        """The listening connection closed, never handed back to the pool (it listens)."""
+        conn, self._listening, self._driver = self._listening, None, None
+        if conn is not None:
+            with suppress(*DRIVER_ERRORS):
+                await conn.invalidate()
+            with suppress(*DRIVER_ERRORS):
+                await conn.close()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -8,7 +8,7 @@ import itertools
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.config import Settings
@@ -42,6 +43,7 @@ from tests.deliver.support import (
     hook,
 )
 from tests.support import lost
+from tests.support.wait import until
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -418,6 +420,39 @@ async def test_on_postgresql_a_notify_wakes_the_worker_before_its_poll(
     adding = asyncio.create_task(later())
     await drive(worker, lambda: receiver.requests, within=5.0, engine=engine)
     assert receiver.requests[0].json["payment_id"] == str(await adding)
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+async def test_on_postgresql_the_worker_listens_again_when_its_connection_is_gone(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    """A failover (or a restart of the server) ends the connection the worker listens on: it
+    listens again, and a NOTIFY still wakes it long before its poll."""
+    worker = DeliveryWorker([hook(receiver.url())], session_factory, poll_interval=60.0)
+    listening = (
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+    )
+
+    async def listener() -> list[int]:
+        async with engine.connect() as conn:
+            return [int(pid) for pid in (await conn.execute(text(listening))).scalars()]
+
+    async def later() -> object:
+        (first,) = await until(listener, 5.0, "the worker listens")
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        await until(lambda: _other(listener, first), 5.0, "the worker listens again")
+        pid = await add_payment(engine)
+        await add_events(session_factory, detected(pid))  # commits with NOTIFY payment_events
+        return pid
+
+    adding = asyncio.create_task(later())
+    await drive(worker, lambda: receiver.requests, within=10.0, engine=engine)
+    assert receiver.requests[0].json["payment_id"] == str(await adding)
+
+
+async def _other(listener: Callable[[], Awaitable[list[int]]], first: int) -> bool:
+    return any(pid != first for pid in await listener())
 
 
 async def test_a_payment_row_the_scanner_cannot_use_does_not_stop_deliveries(
