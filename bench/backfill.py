@@ -8,6 +8,11 @@ concurrency, logging at info into /dev/null, metrics on) unless overridden.
 
     python -m bench.backfill                    # --match 0.01
     python -m bench.backfill --match 0.01 1.0
+    python -m bench.backfill --book 10000       # beside 10,000 other open payments: logs read whole
+
+``--book N`` writes N other open payments beside the paid ones (unpaid, at addresses no transfer
+pays, as a gateway writes them): with more addresses than ``filter_recipients_max`` the node is
+asked for every Transfer of the token, as a real shop's book makes it.
 
 Figures are printed, never judged: the exit status is 0 whatever they are.
 """
@@ -68,6 +73,7 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
             [
                 f"{o.match:g}",
                 f"{o.payments:,}",
+                f"{args.book:,}",
                 f"{o.raw.seconds:.3f}",
                 common.rate(o.raw.logs, o.raw.seconds),
                 f"{o.seconds:.2f}",
@@ -85,6 +91,7 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
         [
             "match",
             "payments",
+            "book",
             "raw s",
             "raw logs/s",
             "backfill s",

@@ -165,6 +165,15 @@ def parse_bench_args(
         help="default: the product's (1,000); 0 reads the tokens' logs whole, as a book of more"
         " addresses than that does",
     )
+    parser.add_argument(
+        "--book",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N other open payments beside those that are paid (unpaid, at addresses no"
+        " transfer pays, written as a gateway writes them): a shop's real book; more addresses"
+        " than filter_recipients_max, and every log is read whole",
+    )
     parser.add_argument("--raw-repeats", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached chain")
@@ -218,6 +227,7 @@ async def match_setup(
             created_at=chain.block_timestamp(start - 1),
             seen_at_block=start - 1,
             deposit=args.deposit,
+            book=args.book,
         )
         settings = bench_chain_settings(
             chain,
