@@ -1,6 +1,7 @@
 """The JSON-RPC client: the only code that talks HTTP to a node.
 
-One ``httpx.AsyncClient`` (HTTP/1.1 keep-alive, bounded pool) per chain, orjson both ways. Every
+One ``httpx.AsyncClient`` per chain (its transport aiohttp's HTTP/1.1 keep-alive pool, bounded:
+:mod:`scanner.chain.http`), orjson both ways. Every
 failure leaves here as a :class:`~scanner.errors.RpcError` (see :mod:`scanner.chain.jsonrpc` for
 the mapping); transient ones are retried with tenacity (exponential backoff with jitter, bounded
 attempts, ``Retry-After`` honoured) and each retry is reported to an :class:`RpcObserver`.
@@ -70,8 +71,9 @@ class RpcClient:
     ``max_response_bytes`` bounds what is read of one answer;
     ``max_attempts`` bounds the attempts of one call or one batch chunk; ``backoff`` shapes the
     waits; ``batch_size`` caps the items of one JSON-RPC batch; ``max_connections`` bounds the
-    keep-alive pool; ``trust_env`` lets httpx read proxy settings from the environment (off:
-    settings are explicit); ``transport`` replaces the network (hand-written fakes in tests);
+    keep-alive pool; ``trust_env`` lets the transport read proxy and CA settings from the
+    environment (off: settings are explicit); ``transport`` replaces the network (default:
+    :class:`~scanner.chain.http.AiohttpTransport`; hand-written fakes in tests);
     ``max_rps`` paces each URL (:mod:`~scanner.chain.budget`); ``headers`` go to their URL only.
     """
 
