@@ -356,7 +356,9 @@ class Backfill(OnChain):
 
 
 def is_hex(address: str) -> bool:
-    return len(address) == 42 and address.startswith("0x") and all(c in HEX for c in address[2:])
+    """Whether ``address`` is ``0x`` and 40 lower-case hex digits (a set's check, in C: a book of
+    ten thousand addresses is checked in a few milliseconds)."""
+    return len(address) == 42 and address.startswith("0x") and HEX.issuperset(address[2:])
 
 
 HEX = frozenset("0123456789abcdef")
