@@ -35,6 +35,7 @@ class Outcome:
     match: float
     payments: int
     raw: common.RawRead
+    raw_aiohttp: common.RawRead
     seconds: float
     summary: BackfillSummary
     counts: dict[str, int]
@@ -58,7 +59,7 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
         )
         summary, seconds = await common.measure(lambda: job.run(start, end), args, match)
         counts = await setup.db.counts()
-    return Outcome(match, setup.payments, setup.raw, seconds, summary, counts)
+    return Outcome(match, setup.payments, setup.raw, setup.raw_aiohttp, seconds, summary, counts)
 
 
 def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
@@ -69,6 +70,7 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
         # the same blocks of the same node: the raw read's time over the backfill's (the
         # backfill may ask the node for fewer logs: a recipient filter, docs/operations.md)
         speed = o.raw.seconds / o.seconds if o.seconds > 0 else 0.0
+        speed_aiohttp = o.raw_aiohttp.seconds / o.seconds if o.seconds > 0 else 0.0
         rows.append(
             [
                 f"{o.match:g}",
@@ -82,6 +84,8 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
                 f"{s.logs:,}",
                 common.rate(s.matched, o.seconds),
                 f"{speed:.2f}",
+                f"{o.raw_aiohttp.seconds:.3f}",
+                f"{speed_aiohttp:.2f}",
             ]
         )
     blocks = chain.head - chain.first_block + 1
@@ -100,6 +104,8 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
             "logs read",
             "credited/s",
             "speed vs raw",
+            "raw aiohttp s",
+            "vs raw aiohttp",
         ],
         rows,
     )
