@@ -20,6 +20,7 @@ Figures are printed, never judged: the exit status is 0 whatever they are.
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Outcome:
     raw: common.RawRead
     raw_aiohttp: common.RawRead
     seconds: float
+    cpu: float  # the process's CPU seconds (every thread) during the backfill
     summary: BackfillSummary
     counts: dict[str, int]
 
@@ -57,9 +59,13 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
         job = Backfill(
             ChainParts(setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics)
         )
+        cpu = time.process_time()
         summary, seconds = await common.measure(lambda: job.run(start, end), args, match)
+        cpu = time.process_time() - cpu
         counts = await setup.db.counts()
-    return Outcome(match, setup.payments, setup.raw, setup.raw_aiohttp, seconds, summary, counts)
+    return Outcome(
+        match, setup.payments, setup.raw, setup.raw_aiohttp, seconds, cpu, summary, counts
+    )
 
 
 def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
@@ -79,6 +85,7 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
                 f"{o.raw.seconds:.3f}",
                 common.rate(o.raw.logs, o.raw.seconds),
                 f"{o.seconds:.2f}",
+                f"{o.cpu:.2f}",
                 common.rate(s.blocks, o.seconds),
                 common.rate(o.raw.logs, o.seconds),
                 f"{s.logs:,}",
@@ -99,6 +106,7 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
             "raw s",
             "raw logs/s",
             "backfill s",
+            "CPU s",
             "blocks/s",
             "chain logs/s",
             "logs read",
