@@ -120,3 +120,24 @@ async def test_lagging_replica_fails_loudly_by_block_hash(
         await reader.logs_by_block_hash([token], TRANSFER_TOPIC, block_hash)
     proxy.lag(0)
     assert len(await reader.logs_by_block_hash([token], TRANSFER_TOPIC, block_hash)) == 1
+
+
+async def test_a_provider_that_leaves_logs_out_once_shows_them_to_a_later_read(
+    reader: ChainReader, devchain: DevChain, proxy: FaultProxy
+) -> None:
+    """The fault proxy's ``leave_out_logs``, as the fault simulation uses it: ``[]`` for the next
+    reads, never twice for one block, so that a second read (the sweep's) sees every log."""
+    token = devchain.deploy_token()
+    devchain.wait_receipt(devchain.mint(token, devchain.deployer, 1_000))
+    devchain.wait_receipt(devchain.transfer(token, devchain.deployer, ALICE, 5))
+    head = await reader.head()
+    proxy.leave_out_logs(times=3)
+    assert await reader.logs([token], TRANSFER_TOPIC, 0, head - 1) == []  # left out
+    by_hash = (await reader.headers_at([head]))[0].hash
+    assert await reader.logs_by_block_hash([token], TRANSFER_TOPIC, by_hash) == []  # left out
+    again = await reader.logs([token], TRANSFER_TOPIC, 0, head)  # every block left out once
+    assert [int(log["data"], 16) for log in again] == [1_000, 5]
+    devchain.wait_receipt(devchain.transfer(token, devchain.deployer, BOB, 7))
+    assert await reader.logs([token], TRANSFER_TOPIC, head + 1, head + 1) == []  # the third
+    after = await reader.logs([token], TRANSFER_TOPIC, 0, head + 1)  # spent: all shown
+    assert [int(log["data"], 16) for log in after] == [1_000, 5, 7]

@@ -155,6 +155,7 @@ class FaultProxy:
         self.pruned_below: int | None = None
         self.pruned_logs = True
         self.pruned_expired = False
+        self.left_out: set[int] = set()  # blocks whose logs a ``leave_out_logs`` answer hid
         self._balancer = random.Random(10)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -280,6 +281,38 @@ class FaultProxy:
         """Answer the matching items with ``"result": result`` (any JSON: a malformed shape)."""
         return self._add(Rule("result", method, times, result=result))
 
+    def leave_out_logs(self, *, times: int | None = 1) -> Rule:
+        """Answer the next ``times`` ``eth_getLogs`` items with ``[]``, but never for a block
+        already left out once: a provider that left logs out of one read (a replica still
+        indexing) and shows them to a later one. A read that covers such a block is answered
+        truly, and uses up nothing."""
+        return self._add(Rule("leave_out", "eth_getLogs", times))
+
+    async def _left_out(self, item: Json) -> Json | None:
+        if not any(r.kind == "leave_out" and r.matches("eth_getLogs") for r in self.rules):
+            return None
+        blocks = await self._blocks_of((item.get("params") or [{}])[0])
+        if blocks is None or blocks & self.left_out:
+            return None
+        self._take(("leave_out",), ["eth_getLogs"])
+        self.left_out |= blocks
+        return {"jsonrpc": "2.0", "id": item.get("id"), "result": []}
+
+    async def _blocks_of(self, flt: Any) -> set[int] | None:
+        """The block numbers an ``eth_getLogs`` filter covers (None: not known here)."""
+        if not isinstance(flt, dict):
+            return None
+        if "blockHash" in flt:
+            call = {"jsonrpc": "2.0", "id": 0, "method": "eth_getBlockByHash"}
+            (answer,) = await self._upstream([{**call, "params": [flt["blockHash"], False]}])
+            block = answer.get("result")
+            return None if not isinstance(block, dict) else {int(block["number"], 16)}
+        call = {"jsonrpc": "2.0", "id": 0, "method": "eth_blockNumber"}
+        head = int((await self._upstream([call]))[0]["result"], 16)
+        start = _block_number(flt.get("fromBlock", "latest"), head)
+        end = min(_block_number(flt.get("toBlock", "latest"), head), head)
+        return set(range(start, end + 1))
+
     def hide_log(self, tx_hash: str, *, times: int | None = 1) -> Rule:
         """Leave the logs of transaction ``tx_hash`` out of ``eth_getLogs`` answers (the next
         ``times`` answers that hold them): a replica that has not indexed them yet."""
@@ -371,6 +404,7 @@ class FaultProxy:
         self.lag_blocks = 0
         self.frozen_at = None
         self.reversed_batches = False
+        self.left_out.clear()
 
     def count(self, method: str) -> int:
         """How many JSON-RPC items of ``method`` arrived (batch items count one each)."""
@@ -470,6 +504,8 @@ class FaultProxy:
             return {"jsonrpc": "2.0", "id": item.get("id"), "result": None}, item, _same
         if (rule := self._take(("result",), [method])) is not None:
             return {"jsonrpc": "2.0", "id": item.get("id"), "result": rule.result}, item, _same
+        if method == "eth_getLogs" and (empty := await self._left_out(item)) is not None:
+            return empty, item, _same
         pruned = self._pruned(item, method)
         if pruned is not None:
             return pruned, item, _same
