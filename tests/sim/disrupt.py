@@ -10,7 +10,7 @@ from tests.sim.schedule import Schedule, step
 from tests.sim.steps import reorg
 from tests.sim.world import MAX_REORG_DEPTH
 
-LONG_OUTAGE_BLOCKS = 400
+LONG_OUTAGE_BLOCKS = 1000
 GETBLOCK = "eth_getBlockByNumber"
 
 
@@ -37,7 +37,7 @@ async def short_outage(s: Schedule) -> bool:
 
 @step("outage_long")
 async def long_outage(s: Schedule) -> bool:
-    await outage(s, s.rng.randrange(MAX_REORG_DEPTH, LONG_OUTAGE_BLOCKS))
+    await outage(s, s.rng.randrange(MAX_REORG_DEPTH, LONG_OUTAGE_BLOCKS + 1))
     return True
 
 
