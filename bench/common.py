@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx
@@ -55,45 +55,50 @@ class RawRead:
         return self.logs / self.seconds if self.seconds > 0 else 0.0
 
 
+TRANSFERS = {"topics": [TRANSFER_TOPIC]}
+
+
+def _get_logs_body(i: int, token: str, lo: int, hi: int) -> bytes:
+    query = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": [token]}
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "id": i, "method": "eth_getLogs", "params": [query | TRANSFERS]}
+    )
+
+
+def _counted(answer: dict[str, Any], lo: int, hi: int) -> int:
+    if "error" in answer:
+        raise RuntimeError(f"eth_getLogs {lo}..{hi}: {answer['error']}")
+    return len(answer["result"])
+
+
+async def _timed(
+    one: Callable[[int, int, int], Awaitable[int]], start: int, end: int, span: int
+) -> RawRead:
+    """Every ``span``-block range of ``start..end`` read by ``one`` at once (its own gate
+    bounds them), after one read to warm the connection outside the clock."""
+    ranges = [(lo, min(lo + span - 1, end)) for lo in range(start, end + 1, span)]
+    await one(0, start, start)
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one(i, lo, hi) for i, (lo, hi) in enumerate(ranges, 1)))
+    return RawRead(sum(counts), time.perf_counter() - started)
+
+
 async def raw_get_logs(
     url: str, token: str, start: int, end: int, *, span: int = 100, concurrency: int = 8
 ) -> RawRead:
     """``eth_getLogs`` of ``token`` Transfers over ``start..end``: ``span``-block ranges,
     ``concurrency`` in flight, bodies parsed with orjson; no decoding, no database."""
-    ranges = [(lo, min(lo + span - 1, end)) for lo in range(start, end + 1, span)]
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Content-Type": "application/json"}
     async with httpx.AsyncClient(limits=limits, headers=headers, timeout=120) as client:
 
         async def one(i: int, lo: int, hi: int) -> int:
-            body = orjson.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": i,
-                    "method": "eth_getLogs",
-                    "params": [
-                        {
-                            "fromBlock": hex(lo),
-                            "toBlock": hex(hi),
-                            "address": [token],
-                            "topics": [TRANSFER_TOPIC],
-                        }
-                    ],
-                }
-            )
             async with gate:
-                response = await client.post(url, content=body)
-                answer = orjson.loads(response.content)
-            if "error" in answer:
-                raise RuntimeError(f"eth_getLogs {lo}..{hi}: {answer['error']}")
-            return len(answer["result"])
+                response = await client.post(url, content=_get_logs_body(i, token, lo, hi))
+                return _counted(orjson.loads(response.content), lo, hi)
 
-        await one(0, start, start)  # warm the connection, outside the clock
-        started = time.perf_counter()
-        counts = await asyncio.gather(*(one(i, lo, hi) for i, (lo, hi) in enumerate(ranges, 1)))
-        seconds = time.perf_counter() - started
-    return RawRead(sum(counts), seconds)
+        return await _timed(one, start, end, span)
 
 
 async def raw_get_logs_aiohttp(
@@ -101,33 +106,17 @@ async def raw_get_logs_aiohttp(
 ) -> RawRead:
     """:func:`raw_get_logs` read with aiohttp instead of httpx (what the scanner's transport
     is): the same requests, bodies read whole and parsed with orjson."""
-    ranges = [(lo, min(lo + span - 1, end)) for lo in range(start, end + 1, span)]
     gate = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"Content-Type": "application/json"}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def one(i: int, lo: int, hi: int) -> int:
-            query = {"fromBlock": hex(lo), "toBlock": hex(hi), "address": [token]}
-            body = orjson.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": i,
-                    "method": "eth_getLogs",
-                    "params": [query | {"topics": [TRANSFER_TOPIC]}],
-                }
-            )
+            body = _get_logs_body(i, token, lo, hi)
             async with gate, session.post(url, data=body) as response:
-                answer = orjson.loads(await response.read())
-            if "error" in answer:
-                raise RuntimeError(f"eth_getLogs {lo}..{hi}: {answer['error']}")
-            return len(answer["result"])
+                return _counted(orjson.loads(await response.read()), lo, hi)
 
-        await one(0, start, start)  # warm the connection, outside the clock
-        started = time.perf_counter()
-        counts = await asyncio.gather(*(one(i, lo, hi) for i, (lo, hi) in enumerate(ranges, 1)))
-        seconds = time.perf_counter() - started
-    return RawRead(sum(counts), seconds)
+        return await _timed(one, start, end, span)
 
 
 async def raw_median(
