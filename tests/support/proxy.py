@@ -124,6 +124,7 @@ class Rule:
     message: str = ""
     in_data: bool = False
     result: Any = None
+    where: Callable[[Json], bool] | None = None  # only items this holds for (None: any)
 
     def matches(self, method: str) -> bool:
         return self.times != 0 and self.method in ("*", method)
@@ -364,11 +365,14 @@ class FaultProxy:
         """Answer every batch in reverse order (JSON-RPC allows any order)."""
         self.reversed_batches = on
 
-    def hold(self, method: str, *, times: int | None = 1) -> Gate:
-        """Hold requests of ``method`` until the returned gate is released."""
+    def hold(
+        self, method: str, *, times: int | None = 1, where: Callable[[Json], bool] | None = None
+    ) -> Gate:
+        """Hold requests of ``method`` (with an item ``where`` holds for) until the returned
+        gate is released."""
         gate = Gate()
         self._gates.append(gate)
-        self._add(Rule("hold", method, times, gate=gate))
+        self._add(Rule("hold", method, times, gate=gate, where=where))
         return gate
 
     def lag(self, blocks: int, *, every_other: bool = False, only: str | None = None) -> None:
@@ -419,6 +423,17 @@ class FaultProxy:
                 return rule
         return None
 
+    def _take_for(self, kind: str, items: list[Json]) -> Rule | None:
+        """The first live rule of ``kind`` that an item's method and its ``where`` match."""
+        for rule in self.rules:
+            if rule.kind == kind and any(
+                rule.matches(str(i.get("method"))) and (rule.where is None or rule.where(i))
+                for i in items
+            ):
+                rule.use()
+                return rule
+        return None
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.http_requests += 1
         raw = await request.read()
@@ -429,7 +444,7 @@ class FaultProxy:
         items: list[Json] = body if isinstance(body, list) else [body]
         methods = [str(item.get("method")) for item in items]
         self.counts.update(methods)
-        early = await self._whole_request_faults(request, methods)
+        early = await self._whole_request_faults(request, items)
         if early is not None:
             return early
         answers = await self._answer_items(items)
@@ -449,9 +464,10 @@ class FaultProxy:
         return answers[::-1] if self.reversed_batches else answers
 
     async def _whole_request_faults(
-        self, request: web.Request, methods: list[str]
+        self, request: web.Request, items: list[Json]
     ) -> web.StreamResponse | None:
-        if (rule := self._take(("hold",), methods)) is not None:
+        methods = [str(item.get("method")) for item in items]
+        if (rule := self._take_for("hold", items)) is not None:
             assert rule.gate is not None
             await rule.gate._pass()
         if (rule := self._take(("delay",), methods)) is not None:
