@@ -135,6 +135,7 @@ async def test_an_expiry_waits_until_the_sweep_has_read_the_blocks_in_time(
     await sweeping(h, proxy)
     start = h.now()
     pid = await h.create_payment(ALICE, "5", created_at=start, expires_in=100)
+    await looked_at(h)
     h.chain.set_next_timestamp(start + 50)
     hidden = pay(h, ALICE, 5_000_000)
     proxy.hide_log(hidden)
@@ -198,6 +199,7 @@ async def test_a_sweep_across_restarts_neither_misses_nor_counts_twice(
 ) -> None:
     await sweeping(h, proxy)
     alice = await h.create_payment(ALICE, "5")
+    await looked_at(h)
     hidden = pay(h, ALICE, 5_000_000)
     proxy.hide_log(hidden)
     await h.scan()  # read without it, not final yet: then the process stops
@@ -235,6 +237,7 @@ async def test_the_sweep_reads_from_the_verify_provider_and_a_failing_one_only_d
         scanner.verifier = Verifier(scanner.settings, h.sessions, metrics=h.metrics)
         try:
             alice = await h.create_payment(ALICE, "5")
+            await looked_at(h)
             hidden = pay(h, ALICE, 5_000_000)
             proxy.hide_log(hidden)
             second.fail_http("eth_getLogs", 503)  # until reset
@@ -267,6 +270,7 @@ async def test_in_tag_mode_a_block_is_swept_once_it_is_under_the_finalized_block
     """anvil's ``finalized`` is 64 blocks below its head."""
     await sweeping(h, proxy, confirmations=None, finality="finalized")
     alice = await h.create_payment(ALICE, "5")
+    await looked_at(h)
     hidden = pay(h, ALICE, 5_000_000)
     proxy.hide_log(hidden)
     await h.scan()
@@ -287,6 +291,7 @@ async def test_blocks_a_walk_back_went_over_are_swept_again(h: Harness, proxy: F
     the new blocks once final and credits the transfer where it is now."""
     await sweeping(h, proxy)
     alice = await h.create_payment(ALICE, "5")
+    await looked_at(h)
     tx = pay(h, ALICE, 5_000_000)
     first = block_of(h, tx)
     h.mine(3)
@@ -316,6 +321,7 @@ async def test_with_the_tokens_logs_read_whole_only_watched_transfers_are_credit
     tokens' logs whole and keeps the transfers to watched addresses that are not stored."""
     await sweeping(h, proxy, filter_recipients_max=0)
     alice = await h.create_payment(ALICE, "5")
+    await looked_at(h)
     hidden = pay(h, ALICE, 5_000_000)
     stranger = pay(h, "0x" + "99" * 20, 7_000_000)  # to no payment: never stored
     proxy.hide_log(hidden)
@@ -373,6 +379,7 @@ async def test_a_sweep_cut_off_mid_read_is_done_once_after_a_restart(
     async with FaultProxy(h.chain.url) as second:
         scanner = await sweeping(h, proxy, verify_urls=[RpcUrl(second.url)])
         alice = await h.create_payment(ALICE, "5")
+        await looked_at(h)
         hidden = pay(h, ALICE, 5_000_000)
         proxy.hide_log(hidden)
         await h.scan()
