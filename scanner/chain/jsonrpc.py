@@ -94,15 +94,24 @@ def parsed_size(content: bytes | bytearray) -> int:
     return len(content) + sum(cost * content.count(char) for char, cost in _COSTS)
 
 
-def decode(content: bytes | bytearray, where: Where, budget: int | None = None) -> Any:
+def decode(
+    content: bytes | bytearray,
+    where: Where,
+    budget: int | None = None,
+    typed: Callable[[bytes | bytearray], Any] | None = None,
+) -> Any:
     """The body as JSON, or MalformedResponse (not JSON: an HTML error page, a truncated body).
 
     An answer whose parsed form would take more than ``budget`` bytes is not parsed: it is too
-    large (:func:`too_large`), as one beyond the byte cap is."""
+    large (:func:`too_large`), as one beyond the byte cap is. ``typed``, when given, decodes
+    the body first into the typed values the caller expects; where it cannot (it returns
+    None), the body is parsed as plain JSON."""
     size = len(content)
     if budget is not None and size * _MOST_PER_BYTE > budget and parsed_size(content) > budget:
         detail = f"an answer of {size:,} bytes that would take over {budget:,} once parsed"
         raise too_large(where, detail)
+    if typed is not None and (value := typed(content)) is not None:
+        return value
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError as exc:

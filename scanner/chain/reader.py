@@ -223,7 +223,13 @@ class ChainReader:
             return [], PassedOver()
         fail = self._fail("eth_getLogs")
         return await self._get_logs(
-            addresses, topic0, start, end, to_topics, lambda v: shapes.sifted(v, fail, watched)
+            addresses,
+            topic0,
+            start,
+            end,
+            to_topics,
+            lambda v: shapes.sifted(v, fail, watched),
+            typed=shapes.typed_answers,
         )
 
     async def _get_logs(
@@ -234,6 +240,7 @@ class ChainReader:
         end: int,
         to_topics: Sequence[str] | None,
         parse_logs: Callable[[Any], T],
+        typed: Callable[[bytes | bytearray], Any] | None = None,
     ) -> T:
         """One ``eth_getLogs`` beside ``eth_blockNumber`` (:meth:`logs`), parsed by
         ``parse_logs``."""
@@ -245,7 +252,7 @@ class ChainReader:
             return parse_logs(value) if index == 0 else self._covers(value, end)
 
         try:
-            logs, _ = await self.client.batch(calls, parse=parse, label="eth_getLogs")
+            logs, _ = await self.client.batch(calls, parse=parse, label="eth_getLogs", typed=typed)
         except HistoryUnavailable:
             raise
         except BlockNotAvailable:

@@ -180,6 +180,7 @@ class RpcClient:
         *,
         parse: Callable[[int, Any], T],
         label: str | None = None,
+        typed: Callable[[bytes | bytearray], Any] | None = None,
     ) -> list[T]: ...
 
     async def batch(
@@ -188,6 +189,7 @@ class RpcClient:
         *,
         parse: Callable[[int, Any], Any] | None = None,
         label: str | None = None,
+        typed: Callable[[bytes | bytearray], Any] | None = None,
     ) -> list[Any]:
         """Many calls in JSON-RPC batches of at most ``batch_size``; results in call order.
 
@@ -195,11 +197,14 @@ class RpcClient:
         the chunk). ``parse(index, result)`` runs inside the retry loop, as for :meth:`call`;
         ``index`` is the item's position in ``calls``. Chunks are sent concurrently (the
         connection pool bounds how many at once). ``label``: what metrics and logs call the
-        request (default ``batch:<method>``, or ``batch:mixed``).
+        request (default ``batch:<method>``, or ``batch:mixed``). ``typed``: a decoder of the
+        answer into typed values (:func:`jsonrpc.decode`), tried before plain JSON.
         """
         parts = await asyncio.gather(
             *(
-                self._batch_chunk(calls[offset : offset + self._batch_size], offset, parse, label)
+                self._batch_chunk(
+                    calls[offset : offset + self._batch_size], offset, parse, label, typed
+                )
                 for offset in range(0, len(calls), self._batch_size)
             )
         )
@@ -211,6 +216,7 @@ class RpcClient:
         offset: int,
         parse: Callable[[int, Any], Any] | None,
         label: str | None = None,
+        typed: Callable[[bytes | bytearray], Any] | None = None,
     ) -> list[Any]:
         if label is None:
             methods = {m for m, _ in chunk}
@@ -222,7 +228,8 @@ class RpcClient:
             body = orjson.dumps(
                 [jsonrpc.request(i, m, p) for i, (m, p) in zip(ids, items, strict=True)]
             )
-            answers = jsonrpc.decode(await self._post(url, body, where), where, self._budget)
+            content = await self._post(url, body, where)
+            answers = jsonrpc.decode(content, where, self._budget, typed)
             ordered = jsonrpc.order_batch(answers, ids, where)
             values = jsonrpc.batch_results(ordered, items, where)
             if parse is None:
@@ -236,8 +243,8 @@ class RpcClient:
                 raise
         half = len(chunk) // 2  # an answer too large for one read: ask in two halves
         first, second = await asyncio.gather(
-            self._batch_chunk(chunk[:half], offset, parse),
-            self._batch_chunk(chunk[half:], offset + half, parse),
+            self._batch_chunk(chunk[:half], offset, parse, label, typed),
+            self._batch_chunk(chunk[half:], offset + half, parse, label, typed),
         )
         return first + second
 

@@ -20,7 +20,10 @@ import reprlib
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any, Final, cast
+
+import msgspec
 
 from scanner.core.decode import ADDRESS_TOPIC, Checked, passed_over, strict_hex_int
 from scanner.core.model import BlockRef, Log, PassedOver
@@ -91,11 +94,139 @@ def sifted(value: Any, fail: Fail, watched: Container[str]) -> tuple[list[Log], 
     over; the topics it passed over are then checked at once (lower-case hex), and an answer
     where one is not is sifted again log by log, by :func:`passed_over` itself."""
     entries = _log_list(value, fail)
+    if entries and type(entries[0]) is TypedLog:
+        typed = _sift_typed(entries, fail, watched)
+        if typed is not None:
+            return typed
+        entries = list(map(_plain, entries))  # the plain path says what is wrong
     _check(entries, fail)
     kept, passed, over = _sift(entries, watched)
     if not _lower_hex(passed):
         return _sifted_slowly(entries, fail, watched)
     return kept, over
+
+
+class TypedLog(msgspec.Struct, gc=False):
+    """One ``eth_getLogs`` entry as :data:`typed_answers` decodes it: each field of the JSON
+    type of a log's, checked as the bytes are parsed (an answer where one is not is parsed
+    again as plain JSON, and checked as any other)."""
+
+    blockNumber: str
+    blockHash: str
+    logIndex: str
+    transactionHash: str
+    address: str
+    topics: list[str]
+    data: str
+    removed: bool = False
+    blockTimestamp: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Answer(msgspec.Struct, gc=False):
+    """A JSON-RPC response object whose ``result`` is logs, or a quantity (``eth_blockNumber``
+    beside them)."""
+
+    jsonrpc: Any = msgspec.UNSET
+    id: Any = msgspec.UNSET
+    result: list[TypedLog] | str | msgspec.UnsetType | None = msgspec.UNSET
+    error: Any = msgspec.UNSET
+
+
+_ANSWERS: Final = msgspec.json.Decoder(list[_Answer])
+_ANSWER_FIELDS: Final = _Answer.__struct_fields__
+
+
+def typed_answers(content: bytes | bytearray) -> list[dict[str, Any]] | None:
+    """A batch's answer of ``eth_getLogs`` (and ``eth_blockNumber``) decoded with its logs as
+    :class:`TypedLog`: their types are checked by the parser, and no dict is built for a log
+    the sieve passes over. None for any other body (not JSON, not a list of response objects,
+    a log of another shape): the caller parses it as plain JSON, and its checks say what is
+    wrong with it."""
+    try:
+        answers = _ANSWERS.decode(content)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return [
+        {
+            key: value
+            for key in _ANSWER_FIELDS
+            if (value := getattr(answer, key)) is not msgspec.UNSET
+        }
+        for answer in answers
+    ]
+
+
+def _sift_typed(
+    entries: list[TypedLog], fail: Fail, watched: Container[str]
+) -> tuple[list[Log], PassedOver] | None:
+    """:func:`sifted` of logs decoded as :class:`TypedLog` (their JSON types checked as they
+    were parsed): each distinct block number and hash, log index, address and block time
+    parsed once, then the sieve, log by log on the typed values. None when anything is not
+    as it should be (a value that is not hex, a third topic passed over that is not lower-case
+    hex): the plain path then says what."""
+    for key, length in _PARSED:
+        values = set(map(attrgetter(key), entries))
+        values.discard(msgspec.UNSET)
+        if not _all_hex(cast(set[str], values), length):
+            return None
+    kept: list[Log] = []
+    passed: list[str] = []
+    blocks: list[BlockRef] = []
+    zero = 0
+    number = block_hash = None
+    watching = watched.__contains__
+    for entry in entries:
+        topics, data = entry.topics, entry.data
+        recipient = topics[2] if len(topics) == 3 and len(data) == 66 else _NOT_A_TOPIC
+        if watching(recipient) or len(recipient) != 66 or not recipient.startswith(ADDRESS_TOPIC):
+            kept.append(_plain(entry))
+            continue
+        passed.append(recipient)
+        if data == _ZERO_DATA:
+            zero += 1
+        if entry.blockHash != block_hash or entry.blockNumber != number:
+            number, block_hash = entry.blockNumber, entry.blockHash
+            stamp = entry.blockTimestamp
+            blocks.append((number, block_hash, None if stamp is msgspec.UNSET else stamp))
+    if not _lower_hex(passed):
+        return None
+    return kept, PassedOver(len(passed), tuple(blocks), zero)
+
+
+def _all_hex(values: set[str], length: int) -> bool:
+    """Whether each of ``values`` is strict hex (:func:`_hex_of`), told by a few passes of C
+    over them all."""
+    if length and set(map(len, values)) - {length}:
+        return False
+    if set(map(_HEX_PREFIX, values)) - {"0x"} or min(map(len, values), default=3) < 3:
+        return False
+    try:
+        text = "".join(values).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return not text.translate(None, _HEX_OR_X) and text.count(b"x") == len(values)
+
+
+_HEX_PREFIX: Final = itemgetter(slice(0, 2))
+_HEX_OR_X: Final = b"0123456789abcdefABCDEFx"
+
+
+def _plain(entry: TypedLog) -> Log:
+    """A typed log as the node's JSON object (the fields a log has; ``blockTimestamp`` only
+    when the node sent it)."""
+    log: dict[str, Any] = {
+        "blockNumber": entry.blockNumber,
+        "blockHash": entry.blockHash,
+        "logIndex": entry.logIndex,
+        "transactionHash": entry.transactionHash,
+        "address": entry.address,
+        "topics": entry.topics,
+        "data": entry.data,
+        "removed": entry.removed,
+    }
+    if entry.blockTimestamp is not msgspec.UNSET:
+        log["blockTimestamp"] = entry.blockTimestamp
+    return cast(Log, log)
 
 
 def _sift(entries: list[Any], watched: Container[str]) -> tuple[list[Log], list[str], PassedOver]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -139,12 +140,48 @@ def sifted(answer: list[Any]) -> tuple[list[Transfer], dict[str, int]] | type[Ex
     return result.transfers, skipped
 
 
+def as_read(answer: list[Any]) -> list[Any]:
+    """The answer as the reader takes it from the node's bytes: its logs typed where the
+    answer has the types of logs, else the plain JSON (``shapes.typed_answers``)."""
+    body = orjson.dumps(
+        [
+            {"jsonrpc": "2.0", "id": 1, "result": answer},
+            {"jsonrpc": "2.0", "id": 2, "result": "0x10"},
+        ]
+    )
+    typed = shapes.typed_answers(body)
+    return answer if typed is None else typed[0]["result"]
+
+
+def both_ways(answer: list[Any]) -> tuple[list[Transfer], dict[str, int]] | type[Exception]:
+    """:func:`sifted` of the answer as JSON and as the reader decodes it, which agree."""
+    plain, read = sifted(answer), sifted(as_read(answer))
+    assert read == plain
+    if plain is not MalformedResponse:
+        assert (
+            shapes.sifted(as_read(answer), fail, SIEVE)[1] == shapes.sifted(answer, fail, SIEVE)[1]
+        )
+    return plain
+
+
 @settings(max_examples=400, deadline=None, database=None)
 @given(st.lists(logs(), max_size=12))
 @example([log(topics=[TRANSFER_TOPIC, SENDER, topic(WATCHED[0]).upper().replace("0X", "0x")])])
 @example([log(), log(topics=[TRANSFER_TOPIC, SENDER, PAD + "zz" * 20])])
+@example([log(), log(blockTimestamp=None)])
+@example([log(), log(blockNumber="0x_7")])
 def test_sifting_gives_what_decoding_every_log_gives(answer: list[dict[str, Any]]) -> None:
-    assert sifted(answer) == reference(answer)
+    assert both_ways(answer) == reference(answer)
+
+
+def test_an_answer_with_a_field_of_another_type_is_read_as_plain_json() -> None:
+    """The typed decoding takes only logs of a log's JSON types; any other answer is handed
+    on as JSON, and the checks of the plain path refuse it, naming the log."""
+    answer = [log(), log(logIndex=1)]
+    assert as_read(answer) is answer
+    with pytest.raises(MalformedResponse, match="log 1: logIndex is not a string"):
+        shapes.sifted(as_read(answer), fail, SIEVE)
+    assert all(type(e) is shapes.TypedLog for e in as_read([log(), log()]))
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -164,6 +201,46 @@ def test_no_transfer_to_a_watched_address_is_passed_over(answer: list[dict[str, 
     kept_ids = {id(entry) for entry in kept}
     named = {(e["blockNumber"], e["blockHash"]) for e in answer if id(e) not in kept_ids}
     assert named == {(n, h) for n, h, _ in passed.blocks}
+
+
+@st.composite
+def transfers(draw: st.DrawFn) -> dict[str, Any]:
+    """A Transfer-shaped log (three topics, a word of data), to an address topic nearly
+    always: the answers the sieve takes a field at a time."""
+    number, block_hash = draw(BLOCKS)
+    recipient = draw(st.sampled_from([topic(a) for a in WATCHED + NOBODY] * 6) | RECIPIENTS)
+    return log(
+        topics=[TRANSFER_TOPIC, SENDER, recipient],
+        data=draw(st.sampled_from([word(5), word(0), word(2**256 - 1)])),
+        blockNumber=number,
+        blockHash=block_hash,
+        blockTimestamp=draw(st.sampled_from(["0x64", "0x64", _GONE])),
+        logIndex=hex(draw(st.integers(0, 3))),
+    )
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(transfers(), max_size=30))
+@example([log(topics=[TRANSFER_TOPIC, SENDER, topic(WATCHED[1])]), log()])
+@example([log(), log(blockNumber="0x8", blockHash="0x" + "08" * 32), log()])
+def test_an_answer_of_transfers_alone_is_sifted_as_each_log_would_be(
+    answer: list[dict[str, Any]],
+) -> None:
+    """The sieve's pass a field at a time gives what decoding each log gives, and names the
+    blocks of the logs it passed over once per run of them, in order, with their times."""
+    assert both_ways(answer) == reference(answer)
+    try:
+        kept, passed = shapes.sifted(answer, fail, SIEVE)
+    except MalformedResponse:
+        return
+    kept_ids = {id(entry) for entry in kept}
+    runs: list[tuple[str, str, str | None]] = []
+    for entry in answer:
+        ref = (entry["blockNumber"], entry["blockHash"], entry.get("blockTimestamp"))
+        if id(entry) not in kept_ids and (not runs or runs[-1][:2] != ref[:2]):
+            runs.append(ref)
+    assert passed.blocks == tuple(runs)
+    assert passed.count == len(answer) - len(kept)
 
 
 def test_a_well_shaped_transfer_to_nobody_watched_is_passed_over_and_counted() -> None:
@@ -220,3 +297,17 @@ async def test_a_garbled_recipient_of_a_log_to_nobody_watched_is_refused(third: 
 def test_a_log_of_the_wrong_shape_is_refused_whoever_it_pays(field: str, value: Any) -> None:
     with pytest.raises(MalformedResponse, match="log 1"):
         shapes.sifted([log(), log(**{field: value})], fail, SIEVE)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sets(st.text(alphabet="0xXaAfFgG9_ \u0661", min_size=0, max_size=6), max_size=4),
+    st.sampled_from([0, 3, 4]),
+)
+@example({"0x1a", "0xFf", "0x0"}, 0)
+@example({"0xab", "0x"}, 0)
+@example({"0xab", "0xxa"}, 4)
+def test_the_values_an_answer_repeats_are_hex_as_each_one_is(values: set[str], length: int) -> None:
+    """The typed path checks each field's distinct values at once; it says what checking
+    each value alone says."""
+    assert shapes._all_hex(values, length) == all(shapes._hex_of(v, length) for v in values)
