@@ -7,6 +7,8 @@ scenario waits for its receipt first.
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from scanner.testkit.settings import CHAIN
 from tests.e2e.harness import Harness
 from tests.support.metrics import sample
@@ -26,3 +28,15 @@ def pay(h: Harness, to: str, value: int, token: str | None = None) -> str:
 def skipped(h: Harness, reason: str) -> float:
     """``scanner_skipped_logs_total`` for ``reason`` on the test chain (absent: a failure)."""
     return sample(h.metrics, "scanner_skipped_logs_total", chain=CHAIN, reason=reason)
+
+
+async def looked_at(h: Harness) -> None:
+    """The payments as the look at unseen payments leaves them, before any transfer: that look
+    runs beside the live scan and reads the blocks since a payment was written a second time,
+    so a test of what one read does (a log it left out, the logs it counted as skipped) must
+    not race it."""
+    async with h.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE payments SET seen_at_block = :b WHERE seen_at_block IS NULL"),
+            {"b": h.chain.head()},
+        )

@@ -9,7 +9,7 @@ from decimal import Decimal
 from eth_utils.address import to_checksum_address
 
 from scanner.testkit.settings import chain_settings
-from tests.e2e.actions import mined, pay, skipped
+from tests.e2e.actions import looked_at, mined, pay, skipped
 from tests.e2e.harness import Harness
 from tests.support.devchain import deploy_odd_emitter, emit_721, emit_long_data
 
@@ -212,6 +212,7 @@ async def test_wrong_shaped_logs_of_a_configured_contract_are_skipped_and_counte
     )
     odd_payment = await h.create_payment(ALICE, "1", token=odd)
     usdt_payment = await h.create_payment(ALICE, "2")
+    await looked_at(h)
     h.chain.set_automine(False)
     emit_721(h.chain, odd, h.customer, ALICE, 10**18)
     emit_long_data(h.chain, odd, h.customer, ALICE, 10**18, 5)
@@ -264,6 +265,7 @@ async def test_overpayments_go_to_the_oldest_confirming_then_to_the_newest_confi
 
 async def test_zero_value_transfer_is_skipped_and_counted(h: Harness) -> None:
     pid = await h.create_payment(ALICE, "1")
+    await looked_at(h)
     pay(h, ALICE, 0)
     pay(h, ALICE, 1_000_000)
     await h.scan()

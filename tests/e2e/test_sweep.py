@@ -22,7 +22,7 @@ from scanner.scan.live import ChainScanner
 from scanner.scan.sweep import Sweep
 from scanner.scan.verify import Verifier
 from scanner.testkit.settings import CHAIN
-from tests.e2e.actions import pay
+from tests.e2e.actions import looked_at, pay
 from tests.e2e.harness import Harness
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy
@@ -35,17 +35,6 @@ KEY = "k3y0fth3pr0v1d3r"  # in the provider's URL: never in a log
 async def proxy(h: Harness) -> AsyncIterator[FaultProxy]:
     async with FaultProxy(h.chain.url) as hiding:
         yield hiding
-
-
-async def looked_at(h: Harness) -> None:
-    """The payments as the look at unseen payments leaves them, before any transfer: that
-    look runs beside the live scan, and one that came after it would read the hidden log
-    again (a second read, as the sweep's is meant to be the only one)."""
-    async with h.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE payments SET seen_at_block = :b WHERE seen_at_block IS NULL"),
-            {"b": h.chain.head()},
-        )
 
 
 async def sweeping(h: Harness, proxy: FaultProxy, **overrides: Any) -> ChainScanner:
