@@ -10,6 +10,10 @@ concurrency, logging at info into /dev/null, metrics on) unless overridden.
     python -m bench.backfill --match 0.01 1.0
     python -m bench.backfill --book 10000       # beside 10,000 other open payments: logs read whole
 
+``--deposit`` (one long-lived payment per watched recipient) also measures, in the same run,
+the write floor (:mod:`bench.floor`): the database alone writing exactly the rows this backfill
+wrote, into a fresh database of the same kind, and prints the backfill's time against it.
+
 ``--book N`` writes N other open payments beside the paid ones (unpaid, at addresses no transfer
 pays, as a gateway writes them): with more addresses than ``filter_recipients_max`` the node is
 asked for every Transfer of the token, as a real shop's book makes it.
@@ -27,6 +31,7 @@ from pathlib import Path
 from bench import common
 from bench.chain import BenchChain
 from bench.database import watched_recipients
+from bench.floor import Floor, floor_of, print_floor
 from scanner.scan.backfill import Backfill, BackfillSummary
 from scanner.scan.parts import ChainParts
 
@@ -41,6 +46,8 @@ class Outcome:
     cpu: float  # the process's CPU seconds (every thread) during the backfill
     summary: BackfillSummary
     counts: dict[str, int]
+    floor: Floor | None = None  # --deposit: the database alone writing the same rows
+    floor_expected: dict[str, int] | None = None  # the backfill's rows, to compare with it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,8 +70,20 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
         summary, seconds = await common.measure(lambda: job.run(start, end), args, match)
         cpu = time.process_time() - cpu
         counts = await setup.db.counts()
+        floor, expected = None, None
+        if args.deposit:
+            floor, expected = await floor_of(setup.db, work, args.pg_url)
     return Outcome(
-        match, setup.payments, setup.raw, setup.raw_aiohttp, seconds, cpu, summary, counts
+        match,
+        setup.payments,
+        setup.raw,
+        setup.raw_aiohttp,
+        seconds,
+        cpu,
+        summary,
+        counts,
+        floor,
+        expected,
     )
 
 
@@ -130,7 +149,37 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
             f" {c['transactions']:,} transaction rows, {c['confirmed']:,} confirmed +"
             f" {c['confirming']:,} confirming payments; raw read saw {o.raw.logs:,} logs{note}"
         )
+    for o in outcomes:
+        if o.floor is not None and o.floor_expected is not None:
+            report_floor(o, args.db)
     common.print_targets()
+    if args.deposit:
+        print(
+            f"deposit workload: backfill >= {TARGET_FLOOR}x the write floor (floor s / backfill"
+            " s), the floor measured in the same run"
+        )
+
+
+TARGET_FLOOR = 0.8
+
+
+def report_floor(o: Outcome, db: str) -> None:
+    """The floor of the very rows this backfill wrote, beside it."""
+    assert o.floor is not None and o.floor_expected is not None
+    credits = o.counts["transactions"]
+    print(f"\nmatch {o.match:g}: the database alone writing the backfill's rows ({db}):\n")
+    print_floor(o.floor, credits)
+    same = all(o.floor.counts[k] == v for k, v in o.floor_expected.items())
+    compared = ", ".join(
+        f"{k} {o.floor.counts[k]:,} (backfill {v:,})" for k, v in o.floor_expected.items()
+    )
+    print(f"  rows written by the floor: {compared}{'' if same else '  WARNING: they differ'}")
+    ratio = o.floor.total / o.seconds if o.seconds > 0 else 0.0
+    print(
+        f"  backfill {o.seconds:.2f} s, floor {o.floor.total:.2f} s: backfill at {ratio:.2f}x"
+        f" the floor (backfill time {1 / ratio if ratio else 0:.2f}x the floor's);"
+        f" {credits / o.seconds:,.0f} vs {credits / o.floor.total:,.0f} credited/s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,11 +2,13 @@
 
 A credited transfer is a ``transactions`` row (six indexes, two foreign keys) and at least one
 ``payment_events`` row (an index, a foreign key), and every range rewrites its payments. This
-script writes exactly those rows for the deposit workload of ``bench.backfill --deposit`` into
-a fresh migrated PostgreSQL database, with nothing of the scanner around them: one ``COPY`` of
-every transaction row, one of every event row (binary, asyncpg), and the payment updates of
-``--ranges`` ranges. Their sum is what the database alone needs; the credited rate it allows is
-a ceiling on any scanner writing these rows on this machine.
+script writes such rows for the deposit workload of ``bench.backfill --deposit`` (made up here,
+of the same shape) into a fresh migrated PostgreSQL database, with nothing of the scanner
+around them (:func:`bench.floor.pg_write`): one ``COPY`` of every transaction row, one of every
+event row (binary, asyncpg), and the payment updates of ``--ranges`` ranges. Their sum is what
+the database alone needs; the credited rate it allows is a ceiling on any scanner writing these
+rows on this machine. (``bench.backfill --deposit`` measures the same floor of the very rows it
+wrote, in the same run, on either database.)
 
     python -m bench.write_floor                     # 5,000 payments x 20 transfers
 
@@ -17,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg  # type: ignore[import-untyped]
 
 from bench.database import fresh_database, workdir
+from bench.floor import FloorRows, pg_dsn, pg_write, print_floor
 from scanner.testkit.postgres import PG_ADMIN_URL
 
 CHAIN = "bench"
@@ -89,56 +90,34 @@ def event_rows(ids: list[uuid.UUID], count: int) -> list[tuple[object, ...]]:
     ]
 
 
-async def update_payments(conn: asyncpg.Connection, ids: list[uuid.UUID], ranges: int) -> None:
-    """As the scanner updates a range's payments: a temporary table, COPY, UPDATE … FROM."""
-    for n in range(ranges):
-        async with conn.transaction():
-            await conn.execute(
-                "CREATE TEMP TABLE s ON COMMIT DROP AS"
-                " SELECT id, amount_received FROM payments WITH NO DATA"
-            )
-            await conn.copy_records_to_table(
-                "s", records=[(i, Decimal(n + 1)) for i in ids], columns=["id", "amount_received"]
-            )
-            await conn.execute(
-                "UPDATE payments AS t SET amount_received = s.amount_received,"
-                " scanner_rev = t.scanner_rev + 1 FROM s WHERE t.id = s.id"
-            )
-
-
-async def timed(label: str, results: dict[str, float], work: Awaitable[object]) -> None:
-    started = time.perf_counter()
-    await work
-    results[label] = time.perf_counter() - started
+def update_rows(ids: list[uuid.UUID], ranges: int) -> list[list[tuple[object, ...]]]:
+    """As the scanner updates a range's payments (each of them, in every range)."""
+    return [[(i, Decimal(n + 1)) for i in ids] for n in range(ranges)]
 
 
 async def main(args: argparse.Namespace) -> None:
     db = await fresh_database("postgresql", workdir(), args.pg_url)
     try:
-        conn = await asyncpg.connect(db.url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(pg_dsn(db))
         try:
             token, ids = await seed(conn, args.payments)
             credits = args.payments * args.transfers
             events = credits + 2 * args.payments  # detected each; pending→confirming→confirmed
-            txs, evs = transaction_rows(token, ids, args.transfers), event_rows(ids, events)
-            results: dict[str, float] = {}
-            copy_tx = conn.copy_records_to_table("transactions", records=txs, columns=TX_COLUMNS)
-            await timed(f"COPY {credits:,} transactions rows", results, copy_tx)
-            copy_ev = conn.copy_records_to_table(
-                "payment_events", records=evs, columns=EVENT_COLUMNS
+            rows = FloorRows(
+                TX_COLUMNS,
+                transaction_rows(token, ids, args.transfers),
+                EVENT_COLUMNS,
+                event_rows(ids, events),
+                ("id", "amount_received"),
+                update_rows(ids, args.ranges),
             )
-            await timed(f"COPY {events:,} payment_events rows", results, copy_ev)
-            update = update_payments(conn, ids, args.ranges)
-            await timed(f"UPDATE {args.payments:,} payments x {args.ranges}", results, update)
+            floor = await pg_write(conn, rows)
         finally:
             await conn.close()
     finally:
         await db.close()
-    total = sum(results.values())
     print(f"\nThe database alone, {credits:,} credited transfers (PostgreSQL):\n")
-    for label, seconds in results.items():
-        print(f"  {label:40s} {seconds:6.2f} s")
-    print(f"  {'total':40s} {total:6.2f} s  -> at most {credits / total:,.0f} credited/s")
+    print_floor(floor, credits)
     print("\ntarget (for comparison, never pass/fail): >= 50,000 credited/s")
 
 
