@@ -4,6 +4,7 @@ to a lagging standby) can hand an id out again without a key ever naming two eve
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from sqlalchemy import text
@@ -40,6 +41,27 @@ def test_a_key_names_one_fact_at_one_place() -> None:
     assert key != event_key(
         pid, 3, "status_changed", "confirming", "pending", {"amount_received": 5}
     )
+
+
+def test_a_key_is_the_uuid5_of_its_fact_as_keys_always_were() -> None:
+    """Keys stay what they were (a receiver deduplicates by them across versions): the uuid5,
+    in the scanner's namespace, of the fact as sorted compact JSON."""
+    pid = "0b7e6c1a-95c4-4d0e-8f57-2f0f3a1d9c42"
+    data = {"tx_hash": "0x" + "ab" * 32, "log_index": 3, "value": 10**30, "late": False}
+    key = event_key(pid, 7, "transfer_detected", None, None, data)
+    assert key == "394ba975-3bad-564e-b894-0c01f2e522ca"
+    space = uuid.UUID("5d1f3c2e-8a47-4b6e-9f0d-2c7a41e9b853")
+    for n in range(2_000):  # every variant nibble, non-ASCII content too
+        fact = {"note": f"caf\u00e9 {n}", "n": n}
+        name = json.dumps(
+            [pid, n, "invalid_payment", None, None, fact],
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        )
+        assert event_key(pid, n, "invalid_payment", None, None, fact) == str(
+            uuid.uuid5(space, name)
+        )
 
 
 async def test_every_event_gets_a_unique_key_from_its_place_in_its_payment(
