@@ -140,11 +140,11 @@ def typed_answers(content: bytes | bytearray) -> list[dict[str, Any]] | None:
     """A batch's answer of ``eth_getLogs`` (and ``eth_blockNumber``) decoded with its logs as
     :class:`TypedLog`: their types are checked by the parser, and no dict is built for a log
     the sieve passes over. None for any other body (not JSON, not a list of response objects,
-    a log of another shape): the caller parses it as plain JSON, and its checks say what is
-    wrong with it."""
+    a log of another shape, JSON nested deeper than the decoder goes): the caller parses it as
+    plain JSON, and its checks say what is wrong with it."""
     try:
         answers = _ANSWERS.decode(content)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     return [
         {

@@ -59,6 +59,7 @@ TX = {"hash": HASH, "from": TOKEN, "to": TOKEN, "value": "0x5"}
 BLOCK = {"number": "0x7", "hash": HASH, "parentHash": HASH, "timestamp": "0x64"}
 RECEIPT = {"blockHash": HASH, "status": "0x1", "logs": [LOG]}
 DEEP = b"[" * 1000 + b"]" * 1000  # orjson reads up to 1,024 levels; repr() fails at ~1,000
+DEEPER = b"[" * 100_000 + b"]" * 100_000  # beyond any parser's depth (msgspec's: Python's limit)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,11 @@ READS: dict[str, tuple[str, Read, Callable[[Any], object]]] = {
         lambda v: native_transfers(v, _Everyone()),
     ),
     "logs": ("logs", lambda r: r.logs([TOKEN], TRANSFER_TOPIC, 7, 8), _use_logs),
+    "sifted_logs": (
+        "logs",
+        lambda r: r.sifted_logs([TOKEN], TRANSFER_TOPIC, 7, 8, watched=frozenset({HOLDER})),
+        lambda v: _use_logs(v[0]),
+    ),
     "logs_by_hash": (
         "logs",
         lambda r: r.logs_by_block_hash([TOKEN], TRANSFER_TOPIC, HASH),
@@ -229,6 +235,7 @@ def test_any_answer_is_a_value_or_a_scanner_error(runner: asyncio.Runner, name: 
     @example(mode="result", value=[{k: v for k, v in LOG.items() if k != "blockNumber"}])
     @example(mode="result", value=Raw(DEEP))
     @example(mode="error", value=Raw(b'{"code":-32005,"message":"x","data":' + DEEP + b"}"))
+    @example(mode="error", value=Raw(b'{"code":-32005,"message":"x","data":' + DEEPER + b"}"))
     @example(mode="error", value={"code": -32005, "message": "limited to a " + "9" * 5000})
     @example(mode="envelope", value=Raw(DEEP))
     @example(mode="envelope", value=[{"jsonrpc": "2.0", "id": [1], "result": "0x1"}])
