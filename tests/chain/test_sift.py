@@ -311,3 +311,72 @@ def test_the_values_an_answer_repeats_are_hex_as_each_one_is(values: set[str], l
     """The typed path checks each field's distinct values at once; it says what checking
     each value alone says."""
     assert shapes._all_hex(values, length) == all(shapes._hex_of(v, length) for v in values)
+
+
+_BODY = orjson.dumps(
+    [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "result": [
+                log(),
+                log(topics=[TRANSFER_TOPIC, SENDER, topic(WATCHED[0])], logIndex="0x1"),
+                log(data=word(0), blockNumber="0x8", blockHash="0x" + "08" * 32),
+            ],
+        },
+        {"jsonrpc": "2.0", "id": 2, "result": "0x10"},
+    ]
+)
+_BYTES = b'[]{}",:0x1aAfFz \\u-eE.9nultrsf'
+_LOG_KEYS = ("blockNumber", "blockHash", "logIndex", "transactionHash", "address", "topics", "data")
+
+
+def _seen(answers: Any) -> object:
+    """What the sieve makes of a batch's first answer, as the scan uses it (the fields it
+    reads, whether a log is removed), or that it is refused."""
+    try:
+        first = answers[0]["result"]
+        kept, passed = shapes.sifted(first, fail, SIEVE)
+    except (MalformedResponse, KeyError, IndexError, TypeError):
+        return "refused"
+    fields = [
+        ([e.get(k) for k in _LOG_KEYS], e.get("blockTimestamp"), e.get("removed") is True)
+        for e in kept
+    ]
+    return fields, passed
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_BODY) - 1),
+            st.sampled_from(["set", "cut", "add"]),
+            st.binary(min_size=1, max_size=4).map(
+                lambda b: bytes(_BYTES[x % len(_BYTES)] for x in b)
+            ),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_a_garbled_answer_is_read_typed_as_it_is_read_plain(
+    edits: list[tuple[int, str, bytes]],
+) -> None:
+    """The node's bytes garbled anywhere: the typed decoding takes an answer only when plain
+    JSON takes it too, and the sieve then keeps, passes over or refuses what it would have
+    from the plain JSON."""
+    body = bytearray(_BODY)
+    for at, how, piece in edits:
+        at = min(at, len(body) - 1)
+        if how == "set":
+            body[at : at + len(piece)] = piece
+        elif how == "cut":
+            del body[at : at + len(piece)]
+        else:
+            body[at:at] = piece
+    typed = shapes.typed_answers(bytes(body))
+    if typed is None:
+        return
+    plain = orjson.loads(bytes(body))  # raises (a failure) if typed took what JSON refuses
+    assert _seen(typed) == _seen(plain)
