@@ -11,7 +11,10 @@ field a string, ``topics`` a list of strings), and the fields that repeat across
 answer (block number and hash, log index, contract address) are parsed once per distinct value.
 Topics, data and the transaction hash, which differ from log to log, are decoded by
 :mod:`scanner.core.decode` where a Transfer needs them; its strict parsers raise
-MalformedResponse too, so a log is never skipped for being malformed.
+MalformedResponse too, so a log is never skipped for being malformed. An answer read whole
+(every Transfer of the tokens) is decoded from its bytes into :class:`TypedLog` values, the
+JSON types checked by the parser itself (:func:`typed_answers`); any answer it cannot take is
+parsed as plain JSON and checked as above.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def sifted(value: Any, fail: Fail, watched: Container[str]) -> tuple[list[Log], 
     where one is not is sifted again log by log, by :func:`passed_over` itself."""
     entries = _log_list(value, fail)
     if entries and type(entries[0]) is TypedLog:
-        typed = _sift_typed(entries, fail, watched)
+        typed = _sift_typed(entries, watched)
         if typed is not None:
             return typed
         entries = list(map(_plain, entries))  # the plain path says what is wrong
@@ -107,7 +110,7 @@ def sifted(value: Any, fail: Fail, watched: Container[str]) -> tuple[list[Log], 
 
 
 class TypedLog(msgspec.Struct, gc=False):
-    """One ``eth_getLogs`` entry as :data:`typed_answers` decodes it: each field of the JSON
+    """One ``eth_getLogs`` entry as :func:`typed_answers` decodes it: each field of the JSON
     type of a log's, checked as the bytes are parsed (an answer where one is not is parsed
     again as plain JSON, and checked as any other)."""
 
@@ -157,7 +160,7 @@ def typed_answers(content: bytes | bytearray) -> list[dict[str, Any]] | None:
 
 
 def _sift_typed(
-    entries: list[TypedLog], fail: Fail, watched: Container[str]
+    entries: list[TypedLog], watched: Container[str]
 ) -> tuple[list[Log], PassedOver] | None:
     """:func:`sifted` of logs decoded as :class:`TypedLog` (their JSON types checked as they
     were parsed): each distinct block number and hash, log index, address and block time
