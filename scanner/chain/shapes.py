@@ -215,21 +215,8 @@ _HEX_OR_X: Final = b"0123456789abcdefABCDEFx"
 
 
 def _plain(entry: TypedLog) -> Log:
-    """A typed log as the node's JSON object (the fields a log has; ``blockTimestamp`` only
-    when the node sent it)."""
-    log: dict[str, Any] = {
-        "blockNumber": entry.blockNumber,
-        "blockHash": entry.blockHash,
-        "logIndex": entry.logIndex,
-        "transactionHash": entry.transactionHash,
-        "address": entry.address,
-        "topics": entry.topics,
-        "data": entry.data,
-        "removed": entry.removed,
-    }
-    if entry.blockTimestamp is not msgspec.UNSET:
-        log["blockTimestamp"] = entry.blockTimestamp
-    return cast(Log, log)
+    """A typed log as the node's JSON object (``blockTimestamp`` only when the node sent it)."""
+    return cast(Log, msgspec.to_builtins(entry))
 
 
 def _sift(entries: list[Any], watched: Container[str]) -> tuple[list[Log], list[str], PassedOver]:
