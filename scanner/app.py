@@ -217,7 +217,11 @@ class App:
             writer = ChainWriterLock(self.settings, parts.name)
         heads = self._subscription(parts.settings)
         read_head = self._head_reader(parts, heads)
-        scanner = ChainScanner(replace(parts, fence=writer.fence, read_head=read_head))
+        scanner = ChainScanner(
+            replace(
+                parts, fence=writer.fence, idle_seconds=writer.idle_seconds, read_head=read_head
+            )
+        )
         backoff = 1.0
         try:
             if heads is not None:

@@ -64,11 +64,21 @@ async def _xact_lock(session: AsyncSession, key: int) -> None:
 ROW_LOCK_TIMEOUT_MS = 2000
 
 
-async def chain_xact_lock(session: AsyncSession, chain: str) -> None:
+async def chain_xact_lock(
+    session: AsyncSession, chain: str, *, idle_seconds: float | None = None
+) -> None:
     """Serialize this transaction with others on the same chain, until it ends; from then on a
-    row lock is waited for :data:`ROW_LOCK_TIMEOUT_MS` at most (PostgreSQL)."""
+    row lock is waited for :data:`ROW_LOCK_TIMEOUT_MS` at most (PostgreSQL).
+
+    ``idle_seconds``: the server ends the transaction once it has waited that long for its
+    client, set *before* the lock is taken, so that a process frozen at any point after taking
+    it (SIGSTOP, a paused VM) holds it no longer than that."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql and idle_seconds is not None:
+        idle_ms = int(idle_seconds * 1000)
+        await session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
     await _xact_lock(session, chain_xact_key(chain))
-    if session.get_bind().dialect.name == "postgresql":
+    if postgresql:
         await session.execute(text(f"SET LOCAL lock_timeout = {ROW_LOCK_TIMEOUT_MS}"))
 
 

@@ -58,6 +58,7 @@ class ChainContext:
     kind: ChainKind = EVM  # what the chain's kind changes (addresses, native coin, limits)
     sweeps: bool = False  # final ranges are read again: an expiry waits for that read
     fence: Fence | None = field(default=None, compare=False, repr=False)
+    idle_seconds: float | None = None  # set before the chain's lock: see chain_xact_lock
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
 
@@ -122,6 +123,6 @@ class ChainContext:
 
 async def lock_chain(session: AsyncSession, ctx: ChainContext) -> None:
     """The chain's transaction lock, then the fence (this process still holds the chain)."""
-    await chain_xact_lock(session, ctx.name)
+    await chain_xact_lock(session, ctx.name, idle_seconds=ctx.idle_seconds)
     if ctx.fence is not None:
         await ctx.fence(session)

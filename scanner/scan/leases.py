@@ -14,8 +14,9 @@ lock (and once more at the end of a range's transaction): the lease must be this
 unexpired by the server's clock, and the range's commit also checks that the cursor is where the
 range began. A frozen holder that wakes finds its lease gone (its local
 validity ran out too, so it does not even try) and writes nothing. A transaction it froze in
-is ended by the server after ``idle_in_transaction_session_timeout`` (2 leases, at least 15 s),
-so that it does not hold the chain's transaction lock against the new holder for longer.
+is ended by the server after ``idle_in_transaction_session_timeout`` (2 leases, at least 15 s: see
+:attr:`ChainLease.idle_seconds`, set before the chain's transaction lock is taken), so that it
+does not hold that lock against the new holder for longer, wherever in the transaction it froze.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from contextlib import suppress
 from uuid import uuid4
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.db import leases
@@ -186,8 +186,6 @@ class ChainLease:
     async def fence(self, session: AsyncSession) -> None:
         """Inside a writing transaction: raise ChainLockLost unless this instance holds an
         unexpired lease on the chain (by the server's clock)."""
-        idle_ms = int(max(IDLE_LEASES * self.keeper.ttl, MIN_IDLE_SECONDS) * 1000)
-        await session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
         other = await leases.holds(session, self.keeper.instance, self.chain)
         if other is not None:
             raise ChainLockLost(
@@ -195,6 +193,12 @@ class ChainLease:
                 " nothing written",
                 chain=self.chain,
             )
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long a transaction of the chain may wait for this process (frozen inside it)
+        before the server ends it, releasing the chain's transaction lock to the new holder."""
+        return max(IDLE_LEASES * self.keeper.ttl, MIN_IDLE_SECONDS)
 
     def held_elsewhere(self) -> bool:
         """After a refused :meth:`acquire`: another live instance holds the chain."""

@@ -108,7 +108,9 @@ class ChainScanner(OnChain):
         """Chain id, tokens, cursor; raises ChainHalted when the chain must not scan."""
         ctx, self.cursor = await prepare_chain(self.sessions, self.reader, self.settings)
         # the catch-up's transactions are fenced too; an expiry waits for a sweep that runs
-        self._ctx = replace(ctx, fence=self.fence, sweeps=self.sweep is not None)
+        self._ctx = replace(
+            ctx, fence=self.fence, idle_seconds=self.idle_seconds, sweeps=self.sweep is not None
+        )
         await self._refresh_tokens()
         self.log.info("chain_prepared", cursor=self.cursor, tokens=len(self.ctx.tokens))
 
@@ -129,7 +131,7 @@ class ChainScanner(OnChain):
 
     async def _lock(self, session: AsyncSession) -> None:
         """The chain's transaction lock, then the fence (this process still holds the chain)."""
-        await chain_xact_lock(session, self.name)
+        await chain_xact_lock(session, self.name, idle_seconds=self.idle_seconds)
         if self.fence is not None:
             await self.fence(session)
 

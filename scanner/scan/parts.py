@@ -46,6 +46,8 @@ class ChainParts:
     metrics: Metrics = field(default_factory=NullMetrics)
     #: checked in every writing transaction: raises when this process lost the chain
     fence: Fence | None = None
+    #: how long the server lets a chain transaction wait for this process (PostgreSQL, leases)
+    idle_seconds: float | None = None
     #: ``verify_urls``: a second provider checks final credits before payments are confirmed
     verifier: Verifier | None = None
     #: final ranges read once more, after each tick, for logs a node left out
@@ -75,6 +77,7 @@ class OnChain:
         self.sessions = parts.sessions
         self.metrics = parts.metrics
         self.fence = parts.fence
+        self.idle_seconds = parts.idle_seconds
         self.sizer = RangeSizer(parts.settings.batch_size)
         self.log = structlog.get_logger(logger_name).bind(chain=parts.name)
 

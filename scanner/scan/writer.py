@@ -97,6 +97,9 @@ class ChainWriterLock:
         self._file = handle
         return True
 
+    #: no server-side limit: SQLite has one writing process, nobody waits for its lock
+    idle_seconds: float | None = None
+
     async def fence(self, session: AsyncSession) -> None:
         """Nothing to check: a process-wide ``flock`` cannot be lost while the process lives."""
 

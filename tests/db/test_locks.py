@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from scanner.db.locks import (
@@ -14,6 +16,7 @@ from scanner.db.locks import (
     events_xact_lock,
     lock_key,
 )
+from tests.conftest import BACKENDS
 
 
 def test_keys_are_stable_signed_64_bit_integers() -> None:
@@ -81,3 +84,25 @@ async def test_event_writers_queue_behind_each_other(
 
     await asyncio.gather(first(), second())
     assert order == ["first commits", "second locked"]
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="advisory locks are PostgreSQL's")
+async def test_a_chain_transaction_frozen_right_after_its_lock_is_ended_by_the_server(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """The idle limit is set before the lock is taken: a process frozen the moment it holds the
+    lock (before any other statement) still lets the chain go once the limit has passed, while
+    a transaction without the limit keeps it."""
+    key = chain_xact_key("ethereum")
+    async with session_factory() as kept:
+        await chain_xact_lock(kept, "ethereum")
+        async with session_factory() as frozen:
+            await chain_xact_lock(frozen, "polygon", idle_seconds=1.0)
+            await asyncio.sleep(2.5)  # neither sends anything: both idle in their transactions
+            assert await _xact_lock_is_free(engine, chain_xact_key("polygon"))
+            with pytest.raises(DBAPIError, match="connection is closed"):
+                await frozen.execute(text("SELECT 1"))  # the server ended it and its connection
+        assert not await _xact_lock_is_free(engine, key)
+        await kept.rollback()
+    assert await _xact_lock_is_free(engine, key)
