@@ -47,6 +47,10 @@ log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
 SIEVE_MAX = 200_000  # watched addresses whole answers are sifted by as they are parsed (~30 MB)
 COMMIT_LOGS = 20_000  # logs one commit holds at most when it joins several reads
+#: A backfill's transaction idle this long (its process frozen inside it: ctrl-Z, SIGSTOP) is
+#: ended by the server (PostgreSQL), so that it holds the chain's lock against the live scan no
+#: longer: long enough for the plan of a commit of COMMIT_LOGS logs, computed between statements.
+IDLE_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -306,7 +310,8 @@ class Backfill(OnChain):
         summary: BackfillSummary,
     ) -> BatchReport:
         if not self.dry_run:
-            await chain_xact_lock(session, ctx.name)
+            idle = IDLE_SECONDS if self.idle_seconds is None else self.idle_seconds
+            await chain_xact_lock(session, ctx.name, idle_seconds=idle)
         live = await cursor.get_cursor(session, ctx.name)
         floor = live.block if live is not None else -1
         await verify_stored(session, ctx, data)  # the blocks the live scan linked, if any

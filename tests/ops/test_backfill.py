@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
 from scanner.config_types import RpcUrl
+from scanner.errors import DatabaseError
+from scanner.scan import backfill as backfill_module
 from scanner.scan.backfill import Backfill, BackfillSummary
+from scanner.scan.batch import run_range
 from scanner.scan.parts import ChainParts
 from scanner.testkit.gateway import db_id
+from tests.conftest import BACKENDS
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     RangeProxy,
@@ -333,3 +338,49 @@ async def test_bad_ranges_and_unknown_chains_exit_2_with_a_clear_message(
         assert all(w in message[-1] for w in words), (name, message)
         assert "Traceback" not in result.stderr
     assert await count_rows(h.engine) == {**await count_rows(h.engine), "backfill_jobs": 0}
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="the chain's lock is PostgreSQL's")
+async def test_a_backfill_frozen_inside_a_commit_holds_the_chain_no_longer_than_its_limit(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill that stops answering inside its first commit (a process frozen by ctrl-Z), the
+    chain's lock held: the server ends its transaction after the idle limit, the live scan then
+    scans at once; woken, the backfill's commit fails and writes nothing, and run again it ends
+    in the rows the live scan wrote, every transfer credited once."""
+    sc = await scenario_in(h)
+    head = h.chain.head()
+    frozen = asyncio.Event()
+    real = run_range
+
+    async def freeze_once(*args: Any, **kwargs: Any) -> Any:
+        if not frozen.is_set():
+            frozen.set()
+            await asyncio.sleep(8)  # nothing sent: idle in its transaction, the lock held
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(backfill_module, "run_range", freeze_once)
+    chain = small(h)
+    reader = ChainReader.from_settings(chain, None)
+    job = Backfill(ChainParts(chain, reader, h.sessions, idle_seconds=1.0))
+    task = asyncio.create_task(job.run(0, head))
+    try:
+        async with asyncio.timeout(10):
+            await frozen.wait()
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            await h.scan()  # waits for the chain's lock, which the server frees after 1 s
+        assert time.monotonic() - started < 6  # well before the backfill woke
+        with pytest.raises(DatabaseError, match="connection"):
+            await task
+    finally:
+        task.cancel()
+        await reader.client.aclose()
+    live = await snapshot(h.sessions)
+    assert statuses(live, sc) == sc.expected
+    monkeypatch.setattr(backfill_module, "run_range", real)
+    await backfill(chain, h.sessions, 0, head)
+    again = await snapshot(h.sessions)
+    assert statuses(again, sc) == sc.expected and detected(again, sc) == sc.transfers
+    assert len(again["transactions"]) == sum(sc.transfers.values())
