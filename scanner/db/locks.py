@@ -63,6 +63,12 @@ async def _xact_lock(session: AsyncSession, key: int) -> None:
 #: (``payment_locked``), never waited out in silence.
 ROW_LOCK_TIMEOUT_MS = 2000
 
+#: A command's chain transaction (a backfill's commit, a rewind) idle this long, its process
+#: frozen inside it (ctrl-Z, SIGSTOP), is ended by the server, so that it holds the chain's lock
+#: against the live scan no longer: long enough for the plan of a backfill's largest commit,
+#: computed between its statements.
+COMMAND_IDLE_SECONDS = 60.0
+
 
 async def chain_xact_lock(
     session: AsyncSession, chain: str, *, idle_seconds: float | None = None

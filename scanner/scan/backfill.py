@@ -24,7 +24,7 @@ from scanner.core.model import Header
 from scanner.core.plan import BACKFILL, DRY_RUN
 from scanner.core.ranges import split_range
 from scanner.db import cursor, jobs, payments, scratch
-from scanner.db.locks import chain_xact_lock
+from scanner.db.locks import COMMAND_IDLE_SECONDS, chain_xact_lock
 from scanner.errors import BackfillJobLost, ConfigError
 from scanner.scan.batch import BatchReport, run_range, verify_links, verify_stored
 from scanner.scan.context import ChainContext
@@ -47,10 +47,6 @@ log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
 SIEVE_MAX = 200_000  # watched addresses whole answers are sifted by as they are parsed (~30 MB)
 COMMIT_LOGS = 20_000  # logs one commit holds at most when it joins several reads
-#: A backfill's transaction idle this long (its process frozen inside it: ctrl-Z, SIGSTOP) is
-#: ended by the server (PostgreSQL), so that it holds the chain's lock against the live scan no
-#: longer: long enough for the plan of a commit of COMMIT_LOGS logs, computed between statements.
-IDLE_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -310,7 +306,7 @@ class Backfill(OnChain):
         summary: BackfillSummary,
     ) -> BatchReport:
         if not self.dry_run:
-            idle = IDLE_SECONDS if self.idle_seconds is None else self.idle_seconds
+            idle = COMMAND_IDLE_SECONDS if self.idle_seconds is None else self.idle_seconds
             await chain_xact_lock(session, ctx.name, idle_seconds=idle)
         live = await cursor.get_cursor(session, ctx.name)
         floor = live.block if live is not None else -1

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
 from scanner.db import cursor as stored
-from scanner.db.locks import chain_xact_lock
+from scanner.db.locks import COMMAND_IDLE_SECONDS, chain_xact_lock
 from scanner.errors import ConfigError
 from scanner.scan.context import ChainContext
 from scanner.scan.reorg import ReorgOutcome, rewind
@@ -41,7 +41,7 @@ async def rewind_chain(
         )
     header = (await reader.headers(to_block, to_block))[0]
     async with sessions() as session, session.begin():
-        await chain_xact_lock(session, chain.name)
+        await chain_xact_lock(session, chain.name, idle_seconds=COMMAND_IDLE_SECONDS)
         cursor = await stored.get_cursor(session, chain.name)
         if cursor is None:
             raise ConfigError(f"chain {chain.name!r} has no cursor yet", key="--chain")
