@@ -46,7 +46,8 @@ class ChainParts:
     metrics: Metrics = field(default_factory=NullMetrics)
     #: checked in every writing transaction: raises when this process lost the chain
     fence: Fence | None = None
-    #: how long the server lets a chain transaction wait for this process (PostgreSQL, leases)
+    #: how long the server lets a chain transaction wait for this process (PostgreSQL): the
+    #: lease's for a live scan; None: no limit for a live scan, a command's for a backfill
     idle_seconds: float | None = None
     #: ``verify_urls``: a second provider checks final credits before payments are confirmed
     verifier: Verifier | None = None

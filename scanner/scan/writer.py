@@ -53,6 +53,9 @@ def _sqlite_second_process(path: str) -> None:
 class ChainWriterLock:
     """The chain's share of the process's SQLite lock file (an in-memory database: none)."""
 
+    #: no server-side idle limit: SQLite has one writing process, nobody waits for its lock
+    idle_seconds: float | None = None
+
     def __init__(self, settings: Settings, chain: str) -> None:
         self.chain = chain
         self.path = sqlite_lock_path(settings.database_url.get_secret_value())
@@ -96,9 +99,6 @@ class ChainWriterLock:
         _HELD_FILES[self.path] = (handle, 1)
         self._file = handle
         return True
-
-    #: no server-side limit: SQLite has one writing process, nobody waits for its lock
-    idle_seconds: float | None = None
 
     async def fence(self, session: AsyncSession) -> None:
         """Nothing to check: a process-wide ``flock`` cannot be lost while the process lives."""
