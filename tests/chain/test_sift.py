@@ -6,8 +6,9 @@ well-shaped Transfer to nobody watched, whatever the node sends."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NotRequired, get_origin, get_type_hints
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import example, given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from scanner.chain import shapes
 from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, watched_topics
-from scanner.core.model import PassedOver, Transfer
+from scanner.core.model import Log, PassedOver, Transfer
 from scanner.errors import MalformedResponse
 from tests.chain.test_reader_validation import fake_reader
 
@@ -172,6 +173,16 @@ def both_ways(answer: list[Any]) -> tuple[list[Transfer], dict[str, int]] | type
 @example([log(), log(blockNumber="0x_7")])
 def test_sifting_gives_what_decoding_every_log_gives(answer: list[dict[str, Any]]) -> None:
     assert both_ways(answer) == reference(answer)
+
+
+def test_a_typed_log_has_the_fields_of_a_log_and_the_same_ones_optional() -> None:
+    """The typed decoding and the checks of the plain path take the one shape of a log
+    (``scanner.core.model.Log``): a field added to one and not the other fails here."""
+    fields = msgspec.structs.fields(shapes.TypedLog)
+    declared = get_type_hints(Log, include_extras=True)
+    assert {f.name for f in fields} == declared.keys()
+    optional = {name for name, kind in declared.items() if get_origin(kind) is NotRequired}
+    assert {f.name for f in fields if not f.required} == optional == {"removed", "blockTimestamp"}
 
 
 def test_an_answer_with_a_field_of_another_type_is_read_as_plain_json() -> None:
