@@ -14,6 +14,8 @@ from hashlib import sha1
 from typing import Final
 from uuid import UUID
 
+import orjson
+
 from scanner.core.model import Credit, Event, Status
 
 TRANSFER_DETECTED: Final = "transfer_detected"
@@ -92,13 +94,28 @@ def event_key(
     the keys they had. Two different events never share a key: they differ in payment,
     position or content.
     """
-    fact = json.dumps(
-        [payment_key, ordinal, event_type, status_from, status_to, data],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return _uuid5(fact)
+    return _uuid5(_fact([payment_key, ordinal, event_type, status_from, status_to, data]))
+
+
+def _fact(fact: list[object]) -> str:
+    """The fact as sorted compact JSON with non-ASCII escaped (``json.dumps`` with
+    ``sort_keys``, ``separators=(",", ":")``, ``default=str``), made by orjson when the two
+    cannot differ (an event is written per credit): every value of ``data`` a plain str, int,
+    bool or None and the text printable ASCII with nothing escaped. Anything else (a float,
+    an int beyond 64 bits, a character either escapes) is made by ``json.dumps`` itself."""
+    data = fact[-1]
+    if isinstance(data, dict) and _PLAIN.issuperset(map(type, data.values())):
+        try:
+            text = orjson.dumps(fact, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # a key that is no str, an int beyond 64 bits
+            pass
+        else:
+            if text.isascii() and b"\\" not in text and b"\x7f" not in text:
+                return text.decode()
+    return json.dumps(fact, sort_keys=True, separators=(",", ":"), default=str)
+
+
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
 
 
 def _uuid5(name: str) -> str:

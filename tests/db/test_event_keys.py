@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import uuid
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -62,6 +64,44 @@ def test_a_key_is_the_uuid5_of_its_fact_as_keys_always_were() -> None:
         assert event_key(pid, n, "invalid_payment", None, None, fact) == str(
             uuid.uuid5(space, name)
         )
+
+
+_SCALARS = (
+    st.text()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=True)
+    | st.decimals(allow_nan=False, places=3)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    payment=st.text() | st.uuids().map(str),
+    ordinal=st.integers(min_value=0, max_value=2**40),
+    kind=st.text() | st.sampled_from(["transfer_detected", "status_changed"]),
+    moves=st.tuples(st.none() | st.text(), st.none() | st.text()),
+    data=st.dictionaries(st.text(), _SCALARS | st.lists(_SCALARS, max_size=2), max_size=6),
+)
+@example(payment="p", ordinal=0, kind="k", moves=(None, None), data={"a\x7f": 1})
+@example(payment="p", ordinal=0, kind="k", moves=(None, None), data={"v": 2**64, "w": "\u2028"})
+@example(payment="p", ordinal=0, kind="k", moves=(None, None), data={"f": 1e16, "n": float("nan")})
+@example(payment="p", ordinal=1, kind="k", moves=("a", "b"), data={"b": "x", "a": 'q"\\'})
+def test_a_key_is_made_of_exactly_the_text_json_makes_of_its_fact(
+    payment: str,
+    ordinal: int,
+    kind: str,
+    moves: tuple[str | None, str | None],
+    data: dict[str, object],
+) -> None:
+    """Keys are made quickly where they can be, never of another text: any payment, place,
+    type and data (escapes, non-ASCII, big ints, floats, nested values) give the uuid5 of
+    what ``json.dumps`` makes of the fact."""
+    fact = [payment, ordinal, kind, *moves, data]
+    name = json.dumps(fact, sort_keys=True, separators=(",", ":"), default=str)
+    space = uuid.UUID("5d1f3c2e-8a47-4b6e-9f0d-2c7a41e9b853")
+    assert event_key(payment, ordinal, kind, *moves, data) == str(uuid.uuid5(space, name))
 
 
 async def test_every_event_gets_a_unique_key_from_its_place_in_its_payment(
