@@ -16,7 +16,8 @@ Two kinds of bad input, told apart on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -116,10 +117,21 @@ def decode_transfer_logs(
     zero-value one is still counted as skipped. Every other log is decoded and checked in full,
     so wrong-shaped logs are counted whoever they name.
     """
+    watched = None if recipients is None else watched_topics(recipients)
+    whole = _decode_checked_at_once(logs, tokens, timestamps, watched)
+    return whole if whole is not None else _decode_each(logs, tokens, timestamps, watched)
+
+
+def _decode_each(
+    logs: Sequence[Mapping[str, Any]],
+    tokens: Container[str],
+    timestamps: Mapping[int, int],
+    watched: Container[str] | None,
+) -> DecodeResult:
+    """:func:`decode_transfer_logs`, log by log: what a log of any shape makes, or raises."""
     transfers: list[Transfer] = []
     skipped: dict[str, int] = {}
     checked = Checked()
-    watched = None if recipients is None else watched_topics(recipients)
     for log in logs:
         if watched is not None:
             shortcut = passed_over(log.get("topics"), log.get("data"), watched, checked)
@@ -132,11 +144,141 @@ def decode_transfer_logs(
             skipped[outcome] = skipped.get(outcome, 0) + 1
         else:
             transfers.append(outcome)
-    transfers.sort(key=lambda t: (t.block_number, t.log_index))
+    transfers.sort(key=_BLOCK_ORDER)
     return DecodeResult(transfers, skipped)
 
 
 _ZERO_DATA = "0x" + "0" * 64
+_BLOCK_ORDER: Final = operator.attrgetter("block_number", "log_index")
+
+
+def _decode_checked_at_once(
+    logs: Sequence[Mapping[str, Any]],
+    tokens: Container[str],
+    timestamps: Mapping[int, int],
+    watched: Container[str] | None,
+) -> DecodeResult | None:
+    """:func:`decode_transfer_logs` of logs that are all Transfer-shaped (three topics, 32
+    bytes of data), every field a string of strict hex: each field's distinct values are
+    checked together (a few passes of C over them) and converted once, then each log is
+    matched, skipped or decoded as :func:`_decode_each` does it. None for anything else (a
+    missing field, a value of another type or not hex, a block without its time): the caller
+    decodes log by log, and says what is wrong."""
+    try:
+        rows = [
+            (
+                log["blockNumber"],
+                log["logIndex"],
+                log["transactionHash"],
+                log["blockHash"],
+                log["address"],
+                log["topics"],
+                log["data"],
+                log.get("removed") is True,
+            )
+            for log in logs
+        ]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if not rows:
+        return None
+    numbers, indexes, txs, blocks, addresses, topics, data, _ = zip(*rows, strict=True)
+    if set(map(type, topics)) != {list} or set(map(len, topics)) != {3}:
+        return None
+    firsts, senders, receivers = zip(*topics, strict=True)
+    try:
+        quantities = {*numbers, *indexes}
+        hashes = {*txs, *blocks, *firsts, *senders, *receivers}
+        cased = [_hex_case(quantities, 0), _hex_case(hashes, 66), _hex_case(set(addresses), 42)]
+        if None in cased or _hex_case(set(data), 66) is None:
+            return None
+    except TypeError:  # a value no set holds (a list, a dict): of no type a log has
+        return None
+    value_of = {text: int(text, 16) for text in quantities}
+    lower = _lowered(hashes, cased[1]) | _lowered(addresses, cased[2])
+    transfers: list[Transfer] = []
+    skipped: dict[str, int] = {}
+    for number, index, tx, block, address, (first, sender, receiver), value, removed in rows:
+        recipient = lower[receiver]
+        if watched is not None and (
+            recipient not in watched and recipient.startswith(ADDRESS_TOPIC)
+        ):  # passed over, as passed_over lets it go
+            if value == _ZERO_DATA:
+                skipped["zero_value"] = skipped.get("zero_value", 0) + 1
+            continue
+        reason = None
+        token = lower[address]
+        if removed:
+            reason = "removed"
+        elif token not in tokens:
+            reason = "unknown_token"
+        elif (
+            lower[first] != TRANSFER_TOPIC
+            or lower[sender][2:26] != _ZERO_PAD
+            or recipient[2:26] != _ZERO_PAD
+        ):
+            reason = "topics"
+        elif value == _ZERO_DATA or not (amount := int(value, 16)):
+            reason = "zero_value"
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        block_number = value_of[number]
+        timestamp = timestamps.get(block_number)
+        if timestamp is None:
+            return None
+        transfers.append(
+            Transfer(
+                token,
+                lower[tx],
+                value_of[index],
+                block_number,
+                lower[block],
+                timestamp,
+                "0x" + lower[sender][26:],
+                "0x" + recipient[26:],
+                amount,
+            )
+        )
+    transfers.sort(key=_BLOCK_ORDER)
+    return DecodeResult(transfers, skipped)
+
+
+def _hex_case(values: Collection[Any], length: int) -> bool | None:
+    """None unless every one of ``values`` is a ``str`` that :func:`strict_hex_int` reads
+    (``0x`` and at least one hex digit), of ``length`` characters unless ``length`` is 0;
+    else whether any of them has an upper-case digit. A few passes of C over them all."""
+    if set(map(type, values)) - {str}:
+        return None
+    sizes = set(map(len, values))
+    if (length and sizes - {length}) or min(sizes, default=3) < 3:
+        return None
+    text = "".join(values)
+    if not text.isascii():
+        return None
+    if length:
+        count = len(text) // length
+        prefixed = text[::length] == "0" * count and text[1::length] == "x" * count
+    else:
+        prefixed = not set(map(_PREFIX, values)) - {"0x"}
+    if not prefixed:
+        return None
+    left = text.encode().translate(None, _LOWER_HEX_OR_X)
+    if left.translate(None, _UPPER_HEX) or text.count("x") != len(values):
+        return None
+    return bool(left)
+
+
+def _lowered(values: Collection[str], cased: bool | None) -> dict[str, str]:
+    """Each of ``values`` to its lower case (to itself when none has an upper-case letter)."""
+    return (
+        {text: text.lower() for text in values} if cased else dict(zip(values, values, strict=True))
+    )
+
+
+_PREFIX: Final = operator.itemgetter(slice(0, 2))
+_LOWER_HEX_OR_X: Final = b"0123456789abcdefx"
+_UPPER_HEX: Final = b"ABCDEF"
 
 
 def recipients_of(logs: Sequence[Mapping[str, Any]]) -> set[str]:

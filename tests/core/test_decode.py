@@ -1,20 +1,29 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from scanner.core import decode as decoding
 from scanner.core.amounts import normalize_address, parse_payment_fields, to_amount, to_base_units
 from scanner.core.decode import (
     TRANSFER_TOPIC,
+    DecodeResult,
     decode_transfer_logs,
     native_transfers,
     parse_header,
     recipients_of,
+    watched_topics,
 )
 from scanner.core.model import Header, Transfer
 from scanner.errors import MalformedResponse
+from tests.chain.test_sift import TOKEN as SIFT_TOKEN
+from tests.chain.test_sift import WATCHED as SIFT_WATCHED
+from tests.chain.test_sift import logs as sift_logs
 
 TOKEN = "0x" + "a0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
 OTHER_TOKEN = "0x" + "11" * 20
@@ -379,3 +388,103 @@ class TestRecipientFilter:
         counted as a wrong shape, as without the filter, never passed over unseen."""
         dirty = raw_log(topics=[TRANSFER_TOPIC, topic(FROM), "0x" + "01" + "0" * 22 + who[2:]])
         assert self.run(dirty) == ([], {"topics": 1})
+
+
+def _outcome(
+    decode: Callable[[], DecodeResult],
+) -> tuple[list[Transfer], dict[str, int]] | type[Exception]:
+    try:
+        result = decode()
+    except MalformedResponse:
+        return MalformedResponse
+    return result.transfers, result.skipped
+
+
+def _among(clean: list[dict[str, Any]], odd: tuple[int, dict[str, Any]] | None) -> list[Any]:
+    if odd is None:
+        return clean
+    return [*clean[: odd[0]], odd[1], *clean[odd[0] :]]
+
+
+def _upper(text: str) -> str:
+    return "0x" + text[2:].upper()
+
+
+@st.composite
+def well_shaped(draw: st.DrawFn) -> dict[str, Any]:
+    """A Transfer-shaped log of strict hex: to anyone or to no address, of any value, any
+    letter case, removed or not, of the token or not, in a block with a time or not."""
+    recipient = draw(st.sampled_from([*SIFT_WATCHED, FROM, TO]))
+    number = draw(st.sampled_from([7, 8]))
+    return raw_log(
+        address=draw(st.sampled_from([SIFT_TOKEN, _upper(SIFT_TOKEN), OTHER_TOKEN])),
+        topics=[
+            draw(st.sampled_from([TRANSFER_TOPIC, _upper(TRANSFER_TOPIC), word(9)])),
+            draw(st.sampled_from([topic(FROM), "0x01" + topic(FROM)[4:]])),
+            draw(
+                st.sampled_from(
+                    [topic(recipient), _upper(topic(recipient)), "0x01" + topic(recipient)[4:]]
+                )
+            ),
+        ],
+        data=draw(st.sampled_from([word(5), word(0), word(2**256 - 1), _upper(word(2**255))])),
+        blockNumber=hex(number),
+        blockHash=draw(st.sampled_from(["0x" + f"{number:02x}" * 32, _upper(word(number))])),
+        transactionHash=draw(st.sampled_from(["0x" + "cd" * 32, "0x" + "Ef" * 32])),
+        logIndex=hex(draw(st.integers(0, 3))),
+        removed=draw(st.sampled_from([False, True, None])),
+    )
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    answer=st.tuples(
+        st.lists(well_shaped(), max_size=12),
+        st.none() | st.tuples(st.integers(0, 12), sift_logs()),  # one log of any shape
+    ).map(lambda drawn: _among(*drawn)),
+    watching=st.booleans(),
+    every_time=st.booleans(),
+)
+def test_logs_checked_all_at_once_decode_as_each_log_alone_does(
+    answer: list[dict[str, Any]], watching: bool, every_time: bool
+) -> None:
+    """A batch is checked field by field across its logs when it can be, and never decodes to
+    anything else than each log decoded alone: the same transfers, the same counts, the same
+    errors, whatever is malformed, missing, upper-case or of another type."""
+    times: Mapping[int, int] = {7: 100} if every_time else {8: 100}
+    recipients = SIFT_WATCHED if watching else None
+    watched = None if recipients is None else watched_topics(recipients)
+    whole = _outcome(lambda: decode_transfer_logs(answer, {SIFT_TOKEN}, times, recipients))
+    each = _outcome(lambda: decoding._decode_each(answer, {SIFT_TOKEN}, times, watched))
+    assert whole == each
+
+
+def test_a_batch_of_well_shaped_logs_is_checked_all_at_once_and_anything_else_log_by_log() -> None:
+    upper = raw_log(transactionHash="0x" + "AB" * 32, address=TOKEN.upper().replace("0X", "0x"))
+    clean = [
+        raw_log(),
+        upper,
+        raw_log(data=word(0)),
+        raw_log(removed=True),
+        raw_log(logIndex="0x2"),
+    ]
+    at_once = decoding._decode_checked_at_once(clean, {TOKEN}, TIMESTAMPS, None)
+    assert at_once == decoding._decode_each(clean, {TOKEN}, TIMESTAMPS, None)
+    assert at_once is not None and len(at_once.transfers) == 3
+    assert [t.log_index for t in at_once.transfers] == [2, 7, 7]
+    assert at_once.transfers[2].tx_hash == "0x" + "ab" * 32  # lower-cased
+    assert {t.token for t in at_once.transfers} == {TOKEN}
+    assert at_once.skipped == {"zero_value": 1, "removed": 1}
+    for odd in (
+        raw_log(blockNumber="0x_64"),
+        raw_log(blockNumber=100),
+        raw_log(topics=(TRANSFER_TOPIC, topic(FROM), topic(TO))),
+        raw_log(topics=[TRANSFER_TOPIC, topic(FROM)]),
+        raw_log(data="0x"),
+        raw_log(data=word(1) + "00"),
+        raw_log(blockHash="0x" + "\u0661" * 64),
+        raw_log(address="0X" + TOKEN[2:]),
+        raw_log(blockNumber="0x65", transactionHash="0x" + "cd" * 32) | {"blockNumber": "0x99"},
+        {k: v for k, v in raw_log().items() if k != "logIndex"},
+    ):
+        assert decoding._decode_checked_at_once([raw_log(), odd], {TOKEN}, TIMESTAMPS, None) is None
