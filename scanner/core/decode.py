@@ -118,8 +118,48 @@ def decode_transfer_logs(
     so wrong-shaped logs are counted whoever they name.
     """
     watched = None if recipients is None else watched_topics(recipients)
-    whole = _decode_checked_at_once(logs, tokens, timestamps, watched)
-    return whole if whole is not None else _decode_each(logs, tokens, timestamps, watched)
+    ahead = decode_ahead(logs, tokens, timestamps)
+    if ahead is not None:
+        return ahead.watching(watched)
+    return _decode_each(logs, tokens, timestamps, watched)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Logs decoded before the recipients watched are known (:func:`decode_ahead`): what
+    :func:`decode_transfer_logs` makes of them, for any recipients, is :meth:`watching`."""
+
+    logs: Sequence[Mapping[str, Any]]  # those decoded (the very sequence)
+    transfers: list[Transfer]  # in block order
+    #: each log skipped: its third topic (lower-case), why, and whether its data is zero
+    skipped: list[tuple[str, str, bool]]
+
+    def watching(self, watched: Collection[str] | None) -> DecodeResult:
+        """:func:`decode_transfer_logs` of the logs, ``watched`` the recipient topics: a log
+        :func:`passed_over` would let go (to an address outside them) is dropped, counted only
+        when its value is zero."""
+        skipped: dict[str, int] = {}
+        if watched is None:
+            transfers = list(self.transfers)
+            for _, reason, _ in self.skipped:
+                skipped[reason] = skipped.get(reason, 0) + 1
+            return DecodeResult(transfers, skipped)
+        paid = {"0x" + topic[26:] for topic in watched if topic.startswith(ADDRESS_TOPIC)}
+        transfers = [t for t in self.transfers if t.to_address in paid]
+        for recipient, reason, zero in self.skipped:
+            if recipient in watched or not recipient.startswith(ADDRESS_TOPIC):
+                skipped[reason] = skipped.get(reason, 0) + 1
+            elif zero:
+                skipped["zero_value"] = skipped.get("zero_value", 0) + 1
+        return DecodeResult(transfers, skipped)
+
+    def __add__(self, other: Decoded) -> Decoded:
+        """The logs of both, in order (``other`` read after these)."""
+        return Decoded(
+            (*self.logs, *other.logs),
+            self.transfers + other.transfers,
+            self.skipped + other.skipped,
+        )
 
 
 def _decode_each(
@@ -152,18 +192,15 @@ _ZERO_DATA = "0x" + "0" * 64
 _BLOCK_ORDER: Final = operator.attrgetter("block_number", "log_index")
 
 
-def _decode_checked_at_once(
-    logs: Sequence[Mapping[str, Any]],
-    tokens: Container[str],
-    timestamps: Mapping[int, int],
-    watched: Container[str] | None,
-) -> DecodeResult | None:
-    """:func:`decode_transfer_logs` of logs that are all Transfer-shaped (three topics, 32
-    bytes of data), every field a string of strict hex: each field's distinct values are
-    checked together (a few passes of C over them) and converted once, then each log is
-    matched, skipped or decoded as :func:`_decode_each` does it. None for anything else (a
-    missing field, a value of another type or not hex, a block without its time): the caller
-    decodes log by log, and says what is wrong."""
+def decode_ahead(
+    logs: Sequence[Mapping[str, Any]], tokens: Container[str], timestamps: Mapping[int, int]
+) -> Decoded | None:
+    """The logs decoded for any recipients watched, when they are all Transfer-shaped (three
+    topics, 32 bytes of data), every field a string of strict hex, every block timed: each
+    field's distinct values are checked together (a few passes of C over them) and converted
+    once, then each log is skipped or decoded as :func:`_decode_each` does it. None for
+    anything else (a missing field, a value of another type or not hex, a block without its
+    time): :func:`decode_transfer_logs` then decodes log by log, and says what is wrong."""
     try:
         rows = [
             (
@@ -197,15 +234,9 @@ def _decode_checked_at_once(
     value_of = {text: int(text, 16) for text in quantities}
     lower = _lowered(hashes, cased[1]) | _lowered(addresses, cased[2])
     transfers: list[Transfer] = []
-    skipped: dict[str, int] = {}
+    skipped: list[tuple[str, str, bool]] = []
     for number, index, tx, block, address, (first, sender, receiver), value, removed in rows:
         recipient = lower[receiver]
-        if watched is not None and (
-            recipient not in watched and recipient.startswith(ADDRESS_TOPIC)
-        ):  # passed over, as passed_over lets it go
-            if value == _ZERO_DATA:
-                skipped["zero_value"] = skipped.get("zero_value", 0) + 1
-            continue
         reason = None
         token = lower[address]
         if removed:
@@ -221,7 +252,7 @@ def _decode_checked_at_once(
         elif value == _ZERO_DATA or not (amount := int(value, 16)):
             reason = "zero_value"
         if reason is not None:
-            skipped[reason] = skipped.get(reason, 0) + 1
+            skipped.append((recipient, reason, value == _ZERO_DATA))
             continue
         block_number = value_of[number]
         timestamp = timestamps.get(block_number)
@@ -241,7 +272,7 @@ def _decode_checked_at_once(
             )
         )
     transfers.sort(key=_BLOCK_ORDER)
-    return DecodeResult(transfers, skipped)
+    return Decoded(logs, transfers, skipped)
 
 
 def _hex_case(values: Collection[Any], length: int) -> bool | None:

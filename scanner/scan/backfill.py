@@ -234,7 +234,7 @@ class Backfill(OnChain):
 
         async def fetch(a: int, b: int) -> RangeData:
             if b <= deep_to and watches_none(native):
-                return await fetch_deep(
+                data = await fetch_deep(
                     reader,
                     tokens,
                     a,
@@ -244,16 +244,18 @@ class Backfill(OnChain):
                     to_topics=topics,
                     watched=sieve,
                 )
-            return await fetch_range(
-                reader,
-                tokens,
-                a,
-                b,
-                native_watched=native,
-                sizer=sizer,
-                to_topics=topics,
-                watched=sieve,
-            )
+            else:
+                data = await fetch_range(
+                    reader,
+                    tokens,
+                    a,
+                    b,
+                    native_watched=native,
+                    sizer=sizer,
+                    to_topics=topics,
+                    watched=sieve,
+                )
+            return data.decoded_ahead(ctx.tokens)  # while an earlier range is committed
 
         return fetch, self.sizer.size * (FILTERED_SPAN if topics is not None else 1)
 

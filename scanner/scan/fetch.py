@@ -12,12 +12,15 @@ import functools
 import itertools
 import operator
 from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 from scanner.chain.reader import ChainReader
 from scanner.core.decode import (
     TRANSFER_TOPIC,
+    Decoded,
     block_ref,
+    decode_ahead,
     hex_hash,
     hex_quantity,
     native_transfers,
@@ -59,6 +62,19 @@ class RangeData:
     #: The logs read and passed over unread (:func:`~scanner.chain.shapes.sifted`): ``logs``
     #: holds only the others.
     passed: PassedOver = field(default_factory=PassedOver)
+    #: ``logs`` decoded as soon as they were read (:meth:`decoded_ahead`), before the commit
+    #: that knows the recipients watched: ``None``, or decoded from other logs, is decoded then.
+    ahead: Decoded | None = None
+
+    def decoded_ahead(self, tokens: Container[str]) -> RangeData:
+        """The range with its logs decoded now (:func:`~scanner.core.decode.decode_ahead`):
+        the work of the commit that credits them, done while the one before it writes."""
+        return replace(self, ahead=decode_ahead(self.logs, tokens, self.timestamps))
+
+    def decoded(self) -> Decoded | None:
+        """What its logs decoded to ahead, if these very logs were."""
+        ahead = self.ahead
+        return ahead if ahead is not None and ahead.logs is self.logs else None
 
     @property
     def read(self) -> int:
@@ -101,15 +117,18 @@ def joined(first: RangeData, second: RangeData) -> RangeData:
         raise RangeInconsistent("two reads name a block by different headers; reading again")
     by_number.update((h.number, h) for h in second.headers)
     times = None if first.times is None else {**first.times, **(second.times or {})}
+    ahead = (first.decoded(), second.decoded())
+    both = ahead[0] + ahead[1] if ahead[0] is not None and ahead[1] is not None else None
     return RangeData(
         first.start,
         second.end,
         tuple(sorted(by_number.values(), key=_number)),
-        first.logs + second.logs,
+        first.logs + second.logs if both is None else cast(tuple[Log, ...], both.logs),
         first.native + second.native,
         times=times,
         log_hashes={**first.log_hashes, **second.log_hashes},
         passed=first.passed + second.passed,
+        ahead=both,
     )
 
 

@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.amounts import to_base_units
-from scanner.core.decode import decode_transfer_logs, recipients_of
+from scanner.core.decode import decode_transfer_logs, recipients_of, watched_topics
 from scanner.core.model import Credit, Finality, Transfer
 from scanner.core.plan import EDIT, LIVE, REWIND, SWEEP, Mode, RangeInput, Rewind
 from scanner.core.reorg import replaced_credits
@@ -82,7 +82,11 @@ async def load_range(
     await _add_advancing(session, ctx, rows, finality, mode.locks_rows, live=not mode.reads_history)
     written = [row.address for row in rows.values() if isinstance(row.address, str)]
     watched = ctx.kind.match_keys(written)
-    decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
+    ahead = data.decoded()
+    if ahead is not None:
+        decoded = ahead.watching(watched_topics(watched))
+    else:
+        decoded = decode_transfer_logs(data.logs, ctx.tokens, data.timestamps, recipients=watched)
     transfers = sorted(
         [*decoded.transfers, *data.native], key=lambda t: (t.block_number, t.log_index)
     )

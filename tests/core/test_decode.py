@@ -444,9 +444,10 @@ def well_shaped(draw: st.DrawFn) -> dict[str, Any]:
     ).map(lambda drawn: _among(*drawn)),
     watching=st.booleans(),
     every_time=st.booleans(),
+    cut=st.integers(0, 13),
 )
 def test_logs_checked_all_at_once_decode_as_each_log_alone_does(
-    answer: list[dict[str, Any]], watching: bool, every_time: bool
+    answer: list[dict[str, Any]], watching: bool, every_time: bool, cut: int
 ) -> None:
     """A batch is checked field by field across its logs when it can be, and never decodes to
     anything else than each log decoded alone: the same transfers, the same counts, the same
@@ -457,6 +458,14 @@ def test_logs_checked_all_at_once_decode_as_each_log_alone_does(
     whole = _outcome(lambda: decode_transfer_logs(answer, {SIFT_TOKEN}, times, recipients))
     each = _outcome(lambda: decoding._decode_each(answer, {SIFT_TOKEN}, times, watched))
     assert whole == each
+    # two reads decoded ahead, each before the recipients are known, then joined
+    first, second = (
+        decoding.decode_ahead(part, {SIFT_TOKEN}, times) for part in (answer[:cut], answer[cut:])
+    )
+    if first is not None and second is not None:
+        joined = first + second
+        assert list(joined.logs) == answer
+        assert _outcome(lambda: joined.watching(watched)) == each
 
 
 def test_a_batch_of_well_shaped_logs_is_checked_all_at_once_and_anything_else_log_by_log() -> None:
@@ -468,9 +477,11 @@ def test_a_batch_of_well_shaped_logs_is_checked_all_at_once_and_anything_else_lo
         raw_log(removed=True),
         raw_log(logIndex="0x2"),
     ]
-    at_once = decoding._decode_checked_at_once(clean, {TOKEN}, TIMESTAMPS, None)
+    ahead = decoding.decode_ahead(clean, {TOKEN}, TIMESTAMPS)
+    assert ahead is not None and ahead.logs is clean
+    at_once = ahead.watching(None)
     assert at_once == decoding._decode_each(clean, {TOKEN}, TIMESTAMPS, None)
-    assert at_once is not None and len(at_once.transfers) == 3
+    assert len(at_once.transfers) == 3
     assert [t.log_index for t in at_once.transfers] == [2, 7, 7]
     assert at_once.transfers[2].tx_hash == "0x" + "ab" * 32  # lower-cased
     assert {t.token for t in at_once.transfers} == {TOKEN}
@@ -487,4 +498,4 @@ def test_a_batch_of_well_shaped_logs_is_checked_all_at_once_and_anything_else_lo
         raw_log(blockNumber="0x65", transactionHash="0x" + "cd" * 32) | {"blockNumber": "0x99"},
         {k: v for k, v in raw_log().items() if k != "logIndex"},
     ):
-        assert decoding._decode_checked_at_once([raw_log(), odd], {TOKEN}, TIMESTAMPS, None) is None
+        assert decoding.decode_ahead([raw_log(), odd], {TOKEN}, TIMESTAMPS) is None

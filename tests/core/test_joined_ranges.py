@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import pytest
 
+from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, watched_topics
 from scanner.core.model import Header, Log, PassedOver
 from scanner.errors import RangeInconsistent
 from scanner.scan.batch import verify_links
@@ -102,3 +104,51 @@ def test_logs_passed_over_are_counted_and_their_blocks_checked_like_the_logs_kep
     deep_forked = replace(deep(13, 20, [13, 20], [14]), passed=passed(14, 1, variant=1))
     with pytest.raises(RangeInconsistent):
         verify_links(deep_forked, None)
+
+
+TOKEN = "0x" + "ab" * 20
+
+
+def transfer_log(n: int, index: int, to: str) -> Log:
+    return replace_log(
+        log(n, index),
+        topics=[TRANSFER_TOPIC, "0x" + "00" * 12 + "11" * 20, "0x" + "00" * 12 + to[2:]],
+        data="0x" + format(1_000 + index, "064x"),
+    )
+
+
+def replace_log(entry: Log, **fields: object) -> Log:
+    return cast(Log, {**entry, **fields})
+
+
+def paying(start: int, end: int, to: str) -> RangeData:
+    logs = tuple(transfer_log(n, 1, to) for n in range(start, end + 1))
+    return replace(deep(start, end, [start, end], []), logs=logs, times=_times(start, end))
+
+
+def _times(start: int, end: int) -> dict[int, int]:
+    return {n: 1_000 + 12 * n for n in range(start, end + 1)}
+
+
+def test_reads_decoded_ahead_join_into_what_their_logs_decode_to() -> None:
+    """A backfill decodes each read as it comes in; joined, the reads' decodings are one, and
+    give what decoding the joined logs at the commit gives, for any recipients watched."""
+    a, b = "0x" + "a1" * 20, "0x" + "b2" * 20
+    first, second = paying(0, 3, a).decoded_ahead({TOKEN}), paying(4, 6, b).decoded_ahead({TOKEN})
+    both = joined(first, second)
+    ahead = both.decoded()
+    assert ahead is not None and ahead.logs is both.logs
+    for recipients in ([a], [b], [a, b], []):
+        expected = decode_transfer_logs(both.logs, {TOKEN}, both.timestamps, recipients)
+        assert ahead.watching(watched_topics(recipients)) == expected
+    assert len(ahead.watching(watched_topics([a])).transfers) == 4
+
+
+def test_logs_changed_after_they_were_decoded_ahead_are_decoded_again() -> None:
+    """A read whose logs are replaced after it was decoded (another provider's receipts
+    adding one) is decoded at the commit, never by what its first logs decoded to; a read
+    not decoded ahead makes a join that is not either."""
+    read = paying(0, 3, "0x" + "a1" * 20).decoded_ahead({TOKEN})
+    assert read.decoded() is not None
+    assert replace(read, logs=read.logs[:1]).decoded() is None
+    assert joined(read, paying(4, 6, "0x" + "b2" * 20)).decoded() is None
