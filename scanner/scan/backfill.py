@@ -226,7 +226,9 @@ class Backfill(OnChain):
         header per block (:func:`~scanner.scan.fetch.fetch_deep`). While the chain's payments
         use at most ``filter_recipients_max`` addresses, eth_getLogs asks for Transfers to them
         alone, a range spanning :data:`FILTERED_SPAN` times ``batch_size`` blocks; more, and
-        the tokens' logs are read whole, sifted by those addresses as they are parsed. Payments
+        the tokens' logs are read whole, sifted by those addresses as they are parsed. The logs
+        of a read so narrowed are decoded as soon as they are in, while the commit before them
+        writes (:meth:`~scanner.scan.fetch.RangeData.decoded_ahead`). Payments
         written during the run at another address cannot be paid by these blocks, unless
         written behind them: the live scan's catch-up's (``seen_at_block`` NULL)."""
         (topics, sieve, native), tokens = await self._watched(ctx), ctx.token_addresses
@@ -255,6 +257,8 @@ class Backfill(OnChain):
                     to_topics=topics,
                     watched=sieve,
                 )
+            if topics is None and sieve is None:  # every log kept: most pay nobody
+                return data
             return data.decoded_ahead(ctx.tokens)  # while an earlier range is committed
 
         return fetch, self.sizer.size * (FILTERED_SPAN if topics is not None else 1)
