@@ -23,12 +23,12 @@ import reprlib
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, Final, cast
 
 import msgspec
 
-from scanner.core.decode import ADDRESS_TOPIC, Checked, passed_over, strict_hex_int
+from scanner.core.decode import ADDRESS_TOPIC, Checked, hex_case, passed_over, strict_hex_int
 from scanner.core.model import BlockRef, Log, PassedOver
 from scanner.errors import MalformedResponse
 
@@ -170,7 +170,7 @@ def _sift_typed(
     for key, length in _PARSED:
         values = set(map(attrgetter(key), entries))
         values.discard(msgspec.UNSET)
-        if not _all_hex(cast(set[str], values), length):
+        if hex_case(values, length) is None:
             return None
     kept: list[Log] = []
     passed: list[str] = []
@@ -194,24 +194,6 @@ def _sift_typed(
     if not _lower_hex(passed):
         return None
     return kept, PassedOver(len(passed), tuple(blocks), zero)
-
-
-def _all_hex(values: set[str], length: int) -> bool:
-    """Whether each of ``values`` is strict hex (:func:`_hex_of`), told by a few passes of C
-    over them all."""
-    if length and set(map(len, values)) - {length}:
-        return False
-    if set(map(_HEX_PREFIX, values)) - {"0x"} or min(map(len, values), default=3) < 3:
-        return False
-    try:
-        text = "".join(values).encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    return not text.translate(None, _HEX_OR_X) and text.count(b"x") == len(values)
-
-
-_HEX_PREFIX: Final = itemgetter(slice(0, 2))
-_HEX_OR_X: Final = b"0123456789abcdefABCDEFx"
 
 
 def _plain(entry: TypedLog) -> Log:

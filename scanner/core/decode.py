@@ -226,8 +226,8 @@ def decode_ahead(
     try:
         quantities = {*numbers, *indexes}
         hashes = {*txs, *blocks, *firsts, *senders, *receivers}
-        cased = [_hex_case(quantities, 0), _hex_case(hashes, 66), _hex_case(set(addresses), 42)]
-        if None in cased or _hex_case(set(data), 66) is None:
+        cased = [hex_case(quantities, 0), hex_case(hashes, 66), hex_case(set(addresses), 42)]
+        if None in cased or hex_case(set(data), 66) is None:
             return None
     except TypeError:  # a value no set holds (a list, a dict): of no type a log has
         return None
@@ -275,7 +275,7 @@ def decode_ahead(
     return Decoded(logs, transfers, skipped)
 
 
-def _hex_case(values: Collection[Any], length: int) -> bool | None:
+def hex_case(values: Collection[Any], length: int) -> bool | None:
     """None unless every one of ``values`` is a ``str`` that :func:`strict_hex_int` reads
     (``0x`` and at least one hex digit), of ``length`` characters unless ``length`` is 0;
     else whether any of them has an upper-case digit. A few passes of C over them all."""

@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scanner.chain import shapes
-from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, watched_topics
+from scanner.core.decode import TRANSFER_TOPIC, decode_transfer_logs, hex_case, watched_topics
 from scanner.core.model import Log, PassedOver, Transfer
 from scanner.errors import MalformedResponse
 from tests.chain.test_reader_validation import fake_reader
@@ -321,7 +321,11 @@ def test_a_log_of_the_wrong_shape_is_refused_whoever_it_pays(field: str, value: 
 def test_the_values_an_answer_repeats_are_hex_as_each_one_is(values: set[str], length: int) -> None:
     """The typed path checks each field's distinct values at once; it says what checking
     each value alone says."""
-    assert shapes._all_hex(values, length) == all(shapes._hex_of(v, length) for v in values)
+    each = all(shapes._hex_of(v, length) for v in values)
+    assert (hex_case(values, length) is not None) == each
+    if each:  # and whether any has an upper-case digit
+        assert hex_case(values, length) == any(v != v.lower() for v in values)
+    assert hex_case([*values, 7], length) is None  # a value that is no string
 
 
 _BODY = orjson.dumps(
