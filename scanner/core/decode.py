@@ -218,7 +218,7 @@ def decode_ahead(
     except (KeyError, TypeError, AttributeError):
         return None
     if not rows:
-        return None
+        return Decoded(logs, [], [])
     numbers, indexes, txs, blocks, addresses, topics, data, _ = zip(*rows, strict=True)
     if set(map(type, topics)) != {list} or set(map(len, topics)) != {3}:
         return None

@@ -142,6 +142,14 @@ def test_reads_decoded_ahead_join_into_what_their_logs_decode_to() -> None:
         expected = decode_transfer_logs(both.logs, {TOKEN}, both.timestamps, recipients)
         assert ahead.watching(watched_topics(recipients)) == expected
     assert len(ahead.watching(watched_topics([a])).transfers) == 4
+    # a read with no log between them (most, when few addresses are asked for)
+    quiet = replace(deep(7, 9, [7, 9], []), times=_times(7, 9)).decoded_ahead({TOKEN})
+    three = joined(both, quiet)
+    ahead_three = three.decoded()
+    assert ahead_three is not None and len(ahead_three.transfers) == 7
+    assert ahead_three.watching(watched_topics([a, b])) == decode_transfer_logs(
+        three.logs, {TOKEN}, three.timestamps, [a, b]
+    )
 
 
 def test_logs_changed_after_they_were_decoded_ahead_are_decoded_again() -> None:
