@@ -117,8 +117,8 @@ def joined(first: RangeData, second: RangeData) -> RangeData:
         raise RangeInconsistent("two reads name a block by different headers; reading again")
     by_number.update((h.number, h) for h in second.headers)
     times = None if first.times is None else {**first.times, **(second.times or {})}
-    ahead = (first.decoded(), second.decoded())
-    both = ahead[0] + ahead[1] if ahead[0] is not None and ahead[1] is not None else None
+    before, after = first.decoded(), second.decoded()
+    both = before + after if before is not None and after is not None else None
     return RangeData(
         first.start,
         second.end,
