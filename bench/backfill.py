@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench import common
 from bench.chain import BenchChain
+from bench.cpu import Sample, describe, sample
 from bench.database import watched_recipients
 from bench.floor import Floor, floor_of, print_floor
 from scanner.scan.backfill import Backfill, BackfillSummary
@@ -44,6 +45,7 @@ class Outcome:
     raw_aiohttp: common.RawRead
     seconds: float
     cpu: float  # the process's CPU seconds (every thread) during the backfill
+    parts: Sample  # and the event loop's, the other threads', PostgreSQL's
     summary: BackfillSummary
     counts: dict[str, int]
     floor: Floor | None = None  # --deposit: the database alone writing the same rows
@@ -66,9 +68,9 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
         job = Backfill(
             ChainParts(setup.settings, setup.reader, setup.db.sessions, metrics=setup.metrics)
         )
-        cpu = time.process_time()
+        used, before = time.process_time(), sample()
         summary, seconds = await common.measure(lambda: job.run(start, end), args, match)
-        cpu = time.process_time() - cpu
+        used, parts = time.process_time() - used, sample() - before
         counts = await setup.db.counts()
         floor, expected = None, None
         if args.deposit:
@@ -79,7 +81,8 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
         setup.raw,
         setup.raw_aiohttp,
         seconds,
-        cpu,
+        used,
+        parts,
         summary,
         counts,
         floor,
@@ -149,6 +152,8 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
             f" {c['transactions']:,} transaction rows, {c['confirmed']:,} confirmed +"
             f" {c['confirming']:,} confirming payments; raw read saw {o.raw.logs:,} logs{note}"
         )
+        where = describe(o.parts, o.seconds, postgres=args.db == "postgresql")
+        print(f"match {o.match:g}: {where}")
     for o in outcomes:
         if o.floor is not None and o.floor_expected is not None:
             report_floor(o, args.db)
