@@ -48,6 +48,7 @@ class Outcome:
     parts: Sample  # and the event loop's, the other threads', PostgreSQL's
     summary: BackfillSummary
     counts: dict[str, int]
+    raw_cpu: Sample | None = None  # one raw read's
     floor: Floor | None = None  # --deposit: the database alone writing the same rows
     floor_expected: dict[str, int] | None = None  # the backfill's rows, to compare with it
 
@@ -85,6 +86,7 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
         parts,
         summary,
         counts,
+        setup.raw_cpu,
         floor,
         expected,
     )
@@ -153,7 +155,10 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
             f" {c['confirming']:,} confirming payments; raw read saw {o.raw.logs:,} logs{note}"
         )
         where = describe(o.parts, o.seconds, postgres=args.db == "postgresql")
-        print(f"match {o.match:g}: {where}")
+        print(f"match {o.match:g}: backfill {where}")
+        if o.raw_cpu is not None:
+            raw = describe(o.raw_cpu, o.raw.seconds, postgres=False)
+            print(f"match {o.match:g}: raw read (httpx, one run) {raw}")
     for o in outcomes:
         if o.floor is not None and o.floor_expected is not None:
             report_floor(o, args.db)

@@ -26,6 +26,7 @@ import httpx
 import orjson
 
 from bench.chain import DEFAULT_CACHE, BenchChain, Shape, bench_chain_settings, open_chain
+from bench.cpu import Sample, sample
 from bench.database import BenchDB, fresh_database, insert_payments, workdir
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings, LoggingSettings
@@ -237,6 +238,7 @@ class MatchSetup:
     settings: ChainSettings
     reader: ChainReader
     metrics: Metrics
+    raw_cpu: Sample | None = None  # one raw (httpx) read's CPU, the mean of its runs
 
 
 @asynccontextmanager
@@ -246,7 +248,9 @@ async def match_setup(
     """The raw read over the chain's range, then a fresh database with the payments of
     ``match``, and the scanner's reader; the reader and the database are closed on exit."""
     start, end = chain.first_block, chain.head
+    before = sample()
     raw, _ = await raw_median(chain.url, chain.token, start, end, args.raw_repeats)
+    raw_cpu = (sample() - before).per(args.raw_repeats)
     raw_aiohttp, _ = await raw_median(
         chain.url, chain.token, start, end, args.raw_repeats, raw_get_logs_aiohttp
     )
@@ -270,7 +274,7 @@ async def match_setup(
         )
         metrics = Metrics()
         reader = ChainReader.from_settings(settings, metrics)
-        yield MatchSetup(raw, raw_aiohttp, db, payments, settings, reader, metrics)
+        yield MatchSetup(raw, raw_aiohttp, db, payments, settings, reader, metrics, raw_cpu)
     finally:
         if reader is not None:
             await reader.client.aclose()

@@ -1,5 +1,5 @@
-"""Where a run's CPU went: the scanner's event-loop thread, its other threads, and the local
-PostgreSQL server, read from ``/proc`` (Linux) before and after.
+"""Where a run's CPU went: the scanner's event-loop thread, its other threads, the local
+PostgreSQL server and the local node (anvil), read from ``/proc`` (Linux) before and after.
 
 The event loop runs the scanner's Python (parsing, matching, the ledger, building rows, the
 drivers' encoding); SQLite runs in the driver's worker threads; PostgreSQL in its server
@@ -23,12 +23,29 @@ class Sample:
     loop: float  # the main thread's (the event loop's) CPU seconds
     threads: float  # every other thread of this process
     postgres: float | None  # the local PostgreSQL server's, every process; None: unreadable
+    node: float | None  # the local anvil's; None: unreadable
 
     def __sub__(self, before: Sample) -> Sample:
-        pg = None
-        if self.postgres is not None and before.postgres is not None:
-            pg = self.postgres - before.postgres
-        return Sample(self.loop - before.loop, self.threads - before.threads, pg)
+        return Sample(
+            self.loop - before.loop,
+            self.threads - before.threads,
+            _less(self.postgres, before.postgres),
+            _less(self.node, before.node),
+        )
+
+    def per(self, runs: int) -> Sample:
+        """Each of ``runs`` runs' share."""
+        n = max(1, runs)
+        return Sample(
+            self.loop / n,
+            self.threads / n,
+            None if self.postgres is None else self.postgres / n,
+            None if self.node is None else self.node / n,
+        )
+
+
+def _less(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
 
 
 def sample() -> Sample:
@@ -38,7 +55,7 @@ def sample() -> Sample:
     try:
         tasks = list((_PROC / "self" / "task").iterdir())
     except OSError:
-        return Sample(0.0, 0.0, None)
+        return Sample(0.0, 0.0, None, None)
     for task in tasks:
         times = _times(task / "stat")
         if times is None:
@@ -47,7 +64,8 @@ def sample() -> Sample:
             loop += times[0]
         else:
             other += times[0]
-    return Sample(loop, other, _postgres())
+    found = _processes()
+    return Sample(loop, other, _server(found.get("postgres", {})), _server(found.get("anvil", {})))
 
 
 def _times(stat: Path) -> tuple[float, float, int, str] | None:
@@ -64,23 +82,28 @@ def _times(stat: Path) -> tuple[float, float, int, str] | None:
     return own, children, int(fields[1]), command
 
 
-def _postgres() -> float | None:
-    """Every ``postgres`` process's CPU, plus what the server's exited backends used (their
-    parent, the postmaster, has reaped them: its children's seconds); None when no such
-    process is readable (a server elsewhere, or no ``/proc``)."""
-    found: dict[int, tuple[float, float, int]] = {}
+def _processes() -> dict[str, dict[int, tuple[float, float, int]]]:
+    """The ``postgres`` and ``anvil`` processes by pid: (own CPU, reaped children's, parent)."""
+    found: dict[str, dict[int, tuple[float, float, int]]] = {}
     try:
         entries = [p for p in _PROC.iterdir() if p.name.isdigit()]
     except OSError:
-        return None
+        return found
     for entry in entries:
         times = _times(entry / "stat")
-        if times is not None and times[3] == "postgres":
-            found[int(entry.name)] = times[:3]
+        if times is not None and times[3] in ("postgres", "anvil"):
+            found.setdefault(times[3], {})[int(entry.name)] = times[:3]
+    return found
+
+
+def _server(found: dict[int, tuple[float, float, int]]) -> float | None:
+    """A server's CPU: each of its processes', plus what its exited ones used (their parent,
+    the first process, has reaped them: its children's seconds); None when none is readable
+    (a server elsewhere, or no ``/proc``)."""
     if not found:
         return None
     total = sum(own for own, _, _ in found.values())
-    # the postmaster: the one whose parent is no postgres process
+    # the first process: the one whose parent is none of them
     total += sum(children for _, children, parent in found.values() if parent not in found)
     return total
 
@@ -93,6 +116,9 @@ def describe(used: Sample, wall: float, *, postgres: bool) -> str:
     if postgres and used.postgres is not None:
         parts.append(f"PostgreSQL server {used.postgres:.2f} s")
         total += used.postgres
+    if used.node is not None:
+        parts.append(f"node {used.node:.2f} s")
+        total += used.node
     side = total / wall if wall > 0 else 0.0
     return (
         f"CPU: {', '.join(parts)}; together {total:.2f} s in {wall:.2f} s of wall time"
