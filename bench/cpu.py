@@ -24,6 +24,7 @@ class Sample:
     threads: float  # every other thread of this process
     postgres: float | None  # the local PostgreSQL server's, every process; None: unreadable
     node: float | None  # the local anvil's; None: unreadable
+    readable: bool = True  # False: no /proc here (the threads' seconds are not known)
 
     def __sub__(self, before: Sample) -> Sample:
         return Sample(
@@ -31,6 +32,7 @@ class Sample:
             self.threads - before.threads,
             _less(self.postgres, before.postgres),
             _less(self.node, before.node),
+            self.readable and before.readable,
         )
 
     def per(self, runs: int) -> Sample:
@@ -41,6 +43,7 @@ class Sample:
             self.threads / n,
             None if self.postgres is None else self.postgres / n,
             None if self.node is None else self.node / n,
+            self.readable,
         )
 
 
@@ -55,7 +58,7 @@ def sample() -> Sample:
     try:
         tasks = list((_PROC / "self" / "task").iterdir())
     except OSError:
-        return Sample(0.0, 0.0, None, None)
+        return Sample(0.0, 0.0, None, None, readable=False)
     for task in tasks:
         times = _times(task / "stat")
         if times is None:
@@ -111,6 +114,8 @@ def _server(found: dict[int, tuple[float, float, int]]) -> float | None:
 def describe(used: Sample, wall: float, *, postgres: bool) -> str:
     """One line: each part's CPU seconds (``postgres``: the server's too), their sum against
     the wall time."""
+    if not used.readable:
+        return "CPU by part: not known here (no /proc)"
     parts = [f"event loop {used.loop:.2f} s", f"other threads {used.threads:.2f} s"]
     total = used.loop + used.threads
     if postgres and used.postgres is not None:
