@@ -52,7 +52,8 @@ def _less(after: float | None, before: float | None) -> float | None:
 
 
 def sample() -> Sample:
-    """CPU seconds so far (every thread of this process; PostgreSQL's server, if local)."""
+    """CPU seconds so far: every thread of this process, and PostgreSQL's server and the node
+    where they run on this machine."""
     main = threading.main_thread().native_id
     loop = other = 0.0
     try:
