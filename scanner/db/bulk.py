@@ -5,11 +5,16 @@ table that one ``INSERT … ON CONFLICT`` or ``UPDATE … FROM`` applies. SQLite
 ``executemany`` of plain tuples. Each value goes through its column's own type (db/types.py),
 once per distinct object (a batch's one timestamp is converted once), so a row is stored
 exactly as an ORM insert would store it. Everything runs in the caller's transaction.
+
+Rows an insert is given as :class:`Made` are made only as they are written: on PostgreSQL a
+part at a time while the server stores the parts ``COPY`` sent before, so the Python that
+makes them (and converts them) runs beside the server's work instead of before it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import Table, text
@@ -21,17 +26,34 @@ from scanner.db.types import bulk_binder
 Row = Sequence[Any]
 
 
+class Made:
+    """``count`` rows, made by ``rows`` (an iterator) only as they are written; read once."""
+
+    def __init__(self, count: int, rows: Iterable[Row]) -> None:
+        self._count = count
+        self._rows: Iterator[Row] | None = iter(rows)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Row]:
+        rows, self._rows = self._rows, None
+        if rows is None:
+            raise RuntimeError("made rows are read once")
+        return rows
+
+
 async def insert(
-    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Row]
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Sequence[Row] | Made
 ) -> None:
     """``INSERT INTO table (columns)`` every row."""
-    if not rows:
+    if not len(rows):
         return
     conn = await session.connection()
-    values = _converted(conn.dialect, table, columns, rows)
-    if _copies(conn, values):
-        await _copy(conn, table.name, columns, values)
+    if _copies(conn, rows):
+        await _copy(conn, table.name, columns, _converting(conn.dialect, table, columns, rows))
         return
+    values = _converted(conn.dialect, table, columns, list(rows))
     await conn.exec_driver_sql(_insert_sql(conn, table.name, columns), values)
 
 
@@ -118,7 +140,7 @@ def _update_rows(
 FEW_ROWS = 50
 
 
-def _copies(conn: AsyncConnection, values: Sequence[Row]) -> bool:
+def _copies(conn: AsyncConnection, values: Sequence[Row] | Made) -> bool:
     return conn.dialect.name == "postgresql" and len(values) > FEW_ROWS
 
 
@@ -134,14 +156,32 @@ def _insert_sql(conn: AsyncConnection, name: str, columns: Sequence[str]) -> str
     return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})"
 
 
+#: Rows a ``COPY`` of :class:`Made` rows makes and converts at a time (about the half
+#: megabyte asyncpg sends at a time, for a ``transactions`` row).
+PART = 2_000
+
+
+def _converting(
+    dialect: Dialect, table: Table, columns: Sequence[str], rows: Iterable[Row]
+) -> Iterator[Row]:
+    """:func:`_converted`, a :data:`PART` of the rows at a time, as they are read."""
+    procs = _processors(dialect, table, columns)
+    made = iter(rows)
+    while part := list(islice(made, PART)):
+        yield from _converted_by(procs, part)
+
+
 def _converted(
     dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Row]
 ) -> list[Row]:
     """Each value through its column's bind conversion, column by column; a value identical to
     the one before it in its column (a batch's one timestamp, a payment's id) converted once."""
+    return _converted_by(_processors(dialect, table, columns), rows)
+
+
+def _converted_by(procs: Sequence[Callable[[Any], Any] | None], rows: Sequence[Row]) -> list[Row]:
     out: list[Sequence[Any]] = []
-    for name, values in zip(columns, zip(*rows, strict=True), strict=True):
-        proc = _processor(dialect, table, name)
+    for proc, values in zip(procs, zip(*rows, strict=True), strict=True):
         out.append(values if proc is None else _mapped(proc, values))
     return list(zip(*out, strict=True))
 
@@ -160,8 +200,10 @@ def _mapped(proc: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
 _NONE = object()
 
 
-def _processor(dialect: Dialect, table: Table, name: str) -> Callable[[Any], Any] | None:
-    return bulk_binder(table.c[name].type, dialect)
+def _processors(
+    dialect: Dialect, table: Table, columns: Sequence[str]
+) -> list[Callable[[Any], Any] | None]:
+    return [bulk_binder(table.c[name].type, dialect) for name in columns]
 
 
 async def _staged(
@@ -181,7 +223,7 @@ async def _staged(
 
 
 async def _copy(
-    conn: AsyncConnection, name: str, columns: Sequence[str], values: Sequence[Row]
+    conn: AsyncConnection, name: str, columns: Sequence[str], values: Iterable[Row]
 ) -> None:
     """``COPY name (columns) FROM STDIN`` on the session's own connection, in its transaction
     (SQLAlchemy begins that on the first statement: one has always run before)."""

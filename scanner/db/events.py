@@ -11,7 +11,8 @@ two writers never give one place twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 
 import orjson
 from sqlalchemy import String, bindparam, text
@@ -45,8 +46,16 @@ async def append(
     if postgres and serialized:
         await events_xact_lock(session)
     places = await _counts(session, {str(row.payment_key) for row in rows}, postgres)
-    stamp = now()
-    values: list[tuple[object, ...]] = []
+    made = bulk.Made(len(rows), _values(rows, places, now()))
+    await bulk.insert(session, table("payment_events"), _COLUMNS, made)
+    if postgres and serialized:
+        await session.execute(text("NOTIFY payment_events"))
+
+
+def _values(
+    rows: Sequence[OutboxRow], places: Counter[str], stamp: datetime
+) -> Iterator[tuple[object, ...]]:
+    """Each row's values, its key counted from its payment's place (``places`` moves on)."""
     for row in rows:
         payment = str(row.payment_key)
         data = dict(row.data)
@@ -55,12 +64,7 @@ async def append(
             payment, places[payment], event.type, event.status_from, event.status_to, data
         )
         places[payment] += 1
-        values.append(
-            (row.payment_key, event.type, event.status_from, event.status_to, data, stamp, key)
-        )
-    await bulk.insert(session, table("payment_events"), _COLUMNS, values)
-    if postgres and serialized:
-        await session.execute(text("NOTIFY payment_events"))
+        yield (row.payment_key, event.type, event.status_from, event.status_to, data, stamp, key)
 
 
 async def _counts(session: AsyncSession, payments: set[str], postgres: bool) -> Counter[str]:

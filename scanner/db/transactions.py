@@ -207,7 +207,8 @@ async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) ->
     def row(r: CreditRow) -> tuple[Any, ...]:
         return (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
 
-    await bulk.insert(session, t, _NEW, [row(r) for r in seen if r.new])
+    new = [r for r in seen if r.new]
+    await bulk.insert(session, t, _NEW, bulk.Made(len(new), map(row, new)))
     seen_again = [row(r) for r in seen if not r.new]
     await bulk.upsert(session, t, _NEW, seen_again, key=key, rewrite=_REWRITTEN)
     again = [(chain, *_keyed(r, stamp)) for r in changed]

@@ -77,3 +77,60 @@ async def test_insert_upsert_and_update_store_the_same_rows_however_many(
         assert [(p.id, p.status, p.amount_received, p.scanner_rev) for p in payments] == [
             (pid, "confirming", Decimal(f"{n}.000001"), 1) for n, pid in enumerate(ids)
         ]
+
+
+@pytest.mark.parametrize("count", [bulk.FEW_ROWS, bulk.PART + 3])
+async def test_made_rows_are_stored_as_given_rows_are(
+    session_factory: async_sessionmaker[AsyncSession], count: int
+) -> None:
+    """Rows made as they are written (on PostgreSQL, while ``COPY`` sends the ones before them,
+    across more than one part) are the rows a list would have stored, in the same order."""
+    async with session_factory() as session:
+        _, ids = await _payments(session, 2)
+        made: list[int] = []
+
+        def event(n: int) -> tuple[object, ...]:
+            made.append(n)
+            return (ids[n % 2], "status_changed", "pending", "confirming", {"n": n}, T0)
+
+        columns = ("payment_id", "type", "status_from", "status_to", "data", "created_at")
+        rows = bulk.Made(count, map(event, range(count)))
+        await bulk.insert(session, table("payment_events"), columns, rows)
+        await session.commit()
+        with pytest.raises(RuntimeError, match="read once"):
+            iter(rows)
+        stored = (await session.execute(select(PaymentEvent).order_by(PaymentEvent.id))).scalars()
+        assert [(e.payment_id, e.data) for e in stored] == [
+            (ids[n % 2], {"n": n}) for n in range(count)
+        ]
+        assert made == list(range(count))  # each made once
+
+
+async def test_a_row_that_cannot_be_made_writes_none_of_them(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A maker that fails part way (a part of its rows already handed to ``COPY``) raises its
+    own error, and the transaction, rolled back, leaves no row of the insert; the session goes
+    on."""
+    async with session_factory() as session:
+        _, ids = await _payments(session, 1)
+
+        def event(n: int) -> tuple[object, ...]:
+            if n == bulk.PART + 1:
+                raise ValueError("row 2001 is wrong")
+            return (ids[0], "status_changed", "pending", "confirming", {"n": n}, T0)
+
+        columns = ("payment_id", "type", "status_from", "status_to", "data", "created_at")
+        count = bulk.PART + 5
+        with pytest.raises(ValueError, match="row 2001 is wrong"):
+            await bulk.insert(
+                session,
+                table("payment_events"),
+                columns,
+                bulk.Made(count, map(event, range(count))),
+            )
+        await session.rollback()
+        assert (await session.execute(select(PaymentEvent))).scalars().all() == []
+        await bulk.insert(session, table("payment_events"), columns, [event(0)])
+        await session.commit()
+        assert len((await session.execute(select(PaymentEvent))).scalars().all()) == 1
