@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,10 +62,13 @@ class ChainContext:
     idle_seconds: float | None = None  # set before the chain's lock: see chain_xact_lock
     # by id, built once: callers look tokens up per row
     _by_id: dict[UUID, TokenInfo] = field(init=False, repr=False, compare=False)
+    # payments rows parsed under this context, by their columns as stored (scan/rows.py)
+    _parsed: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_id = {a.id: a for t in self.tokens.values() for a in (t, *t.aliases)}
         object.__setattr__(self, "_by_id", by_id)
+        object.__setattr__(self, "_parsed", {})
 
     @classmethod
     def from_settings(cls, chain: ChainSettings, tokens: Mapping[str, TokenInfo]) -> ChainContext:
@@ -119,6 +123,11 @@ class ChainContext:
         """The enabled tokens by id, aliases too (one shared dict, built at construction: do
         not mutate)."""
         return self._by_id
+
+    def parsed_rows(self) -> dict[Any, Any]:
+        """The payments rows parsed under this context's tokens, kept by
+        :func:`scanner.scan.rows.holdings` (the one that reads and writes it)."""
+        return self._parsed
 
 
 async def lock_chain(session: AsyncSession, ctx: ChainContext) -> None:

@@ -94,16 +94,45 @@ def parse_row(row: PaymentRow, ctx: ChainContext) -> Holding:
 
 
 def holdings(rows: Iterable[RawPayment], ctx: ChainContext) -> list[Holding]:
-    """The usable, followed rows, each id once (an invalid row is reported by the catch-up)."""
+    """The usable, followed rows, each id once (an invalid row is reported by the catch-up).
+
+    A row read again with every column as it was (each value and its type: ``1`` is not
+    ``1.0`` nor ``True``) under the same context is not parsed again: a backfill's next commit
+    and the live scan's next tick read the same open payments. At most :data:`PARSED_ROWS`
+    are kept; a row that cannot be used is parsed every time."""
     out: dict[UUID, Holding] = {}
+    parsed = ctx.parsed_rows()
     for raw in rows:
+        values = (raw.key, raw.token_id, raw.address, raw.amount, raw.status, raw.created_at,
+                  raw.expires_at)  # fmt: skip
+        seen: object = (values, tuple(map(type, values)))
         try:
-            row = read_row(raw)
-            if followed(row, ctx) and row.id not in out:
-                out[row.id] = parse_row(row, ctx)
-        except RowInvalid:
-            continue
+            holding = parsed.get(seen, _UNSEEN)
+        except TypeError:  # a value no dict can hold (a driver's list): parsed, not kept
+            seen, holding = None, _UNSEEN
+        if holding is _UNSEEN:
+            try:
+                holding = _holding(raw, ctx)
+            except RowInvalid:
+                continue
+            if seen is not None:
+                if len(parsed) >= PARSED_ROWS:
+                    parsed.clear()
+                parsed[seen] = holding
+        if holding is not None and holding.payment.id not in out:
+            out[holding.payment.id] = holding
     return list(out.values())
+
+
+#: Parsed payments rows a chain keeps (about 0.8 KB each), for its next commit or tick.
+PARSED_ROWS = 20_000
+_UNSEEN: Any = object()
+
+
+def _holding(raw: RawPayment, ctx: ChainContext) -> Holding | None:
+    """The row's holding; None when it is not followed (a token the chain does not scan)."""
+    row = read_row(raw)
+    return parse_row(row, ctx) if followed(row, ctx) else None
 
 
 def read_rows(
