@@ -124,7 +124,7 @@ def holdings(rows: Iterable[RawPayment], ctx: ChainContext) -> list[Holding]:
     return list(out.values())
 
 
-#: Parsed payments rows a chain keeps (about 0.8 KB each), for its next commit or tick.
+#: Parsed payments rows a chain keeps (about 1 KB each), for its next commit or tick.
 PARSED_ROWS = 20_000
 _UNSEEN: Any = object()
 
