@@ -93,3 +93,14 @@ def test_the_rows_kept_are_bounded(monkeypatch: pytest.MonkeyPatch, parses: list
     assert len(ctx.parsed_rows()) <= 3
     assert len(rows.holdings(book, ctx)) == 5  # the ones dropped are parsed again
     assert 5 < len(parses) <= 10
+
+
+def test_a_value_no_dict_can_hold_is_parsed_and_not_kept(parses: list[Any]) -> None:
+    """A driver's list (a column the gateway retyped to an array) cannot key the rows kept: the
+    row is parsed each time, refused as any unreadable amount is, and the others go on."""
+    ctx = _context()
+    odd = _raw(0, amount=[1, 5])
+    for _ in range(2):
+        assert [h.key for h in rows.holdings([odd, _raw(1)], ctx)] == [_raw(1).key]
+    assert parses.count(odd.key) == 2
+    assert len(ctx.parsed_rows()) == 1
