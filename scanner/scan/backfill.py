@@ -47,6 +47,9 @@ log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
 SIEVE_MAX = 200_000  # watched addresses whole answers are sifted by as they are parsed (~30 MB)
 COMMIT_LOGS = 20_000  # logs one commit holds at most when it joins several reads
+#: how long a commit that could join a read like its first one waits for the reads under way, as
+#: a fraction of the time its first read took (reads started together come in together)
+LINGER = 0.25
 
 
 @dataclass(slots=True)
@@ -208,7 +211,10 @@ class Backfill(OnChain):
         previous = await self._previous(start)
         window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
         most = max(span, FILTERED_SPAN * self.sizer.size)
-        async with aclosing(prefetch_ready(ranges, fetch, self.settings.concurrency)) as stream:
+        reads = prefetch_ready(
+            ranges, fetch, self.settings.concurrency, linger=lambda data: linger(data, most)
+        )
+        async with aclosing(reads) as stream:
             async for data in _commits(stream, previous, most):
                 result = await self._commit(ctx, data, window, summary)
                 window = _tail(window | data.timestamps, ctx.reorg_depth + (ctx.required or 0))
@@ -362,6 +368,14 @@ class Backfill(OnChain):
         return (await self.reader.headers(start - 1, start - 1))[0]
 
 
+def linger(data: RangeData, most: int) -> float:
+    """How long a commit whose first read is ``data`` waits for the reads under way
+    (:data:`LINGER`); 0 when a read like it could not be joined to it (:func:`_commits`: at most
+    :data:`COMMIT_LOGS` logs and ``most`` blocks)."""
+    joinable = 2 * len(data.logs) <= COMMIT_LOGS and 2 * (data.end - data.start + 1) <= most
+    return LINGER if joinable else 0.0
+
+
 def is_hex(address: str) -> bool:
     """Whether ``address`` is ``0x`` and 40 lower-case hex digits (a set's check, in C: a book of
     ten thousand addresses is checked in a few milliseconds)."""
@@ -377,8 +391,9 @@ async def _commits(
     """The ranges read, each checked against the one before it, joined into commits of at most
     :data:`COMMIT_LOGS` logs and ``most`` blocks: a commit costs the same whatever it holds
     (locking, updating and totalling its payments), so reads with few logs need not be a
-    commit each. Only reads already in are joined: a read is never held back for one under
-    way (a node that stalls then costs no work already read)."""
+    commit each. Only reads already in are joined; the reads started with a commit's first
+    read are waited for, for :data:`LINGER` of that read's time and no longer (reads started
+    together come in together, and a node that stalls then costs no work already read)."""
     async for reads in batches:
         held: RangeData | None = None
         for data in reads:

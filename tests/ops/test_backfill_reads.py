@@ -11,8 +11,10 @@ what is asked, and can take ``blockTimestamp`` out of the logs.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -26,8 +28,9 @@ from scanner.errors import MalformedResponse
 from scanner.observe.metrics import Metrics
 from scanner.scan import backfill
 from scanner.scan.backfill import Backfill, BackfillSummary, Progress
-from scanner.scan.fetch import TOPICS_PER_CALL, recipient_topic
+from scanner.scan.fetch import TOPICS_PER_CALL, RangeData, recipient_topic
 from scanner.scan.parts import ChainParts
+from scanner.scan.pipeline import prefetch_ready
 from tests.e2e.harness import Harness
 from tests.ops.support import (
     PaymentSpec,
@@ -545,3 +548,78 @@ async def test_in_tag_mode_expiries_judged_at_the_finalized_block_are_decided(
     assert statuses(got, token_payments) == statuses(want, token_payments)
     assert statuses(got, token_payments)["underpaid"] == "expired"
     assert got["events"] == want["events"]
+
+
+async def _steps(
+    delays: dict[int, float], linger: Any = None, concurrency: int = 4
+) -> list[tuple[list[int], float]]:
+    """The reads ``prefetch_ready`` yields, step by step, with when each step came (seconds);
+    the read of range ``n`` takes ``delays[n]``."""
+
+    async def fetch(start: int, end: int) -> int:
+        await asyncio.sleep(delays[start])
+        return start
+
+    began = time.monotonic()
+    steps: list[tuple[list[int], float]] = []
+    ranges = [(n, n) for n in sorted(delays)]
+    async with aclosing(prefetch_ready(ranges, fetch, concurrency, linger=linger)) as reads:
+        async for batch in reads:
+            steps.append((batch, time.monotonic() - began))
+    return steps
+
+
+async def test_reads_started_together_are_waited_for_a_little_and_yielded_together() -> None:
+    """A commit that could join more reads waits, for a fraction of its first read's time, for
+    the reads started with it: reads that come in together are one commit."""
+    together = {0: 0.4, 1: 0.5, 2: 0.5, 3: 0.5}
+    assert [b for b, _ in await _steps(together, linger=lambda _: 1.0)] == [[0, 1, 2, 3]]
+    # the fraction of the first read's time is what is waited for, no more
+    steps = await _steps({0: 0.4, 1: 1.0, 2: 1.0}, linger=lambda _: 0.1)
+    assert steps[0][0] == [0] and steps[0][1] < 0.9
+    assert [b for b, _ in steps] == [[0], [1, 2]]
+
+
+async def test_a_read_that_stalls_is_not_waited_for_past_the_linger() -> None:
+    """The reads already in go on at once when the next one stalls: a node that stalls costs
+    no work already read, and no wait beyond the linger."""
+    steps = await _steps({0: 0.2, 1: 1.5, 2: 0.2}, linger=lambda _: 0.25)
+    assert steps[0][0] == [0] and steps[0][1] < 0.8
+    assert [b for b, _ in steps] == [[0], [1, 2]]
+    no_wait = await _steps({0: 0.1, 1: 0.6}, linger=lambda _: 0.0)  # nothing to join
+    assert no_wait[0][0] == [0] and no_wait[0][1] < 0.5
+
+
+async def test_a_read_that_failed_is_raised_after_the_reads_before_it_are_yielded() -> None:
+    """Reads already in before a failed one are still committed: the failure is raised at its
+    own turn (the job resumes there)."""
+
+    async def fetch(start: int, end: int) -> int:
+        await asyncio.sleep({0: 0.3, 1: 0.0, 2: 0.1}[start])
+        if start == 2:
+            raise ValueError("the read failed")
+        return start
+
+    got: list[list[int]] = []
+    reads = prefetch_ready([(0, 0), (1, 1), (2, 2)], fetch, 4, linger=lambda _: 0.5)
+    with pytest.raises(ValueError, match="the read failed"):
+        async with aclosing(reads) as steps:
+            async for batch in steps:
+                got.append(batch)
+    assert got == [[0, 1]]
+
+
+def test_a_commit_lingers_only_where_a_read_like_its_first_could_be_joined() -> None:
+    """Reads sifted to a few logs wait for the reads under way; a read that fills half a
+    commit's logs or blocks does not (the next one could not be joined: the deposit workload's
+    reads of 20,000 logs each)."""
+
+    def read(blocks: int, logs: int) -> RangeData:
+        return RangeData(1, blocks, (), tuple({} for _ in range(logs)))  # type: ignore[typeddict-item]
+
+    most = 5_000
+    assert backfill.linger(read(500, 100), most) == backfill.LINGER > 0
+    assert backfill.linger(read(500, backfill.COMMIT_LOGS // 2), most) == backfill.LINGER
+    assert backfill.linger(read(500, backfill.COMMIT_LOGS // 2 + 1), most) == 0
+    assert backfill.linger(read(1_000, backfill.COMMIT_LOGS), most) == 0
+    assert backfill.linger(read(most // 2 + 1, 10), most) == 0
