@@ -170,6 +170,11 @@ class RangeInput:
     #: not known here). An expiry waits until every block in time is swept: a log the node
     #: left out of the first read may still pay the payment, and ``expired`` is final.
     unswept: tuple[int, int | None] | None = None
+    #: True for a backfill read above the live cursor, blocks between unread, that loaded a
+    #: credit below its reads the live cursor has not made final: that credit's block may have
+    #: been replaced unseen, so nothing is final beyond ``checked`` (the live cursor), not even
+    #: as of a block of the range.
+    unlinked: bool = False
 
     def finality(self, checked: int | None = None) -> Finality:
         """What is final as of ``checked``; ``final_timestamp``, the time an expiry is judged
@@ -322,7 +327,8 @@ def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:
     for number in sorted(by_block):
         block = by_block[number]
         ids = {pid for t in block for pid in candidates[(t.to_address, t.token)]}
-        ledger.advance(inp.finality(number - 1), ids)  # what the live scan had then
+        at = min(number - 1, inp.checked) if inp.unlinked else number - 1
+        ledger.advance(inp.finality(at), ids)  # what the live scan had then
         for transfer in block:
             if ledger.apply(transfer, candidates[(transfer.to_address, transfer.token)]):
                 applied[transfer.key] = transfer

@@ -116,6 +116,7 @@ class Backfill(OnChain):
         self._dry_session: AsyncSession | None = None
         self._head = -1  # the node's head as the run began
         self._from = 0  # the run's first block (a split backfill's whole range)
+        self._first = 0  # the first block these reads begin at (a resumed job's, a split job's)
         self._tag: int | None = None  # and its finality tag's block (tag mode)
         # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
         self.worker: str | None = None
@@ -204,6 +205,7 @@ class Backfill(OnChain):
         summary: BackfillSummary,
         progress: Progress | None,
     ) -> None:
+        self._first = start
         deep_to = ctx.deep_end(self._head, self._tag)
         fetch, span = await self._fetcher(ctx, deep_to)
         cut = min(end, max(start - 1, deep_to))
@@ -324,8 +326,11 @@ class Backfill(OnChain):
         floor = live.block if live is not None else -1
         await verify_stored(session, ctx, data)  # the blocks the live scan linked, if any
         # Inside the reorg window only what the live scan linked is final (its cursor), not
-        # what this node says; without a live scan, the backfill's own linked reads.
+        # what this node says; without a live scan, the backfill's own linked reads. Reads
+        # begun above the live cursor are not linked to it: a credit below them is final only
+        # on the live cursor's word (load_range's linked_from).
         end_checked = live is None or data.end <= ctx.deep_end(self._head, self._tag)
+        linked = live is None or floor >= self._first - 1
         tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
         # A dry run writes into its one transaction's temporary copies, without row locks.
         mode = DRY_RUN if self.dry_run else BACKFILL
@@ -338,6 +343,7 @@ class Backfill(OnChain):
             below=window,
             checked_floor=floor,
             end_checked=end_checked,
+            linked_from=None if linked else self._first,
             # blocks between the live cursor and this run are nobody's yet: no expiry
             decides_expiry=live is None or floor >= self._from - 1,
         )

@@ -52,6 +52,7 @@ class RangeTerms(TypedDict, total=False):
     below: Required[Mapping[int, int]]
     checked_floor: int
     end_checked: bool
+    linked_from: int | None
 
 
 async def load_range(
@@ -64,6 +65,7 @@ async def load_range(
     below: Mapping[int, int],
     checked_floor: int = -1,
     end_checked: bool = True,
+    linked_from: int | None = None,
 ) -> tuple[RangeInput, dict[str, int]]:
     """The range's input to the plan, and the decoder's skipped-log counts by reason.
 
@@ -71,6 +73,11 @@ async def load_range(
     backfill's previous range), so finality can be judged at every block boundary. Finality
     counts against the range's end (unless ``end_checked`` is False: a backfill range inside the
     reorg window) or ``checked_floor`` (the live cursor), the higher.
+
+    ``linked_from``: a backfill whose reads begin there, above the live cursor, with blocks
+    unread between. A credit it loads below that block and above what the live cursor has made
+    final sits in a block that may have been replaced unseen: then the range is loaded with the
+    live cursor alone checked, and ``unlinked`` (:class:`~scanner.core.plan.RangeInput`).
     """
     checked = max(data.end if end_checked else -1, checked_floor)
     timestamps = await _timestamps(session, ctx, data, below, checked)
@@ -97,7 +104,25 @@ async def load_range(
     inp = replace(inp, start=data.start, end=data.end, headers=data.headers, orphan=orphan)
     if mode is SWEEP and inp.unswept is not None:  # the sweep's own span is read again now
         inp = replace(inp, unswept=await _unswept(session, ctx, timestamps, data.end))
+    if linked_from is not None and _unlinked_credit(inp, checked_floor, linked_from):
+        if checked != checked_floor:  # its own end counted as checked: load again without it
+            inp, _ = await load_range(
+                session, ctx, data, mode, tag_block=tag_block, below=below,
+                checked_floor=checked_floor, end_checked=False,
+            )  # fmt: skip
+        inp = replace(inp, unlinked=True)
     return inp, _counted(decoded.skipped, data.passed.zero_value)
+
+
+def _unlinked_credit(inp: RangeInput, floor: int, linked_from: int) -> bool:
+    """Whether a credit loaded is in a block below ``linked_from`` that the live cursor
+    (``floor``) has not made final, and is neither final as stored nor orphaned."""
+    final = inp.rules.finality(floor, inp.tag_block, {}).final_block
+    return any(
+        final < c.block_number < linked_from and not (c.final or c.orphaned)
+        for credits in inp.credits.values()
+        for c in credits
+    )
 
 
 def _counted(skipped: Mapping[str, int], zero_value: int) -> dict[str, int]:

@@ -73,3 +73,67 @@ async def test_a_reorg_below_a_backfill_leaves_the_backfills_credits_on_the_chai
     ]
     (row,) = await h.transactions(paid)
     assert row["status"] == "confirmed"
+
+
+async def test_a_backfill_above_a_stopped_live_scan_never_finalizes_a_credit_it_did_not_link(
+    h: Harness,
+) -> None:
+    """The live scan credited a transfer and stopped; a reorg then replaced the transfer's
+    block without it, unseen. A backfill far above the live cursor reads its own range only:
+    the credit below it is no more final on the backfill's word than on the live scan's (the
+    payment is not confirmed on money that is gone), and the live scan, back, orphans it."""
+    gone = await h.create_payment(ALICE, "10")
+    inside = await h.create_payment(BOB, "4")
+    await h.scan()
+    tx = pay(h, ALICE, 10_000_000)
+    await h.scan()
+    assert await h.status(gone) == "confirming"
+    live_at = await stored_cursor(h)
+    h.chain.reorg(1)  # the transfer's block, replaced without it
+    assert h.chain.receipt(tx) is None
+    h.mine(3)
+    start = h.chain.head() + 1
+    pay(h, BOB, 4_000_000)
+    h.mine(5)
+    end = h.chain.head()
+    h.mine(DEEP)  # the range is far below the head: the backfill's own reads are final
+    assert live_at < start - 1
+
+    await backfill(small(h), h.sessions, start, end)
+
+    assert await h.status(gone) == "confirming"  # as the live scan left it, never confirmed
+    (credit,) = await h.transactions(gone)
+    assert credit["status"] == "pending"
+    assert await h.status(inside) == "confirming"  # credited; final once the live scan links it
+    await h.scan()  # finds the reorg at its cursor, orphans the credit, scans on
+    payment = await h.payment(gone)
+    assert payment["status"] == "pending" and payment["amount_received"] == 0
+    kinds = [e[0] for e in await h.events(gone)]
+    assert "confirmed_reverted" not in kinds and kinds[-1] == "status_changed"
+    assert await h.status(inside) == "confirmed"
+
+
+async def test_a_transfer_in_the_range_to_that_payment_does_not_finalize_its_old_credit(
+    h: Harness,
+) -> None:
+    """The same, the payment paid again inside the backfill's range: each block's transfers
+    are judged as of the block before them, and that is never past the live cursor here."""
+    gone = await h.create_payment(ALICE, "10")
+    await h.scan()
+    pay(h, ALICE, 10_000_000)
+    await h.scan()
+    h.chain.reorg(1)  # the transfer's block, replaced without it
+    h.mine(3)
+    start = h.chain.head() + 1
+    h.mine(20)  # past the confirmations: as of the next block, the old credit would be final
+    pay(h, ALICE, 1_000_000)
+    end = h.chain.head()
+    h.mine(DEEP)
+
+    await backfill(small(h), h.sessions, start, end)
+
+    assert await h.status(gone) == "confirming"
+    await h.scan()
+    payment = await h.payment(gone)
+    assert payment["status"] == "pending" and payment["amount_received"] == 1
+    assert "confirmed_reverted" not in [e[0] for e in await h.events(gone)]
