@@ -293,6 +293,22 @@ class DeepReorg(ChainHalted):
         self.max_depth = max_depth
 
 
+class UnlinkedCredit(ChainHalted):
+    """A credit not final yet lies below every block the live scan stored (a backfill ran
+    before it started), and the node now names its block by another hash: no stored hash
+    links it, so the scan must not count it; an operator's rewind below it resumes the
+    chain."""
+
+    def __init__(self, *, chain: str, block: int) -> None:
+        super().__init__(
+            f"chain {chain!r}: a credit not final yet is in block {block}, below the blocks the"
+            " live scan stored, and the node now shows another block there: run"
+            f" `scanner rewind --chain {chain} --to-block {max(0, block - 1)}` (or lower)",
+            chain=chain,
+        )
+        self.block = block
+
+
 class TokenConfigConflict(ChainHalted):
     def __init__(self, *, chain: str, address: str, configured: int, stored: int) -> None:
         super().__init__(

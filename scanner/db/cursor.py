@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Header
@@ -108,6 +108,13 @@ async def store_blocks(session: AsyncSession, chain: str, headers: Sequence[Head
         for h in headers
     ]
     await session.execute(insert(b), rows)
+
+
+async def lowest_stored(session: AsyncSession, chain: str) -> int | None:
+    """The lowest block stored for the chain (the live scan's reorg window), None when none."""
+    b = table("blocks")
+    found = (await session.execute(select(func.min(b.c.number)).where(b.c.chain == chain))).scalar()
+    return None if found is None else int(found)
 
 
 async def prune_blocks(session: AsyncSession, chain: str, below: int) -> None:

@@ -103,6 +103,18 @@ async def any_credited(session: AsyncSession, chain: str, start: int, end: int) 
     return (await session.execute(stmt)).first() is not None
 
 
+async def unfinal_below(session: AsyncSession, chain: str, below: int) -> set[tuple[int, str]]:
+    """The blocks and hashes of the credits not final yet (``ix_transactions_unfinal``) in
+    blocks below ``below``."""
+    t = table("transactions")
+    stmt = (
+        select(t.c.block_number, t.c.block_hash)
+        .where(text(UNFINAL), t.c.chain == chain, t.c.block_number < below)
+        .distinct()
+    )
+    return {(int(n), str(h)) for n, h in await session.execute(stmt)}
+
+
 def credits_statement(
     session: AsyncSession, whole: Collection[Any], partial: Collection[Any]
 ) -> Any:

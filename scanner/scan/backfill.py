@@ -11,7 +11,7 @@ block the backfill verified itself.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -41,7 +41,7 @@ from scanner.scan.native import native_watch
 from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch_ready
 from scanner.scan.report import report_batch
-from scanner.scan.startup import check_chain_id, sync_tokens
+from scanner.scan.startup import check_chain_id, replaced_blocks, sync_tokens
 
 log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
@@ -327,10 +327,11 @@ class Backfill(OnChain):
         await verify_stored(session, ctx, data)  # the blocks the live scan linked, if any
         # Inside the reorg window only what the live scan linked is final (its cursor), not
         # what this node says; without a live scan, the backfill's own linked reads. Reads
-        # begun above the live cursor are not linked to it: a credit below them is final only
-        # on the live cursor's word (load_range's linked_from).
+        # begun above the live cursor (or with none) are not linked to it: a credit below them
+        # is final only on the live cursor's word, or where the node still shows its block
+        # (load_range's linked_from).
         end_checked = live is None or data.end <= ctx.deep_end(self._head, self._tag)
-        linked = live is None or floor >= self._first - 1
+        linked = floor >= self._first - 1
         tag_block = await self.reader.tag_block(ctx.tag) if ctx.tag else None
         # A dry run writes into its one transaction's temporary copies, without row locks.
         mode = DRY_RUN if self.dry_run else BACKFILL
@@ -344,6 +345,7 @@ class Backfill(OnChain):
             checked_floor=floor,
             end_checked=end_checked,
             linked_from=None if linked else self._first,
+            shown=self._shown,
             # blocks between the live cursor and this run are nobody's yet: no expiry
             decides_expiry=live is None or floor >= self._from - 1,
         )
@@ -367,6 +369,10 @@ class Backfill(OnChain):
                 chain=chain,
                 job=job,
             )
+
+    async def _shown(self, blocks: Collection[tuple[int, str]]) -> bool:
+        """Whether the node shows each of ``blocks`` (number, hash) under that hash now."""
+        return not await replaced_blocks(self.reader, blocks)
 
     async def _previous(self, start: int) -> Header | None:
         if start == 0:

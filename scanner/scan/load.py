@@ -8,7 +8,7 @@ of payments; their credits are one more. The caller holds the transaction; nothi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Required, TypedDict
@@ -34,6 +34,8 @@ from scanner.scan.rows import holdings, read_rows
 
 log = structlog.get_logger(__name__)
 Rows = dict[Any, RawPayment]  # by id as stored
+#: whether the node shows each of these blocks (number, hash) under that hash now
+Shown = Callable[[Collection[tuple[int, str]]], Awaitable[bool]]
 EDITS_PER_TICK = 500
 
 
@@ -53,6 +55,7 @@ class RangeTerms(TypedDict, total=False):
     checked_floor: int
     end_checked: bool
     linked_from: int | None
+    shown: Shown | None
 
 
 async def load_range(
@@ -66,6 +69,7 @@ async def load_range(
     checked_floor: int = -1,
     end_checked: bool = True,
     linked_from: int | None = None,
+    shown: Shown | None = None,
 ) -> tuple[RangeInput, dict[str, int]]:
     """The range's input to the plan, and the decoder's skipped-log counts by reason.
 
@@ -74,10 +78,11 @@ async def load_range(
     counts against the range's end (unless ``end_checked`` is False: a backfill range inside the
     reorg window) or ``checked_floor`` (the live cursor), the higher.
 
-    ``linked_from``: a backfill whose reads begin there, above the live cursor, with blocks
-    unread between. A credit it loads below that block and above what the live cursor has made
-    final sits in a block that may have been replaced unseen: then the range is loaded with the
-    live cursor alone checked, and ``unlinked`` (:class:`~scanner.core.plan.RangeInput`).
+    ``linked_from``: a backfill whose reads begin there, above the live cursor (or with no live
+    scan), with blocks unread between. A credit it loads below that block and above what the
+    live cursor has made final sits in a block that may have been replaced unseen: unless the
+    node still shows every such block under the credit's hash (``shown``), the range is loaded
+    with the live cursor alone checked, and ``unlinked`` (:class:`~scanner.core.plan.RangeInput`).
     """
     checked = max(data.end if end_checked else -1, checked_floor)
     timestamps = await _timestamps(session, ctx, data, below, checked)
@@ -104,7 +109,8 @@ async def load_range(
     inp = replace(inp, start=data.start, end=data.end, headers=data.headers, orphan=orphan)
     if mode is SWEEP and inp.unswept is not None:  # the sweep's own span is read again now
         inp = replace(inp, unswept=await _unswept(session, ctx, timestamps, data.end))
-    if linked_from is not None and _unlinked_credit(inp, checked_floor, linked_from):
+    unlinked = _unlinked_credits(inp, checked_floor, linked_from)
+    if unlinked and not (shown is not None and await shown(unlinked)):
         if checked != checked_floor:  # its own end counted as checked: load again without it
             inp, _ = await load_range(
                 session, ctx, data, mode, tag_block=tag_block, below=below,
@@ -114,15 +120,18 @@ async def load_range(
     return inp, _counted(decoded.skipped, data.passed.zero_value)
 
 
-def _unlinked_credit(inp: RangeInput, floor: int, linked_from: int) -> bool:
-    """Whether a credit loaded is in a block below ``linked_from`` that the live cursor
-    (``floor``) has not made final, and is neither final as stored nor orphaned."""
+def _unlinked_credits(inp: RangeInput, floor: int, linked_from: int | None) -> set[tuple[int, str]]:
+    """The blocks (number, hash) of the credits loaded in blocks below ``linked_from`` that the
+    live cursor (``floor``) has not made final, neither final as stored nor orphaned."""
+    if linked_from is None:
+        return set()
     final = inp.rules.finality(floor, inp.tag_block, {}).final_block
-    return any(
-        final < c.block_number < linked_from and not (c.final or c.orphaned)
+    return {
+        (c.block_number, c.block_hash)
         for credits in inp.credits.values()
         for c in credits
-    )
+        if final < c.block_number < linked_from and not (c.final or c.orphaned)
+    }
 
 
 def _counted(skipped: Mapping[str, int], zero_value: int) -> dict[str, int]:

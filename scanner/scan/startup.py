@@ -1,8 +1,10 @@
-"""Before a chain scans: the node is the right chain, the tokens agree, the cursor exists."""
+"""Before a chain scans: the node is the right chain, the tokens agree, the cursor exists, and
+no credit below the blocks it stored sits in a block the node replaced."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 import structlog
 from sqlalchemy import insert, select
@@ -11,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
 from scanner.db import cursor as stored
+from scanner.db import transactions
 from scanner.db.models import Token
-from scanner.errors import ChainIdMismatch, TokenConfigConflict
+from scanner.errors import ChainIdMismatch, TokenConfigConflict, UnlinkedCredit
 from scanner.scan.context import ChainContext, TokenInfo, by_address
 
 log = structlog.get_logger(__name__)
@@ -109,4 +112,19 @@ async def prepare_chain(
     async with sessions() as session, session.begin():
         tokens = await sync_tokens(session, chain)
         cursor = await init_cursor(session, reader, chain)
+        lowest = await stored.lowest_stored(session, chain.name)
+        below = cursor.block + 1 if lowest is None else lowest
+        unlinked = await transactions.unfinal_below(session, chain.name, below)
+    gone = await replaced_blocks(reader, unlinked)
+    if gone:
+        raise UnlinkedCredit(chain=chain.name, block=gone[0])
     return ChainContext.from_settings(chain, tokens), cursor.block
+
+
+async def replaced_blocks(reader: ChainReader, blocks: Collection[tuple[int, str]]) -> list[int]:
+    """Which of ``blocks`` (number, hash) the node now shows under another hash, in order: a
+    credit there is in a block the chain no longer holds. One batch of headers."""
+    if not blocks:
+        return []
+    shown = {h.number: h.hash for h in await reader.headers_at([n for n, _ in blocks])}
+    return sorted({n for n, h in blocks if shown.get(n) != h})

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from scanner.app import App
 from scanner.config import Settings
 from scanner.devchain import DevChain
-from scanner.errors import DeepReorg
+from scanner.errors import DeepReorg, UnlinkedCredit
 from scanner.scan.operator import rewind_chain
 from scanner.testkit.settings import CHAIN, chain_settings
 from tests.e2e.actions import pay
@@ -317,3 +317,111 @@ async def test_a_reorg_below_a_fresh_start_halts_when_a_backfill_credited_below_
     assert payment["status"] == "pending" and payment["amount_received"] == 0
     (row,) = await h.transactions(pid)
     assert row["status"] == "orphaned"
+
+
+async def _backfilled_then_replaced(h: Harness, *, again_at: int | None = None) -> tuple[str, str]:
+    """Before any live scan, a backfill to the head credits a transfer (not final yet); then a
+    reorg replaces its block without it (``again_at``: the transfer mined again, that many
+    blocks into the new branch). The payment's id and the transfer's transaction."""
+    h.chain_settings = h.chain_settings.model_copy(update={"start_block": None})
+    await ensure_tokens(h.sessions, h.chain_settings)
+    h.scanner = h.make_scanner()  # not started: no live cursor
+    pid = await h.create_payment(ALICE, "3")
+    tx = pay(h, ALICE, 3_000_000)
+    raw = h.chain.raw_tx(tx)
+    h.mine(1)
+    await backfill(h.chain_settings, h.sessions, 0, h.chain.head())
+    assert await h.status(pid) == "confirming"
+    h.chain.reorg(3, [] if again_at is None else [(raw, again_at)])
+    assert (h.chain.receipt(tx) is None) == (again_at is None)
+    h.mine(2)
+    return pid, tx
+
+
+async def test_a_second_backfill_never_finalizes_a_credit_whose_block_is_gone(
+    h: Harness,
+) -> None:
+    """No live scan: a backfill's credit near the head it read, then a reorg replaced its block.
+    A second backfill above the first one links nothing below its own reads: the node no longer
+    shows the credit's block, so the payment is not confirmed on money that is gone."""
+    gone, _ = await _backfilled_then_replaced(h)
+    inside = await h.create_payment(BOB, "4")
+    start = h.chain.head() + 1
+    pay(h, BOB, 4_000_000)
+    h.mine(5)
+    end = h.chain.head()
+    h.mine(70)  # far below the head: the second backfill's own reads are final
+
+    await backfill(h.chain_settings, h.sessions, start, end)
+
+    assert await h.status(gone) == "confirming"
+    (credit,) = await h.transactions(gone)
+    assert credit["status"] == "pending"
+    assert await h.status(inside) == "confirming"  # its range counts no block as checked
+
+
+async def test_a_second_backfill_finalizes_a_credit_whose_block_the_node_still_shows(
+    h: Harness,
+) -> None:
+    """The same with no reorg: the node shows the credit's block, hash for hash, so the second
+    backfill confirms it and its own."""
+    h.chain_settings = h.chain_settings.model_copy(update={"start_block": None})
+    await ensure_tokens(h.sessions, h.chain_settings)
+    h.scanner = h.make_scanner()
+    kept = await h.create_payment(ALICE, "3")
+    pay(h, ALICE, 3_000_000)
+    h.mine(1)
+    await backfill(h.chain_settings, h.sessions, 0, h.chain.head())
+    assert await h.status(kept) == "confirming"
+    inside = await h.create_payment(BOB, "4")
+    start = h.chain.head() + 1
+    pay(h, BOB, 4_000_000)
+    h.mine(5)
+
+    await backfill(h.chain_settings, h.sessions, start, h.chain.head())
+
+    assert await h.status(kept) == "confirmed"
+    assert await h.status(inside) == "confirmed"
+
+
+@pytest.mark.parametrize("again_at", [None, 0])
+async def test_a_fresh_start_halts_on_a_backfills_credit_in_a_replaced_block(
+    h: Harness, again_at: int | None
+) -> None:
+    """No live scan when a backfill credited a transfer near the head; a reorg then replaced
+    its block (the transfer dropped, or mined again in the new branch's first block, below the
+    credit's). The first live scan would count that credit from its first block up, with no
+    stored hash to link it: the chain halts instead, on every start, and confirms nothing; the
+    operator's rewind below the credit orphans it and credits the transfer where it now is."""
+    pid, tx = await _backfilled_then_replaced(h, again_at=again_at)
+    (credit,) = await h.transactions(pid)
+    block = credit["block_number"]
+    scanner = h.scanner
+    assert scanner is not None
+
+    for _ in range(2):  # a restart finds the same
+        with pytest.raises(UnlinkedCredit) as halted:
+            await scanner.prepare()
+        assert halted.value.block == block
+        assert f"--to-block {block - 1}" in str(halted.value)
+    assert await h.status(pid) == "confirming"
+    (credit,) = await h.transactions(pid)
+    assert credit["status"] == "pending"
+
+    await rewind_chain(h.chain_settings, scanner.reader, h.sessions, block - 2)
+    await scanner.prepare()
+    await h.scan()
+    h.mine(3)
+    await h.scan()
+
+    payment = await h.payment(pid)
+    (credit,) = await h.transactions(pid)
+    if again_at is None:
+        assert credit["status"] == "orphaned"
+        assert payment["status"] == "pending" and payment["amount_received"] == 0
+    else:
+        receipt = h.chain.receipt(tx)
+        assert receipt is not None
+        assert credit["block_hash"] == receipt["blockHash"] and credit["status"] == "confirmed"
+        assert payment["status"] == "confirmed" and payment["amount_received"] == 3
+    assert "confirmed_reverted" not in [e[0] for e in await h.events(pid)]
