@@ -44,6 +44,7 @@ class StoredTx:
     log_index: int
     block_number: int
     block_hash: str
+    final: bool = False  # status 'confirmed'
 
     @property
     def key(self) -> tuple[str, int]:
@@ -51,12 +52,22 @@ class StoredTx:
 
 
 def _stored(rows: Any) -> list[StoredTx]:
-    return [StoredTx(stored_key(pid), tx, int(li), int(bn), bh) for pid, tx, li, bn, bh in rows]
+    return [
+        StoredTx(stored_key(pid), tx, int(li), int(bn), bh, status == "confirmed")
+        for pid, tx, li, bn, bh, status in rows
+    ]
 
 
 def _stored_select() -> Any:
     t = table("transactions")
-    return select(raw(t.c.payment_id), t.c.tx_hash, t.c.log_index, t.c.block_number, t.c.block_hash)
+    return select(
+        raw(t.c.payment_id),
+        t.c.tx_hash,
+        t.c.log_index,
+        t.c.block_number,
+        t.c.block_hash,
+        t.c.status,
+    )
 
 
 async def owners_of(

@@ -41,7 +41,7 @@ from scanner.scan.native import native_watch
 from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch_ready
 from scanner.scan.report import report_batch
-from scanner.scan.startup import check_chain_id, replaced_blocks, sync_tokens
+from scanner.scan.startup import check_chain_id, hashes_at, sync_tokens
 
 log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
@@ -345,7 +345,7 @@ class Backfill(OnChain):
             checked_floor=floor,
             end_checked=end_checked,
             linked_from=None if linked else self._first,
-            shown=self._shown,
+            node_hashes=self._node_hashes,
             # blocks between the live cursor and this run are nobody's yet: no expiry
             decides_expiry=live is None or floor >= self._from - 1,
         )
@@ -370,9 +370,8 @@ class Backfill(OnChain):
                 job=job,
             )
 
-    async def _shown(self, blocks: Collection[tuple[int, str]]) -> bool:
-        """Whether the node shows each of ``blocks`` (number, hash) under that hash now."""
-        return not await replaced_blocks(self.reader, blocks)
+    async def _node_hashes(self, numbers: Collection[int]) -> dict[int, str]:
+        return await hashes_at(self.reader, numbers)
 
     async def _previous(self, start: int) -> Header | None:
         if start == 0:

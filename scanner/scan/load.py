@@ -34,17 +34,25 @@ from scanner.scan.rows import holdings, read_rows
 
 log = structlog.get_logger(__name__)
 Rows = dict[Any, RawPayment]  # by id as stored
-#: whether the node shows each of these blocks (number, hash) under that hash now
-Shown = Callable[[Collection[tuple[int, str]]], Awaitable[bool]]
+#: the hashes the node shows now for these blocks
+NodeHashes = Callable[[Collection[int]], Awaitable[Mapping[int, str]]]
 EDITS_PER_TICK = 500
 
 
 async def _replaced(
-    session: AsyncSession, ctx: ChainContext, data: RangeData
+    session: AsyncSession, ctx: ChainContext, data: RangeData, node_hashes: NodeHashes | None
 ) -> list[transactions.StoredTx]:
-    """The credits stored in the range's blocks that the node's blocks replaced."""
+    """The credits stored in the range's blocks that the node's blocks replaced. A range read
+    without a header per block knows the hashes of some of its blocks only: a credit not final
+    yet in another one was read when its block was near the head (a backfill's, before a
+    reorg), so its block's hash is asked for (``node_hashes``)."""
     stored = await transactions.in_blocks(session, ctx.name, data.start, data.end)
-    return replaced_credits(stored, data.hashes, complete=data.dense)
+    hashes = data.hashes
+    if not data.dense and node_hashes is not None:
+        unknown = {s.block_number for s in stored if not s.final} - hashes.keys()
+        if unknown:
+            hashes = {**hashes, **await node_hashes(unknown)}
+    return replaced_credits(stored, hashes, complete=data.dense)
 
 
 class RangeTerms(TypedDict, total=False):
@@ -55,7 +63,7 @@ class RangeTerms(TypedDict, total=False):
     checked_floor: int
     end_checked: bool
     linked_from: int | None
-    shown: Shown | None
+    node_hashes: NodeHashes | None
 
 
 async def load_range(
@@ -69,7 +77,7 @@ async def load_range(
     checked_floor: int = -1,
     end_checked: bool = True,
     linked_from: int | None = None,
-    shown: Shown | None = None,
+    node_hashes: NodeHashes | None = None,
 ) -> tuple[RangeInput, dict[str, int]]:
     """The range's input to the plan, and the decoder's skipped-log counts by reason.
 
@@ -81,13 +89,17 @@ async def load_range(
     ``linked_from``: a backfill whose reads begin there, above the live cursor (or with no live
     scan), with blocks unread between. A credit it loads below that block and above what the
     live cursor has made final sits in a block that may have been replaced unseen: unless the
-    node still shows every such block under the credit's hash (``shown``), the range is loaded
-    with the live cursor alone checked, and ``unlinked`` (:class:`~scanner.core.plan.RangeInput`).
+    node still shows every such block under the credit's hash (``node_hashes``), the range is
+    loaded with the live cursor alone checked, and ``unlinked``
+    (:class:`~scanner.core.plan.RangeInput`).
+
+    ``node_hashes`` also judges the credits not final yet stored in a range read without a
+    header per block (:func:`_replaced`).
     """
     checked = max(data.end if end_checked else -1, checked_floor)
     timestamps = await _timestamps(session, ctx, data, below, checked)
     finality = ctx.rules.finality(checked, tag_block, timestamps)
-    replaced = await _replaced(session, ctx, data) if mode.orphans_replaced else []
+    replaced = await _replaced(session, ctx, data, node_hashes) if mode.orphans_replaced else []
     rows = await _candidates(session, ctx, data, mode.locks_rows)
     orphan_owners = {s.payment_key for s in replaced}
     await _add(session, rows, orphan_owners, mode.locks_rows)
@@ -110,7 +122,7 @@ async def load_range(
     if mode is SWEEP and inp.unswept is not None:  # the sweep's own span is read again now
         inp = replace(inp, unswept=await _unswept(session, ctx, timestamps, data.end))
     unlinked = _unlinked_credits(inp, checked_floor, linked_from)
-    if unlinked and not (shown is not None and await shown(unlinked)):
+    if unlinked and not await _shown(node_hashes, unlinked):
         if checked != checked_floor:  # its own end counted as checked: load again without it
             inp, _ = await load_range(
                 session, ctx, data, mode, tag_block=tag_block, below=below,
@@ -132,6 +144,14 @@ def _unlinked_credits(inp: RangeInput, floor: int, linked_from: int | None) -> s
         for c in credits
         if final < c.block_number < linked_from and not (c.final or c.orphaned)
     }
+
+
+async def _shown(node_hashes: NodeHashes | None, blocks: Collection[tuple[int, str]]) -> bool:
+    """Whether the node shows each of ``blocks`` (number, hash) under that hash now."""
+    if node_hashes is None:
+        return False
+    shown = await node_hashes({n for n, _ in blocks})
+    return all(shown.get(n) == h for n, h in blocks)
 
 
 def _counted(skipped: Mapping[str, int], zero_value: int) -> dict[str, int]:

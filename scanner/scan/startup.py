@@ -124,7 +124,12 @@ async def prepare_chain(
 async def replaced_blocks(reader: ChainReader, blocks: Collection[tuple[int, str]]) -> list[int]:
     """Which of ``blocks`` (number, hash) the node now shows under another hash, in order: a
     credit there is in a block the chain no longer holds. One batch of headers."""
-    if not blocks:
-        return []
-    shown = {h.number: h.hash for h in await reader.headers_at([n for n, _ in blocks])}
+    shown = await hashes_at(reader, {n for n, _ in blocks})
     return sorted({n for n, h in blocks if shown.get(n) != h})
+
+
+async def hashes_at(reader: ChainReader, numbers: Collection[int]) -> dict[int, str]:
+    """The hashes the node shows now for the blocks ``numbers``; one batch of headers."""
+    if not numbers:
+        return {}
+    return {h.number: h.hash for h in await reader.headers_at(sorted(numbers))}

@@ -5,6 +5,8 @@ backfill. It credits what its range holds and leaves a payment's expiry to the l
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.actions import pay
 from tests.e2e.harness import Harness, stored_cursor
 from tests.ops.test_backfill import backfill, small
@@ -136,4 +138,40 @@ async def test_a_transfer_in_the_range_to_that_payment_does_not_finalize_its_old
     await h.scan()
     payment = await h.payment(gone)
     assert payment["status"] == "pending" and payment["amount_received"] == 1
+    assert "confirmed_reverted" not in [e[0] for e in await h.events(gone)]
+
+
+@pytest.mark.parametrize("reader", ["live scan", "backfill"])
+async def test_a_backfills_credit_in_a_replaced_block_is_orphaned_when_read_again_far_below(
+    h: Harness, reader: str
+) -> None:
+    """The live scan stopped; a backfill above its cursor credited a transfer near the head;
+    a reorg then replaced that block without it, and the head moved far on. The live scan
+    back (or a second backfill of the same blocks) reads them far below the head, without a
+    header per block: the credit's block is judged all the same, so the payment is not
+    confirmed on money that is gone."""
+    gone = await h.create_payment(ALICE, "10")
+    await h.scan()
+    h.mine(3)
+    start = h.chain.head() + 1
+    h.mine(2)
+    tx = pay(h, ALICE, 10_000_000)
+    h.mine(1)
+    end = h.chain.head()
+    await backfill(small(h), h.sessions, start, end)
+    assert await h.status(gone) == "confirming"
+    h.chain.reorg(2)  # the transfer's block, replaced without it
+    assert h.chain.receipt(tx) is None
+    h.mine(4 * DEEP)  # the blocks are far below the head when they are read again
+
+    if reader == "backfill":  # the credit's block inside one of its ranges, not at an edge
+        await backfill(h.chain_settings, h.sessions, start, end + 10)
+        (credit,) = await h.transactions(gone)
+        assert credit["status"] == "orphaned"  # by the backfill, before the live scan is back
+    await h.scan()
+
+    payment = await h.payment(gone)
+    assert payment["status"] == "pending" and payment["amount_received"] == 0
+    (credit,) = await h.transactions(gone)
+    assert credit["status"] == "orphaned"
     assert "confirmed_reverted" not in [e[0] for e in await h.events(gone)]
