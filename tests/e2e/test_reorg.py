@@ -425,3 +425,28 @@ async def test_a_fresh_start_halts_on_a_backfills_credit_in_a_replaced_block(
         assert credit["block_hash"] == receipt["blockHash"] and credit["status"] == "confirmed"
         assert payment["status"] == "confirmed" and payment["amount_received"] == 3
     assert "confirmed_reverted" not in [e[0] for e in await h.events(pid)]
+
+
+async def test_scanner_run_halts_that_chain_on_a_backfills_credit_in_a_replaced_block(
+    h: Harness,
+) -> None:
+    """The same through ``scanner run``'s App: the chain is halted (health, metric, the rewind
+    named in the reason), not retried, and nothing is confirmed; the App goes on."""
+    pid, _ = await _backfilled_then_replaced(h)
+    (credit,) = await h.transactions(pid)
+    app = App(app_settings(h.settings, h.chain_settings), environ={})
+    task = asyncio.create_task(app.run())
+    try:
+        await until(lambda: bool(_chain(app, CHAIN).get("halted")))
+        reason = _chain(app, CHAIN)["halt_reason"]
+        assert f"--to-block {credit['block_number'] - 1}" in reason, reason
+        assert sample(app.metrics, "scanner_chain_halted", chain=CHAIN) == 1
+        h.mine(5)
+        await asyncio.sleep(0.5)  # ticks would have counted the credit by now
+        assert await h.status(pid) == "confirming"
+        (credit,) = await h.transactions(pid)
+        assert credit["status"] == "pending"
+        assert not task.done()
+    finally:
+        app.stop.set()
+        assert await asyncio.wait_for(task, 10) == 0
