@@ -17,7 +17,7 @@ block is such a block. Near or above the head it stays "not yet" (a lagging repl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from typing import Any, TypeVar, cast
 
 from scanner.chain import shapes
@@ -137,6 +137,10 @@ class ChainReader:
             return self._header(block, wanted[index])
 
         return await self._blocks(calls, parse) if calls else []
+
+    async def hashes_at(self, numbers: Collection[int]) -> dict[int, str]:
+        """The hashes the node shows now for the blocks ``numbers`` (:meth:`headers_at`)."""
+        return {h.number: h.hash for h in await self.headers_at(list(numbers))}
 
     async def blocks_with_transactions(self, start: int, end: int) -> list[dict[str, Any]]:
         """Full blocks of ``start..end`` (transactions as objects, shape-checked), in order."""

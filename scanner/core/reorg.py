@@ -141,6 +141,12 @@ class StoredBlockRef(Protocol):
 S = TypeVar("S", bound=StoredBlockRef)
 
 
+def not_shown(blocks: Iterable[tuple[int, str]], hashes: Mapping[int, str]) -> list[int]:
+    """Which of ``blocks`` (number, hash) the node's ``hashes`` name otherwise (or not at all),
+    in order: a credit there is in a block the chain no longer holds."""
+    return sorted({n for n, h in blocks if hashes.get(n) != h})
+
+
 def replaced_credits(
     stored: Sequence[S], hashes: Mapping[int, str], *, complete: bool = True
 ) -> list[S]:

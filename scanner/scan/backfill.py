@@ -11,7 +11,7 @@ block the backfill verified itself.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -41,7 +41,7 @@ from scanner.scan.native import native_watch
 from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch_ready
 from scanner.scan.report import report_batch
-from scanner.scan.startup import check_chain_id, hashes_at, sync_tokens
+from scanner.scan.startup import check_chain_id, sync_tokens
 
 log = structlog.get_logger(__name__)
 FILTERED_SPAN = 10  # batch sizes one commit spans when eth_getLogs is filtered by recipient
@@ -345,7 +345,7 @@ class Backfill(OnChain):
             checked_floor=floor,
             end_checked=end_checked,
             linked_from=None if linked else self._first,
-            node_hashes=self._node_hashes,
+            node_hashes=self.reader.hashes_at,
             # blocks between the live cursor and this run are nobody's yet: no expiry
             decides_expiry=live is None or floor >= self._from - 1,
         )
@@ -369,9 +369,6 @@ class Backfill(OnChain):
                 chain=chain,
                 job=job,
             )
-
-    async def _node_hashes(self, numbers: Collection[int]) -> dict[int, str]:
-        return await hashes_at(self.reader, numbers)
 
     async def _previous(self, start: int) -> Header | None:
         if start == 0:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Collection
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -42,7 +41,7 @@ from scanner.scan.parts import ChainParts, OnChain
 from scanner.scan.pipeline import prefetch
 from scanner.scan.reorg import find_ancestor, rewind, stored_window
 from scanner.scan.report import report_batch
-from scanner.scan.startup import hashes_at, prepare_chain
+from scanner.scan.startup import prepare_chain
 from scanner.scan.tokens import TokenWatch
 
 # The open-payments gauge counts the whole book: at most once this often, between ticks, never
@@ -298,7 +297,7 @@ class ChainScanner(OnChain):
                 LIVE,
                 tag_block=tag.number if tag else None,
                 below=below,
-                node_hashes=self._node_hashes,
+                node_hashes=self.reader.hashes_at,
             )
             if self.fence is not None:  # again, last: a holder frozen meanwhile commits nothing
                 await self.fence(session)
@@ -308,9 +307,6 @@ class ChainScanner(OnChain):
             self.log, self.metrics, self.name, result, time.perf_counter() - started, self.ctx.kind
         )
         return result
-
-    async def _node_hashes(self, numbers: Collection[int]) -> dict[int, str]:
-        return await hashes_at(self.reader, numbers)
 
     async def _timestamps(
         self, session: AsyncSession, cursor: int, tag: Header | None

@@ -21,7 +21,7 @@ from scanner.core.amounts import to_base_units
 from scanner.core.decode import decode_transfer_logs, recipients_of, watched_topics
 from scanner.core.model import Credit, Finality, Transfer
 from scanner.core.plan import EDIT, LIVE, REWIND, SWEEP, Mode, RangeInput, Rewind
-from scanner.core.reorg import replaced_credits
+from scanner.core.reorg import not_shown, replaced_credits
 from scanner.core.states import NOTHING, Settled
 from scanner.db import cursor, payments, sums, transactions
 from scanner.db import sweep as sweep_state
@@ -150,8 +150,7 @@ async def _shown(node_hashes: NodeHashes | None, blocks: Collection[tuple[int, s
     """Whether the node shows each of ``blocks`` (number, hash) under that hash now."""
     if node_hashes is None:
         return False
-    shown = await node_hashes({n for n, _ in blocks})
-    return all(shown.get(n) == h for n, h in blocks)
+    return not not_shown(blocks, await node_hashes({n for n, _ in blocks}))
 
 
 def _counted(skipped: Mapping[str, int], zero_value: int) -> dict[str, int]:

@@ -4,7 +4,6 @@ no credit below the blocks it stored sits in a block the node replaced."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
 
 import structlog
 from sqlalchemy import insert, select
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.chain.reader import ChainReader
 from scanner.config import ChainSettings
+from scanner.core.reorg import not_shown
 from scanner.db import cursor as stored
 from scanner.db import transactions
 from scanner.db.models import Token
@@ -115,21 +115,7 @@ async def prepare_chain(
         lowest = await stored.lowest_stored(session, chain.name)
         below = cursor.block + 1 if lowest is None else lowest
         unlinked = await transactions.unfinal_below(session, chain.name, below)
-    gone = await replaced_blocks(reader, unlinked)
+    gone = not_shown(unlinked, await reader.hashes_at({n for n, _ in unlinked}))
     if gone:
         raise UnlinkedCredit(chain=chain.name, block=gone[0])
     return ChainContext.from_settings(chain, tokens), cursor.block
-
-
-async def replaced_blocks(reader: ChainReader, blocks: Collection[tuple[int, str]]) -> list[int]:
-    """Which of ``blocks`` (number, hash) the node now shows under another hash, in order: a
-    credit there is in a block the chain no longer holds. One batch of headers."""
-    shown = await hashes_at(reader, {n for n, _ in blocks})
-    return sorted({n for n, h in blocks if shown.get(n) != h})
-
-
-async def hashes_at(reader: ChainReader, numbers: Collection[int]) -> dict[int, str]:
-    """The hashes the node shows now for the blocks ``numbers``; one batch of headers."""
-    if not numbers:
-        return {}
-    return {h.number: h.hash for h in await reader.headers_at(sorted(numbers))}
