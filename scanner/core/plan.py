@@ -252,12 +252,15 @@ class RangePlan:
     edited: tuple[object, ...] = ()  # ids as stored whose edit is now followed
     look_back: tuple[object, ...] = ()  # ids as stored to look back for again (next tick)
     unmatched: tuple[Transfer, ...] = ()  # to a watched address; no payment could take it
+    # credits in blocks the node replaced whose payments were not loaded (left alone: a row
+    # unreadable): their rows are marked orphaned all the same, never left to turn final
+    orphaned_unloaded: tuple[Key, ...] = ()
 
 
 def plan_range(inp: RangeInput) -> RangePlan:
     """Every change the range makes: credits, orphans, payment outcomes, events, cursor."""
     ledger = Ledger([h.payment for h in inp.holdings], inp.credits, inp.rules.grace, inp.settled)
-    ledger.orphan(inp.orphan)
+    unloaded = ledger.orphan(inp.orphan)
     applied = _apply_transfers(inp, ledger)
     finality = inp.finality()
     if inp.revise:
@@ -284,6 +287,7 @@ def plan_range(inp: RangeInput) -> RangePlan:
         edited=inp.edited,
         look_back=inp.look_back,
         unmatched=_unmatched(inp, ledger),
+        orphaned_unloaded=tuple(unloaded),
     )
 
 

@@ -12,6 +12,8 @@ from scanner.db import cursor, events, payments, sums, transactions
 
 async def write_plan(session: AsyncSession, chain: str, plan: RangePlan) -> None:
     await transactions.write(session, chain, plan.credits)
+    if plan.orphaned_unloaded:
+        await transactions.orphan_unloaded(session, chain, plan.orphaned_unloaded)
     await payments.update(session, plan.payments)
     await sums.write(session, plan.payments)
     await events.append(session, plan.outbox, serialized=not plan.mode.scratch)

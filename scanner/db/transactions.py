@@ -9,11 +9,11 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import and_, false, or_, select, text, update
+from sqlalchemy import and_, bindparam, false, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Credit, Finality
-from scanner.core.plan import CreditRow
+from scanner.core.plan import CreditRow, Key
 from scanner.db import bulk
 from scanner.db.payments import in_keys, raw, stored_key
 from scanner.db.sql import in_strings, moment, now, table
@@ -236,6 +236,32 @@ async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) ->
     await bulk.upsert(session, t, _NEW, seen_again, key=key, rewrite=_REWRITTEN)
     again = [(chain, *_keyed(r, stamp)) for r in changed]
     await bulk.update(session, t, ("chain", *_KEYED), again, key=key)
+
+
+async def orphan_unloaded(session: AsyncSession, chain: str, keys: Sequence[Key]) -> None:
+    """Mark orphaned the rows of ``keys`` (credits in blocks the node replaced) whose payments
+    a range could not load (left alone until an unreadable row of theirs is fixed): nothing
+    else of theirs is written now, and their payments are recomputed from these rows once
+    loaded again. A credit whose block is gone never stays pending, to be counted final by
+    its depth later."""
+    t = table("transactions")
+    stmt = (
+        update(t)
+        .where(
+            t.c.chain == chain,
+            t.c.tx_hash == bindparam("key_tx"),
+            t.c.log_index == bindparam("key_index"),
+            t.c.status != "orphaned",
+        )
+        .values(status="orphaned", confirmations=0, updated_at=now())
+    )
+    await session.execute(stmt, [{"key_tx": tx, "key_index": index} for tx, index in keys])
+    log.warning(
+        "credit_orphaned_unloaded",
+        chain=chain,
+        credits=len(keys),
+        keys=[f"{tx}:{index}" for tx, index in list(keys)[:20]],
+    )
 
 
 def _keyed(row: CreditRow, stamp: Any) -> tuple[Any, ...]:

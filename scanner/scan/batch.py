@@ -39,6 +39,7 @@ class BatchReport:
     events: tuple[Event, ...] = ()
     checked: int = -1
     unmatched: tuple[Transfer, ...] = ()
+    look_back: tuple[object, ...] = ()  # ids as stored left alone (a credit row unreadable)
 
     @classmethod
     def of(
@@ -53,6 +54,7 @@ class BatchReport:
             plan.events,
             plan.finality.checked,
             plan.unmatched,
+            plan.look_back,
         )
 
     @property

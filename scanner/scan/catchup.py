@@ -137,11 +137,13 @@ async def _catch_up_page(
     async with guard.lock:
         if guard.generation != generation:
             return 0, []  # rows made unseen again meanwhile: looked at on the next pass
-        if not await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics):
+        left_alone = await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics)
+        if left_alone is None:
             return 0, []
+    behind = [r for r in behind if r.key not in left_alone]
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
-    return len(behind), [r.key for r in rows]
+    return len(behind), [r.key for r in rows if r.key not in left_alone]
 
 
 def _behind(
@@ -162,25 +164,29 @@ async def _commit(
     now_block: int,
     known: Mapping[int, int],
     metrics: Metrics,
-) -> bool:
-    """Apply the look-back and mark the rows seen, in one transaction; False when the cursor
-    went back meanwhile or the stored blocks no longer name what was read (a reorg, maybe
-    rescanned since: look again next tick)."""
+) -> set[Any] | None:
+    """Apply the look-back and mark the rows seen, in one transaction, but those it left alone
+    (a credit row unreadable: they stay unseen, looked back for again until it is fixed); the
+    keys of those. None when the cursor went back meanwhile or the stored blocks no longer name
+    what was read (a reorg, maybe rescanned since: look again next tick)."""
     async with sessions() as session, session.begin():
         await lock_chain(session, ctx)  # fenced: a live scan's
         again = await cursor.get_cursor(session, ctx.name)
         if data is not None and (again is None or again.block < now_block):
-            return False
+            return None
         if data is not None and not await _still_stored(session, ctx, data, again):
-            return False
+            return None
         await _report_invalid(session, ctx, invalid, metrics)
+        left_alone: set[Any] = set()
         if data is not None:
             result = await run_range(
                 session, ctx, data, CATCH_UP, tag_block=None, below=known, checked_floor=now_block
             )
             report_batch(log.bind(chain=ctx.name), metrics, ctx.name, result, 0.0, ctx.kind)
-        await payments.mark_seen(session, [r.key for r in rows], now_block)
-    return True
+            left_alone = set(result.look_back)
+        seen = [r.key for r in rows if r.key not in left_alone]
+        await payments.mark_seen(session, seen, now_block)
+    return left_alone
 
 
 async def _report_invalid(

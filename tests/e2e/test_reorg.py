@@ -450,3 +450,41 @@ async def test_scanner_run_halts_that_chain_on_a_backfills_credit_in_a_replaced_
     finally:
         app.stop.set()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_reorg_orphans_the_credit_of_a_payment_left_alone(h: Harness) -> None:
+    """A payment is left alone while one of its credit rows is unreadable (edited by hand); a
+    reorg that drops another of its credits meanwhile still orphans that credit's row. Were it
+    left pending, it would be counted final by depth once the row is fixed: money never
+    received."""
+    pid = await h.create_payment(ALICE, "10")
+    first = pay(h, ALICE, 4_000_000)
+    h.mine(3)
+    await h.scan()
+    dropped = pay(h, ALICE, 6_000_000)
+    await h.scan()
+    assert await h.status(pid) == "confirming"
+    async with h.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE transactions SET value = 'NaN' WHERE tx_hash = :tx"), {"tx": first}
+        )
+    h.chain.reorg(1)  # the second transfer's block replaced without it
+    h.mine(1)
+    assert h.chain.receipt(dropped) is None
+    with capture_logs() as logs:
+        await h.scan()
+        h.mine(5)
+        await h.scan()
+    assert "credit_orphaned_unloaded" in [e["event"] for e in logs]
+    async with h.engine.connect() as conn:
+        status = text("SELECT status FROM transactions WHERE tx_hash = :tx")
+        assert (await conn.execute(status, {"tx": dropped})).scalar_one() == "orphaned"
+    async with h.engine.begin() as conn:  # the row is fixed
+        await conn.execute(
+            text("UPDATE transactions SET value = '4000000' WHERE tx_hash = :tx"), {"tx": first}
+        )
+    h.mine(1)
+    await h.scan()  # looked back for once fixed: recomputed from its rows
+    row = await h.payment(pid)
+    assert (row["status"], row["amount_received"]) == ("pending", Decimal("4"))
+    assert "confirmed" not in [e[2] for e in await h.events(pid)]
