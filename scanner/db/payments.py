@@ -298,11 +298,21 @@ def unseen_statement(chain: str, limit: int = UNSEEN_PAGE) -> Any:
     return _select().where(p.c.chain == chain, p.c.seen_at_block.is_(None)).limit(limit)
 
 
-async def unseen(session: AsyncSession, chain: str, limit: int = UNSEEN_PAGE) -> list[RawPayment]:
-    """A page of the payments the scanner has not looked at yet (``seen_at_block`` is NULL);
-    marking them seen moves the next call to the next page."""
+async def unseen(
+    session: AsyncSession,
+    chain: str,
+    limit: int = UNSEEN_PAGE,
+    *,
+    skip: Collection[Any] = (),
+) -> list[RawPayment]:
+    """A page of the payments the scanner has not looked at yet (``seen_at_block`` is NULL),
+    but those of ``skip`` (ids as stored); marking them seen moves the next call to the next
+    page."""
+    stmt = unseen_statement(chain, limit)
+    if skip:
+        stmt = stmt.where(~in_keys(session, table("payments").c.id, skip))
     async with index_scan_only(session):
-        return await _rows(session, unseen_statement(chain, limit), False)
+        return await _rows(session, stmt, False)
 
 
 @asynccontextmanager

@@ -6,7 +6,9 @@ records the cursor at that moment), a page at a time: if the cursor had passed `
 grace``, its address's Transfer logs are read again from that time to the cursor (see
 scan/lookback.py: bounded by ``catch_up_max_blocks``, never stalled by a block the node cannot
 show), and applied through the same batch rules. A payment the scanner cannot use (bad address,
-more decimals than its token) gets one ``invalid_payment`` event and is left alone.
+more decimals than its token) gets one ``invalid_payment`` event and is left alone. One whose
+credit rows cannot be read (edited by hand) stays unseen, and is looked back for again
+:data:`LEFT_ALONE_RETRY` seconds later, until they are fixed.
 
 Native-coin payments are looked back for too, by reading the blocks since ``created_at − grace``
 again in full, a hundred at a time (top-level transfers to their addresses, receipts checked).
@@ -57,6 +59,10 @@ log = structlog.get_logger(__name__)
 # a block costs more (bench/README.md: five times a page cost a PostgreSQL block 13-16%
 # more, ten times 4-6%).
 REST_FACTOR = 10.0
+# A payment a look-back left alone (one of its credit rows unreadable: edited by hand) stays
+# unseen, and is looked back for again this many seconds later, until the row is fixed: its
+# address's logs are not read again on every tick meanwhile.
+LEFT_ALONE_RETRY = 60.0
 
 
 @dataclass(slots=True)
@@ -69,6 +75,20 @@ class BookGuard:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generation: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # rows left alone (ids as stored) → when they are looked back for again (monotonic)
+    left_alone: dict[Any, float] = field(default_factory=dict)
+
+    def waiting(self) -> set[Any]:
+        """The rows left alone that are not looked back for yet."""
+        now = time.monotonic()
+        return {key for key, again in self.left_alone.items() if again > now}
+
+    def leave(self, keys: set[Any], looked: Sequence[Any]) -> None:
+        """``keys`` were left alone by a look-back (again later); ``looked`` were looked at."""
+        for key in looked:
+            self.left_alone.pop(key, None)
+        again = time.monotonic() + LEFT_ALONE_RETRY
+        self.left_alone.update(dict.fromkeys(keys, again))
 
     async def rest(self, spent: float) -> None:
         """After a page that took ``spent`` seconds: nothing while the scan is idle, else up
@@ -94,6 +114,8 @@ async def catch_up(
     tally = metrics or NullMetrics()
     total = marked = 0
     previous: set[Any] = set()
+    resting = guard is not None
+    guard = guard if guard is not None else BookGuard()
     while True:
         started = time.monotonic()
         looked, keys = await _catch_up_page(sessions, reader, ctx, tally, (page, guard))
@@ -101,7 +123,7 @@ async def catch_up(
         if len(keys) < page or not previous.isdisjoint(keys):
             break  # the last page; or rows not marked seen after all: no loop on them
         previous = set(keys)
-        if guard is not None:
+        if resting:
             await guard.rest(time.monotonic() - started)
     if marked >= payments.VACUUM_AFTER:
         await payments.vacuum(sessions, ctx.name, marked)
@@ -113,14 +135,13 @@ async def _catch_up_page(
     reader: ChainReader,
     ctx: ChainContext,
     metrics: Metrics,
-    paging: tuple[int, BookGuard | None],
+    paging: tuple[int, BookGuard],
 ) -> tuple[int, list[Any]]:
     """One page: (how many were looked back for, the keys of the rows marked seen)."""
     page, guard = paging
-    guard = guard if guard is not None else BookGuard()
     generation = guard.generation
     async with sessions() as session:
-        rows = await payments.unseen(session, ctx.name, page)
+        rows = await payments.unseen(session, ctx.name, page, skip=guard.waiting())
         at = await cursor.get_cursor(session, ctx.name) if rows else None
         if at is None:
             return 0, []
@@ -140,6 +161,7 @@ async def _catch_up_page(
         left_alone = await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics)
         if left_alone is None:
             return 0, []
+        guard.leave(left_alone, [r.key for r in rows])
     behind = [r for r in behind if r.key not in left_alone]
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)

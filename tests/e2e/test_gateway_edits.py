@@ -4,10 +4,13 @@ edit is followed at the next tick, the payment recomputed from its credits under
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
+from scanner.scan import catchup
 from scanner.testkit.settings import CHAIN
 from tests.e2e.actions import pay
 from tests.e2e.gateway import edit, iso
@@ -169,3 +172,40 @@ async def test_a_transactions_row_edited_into_nonsense_leaves_its_payment_alone(
     await h.scan()
     row = await h.payment(broken)
     assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("10"))
+
+
+async def test_a_payment_left_alone_is_looked_back_for_again_later_not_on_every_pass(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one of its credit rows stays unreadable, the payment stays unseen (looked back for
+    again until the row is fixed), but its address's logs are read again only
+    ``LEFT_ALONE_RETRY`` seconds later, not on every tick meanwhile."""
+    looked: list[set[str]] = []
+    real = catchup._look_back
+
+    async def spy(reader: Any, ctx: Any, rows: Any, *args: Any, **kw: Any) -> Any:
+        looked.append({str(r.key) for r in rows})
+        return await real(reader, ctx, rows, *args, **kw)
+
+    monkeypatch.setattr(catchup, "_look_back", spy)
+    broken = await h.create_payment(ALICE, "10")
+    pay(h, ALICE, 4_000_000)
+    await h.scan()
+    async with h.engine.begin() as conn:
+        await conn.execute(text("UPDATE transactions SET value = 'NaN'"))
+    pay(h, ALICE, 6_000_000)  # not credited while its payment is left alone
+    h.mine(3)
+    await h.scan()  # the range leaves it alone: looked back for at the next tick
+    h.mine(1)
+    await h.scan()
+    times = sum(broken in rows for rows in looked)
+    assert times == 2  # when it was written, and once left alone
+    for _ in range(3):
+        h.mine(1)
+        await h.scan()
+    assert sum(broken in rows for rows in looked) == times
+    async with h.engine.connect() as conn:
+        seen = text("SELECT seen_at_block FROM payments WHERE id = :id")
+        assert (await conn.execute(seen, {"id": broken})).scalar_one() is None
+    row = await h.payment(broken)
+    assert (row["status"], row["amount_received"]) == ("pending", Decimal("4"))
