@@ -6,7 +6,8 @@ random times and depths: transfers (partial, exact, over, late, batch payouts pa
 payments in one transaction, native, reverted, to addresses nobody watches), blocks, reorgs of
 any depth up to ``max_reorg_depth``, outages of the node with reorgs inside, a lagging replica,
 a frozen head, ``null`` headers, 429s, malformed answers, ``kill -9`` of ``scanner run`` (and a
-second instance beside it), backfills and dry runs beside the live scan, and a gateway that
+second instance beside it), every ``scanner run`` down for a few steps while backfills go on,
+backfills and dry runs beside the live scan, and a gateway that
 creates, edits, cancels and reopens payments. Then the faults stop and the scanner must bring
 its cursor to the head within a bound; an oracle (:mod:`tests.sim.oracle`, a small model of the
 design's rules that imports nothing of ``scanner``) says from the final chain (read from the

@@ -139,6 +139,28 @@ async def kill9(s: Schedule) -> bool:
     return True
 
 
+@step("scanner_down")
+async def scanner_down(s: Schedule) -> bool:
+    """Every ``scanner run`` killed and left down for a few steps, while transfers, reorgs and
+    backfills go on (a backfill then reads above the live cursor with no live scan, and the
+    scan, started again, reads far behind the head what the backfills credited)."""
+    fleet = s.world.fleet
+    runners = fleet.runners()
+    if not runners:
+        return False
+    for proc in runners:
+        fleet.kill9(proc)
+    s.note(f"scanner down ({len(runners)} killed)")
+
+    def up() -> None:
+        if not fleet.runners():
+            fleet.run()
+            s.note("scanner up")
+
+    s.later(s.rng.randrange(3, 16), up)
+    return True
+
+
 @step("second_instance")
 async def second_instance(s: Schedule) -> bool:
     if len(s.world.fleet.runners()) >= 2:

@@ -40,6 +40,7 @@ WEIGHTS: dict[str, int] = {
     "malformed_shape": 2,
     # the processes
     "kill9": 3,
+    "scanner_down": 2,  # every `scanner run` gone for a few steps; backfills go on meanwhile
     "second_instance": 2,
     "backfill": 2,
     "backfill_window": 1,  # a backfill whose range reaches into the reorg window
