@@ -143,7 +143,7 @@ async def kill9(s: Schedule) -> bool:
 async def scanner_down(s: Schedule) -> bool:
     """Every ``scanner run`` killed and left down for a few steps, while transfers, reorgs and
     backfills go on (a backfill then reads above the live cursor with no live scan, and the
-    scan, started again, reads far behind the head what the backfills credited)."""
+    scan, started again, reads again behind the head what the backfills credited)."""
     fleet = s.world.fleet
     runners = fleet.runners()
     if not runners:
