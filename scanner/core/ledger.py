@@ -35,9 +35,10 @@ aside, which are sticky).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import cast
 from uuid import UUID
+
+from msgspec import structs
 
 from scanner.core import events
 from scanner.core.entry import Entry, Key
@@ -201,7 +202,7 @@ class Ledger:
         for key, credit in list(entry.credits.items()):
             late = credit.block_timestamp > entry.payment.expires_at
             if late != credit.late and not credit.orphaned:
-                entry.put(replace(credit, late=late))
+                entry.put(structs.replace(credit, late=late))
                 self._dirty_credits[key] = None
             if credit.foreign and not credit.orphaned:
                 self._events.append(events.transfer_unmatched(payment_id, credit))
@@ -311,7 +312,7 @@ class Ledger:
         choice = choose(transfer, views, self._grace)
         if choice is None or choice.payment_id != owner:
             return None
-        credit = replace(old, late=False)
+        credit = structs.replace(old, late=False)
         self._entries[owner].put(credit)
         self._dirty_credits[credit.key] = None
         self._touched[owner] = None
@@ -343,7 +344,7 @@ class Ledger:
         payment_id = self._owner[key]
         entry = self._entries[payment_id]
         old = entry.credits[key]
-        entry.put(replace(old, orphaned=True))
+        entry.put(structs.replace(old, orphaned=True))
         self._dirty_credits[key] = None
         self._touched[payment_id] = None
         self._events.append(events.transfer_orphaned(payment_id, old))

@@ -23,15 +23,15 @@ recorded (and gets a ``paid_late`` event) but never counts towards ``amount_rece
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from uuid import UUID
+
+import msgspec
 
 from scanner.core.model import Transfer
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentView:
+class PaymentView(msgspec.Struct, frozen=True, gc=False):
     """What matching needs to know of a payment; ``received`` is its counted base units."""
 
     id: UUID
@@ -45,8 +45,7 @@ class PaymentView:
 _order = attrgetter("created_at", "id")  # oldest first; the id breaks ties
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(msgspec.Struct, frozen=True, gc=False):
     payment_id: UUID
     late: bool
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
+
+import msgspec
 
 from scanner.core import events as core_events
 from scanner.core.amounts import event_data, to_amount
@@ -109,8 +111,7 @@ class ChainRules:
         return blocks_to_keep(self.reorg_depth, self.required)
 
 
-@dataclass(frozen=True, slots=True)
-class Holding:
+class Holding(msgspec.Struct, frozen=True, gc=False):
     """A loaded payment with what writing its rows needs (its token row and decimals)."""
 
     payment: Payment
@@ -182,14 +183,13 @@ class RangeInput:
         at = self.checked if checked is None else checked
         found = self.rules.finality(at, self.tag_block, self.timestamps)
         if not self.decides_expiry:
-            return replace(found, final_timestamp=None)
+            return msgspec.structs.replace(found, final_timestamp=None)
         if self.unswept is not None and found.final_block >= self.unswept[0]:
-            return replace(found, final_timestamp=self.unswept[1])
+            return msgspec.structs.replace(found, final_timestamp=self.unswept[1])
         return found
 
 
-@dataclass(frozen=True, slots=True)
-class CreditRow:
+class CreditRow(msgspec.Struct, frozen=True, gc=False):
     """One ``transactions`` row to insert or update; ``sender``/``recipient`` are None for a
     row that only changes (an orphaning): it exists already. ``payment_key``/``token_key``: the
     ids as stored, what the row's foreign keys bind."""
@@ -206,8 +206,7 @@ class CreditRow:
     new: bool = False  # no row of its transaction was stored when the range was loaded
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentUpdate:
+class PaymentUpdate(msgspec.Struct, frozen=True, gc=False):
     id: UUID
     key: object  # the id as stored
     status: str
@@ -218,8 +217,7 @@ class PaymentUpdate:
     token_key: object = None  # the payment's token id as stored (what the totals are in)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(msgspec.Struct, frozen=True, gc=False):
     """One ``payment_events`` row: an event with its amounts written out for the gateway, and
     the payment's id as stored."""
 

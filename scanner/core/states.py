@@ -5,8 +5,9 @@ batch's payments at exactly these answers (final states aside, which are sticky)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
+
+import msgspec
 
 from scanner.core.finality import credit_confirmations, credit_final
 from scanner.core.model import OPEN_STATES, Credit, Finality, Payment, PaymentOutcome, Status
@@ -26,8 +27,7 @@ PATHS: Final[Mapping[tuple[Status, Status], tuple[Status, ...]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Settled:
+class Settled(msgspec.Struct, frozen=True, gc=False):
     """A payment's counted credits that were not loaded, all final (a range loads only the
     not-yet-final ones of most payments: cost independent of history): their total
     value, how many, and the first and last blocks among them. They count like the credits

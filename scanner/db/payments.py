@@ -14,10 +14,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import structlog
 from sqlalchemy import and_, any_, bindparam, func, literal, or_, select, text, type_coerce
 from sqlalchemy import update as sql_update
@@ -45,8 +45,7 @@ from scanner.db.types import StoredKey
 from scanner.errors import PaymentLocked
 
 
-@dataclass(frozen=True, slots=True)
-class RawPayment:
+class RawPayment(msgspec.Struct, frozen=True):
     """A ``payments`` row exactly as the gateway wrote it: no value is converted here, so that
     no row can fail the read of the others (scan/rows.py parses each one on its own).
 

@@ -8,10 +8,10 @@ payment is read in full instead (:func:`settled_of`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,8 +27,7 @@ from scanner.db.types import to_decimal
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Stored:
+class Stored(msgspec.Struct, frozen=True, gc=False):
     """A payment's stored totals, and the token (its id as stored) they are in base units of."""
 
     total: Settled

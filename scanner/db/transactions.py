@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import msgspec
 import structlog
 from sqlalchemy import and_, bindparam, false, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,8 +37,7 @@ _REWRITTEN = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredTx:
+class StoredTx(msgspec.Struct, frozen=True, gc=False):
     payment_key: Any  # the payment's id as stored
     tx_hash: str
     log_index: int

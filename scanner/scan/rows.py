@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
+
+import msgspec
 
 from scanner.core.amounts import parse_payment_fields
 from scanner.core.model import Payment
@@ -35,8 +36,7 @@ class RowInvalid(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentRow:
+class PaymentRow(msgspec.Struct, frozen=True, gc=False):
     """A row whose every column could be read (its amount and address are checked against the
     token by :func:`parse_row`)."""
 
@@ -148,7 +148,7 @@ def read_rows(
             row = read_row(raw)
             if followed(row, ctx):
                 holding = parse_row(row, ctx)
-                usable.append(replace(row, address=holding.payment.address))
+                usable.append(msgspec.structs.replace(row, address=holding.payment.address))
         except RowInvalid as exc:
             invalid[raw.key] = exc.reason
     return usable, invalid
