@@ -34,9 +34,16 @@ def shown(amount: Decimal) -> str:
     return f"{amount!s:.60}"
 
 
+@lru_cache(maxsize=8192)  # a range's credits and events repeat their values; pure, and bounded
 def to_amount(value: int, decimals: int) -> Decimal:
     """Base units → whole token units, exactly (``Decimal(value).scaleb(-decimals)``, prec 80)."""
     return Decimal(value).scaleb(-decimals, _AMOUNT_CONTEXT)
+
+
+@lru_cache(maxsize=8192)
+def _amount_text(value: int, decimals: int) -> tuple[str, str]:
+    """A base-unit value as the outbox writes it: its decimal digits, and its whole units."""
+    return str(value), str(to_amount(value, decimals))
 
 
 def to_base_units(amount: Decimal, decimals: int) -> int:
@@ -131,6 +138,5 @@ def event_data(event: Event, decimals: int) -> dict[str, object]:
     for key, name in (("value", "amount"), ("amount_received", "amount_received_decimal")):
         base = data.get(key)
         if isinstance(base, int) and not isinstance(base, bool):
-            data[key] = str(base)
-            data[name] = str(to_amount(base, decimals))
+            data[key], data[name] = _amount_text(base, decimals)
     return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -33,8 +34,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=4096)  # a range's rows repeat their blocks' times; a datetime is immutable
 def moment(unix: float) -> datetime:
-    """Unix seconds → an aware UTC datetime."""
+    """Unix seconds → an aware UTC datetime (the same object for the same time, while it is
+    among the last few thousand: a bulk write converts a value once per run of it)."""
     return datetime.fromtimestamp(unix, tz=UTC)
 
 
