@@ -222,6 +222,10 @@ class Ledger:
         """Every event, in emission order."""
         return list(self._events)
 
+    def events_since(self, count: int) -> list[Event]:
+        """The events after the first ``count``, in emission order."""
+        return self._events[count:]
+
     def changed(self) -> dict[UUID, PaymentOutcome]:
         """The rows to update: payments whose status, credits or confirmations may have changed.
 

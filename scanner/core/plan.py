@@ -3,6 +3,9 @@
     load (scan/load.py, I/O) ──▶ RangeInput ──▶ plan_range (here, pure) ──▶ RangePlan
                                                  ──▶ write_plan (db/persist.py, I/O, bulk)
 
+(:func:`plan_steps` is the same plan made a few blocks at a time, for a writer that stores the
+events of each step while the next one is planned.)
+
 A live range, a backfill range, a catch-up look-back, an idle tick and a reorg walk-back are all
 the same three steps; what differs is the :class:`Mode` (a named value) and what was loaded.
 The ledger is fed transfers block by block, with finality advanced to the block before each one
@@ -13,7 +16,7 @@ not depend on how blocks were cut into ranges.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID
@@ -257,17 +260,43 @@ class RangePlan:
 
 def plan_range(inp: RangeInput) -> RangePlan:
     """Every change the range makes: credits, orphans, payment outcomes, events, cursor."""
+    steps = plan_steps(inp)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            plan: RangePlan = done.value
+            return plan
+
+
+#: Transfers :func:`plan_steps` credits between two of its steps (whole blocks at a time).
+STEP_TRANSFERS = 2_000
+
+
+def plan_steps(
+    inp: RangeInput, step: int = STEP_TRANSFERS
+) -> Generator[list[OutboxRow], None, RangePlan]:
+    """:func:`plan_range` a few blocks at a time: after each step of about ``step`` transfers
+    (whole blocks), the outbox rows of the events it made; then the plan. An event is never
+    taken back once made, so a writer may store each step's rows while the next is planned;
+    the plan's ``outbox`` holds them all again, in order, with the rows of the events made
+    after the last step (the payments' final advance, the edits)."""
     ledger = Ledger([h.payment for h in inp.holdings], inp.credits, inp.rules.grace, inp.settled)
+    held = {h.payment.id: h for h in inp.holdings}
     unloaded = ledger.orphan(inp.orphan)
-    applied = _apply_transfers(inp, ledger)
+    applied: dict[Key, Transfer] = {}
+    outbox: list[OutboxRow] = []
+    for _ in _apply_transfers(inp, ledger, applied, step):
+        made = [_outbox(held[e.payment_id], e) for e in ledger.events_since(len(outbox))]
+        outbox += made
+        yield made
     finality = inp.finality()
     if inp.revise:
         ledger.advance(finality, ())  # the finality the edits are judged against
         for payment_id in inp.revise:
             ledger.revise(payment_id)
     ledger.advance(finality)
-    held = {h.payment.id: h for h in inp.holdings}
-    outbox = [_outbox(held[e.payment_id], e) for e in ledger.events()]
+    outbox += [_outbox(held[e.payment_id], e) for e in ledger.events_since(len(outbox))]
     outbox += [invalid_outbox(key, reason) for key, reason in inp.invalid]
     return RangePlan(
         mode=inp.mode,
@@ -318,14 +347,17 @@ def invalid_outbox(key: object, reason: str) -> OutboxRow:
     return OutboxRow(event, dict(event.data), key)
 
 
-def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:
-    """Credit the range's transfers block by block; the credited ones by key."""
+def _apply_transfers(
+    inp: RangeInput, ledger: Ledger, applied: dict[Key, Transfer], step: int
+) -> Iterator[None]:
+    """Credit the range's transfers block by block (the credited ones into ``applied``, by
+    key), pausing after whole blocks of at least ``step`` transfers since the last pause."""
     candidates = _candidates(inp.holdings)
     by_block: dict[int, list[Transfer]] = defaultdict(list)
     for transfer in inp.transfers:
         if (transfer.to_address, transfer.token) in candidates:
             by_block[transfer.block_number].append(transfer)
-    applied: dict[Key, Transfer] = {}
+    since = 0
     for number in sorted(by_block):
         block = by_block[number]
         ids = {pid for t in block for pid in candidates[(t.to_address, t.token)]}
@@ -334,7 +366,10 @@ def _apply_transfers(inp: RangeInput, ledger: Ledger) -> dict[Key, Transfer]:
         for transfer in block:
             if ledger.apply(transfer, candidates[(transfer.to_address, transfer.token)]):
                 applied[transfer.key] = transfer
-    return applied
+        since += len(block)
+        if since >= step:
+            since = 0
+            yield
 
 
 def _unmatched(inp: RangeInput, ledger: Ledger) -> tuple[Transfer, ...]:

@@ -57,6 +57,16 @@ async def insert(
     await conn.exec_driver_sql(_insert_sql(conn, table.name, columns), values)
 
 
+async def stream(
+    session: AsyncSession, table: Table, columns: Sequence[str], rows: Iterable[Row]
+) -> None:
+    """``COPY`` every row into ``table`` as ``rows`` makes it (PostgreSQL): a :data:`PART` at a
+    time, converted as :func:`insert` converts it, sent while the server stores the parts
+    before it. How many rows there will be need not be known beforehand."""
+    conn = await session.connection()
+    await _copy(conn, table.name, columns, _converting(conn.dialect, table, columns, rows))
+
+
 async def upsert(
     session: AsyncSession,
     table: Table,

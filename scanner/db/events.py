@@ -11,7 +11,7 @@ two writers never give one place twice.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 
 import orjson
@@ -52,8 +52,37 @@ async def append(
         await session.execute(text("NOTIFY payment_events"))
 
 
+async def append_made(
+    session: AsyncSession, payments: Collection[object], rows: Iterable[OutboxRow]
+) -> int:
+    """:func:`append` on PostgreSQL, each row stored as ``rows`` makes it (a part at a time,
+    :func:`~scanner.db.bulk.stream`), so that the server stores the events made so far while
+    the caller makes the next ones. Every row is of one of ``payments`` (ids as stored), whose
+    places are counted first (no statement can run beside a ``COPY``): a row of another one
+    raises, and nothing is written. How many rows were written."""
+    await events_xact_lock(session)
+    counted = {str(key) for key in payments}
+    places = await _counts(session, counted, True)
+    written = 0
+
+    def checked() -> Iterator[OutboxRow]:
+        nonlocal written
+        for row in rows:
+            if str(row.payment_key) not in counted:
+                raise ValueError(
+                    f"an event of payment {row.payment_key}, whose place was not counted"
+                )
+            written += 1
+            yield row
+
+    await bulk.stream(session, table("payment_events"), _COLUMNS, _values(checked(), places, now()))
+    if written:
+        await session.execute(text("NOTIFY payment_events"))
+    return written
+
+
 def _values(
-    rows: Sequence[OutboxRow], places: Counter[str], stamp: datetime
+    rows: Iterable[OutboxRow], places: Counter[str], stamp: datetime
 ) -> Iterator[tuple[object, ...]]:
     """Each row's values, its key counted from its payment's place (``places`` moves on)."""
     for row in rows:

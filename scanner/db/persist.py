@@ -1,22 +1,78 @@
 """The persist step: a :class:`~scanner.core.plan.RangePlan` written in bulk, in the caller's
 transaction (which never commits here): credits, payment outcomes, events, confirmations, and
-for the live scan and the walk-back the block hashes and the cursor."""
+for the live scan and the walk-back the block hashes and the cursor.
+
+On PostgreSQL a range of many transfers is planned and written at once
+(:func:`plan_and_write`): its events are sent to the server step by step as the plan makes
+them (:func:`~scanner.core.plan.plan_steps`), so that the server stores them while the rest of
+the range is planned, instead of after."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scanner.core.plan import CursorMove, RangePlan
+from scanner.core.plan import (
+    STEP_TRANSFERS,
+    CursorMove,
+    OutboxRow,
+    RangeInput,
+    RangePlan,
+    plan_range,
+    plan_steps,
+)
 from scanner.db import cursor, events, payments, sums, transactions
+from scanner.db.sql import is_postgres
+
+#: The fewest transfers a range has for its events to be stored while it is planned: below
+#: two steps there is nothing to store before the plan is done.
+STREAMED_TRANSFERS = 2 * STEP_TRANSFERS
 
 
-async def write_plan(session: AsyncSession, chain: str, plan: RangePlan) -> None:
+async def plan_and_write(session: AsyncSession, chain: str, inp: RangeInput) -> RangePlan:
+    """Plan the range (pure) and write the plan; the plan. On PostgreSQL, with at least
+    :data:`STREAMED_TRANSFERS` transfers and outside a dry run, the events go to the server
+    as each step of the plan makes them (the events' lock taken first, and held while the
+    range is planned); the rest is written once it is done. What is written is the same
+    either way."""
+    if inp.mode.scratch or len(inp.transfers) < STREAMED_TRANSFERS or not is_postgres(session):
+        plan = plan_range(inp)
+        await write_plan(session, chain, plan)
+        return plan
+    steps = plan_steps(inp, max(1, STREAMED_TRANSFERS // 2))
+    done: list[RangePlan] = []
+
+    def outbox() -> Iterator[OutboxRow]:
+        sent = 0
+        while True:
+            try:
+                made = next(steps)
+            except StopIteration as end:
+                done.append(end.value)
+                yield from end.value.outbox[sent:]
+                return
+            sent += len(made)
+            yield from made
+
+    owners = [h.row_key for h in inp.holdings] + [key for key, _ in inp.invalid]
+    await events.append_made(session, owners, outbox())
+    plan = done[0]
+    await write_plan(session, chain, plan, events_written=True)
+    return plan
+
+
+async def write_plan(
+    session: AsyncSession, chain: str, plan: RangePlan, *, events_written: bool = False
+) -> None:
+    """Write ``plan`` (its events too, unless ``events_written``)."""
     await transactions.write(session, chain, plan.credits)
     if plan.orphaned_unloaded:
         await transactions.orphan_unloaded(session, chain, plan.orphaned_unloaded)
     await payments.update(session, plan.payments)
     await sums.write(session, plan.payments)
-    await events.append(session, plan.outbox, serialized=not plan.mode.scratch)
+    if not events_written:
+        await events.append(session, plan.outbox, serialized=not plan.mode.scratch)
     if plan.mode.recounts:
         await transactions.count_confirmations(session, chain, plan.finality)
     if plan.edited:

@@ -17,10 +17,10 @@ from typing import Unpack
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scanner.core.model import Event, Transfer
-from scanner.core.plan import Mode, RangeInput, RangePlan, plan_range, status_changes
+from scanner.core.plan import Mode, RangeInput, RangePlan, status_changes
 from scanner.core.reorg import check_link, check_sparse_link, disagrees_with_stored, logs_agree
 from scanner.db import cursor
-from scanner.db.persist import write_plan
+from scanner.db.persist import plan_and_write as plan_and_write_range
 from scanner.errors import RangeInconsistent, ReorgDetected, StoredBlocksDisagree
 from scanner.scan.context import ChainContext
 from scanner.scan.fetch import RangeData
@@ -101,8 +101,7 @@ async def plan_and_write(
 ) -> BatchReport:
     """Plan (pure) and persist what was loaded, in the caller's transaction: every path's
     last two steps; the report of what it did."""
-    plan = plan_range(inp)
-    await write_plan(session, ctx.name, plan)
+    plan = await plan_and_write_range(session, ctx.name, inp)
     return BatchReport.of(plan, logs=logs, skipped=skipped)
 
 

@@ -36,6 +36,7 @@ from scanner.core.plan import (
     RangeInput,
     RangePlan,
     plan_range,
+    plan_steps,
 )
 from scanner.core.states import NOTHING, Settled
 from scanner.db.sums import settled_of
@@ -426,6 +427,41 @@ def test_a_range_plans_the_same_with_final_credits_settled(history: History) -> 
 
 
 # --- 2. ranges after ranges, the store kept as the scanner keeps it ----------------------------
+
+
+@SETTINGS
+@given(histories(), st.integers(1, 4))
+def test_a_range_planned_in_steps_makes_its_events_in_order_and_the_same_plan(
+    history: History, step: int
+) -> None:
+    """The steps a writer stores the events of while the rest is planned: each step's outbox
+    rows are the next rows of the whole plan's outbox (an event is never taken back), and the
+    plan they end in is the one planned at once."""
+    inp = range_input(
+        history.rules,
+        history.mode,
+        history.payments,
+        stored_credits(history.rows),
+        start=history.start,
+        end=history.end,
+        checked=history.checked,
+        tag_block=history.tag_block,
+        transfers=history.transfers,
+        orphan=history.orphan,
+    )
+    whole = plan_range(inp)
+    steps = plan_steps(inp, step)
+    streamed: list[Any] = []
+    while True:
+        try:
+            streamed += next(steps)
+        except StopIteration as done:
+            plan = done.value
+            break
+    assert streamed == list(whole.outbox[: len(streamed)])
+    assert_same_plan(whole, plan)
+    assert plan == whole
+    event(f"rows made before the plan was done: {min(len(streamed), 3)}")
 
 
 @dataclass
