@@ -314,9 +314,9 @@ class Sweep:
             self.metrics.logs_missed.labels(self.name).inc(len(missed))
         if result is not None:
             # The events are told as any batch's; the span is no scanned range (no
-            # range_scanned, no batch metrics), and transfers nobody can take are the live
-            # scan's to tell.
-            told = replace(result, end=result.start - 1, unmatched=())
+            # range_scanned, no batch metrics), and the logs skipped and transfers nobody can
+            # take are the live scan's to tell: it read them first.
+            told = replace(result, end=result.start - 1, unmatched=(), skipped={})
             report_batch(self.log, self.metrics, self.name, told, seconds, ctx.kind)
 
 
