@@ -378,6 +378,27 @@ def final_counted_total(credits: Iterable[Credit]) -> Settled:
     return NOTHING.plus(c for c in credits if c.final and c.counted)
 
 
+def history_input(
+    history: History,
+    credits: Mapping[UUID, Sequence[Credit]],
+    settled: Mapping[UUID, Settled] | None = None,
+) -> RangeInput:
+    """The range of ``history`` as loaded with ``credits`` (and ``settled``)."""
+    return range_input(
+        history.rules,
+        history.mode,
+        history.payments,
+        credits,
+        start=history.start,
+        end=history.end,
+        checked=history.checked,
+        tag_block=history.tag_block,
+        transfers=history.transfers,
+        orphan=history.orphan,
+        settled=settled,
+    )
+
+
 @SETTINGS
 @given(histories())
 def test_a_range_plans_the_same_with_final_credits_settled(history: History) -> None:
@@ -394,25 +415,8 @@ def test_a_range_plans_the_same_with_final_credits_settled(history: History) -> 
         rest = final_counted_total(credits)
         if rest != NOTHING:
             settled[p.id] = rest
-    common: dict[str, Any] = dict(
-        start=history.start,
-        end=history.end,
-        checked=history.checked,
-        tag_block=history.tag_block,
-        transfers=history.transfers,
-        orphan=history.orphan,
-    )
-    full = plan_range(range_input(history.rules, history.mode, history.payments, every, **common))
-    part = plan_range(
-        range_input(
-            history.rules,
-            history.mode,
-            history.payments,
-            partial,
-            settled=settled,
-            **common,
-        )
-    )
+    full = plan_range(history_input(history, every))
+    part = plan_range(history_input(history, partial, settled))
     assert_same_plan(full, part)
     touched = {u.id for u in full.payments}
     event(f"settled payments updated: {min(len(touched & settled.keys()), 2)}")
@@ -426,9 +430,6 @@ def test_a_range_plans_the_same_with_final_credits_settled(history: History) -> 
         assert update.totals == NOTHING.plus(c for c in after.values() if c.counted)
 
 
-# --- 2. ranges after ranges, the store kept as the scanner keeps it ----------------------------
-
-
 @SETTINGS
 @given(histories(), st.integers(1, 4))
 def test_a_range_planned_in_steps_makes_its_events_in_order_and_the_same_plan(
@@ -437,18 +438,7 @@ def test_a_range_planned_in_steps_makes_its_events_in_order_and_the_same_plan(
     """The steps a writer stores the events of while the rest is planned: each step's outbox
     rows are the next rows of the whole plan's outbox (an event is never taken back), and the
     plan they end in is the one planned at once."""
-    inp = range_input(
-        history.rules,
-        history.mode,
-        history.payments,
-        stored_credits(history.rows),
-        start=history.start,
-        end=history.end,
-        checked=history.checked,
-        tag_block=history.tag_block,
-        transfers=history.transfers,
-        orphan=history.orphan,
-    )
+    inp = history_input(history, stored_credits(history.rows))
     whole = plan_range(inp)
     steps = plan_steps(inp, step)
     streamed: list[Any] = []
@@ -462,6 +452,9 @@ def test_a_range_planned_in_steps_makes_its_events_in_order_and_the_same_plan(
     assert_same_plan(whole, plan)
     assert plan == whole
     event(f"rows made before the plan was done: {min(len(streamed), 3)}")
+
+
+# --- 2. ranges after ranges, the store kept as the scanner keeps it ----------------------------
 
 
 @dataclass
