@@ -8,7 +8,8 @@ scan/lookback.py: bounded by ``catch_up_max_blocks``, never stalled by a block t
 show), and applied through the same batch rules. A payment the scanner cannot use (bad address,
 more decimals than its token) gets one ``invalid_payment`` event and is left alone. One whose
 credit rows cannot be read (edited by hand) stays unseen, and is looked back for again
-:data:`LEFT_ALONE_RETRY` seconds later, until they are fixed.
+:data:`LEFT_ALONE_RETRY` seconds later, until they are fixed; the pass that leaves it alone
+reads on past it, page after page.
 
 Native-coin payments are looked back for too, by reading the blocks since ``created_at − grace``
 again in full, a hundred at a time (top-level transfers to their addresses, receipts checked).
@@ -114,13 +115,17 @@ async def catch_up(
     tally = metrics or NullMetrics()
     total = marked = 0
     previous: set[Any] = set()
+    passed: set[Any] = set()  # rows this pass left alone: its next pages read past them
     resting = guard is not None
     guard = guard if guard is not None else BookGuard()
     while True:
         started = time.monotonic()
-        looked, keys = await _catch_up_page(sessions, reader, ctx, tally, (page, guard))
+        looked, keys, left = await _catch_up_page(
+            sessions, reader, ctx, tally, (page, guard, passed)
+        )
         total, marked = total + looked, marked + len(keys)
-        if len(keys) < page or not previous.isdisjoint(keys):
+        passed |= left
+        if len(keys) + len(left) < page or not previous.isdisjoint(keys):
             break  # the last page; or rows not marked seen after all: no loop on them
         previous = set(keys)
         if resting:
@@ -135,16 +140,18 @@ async def _catch_up_page(
     reader: ChainReader,
     ctx: ChainContext,
     metrics: Metrics,
-    paging: tuple[int, BookGuard],
-) -> tuple[int, list[Any]]:
-    """One page: (how many were looked back for, the keys of the rows marked seen)."""
-    page, guard = paging
+    paging: tuple[int, BookGuard, set[Any]],
+) -> tuple[int, list[Any], set[Any]]:
+    """One page, read past the rows left alone (those waiting for their next look, and those
+    of ``passed``): (how many were looked back for, the keys of the rows marked seen, the keys
+    of the rows left alone)."""
+    page, guard, passed = paging
     generation = guard.generation
     async with sessions() as session:
-        rows = await payments.unseen(session, ctx.name, page, skip=guard.waiting())
+        rows = await payments.unseen(session, ctx.name, page, skip=guard.waiting() | passed)
         at = await cursor.get_cursor(session, ctx.name) if rows else None
         if at is None:
-            return 0, []
+            return 0, [], set()
         low = at.block - ctx.rules.keep_blocks
         window = await cursor.stored_headers(session, ctx.name, low, at.block)
     now_block = at.block
@@ -154,18 +161,18 @@ async def _catch_up_page(
     data = await _look_back(reader, ctx, behind, now_block, window, metrics) if behind else None
     if data is not None and not _agrees(data, window):
         log.info("catch_up_deferred", chain=ctx.name, reason="block hashes changed")
-        return 0, []  # a reorg is under way: the live tick walks back first
+        return 0, [], set()  # a reorg is under way: the live tick walks back first
     async with guard.lock:
         if guard.generation != generation:
-            return 0, []  # rows made unseen again meanwhile: looked at on the next pass
+            return 0, [], set()  # rows made unseen again meanwhile: looked at on the next pass
         left_alone = await _commit(sessions, ctx, rows, invalid, data, now_block, known, metrics)
         if left_alone is None:
-            return 0, []
+            return 0, [], set()
         guard.leave(left_alone, [r.key for r in rows])
     behind = [r for r in behind if r.key not in left_alone]
     if behind:
         log.info("payments_caught_up", chain=ctx.name, payments=len(behind), to_block=now_block)
-    return len(behind), [r.key for r in rows if r.key not in left_alone]
+    return len(behind), [r.key for r in rows if r.key not in left_alone], left_alone
 
 
 def _behind(

@@ -174,6 +174,34 @@ async def test_a_transactions_row_edited_into_nonsense_leaves_its_payment_alone(
     assert (row["status"], row["amount_received"]) == ("confirmed", Decimal("10"))
 
 
+async def test_a_page_holding_a_payment_left_alone_ends_no_look_early(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look goes page after page; a page whose payment it leaves alone (a credit row
+    unreadable) is a page like any other: the payments on the pages after it are looked back
+    for in the same pass, not a tick later."""
+    monkeypatch.setattr(catchup, "LEFT_ALONE_RETRY", 0.0)  # looked back for on every pass
+    broken = await h.create_payment(ALICE, "10")
+    pay(h, ALICE, 4_000_000)
+    await h.scan()
+    async with h.engine.begin() as conn:
+        await conn.execute(text("UPDATE transactions SET value = 'NaN'"))
+    pay(h, ALICE, 6_000_000)
+    h.mine(3)
+    await h.scan()  # the range leaves it alone: unseen, first on the look's pages
+    assert h.scanner is not None
+    h.scanner.catch_up_page = 1
+    others = [await h.create_payment("0x" + f"{n:02x}" * 20, "1") for n in (0xB3, 0xC4, 0xD5)]
+    h.mine(1)
+    await h.scan()
+    await h.scanner.book_looked_at()  # one pass, a row a page
+    async with h.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT CAST(id AS TEXT), seen_at_block FROM payments"))
+        seen = {pid: block for pid, block in rows}
+    assert seen[broken] is None
+    assert all(seen[pid] is not None for pid in others), seen
+
+
 async def test_a_payment_left_alone_is_looked_back_for_again_later_not_on_every_pass(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
