@@ -277,10 +277,10 @@ def plan_steps(
     inp: RangeInput, step: int = STEP_TRANSFERS
 ) -> Generator[list[OutboxRow], None, RangePlan]:
     """:func:`plan_range` a few blocks at a time: after each step of about ``step`` transfers
-    (whole blocks), the outbox rows of the events it made; then the plan. An event is never
-    taken back once made, so a writer may store each step's rows while the next is planned;
-    the plan's ``outbox`` holds them all again, in order, with the rows of the events made
-    after the last step (the payments' final advance, the edits)."""
+    (whole blocks), the outbox rows of the events it made, and last the rows made after the
+    steps (the payments' final advance, the edits, the invalid rows); then the plan, whose
+    ``outbox`` is all of them again, in order. An event is never taken back once made, so a
+    writer may store each step's rows while the next is planned."""
     ledger = Ledger([h.payment for h in inp.holdings], inp.credits, inp.rules.grace, inp.settled)
     held = {h.payment.id: h for h in inp.holdings}
     unloaded = ledger.orphan(inp.orphan)
@@ -296,8 +296,10 @@ def plan_steps(
         for payment_id in inp.revise:
             ledger.revise(payment_id)
     ledger.advance(finality)
-    outbox += [_outbox(held[e.payment_id], e) for e in ledger.events_since(len(outbox))]
-    outbox += [invalid_outbox(key, reason) for key, reason in inp.invalid]
+    made = [_outbox(held[e.payment_id], e) for e in ledger.events_since(len(outbox))]
+    made += [invalid_outbox(key, reason) for key, reason in inp.invalid]
+    outbox += made
+    yield made
     return RangePlan(
         mode=inp.mode,
         start=inp.start,

@@ -44,16 +44,12 @@ async def plan_and_write(session: AsyncSession, chain: str, inp: RangeInput) -> 
     done: list[RangePlan] = []
 
     def outbox() -> Iterator[OutboxRow]:
-        sent = 0
         while True:
             try:
-                made = next(steps)
+                yield from next(steps)
             except StopIteration as end:
                 done.append(end.value)
-                yield from end.value.outbox[sent:]
                 return
-            sent += len(made)
-            yield from made
 
     owners = [h.row_key for h in inp.holdings] + [key for key, _ in inp.invalid]
     await events.append_made(session, owners, outbox())
