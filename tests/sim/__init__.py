@@ -26,10 +26,15 @@ Restrictions that keep the oracle small and exact:
 - the gateway never edits a ``confirmed`` payment, never switches a payment's token, and edits,
   cancels and reopens with one conditional ``UPDATE``.
 
-Modules: ``chain`` (the node, reorgs, the final chain), ``gateway``, ``processes``, ``world``
-(everything a schedule runs on), ``faults`` (kinds, weights, the default set), ``schedule``,
-``steps`` and ``disrupt`` (the steps), ``oracle``, ``check``, ``run`` (one schedule to its
-verdict), ``test_sim`` (the entry point).
+Half the schedules (by their seed) run every process as ``streamed`` (a range of one transfer
+or more planned a transfer at a time, its events stored as the plan makes them, on PostgreSQL):
+the path a range of thousands of transfers takes, which the simulation's small ranges would
+otherwise never walk.
+
+Modules: ``chain`` (the node, reorgs, the final chain), ``gateway``, ``processes``,
+``streamed``, ``world`` (everything a schedule runs on), ``faults`` (kinds, weights, the
+default set), ``schedule``, ``steps`` and ``disrupt`` (the steps), ``oracle``, ``check``,
+``run`` (one schedule to its verdict), ``test_sim`` (the entry point).
 
 Running it: ``pytest tests/sim`` runs ``SIM_SECONDS`` (default 40) of schedules per database;
 ``SIM_SECONDS=1800 pytest tests/sim -n 0 -s`` runs long and prints each failure as it happens.

@@ -7,11 +7,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanner.testkit.settings import CHAIN
 from tests.ops.support import SCANNER, json_lines, scanner_env, write_config
+
+#: ``scanner`` with each range's events stored as its plan makes them (:mod:`tests.sim.streamed`)
+STREAMED = [sys.executable, str(Path(__file__).with_name("streamed.py"))]
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Fleet:
     config: Path
     procs: list[Proc] = field(default_factory=list)
     started: int = 0  # processes so far (numbers their logs)
+    streamed: bool = False  # every process runs tests/sim/streamed.py instead of ``scanner``
 
     @classmethod
     def make(
@@ -56,6 +61,8 @@ class Fleet:
         rpc_url: str,
         tokens: list[tuple[str, str, int]],
         chain: str,
+        *,
+        streamed: bool = False,
     ) -> Fleet:
         config = write_config(
             workdir / "scanner.toml",
@@ -67,14 +74,14 @@ class Fleet:
             extra_top="shutdown_timeout = 3.0\n[cluster]\nlease_seconds = 2.0",
             extra_chain=chain,
         )
-        return cls(workdir, db_url, config)
+        return cls(workdir, db_url, config, streamed=streamed)
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
         self.started += 1
         log = self.workdir / f"{self.started:03d}-{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                [SCANNER, *args, "--config", str(self.config)],
+                [*(STREAMED if self.streamed else [SCANNER]), *args, "--config", str(self.config)],
                 env=scanner_env(self.db_url),
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,

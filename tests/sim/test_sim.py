@@ -34,7 +34,8 @@ def summary(backend: str, results: list[Result], kinds: frozenset[str], *, faile
         injected.update(result.injected)
     lines = [
         f"fault simulation on {backend}: {len(results)} schedule(s) ({failed} failed), seeds"
-        f" {[r.seed for r in results]}, {sum(r.steps for r in results)} steps",
+        f" {[r.seed for r in results]}, {sum(r.steps for r in results)} steps,"
+        f" {sum(r.streamed for r in results)} with each range's events stored as planned",
         f"  payments checked {sum(r.payments for r in results)}, transactions"
         f" {sum(r.transactions for r in results)}, events {sum(r.events for r in results)},"
         f" reorgs {sum(r.reorgs for r in results)}",
@@ -58,7 +59,9 @@ def failure(result: Result, backend: str, workdir: Path) -> str:
     story = [line for line in result.log if any(n in line for n in named)]
     return (
         f"the fault simulation failed on {backend}; replay with SIM_SEED={result.seed}"
-        f" SIM_STEPS={result.steps} SCANNER_TEST_BACKENDS={backend}\n{shown}"
+        f" SIM_STEPS={result.steps} SCANNER_TEST_BACKENDS={backend}"
+        + (" (each range's events stored as planned)" if result.streamed else "")
+        + f"\n{shown}"
         + (f"\n... and {more} more" if more > 0 else "")
         + "\nthe steps that name those payments:\n"
         + "\n".join(story[-60:])

@@ -60,7 +60,9 @@ def start_chain() -> tuple[DevChain, dict[str, str], list[str]]:
     return dev, tokens, customers
 
 
-async def build(workdir: Path, db_url: str, engine: AsyncEngine) -> World:
+async def build(workdir: Path, db_url: str, engine: AsyncEngine, *, streamed: bool) -> World:
+    """The world of one schedule; ``streamed``: its processes store each range's events as the
+    plan makes them (:mod:`tests.sim.streamed`)."""
     dev, tokens, customers = start_chain()
     reverting = ["0x" + f"{0xE0 + n:02x}" * 20 for n in range(REVERTING)]
     chain = SimChain(dev, keep_snapshots=MAX_REORG_DEPTH + 2, confirmations=CONFIRMATIONS)
@@ -75,6 +77,7 @@ async def build(workdir: Path, db_url: str, engine: AsyncEngine) -> World:
         proxy.url,
         [(s, a, decimals[s]) for s, a in tokens.items()],
         CHAIN_SETTINGS,
+        streamed=streamed,
     )
     fleet.run()
     assets = await _assets(engine, tokens, decimals, fleet)
