@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -17,7 +16,7 @@ from scanner.core.plan import CreditRow, Key
 from scanner.db import bulk
 from scanner.db.payments import in_keys, raw, stored_key
 from scanner.db.sql import in_strings, moment, now, table
-from scanner.db.types import parse_timestamp, to_decimal
+from scanner.db.types import new_ids, parse_timestamp, to_decimal
 
 log = structlog.get_logger(__name__)
 UNFINAL = "transactions.status = 'pending'"  # ix_transactions_unfinal's WHERE
@@ -226,12 +225,13 @@ async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) ->
     changed = [r for r in rows if r.sender is None]
     key = ("chain", "tx_hash", "log_index")
 
-    def row(r: CreditRow) -> tuple[Any, ...]:
-        return (uuid.uuid4(), chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
+    def row(r: CreditRow, id_: UUID) -> tuple[Any, ...]:
+        return (id_, chain, r.sender, r.recipient, r.token_key, stamp, *_keyed(r, stamp))
 
     new = [r for r in seen if r.new]
-    await bulk.insert(session, t, _NEW, bulk.Made(len(new), map(row, new)))
-    seen_again = [row(r) for r in seen if not r.new]
+    await bulk.insert(session, t, _NEW, bulk.Made(len(new), map(row, new, new_ids(len(new)))))
+    again_seen = [r for r in seen if not r.new]
+    seen_again = list(map(row, again_seen, new_ids(len(again_seen))))
     await bulk.upsert(session, t, _NEW, seen_again, key=key, rewrite=_REWRITTEN)
     again = [(chain, *_keyed(r, stamp)) for r in changed]
     await bulk.update(session, t, ("chain", *_KEYED), again, key=key)

@@ -23,6 +23,7 @@ SQL on SQLite, so writers should use it (or the column defaults).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+from asyncpg.pgproto.pgproto import UUID as DriverUUID  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, Numeric, String, Text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -79,6 +81,18 @@ class UUIDType(TypeDecorator[uuid.UUID]):
         if value is None or isinstance(value, uuid.UUID):
             return value
         return uuid.UUID(str(value))
+
+
+def new_ids(count: int) -> list[uuid.UUID]:
+    """``count`` random version-4 uuids, as :func:`uuid.uuid4` makes them, made at once (a
+    backfill makes one per credit): from one read of the system's random source, each an
+    asyncpg ``UUID``, a :class:`uuid.UUID` made in C, which asyncpg sends as it is (a plain
+    one it converts first). Bound as any uuid is on SQLite."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # the RFC 4122 variant
+    whole = bytes(raw)
+    return [DriverUUID(whole[i : i + 16]) for i in range(0, 16 * count, 16)]
 
 
 def to_decimal(value: Any) -> Decimal:

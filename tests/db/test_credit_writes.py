@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from scanner.core.model import Credit
@@ -85,3 +85,25 @@ async def test_a_new_row_already_there_fails_the_write_and_changes_nothing(
         assert await _values(session) == {TX: 5}
         count = await session.scalar(select(func.count()).select_from(Transaction))
         assert count == 1
+
+
+async def test_new_rows_get_random_version_4_ids_stored_as_any_uuid(
+    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+) -> None:
+    """Ids made at once for a bulk write (enough rows for PostgreSQL's ``COPY``): each a
+    distinct random version-4 uuid, stored as the column stores any uuid."""
+    async with session_factory() as session:
+        pid, token = await _payment(session)
+        hashes = [f"0x{n:064x}" for n in range(60)]
+        await transactions.write(session, CHAIN, [_row(pid, token, h, 1, new=True) for h in hashes])
+        await session.commit()
+        ids = list((await session.execute(select(Transaction.id))).scalars())
+        if db_backend == "sqlite":
+            stored = {r[0] for r in await session.execute(text("SELECT id FROM transactions"))}
+        else:
+            stored = {str(i) for i in ids}
+    assert len(ids) == len(set(ids)) == 60
+    assert all(isinstance(i, uuid.UUID) and i.version == 4 for i in ids)
+    assert all(i.variant == uuid.RFC_4122 for i in ids)
+    assert stored == {str(uuid.UUID(str(i))) for i in ids}  # 36 lower-case characters each
+    assert all(len(s) == 36 and s == s.lower() for s in stored)
