@@ -230,8 +230,8 @@ async def write(session: AsyncSession, chain: str, rows: Sequence[CreditRow]) ->
 
     new = [r for r in seen if r.new]
     await bulk.insert(session, t, _NEW, bulk.Made(len(new), map(row, new, new_ids(len(new)))))
-    again_seen = [r for r in seen if not r.new]
-    seen_again = list(map(row, again_seen, new_ids(len(again_seen))))
+    rescanned = [r for r in seen if not r.new]
+    seen_again = list(map(row, rescanned, new_ids(len(rescanned))))
     await bulk.upsert(session, t, _NEW, seen_again, key=key, rewrite=_REWRITTEN)
     again = [(chain, *_keyed(r, stamp)) for r in changed]
     await bulk.update(session, t, ("chain", *_KEYED), again, key=key)
