@@ -17,9 +17,15 @@ Measured per database and per N:
     python -m bench.book                              # 1,000 vs 1,000,000, SQLite and PostgreSQL
     python -m bench.book --book 1000 100000 --db sqlite
     python -m bench.book --seen                       # the book already looked at
+    python -m bench.book --db sqlite --rounds 3       # each book three times, alternated
 
 With ``--seen`` the book is written as already looked at (``seen_at_block`` set): per block is
 then the statements' cost at N alone, without the first look running beside the scan.
+
+With ``--rounds R`` the books are measured R times, one round after the other (each round
+every book once, the smallest first): each book is compared with the smallest of its own
+round, and the median of those ratios is printed. A machine whose speed changes from one
+minute to the next then moves both sides of a ratio, not one.
 
 Figures are printed, never judged: the exit status is 0 whatever they are.
 """
@@ -38,6 +44,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from sqlalchemy import text
@@ -82,6 +89,7 @@ class Job:
 class Outcome:
     backend: str
     book: int
+    round: int
     write_s: float
     start_s: float
     ready_s: float  # of start_s, after the process logged scanner_started
@@ -212,29 +220,43 @@ async def confirmed(db: BenchDB) -> int:
         await db.close()
 
 
-def run_one(job: Job) -> Outcome:
+def run_one(job: Job, round_: int) -> Outcome:
     work = workdir()
     db, write_s = asyncio.run(prepare(job, work))
     start_s, ready_s, per_block, blocks, rss = run_scanner(db, job, work)
     paid = asyncio.run(confirmed(db))
     return Outcome(
-        job.backend, job.book, write_s, start_s, ready_s, per_block * 1000, blocks, rss, paid
+        job.backend,
+        job.book,
+        round_,
+        write_s,
+        start_s,
+        ready_s,
+        per_block * 1000,
+        blocks,
+        rss,
+        paid,
     )
+
+
+def ratio(o: Outcome, outcomes: list[Outcome]) -> float:
+    """``o``'s per-block time over the smallest book's of its database and round."""
+    base = next(b for b in outcomes if (b.backend, b.round) == (o.backend, o.round))
+    return o.per_block_ms / base.per_block_ms if base.per_block_ms > 0 else 0.0
 
 
 def report(outcomes: list[Outcome]) -> None:
     rows = []
     for o in outcomes:
-        base = next(b for b in outcomes if b.backend == o.backend)  # the smallest book first
-        ratio = o.per_block_ms / base.per_block_ms if base.per_block_ms > 0 else 0.0
         rows.append(
             [
                 o.backend,
+                str(o.round + 1),
                 f"{o.book:,}",
                 f"{o.write_s:.1f}",
                 f"{o.start_s:.2f} ({o.ready_s:.2f})",
                 f"{o.per_block_ms:.1f}",
-                f"{ratio:.2f}x",
+                f"{ratio(o, outcomes):.2f}x",
                 f"{o.peak_rss_mb:.0f}",
                 f"{o.confirmed}/{BLOCKS}",
             ]
@@ -243,16 +265,26 @@ def report(outcomes: list[Outcome]) -> None:
         f"The open-payment book: {BLOCKS} blocks each paying one payment, batch size 1",
         [
             "db",
+            "round",
             "open payments",
             "book written s",
             "start to first range s (after scanner_started)",
             "per block ms",
-            "vs smallest book",
+            "vs smallest book of its round",
             "peak RSS MB",
             "paid",
         ],
         rows,
     )
+    smallest = {o.backend: o.book for o in reversed(outcomes)}  # each database's first book
+    for backend, book in sorted({(o.backend, o.book) for o in outcomes}):
+        ratios = sorted(
+            ratio(o, outcomes) for o in outcomes if (o.backend, o.book) == (backend, book)
+        )
+        if len(ratios) > 1 and book != smallest[backend]:
+            spread = f"{ratios[0]:.2f}–{ratios[-1]:.2f}x"
+            rounds = f"{len(ratios)} rounds ({spread})"
+            print(f"{backend} {book:,}: median {median(ratios):.2f}x of {rounds}")
     print(
         f"targets (for comparison, never pass/fail): per block <= {TARGET_PER_BLOCK}x the "
         f"smallest book's; peak RSS <= {TARGET_RSS_MB} MB; start to first range <= "
@@ -274,6 +306,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="write the book as already looked at: per block without the first look beside it",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every book this many times, round after round, each against its round's"
+        " smallest",
+    )
+    parser.add_argument(
         "--scanner-root",
         type=Path,
         default=Path(__file__).resolve().parent.parent,
@@ -289,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"chain {shape.key}; anvil ready in {chain.ready_seconds:.1f} s", flush=True)
         outcomes = []
-        for backend in args.db:
+        for round_, backend in ((r, b) for b in args.db for r in range(max(1, args.rounds))):
             for book in sorted(args.book):
                 job = Job(
                     chain.url,
@@ -304,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.seen,
                     str(args.scanner_root),
                 )
-                outcome = run_one(job)
+                outcome = run_one(job, round_)
                 print(f"  {backend} {book:,}: {json.dumps(asdict(outcome))}", flush=True)
                 outcomes.append(outcome)
         report(outcomes)
