@@ -276,12 +276,12 @@ def report(outcomes: list[Outcome]) -> None:
         ],
         rows,
     )
-    smallest = {o.backend: o.book for o in reversed(outcomes)}  # each database's first book
+    smallest = min(o.book for o in outcomes)  # every database measures the same books
     for backend, book in sorted({(o.backend, o.book) for o in outcomes}):
         ratios = sorted(
             ratio(o, outcomes) for o in outcomes if (o.backend, o.book) == (backend, book)
         )
-        if len(ratios) > 1 and book != smallest[backend]:
+        if len(ratios) > 1 and book != smallest:
             spread = f"{ratios[0]:.2f}–{ratios[-1]:.2f}x"
             rounds = f"{len(ratios)} rounds ({spread})"
             print(f"{backend} {book:,}: median {median(ratios):.2f}x of {rounds}")
