@@ -3,8 +3,9 @@
 PostgreSQL: ``COPY`` (asyncpg's ``copy_records_to_table``) into the table, or into a temporary
 table that one ``INSERT … ON CONFLICT`` or ``UPDATE … FROM`` applies. SQLite: one
 ``executemany`` of plain tuples. Each value goes through its column's own type (db/types.py),
-once per distinct object (a batch's one timestamp is converted once), so a row is stored
-exactly as an ORM insert would store it. Everything runs in the caller's transaction.
+once per distinct object (a batch's one timestamp is converted once), or a whole column at
+once when every value in it is of the type the scanner binds (its ids, its base units), so a
+row is stored exactly as an ORM insert would store it. Everything runs in the caller's transaction.
 
 Rows an insert is given as :class:`Made` are made only as they are written: on PostgreSQL a
 part at a time while the server stores the parts ``COPY`` sent before, so the Python that
@@ -21,9 +22,11 @@ from sqlalchemy import Table, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from scanner.db.types import bulk_binder
+from scanner.db.types import ConvertColumn, bulk_binder, bulk_column
 
 Row = Sequence[Any]
+#: A column's conversion per value (None: none), and at once where every value allows it.
+Processor = tuple[Callable[[Any], Any] | None, ConvertColumn | None]
 
 
 class Made:
@@ -189,10 +192,14 @@ def _converted(
     return _converted_by(_processors(dialect, table, columns), rows)
 
 
-def _converted_by(procs: Sequence[Callable[[Any], Any] | None], rows: Sequence[Row]) -> list[Row]:
+def _converted_by(procs: Sequence[Processor], rows: Sequence[Row]) -> list[Row]:
     out: list[Sequence[Any]] = []
-    for proc, values in zip(procs, zip(*rows, strict=True), strict=True):
-        out.append(values if proc is None else _mapped(proc, values))
+    for (proc, whole), values in zip(procs, zip(*rows, strict=True), strict=True):
+        if proc is None:
+            out.append(values)
+            continue
+        done = None if whole is None else whole(values)
+        out.append(_mapped(proc, values) if done is None else done)
     return list(zip(*out, strict=True))
 
 
@@ -210,10 +217,9 @@ def _mapped(proc: Callable[[Any], Any], values: Sequence[Any]) -> list[Any]:
 _NONE = object()
 
 
-def _processors(
-    dialect: Dialect, table: Table, columns: Sequence[str]
-) -> list[Callable[[Any], Any] | None]:
-    return [bulk_binder(table.c[name].type, dialect) for name in columns]
+def _processors(dialect: Dialect, table: Table, columns: Sequence[str]) -> list[Processor]:
+    types = [table.c[name].type for name in columns]
+    return [(bulk_binder(kind, dialect), bulk_column(kind, dialect)) for kind in types]
 
 
 async def _staged(

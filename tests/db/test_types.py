@@ -26,6 +26,7 @@ from scanner.db.types import (
     UTCDateTime,
     UUIDType,
     bulk_binder,
+    bulk_column,
     canonical_decimal,
     parse_timestamp,
     to_decimal,
@@ -345,3 +346,49 @@ def test_bulk_binder_gives_what_the_column_type_gives(kind: str, dialect: Dialec
             assert isinstance(got, str) and isinstance(expected, str)
             got, expected = json.loads(got), json.loads(expected)
         assert (type(got), got) == (type(expected), expected), value
+
+
+#: Per kind, a column of the one Python type the scanner binds (taken whole, at once).
+_BOUND_COLUMNS: dict[str, list[object]] = {
+    "uuid": [uuid.UUID(int=7), DriverUUID(int=9), uuid.uuid4()],
+    "exact": [Decimal("25.50"), Decimal(0), EIGHTEEN_DECIMALS, Decimal("-1.5E+3")],
+    "units": [0, 5, UINT256_MAX, 7],
+    "time": [T0, T0 + timedelta(seconds=1), T0],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BULK_VALUES))
+@pytest.mark.parametrize(
+    "dialect",
+    [pg_asyncpg.dialect(), sqlite_aiosqlite.dialect()],  # type: ignore[no-untyped-call]
+)
+def test_a_column_converted_at_once_is_what_each_value_gives(kind: str, dialect: Dialect) -> None:
+    """A bulk write's whole-column shortcut gives, value by value, what the type's own
+    conversion gives, or declines the column (then each value goes through the binder): a
+    column with a None, a bool, an odd type, a value the type refuses or converts is never
+    taken as it is."""
+    column_type: TypeEngine[Any] = {
+        "uuid": UUIDType(),
+        "exact": ExactDecimal(),
+        "units": BaseUnits(),
+        "json": EVENT_DATA,
+    }.get(kind, UTCDateTime())
+    full = column_type.dialect_impl(dialect).bind_processor(dialect)
+    whole = bulk_column(column_type, dialect)
+    assert full is not None
+    if whole is None:  # no shortcut for the type here: nothing to compare
+        assert (kind, dialect.name) in {("json", "postgresql"), ("json", "sqlite"),
+                                        ("exact", "sqlite"), ("time", "sqlite")}  # fmt: skip
+        return
+    bound = _BOUND_COLUMNS[kind]
+    columns = [bound, *([value] * 2 for value in _BULK_VALUES[kind]), [*bound, None]]
+    taken = 0
+    for column in columns:
+        got = whole(column)
+        if got is None:
+            continue
+        taken += 1
+        expected = [None if value is None else full(value) for value in column]
+        assert [(type(g), g) for g in got] == [(type(e), e) for e in expected], column
+    assert whole(bound) is not None and taken >= 2
+    assert whole([*bound, True]) is None and whole([*bound, "7"]) is None
