@@ -29,7 +29,11 @@ Restrictions that keep the oracle small and exact:
 Half the schedules (by their seed) run every process as ``streamed`` (a range of one transfer
 or more planned a transfer at a time, its events stored as the plan makes them, on PostgreSQL):
 the path a range of thousands of transfers takes, which the simulation's small ranges would
-otherwise never walk.
+otherwise never walk. A third (by their seed, apart from the rest) begin on a database no live
+scan has seen: a backfill inserts the tokens' rows, and payments are made, paid, reorged and
+backfilled for 20 to 60 steps; a backfill of the whole chain so far begins a few steps before
+the first ``scanner run``, which starts at the head (its look-back finding what the backfills
+did not read).
 
 Modules: ``chain`` (the node, reorgs, the final chain), ``gateway``, ``processes``,
 ``streamed``, ``world`` (everything a schedule runs on), ``faults`` (kinds, weights, the

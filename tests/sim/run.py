@@ -17,7 +17,15 @@ from scanner.db.engine import engine_for_url
 from tests.sim.check import check_all
 from tests.sim.oracle import FinalChain
 from tests.sim.schedule import Schedule
-from tests.sim.world import CONFIRMATIONS, World, build, cursor, cursor_at_head, swept
+from tests.sim.world import (
+    CONFIRMATIONS,
+    MAX_REORG_DEPTH,
+    World,
+    build,
+    cursor,
+    cursor_at_head,
+    swept,
+)
 from tests.support.wait import until
 
 # The bound for the cursor to be back at the head once faults stop: the scanner's longest pause
@@ -39,6 +47,7 @@ class Result:
     transactions: int = 0
     reorgs: int = 0
     streamed: bool = False  # its processes stored each range's events as the plan made them
+    unscanned: bool = False  # backfilled before the first ``scanner run`` ever ran
     catch_up_seconds: float = 0.0
     behind: int = 0  # blocks the cursor was behind the head when the faults stopped
     failures: list[str] = field(default_factory=list)
@@ -59,20 +68,48 @@ async def run_schedule(
     # half the schedules walk the path a range of thousands of transfers takes (drawn apart
     # from the schedule's own randomness: a seed's steps are the same either way)
     streamed = random.Random(f"streamed {seed}").random() < 0.5
-    world = await build(workdir, db_url, engine, streamed=streamed)
+    # a third begin on a database no live scan has seen (drawn apart too)
+    opening = random.Random(f"unscanned {seed}")
+    unscanned = opening.random() < 0.3
+    world = await build(workdir, db_url, engine, streamed=streamed, unscanned=unscanned)
     schedule = Schedule(world, random.Random(seed), kinds)
+    if unscanned:
+        begin_unscanned(schedule, opening)
     try:
         deadline = time.monotonic() + seconds
         while (schedule.step_no < steps) if steps is not None else (time.monotonic() < deadline):
             await schedule.step()
         result = Result(seed, schedule.step_no, schedule.injected, log=schedule.log)
-        result.streamed = streamed
+        result.streamed, result.unscanned = streamed, unscanned
         if await settle(world, schedule, result):
             await verdict(world, result)
         return result
     finally:
         world.close()
         await engine.dispose()
+
+
+def begin_unscanned(schedule: Schedule, rng: random.Random) -> None:
+    """Payments made, paid, reorged and backfilled for 20 to 60 steps before the first
+    ``scanner run`` starts; a few steps before it, a backfill of the whole chain so far
+    (into the reorg window at times), which may still be running when the scan starts."""
+    fleet = schedule.world.fleet
+    steps = rng.randrange(20, 60)
+    below_head = rng.randrange(0, MAX_REORG_DEPTH + 1)
+
+    def backfill() -> None:
+        end = schedule.world.chain.head() - below_head
+        if not fleet.backfills() and schedule.world.proxy.proxy.frozen_at is None and end > 1:
+            fleet.backfill(1, end, dry_run=False)
+            schedule.note(f"backfill 1..{end} before the first scan")
+
+    def first_run() -> None:
+        if not fleet.runners():
+            fleet.run()
+            schedule.note("first scanner run")
+
+    schedule.later(steps - rng.randrange(0, 6), backfill)
+    schedule.later(steps, first_run)
 
 
 async def settle(world: World, schedule: Schedule, result: Result) -> bool:

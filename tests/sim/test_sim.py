@@ -35,7 +35,8 @@ def summary(backend: str, results: list[Result], kinds: frozenset[str], *, faile
     lines = [
         f"fault simulation on {backend}: {len(results)} schedule(s) ({failed} failed), seeds"
         f" {[r.seed for r in results]}, {sum(r.steps for r in results)} steps,"
-        f" {sum(r.streamed for r in results)} with each range's events stored as planned",
+        f" {sum(r.streamed for r in results)} with each range's events stored as planned,"
+        f" {sum(r.unscanned for r in results)} backfilled before the first live scan",
         f"  payments checked {sum(r.payments for r in results)}, transactions"
         f" {sum(r.transactions for r in results)}, events {sum(r.events for r in results)},"
         f" reorgs {sum(r.reorgs for r in results)}",
@@ -61,6 +62,7 @@ def failure(result: Result, backend: str, workdir: Path) -> str:
         f"the fault simulation failed on {backend}; replay with SIM_SEED={result.seed}"
         f" SIM_STEPS={result.steps} SCANNER_TEST_BACKENDS={backend}"
         + (" (each range's events stored as planned)" if result.streamed else "")
+        + (" (backfilled before the first live scan)" if result.unscanned else "")
         + f"\n{shown}"
         + (f"\n... and {more} more" if more > 0 else "")
         + "\nthe steps that name those payments:\n"

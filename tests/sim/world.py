@@ -60,9 +60,13 @@ def start_chain() -> tuple[DevChain, dict[str, str], list[str]]:
     return dev, tokens, customers
 
 
-async def build(workdir: Path, db_url: str, engine: AsyncEngine, *, streamed: bool) -> World:
+async def build(
+    workdir: Path, db_url: str, engine: AsyncEngine, *, streamed: bool, unscanned: bool = False
+) -> World:
     """The world of one schedule; ``streamed``: its processes store each range's events as the
-    plan makes them (:mod:`tests.sim.streamed`)."""
+    plan makes them (:mod:`tests.sim.streamed`). ``unscanned``: no ``scanner run`` has ever run
+    on the database; a backfill of the chain so far inserts the tokens' rows instead (the
+    schedule starts the first live scan later)."""
     dev, tokens, customers = start_chain()
     reverting = ["0x" + f"{0xE0 + n:02x}" * 20 for n in range(REVERTING)]
     chain = SimChain(dev, keep_snapshots=MAX_REORG_DEPTH + 2, confirmations=CONFIRMATIONS)
@@ -79,7 +83,10 @@ async def build(workdir: Path, db_url: str, engine: AsyncEngine, *, streamed: bo
         CHAIN_SETTINGS,
         streamed=streamed,
     )
-    fleet.run()
+    if unscanned:
+        fleet.backfill(1, chain.head(), dry_run=False)
+    else:
+        fleet.run()
     assets = await _assets(engine, tokens, decimals, fleet)
     gateway = Gateway(engine, assets, reverting)
     await gateway.keep_native_open(chain.timestamp)
