@@ -17,7 +17,8 @@ block is such a block. Near or above the head it stays "not yet" (a lagging repl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Container, Sequence
 from typing import Any, TypeVar, cast
 
 from scanner.chain import shapes
@@ -38,6 +39,9 @@ DECIMALS_SELECTOR = "0x313ce567"  # keccak256("decimals()")[:4]
 RECENT_BLOCKS = 128  # below the head, how far a missing block may be one not there *yet*
 T = TypeVar("T")
 DEFAULT_BATCH = 100  # requests in one JSON-RPC batch (a kind may allow fewer)
+#: The recipient topics a whole answer is sifted by; or a task still reading them (a large
+#: book's, while the first reads go out), whose None means none: every log is kept.
+Sieve = Container[str] | asyncio.Future[frozenset[str] | None]
 METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0: the node does not serve the method
 WHY_SHOWN = 160  # characters of a malformed answer's description shown (its picture last)
 
@@ -217,23 +221,36 @@ class ChainReader:
         start: int,
         end: int,
         *,
-        watched: Container[str],
+        watched: Sieve,
         to_topics: Sequence[str] | None = None,
     ) -> tuple[list[Log], PassedOver]:
         """:meth:`logs`, the answer sifted as it is parsed (:func:`~scanner.chain.shapes.sifted`):
         the logs that may pay one of the ``watched`` recipient topics, or that must be decoded
-        to be counted or refused, and what is kept of the others."""
+        to be counted or refused, and what is kept of the others. ``watched`` still being read
+        (a task): the query goes out at once, and its answer waits for it before it is parsed
+        (off the attempt's deadline)."""
         if not addresses:
             return [], PassedOver()
         fail = self._fail("eth_getLogs")
+        ready: Callable[[], Awaitable[object]] | None = None
+        if isinstance(watched, asyncio.Future):
+            later = watched
+            ready = lambda: asyncio.shield(later)  # noqa: E731 - a read's cancel leaves it be
+
+            def parse(value: Any) -> tuple[list[Log], PassedOver]:
+                topics = later.result()
+                if topics is None:
+                    return shapes.logs(shapes.plain(value), fail), PassedOver()
+                return shapes.sifted(value, fail, topics)
+
+        else:
+            sieve = watched
+
+            def parse(value: Any) -> tuple[list[Log], PassedOver]:
+                return shapes.sifted(value, fail, sieve)
+
         return await self._get_logs(
-            addresses,
-            topic0,
-            start,
-            end,
-            to_topics,
-            lambda v: shapes.sifted(v, fail, watched),
-            typed=shapes.typed_answers,
+            addresses, topic0, start, end, to_topics, parse, typed=shapes.typed_answers, ready=ready
         )
 
     async def _get_logs(
@@ -245,6 +262,7 @@ class ChainReader:
         to_topics: Sequence[str] | None,
         parse_logs: Callable[[Any], T],
         typed: Callable[[bytes | bytearray], Any] | None = None,
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> T:
         """One ``eth_getLogs`` beside ``eth_blockNumber`` (:meth:`logs`), parsed by
         ``parse_logs``."""
@@ -256,7 +274,9 @@ class ChainReader:
             return parse_logs(value) if index == 0 else self._covers(value, end)
 
         try:
-            logs, _ = await self.client.batch(calls, parse=parse, label="eth_getLogs", typed=typed)
+            logs, _ = await self.client.batch(
+                calls, parse=parse, label="eth_getLogs", typed=typed, ready=ready
+            )
         except HistoryUnavailable:
             raise
         except BlockNotAvailable:

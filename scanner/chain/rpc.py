@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Self, TypeVar, overload
 
 import httpx
@@ -181,6 +182,7 @@ class RpcClient:
         parse: Callable[[int, Any], T],
         label: str | None = None,
         typed: Callable[[bytes | bytearray], Any] | None = None,
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> list[T]: ...
 
     async def batch(
@@ -190,6 +192,7 @@ class RpcClient:
         parse: Callable[[int, Any], Any] | None = None,
         label: str | None = None,
         typed: Callable[[bytes | bytearray], Any] | None = None,
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> list[Any]:
         """Many calls in JSON-RPC batches of at most ``batch_size``; results in call order.
 
@@ -199,11 +202,14 @@ class RpcClient:
         connection pool bounds how many at once). ``label``: what metrics and logs call the
         request (default ``batch:<method>``, or ``batch:mixed``). ``typed``: a decoder of the
         answer into typed values (:func:`jsonrpc.decode`), tried before plain JSON.
+        ``ready``: awaited once an answer is in, before it is parsed (what the parse needs that
+        the caller is still making, such as the addresses a whole answer is sifted by); the time
+        it takes is not the node's, and counts against no attempt's ``rpc_timeout``.
         """
         parts = await asyncio.gather(
             *(
                 self._batch_chunk(
-                    calls[offset : offset + self._batch_size], offset, parse, label, typed
+                    calls[offset : offset + self._batch_size], offset, parse, label, typed, ready
                 )
                 for offset in range(0, len(calls), self._batch_size)
             )
@@ -217,6 +223,7 @@ class RpcClient:
         parse: Callable[[int, Any], Any] | None,
         label: str | None = None,
         typed: Callable[[bytes | bytearray], Any] | None = None,
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> list[Any]:
         if label is None:
             methods = {m for m, _ in chunk}
@@ -234,6 +241,8 @@ class RpcClient:
             values = jsonrpc.batch_results(ordered, items, where)
             if parse is None:
                 return values
+            if ready is not None:
+                await _off_deadline(ready)
             return [parse(offset + n, v) for n, v in enumerate(values)]
 
         try:
@@ -243,8 +252,8 @@ class RpcClient:
                 raise
         half = len(chunk) // 2  # an answer too large for one read: ask in two halves
         first, second = await asyncio.gather(
-            self._batch_chunk(chunk[:half], offset, parse, label, typed),
-            self._batch_chunk(chunk[half:], offset + half, parse, label, typed),
+            self._batch_chunk(chunk[:half], offset, parse, label, typed, ready),
+            self._batch_chunk(chunk[half:], offset + half, parse, label, typed, ready),
         )
         return first + second
 
@@ -291,8 +300,12 @@ class RpcClient:
     ) -> T:
         """``send`` under the attempt's one deadline; running out of it is a transport error."""
         try:
-            async with asyncio.timeout(self._timeout):
-                return await send(where, url)
+            async with asyncio.timeout(self._timeout) as deadline:
+                token = _DEADLINE.set(deadline)
+                try:
+                    return await send(where, url)
+                finally:
+                    _DEADLINE.reset(token)
         except TimeoutError:
             detail = f"no whole answer within {self._timeout:g} s (rpc_timeout)"
             raise RpcTransportError(
@@ -338,6 +351,27 @@ class RpcClient:
     def redact(self, text: str) -> str:
         """``text`` with this client's URLs and every key in them scrubbed."""
         return scrub(text, self._secrets)
+
+
+#: The deadline of the attempt under way in this task (:meth:`RpcClient._within_deadline`).
+_DEADLINE: ContextVar[asyncio.Timeout | None] = ContextVar("rpc_deadline", default=None)
+
+
+async def _off_deadline(wait: Callable[[], Awaitable[object]]) -> None:
+    """``wait()`` with the attempt's deadline stopped, and as much of it left after as before:
+    what the caller still makes for an answer's parse is not the node's time."""
+    deadline = _DEADLINE.get()
+    when = None if deadline is None else deadline.when()
+    if deadline is None or when is None:
+        await wait()
+        return
+    loop = asyncio.get_running_loop()
+    left = when - loop.time()
+    deadline.reschedule(None)
+    try:
+        await wait()
+    finally:
+        deadline.reschedule(loop.time() + left)
 
 
 async def _read_capped(

@@ -196,6 +196,14 @@ def _sift_typed(
     return kept, PassedOver(len(passed), tuple(blocks), zero)
 
 
+def plain(value: Any) -> Any:
+    """An answer's logs as the node's JSON objects, where :func:`typed_answers` typed them (for
+    :func:`logs`, which checks JSON); any other value as it is."""
+    if type(value) is list and value and type(value[0]) is TypedLog:
+        return list(map(_plain, value))
+    return value
+
+
 def _plain(entry: TypedLog) -> Log:
     """A typed log as the node's JSON object (``blockTimestamp`` only when the node sent it)."""
     return cast(Log, msgspec.to_builtins(entry))

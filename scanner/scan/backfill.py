@@ -10,15 +10,17 @@ block the backfill verified itself.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from uuid import UUID
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from scanner.chain.reader import Sieve
 from scanner.core.decode import watched_topics
 from scanner.core.model import Header
 from scanner.core.plan import BACKFILL, DRY_RUN
@@ -118,6 +120,7 @@ class Backfill(OnChain):
         self._from = 0  # the run's first block (a split backfill's whole range)
         self._first = 0  # the first block these reads begin at (a resumed job's, a split job's)
         self._tag: int | None = None  # and its finality tag's block (tag mode)
+        self._walks: list[asyncio.Future[frozenset[str] | None]] = []  # books walked beside reads
         # A split backfill's worker (scanner.scan.split): each commit is fenced by its job lease.
         self.worker: str | None = None
         self.before_commit: Callable[[], Awaitable[None]] | None = None  # waits for its turn
@@ -207,6 +210,24 @@ class Backfill(OnChain):
     ) -> None:
         self._first = start
         deep_to = ctx.deep_end(self._head, self._tag)
+        try:
+            await self._scan_ranges(ctx, start, end, summary, progress, deep_to)
+        finally:
+            for walk in self._walks:  # a walk no read waited for to its end
+                walk.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await walk
+            self._walks.clear()
+
+    async def _scan_ranges(
+        self,
+        ctx: ChainContext,
+        start: int,
+        end: int,
+        summary: BackfillSummary,
+        progress: Progress | None,
+        deep_to: int,
+    ) -> None:
         fetch, span = await self._fetcher(ctx, deep_to)
         cut = min(end, max(start - 1, deep_to))
         ranges = split_range(start, cut, span) + split_range(cut + 1, end, self.sizer.size)
@@ -265,7 +286,7 @@ class Backfill(OnChain):
                     to_topics=topics,
                     watched=sieve,
                 )
-            if topics is None and sieve is None:  # every log kept: most pay nobody
+            if topics is None and _none(sieve):  # every log kept: most pay nobody
                 return data
             return data.decoded_ahead(ctx.tokens)  # while an earlier range is committed
 
@@ -273,29 +294,46 @@ class Backfill(OnChain):
 
     async def _watched(
         self, ctx: ChainContext
-    ) -> tuple[list[str] | None, frozenset[str] | None, NativeWatch]:
+    ) -> tuple[list[str] | None, Sieve | None, NativeWatch]:
         """The recipient topics eth_getLogs asks for (None: every Transfer of the tokens), those
         whole answers are sifted by (None: every log kept, with more than :data:`SIEVE_MAX`),
-        and the native-coin recipients looked for."""
+        and the native-coin recipients looked for.
+
+        The book is walked as far as ``filter_recipients_max`` first: beyond it, the rest of
+        the walk (up to :data:`SIEVE_MAX`) goes on in a task of its own while the first reads
+        go out, and their answers wait for it before they are sifted (a dry run, whose one
+        session cannot be shared, walks it all first)."""
+        limit = self.settings.filter_recipients_max
         async with self._transaction() as session:
-            limit = self.settings.filter_recipients_max
-            written = ctx.kind.case_sensitive
             watched = await payments.watched_addresses(
-                session, ctx.name, max(limit, SIEVE_MAX), as_written=written
+                session, ctx.name, limit, as_written=ctx.kind.case_sensitive
             )
             native: NativeWatch = ()
+            sieve: Sieve | None = None
+            if watched is None and self.dry_run and limit < SIEVE_MAX:
+                sieve = await self._sieve(session, ctx)
             if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
                 native = await payments.native_addresses(session, ctx.name)
         if not self.dry_run:
             native = await native_watch(self.sessions, ctx.name, ctx.kind)
-        if watched is None:
-            return None, None, native
-        # as matched (TRON: rows written T… or 41… too); an address that is no 20-byte hex (a
-        # row the gateway wrote wrong) is paid by no log
-        keys = [a for a in ctx.kind.match_keys(watched) if is_hex(a)]
-        if len(watched) <= limit:
-            return [recipient_topic(a) for a in keys], None, native
-        return None, watched_topics(keys), native
+        if watched is not None:
+            return [recipient_topic(a) for a in _keys(ctx, watched)], None, native
+        if not self.dry_run and limit < SIEVE_MAX:
+            sieve = asyncio.ensure_future(self._walk(ctx))
+            self._walks.append(sieve)
+        return None, sieve, native
+
+    async def _walk(self, ctx: ChainContext) -> frozenset[str] | None:
+        async with self._transaction() as session:
+            return await self._sieve(session, ctx)
+
+    async def _sieve(self, session: AsyncSession, ctx: ChainContext) -> frozenset[str] | None:
+        """The recipient topics of every address the chain's payments use; None for more than
+        :data:`SIEVE_MAX` addresses."""
+        watched = await payments.watched_addresses(
+            session, ctx.name, SIEVE_MAX, as_written=ctx.kind.case_sensitive
+        )
+        return None if watched is None else watched_topics(_keys(ctx, watched))
 
     async def _commit(
         self, ctx: ChainContext, data: RangeData, window: dict[int, int], summary: BackfillSummary
@@ -382,6 +420,20 @@ def linger(data: RangeData, most: int) -> float:
     :data:`COMMIT_LOGS` logs and ``most`` blocks)."""
     joinable = 2 * len(data.logs) <= COMMIT_LOGS and 2 * (data.end - data.start + 1) <= most
     return LINGER if joinable else 0.0
+
+
+def _none(sieve: Sieve | None) -> bool:
+    """Whether ``sieve`` sifts nothing (a walk read more addresses than it takes)."""
+    if isinstance(sieve, asyncio.Future):
+        done = sieve.done() and not sieve.cancelled() and sieve.exception() is None
+        return done and sieve.result() is None
+    return sieve is None
+
+
+def _keys(ctx: ChainContext, watched: set[str]) -> list[str]:
+    """The addresses as matched (TRON: rows written T… or 41… too); an address that is no
+    20-byte hex (a row the gateway wrote wrong) is paid by no log."""
+    return [a for a in ctx.kind.match_keys(watched) if is_hex(a)]
 
 
 def is_hex(address: str) -> bool:

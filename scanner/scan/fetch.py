@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection, Container, Iterable
 from dataclasses import dataclass, field, replace
 from typing import cast
 
-from scanner.chain.reader import ChainReader
+from scanner.chain.reader import ChainReader, Sieve
 from scanner.core.decode import (
     TRANSFER_TOPIC,
     Decoded,
@@ -170,7 +170,7 @@ async def fetch_sifted(
     *,
     to_topics: Sequence[str] | None = None,
     split: int = LOG_PIECES,
-    watched: Container[str] | None,
+    watched: Sieve | None,
 ) -> tuple[list[Log], PassedOver]:
     """:func:`fetch_logs`, each answer sifted as it is parsed when ``watched`` (recipient
     topics, :func:`~scanner.core.decode.watched_topics`) is given: the logs that may pay one
@@ -202,7 +202,7 @@ async def _fetch_piece(
     end: int,
     sizer: RangeSizer,
     to_topics: Sequence[str] | None,
-    watched: Container[str] | None,
+    watched: Sieve | None,
 ) -> tuple[list[Log], PassedOver]:
     out: list[Log] = []
     passed = PassedOver()
@@ -229,7 +229,7 @@ async def _read_logs(
     start: int,
     end: int,
     to_topics: Sequence[str] | None,
-    watched: Container[str] | None,
+    watched: Sieve | None,
 ) -> tuple[list[Log], PassedOver]:
     if watched is None:
         logs = await reader.logs(tokens, TRANSFER_TOPIC, start, end, to_topics=to_topics)
@@ -270,7 +270,7 @@ async def fetch_range(
     sizer: RangeSizer | None = None,
     by_hash: bool = False,
     to_topics: Sequence[str] | None = None,
-    watched: Container[str] | None = None,
+    watched: Sieve | None = None,
 ) -> RangeData:
     """Headers and logs of one range; logs must agree with the headers.
 
@@ -305,7 +305,7 @@ async def fetch_deep(
     required: int | None,
     sizer: RangeSizer | None = None,
     to_topics: Sequence[str] | None = None,
-    watched: Container[str] | None = None,
+    watched: Sieve | None = None,
 ) -> RangeData:
     """A range far below the head (older than the reorg window), read near the node's limit:
     its logs (to ``to_topics`` recipients when given; sifted by ``watched`` when given,
@@ -335,7 +335,7 @@ async def _deep_piece(
     required: int | None,
     sizer: RangeSizer | None,
     to_topics: Sequence[str] | None,
-    watched: Container[str] | None,
+    watched: Sieve | None,
 ) -> RangeData:
     """One sub-range of :func:`fetch_deep` (``whole``: the range's first and last blocks),
     read as it is. The blocks the next range reads (from the last block's final block to the

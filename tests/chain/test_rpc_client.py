@@ -232,3 +232,31 @@ async def test_stop_mid_batch_leaves_the_client_usable(
     (header,) = await reader.headers(0, 0)
     assert header.number == 0
     assert gate.hits == 1
+
+
+async def test_a_batch_waits_off_its_deadline_for_what_its_parse_needs(
+    proxy: FaultProxy, recorder: Recorder
+) -> None:
+    """``ready`` is awaited once the answer is in and before it is parsed; the wait is not the
+    node's time: longer than ``rpc_timeout`` (with the node's own delay besides), it fails
+    nothing and retries nothing, and the deadline still holds for the node."""
+    proxy.delay("eth_chainId", 0.1, times=1)
+    made: list[str] = []
+
+    async def ready() -> None:
+        await asyncio.sleep(0.4)
+        made.append("ready")
+
+    def parse(index: int, value: object) -> object:
+        made.append(f"parse {index}")
+        return value
+
+    async with RpcClient(
+        "t", [keyed(proxy.url)], timeout=0.25, max_attempts=1, observer=recorder, backoff=FAST
+    ) as client:
+        results = await client.batch([("eth_chainId", [])], parse=parse, ready=ready)
+        assert results == ["0x7a69"] and made == ["ready", "parse 0"]
+        assert recorder.outcomes == ["ok"] and proxy.count("eth_chainId") == 1
+        proxy.delay("eth_chainId", 1.0)
+        with pytest.raises(RpcTransportError, match=r"no whole answer within 0\.25 s"):
+            await client.batch([("eth_chainId", [])], parse=parse, ready=ready)

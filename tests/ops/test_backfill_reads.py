@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from scanner.chain.reader import ChainReader
 from scanner.config_types import RpcUrl
 from scanner.core.decode import TRANSFER_TOPIC
+from scanner.db import payments
 from scanner.devchain import DevChain
 from scanner.errors import MalformedResponse
 from scanner.observe.metrics import Metrics
@@ -448,6 +449,52 @@ async def test_logs_read_whole_are_counted_and_credited_as_when_each_is_decoded(
         assert sample(metrics, "scanner_logs_processed_total", chain=chain) == len(proxy.logs)
         skipped = sample(metrics, "scanner_skipped_logs_total", chain=chain, reason="zero_value")
         assert skipped == zero
+
+
+class TimedProxy(ReadsProxy):
+    """When the first ``eth_getLogs`` came in."""
+
+    first_read: float | None = None
+
+    async def _answer_items(self, items: list[Json]) -> list[Json]:
+        if self.first_read is None and any(i.get("method") == "eth_getLogs" for i in items):
+            self.first_read = time.monotonic()
+        return await super()._answer_items(items)
+
+
+async def test_the_first_reads_go_out_while_a_large_book_is_walked(
+    h: Harness,
+    other_engine: AsyncEngine,
+    other_sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With more addresses than ``filter_recipients_max``, the rest of the book is walked
+    beside the first reads: they go out before the walk ends, their answers wait for it, and
+    they are sifted by the whole book (the rows and events of the same backfill, its walk not
+    slowed)."""
+    _, token_payments = await token_scenario(h, empty_blocks=10)
+    pay_nobody(h)
+    walk, walked = payments.watched_addresses, []
+
+    async def slow(session: AsyncSession, chain: str, limit: int, **kw: Any) -> set[str] | None:
+        found = await walk(session, chain, limit, **kw)
+        if limit == backfill.SIEVE_MAX:  # the whole walk, beside the reads
+            await asyncio.sleep(0.5)
+            walked.append(time.monotonic())
+        return found
+
+    monkeypatch.setattr(payments, "watched_addresses", slow)
+    async with TimedProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, **WHOLE)
+    assert proxy.first_read is not None and walked and proxy.first_read < walked[0] - 0.3
+    monkeypatch.setattr(payments, "watched_addresses", walk)
+    await ensure_tokens(other_sessions, h.chain_settings)
+    await insert_specs(other_engine, token_payments)
+    async with ReadsProxy(h.chain.url) as plain:
+        await backfill_via(h, other_sessions, plain, **WHOLE)
+    got = await snapshot(h.sessions)
+    assert_same(got, await snapshot(other_sessions))
+    assert len(got["transactions"]) >= 1
 
 
 @pytest.mark.parametrize("sieve", [True, False], ids=["sifted", "decoded"])
