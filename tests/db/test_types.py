@@ -367,12 +367,13 @@ def test_a_column_converted_at_once_is_what_each_value_gives(kind: str, dialect:
     conversion gives, or declines the column (then each value goes through the binder): a
     column with a None, a bool, an odd type, a value the type refuses or converts is never
     taken as it is."""
-    column_type: TypeEngine[Any] = {
+    types: dict[str, TypeEngine[Any]] = {
         "uuid": UUIDType(),
         "exact": ExactDecimal(),
         "units": BaseUnits(),
         "json": EVENT_DATA,
-    }.get(kind, UTCDateTime())
+    }
+    column_type = types.get(kind, UTCDateTime())
     full = column_type.dialect_impl(dialect).bind_processor(dialect)
     whole = bulk_column(column_type, dialect)
     assert full is not None
