@@ -322,6 +322,7 @@ def _uuids(values: Sequence[Any]) -> Sequence[Any] | None:
 
 
 def _uuid_texts(values: Sequence[Any]) -> Sequence[Any] | None:
+    """A uuid column (SQLite) of uuids, no None among them: their standard text."""
     kinds = set(map(type, values))
     if not all(issubclass(kind, uuid.UUID) for kind in kinds):
         return None
