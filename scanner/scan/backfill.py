@@ -210,40 +210,36 @@ class Backfill(OnChain):
     ) -> None:
         self._first = start
         deep_to = ctx.deep_end(self._head, self._tag)
+        async with self._walking():
+            fetch, span = await self._fetcher(ctx, deep_to)
+            cut = min(end, max(start - 1, deep_to))
+            ranges = split_range(start, cut, span) + split_range(cut + 1, end, self.sizer.size)
+            previous = await self._previous(start)
+            window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
+            most = max(span, FILTERED_SPAN * self.sizer.size)
+            reads = prefetch_ready(
+                ranges, fetch, self.settings.concurrency, linger=lambda data: linger(data, most)
+            )
+            async with aclosing(reads) as stream:
+                async for data in _commits(stream, previous, most):
+                    result = await self._commit(ctx, data, window, summary)
+                    window = _tail(window | data.timestamps, ctx.reorg_depth + (ctx.required or 0))
+                    summary.add(result)
+                    if progress is not None:
+                        progress(summary, data.end)
+
+    @asynccontextmanager
+    async def _walking(self) -> AsyncIterator[None]:
+        """The scan of a chain; at its end, a walk of the book that no read waited for to its
+        end is stopped (:meth:`_watched`)."""
         try:
-            await self._scan_ranges(ctx, start, end, summary, progress, deep_to)
+            yield
         finally:
-            for walk in self._walks:  # a walk no read waited for to its end
+            for walk in self._walks:
                 walk.cancel()
                 with suppress(asyncio.CancelledError, Exception):
                     await walk
             self._walks.clear()
-
-    async def _scan_ranges(
-        self,
-        ctx: ChainContext,
-        start: int,
-        end: int,
-        summary: BackfillSummary,
-        progress: Progress | None,
-        deep_to: int,
-    ) -> None:
-        fetch, span = await self._fetcher(ctx, deep_to)
-        cut = min(end, max(start - 1, deep_to))
-        ranges = split_range(start, cut, span) + split_range(cut + 1, end, self.sizer.size)
-        previous = await self._previous(start)
-        window: dict[int, int] = {previous.number: previous.timestamp} if previous else {}
-        most = max(span, FILTERED_SPAN * self.sizer.size)
-        reads = prefetch_ready(
-            ranges, fetch, self.settings.concurrency, linger=lambda data: linger(data, most)
-        )
-        async with aclosing(reads) as stream:
-            async for data in _commits(stream, previous, most):
-                result = await self._commit(ctx, data, window, summary)
-                window = _tail(window | data.timestamps, ctx.reorg_depth + (ctx.required or 0))
-                summary.add(result)
-                if progress is not None:
-                    progress(summary, data.end)
 
     async def _fetcher(
         self, ctx: ChainContext, deep_to: int

@@ -316,6 +316,17 @@ _BULK_VALUES: dict[str, list[object]] = {
 }  # fmt: skip
 
 
+def _column_type(kind: str) -> TypeEngine[Any]:
+    """The column type of a kind of :data:`_BULK_VALUES`."""
+    types: dict[str, TypeEngine[Any]] = {
+        "uuid": UUIDType(),
+        "exact": ExactDecimal(),
+        "units": BaseUnits(),
+        "json": EVENT_DATA,
+    }
+    return types.get(kind, UTCDateTime())
+
+
 @pytest.mark.parametrize("kind", sorted(_BULK_VALUES))
 @pytest.mark.parametrize(
     "dialect",
@@ -324,13 +335,7 @@ _BULK_VALUES: dict[str, list[object]] = {
 def test_bulk_binder_gives_what_the_column_type_gives(kind: str, dialect: Dialect) -> None:
     """A bulk write's shortcut per value stores exactly what the type's own conversion stores,
     and refuses what it refuses (with the same error)."""
-    column_types: dict[str, TypeEngine[Any]] = {
-        "uuid": UUIDType(),
-        "exact": ExactDecimal(),
-        "units": BaseUnits(),
-        "json": EVENT_DATA,
-    }
-    column_type = column_types.get(kind, UTCDateTime())
+    column_type = _column_type(kind)
     full = column_type.dialect_impl(dialect).bind_processor(dialect)
     fast = bulk_binder(column_type, dialect)
     assert full is not None and fast is not None
@@ -367,13 +372,7 @@ def test_a_column_converted_at_once_is_what_each_value_gives(kind: str, dialect:
     conversion gives, or declines the column (then each value goes through the binder): a
     column with a None, a bool, an odd type, a value the type refuses or converts is never
     taken as it is."""
-    types: dict[str, TypeEngine[Any]] = {
-        "uuid": UUIDType(),
-        "exact": ExactDecimal(),
-        "units": BaseUnits(),
-        "json": EVENT_DATA,
-    }
-    column_type = types.get(kind, UTCDateTime())
+    column_type = _column_type(kind)
     full = column_type.dialect_impl(dialect).bind_processor(dialect)
     whole = bulk_column(column_type, dialect)
     assert full is not None
