@@ -18,6 +18,7 @@ block is such a block. Near or above the head it stays "not yet" (a lagging repl
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection, Container, Sequence
 from typing import Any, TypeVar, cast
 
@@ -235,7 +236,7 @@ class ChainReader:
         ready: Callable[[], Awaitable[object]] | None = None
         if isinstance(watched, asyncio.Future):
             later = watched
-            ready = lambda: asyncio.shield(later)  # noqa: E731 - a read's cancel leaves it be
+            ready = functools.partial(asyncio.shield, later)  # a read's cancel leaves it be
 
             def parse(value: Any) -> tuple[list[Log], PassedOver]:
                 topics = later.result()

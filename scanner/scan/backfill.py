@@ -304,9 +304,10 @@ class Backfill(OnChain):
             watched = await payments.watched_addresses(
                 session, ctx.name, limit, as_written=ctx.kind.case_sensitive
             )
+            sifting = watched is None and limit < SIEVE_MAX
             native: NativeWatch = ()
             sieve: Sieve | None = None
-            if watched is None and self.dry_run and limit < SIEVE_MAX:
+            if sifting and self.dry_run:
                 sieve = await self._sieve(session, ctx)
             if self.dry_run and ctx.kind.native:  # its one session holds SQLite's connection
                 native = await payments.native_addresses(session, ctx.name)
@@ -314,7 +315,7 @@ class Backfill(OnChain):
             native = await native_watch(self.sessions, ctx.name, ctx.kind)
         if watched is not None:
             return [recipient_topic(a) for a in _keys(ctx, watched)], None, native
-        if not self.dry_run and limit < SIEVE_MAX:
+        if sifting and not self.dry_run:
             sieve = asyncio.ensure_future(self._walk(ctx))
             self._walks.append(sieve)
         return None, sieve, native
