@@ -10,16 +10,22 @@ row is stored exactly as an ORM insert would store it. Everything runs in the ca
 Rows an insert is given as :class:`Made` are made only as they are written: on PostgreSQL a
 part at a time while the server stores the parts ``COPY`` sent before, so the Python that
 makes them (and converts them) runs beside the server's work instead of before it.
+:func:`stream` does the same on SQLite, a part at a time as one statement that the database's
+thread runs while the next part is made (:func:`_sqlite_parts`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from itertools import islice
-from typing import Any
+from typing import Any, Final
 
+import orjson
 from sqlalchemy import Table, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from scanner.db.types import ConvertColumn, bulk_binder, bulk_column
@@ -63,11 +69,16 @@ async def insert(
 async def stream(
     session: AsyncSession, table: Table, columns: Sequence[str], rows: Iterable[Row]
 ) -> None:
-    """``COPY`` every row into ``table`` as ``rows`` makes it (PostgreSQL): a :data:`PART` at a
-    time, converted as :func:`insert` converts it, sent while the server stores the parts
-    before it. How many rows there will be need not be known beforehand."""
+    """Insert every row into ``table`` as ``rows`` makes it, a :data:`PART` at a time,
+    converted as :func:`insert` converts it, and stored while the next part is made: by
+    ``COPY`` on PostgreSQL, the server storing the parts sent before; on SQLite by one
+    statement a part, run by the database's thread (:func:`_sqlite_parts`). How many rows
+    there will be need not be known beforehand."""
     conn = await session.connection()
-    await _copy(conn, table.name, columns, _converting(conn.dialect, table, columns, rows))
+    if conn.dialect.name == "postgresql":
+        await _copy(conn, table.name, columns, _converting(conn.dialect, table, columns, rows))
+    else:
+        await _sqlite_parts(conn, table, columns, rows)
 
 
 async def upsert(
@@ -250,3 +261,92 @@ async def _copy(
     await adapted.driver_connection.copy_records_to_table(
         name, records=values, columns=list(columns)
     )
+
+
+async def _sqlite_parts(
+    conn: AsyncConnection, table: Table, columns: Sequence[str], rows: Iterable[Row]
+) -> None:
+    """:func:`stream` on SQLite: each :data:`PART` of the rows, once made and converted, is
+    handed to the database's thread as one ``INSERT … SELECT … FROM json_each(?)`` of the part
+    as one JSON text (:func:`_json_insert_sql`), and the next part is made while it runs.
+
+    One statement, not ``executemany``: that releases the interpreter's lock around each row
+    and takes it back after, and while the event loop runs Python (the next part being made)
+    each taking waits for the loop to hand it over, a few milliseconds a row. One statement
+    takes it twice a part. A part that JSON cannot carry exactly as binding would store it
+    (:func:`_as_json`) is inserted row by row, once the part before it is in."""
+    procs = _processors(conn.dialect, table, columns)
+    sql = _json_insert_sql(table.name, columns)
+    raw = await conn.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    driver = adapted.driver_connection  # aiosqlite's, in this session's transaction
+    error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    made = iter(rows)
+    pending: asyncio.Future[None] | None = None
+    try:
+        while part := list(islice(made, PART)):
+            values = _converted_by(procs, part)
+            payload = _as_json(values)
+            if pending is not None:
+                await _stored(pending, sql, error, conn.dialect)
+                pending = None
+            if payload is None:
+                await conn.exec_driver_sql(_insert_sql(conn, table.name, columns), values)
+                continue
+            pending = asyncio.ensure_future(_execute(driver, sql, payload))
+            await asyncio.sleep(0)  # the part reaches the database's thread before more is made
+        if pending is not None:
+            await _stored(pending, sql, error, conn.dialect)
+            pending = None
+    finally:
+        if pending is not None:  # the maker failed: its error is the one raised
+            with suppress(Exception):
+                await pending
+
+
+async def _execute(driver: Any, sql: str, payload: str) -> None:
+    async with driver.execute(sql, (payload,)):
+        pass
+
+
+async def _stored(
+    pending: asyncio.Future[None], sql: str, error: type[Exception], dialect: Dialect
+) -> None:
+    """A part's statement, awaited; the driver's error as SQLAlchemy would have raised it (its
+    parameter, the part's JSON, left out)."""
+    try:
+        await pending
+    except error as exc:
+        raise DBAPIError.instance(
+            sql, None, exc, error, hide_parameters=True, dialect=dialect
+        ) from exc
+
+
+def _json_insert_sql(name: str, columns: Sequence[str]) -> str:
+    """``INSERT`` of the rows of a JSON array of arrays (the parameter), in the array's order."""
+    values = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(columns)))
+    return (
+        f"INSERT INTO {name} ({', '.join(columns)}) SELECT {values} FROM json_each(?) ORDER BY key"
+    )
+
+
+_INT64: Final = range(-(2**63), 2**63)
+_JSON_EXACT: Final = frozenset({str, int, type(None)})
+
+
+def _as_json(rows: Sequence[Row]) -> str | None:
+    """The converted rows as one JSON text, when JSON carries each value as binding it would
+    store it: text without a NUL, a 64-bit integer, NULL. Else None (a real, a blob, a bool,
+    a larger integer: binding stores or refuses them otherwise)."""
+    for column in zip(*rows, strict=True):
+        kinds = set(map(type, column))
+        if not kinds <= _JSON_EXACT:
+            return None
+        if int in kinds and not all(v in _INT64 for v in column if type(v) is int):
+            return None
+        if str in kinds and "\x00" in "".join(v for v in column if type(v) is str):
+            return None
+    try:
+        return orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate: binding refuses it, and says why
+        return None

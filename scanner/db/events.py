@@ -55,14 +55,17 @@ async def append(
 async def append_made(
     session: AsyncSession, payments: Collection[object], rows: Iterable[OutboxRow]
 ) -> int:
-    """:func:`append` on PostgreSQL, each row stored as ``rows`` makes it (a part at a time,
-    :func:`~scanner.db.bulk.stream`), so that the server stores the events made so far while
+    """:func:`append`, each row stored as ``rows`` makes it (a part at a time,
+    :func:`~scanner.db.bulk.stream`), so that the database stores the events made so far while
     the caller makes the next ones. Every row is of one of ``payments`` (ids as stored), whose
-    places are counted first (no statement can run beside a ``COPY``): a row of another one
-    raises, and nothing is written. How many rows were written."""
-    await events_xact_lock(session)
+    places are counted first (no statement can run beside a ``COPY``, nor beside a part being
+    stored): a row of another one raises, and nothing is written. How many rows were
+    written."""
+    postgres = is_postgres(session)
+    if postgres:
+        await events_xact_lock(session)
     counted = {str(key) for key in payments}
-    places = await _counts(session, counted, True)
+    places = await _counts(session, counted, postgres)
     written = 0
 
     def checked() -> Iterator[OutboxRow]:
@@ -76,7 +79,7 @@ async def append_made(
             yield row
 
     await bulk.stream(session, table("payment_events"), _COLUMNS, _values(checked(), places, now()))
-    if written:
+    if written and postgres:
         await session.execute(text("NOTIFY payment_events"))
     return written
 

@@ -2,10 +2,10 @@
 transaction (which never commits here): credits, payment outcomes, events, confirmations, and
 for the live scan and the walk-back the block hashes and the cursor.
 
-On PostgreSQL a range of many transfers is planned and written at once
-(:func:`plan_and_write`): its events are sent to the server step by step as the plan makes
-them (:func:`~scanner.core.plan.plan_steps`), so that the server stores them while the rest of
-the range is planned, instead of after."""
+A range of many transfers is planned and written at once (:func:`plan_and_write`): its events
+are handed to the database step by step as the plan makes them
+(:func:`~scanner.core.plan.plan_steps`), so that the database stores them while the rest of the
+range is planned, instead of after (PostgreSQL's server, SQLite's thread)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from scanner.core.plan import (
     plan_steps,
 )
 from scanner.db import cursor, events, payments, sums, transactions
-from scanner.db.sql import is_postgres
 
 #: The fewest transfers a range has for its events to be stored while it is planned: below
 #: two steps there is nothing to store before the plan is done.
@@ -31,12 +30,12 @@ STREAMED_TRANSFERS = 2 * STEP_TRANSFERS
 
 
 async def plan_and_write(session: AsyncSession, chain: str, inp: RangeInput) -> RangePlan:
-    """Plan the range (pure) and write the plan; the plan. On PostgreSQL, with at least
-    :data:`STREAMED_TRANSFERS` transfers and outside a dry run, the events go to the server
-    as each step of the plan makes them (the events' lock taken first, and held while the
-    range is planned); the rest is written once it is done. What is written is the same
-    either way."""
-    if inp.mode.scratch or len(inp.transfers) < STREAMED_TRANSFERS or not is_postgres(session):
+    """Plan the range (pure) and write the plan; the plan. With at least
+    :data:`STREAMED_TRANSFERS` transfers and outside a dry run, the events go to the database
+    as each step of the plan makes them (on PostgreSQL the events' lock taken first, and held
+    while the range is planned); the rest is written once it is done. What is written is the
+    same either way."""
+    if inp.mode.scratch or len(inp.transfers) < STREAMED_TRANSFERS:
         plan = plan_range(inp)
         await write_plan(session, chain, plan)
         return plan

@@ -27,9 +27,9 @@ Restrictions that keep the oracle small and exact:
   cancels and reopens with one conditional ``UPDATE``.
 
 Half the schedules (by their seed) run every process as ``streamed`` (a range of one transfer
-or more planned a transfer at a time, its events stored as the plan makes them, on PostgreSQL):
-the path a range of thousands of transfers takes, which the simulation's small ranges would
-otherwise never walk. A third (by their seed, apart from the rest) begin on a database no live
+or more planned a transfer at a time, its events stored as the plan makes them): the path a
+range of thousands of transfers takes, which the simulation's small ranges would otherwise
+never walk. A third (by their seed, apart from the rest) begin on a database no live
 scan has seen: a backfill inserts the tokens' rows, and payments are made, paid, reorged and
 backfilled for 20 to 60 steps; a backfill of the whole chain so far begins a few steps before
 the first ``scanner run``, which starts at the head (its look-back finding what the backfills
