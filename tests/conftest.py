@@ -15,6 +15,10 @@
 
 PostgreSQL is reached through ``SCANNER_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), which must be allowed to create databases.
+
+The order the workers take the files in: those marked ``long(seconds)`` first (a minute of tests
+or more), the longest first, then the others by how many tests they hold
+(:func:`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,24 @@ from scanner.db.engine import make_engine, make_session_factory
 from scanner.testkit.postgres import PG_ADMIN_URL, pg_execute, pg_url
 from scanner.testkit.settings import settings_from
 from tests.deliver.support import Receiver
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files marked ``long(seconds)`` first, the longest first, then the others by how many
+    tests they hold, each file's tests in their own order. With ``--dist loadfile`` a worker
+    takes a whole file at a time, in this order (``--no-loadscope-reorder``): a file of few but
+    long tests (the fault simulation's two take two and a half minutes) taken last would leave
+    one worker running it alone at the end of the run while the other has nothing left."""
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def order(tests: list[pytest.Item]) -> tuple[float, int]:
+        long = tests[0].get_closest_marker("long")
+        return (-long.args[0] if long is not None else 0.0, -len(tests))
+
+    items[:] = [item for tests in sorted(files.values(), key=order) for item in tests]
+
 
 pytest_plugins = ["tests.chain_fixtures"]
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -29,6 +30,8 @@ from tests.deliver.support import (
 )
 from tests.ops.support import json_lines, run_cli, scanner_env, scanner_process
 from tests.support.wait import until
+
+pytestmark = pytest.mark.long(45)  # seconds, about: the workers take it early
 
 SECRETS = ("hunter2pw", "tok_0123456789abcdef", "k_abcdefabcdef12", SECRET)
 

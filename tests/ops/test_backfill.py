@@ -44,6 +44,8 @@ from tests.ops.support import (
 )
 from tests.support.wait import until
 
+pytestmark = pytest.mark.long(50)  # seconds, about: the workers take it early
+
 SMALL = {"batch_size": 4, "concurrency": 3}
 
 

@@ -46,6 +46,8 @@ from tests.ops.support import (
 from tests.support.metrics import sample
 from tests.support.proxy import FaultProxy, Json
 
+pytestmark = pytest.mark.long(70)  # seconds, about: the workers take it early
+
 REORG_DEPTH = 3  # the least the scenario's 3 confirmations allow: most blocks are far below
 DEEP = {"max_reorg_depth": REORG_DEPTH, "batch_size": 4, "concurrency": 3}
 DENSE_WHOLE = {"max_reorg_depth": 100_000, "filter_recipients_max": 0}

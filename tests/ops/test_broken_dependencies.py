@@ -34,7 +34,7 @@ from tests.support.hostile import HostileNode, drip
 from tests.support.proxy import FaultProxy, ThreadedProxy
 from tests.support.wait import until_sync
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(60)]
 SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 DB_SECRET = "s3cretPassw0rd"
 RPC_SECRET = "rpcKey0123456789abcdef"

@@ -18,7 +18,7 @@ from scanner.db import migrate
 from scanner.secrets import redact_url
 from tests.ops.support import json_lines, run_cli, scanner_env, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(60)]
 UNREACHABLE = "http://127.0.0.1:1"
 HOOK = '[[webhooks]]\nurl = "http://127.0.0.1:1/hooks"\nsecret_env = "SHOP_HOOK_SECRET"\n'
 PASSWORD = "s3cretpass"  # the test server trusts local connections: any password is accepted

@@ -42,7 +42,7 @@ from tests.ops.support import (
 from tests.support.proxy import ThreadedProxy
 from tests.support.wait import until_sync
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long(50)]
 SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 
 

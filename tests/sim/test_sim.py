@@ -19,6 +19,8 @@ from tests.conftest import migrated_database
 from tests.sim.faults import WEIGHTS, kinds_from_environment
 from tests.sim.run import Result, run_schedule
 
+pytestmark = pytest.mark.long(150)  # seconds, about: the workers take it early
+
 SECONDS = float(os.environ.get("SIM_SECONDS", "40"))
 SCHEDULE_SECONDS = 60.0  # a long run is a sequence of schedules of about this length
 SEED = os.environ.get("SIM_SEED")
