@@ -23,6 +23,7 @@ from scanner.db.models import Payment, PaymentEvent, PaymentSum, Token
 from scanner.db.sql import table
 
 CHAIN = "ethereum"
+SQLITE_ONLY = pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -185,14 +186,13 @@ async def test_streamed_rows_are_stored_as_inserted_rows_are(
     assert [row[:6] + row[7:] for row in second] == [row[:6] + row[7:] for row in first]
 
 
+@SQLITE_ONLY  # PostgreSQL text holds no NUL, and COPY carries every other value
 async def test_a_part_the_json_text_cannot_carry_is_stored_as_inserted(
-    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+    session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     """SQLite: a part holding text with a NUL in it (which the JSON text would not carry as
     binding stores it) is inserted row by row, once the part before it is in; the rows around
     it still go as JSON."""
-    if db_backend != "sqlite":
-        pytest.skip("PostgreSQL text holds no NUL; COPY carries every other value")
     count = 2 * bulk.PART + 1
     async with session_factory() as session:
         _, ids = await _payments(session, 2)
@@ -218,13 +218,12 @@ async def test_a_part_the_json_text_cannot_carry_is_stored_as_inserted(
     assert lengths == [(8,), (8,)]
 
 
+@SQLITE_ONLY  # PostgreSQL's COPY: the server stores what was sent (the test above)
 async def test_each_part_is_stored_while_the_next_one_is_made(
-    session_factory: async_sessionmaker[AsyncSession], db_backend: str
+    session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     """SQLite: the first part's statement runs in the database's thread while the maker of the
     rows, on the event loop, is still making the second part (here: held up 0.4 s in it)."""
-    if db_backend != "sqlite":
-        pytest.skip("PostgreSQL's COPY: the server stores what was sent (the part test above)")
     async with session_factory() as session:
         _, ids = await _payments(session, 2)
         await session.execute(text("SELECT 1"))  # the transaction the parts are written in
