@@ -46,7 +46,6 @@ from tests.support.wait import until, until_sync
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.long(80),
     pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True),
     pytest.mark.skipif("postgresql" not in BACKENDS, reason="several instances need PostgreSQL"),
 ]
