@@ -16,8 +16,8 @@
 PostgreSQL is reached through ``SCANNER_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), which must be allowed to create databases.
 
-The order the workers take the files in: those marked ``long(seconds)`` first (a minute of tests
-or more), the longest first, then the others by how many tests they hold
+The order the workers take the files in: those marked ``long(seconds)`` first (about 45 seconds
+of tests or more), the longest first, then the others by how many tests they hold
 (:func:`pytest_collection_modifyitems`).
 """
 
