@@ -11,6 +11,12 @@ rows on this machine. (``bench.backfill --deposit`` measures the same floor of t
 wrote, in the same run, on either database.)
 
     python -m bench.write_floor                     # 5,000 payments x 20 transfers
+    python -m bench.write_floor --copy-formats      # then its rows by binary and by text COPY
+
+``--copy-formats``: after the floor, the ``transactions`` rows are stored again (the table
+emptied first), by asyncpg's binary ``COPY`` and by a text ``COPY`` whose lines Python makes
+(each distinct value formatted once), each timed with the CPU this process spent on it: which
+side, the client's encoding or the server's storing, a ``COPY`` of these rows waits for.
 
 Figures are printed, never judged: the exit status is 0 whatever they are.
 """
@@ -19,7 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -44,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--transfers", type=int, default=20, help="per payment")
     parser.add_argument("--ranges", type=int, default=11, help="commits that update payments")
     parser.add_argument("--pg-url", default=PG_ADMIN_URL)
+    parser.add_argument(
+        "--copy-formats",
+        action="store_true",
+        help="then store the transactions rows again by binary and by text COPY, each timed",
+    )
     return parser.parse_args(argv)
 
 
@@ -97,6 +111,7 @@ def update_rows(ids: list[uuid.UUID], ranges: int) -> list[list[tuple[object, ..
 
 async def main(args: argparse.Namespace) -> None:
     db = await fresh_database("postgresql", workdir(), args.pg_url)
+    formats: dict[str, tuple[float, float]] | None = None
     try:
         conn = await asyncpg.connect(pg_dsn(db))
         try:
@@ -112,13 +127,61 @@ async def main(args: argparse.Namespace) -> None:
                 update_rows(ids, args.ranges),
             )
             floor = await pg_write(conn, rows)
+            if args.copy_formats:
+                formats = await copy_formats(conn, rows)
         finally:
             await conn.close()
     finally:
         await db.close()
     print(f"\nThe database alone, {credits:,} credited transfers (PostgreSQL):\n")
     print_floor(floor, credits)
+    if formats is not None:
+        print(f"\nThe {credits:,} transactions rows stored again, the table emptied first:\n")
+        for label, (seconds, cpu) in formats.items():
+            print(f"  {label:<40} {seconds:5.2f} s, this process's CPU {cpu:5.2f} s")
     print("\ntarget (for comparison, never pass/fail): >= 50,000 credited/s")
+
+
+async def copy_formats(conn: asyncpg.Connection, rows: FloorRows) -> dict[str, tuple[float, float]]:
+    """The ``transactions`` rows stored by binary ``COPY`` and by text ``COPY``, each into the
+    emptied table after a checkpoint: label -> (seconds, this process's CPU seconds)."""
+    columns = list(rows.tx_columns)
+    out: dict[str, tuple[float, float]] = {}
+    for label in ("binary COPY (asyncpg encodes)", "text COPY (lines made by Python)"):
+        await conn.execute("TRUNCATE transactions")
+        await conn.execute("CHECKPOINT")
+        started, cpu = time.perf_counter(), time.process_time()
+        if label.startswith("binary"):
+            await conn.copy_records_to_table(
+                "transactions", records=rows.transactions, columns=columns
+            )
+        else:
+            body = io.BytesIO(text_copy(rows.transactions))
+            await conn.copy_to_table("transactions", source=body, columns=columns, format="text")
+        out[label] = (time.perf_counter() - started, time.process_time() - cpu)
+    return out
+
+
+def text_copy(rows: Sequence[Sequence[object]]) -> bytes:
+    """``rows`` in ``COPY``'s text format: NULL as ``\\N``, booleans ``t``/``f``, every other
+    value its ``str`` (a time's is ISO 8601), escaped; each distinct value formatted once."""
+    made: dict[object, str] = {}
+
+    def field(value: object) -> str:
+        if value is None:
+            return "\\N"
+        if type(value) is bool:
+            return "t" if value else "f"
+        key = (type(value), value)
+        text = made.get(key)
+        if text is None:
+            text = made[key] = str(value).translate(_ESCAPES)
+        return text
+
+    return "".join("\t".join(map(field, row)) + "\n" for row in rows).encode()
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 if __name__ == "__main__":
