@@ -9,6 +9,7 @@ concurrency, logging at info into /dev/null, metrics on) unless overridden.
     python -m bench.backfill                    # --match 0.01
     python -m bench.backfill --match 0.01 1.0
     python -m bench.backfill --book 10000       # beside 10,000 other open payments: logs read whole
+    python -m bench.backfill --book 10000 --rounds 3  # three rounds; the median of their ratios
 
 ``--deposit`` (one long-lived payment per watched recipient) also measures, in the same run,
 the write floor (:mod:`bench.floor`): the database alone writing exactly the rows this backfill
@@ -18,12 +19,18 @@ wrote, into a fresh database of the same kind, and prints the backfill's time ag
 pays, as a gateway writes them): with more addresses than ``filter_recipients_max`` the node is
 asked for every Transfer of the token, as a real shop's book makes it.
 
+``--rounds R`` measures each ``--match`` R times, one round after the other (each round its own
+raw read, fresh database, backfill and, with ``--deposit``, floor), prints every round, then the
+median of the rounds' ratios: the machine's speed moves from one minute to the next, and a slow
+spell that falls on one side of one ratio falls on both sides of the median more often.
+
 Figures are printed, never judged: the exit status is 0 whatever they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +66,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         __doc__.split("\n\n")[0],
         blocks=5_000,
         profile_help="write a cProfile of the backfill to PATH (one file per --match: "
-        "PATH.<match>); slows it down",
+        "PATH.<match>, the last round's); slows it down",
+        rounds=True,
     )
+
+
+async def run_rounds(
+    chain: BenchChain, match: float, args: argparse.Namespace, work: Path
+) -> list[Outcome]:
+    """``--rounds`` measurements of one ``--match``, one after the other."""
+    return [await run_one(chain, match, args, work) for _ in range(max(1, args.rounds))]
 
 
 async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, work: Path) -> Outcome:
@@ -92,14 +107,72 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
     )
 
 
-def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace) -> None:
-    shape = chain.shape
+def speed(o: Outcome) -> float:
+    """The same blocks of the same node: the raw read's time over the backfill's (the backfill
+    may ask the node for fewer logs: a recipient filter, docs/operations.md)."""
+    return o.raw.seconds / o.seconds if o.seconds > 0 else 0.0
+
+
+def floor_ratio(o: Outcome) -> float | None:
+    """``--deposit``: the floor's time over the backfill's."""
+    if o.floor is None or o.seconds <= 0:
+        return None
+    return o.floor.total / o.seconds
+
+
+def report(chain: BenchChain, rounds: list[list[Outcome]], args: argparse.Namespace) -> None:
+    several = len(rounds[0]) > 1
+    outcomes = [o for runs in rounds for o in runs]
+    numbers = [n for runs in rounds for n in range(1, len(runs) + 1)]
+    labels = [
+        f"match {o.match:g}" + (f" round {n}" if several else "")
+        for o, n in zip(outcomes, numbers, strict=True)
+    ]
+    print_outcomes(chain, outcomes, numbers if several else None, args)
+    for o, label in zip(outcomes, labels, strict=True):
+        print_details(chain, o, label, args)
+    for o, label in zip(outcomes, labels, strict=True):
+        if o.floor is not None and o.floor_expected is not None:
+            report_floor(o, args.db, label)
+    if several:
+        print()
+        for runs in rounds:
+            match = f"match {runs[0].match:g}"
+            print(f"{match}: {median_line('speed vs raw', [speed(o) for o in runs])}")
+            floors = [r for r in map(floor_ratio, runs) if r is not None]
+            if floors:
+                print(f"{match}: {median_line('backfill vs its floor', floors)}")
+    common.print_targets()
+    if args.deposit:
+        print(
+            f"deposit workload: backfill >= {TARGET_FLOOR}x the write floor (floor s / backfill"
+            " s), the floor measured in the same run"
+        )
+
+
+def print_outcomes(
+    chain: BenchChain, outcomes: list[Outcome], rounds: list[int] | None, args: argparse.Namespace
+) -> None:
+    """The table: a row per outcome (with its round's number, when given)."""
+    header = [
+        "match",
+        "payments",
+        "book",
+        "raw s",
+        "raw logs/s",
+        "backfill s",
+        "CPU s",
+        "blocks/s",
+        "chain logs/s",
+        "logs read",
+        "credited/s",
+        "speed vs raw",
+        "raw aiohttp s",
+        "vs raw aiohttp",
+    ]
     rows = []
     for o in outcomes:
         s = o.summary
-        # the same blocks of the same node: the raw read's time over the backfill's (the
-        # backfill may ask the node for fewer logs: a recipient filter, docs/operations.md)
-        speed = o.raw.seconds / o.seconds if o.seconds > 0 else 0.0
         speed_aiohttp = o.raw_aiohttp.seconds / o.seconds if o.seconds > 0 else 0.0
         rows.append(
             [
@@ -114,77 +187,66 @@ def report(chain: BenchChain, outcomes: list[Outcome], args: argparse.Namespace)
                 common.rate(o.raw.logs, o.seconds),
                 f"{s.logs:,}",
                 common.rate(s.matched, o.seconds),
-                f"{speed:.2f}",
+                f"{speed(o):.2f}",
                 f"{o.raw_aiohttp.seconds:.3f}",
                 f"{speed_aiohttp:.2f}",
             ]
         )
-    blocks = chain.head - chain.first_block + 1
+    if rounds is not None:
+        header.insert(1, "round")
+        for row, number in zip(rows, rounds, strict=True):
+            row.insert(1, str(number))
+    shape, blocks = chain.shape, chain.head - chain.first_block + 1
     common.print_table(
         f"Backfill vs raw eth_getLogs: {blocks:,} blocks, {shape.logs:,} Transfer logs to "
         f"{shape.recipients:,} recipients, {args.db}",
-        [
-            "match",
-            "payments",
-            "book",
-            "raw s",
-            "raw logs/s",
-            "backfill s",
-            "CPU s",
-            "blocks/s",
-            "chain logs/s",
-            "logs read",
-            "credited/s",
-            "speed vs raw",
-            "raw aiohttp s",
-            "vs raw aiohttp",
-        ],
+        header,
         rows,
     )
-    for o in outcomes:
-        s, c = o.summary, o.counts
-        credited = o.payments
-        if args.deposit:  # every log to a watched recipient (each receives as many)
-            watched = sum(watched_recipients(shape.recipients, o.match))
-            credited = watched * shape.logs // shape.recipients
-        note = "" if c["transactions"] == credited else f"  WARNING: expected {credited:,}"
-        print(
-            f"match {o.match:g}: {s.blocks:,} blocks, {s.logs:,} logs read, {s.matched:,} matched,"
-            f" {s.payments_changed:,} payments changed, {s.events:,} events;"
-            f" {c['transactions']:,} transaction rows, {c['confirmed']:,} confirmed +"
-            f" {c['confirming']:,} confirming payments; raw read saw {o.raw.logs:,} logs{note}"
-        )
-        where = describe(o.parts, o.seconds, postgres=args.db == "postgresql")
-        print(f"match {o.match:g}: backfill {where}")
-        if o.raw_cpu is not None:
-            raw = describe(o.raw_cpu, o.raw.seconds, postgres=False)
-            print(f"match {o.match:g}: raw read (httpx, one run) {raw}")
-    for o in outcomes:
-        if o.floor is not None and o.floor_expected is not None:
-            report_floor(o, args.db)
-    common.print_targets()
-    if args.deposit:
-        print(
-            f"deposit workload: backfill >= {TARGET_FLOOR}x the write floor (floor s / backfill"
-            " s), the floor measured in the same run"
-        )
+
+
+def print_details(chain: BenchChain, o: Outcome, label: str, args: argparse.Namespace) -> None:
+    """What one outcome wrote, and where its CPU went (and one raw read's)."""
+    shape, s, c = chain.shape, o.summary, o.counts
+    credited = o.payments
+    if args.deposit:  # every log to a watched recipient (each receives as many)
+        watched = sum(watched_recipients(shape.recipients, o.match))
+        credited = watched * shape.logs // shape.recipients
+    note = "" if c["transactions"] == credited else f"  WARNING: expected {credited:,}"
+    print(
+        f"{label}: {s.blocks:,} blocks, {s.logs:,} logs read, {s.matched:,} matched,"
+        f" {s.payments_changed:,} payments changed, {s.events:,} events;"
+        f" {c['transactions']:,} transaction rows, {c['confirmed']:,} confirmed +"
+        f" {c['confirming']:,} confirming payments; raw read saw {o.raw.logs:,} logs{note}"
+    )
+    where = describe(o.parts, o.seconds, postgres=args.db == "postgresql")
+    print(f"{label}: backfill {where}")
+    if o.raw_cpu is not None:
+        raw = describe(o.raw_cpu, o.raw.seconds, postgres=False)
+        print(f"{label}: raw read (httpx, one run) {raw}")
 
 
 TARGET_FLOOR = 0.8
 
 
-def report_floor(o: Outcome, db: str) -> None:
+def median_line(what: str, ratios: list[float]) -> str:
+    """``what`` round by round, and their median."""
+    each = ", ".join(f"{r:.2f}x" for r in ratios)
+    return f"{what}, round by round: {each}; median {statistics.median(ratios):.2f}x"
+
+
+def report_floor(o: Outcome, db: str, label: str) -> None:
     """The floor of the very rows this backfill wrote, beside it."""
     assert o.floor is not None and o.floor_expected is not None
     credits = o.counts["transactions"]
-    print(f"\nmatch {o.match:g}: the database alone writing the backfill's rows ({db}):\n")
+    print(f"\n{label}: the database alone writing the backfill's rows ({db}):\n")
     print_floor(o.floor, credits)
     same = all(o.floor.counts[k] == v for k, v in o.floor_expected.items())
     compared = ", ".join(
         f"{k} {o.floor.counts[k]:,} (backfill {v:,})" for k, v in o.floor_expected.items()
     )
     print(f"  rows written by the floor: {compared}{'' if same else '  WARNING: they differ'}")
-    ratio = o.floor.total / o.seconds if o.seconds > 0 else 0.0
+    ratio = floor_ratio(o) or 0.0
     print(
         f"  backfill {o.seconds:.2f} s, floor {o.floor.total:.2f} s: backfill at {ratio:.2f}x"
         f" the floor (backfill time {1 / ratio if ratio else 0:.2f}x the floor's);"
@@ -193,7 +255,7 @@ def report_floor(o: Outcome, db: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return common.run_bench(parse_args(argv), run_one, report)
+    return common.run_bench(parse_args(argv), run_rounds, report)
 
 
 if __name__ == "__main__":

@@ -166,9 +166,15 @@ TARGET_CREDITED = 50_000  # credited transfers/s, when every log pays one
 
 
 def parse_bench_args(
-    argv: list[str] | None, description: str, *, blocks: int, profile_help: str
+    argv: list[str] | None,
+    description: str,
+    *,
+    blocks: int,
+    profile_help: str,
+    rounds: bool = False,
 ) -> argparse.Namespace:
-    """The options both scripts take; ``blocks`` is the default chain length."""
+    """The options both scripts take; ``blocks`` is the default chain length; ``rounds``: the
+    script takes ``--rounds`` too."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--match",
@@ -205,6 +211,15 @@ def parse_bench_args(
         " than filter_recipients_max, and every log is read whole",
     )
     parser.add_argument("--raw-repeats", type=int, default=3)
+    if rounds:
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            metavar="R",
+            help="measure each --match R times, one round after the other (each its own raw read,"
+            " fresh database and run), and print the median of the rounds' ratios",
+        )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached chain")
     parser.add_argument(
