@@ -282,6 +282,28 @@ def idle_connections(port: int, count: int) -> list[socket.socket]:
     return socks
 
 
+async def accepted_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to the port that send nothing, each accepted by the server (on this
+    event loop) before the next is opened: the server sees them in the order of the list. Opened
+    all at once, a connection that found the listen backlog full is accepted after later ones
+    (its handshake ends when the kernel retries it)."""
+    loop = asyncio.get_running_loop()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            for _ in range(3):  # the listener is read, the connection accepted, then made
+                await asyncio.sleep(0)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
 async def closed_by_server(sock: socket.socket, within: float) -> bool:
     """Whether the server closed the connection (EOF) within ``within`` seconds."""
     sock.settimeout(0)
@@ -301,7 +323,7 @@ async def test_idle_connections_do_not_keep_healthz_from_answering(health: Healt
     room, so the server holds at most eight, and /healthz still answers at once."""
     settings = MetricsSettings(port=0, max_connections=8, header_timeout=30.0)
     async with ObserveServer(settings, metrics=Metrics(), health=health, db_check=db_ok) as server:
-        socks = await asyncio.to_thread(idle_connections, server.port, 40)  # the loop accepts
+        socks = await accepted_connections(server.port, 40)
         try:
             async with httpx.AsyncClient(timeout=2.0) as client:
                 response = await client.get(f"http://127.0.0.1:{server.port}/healthz")
