@@ -146,18 +146,23 @@ async def copy_formats(conn: asyncpg.Connection, rows: FloorRows) -> dict[str, t
     """The ``transactions`` rows stored by binary ``COPY`` and by text ``COPY``, each into the
     emptied table after a checkpoint: label -> (seconds, this process's CPU seconds)."""
     columns = list(rows.tx_columns)
+
+    async def binary() -> None:
+        await conn.copy_records_to_table("transactions", records=rows.transactions, columns=columns)
+
+    async def text() -> None:
+        body = io.BytesIO(text_copy(rows.transactions))
+        await conn.copy_to_table("transactions", source=body, columns=columns, format="text")
+
     out: dict[str, tuple[float, float]] = {}
-    for label in ("binary COPY (asyncpg encodes)", "text COPY (lines made by Python)"):
+    for label, store in (
+        ("binary COPY (asyncpg encodes)", binary),
+        ("text COPY (lines made by Python)", text),
+    ):
         await conn.execute("TRUNCATE transactions")
         await conn.execute("CHECKPOINT")
         started, cpu = time.perf_counter(), time.process_time()
-        if label.startswith("binary"):
-            await conn.copy_records_to_table(
-                "transactions", records=rows.transactions, columns=columns
-            )
-        else:
-            body = io.BytesIO(text_copy(rows.transactions))
-            await conn.copy_to_table("transactions", source=body, columns=columns, format="text")
+        await store()
         out[label] = (time.perf_counter() - started, time.process_time() - cpu)
     return out
 

@@ -269,24 +269,10 @@ async def test_a_chain_nobody_holds_is_no_standby(health: Health, clock: FakeClo
     assert body["reasons"] == ["chain eth: no tick done for 11 s: no live instance holds the chain"]
 
 
-def idle_connections(port: int, count: int) -> list[socket.socket]:
-    """``count`` connections to the port that send nothing (each closed if the next fails)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
-async def accepted_connections(port: int, count: int) -> list[socket.socket]:
-    """``count`` connections to the port that send nothing, each accepted by the server (on this
-    event loop) before the next is opened: the server sees them in the order of the list. Opened
-    all at once, a connection that found the listen backlog full is accepted after later ones
-    (its handshake ends when the kernel retries it)."""
+async def idle_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to the port that send nothing (non-blocking), opened on this event
+    loop one at a time, each accepted by the server before the next is opened: the server sees
+    them in the order of the list, whatever else runs beside the test."""
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
     try:
@@ -323,7 +309,7 @@ async def test_idle_connections_do_not_keep_healthz_from_answering(health: Healt
     room, so the server holds at most eight, and /healthz still answers at once."""
     settings = MetricsSettings(port=0, max_connections=8, header_timeout=30.0)
     async with ObserveServer(settings, metrics=Metrics(), health=health, db_check=db_ok) as server:
-        socks = await accepted_connections(server.port, 40)
+        socks = await idle_connections(server.port, 40)
         try:
             async with httpx.AsyncClient(timeout=2.0) as client:
                 response = await client.get(f"http://127.0.0.1:{server.port}/healthz")
@@ -339,7 +325,7 @@ async def test_idle_connections_do_not_keep_healthz_from_answering(health: Healt
 async def test_a_connection_that_sends_no_whole_header_is_closed(health: Health) -> None:
     settings = MetricsSettings(port=0, header_timeout=0.3)
     async with ObserveServer(settings, metrics=Metrics(), health=health, db_check=db_ok) as server:
-        silent, dribbling = await asyncio.to_thread(idle_connections, server.port, 2)
+        silent, dribbling = await idle_connections(server.port, 2)
         try:
             dribbling.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line
             started = asyncio.get_running_loop().time()
