@@ -308,53 +308,23 @@ async def fetch_deep(
     watched: Sieve | None = None,
 ) -> RangeData:
     """A range far below the head (older than the reorg window), read near the node's limit:
-    its logs (to ``to_topics`` recipients when given; sifted by ``watched`` when given,
-    :func:`fetch_sifted`), then the headers of only the blocks
-    whose times the plan reads (:func:`~scanner.core.finality.timed_blocks`) that the logs'
-    ``blockTimestamp`` did not give, and always ``start`` (whose parent hash links the range to
-    the block stored below it) and ``end`` (what the next range links to). No native transfers:
-    those need full blocks (:func:`fetch_range`).
+    its logs (to ``to_topics`` recipients when given; sifted by ``watched`` when given), read as
+    a few sub-ranges at once (:func:`fetch_sifted`), then in one read the headers of only the
+    blocks whose times the plan reads (:func:`~scanner.core.finality.timed_blocks`) that no
+    log's ``blockTimestamp`` gave, and always ``start`` (whose parent hash links the range to
+    the block stored below it) and ``end`` (what the next range links to). No native
+    transfers: those need full blocks (:func:`fetch_range`).
 
-    Read as a few sub-ranges at once, each asking for its headers as soon as its logs are in
-    (the node reads one's headers while it still scans another's logs)."""
-    parts = await asyncio.gather(
-        *(
-            _deep_piece(reader, tokens, a, b, (start, end), required, sizer, to_topics, watched)
-            for a, b in split_range(start, end, _piece(start, end, LOG_PIECES))
-        )
-    )
-    return functools.reduce(joined, parts)
-
-
-async def _deep_piece(
-    reader: ChainReader,
-    tokens: Sequence[str],
-    start: int,
-    end: int,
-    whole: tuple[int, int],
-    required: int | None,
-    sizer: RangeSizer | None,
-    to_topics: Sequence[str] | None,
-    watched: Sieve | None,
-) -> RangeData:
-    """One sub-range of :func:`fetch_deep` (``whole``: the range's first and last blocks),
-    read as it is. The blocks the next range reads (from the last block's final block to the
-    last block) are read by the sub-range that ends there, the first block by the one that
-    starts there. The plan reads the times of the kept logs' blocks alone: those passed over
-    pay nobody (their hashes are still checked)."""
-    first, last = whole
+    The headers wait for every sub-range's logs: a block one sub-range's transfers need the
+    time of is often timed by another's logs (the blocks just before a sub-range), so the range
+    asks once for the few no log timed. The plan reads the times of the kept logs' blocks
+    alone: those passed over pay nobody (their hashes are still checked)."""
     logs, passed = await fetch_sifted(
-        reader, tokens, start, end, sizer, to_topics=to_topics, split=1, watched=watched
+        reader, tokens, start, end, sizer, to_topics=to_topics, watched=watched
     )
     hashes, times = log_blocks(logs, passed.blocks)
     paying = log_blocks(logs)[0] if passed.count else hashes
-    wanted = timed_blocks(paying, last, required) - times.keys()
-    if end == last:
-        wanted.add(last)
-    else:
-        wanted -= timed_blocks((), last, required)
-    if start == first:
-        wanted.add(first)
+    wanted = timed_blocks(paying, end, required) - times.keys() | {start, end}
     headers = await reader.headers_at(sorted(wanted))
     times.update((h.number, h.timestamp) for h in headers)
     return RangeData(

@@ -65,16 +65,21 @@ class ReadsProxy(FaultProxy):
         super().__init__(upstream)
         self.filters: list[Json] = []
         self.blocks_read: set[int] = set()
+        self.header_reads: list[list[int]] = []  # the blocks of each request for headers
         self.strip_times = strip_times
         self.logs: list[Json] = []  # every log answered
 
     async def _answer_items(self, items: list[Json]) -> list[Json]:
+        headers: list[int] = []
         for item in items:
             first = (item.get("params") or [None])[0]
             if item.get("method") == "eth_getLogs":
                 self.filters.append(first)
             elif item.get("method") == "eth_getBlockByNumber" and str(first).startswith("0x"):
                 self.blocks_read.add(int(first, 16))
+                headers.append(int(first, 16))
+        if headers:
+            self.header_reads.append(headers)
         answers = await super()._answer_items(items)
         for item, answer in zip(items, answers, strict=True):
             result = answer.get("result")
@@ -312,6 +317,34 @@ async def test_deep_ranges_read_the_headers_of_few_blocks(
         await backfill_via(h, h.sessions, proxy, batch_size=50)
     assert proxy.count("eth_getBlockByNumber") <= blocks // 5, sorted(proxy.blocks_read)
     want = await reference(h, other_engine, other_sessions, token_payments, batch_size=50)
+    assert_same(await snapshot(h.sessions), want)
+
+
+async def test_a_deep_range_asks_once_for_the_headers_no_log_timed(
+    h: Harness, other_engine: AsyncEngine, other_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A range far below the head, read as sub-ranges of 50 blocks: the transfers at the start
+    of the second need the times of the blocks just before it, which the first one's logs
+    gave. Once every sub-range is in, the range asks in one request for the headers of its
+    first and last blocks and of the blocks whose times no log gave, and writes what a read
+    of every header writes."""
+    await ensure_tokens(h.sessions, h.chain_settings)
+    t0 = h.now()
+    payment = PaymentSpec("many", str(uuid.uuid4()), PART, "1000", h.token, t0, t0 + 100_000)
+    await insert_specs(h.engine, [payment])
+    h.chain.mine(45 - h.chain.head())
+    for _ in range(12):  # blocks 46..57, across the sub-ranges' boundary at 50
+        pay(h, PART, 1_000_000)
+    h.chain.mine(130 - h.chain.head())
+    h.chain.mine(30)  # 0..130 far below the head
+    async with ReadsProxy(h.chain.url) as proxy:
+        await backfill_via(h, h.sessions, proxy, 130, batch_size=131)
+    assert len(proxy.filters) == 3  # 0-49, 50-99, 100-130
+    back = h.chain_settings.confirmations
+    assert back is not None
+    before = set(range(46 - back, 46))  # the blocks no log timed, below the transfers
+    assert proxy.header_reads == [sorted({0, *before, *range(131 - back, 131)})]
+    want = await reference(h, other_engine, other_sessions, [payment], 130, batch_size=131)
     assert_same(await snapshot(h.sessions), want)
 
 
