@@ -324,7 +324,7 @@ async def fetch_deep(
     )
     hashes, times = log_blocks(logs, passed.blocks)
     paying = log_blocks(logs)[0] if passed.count else hashes
-    wanted = timed_blocks(paying, end, required) - times.keys() | {start, end}
+    wanted = (timed_blocks(paying, end, required) - times.keys()) | {start, end}
     headers = await reader.headers_at(sorted(wanted))
     times.update((h.number, h.timestamp) for h in headers)
     return RangeData(
