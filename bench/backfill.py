@@ -107,10 +107,11 @@ async def run_one(chain: BenchChain, match: float, args: argparse.Namespace, wor
     )
 
 
-def speed(o: Outcome) -> float:
-    """The same blocks of the same node: the raw read's time over the backfill's (the backfill
-    may ask the node for fewer logs: a recipient filter, docs/operations.md)."""
-    return o.raw.seconds / o.seconds if o.seconds > 0 else 0.0
+def speed(o: Outcome, raw: common.RawRead | None = None) -> float:
+    """The same blocks of the same node: the raw read's time (``raw``, default the httpx one)
+    over the backfill's (the backfill may ask the node for fewer logs: a recipient filter,
+    docs/operations.md)."""
+    return (raw or o.raw).seconds / o.seconds if o.seconds > 0 else 0.0
 
 
 def floor_ratio(o: Outcome) -> float | None:
@@ -173,7 +174,6 @@ def print_outcomes(
     rows = []
     for o in outcomes:
         s = o.summary
-        speed_aiohttp = o.raw_aiohttp.seconds / o.seconds if o.seconds > 0 else 0.0
         rows.append(
             [
                 f"{o.match:g}",
@@ -189,7 +189,7 @@ def print_outcomes(
                 common.rate(s.matched, o.seconds),
                 f"{speed(o):.2f}",
                 f"{o.raw_aiohttp.seconds:.3f}",
-                f"{speed_aiohttp:.2f}",
+                f"{speed(o, o.raw_aiohttp):.2f}",
             ]
         )
     if rounds is not None:
